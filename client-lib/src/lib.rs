@@ -1,0 +1,1 @@
+//! `rpcd-client`: what a local application links to talk to `rpcd`.

@@ -1,0 +1,1 @@
+//! `rpcd`: the daemon's I/O shell around `rpcd-transport`.

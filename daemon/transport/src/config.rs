@@ -1,0 +1,193 @@
+//! Every bound and timer of the transport, as one value with defaults.
+
+use std::time::Duration;
+use thiserror::Error;
+
+use crate::wire::PAYLOAD_MAX;
+
+/// Transport settings. Every field is a bound or a timer with a default;
+/// [`Config::validate`] checks the relations between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Bytes of message data per datagram (the fragment size). 1200 fits any
+    /// path MTU of 1280 or more after the 96-byte header and UDP/IP headers.
+    pub payload_max: usize,
+    /// Largest message accepted for sending or reassembled on receipt.
+    pub message_max: usize,
+    /// Messages accepted for sending per peer and not yet acknowledged or failed.
+    pub send_queue_max: usize,
+    /// Bytes of those messages, per peer.
+    pub send_queue_bytes_max: usize,
+    /// Receive window, in datagrams beyond the cumulative acknowledgement.
+    pub recv_window: u32,
+    /// Bytes held in partially reassembled messages, per peer.
+    pub reassembly_bytes_max: usize,
+    /// Congestion window at the start, in datagrams.
+    pub cwnd_initial: u32,
+    /// Ceiling of the congestion window, in datagrams.
+    pub cwnd_max: u32,
+    /// Retransmission timeout before any RTT sample.
+    pub rto_initial: Duration,
+    /// Floor of the retransmission timeout (RFC 6298 says 1 s; LANs want ms).
+    pub rto_min: Duration,
+    /// Ceiling of the retransmission timeout, backoff included.
+    pub rto_max: Duration,
+    /// Transmissions of one datagram after the first before its message fails
+    /// with "peer unreachable".
+    pub retransmits_max: u32,
+    /// How long an acknowledgement may wait for a datagram to ride on.
+    pub ack_delay: Duration,
+    /// Acknowledge at once after this many data datagrams.
+    pub ack_every: u32,
+    /// Probe a silent peer this often while anything is outstanding to it.
+    pub keepalive_interval: Duration,
+    /// Declare a peer unreachable after this long without hearing from it
+    /// while anything is outstanding to it.
+    pub peer_timeout: Duration,
+    /// Peers (channels) an endpoint keeps; datagrams from further new peers
+    /// are dropped and counted.
+    pub peers_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            payload_max: 1200,
+            message_max: 16 * 1024 * 1024,
+            send_queue_max: 4096,
+            send_queue_bytes_max: 64 * 1024 * 1024,
+            recv_window: 1024,
+            reassembly_bytes_max: 20 * 1024 * 1024,
+            cwnd_initial: 16,
+            cwnd_max: 1024,
+            rto_initial: Duration::from_millis(100),
+            rto_min: Duration::from_millis(4),
+            rto_max: Duration::from_secs(1),
+            retransmits_max: 20,
+            ack_delay: Duration::from_millis(1),
+            ack_every: 2,
+            keepalive_interval: Duration::from_millis(500),
+            peer_timeout: Duration::from_secs(5),
+            peers_max: 1024,
+        }
+    }
+}
+
+/// A setting out of range, or two settings that contradict each other.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("transport setting `{key}`: {problem}")]
+pub struct ConfigError {
+    /// The setting at fault.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+}
+
+fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Check every range and relation; the channel relies on them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(64..=PAYLOAD_MAX).contains(&self.payload_max) {
+            return Err(bad("payload_max", format!("must be 64..={PAYLOAD_MAX}")));
+        }
+        if self.message_max == 0 {
+            return Err(bad("message_max", "must be at least 1"));
+        }
+        if self.message_max.div_ceil(self.payload_max) > u32::MAX as usize {
+            return Err(bad("message_max", "needs more than 2^32 fragments"));
+        }
+        if self.send_queue_max == 0 {
+            return Err(bad("send_queue_max", "must be at least 1"));
+        }
+        if self.send_queue_bytes_max < self.message_max {
+            return Err(bad(
+                "send_queue_bytes_max",
+                "must be at least message_max, or a largest message could never be sent",
+            ));
+        }
+        if !(16..=1 << 20).contains(&self.recv_window) {
+            return Err(bad("recv_window", "must be 16..=1048576 datagrams"));
+        }
+        let floor = self.message_max + self.payload_max * 64;
+        if self.reassembly_bytes_max < floor {
+            return Err(bad(
+                "reassembly_bytes_max",
+                format!(
+                    "must be at least message_max + 64 datagrams ({floor}), or a largest message could stall"
+                ),
+            ));
+        }
+        if self.cwnd_initial == 0 || self.cwnd_initial > self.cwnd_max {
+            return Err(bad("cwnd_initial", "must be 1..=cwnd_max"));
+        }
+        if self.rto_min.is_zero() || self.rto_min > self.rto_max {
+            return Err(bad("rto_min", "must be above zero and at most rto_max"));
+        }
+        if self.rto_initial < self.rto_min || self.rto_initial > self.rto_max {
+            return Err(bad("rto_initial", "must lie between rto_min and rto_max"));
+        }
+        if self.retransmits_max == 0 || self.retransmits_max > 64 {
+            return Err(bad("retransmits_max", "must be 1..=64"));
+        }
+        if self.ack_delay >= self.rto_min {
+            return Err(bad(
+                "ack_delay",
+                "must be below rto_min, or every lone datagram is retransmitted",
+            ));
+        }
+        if self.ack_every == 0 {
+            return Err(bad("ack_every", "must be at least 1"));
+        }
+        if self.keepalive_interval.is_zero() || self.keepalive_interval >= self.peer_timeout {
+            return Err(bad(
+                "keepalive_interval",
+                "must be above zero and below peer_timeout",
+            ));
+        }
+        if self.peers_max == 0 {
+            return Err(bad("peers_max", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// Fragments a message of `len` bytes takes (at least one).
+    pub fn fragments_for(&self, len: usize) -> u32 {
+        // Bounded by validate(): message_max / payload_max fits in u32.
+        len.div_ceil(self.payload_max).max(1) as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn contradictions_name_the_key() {
+        let c = Config {
+            ack_delay: Duration::from_millis(10),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().map_err(|e| e.key), Err("ack_delay"));
+        let c = Config {
+            reassembly_bytes_max: 1000,
+            ..Config::default()
+        };
+        assert_eq!(c.validate().map_err(|e| e.key), Err("reassembly_bytes_max"));
+        let c = Config {
+            payload_max: 10,
+            ..Config::default()
+        };
+        assert_eq!(c.validate().map_err(|e| e.key), Err("payload_max"));
+    }
+}

@@ -1,0 +1,295 @@
+//! The endpoint: one local epoch, one channel per peer address.
+//!
+//! It parses every datagram once (counting what fails to parse), routes it
+//! to its peer's channel, and keeps a heap of the channels' deadlines so the
+//! next timer is found in O(log peers), never by scanning every channel.
+//! Call order: feed inputs (`handle_datagram`, `send`, `handle_timeout`), then
+//! drain `poll_transmit` and `poll_event`, then sleep until `poll_timeout`.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::channel::{self, Channel, MsgId, Snapshot};
+use crate::config::Config;
+use crate::wire::{Datagram, DecodeError};
+
+/// A datagram to put on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub to: SocketAddr,
+    /// The encoded datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// An event from a peer's channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// The peer it concerns.
+    pub peer: SocketAddr,
+    /// What happened.
+    pub kind: channel::Event,
+}
+
+/// Why [`Endpoint::send`] refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// Refused by the peer's channel.
+    #[error(transparent)]
+    Channel(#[from] channel::SendError),
+    /// A new peer would exceed `Config::peers_max`.
+    #[error("too many peers (limit {0})")]
+    TooManyPeers(usize),
+}
+
+/// Endpoint-wide counters (per-peer ones live in each channel).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Datagrams that failed to parse for a reason other than the checksum.
+    pub malformed: u64,
+    /// Datagrams whose CRC32C did not match.
+    pub corrupt: u64,
+    /// Valid datagrams from new peers beyond `peers_max`.
+    pub refused_peers: u64,
+}
+
+/// The transport endpoint of one daemon.
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: Config,
+    epoch: u64,
+    channels: HashMap<SocketAddr, Slot>,
+    /// (deadline, peer); entries are checked against the channel's current
+    /// deadline when popped, so stale ones cost nothing but their pop.
+    timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+    /// Channels that may have datagrams or events to give.
+    ready: VecDeque<SocketAddr>,
+    events: VecDeque<Event>,
+    stats: EndpointStats,
+}
+
+#[derive(Debug)]
+struct Slot {
+    channel: Channel,
+    scheduled: Option<Instant>,
+    in_ready: bool,
+}
+
+impl Endpoint {
+    /// An endpoint with the given epoch (random and non-zero, chosen by the
+    /// caller: the core reads no OS randomness). `cfg` must be valid.
+    pub fn new(cfg: Config, epoch: u64) -> Self {
+        debug_assert!(cfg.validate().is_ok());
+        Endpoint {
+            cfg,
+            epoch: epoch.max(1),
+            channels: HashMap::new(),
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// This endpoint's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Feed a received datagram. Invalid ones are dropped and counted.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let d = match Datagram::parse(bytes) {
+            Ok(d) => d,
+            Err(DecodeError::BadChecksum) => {
+                self.stats.corrupt += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if !self.channels.contains_key(&from) && self.channels.len() >= self.cfg.peers_max {
+            self.stats.refused_peers += 1;
+            return;
+        }
+        let slot = self.slot(from);
+        slot.channel.handle_datagram(now, &d);
+        self.touched(from);
+    }
+
+    /// Queue a message to `peer`.
+    pub fn send(&mut self, now: Instant, peer: SocketAddr, data: Vec<u8>) -> Result<MsgId, SendError> {
+        if !self.channels.contains_key(&peer) && self.channels.len() >= self.cfg.peers_max {
+            return Err(SendError::TooManyPeers(self.cfg.peers_max));
+        }
+        let r = self.slot(peer).channel.send(now, data);
+        self.touched(peer);
+        Ok(r?)
+    }
+
+    /// Stop (re)transmitting a message; see [`Channel::cancel`].
+    pub fn cancel(&mut self, peer: SocketAddr, msg_id: MsgId) -> bool {
+        let Some(slot) = self.channels.get_mut(&peer) else {
+            return false;
+        };
+        let r = slot.channel.cancel(msg_id);
+        self.touched(peer);
+        r
+    }
+
+    /// Check `peer`'s liveness while waiting for something from it; see
+    /// [`Channel::hold`].
+    pub fn hold(&mut self, now: Instant, peer: SocketAddr) {
+        if self.channels.contains_key(&peer) {
+            self.slot(peer).channel.hold(now);
+            self.touched(peer);
+        }
+    }
+
+    /// End one `hold`.
+    pub fn release(&mut self, peer: SocketAddr) {
+        if let Some(slot) = self.channels.get_mut(&peer) {
+            slot.channel.release();
+            self.touched(peer);
+        }
+    }
+
+    /// Run every timer that is due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((t, peer))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(slot) = self.channels.get_mut(&peer) else {
+                continue;
+            };
+            if slot.scheduled != Some(t) {
+                continue; // superseded
+            }
+            slot.scheduled = None;
+            slot.channel.handle_timeout(now);
+            self.touched(peer);
+        }
+    }
+
+    /// The next datagram to send. Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        while let Some(&peer) = self.ready.front() {
+            let Some(slot) = self.channels.get_mut(&peer) else {
+                self.ready.pop_front();
+                continue;
+            };
+            if let Some(bytes) = slot.channel.poll_transmit(now) {
+                self.reschedule(peer);
+                return Some(Transmit { to: peer, bytes });
+            }
+            slot.in_ready = false;
+            self.ready.pop_front();
+            self.drain_events(peer);
+            self.reschedule(peer);
+        }
+        None
+    }
+
+    /// The next event. Call after `poll_transmit` returned `None`.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must next be called.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // Drop superseded entries so the head is a live deadline.
+        while let Some(&Reverse((t, peer))) = self.timers.peek() {
+            match self.channels.get(&peer) {
+                Some(slot) if slot.scheduled == Some(t) => return Some(t),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Counters and estimators of one peer's channel.
+    pub fn peer(&self, peer: SocketAddr) -> Option<Snapshot> {
+        self.channels.get(&peer).map(|s| s.channel.snapshot())
+    }
+
+    /// Every peer with its snapshot.
+    pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Snapshot)> + '_ {
+        self.channels.iter().map(|(a, s)| (*a, s.channel.snapshot()))
+    }
+
+    /// Endpoint-wide counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// True when every channel is idle (see [`Channel::is_idle`]).
+    pub fn is_idle(&self) -> bool {
+        self.events.is_empty() && self.channels.values().all(|s| s.channel.is_idle())
+    }
+
+    fn slot(&mut self, peer: SocketAddr) -> &mut Slot {
+        let (cfg, epoch) = (self.cfg, self.epoch);
+        self.channels.entry(peer).or_insert_with(|| Slot {
+            channel: Channel::new(cfg, epoch),
+            scheduled: None,
+            in_ready: false,
+        })
+    }
+
+    /// After any input to a channel: collect its events, queue it for
+    /// transmission and re-arm its timer.
+    fn touched(&mut self, peer: SocketAddr) {
+        self.drain_events(peer);
+        if let Some(slot) = self.channels.get_mut(&peer) {
+            if !slot.in_ready && slot.channel.wants_transmit() {
+                slot.in_ready = true;
+                self.ready.push_back(peer);
+            }
+        }
+        self.reschedule(peer);
+    }
+
+    fn drain_events(&mut self, peer: SocketAddr) {
+        if let Some(slot) = self.channels.get_mut(&peer) {
+            while let Some(kind) = slot.channel.poll_event() {
+                self.events.push_back(Event { peer, kind });
+            }
+        }
+    }
+
+    fn reschedule(&mut self, peer: SocketAddr) {
+        if let Some(slot) = self.channels.get_mut(&peer) {
+            let t = slot.channel.poll_timeout();
+            if t != slot.scheduled {
+                slot.scheduled = t;
+                if let Some(t) = t {
+                    self.timers.push(Reverse((t, peer)));
+                }
+            }
+        }
+        // Superseded entries are normally popped as their time passes; a busy
+        // channel re-arms on every datagram, so rebuild the heap when they
+        // outnumber live ones. Amortised O(1) per push.
+        if self.timers.len() > 4 * self.channels.len() + 64 {
+            self.timers = self
+                .channels
+                .iter()
+                .filter_map(|(&p, s)| s.scheduled.map(|t| Reverse((t, p))))
+                .collect();
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! `rpcd-transport`: the sans-IO reliable channel that rpcd runs over UDP.
+//!
+//! Layer: below the daemon's event loop, above nothing. This crate owns no
+//! socket, reads no clock, starts no thread and draws no OS randomness: time
+//! is a parameter (`now: Instant`) of every input, and the daemon's epoch is
+//! handed in. That is what lets the test suite run it in a simulated network
+//! with a virtual clock and a seed.
+//!
+//! Modules, in the direction data flows:
+//! - [`wire`]: bytes ⇄ [`wire::Datagram`] (parse once, typed errors);
+//! - [`channel`]: the per-peer state machine (sequence counters, duplicate
+//!   detection, cumulative + selective acks, RTO per RFC 6298 in [`rtt`],
+//!   fast retransmit, congestion window, fragmentation, epochs, keepalive);
+//! - [`endpoint`]: demultiplexes datagrams to channels, owns the epoch, and
+//!   keeps the channels' timers in a heap.
+//!
+//! Call order, for the endpoint as for a channel: feed inputs
+//! (`handle_datagram`, `send`, `handle_timeout`), then drain `poll_transmit`
+//! and `poll_event`, then wait until `poll_timeout` or the next input.
+
+pub mod channel;
+pub mod config;
+pub mod endpoint;
+pub mod rtt;
+pub mod seq;
+pub mod wire;
+
+pub use channel::{Channel, Event as ChannelEvent, FailReason, MsgId, SendError as ChannelSendError, Snapshot, Stats};
+pub use config::{Config, ConfigError};
+pub use endpoint::{Endpoint, EndpointStats, Event, SendError, Transmit};
+pub use seq::Seq;

@@ -1,0 +1,1 @@
+//! `rpcctl`: the operator's command line for rpcd.
