@@ -1,0 +1,145 @@
+//! The RPC envelope: what one transport message between two daemons carries.
+//!
+//! Each request and each reply is one reliable message (see
+//! `docs/wire-protocol.md`, "RPC layer"). The transport delivers a message at
+//! most once per channel incarnation and never to a restarted peer, so a
+//! request is executed at most once: the daemon runs every request it is
+//! delivered, exactly when it is delivered, and needs no reply cache.
+
+use rpcd_client::ipc::ErrorCode;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A message between daemons. MessagePack, maps with field names, tagged by
+/// `"t"`: `"req"`, `"rep"` or `"cancel"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Envelope {
+    /// Run `function` with `args` and reply with the same `call_id`.
+    #[serde(rename = "req")]
+    Request {
+        /// Chosen by the caller's daemon, unique among its calls.
+        call_id: u64,
+        /// Registered function name.
+        function: String,
+        /// Opaque argument bytes (MessagePack by convention).
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        /// Milliseconds the caller will still wait, measured when sent.
+        deadline_ms: u64,
+        /// Whether the caller marked the call safe to repeat.
+        idempotent: bool,
+    },
+    /// The outcome of a request.
+    #[serde(rename = "rep")]
+    Reply {
+        /// The request's `call_id`.
+        call_id: u64,
+        /// Result bytes, or an error code and message.
+        outcome: RemoteOutcome,
+    },
+    /// The caller stopped waiting (deadline or caller gone): drop the work
+    /// if it has not started, discard its result otherwise.
+    Cancel {
+        /// The request's `call_id`.
+        call_id: u64,
+    },
+}
+
+/// The outcome carried by a reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteOutcome {
+    /// The handler's result bytes.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// A typed failure: an application error or a serving-side transport error.
+    Err {
+        /// Stable code.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// Bytes that are not an envelope.
+#[derive(Debug, Error)]
+#[error("bad RPC envelope: {0}")]
+pub struct EnvelopeError(String);
+
+/// Bytes of envelope around a request's function name and arguments, at most.
+pub const REQUEST_OVERHEAD: usize = 128;
+
+impl Envelope {
+    /// Encode as MessagePack.
+    pub fn encode(&self) -> Vec<u8> {
+        rmp_serde::to_vec_named(self).expect("an envelope always serialises")
+    }
+
+    /// Decode strictly: the whole input must be one envelope.
+    pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        let mut cursor = std::io::Cursor::new(bytes);
+        let mut de = rmp_serde::Deserializer::new(&mut cursor);
+        let env = Envelope::deserialize(&mut de).map_err(|e| EnvelopeError(e.to_string()))?;
+        let used = cursor.position() as usize;
+        if used != bytes.len() {
+            return Err(EnvelopeError(format!(
+                "{} trailing bytes after the envelope",
+                bytes.len() - used
+            )));
+        }
+        Ok(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_each_variant() {
+        for e in [
+            Envelope::Request {
+                call_id: 9,
+                function: "kv.get".into(),
+                args: vec![1, 2, 3],
+                deadline_ms: 5000,
+                idempotent: true,
+            },
+            Envelope::Reply {
+                call_id: 9,
+                outcome: RemoteOutcome::Ok(vec![0xc0]),
+            },
+            Envelope::Reply {
+                call_id: 10,
+                outcome: RemoteOutcome::Err {
+                    code: ErrorCode::UnknownFunction,
+                    message: "no function kv.x".into(),
+                },
+            },
+            Envelope::Cancel { call_id: 11 },
+        ] {
+            assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
+        }
+    }
+
+    #[test]
+    fn request_overhead_bound_holds_for_long_ids() {
+        let e = Envelope::Request {
+            call_id: u64::MAX,
+            function: String::new(),
+            args: vec![0; 70_000],
+            deadline_ms: u64::MAX,
+            idempotent: false,
+        };
+        assert!(e.encode().len() <= 70_000 + REQUEST_OVERHEAD);
+    }
+
+    #[test]
+    fn rejects_trailing_bytes_and_garbage() {
+        let mut b = Envelope::Cancel { call_id: 1 }.encode();
+        b.push(0);
+        assert!(Envelope::decode(&b).is_err());
+        assert!(Envelope::decode(&[0xff, 0x00]).is_err());
+        assert!(Envelope::decode(&[]).is_err());
+    }
+}

@@ -1,0 +1,368 @@
+//! Every setting of the daemon, read through one typed struct.
+//!
+//! Sources, lowest first: built-in defaults, the TOML file (`--config`),
+//! command-line flags. The file is parsed strictly: an unknown key or a value
+//! of the wrong type is an error naming the key and its line.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// The daemon's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// UDP address the daemon listens on (loopback until security exists).
+    pub listen: SocketAddr,
+    /// Path of the local socket.
+    pub socket: PathBuf,
+    /// Log filter (tracing-subscriber syntax), unless `RUST_LOG` is set.
+    pub log_level: String,
+    /// Local limits.
+    pub limits: Limits,
+    /// Transport settings.
+    pub transport: rpcd_transport::Config,
+}
+
+/// Bounds on what local apps and peers can make the daemon hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Local connections at once; further ones are refused with `overloaded`.
+    pub connections_max: usize,
+    /// Largest socket frame (length prefix excluded).
+    pub frame_max: usize,
+    /// Bytes queued to one connection that it does not read; above this the
+    /// connection is closed as a slow reader.
+    pub connection_output_max: usize,
+    /// Calls in flight per local connection.
+    pub calls_per_connection_max: usize,
+    /// Calls in flight to one peer daemon.
+    pub calls_per_peer_max: usize,
+    /// Invocations waiting for one serving app's result.
+    pub invocations_per_app_max: usize,
+    /// Functions registered in all.
+    pub functions_max: usize,
+    /// Deadline of a call that names none.
+    pub deadline_default: Duration,
+    /// Longest deadline a call may ask for.
+    pub deadline_max: Duration,
+    /// UDP socket receive buffer (SO_RCVBUF).
+    pub udp_recv_buffer: usize,
+    /// UDP socket send buffer (SO_SNDBUF).
+    pub udp_send_buffer: usize,
+    /// Datagrams waiting for the UDP socket to become writable; beyond this
+    /// they are dropped (the transport retransmits them).
+    pub transmit_backlog_max: usize,
+    /// Longest a graceful shutdown waits for pending calls.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            connections_max: 1024,
+            frame_max: rpcd_client::ipc::FRAME_MAX_DEFAULT,
+            connection_output_max: 64 * 1024 * 1024,
+            calls_per_connection_max: 4096,
+            calls_per_peer_max: 4096,
+            invocations_per_app_max: 1024,
+            functions_max: 4096,
+            deadline_default: Duration::from_secs(10),
+            deadline_max: Duration::from_secs(3600),
+            udp_recv_buffer: 4 * 1024 * 1024,
+            udp_send_buffer: 4 * 1024 * 1024,
+            transmit_backlog_max: 8192,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
+            socket: rpcd_client::ipc::default_socket_path(),
+            log_level: "info".into(),
+            limits: Limits::default(),
+            transport: rpcd_transport::Config::default(),
+        }
+    }
+}
+
+/// A setting that cannot be used.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// TOML syntax, an unknown key or a wrong type.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message: key, expectation and line.
+        message: String,
+    },
+    /// A value out of range or contradicting another.
+    #[error("{origin}: setting `{key}`: {problem}")]
+    Invalid {
+        /// The file, or "defaults/flags".
+        origin: String,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+// The file's shape: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    #[serde(default)]
+    daemon: FileDaemon,
+    #[serde(default)]
+    limits: FileLimits,
+    #[serde(default)]
+    transport: FileTransport,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDaemon {
+    listen: Option<SocketAddr>,
+    socket: Option<PathBuf>,
+    log_level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLimits {
+    connections_max: Option<usize>,
+    frame_max: Option<usize>,
+    connection_output_max: Option<usize>,
+    calls_per_connection_max: Option<usize>,
+    calls_per_peer_max: Option<usize>,
+    invocations_per_app_max: Option<usize>,
+    functions_max: Option<usize>,
+    deadline_default_ms: Option<u64>,
+    deadline_max_ms: Option<u64>,
+    udp_recv_buffer: Option<usize>,
+    udp_send_buffer: Option<usize>,
+    transmit_backlog_max: Option<usize>,
+    shutdown_grace_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTransport {
+    payload_max: Option<usize>,
+    message_max: Option<usize>,
+    send_queue_max: Option<usize>,
+    send_queue_bytes_max: Option<usize>,
+    recv_window: Option<u32>,
+    reassembly_bytes_max: Option<usize>,
+    cwnd_initial: Option<u32>,
+    cwnd_max: Option<u32>,
+    rto_initial_ms: Option<u64>,
+    rto_min_ms: Option<u64>,
+    rto_max_ms: Option<u64>,
+    retransmits_max: Option<u32>,
+    ack_delay_us: Option<u64>,
+    ack_every: Option<u32>,
+    keepalive_interval_ms: Option<u64>,
+    peer_timeout_ms: Option<u64>,
+    peers_max: Option<usize>,
+}
+
+macro_rules! set {
+    ($dst:expr, $src:expr) => {
+        if let Some(v) = $src {
+            $dst = v;
+        }
+    };
+    ($dst:expr, $src:expr, $conv:expr) => {
+        if let Some(v) = $src {
+            $dst = $conv(v);
+        }
+    };
+}
+
+impl Settings {
+    /// Defaults overlaid with the file at `path`.
+    pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut s = Settings::default();
+        s.apply_toml(&text)
+            .map_err(|message| SettingsError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        s.validate(&path.display().to_string())?;
+        Ok(s)
+    }
+
+    /// Overlay TOML text; the error names the key and the line.
+    fn apply_toml(&mut self, text: &str) -> Result<(), String> {
+        let f: FileSettings = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            }
+        })?;
+        let ms = Duration::from_millis;
+        set!(self.listen, f.daemon.listen);
+        set!(self.socket, f.daemon.socket);
+        set!(self.log_level, f.daemon.log_level);
+        let l = &mut self.limits;
+        set!(l.connections_max, f.limits.connections_max);
+        set!(l.frame_max, f.limits.frame_max);
+        set!(l.connection_output_max, f.limits.connection_output_max);
+        set!(
+            l.calls_per_connection_max,
+            f.limits.calls_per_connection_max
+        );
+        set!(l.calls_per_peer_max, f.limits.calls_per_peer_max);
+        set!(l.invocations_per_app_max, f.limits.invocations_per_app_max);
+        set!(l.functions_max, f.limits.functions_max);
+        set!(l.deadline_default, f.limits.deadline_default_ms, ms);
+        set!(l.deadline_max, f.limits.deadline_max_ms, ms);
+        set!(l.udp_recv_buffer, f.limits.udp_recv_buffer);
+        set!(l.udp_send_buffer, f.limits.udp_send_buffer);
+        set!(l.transmit_backlog_max, f.limits.transmit_backlog_max);
+        set!(l.shutdown_grace, f.limits.shutdown_grace_ms, ms);
+        let t = &mut self.transport;
+        let ft = f.transport;
+        set!(t.payload_max, ft.payload_max);
+        set!(t.message_max, ft.message_max);
+        set!(t.send_queue_max, ft.send_queue_max);
+        set!(t.send_queue_bytes_max, ft.send_queue_bytes_max);
+        set!(t.recv_window, ft.recv_window);
+        set!(t.reassembly_bytes_max, ft.reassembly_bytes_max);
+        set!(t.cwnd_initial, ft.cwnd_initial);
+        set!(t.cwnd_max, ft.cwnd_max);
+        set!(t.rto_initial, ft.rto_initial_ms, ms);
+        set!(t.rto_min, ft.rto_min_ms, ms);
+        set!(t.rto_max, ft.rto_max_ms, ms);
+        set!(t.retransmits_max, ft.retransmits_max);
+        set!(t.ack_delay, ft.ack_delay_us, Duration::from_micros);
+        set!(t.ack_every, ft.ack_every);
+        set!(t.keepalive_interval, ft.keepalive_interval_ms, ms);
+        set!(t.peer_timeout, ft.peer_timeout_ms, ms);
+        set!(t.peers_max, ft.peers_max);
+        Ok(())
+    }
+
+    /// Check ranges and relations; `origin` names where the values came from.
+    pub fn validate(&self, origin: &str) -> Result<(), SettingsError> {
+        let invalid = |key: &str, problem: String| SettingsError::Invalid {
+            origin: origin.to_owned(),
+            key: key.to_owned(),
+            problem,
+        };
+        self.transport
+            .validate()
+            .map_err(|e| invalid(&format!("transport.{}", e.key), e.problem))?;
+        let l = &self.limits;
+        let positive = [
+            ("limits.connections_max", l.connections_max),
+            (
+                "limits.calls_per_connection_max",
+                l.calls_per_connection_max,
+            ),
+            ("limits.calls_per_peer_max", l.calls_per_peer_max),
+            ("limits.invocations_per_app_max", l.invocations_per_app_max),
+            ("limits.functions_max", l.functions_max),
+            ("limits.transmit_backlog_max", l.transmit_backlog_max),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if l.frame_max < 1024 {
+            return Err(invalid("limits.frame_max", "must be at least 1024".into()));
+        }
+        if l.frame_max > u32::MAX as usize {
+            return Err(invalid(
+                "limits.frame_max",
+                "must fit the 4-byte length prefix".into(),
+            ));
+        }
+        if l.connection_output_max < l.frame_max {
+            return Err(invalid(
+                "limits.connection_output_max",
+                "must be at least limits.frame_max".into(),
+            ));
+        }
+        if l.deadline_default.is_zero() || l.deadline_default > l.deadline_max {
+            return Err(invalid(
+                "limits.deadline_default_ms",
+                "must be above zero and at most limits.deadline_max_ms".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Largest argument (or result) a call can carry: the transport's
+    /// message bound less the envelope, and what one socket frame can hold.
+    pub fn payload_max(&self) -> usize {
+        let by_transport = self
+            .transport
+            .message_max
+            .saturating_sub(crate::envelope::REQUEST_OVERHEAD);
+        let by_frame = self.limits.frame_max.saturating_sub(1024);
+        by_transport.min(by_frame)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        Settings::default().validate("defaults").unwrap();
+    }
+
+    #[test]
+    fn file_overrides_and_unknown_key_names_line() {
+        let mut s = Settings::default();
+        s.apply_toml("[daemon]\nlisten = \"127.0.0.1:9\"\n[transport]\nrto_min_ms = 7\n")
+            .unwrap();
+        assert_eq!(s.listen.port(), 9);
+        assert_eq!(s.transport.rto_min, Duration::from_millis(7));
+        let err = s
+            .apply_toml("[limits]\n\nconections_max = 3\n")
+            .unwrap_err();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("conections_max"), "{err}");
+        let err = s.apply_toml("[daemon]\nlisten = 5\n").unwrap_err();
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_relation_names_key() {
+        let mut s = Settings::default();
+        s.limits.connection_output_max = 10;
+        let e = s.validate("x").unwrap_err().to_string();
+        assert!(e.contains("limits.connection_output_max"), "{e}");
+        let mut s = Settings::default();
+        s.transport.ack_delay = Duration::from_secs(1);
+        let e = s.validate("x").unwrap_err().to_string();
+        assert!(e.contains("transport.ack_delay"), "{e}");
+    }
+}

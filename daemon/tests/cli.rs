@@ -1,0 +1,58 @@
+//! The `rpcd` binary's command line: flags, settings errors and exit codes.
+//! (Having an integration test here also makes `cargo test --workspace`
+//! build the `rpcd` binary that the `tests/` crate runs.)
+
+use std::process::Command;
+
+fn rpcd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_rpcd"))
+}
+
+/// `--help` names every flag the brief asks for.
+#[test]
+fn help_lists_flags() {
+    let out = rpcd().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--config", "--listen", "--socket"] {
+        assert!(text.contains(flag), "{flag} missing from:\n{text}");
+    }
+}
+
+/// A config file with a typo'd key fails at start, naming the key and line.
+#[test]
+fn bad_config_key_is_named_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rpcd.toml");
+    std::fs::write(&cfg, "[limits]\nconections_max = 3\n").unwrap();
+    let out = rpcd()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("conections_max"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+/// A value out of range is refused before anything is bound.
+#[test]
+fn out_of_range_value_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rpcd.toml");
+    std::fs::write(&cfg, "[transport]\npayload_max = 5\n").unwrap();
+    let out = rpcd()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(dir.path().join("s.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("transport.payload_max"), "{err}");
+    assert!(!dir.path().join("s.sock").exists());
+}
