@@ -122,6 +122,37 @@ mod tests {
         }
     }
 
+    /// The exact bytes shown in docs/rpc-layer.md.
+    #[test]
+    fn request_literal_bytes_match_the_doc() {
+        let e = Envelope::Request {
+            call_id: 7,
+            function: "rpcd.echo".into(),
+            args: vec![1, 2],
+            deadline_ms: 5000,
+            idempotent: false,
+        };
+        let mut expect = vec![0x86, 0xa1, b't', 0xa3];
+        expect.extend_from_slice(b"req");
+        expect.push(0xa7);
+        expect.extend_from_slice(b"call_id");
+        expect.push(0x07);
+        expect.push(0xa8);
+        expect.extend_from_slice(b"function");
+        expect.push(0xa9);
+        expect.extend_from_slice(b"rpcd.echo");
+        expect.push(0xa4);
+        expect.extend_from_slice(b"args");
+        expect.extend_from_slice(&[0xc4, 0x02, 0x01, 0x02]);
+        expect.push(0xab);
+        expect.extend_from_slice(b"deadline_ms");
+        expect.extend_from_slice(&[0xcd, 0x13, 0x88]);
+        expect.push(0xaa);
+        expect.extend_from_slice(b"idempotent");
+        expect.push(0xc2);
+        assert_eq!(e.encode(), expect);
+    }
+
     #[test]
     fn request_overhead_bound_holds_for_long_ids() {
         let e = Envelope::Request {

@@ -354,6 +354,22 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
     }
 
+    /// etc/rpcd.toml holds every key with its built-in default.
+    #[test]
+    fn example_file_is_the_defaults() {
+        let text = include_str!("../../etc/rpcd.toml");
+        let mut s = Settings::default();
+        s.apply_toml(text).unwrap();
+        assert_eq!(s, Settings::default());
+        let f: toml::Table = toml::from_str(text).unwrap();
+        let keys: usize = f
+            .values()
+            .map(|v| v.as_table().map_or(0, toml::Table::len))
+            .sum();
+        // Every key but the commented-out socket path (its default depends on the user).
+        assert_eq!(keys, 2 + 13 + 17, "a key is missing from etc/rpcd.toml");
+    }
+
     #[test]
     fn invalid_relation_names_key() {
         let mut s = Settings::default();
