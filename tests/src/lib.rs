@@ -1,1 +1,361 @@
-//! Shared harness for the integration tests in `tests/tests/`.
+//! Shared harness for the integration tests in `tests/tests/`: real `rpcd`
+//! processes on ephemeral ports and temporary socket directories, owned by
+//! guards that kill them by pid on drop (even when a test fails), and a
+//! seeded lossy UDP relay to put between two daemons.
+
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rpcd_client::conn::Connection;
+
+/// Path of a workspace binary (`rpcd`, `rpcctl`), next to the test executable's
+/// directory. `cargo test --workspace` builds them (their packages have
+/// integration tests); `RPCD_BIN_DIR` overrides the directory.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = match std::env::var_os("RPCD_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/debug/deps/<test> -> target/debug
+            exe.parent()
+                .and_then(Path::parent)
+                .expect("test executable lives in target/<profile>/deps")
+                .to_path_buf()
+        }
+    };
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with `cargo test --workspace` so the binaries are built",
+        p.display()
+    );
+    p
+}
+
+/// A temporary directory removed on drop.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rpcd-test-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// A child process killed (SIGKILL, by pid) and reaped on drop.
+#[derive(Debug)]
+pub struct ProcessGuard {
+    child: Option<Child>,
+    name: String,
+}
+
+impl ProcessGuard {
+    /// Own `child`.
+    pub fn new(name: &str, child: Child) -> Self {
+        ProcessGuard {
+            child: Some(child),
+            name: name.to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Send a signal by pid.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        if let Some(c) = &self.child {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), sig);
+        }
+    }
+
+    /// Kill with SIGKILL and reap.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for exit up to `timeout`; the exit status, or None if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            let c = self.child.as_mut()?;
+            if let Ok(Some(st)) = c.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.kill();
+            let _ = &self.name;
+        }
+    }
+}
+
+/// A running `rpcd` with its own socket, log and (optional) config file.
+#[derive(Debug)]
+pub struct Daemon {
+    /// The process.
+    pub process: ProcessGuard,
+    /// Its local socket.
+    pub socket: PathBuf,
+    /// Its UDP address, as reported in the handshake.
+    pub udp: SocketAddr,
+    /// Its stderr log.
+    pub log: PathBuf,
+    config: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Start `rpcd` in `dir` named `name`, listening on `listen` (use
+    /// `127.0.0.1:0` for an ephemeral port), with `config` TOML if given.
+    pub fn start(dir: &Path, name: &str, listen: &str, config: Option<&str>) -> Daemon {
+        let socket = dir.join(format!("{name}.sock"));
+        let cfg_path = config.map(|text| {
+            let p = dir.join(format!("{name}.toml"));
+            std::fs::write(&p, text).expect("write config");
+            p
+        });
+        Self::spawn(dir, name, listen, socket, cfg_path)
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        socket: PathBuf,
+        config: Option<PathBuf>,
+    ) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let mut cmd = Command::new(bin("rpcd"));
+        cmd.arg("--listen")
+            .arg(listen)
+            .arg("--socket")
+            .arg(&socket)
+            .env_remove("RPCD_SOCKET")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf);
+        if let Some(c) = &config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd.spawn().expect("spawn rpcd");
+        let mut process = ProcessGuard::new(name, child);
+        // Ready when the socket answers the handshake.
+        let until = Instant::now() + Duration::from_secs(20);
+        let udp = loop {
+            if let Some(st) = process.wait_timeout(Duration::ZERO) {
+                panic!(
+                    "rpcd {name} exited early ({st}); log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            if let Ok(c) = Connection::connect(&socket, "harness") {
+                break c.daemon().listen.parse().expect("listen address");
+            }
+            assert!(
+                Instant::now() < until,
+                "rpcd {name} did not come up; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Daemon {
+            process,
+            socket,
+            udp,
+            log,
+            config,
+        }
+    }
+
+    /// A new connection to this daemon.
+    pub fn connect(&self, name: &str) -> Connection {
+        Connection::connect(&self.socket, name).expect("connect to rpcd")
+    }
+
+    /// SIGKILL the daemon and start a new one on the same UDP address and socket.
+    pub fn restart_after_kill(&mut self, dir: &Path, name: &str) {
+        self.process.kill();
+        let listen = self.udp.to_string();
+        let new = Self::spawn(dir, name, &listen, self.socket.clone(), self.config.clone());
+        *self = new;
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.process.wait_timeout(Duration::ZERO).is_none() && self.process.pid() != 0
+    }
+}
+
+/// Faults a [`Relay`] applies, each direction alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    /// Probability a datagram is dropped.
+    pub loss: f64,
+    /// Probability a datagram is sent twice.
+    pub duplicate: f64,
+    /// Probability a datagram is held back and sent after the next one.
+    pub reorder: f64,
+}
+
+/// Counters of a relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Datagrams forwarded (duplicates counted twice).
+    pub forwarded: AtomicU64,
+    /// Datagrams dropped.
+    pub dropped: AtomicU64,
+    /// Datagrams duplicated.
+    pub duplicated: AtomicU64,
+    /// Datagrams reordered.
+    pub reordered: AtomicU64,
+}
+
+/// A seeded lossy UDP relay between a client daemon and a server daemon:
+/// the client daemon sends to `front`; the relay forwards to the server
+/// from `back`, and the server's replies come back through it.
+#[derive(Debug)]
+pub struct Relay {
+    /// Address the client daemon targets.
+    pub front: SocketAddr,
+    /// Counters.
+    pub stats: Arc<RelayStats>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Relay {
+    /// Start a relay to `server` with `faults`, seeded by `seed`.
+    pub fn start(server: SocketAddr, faults: Faults, seed: u64) -> Relay {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind relay front");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind relay back");
+        let front_addr = front.local_addr().expect("addr");
+        front
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .expect("timeout");
+        back.set_read_timeout(Some(Duration::from_millis(1)))
+            .expect("timeout");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(RelayStats::default());
+        let (stop2, stats2) = (stop.clone(), stats.clone());
+        let thread = std::thread::spawn(move || {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let mut client: Option<SocketAddr> = None;
+            let mut held: [Option<(Vec<u8>, SocketAddr)>; 2] = [None, None];
+            let mut buf = vec![0u8; 65_536];
+            while !stop2.load(Ordering::Relaxed) {
+                for dir in 0..2 {
+                    let (rx, tx) = if dir == 0 { (&front, &back) } else { (&back, &front) };
+                    let (n, from) = match rx.recv_from(&mut buf) {
+                        Ok(x) => x,
+                        Err(_) => {
+                            // Idle: release a held datagram so reordering never
+                            // turns into loss.
+                            if let Some((d, to)) = held[dir].take() {
+                                let _ = tx.send_to(&d, to);
+                                stats2.forwarded.fetch_add(1, Ordering::Relaxed);
+                            }
+                            continue;
+                        }
+                    };
+                    let to = if dir == 0 {
+                        client = Some(from);
+                        server
+                    } else {
+                        match client {
+                            Some(c) => c,
+                            None => continue,
+                        }
+                    };
+                    let data = buf[..n].to_vec();
+                    if rng.gen_bool(faults.loss) {
+                        stats2.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let copies = if rng.gen_bool(faults.duplicate) {
+                        stats2.duplicated.fetch_add(1, Ordering::Relaxed);
+                        2
+                    } else {
+                        1
+                    };
+                    if held[dir].is_none() && rng.gen_bool(faults.reorder) {
+                        stats2.reordered.fetch_add(1, Ordering::Relaxed);
+                        held[dir] = Some((data, to));
+                        continue;
+                    }
+                    for _ in 0..copies {
+                        let _ = tx.send_to(&data, to);
+                        stats2.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some((d, t)) = held[dir].take() {
+                        let _ = tx.send_to(&d, t);
+                        stats2.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        Relay {
+            front: front_addr,
+            stats,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -1,0 +1,371 @@
+//! Two real `rpcd` processes on loopback, apps speaking the real socket
+//! protocol through `rpcd-client`'s low-level connection.
+
+use std::collections::HashSet;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::ipc::{ErrorCode, Outcome};
+use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay};
+
+fn opts(deadline_ms: u64) -> CallOptions {
+    CallOptions {
+        deadline: Some(Duration::from_millis(deadline_ms)),
+        idempotent: false,
+    }
+}
+
+fn code(e: &CallError) -> Option<ErrorCode> {
+    match e {
+        CallError::Remote { code, .. } => Some(*code),
+        _ => None,
+    }
+}
+
+/// Serve `function` on `conn` in a thread with `handler` until the
+/// connection closes; returns the thread.
+fn serve(
+    conn: Arc<Connection>,
+    function: &str,
+    handler: impl Fn(Vec<u8>) -> Outcome + Send + 'static,
+) -> thread::JoinHandle<()> {
+    conn.register(function).expect("register");
+    thread::spawn(move || {
+        while !conn.is_closed() {
+            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
+                let out = handler(inv.args);
+                if conn.send_result(inv.invocation, out).is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+/// Small and multi-megabyte arguments cross two daemons intact, both to a
+/// built-in and to a registered function.
+#[test]
+fn round_trips_small_and_multi_megabyte_arguments() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server = Arc::new(b.connect("server"));
+    let _t = serve(server.clone(), "test.reverse", |mut v| {
+        v.reverse();
+        Outcome::Ok(v)
+    });
+    let client = a.connect("client");
+    let target = b.udp.to_string();
+    assert_eq!(
+        client
+            .call(&target, "rpcd.echo", b"hello".to_vec(), opts(5000))
+            .unwrap(),
+        b"hello"
+    );
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i * 31 % 251) as u8).collect();
+    let back = client
+        .call(&target, "rpcd.echo", big.clone(), opts(20_000))
+        .unwrap();
+    assert_eq!(back.len(), big.len());
+    assert!(back == big, "3 MiB echo corrupted");
+    let rev = client
+        .call(&target, "test.reverse", big.clone(), opts(20_000))
+        .unwrap();
+    let mut expect = big;
+    expect.reverse();
+    assert!(rev == expect, "3 MiB reverse corrupted");
+    // Empty arguments are fine too.
+    assert_eq!(
+        client.call(&target, "rpcd.echo", Vec::new(), opts(5000)).unwrap(),
+        Vec::<u8>::new()
+    );
+}
+
+/// Many calls in flight on one connection from many threads: every reply
+/// matches its own call.
+#[test]
+fn concurrent_calls_on_one_connection_are_matched() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
+    let threads: Vec<_> = (0..8u32)
+        .map(|t| {
+            let client = client.clone();
+            let target = target.clone();
+            thread::spawn(move || {
+                for i in 0..200u32 {
+                    let payload = format!("thread {t} call {i} {}", "x".repeat((i % 50) as usize));
+                    let r = client
+                        .call(&target, "rpcd.echo", payload.clone().into_bytes(), opts(10_000))
+                        .unwrap();
+                    assert_eq!(r, payload.as_bytes());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// At-most-once under loss, duplication and reordering: a side-effect
+/// counter on B equals the number of successful calls, and every success
+/// saw a distinct execution.
+#[test]
+fn at_most_once_through_a_lossy_relay() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let relay = Relay::start(
+        b.udp,
+        Faults {
+            loss: 0.10,
+            duplicate: 0.05,
+            reorder: 0.05,
+        },
+        0x5eed,
+    );
+    let counter = Arc::new(AtomicU64::new(0));
+    let c2 = counter.clone();
+    let server = Arc::new(b.connect("server"));
+    let _t = serve(server, "counter.incr", move |_| {
+        let v = c2.fetch_add(1, Ordering::SeqCst) + 1;
+        Outcome::Ok(v.to_be_bytes().to_vec())
+    });
+    let client = Arc::new(a.connect("client"));
+    let target = relay.front.to_string();
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let ok = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, target, seen, ok) = (client.clone(), target.clone(), seen.clone(), ok.clone());
+            thread::spawn(move || {
+                for _ in 0..150 {
+                    let r = client
+                        .call(&target, "counter.incr", Vec::new(), opts(20_000))
+                        .expect("10% loss must not fail a call with a 20 s deadline");
+                    let v = u64::from_be_bytes(r.try_into().expect("8 bytes"));
+                    assert!(seen.lock().unwrap().insert(v), "execution {v} answered twice");
+                    ok.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(ok.load(Ordering::SeqCst), 600);
+    assert_eq!(counter.load(Ordering::SeqCst), 600, "executions != successes");
+    let dropped = relay.stats.dropped.load(Ordering::Relaxed);
+    let duplicated = relay.stats.duplicated.load(Ordering::Relaxed);
+    assert!(dropped > 0 && duplicated > 0, "the relay injected no faults");
+    let stats = a.connect("stats").stats().unwrap();
+    assert!(stats.totals.retransmissions > 0, "loss caused no retransmission");
+}
+
+/// B is killed and restarted on the same address: calls in flight end
+/// "peer restarted"; later calls succeed without restarting A.
+#[test]
+fn peer_restart_fails_in_flight_calls_then_recovers() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let mut b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server = Arc::new(b.connect("server"));
+    server.register("test.hang").unwrap();
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
+    // Wait until the request reached the serving app, so it is in flight.
+    let caller = {
+        let (client, target) = (client.clone(), target.clone());
+        thread::spawn(move || client.call(&target, "test.hang", Vec::new(), opts(8000)))
+    };
+    let inv = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .expect("invocation reached the app");
+    assert_eq!(inv.function, "test.hang");
+    b.restart_after_kill(dir.path(), "b");
+    let started = Instant::now();
+    let err = caller.join().unwrap().expect_err("the call cannot succeed");
+    assert_eq!(code(&err), Some(ErrorCode::PeerRestarted), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(8), "waited for the deadline");
+    assert_eq!(
+        client
+            .call(&target, "rpcd.echo", b"again".to_vec(), opts(5000))
+            .unwrap(),
+        b"again"
+    );
+}
+
+/// The app serving a function disconnects mid-call: the caller gets
+/// "server app gone" at once, and the name is free again.
+#[test]
+fn serving_app_gone_mid_call() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server = b.connect("server");
+    server.register("test.vanish").unwrap();
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
+    let caller = {
+        let (client, target) = (client.clone(), target.clone());
+        thread::spawn(move || client.call(&target, "test.vanish", Vec::new(), opts(10_000)))
+    };
+    server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .expect("invocation reached the app");
+    let t = Instant::now();
+    drop(server);
+    let err = caller.join().unwrap().expect_err("the app is gone");
+    assert_eq!(code(&err), Some(ErrorCode::ServerAppGone), "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let again = b.connect("server2");
+    again.register("test.vanish").expect("the name was released");
+}
+
+/// A hung app: the caller gets "deadline exceeded" at its deadline.
+#[test]
+fn deadline_exceeded_when_the_app_hangs() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server = b.connect("server");
+    server.register("test.hang").unwrap();
+    let client = a.connect("client");
+    let t = Instant::now();
+    let err = client
+        .call(&b.udp.to_string(), "test.hang", Vec::new(), opts(300))
+        .expect_err("nobody answers");
+    assert_eq!(code(&err), Some(ErrorCode::DeadlineExceeded), "{err:?}");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    // The hung invocation's late result is dropped, not delivered anywhere.
+    let inv = server.next_invocation(Some(Duration::from_secs(1))).unwrap();
+    server.send_result(inv.invocation, Outcome::Ok(vec![1])).unwrap();
+    client
+        .call(&b.udp.to_string(), "rpcd.ping", Vec::new(), opts(5000))
+        .expect("the daemon still serves after a late result");
+}
+
+/// Unknown functions, bad targets and oversize arguments get typed errors.
+#[test]
+fn typed_errors_for_bad_calls() {
+    let dir = tempdir();
+    let a = Daemon::start(
+        dir.path(),
+        "a",
+        "127.0.0.1:0",
+        Some("[transport]\nmessage_max = 100000\nreassembly_bytes_max = 200000\nsend_queue_bytes_max = 200000\n"),
+    );
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let client = a.connect("client");
+    let target = b.udp.to_string();
+    let err = client
+        .call(&target, "no.such", Vec::new(), opts(5000))
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::UnknownFunction), "{err:?}");
+    let err = client
+        .call("not a target", "rpcd.echo", Vec::new(), opts(5000))
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadRequest), "{err:?}");
+    let err = client
+        .call(&target, "rpcd.echo", vec![0; 200_000], opts(5000))
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::MessageTooLarge), "{err:?}");
+    // A name owned by a live connection cannot be taken.
+    let owner = b.connect("owner");
+    owner.register("dup.name").unwrap();
+    let thief = b.connect("thief");
+    let err = thief.register("dup.name").unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::NameTaken), "{err:?}");
+}
+
+/// A call to the daemon's own address is served without any UDP.
+#[test]
+fn call_to_own_address_short_circuits() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let server = Arc::new(a.connect("server"));
+    let _t = serve(server, "test.double", |v| {
+        Outcome::Ok(v.iter().flat_map(|&b| [b, b]).collect())
+    });
+    let client = a.connect("client");
+    let me = a.udp.to_string();
+    assert_eq!(
+        client.call(&me, "test.double", vec![1, 2], opts(5000)).unwrap(),
+        vec![1, 1, 2, 2]
+    );
+    assert_eq!(client.call(&me, "rpcd.echo", vec![7], opts(5000)).unwrap(), vec![7]);
+    let stats = client.stats().unwrap();
+    assert_eq!(stats.totals.datagrams_sent, 0, "a local call used UDP");
+    assert!(stats.peers.is_empty());
+    assert_eq!(stats.calls.get("ok"), Some(&2));
+}
+
+/// Garbage datagrams at B's UDP port and garbage frames on B's socket while
+/// good calls run: the good calls succeed, the daemon stays up, and the
+/// garbage is counted.
+#[test]
+fn garbage_does_not_disturb_good_calls() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let mut b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
+    let good = {
+        let (client, target) = (client.clone(), target.clone());
+        thread::spawn(move || {
+            for i in 0..200u32 {
+                let r = client
+                    .call(&target, "rpcd.echo", i.to_be_bytes().to_vec(), opts(10_000))
+                    .unwrap();
+                assert_eq!(r, i.to_be_bytes());
+            }
+        })
+    };
+    // Datagram garbage: empty, short, wrong magic, right magic with a bad
+    // CRC, and oversize.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut bad_crc = vec![0u8; 96];
+    bad_crc[0] = b'R';
+    bad_crc[1] = b'D';
+    bad_crc[2] = 1;
+    bad_crc[3] = 1;
+    for i in 0..300u32 {
+        let _ = junk.send_to(&[], b.udp);
+        let _ = junk.send_to(&i.to_be_bytes(), b.udp);
+        let _ = junk.send_to(&[0xAB; 200], b.udp);
+        let _ = junk.send_to(&bad_crc, b.udp);
+        if i % 50 == 0 {
+            let _ = junk.send_to(&vec![0x55; 65_000], b.udp);
+        }
+    }
+    // Socket garbage, each on its own connection: a huge length prefix,
+    // bad MessagePack, a valid frame with trailing bytes.
+    for garbage in [
+        vec![0xff, 0xff, 0xff, 0xff],
+        vec![0, 0, 0, 3, 0xc1, 0xc1, 0xc1],
+        vec![0, 0, 0, 2, 0x80, 0x00],
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(&b.socket).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(&garbage).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        assert!(reply.len() > 4, "expected an error frame before close");
+        let text = String::from_utf8_lossy(&reply);
+        assert!(text.contains("fatal"), "no fatal frame: {text}");
+    }
+    good.join().unwrap();
+    assert!(b.alive(), "rpcd died");
+    let stats = b.connect("stats").stats().unwrap();
+    assert!(stats.malformed >= 450, "malformed not counted: {}", stats.malformed);
+    assert!(stats.corrupt >= 150, "corrupt not counted: {}", stats.corrupt);
+    assert!(wait_until(Duration::from_secs(2), || b.alive()));
+}
