@@ -657,6 +657,93 @@ mod tests {
         assert_eq!(frame, frame_of(&body));
     }
 
+    /// The hex examples of `docs/ipc-protocol.md` §10, byte for byte.
+    #[test]
+    fn protocol_doc_examples_match() {
+        fn hex(text: &str) -> Vec<u8> {
+            text.split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect()
+        }
+        let hello = ClientMsg::Hello {
+            id: 1,
+            version: 1,
+            name: "demo".into(),
+        };
+        assert_eq!(
+            encode_frame(&hello),
+            hex(
+                "00 00 00 21 84 a2 6f 70 a5 68 65 6c 6c 6f a2 69 64 01 a7 76 65 72 73 69 6f 6e 01 \
+                 a4 6e 61 6d 65 a4 64 65 6d 6f"
+            )
+        );
+        let hello_ok = DaemonMsg::HelloOk {
+            id: 1,
+            version: 1,
+            daemon: "rpcd 0.1.0".into(),
+            listen: "127.0.0.1:7000".into(),
+            epoch: 0x1122_3344_5566_7788,
+        };
+        assert_eq!(
+            encode_frame(&hello_ok),
+            hex(
+                "00 00 00 51 86 a2 6f 70 a8 68 65 6c 6c 6f 5f 6f 6b a2 69 64 01 \
+                 a7 76 65 72 73 69 6f 6e 01 a6 64 61 65 6d 6f 6e aa 72 70 63 64 20 30 2e 31 2e 30 \
+                 a6 6c 69 73 74 65 6e ae 31 32 37 2e 30 2e 30 2e 31 3a 37 30 30 30 \
+                 a5 65 70 6f 63 68 cf 11 22 33 44 55 66 77 88"
+            )
+        );
+        let call = ClientMsg::Call {
+            id: 2,
+            target: "127.0.0.1:7001".into(),
+            function: "rpcd.echo".into(),
+            args: vec![0x92, 0x01, 0x02],
+            deadline_ms: Some(500),
+            idempotent: false,
+        };
+        assert_eq!(
+            encode_frame(&call),
+            hex("00 00 00 5b 87 a2 6f 70 a4 63 61 6c 6c a2 69 64 02 \
+                 a6 74 61 72 67 65 74 ae 31 32 37 2e 30 2e 30 2e 31 3a 37 30 30 31 \
+                 a8 66 75 6e 63 74 69 6f 6e a9 72 70 63 64 2e 65 63 68 6f \
+                 a4 61 72 67 73 c4 03 92 01 02 \
+                 ab 64 65 61 64 6c 69 6e 65 5f 6d 73 cd 01 f4 \
+                 aa 69 64 65 6d 70 6f 74 65 6e 74 c2")
+        );
+        let call_ok = DaemonMsg::CallOk {
+            id: 2,
+            data: vec![0x92, 0x01, 0x02],
+        };
+        assert_eq!(
+            encode_frame(&call_ok),
+            hex(
+                "00 00 00 1a 83 a2 6f 70 a7 63 61 6c 6c 5f 6f 6b a2 69 64 02 \
+                 a4 64 61 74 61 c4 03 92 01 02"
+            )
+        );
+        let failed = DaemonMsg::Failed {
+            id: 2,
+            code: ErrorCode::UnknownFunction,
+            message: "no f".into(),
+        };
+        assert_eq!(
+            encode_frame(&failed),
+            hex("00 00 00 32 84 a2 6f 70 a6 66 61 69 6c 65 64 a2 69 64 02 \
+                 a4 63 6f 64 65 b0 75 6e 6b 6e 6f 77 6e 5f 66 75 6e 63 74 69 6f 6e \
+                 a7 6d 65 73 73 61 67 65 a4 6e 6f 20 66")
+        );
+        let result = ClientMsg::Result {
+            invocation: 9,
+            outcome: Outcome::Ok(vec![0xc0]),
+        };
+        assert_eq!(
+            encode_frame(&result),
+            hex("00 00 00 26 83 a2 6f 70 a6 72 65 73 75 6c 74 \
+                 aa 69 6e 76 6f 63 61 74 69 6f 6e 09 \
+                 a7 6f 75 74 63 6f 6d 65 81 a2 6f 6b c4 01 c0")
+        );
+    }
+
     // --- round trips -----------------------------------------------------------------------
 
     fn sample_stats() -> Stats {
