@@ -278,14 +278,18 @@ impl Relay {
             let mut held: [Option<(Vec<u8>, SocketAddr)>; 2] = [None, None];
             let mut buf = vec![0u8; 65_536];
             while !stop2.load(Ordering::Relaxed) {
-                for dir in 0..2 {
-                    let (rx, tx) = if dir == 0 { (&front, &back) } else { (&back, &front) };
+                for (dir, held) in held.iter_mut().enumerate() {
+                    let (rx, tx) = if dir == 0 {
+                        (&front, &back)
+                    } else {
+                        (&back, &front)
+                    };
                     let (n, from) = match rx.recv_from(&mut buf) {
                         Ok(x) => x,
                         Err(_) => {
                             // Idle: release a held datagram so reordering never
                             // turns into loss.
-                            if let Some((d, to)) = held[dir].take() {
+                            if let Some((d, to)) = held.take() {
                                 let _ = tx.send_to(&d, to);
                                 stats2.forwarded.fetch_add(1, Ordering::Relaxed);
                             }
@@ -312,16 +316,16 @@ impl Relay {
                     } else {
                         1
                     };
-                    if held[dir].is_none() && rng.gen_bool(faults.reorder) {
+                    if held.is_none() && rng.gen_bool(faults.reorder) {
                         stats2.reordered.fetch_add(1, Ordering::Relaxed);
-                        held[dir] = Some((data, to));
+                        *held = Some((data, to));
                         continue;
                     }
                     for _ in 0..copies {
                         let _ = tx.send_to(&data, to);
                         stats2.forwarded.fetch_add(1, Ordering::Relaxed);
                     }
-                    if let Some((d, t)) = held[dir].take() {
+                    if let Some((d, t)) = held.take() {
                         let _ = tx.send_to(&d, t);
                         stats2.forwarded.fetch_add(1, Ordering::Relaxed);
                     }

@@ -66,7 +66,9 @@ fn round_trips_small_and_multi_megabyte_arguments() {
             .unwrap(),
         b"hello"
     );
-    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17).map(|i| (i * 31 % 251) as u8).collect();
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+        .map(|i| (i * 31 % 251) as u8)
+        .collect();
     let back = client
         .call(&target, "rpcd.echo", big.clone(), opts(20_000))
         .unwrap();
@@ -80,7 +82,9 @@ fn round_trips_small_and_multi_megabyte_arguments() {
     assert!(rev == expect, "3 MiB reverse corrupted");
     // Empty arguments are fine too.
     assert_eq!(
-        client.call(&target, "rpcd.echo", Vec::new(), opts(5000)).unwrap(),
+        client
+            .call(&target, "rpcd.echo", Vec::new(), opts(5000))
+            .unwrap(),
         Vec::<u8>::new()
     );
 }
@@ -102,7 +106,12 @@ fn concurrent_calls_on_one_connection_are_matched() {
                 for i in 0..200u32 {
                     let payload = format!("thread {t} call {i} {}", "x".repeat((i % 50) as usize));
                     let r = client
-                        .call(&target, "rpcd.echo", payload.clone().into_bytes(), opts(10_000))
+                        .call(
+                            &target,
+                            "rpcd.echo",
+                            payload.clone().into_bytes(),
+                            opts(10_000),
+                        )
                         .unwrap();
                     assert_eq!(r, payload.as_bytes());
                 }
@@ -144,14 +153,18 @@ fn at_most_once_through_a_lossy_relay() {
     let ok = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..4)
         .map(|_| {
-            let (client, target, seen, ok) = (client.clone(), target.clone(), seen.clone(), ok.clone());
+            let (client, target, seen, ok) =
+                (client.clone(), target.clone(), seen.clone(), ok.clone());
             thread::spawn(move || {
                 for _ in 0..150 {
                     let r = client
                         .call(&target, "counter.incr", Vec::new(), opts(20_000))
                         .expect("10% loss must not fail a call with a 20 s deadline");
                     let v = u64::from_be_bytes(r.try_into().expect("8 bytes"));
-                    assert!(seen.lock().unwrap().insert(v), "execution {v} answered twice");
+                    assert!(
+                        seen.lock().unwrap().insert(v),
+                        "execution {v} answered twice"
+                    );
                     ok.fetch_add(1, Ordering::SeqCst);
                 }
             })
@@ -161,12 +174,22 @@ fn at_most_once_through_a_lossy_relay() {
         t.join().unwrap();
     }
     assert_eq!(ok.load(Ordering::SeqCst), 600);
-    assert_eq!(counter.load(Ordering::SeqCst), 600, "executions != successes");
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        600,
+        "executions != successes"
+    );
     let dropped = relay.stats.dropped.load(Ordering::Relaxed);
     let duplicated = relay.stats.duplicated.load(Ordering::Relaxed);
-    assert!(dropped > 0 && duplicated > 0, "the relay injected no faults");
+    assert!(
+        dropped > 0 && duplicated > 0,
+        "the relay injected no faults"
+    );
     let stats = a.connect("stats").stats().unwrap();
-    assert!(stats.totals.retransmissions > 0, "loss caused no retransmission");
+    assert!(
+        stats.totals.retransmissions > 0,
+        "loss caused no retransmission"
+    );
 }
 
 /// B is killed and restarted on the same address: calls in flight end
@@ -193,7 +216,10 @@ fn peer_restart_fails_in_flight_calls_then_recovers() {
     let started = Instant::now();
     let err = caller.join().unwrap().expect_err("the call cannot succeed");
     assert_eq!(code(&err), Some(ErrorCode::PeerRestarted), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(8), "waited for the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "waited for the deadline"
+    );
     assert_eq!(
         client
             .call(&target, "rpcd.echo", b"again".to_vec(), opts(5000))
@@ -226,7 +252,9 @@ fn serving_app_gone_mid_call() {
     assert_eq!(code(&err), Some(ErrorCode::ServerAppGone), "{err:?}");
     assert!(t.elapsed() < Duration::from_secs(5));
     let again = b.connect("server2");
-    again.register("test.vanish").expect("the name was released");
+    again
+        .register("test.vanish")
+        .expect("the name was released");
 }
 
 /// A hung app: the caller gets "deadline exceeded" at its deadline.
@@ -245,8 +273,12 @@ fn deadline_exceeded_when_the_app_hangs() {
     assert_eq!(code(&err), Some(ErrorCode::DeadlineExceeded), "{err:?}");
     assert!(t.elapsed() >= Duration::from_millis(300));
     // The hung invocation's late result is dropped, not delivered anywhere.
-    let inv = server.next_invocation(Some(Duration::from_secs(1))).unwrap();
-    server.send_result(inv.invocation, Outcome::Ok(vec![1])).unwrap();
+    let inv = server
+        .next_invocation(Some(Duration::from_secs(1)))
+        .unwrap();
+    server
+        .send_result(inv.invocation, Outcome::Ok(vec![1]))
+        .unwrap();
     client
         .call(&b.udp.to_string(), "rpcd.ping", Vec::new(), opts(5000))
         .expect("the daemon still serves after a late result");
@@ -297,10 +329,15 @@ fn call_to_own_address_short_circuits() {
     let client = a.connect("client");
     let me = a.udp.to_string();
     assert_eq!(
-        client.call(&me, "test.double", vec![1, 2], opts(5000)).unwrap(),
+        client
+            .call(&me, "test.double", vec![1, 2], opts(5000))
+            .unwrap(),
         vec![1, 1, 2, 2]
     );
-    assert_eq!(client.call(&me, "rpcd.echo", vec![7], opts(5000)).unwrap(), vec![7]);
+    assert_eq!(
+        client.call(&me, "rpcd.echo", vec![7], opts(5000)).unwrap(),
+        vec![7]
+    );
     let stats = client.stats().unwrap();
     assert_eq!(stats.totals.datagrams_sent, 0, "a local call used UDP");
     assert!(stats.peers.is_empty());
@@ -365,7 +402,165 @@ fn garbage_does_not_disturb_good_calls() {
     good.join().unwrap();
     assert!(b.alive(), "rpcd died");
     let stats = b.connect("stats").stats().unwrap();
-    assert!(stats.malformed >= 450, "malformed not counted: {}", stats.malformed);
-    assert!(stats.corrupt >= 150, "corrupt not counted: {}", stats.corrupt);
+    assert!(
+        stats.malformed >= 450,
+        "malformed not counted: {}",
+        stats.malformed
+    );
+    assert!(
+        stats.corrupt >= 150,
+        "corrupt not counted: {}",
+        stats.corrupt
+    );
     assert!(wait_until(Duration::from_secs(2), || b.alive()));
+}
+
+/// Pending invocations per serving app are bounded: the next caller gets
+/// `overloaded` at once instead of a queue.
+#[test]
+fn pending_invocations_per_app_are_bounded() {
+    let dir = tempdir();
+    let b = Daemon::start(
+        dir.path(),
+        "b",
+        "127.0.0.1:0",
+        Some("[limits]\ninvocations_per_app_max = 2\n"),
+    );
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let server = b.connect("server");
+    server.register("test.hang").unwrap();
+    let target = b.udp.to_string();
+    let client = Arc::new(a.connect("client"));
+    let hung: Vec<_> = (0..2)
+        .map(|_| {
+            let (c, target) = (client.clone(), target.clone());
+            thread::spawn(move || c.call(&target, "test.hang", Vec::new(), opts(2000)))
+        })
+        .collect();
+    for _ in 0..2 {
+        server
+            .next_invocation(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+    let t = Instant::now();
+    let err = client
+        .call(&target, "test.hang", Vec::new(), opts(2000))
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::Overloaded), "{err:?}");
+    assert!(t.elapsed() < Duration::from_millis(1500), "not immediate");
+    for h in hung {
+        let e = h.join().unwrap().unwrap_err();
+        assert_eq!(code(&e), Some(ErrorCode::DeadlineExceeded), "{e:?}");
+    }
+}
+
+/// Calls in flight per connection are bounded.
+#[test]
+fn calls_per_connection_are_bounded() {
+    let dir = tempdir();
+    let a = Daemon::start(
+        dir.path(),
+        "a",
+        "127.0.0.1:0",
+        Some("[limits]\ncalls_per_connection_max = 3\n"),
+    );
+    let server = a.connect("server");
+    server.register("test.hang").unwrap();
+    let me = a.udp.to_string();
+    let client = Arc::new(a.connect("client"));
+    let hung: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, me) = (client.clone(), me.clone());
+            thread::spawn(move || c.call(&me, "test.hang", Vec::new(), opts(2000)))
+        })
+        .collect();
+    for _ in 0..3 {
+        server
+            .next_invocation(Some(Duration::from_secs(5)))
+            .unwrap();
+    }
+    let err = client
+        .call(&me, "rpcd.ping", Vec::new(), opts(2000))
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::Overloaded), "{err:?}");
+    // Another connection is unaffected.
+    a.connect("other")
+        .call(&me, "rpcd.ping", Vec::new(), opts(2000))
+        .unwrap();
+    for h in hung {
+        assert!(h.join().unwrap().is_err());
+    }
+}
+
+/// Connections are bounded: one over the limit is refused with an error.
+#[test]
+fn connections_are_bounded() {
+    let dir = tempdir();
+    let a = Daemon::start(
+        dir.path(),
+        "a",
+        "127.0.0.1:0",
+        Some("[limits]\nconnections_max = 2\n"),
+    );
+    let _c1 = a.connect("one");
+    let _c2 = a.connect("two");
+    let third = rpcd_client::conn::Connection::connect(&a.socket, "three");
+    assert!(third.is_err(), "a third connection was accepted");
+    drop(_c1);
+    assert!(wait_until(Duration::from_secs(5), || {
+        rpcd_client::conn::Connection::connect(&a.socket, "again").is_ok()
+    }));
+}
+
+/// A calling app that disconnects while waiting: its calls are cancelled,
+/// the late result is dropped, and nothing stays in flight.
+#[test]
+fn calling_app_disconnect_cancels_its_calls() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server = b.connect("server");
+    server.register("test.slow").unwrap();
+    let target = b.udp.to_string();
+    // The calling app speaks the protocol by hand so it can vanish mid-call.
+    use rpcd_client::ipc::{encode_frame, ClientMsg, PROTOCOL_VERSION};
+    use std::io::Write;
+    let mut raw = std::os::unix::net::UnixStream::connect(&a.socket).unwrap();
+    raw.write_all(&encode_frame(&ClientMsg::Hello {
+        id: 1,
+        version: PROTOCOL_VERSION,
+        name: "vanishing".into(),
+    }))
+    .unwrap();
+    raw.write_all(&encode_frame(&ClientMsg::Call {
+        id: 2,
+        target: target.clone(),
+        function: "test.slow".into(),
+        args: Vec::new(),
+        deadline_ms: Some(10_000),
+        idempotent: false,
+    }))
+    .unwrap();
+    let inv = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .unwrap();
+    let t = Instant::now();
+    drop(raw);
+    let watcher = a.connect("watcher");
+    assert!(wait_until(Duration::from_secs(5), || {
+        watcher
+            .stats()
+            .is_ok_and(|s| s.peers.iter().all(|p| p.calls_in_flight == 0))
+    }));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the call lingered until its deadline"
+    );
+    // The late result goes nowhere and breaks nothing.
+    server
+        .send_result(inv.invocation, Outcome::Ok(vec![9]))
+        .unwrap();
+    watcher
+        .call(&target, "rpcd.ping", Vec::new(), opts(5000))
+        .unwrap();
 }

@@ -231,7 +231,6 @@ struct SendState {
 #[derive(Debug)]
 struct Partial {
     count: u32,
-    first_seen: Seq,
     fragments: BTreeMap<u32, Vec<u8>>,
     bytes: usize,
     /// Set when the message broke a rule (too large, inconsistent): later
@@ -1046,7 +1045,7 @@ impl Channel {
                 self.stats.out_of_window += 1;
                 return;
             }
-            match Self::reassemble(&self.cfg, r, seq, f) {
+            match Self::reassemble(&self.cfg, r, f) {
                 Ok(done) => done,
                 Err(()) => {
                     self.stats.inconsistent += 1;
@@ -1085,12 +1084,10 @@ impl Channel {
     fn reassemble(
         cfg: &Config,
         r: &mut RecvState,
-        seq: Seq,
         f: &Fragment<'_>,
     ) -> Result<Option<Vec<u8>>, ()> {
         let p = r.partials.entry(f.msg_id).or_insert_with(|| Partial {
             count: f.count,
-            first_seen: seq,
             fragments: BTreeMap::new(),
             bytes: 0,
             poisoned: false,
@@ -1112,8 +1109,9 @@ impl Channel {
         if p.fragments.len() as u64 != u64::from(p.count) {
             return Ok(None);
         }
+        // Fragments may arrive in any order: nothing relates `seq` to the
+        // counters of the fragments before it.
         let p = r.partials.remove(&f.msg_id).expect("entry just used");
-        debug_assert!(p.first_seen <= seq);
         r.partial_bytes -= p.bytes;
         let mut out = Vec::with_capacity(p.bytes);
         for (_, part) in p.fragments {

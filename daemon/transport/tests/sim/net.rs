@@ -1,0 +1,1001 @@
+//! The simulated network, its fault model, the traffic and the ledger that
+//! checks every message's fate.
+
+use std::cmp::Ordering;
+use std::collections::{BinaryHeap, HashMap};
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rpcd_transport::wire::{Datagram, Kind};
+use rpcd_transport::{ChannelEvent, ChannelSendError, Config, Endpoint, FailReason, SendError};
+
+/// Virtual time: an offset from the run's origin.
+type T = Duration;
+
+const PAYLOAD_MAX: usize = 200;
+const MESSAGE_MAX: usize = 20_000;
+/// Livelock guards: a run that needs more than this is a bug.
+const EVENTS_MAX: u64 = 30_000_000;
+const VIRTUAL_MAX: Duration = Duration::from_secs(4 * 3600);
+
+/// Fault rates drawn per seed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    pub loss: f64,
+    pub dup: f64,
+    pub reorder: f64,
+    pub corrupt: f64,
+    pub truncate: f64,
+    pub delay: Duration,
+    pub jitter: Duration,
+    pub reorder_extra: Duration,
+    pub partitions: u32,
+    pub restarts: u32,
+}
+
+impl Faults {
+    fn max_one_way(&self) -> Duration {
+        self.delay + self.jitter + self.reorder_extra
+    }
+}
+
+/// What one seed did.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub faults: Faults,
+    pub messages: u64,
+    pub bytes: u64,
+    pub delivered: u64,
+    pub acked: u64,
+    pub failed: u64,
+    pub failed_definite: u64,
+    pub ambiguous: u64,
+    pub ambiguous_delivered: u64,
+    pub exempt: u64,
+    pub duplicates_delivered: u64,
+    pub lost: u64,
+    pub datagrams: u64,
+    pub data_datagrams: u64,
+    pub retransmissions: u64,
+    pub fast_retransmissions: u64,
+    pub dropped: u64,
+    pub duplicated: u64,
+    pub corrupted: u64,
+    pub truncated: u64,
+    pub refused_sends: u64,
+    pub peer_restarted_events: u64,
+    pub peer_unreachable_events: u64,
+    pub virtual_time: Duration,
+}
+
+/// Sums over a sweep.
+#[derive(Debug, Clone, Default)]
+pub struct Totals {
+    pub seeds: u64,
+    pub strict_seeds: u64,
+    pub partition_seeds: u64,
+    pub restart_seeds: u64,
+    pub sum: Outcome,
+    pub max_loss: f64,
+    pub max_dup: f64,
+    pub max_reorder: f64,
+    pub max_corrupt: f64,
+    pub max_truncate: f64,
+    pub max_one_way: Duration,
+    pub virtual_time: Duration,
+}
+
+impl Totals {
+    pub fn add(&mut self, o: &Outcome) {
+        self.seeds += 1;
+        if o.faults.partitions == 0 && o.faults.restarts == 0 {
+            self.strict_seeds += 1;
+        }
+        if o.faults.partitions > 0 {
+            self.partition_seeds += 1;
+        }
+        if o.faults.restarts > 0 {
+            self.restart_seeds += 1;
+        }
+        let s = &mut self.sum;
+        s.messages += o.messages;
+        s.bytes += o.bytes;
+        s.delivered += o.delivered;
+        s.acked += o.acked;
+        s.failed += o.failed;
+        s.failed_definite += o.failed_definite;
+        s.ambiguous += o.ambiguous;
+        s.ambiguous_delivered += o.ambiguous_delivered;
+        s.exempt += o.exempt;
+        s.duplicates_delivered += o.duplicates_delivered;
+        s.lost += o.lost;
+        s.datagrams += o.datagrams;
+        s.data_datagrams += o.data_datagrams;
+        s.retransmissions += o.retransmissions;
+        s.fast_retransmissions += o.fast_retransmissions;
+        s.dropped += o.dropped;
+        s.duplicated += o.duplicated;
+        s.corrupted += o.corrupted;
+        s.truncated += o.truncated;
+        s.refused_sends += o.refused_sends;
+        s.peer_restarted_events += o.peer_restarted_events;
+        s.peer_unreachable_events += o.peer_unreachable_events;
+        self.max_loss = self.max_loss.max(o.faults.loss);
+        self.max_dup = self.max_dup.max(o.faults.dup);
+        self.max_reorder = self.max_reorder.max(o.faults.reorder);
+        self.max_corrupt = self.max_corrupt.max(o.faults.corrupt);
+        self.max_truncate = self.max_truncate.max(o.faults.truncate);
+        self.max_one_way = self.max_one_way.max(o.faults.max_one_way());
+        self.virtual_time += o.virtual_time;
+    }
+
+    pub fn summary(&self, wall: Duration) -> String {
+        let s = &self.sum;
+        format!(
+            "sim: {} seeds ({} fault-only, {} with partitions, {} with restarts), {} messages ({} MB), \
+             delivered {}, acked {}, failed {} (definite {}, ambiguous {} of which delivered {}), sender-died {}, \
+             duplicates delivered {}, lost {}, datagrams {} (data {}), retransmissions {} (fast {}), \
+             injected: dropped {} dup {} corrupt {} truncated {}; rates up to loss {:.0}% dup {:.0}% reorder {:.0}% \
+             corrupt {:.1}% truncate {:.1}% one-way {:?}; virtual {:?}, wall {:.1?}",
+            self.seeds,
+            self.strict_seeds,
+            self.partition_seeds,
+            self.restart_seeds,
+            s.messages,
+            s.bytes / 1_000_000,
+            s.delivered,
+            s.acked,
+            s.failed,
+            s.failed_definite,
+            s.ambiguous,
+            s.ambiguous_delivered,
+            s.exempt,
+            s.duplicates_delivered,
+            s.lost,
+            s.datagrams,
+            s.data_datagrams,
+            s.retransmissions,
+            s.fast_retransmissions,
+            s.dropped,
+            s.duplicated,
+            s.corrupted,
+            s.truncated,
+            self.max_loss * 100.0,
+            self.max_dup * 100.0,
+            self.max_reorder * 100.0,
+            self.max_corrupt * 100.0,
+            self.max_truncate * 100.0,
+            self.max_one_way,
+            self.virtual_time,
+            wall,
+        )
+    }
+}
+
+// ------------------------------------------------------------------ events
+
+#[derive(Debug)]
+enum What {
+    /// A datagram arrives at `to`.
+    Arrive {
+        to: usize,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+        tampered: bool,
+    },
+    /// The traffic generator's next tick.
+    AppTick,
+    /// Cut (or heal, `cut == false`) the link `a -> b` (and `b -> a` when symmetric).
+    Link {
+        a: usize,
+        b: usize,
+        symmetric: bool,
+        cut: bool,
+    },
+    /// Node goes down (its endpoint is discarded).
+    Crash { node: usize },
+    /// Node comes back with a fresh endpoint and a new epoch.
+    Boot { node: usize },
+}
+
+#[derive(Debug)]
+struct Ev {
+    at: T,
+    order: u64,
+    what: What,
+}
+
+impl PartialEq for Ev {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.order) == (other.at, other.order)
+    }
+}
+impl Eq for Ev {}
+impl PartialOrd for Ev {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Ev {
+    // Reversed: BinaryHeap is a max-heap, we want the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.at, other.order).cmp(&(self.at, self.order))
+    }
+}
+
+// ------------------------------------------------------------------ ledger
+
+/// (sender node, sender epoch, receiver node, msg id)
+type Key = (usize, u64, usize, u64);
+
+#[derive(Debug)]
+struct MsgRec {
+    len: usize,
+    nonce: u64,
+    delivered: u32,
+    acked: bool,
+    failed: Option<(T, FailReason, bool)>,
+    sender_died: bool,
+}
+
+#[derive(Debug)]
+struct Node {
+    addr: SocketAddr,
+    ep: Option<Endpoint>,
+    epoch: u64,
+}
+
+struct Sim {
+    seed: u64,
+    rng: ChaCha8Rng,
+    origin: Instant,
+    now: T,
+    order: u64,
+    queue: BinaryHeap<Ev>,
+    nodes: Vec<Node>,
+    cut: Vec<Vec<u32>>,
+    faults: Faults,
+    cfg: Config,
+    strict: bool,
+    reply_p: f64,
+    burst_p: f64,
+    gap_mean_us: u64,
+    budget: u64,
+    msgs: HashMap<Key, MsgRec>,
+    /// Messages neither acknowledged nor failed, and not exempt.
+    outstanding: u64,
+    /// Virtual time at which every message had its outcome and none could
+    /// be sent any more.
+    all_done: Option<T>,
+    data_after_done: u64,
+    violations: Vec<String>,
+    tampered_handed: u64,
+    /// Counters of discarded incarnations.
+    dead_stats: (u64, u64, u64, u64),
+    out: Outcome,
+    trace: Option<Vec<String>>,
+    /// Replies the app wants to send from the node being drained.
+    replies: Vec<usize>,
+}
+
+/// Run one seed; `Err` describes every violated rule.
+pub fn run_seed(seed: u64, messages: u64) -> Result<Outcome, String> {
+    let mut sim = Sim::new(seed, messages);
+    sim.run();
+    sim.finish()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+fn us(n: u64) -> Duration {
+    Duration::from_micros(n)
+}
+
+impl Sim {
+    fn new(seed: u64, messages: u64) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let nodes_n = rng.gen_range(2..=4);
+        // A quarter of the seeds are clean apart from the odd fault; the
+        // others draw every rate.
+        let mut faults = Faults {
+            loss: rng.gen_range(0.0..=0.5),
+            dup: rng.gen_range(0.0..=0.1),
+            reorder: rng.gen_range(0.0..=0.2),
+            corrupt: rng.gen_range(0.0..=0.05),
+            truncate: rng.gen_range(0.0..=0.02),
+            delay: us(rng.gen_range(20..=2_000)),
+            jitter: us(rng.gen_range(0..=1_000)),
+            reorder_extra: us(rng.gen_range(0..=5_000)),
+            partitions: 0,
+            restarts: 0,
+        };
+        if seed % 4 == 0 {
+            faults.loss = 0.0;
+            faults.dup = 0.0;
+            faults.corrupt = 0.0;
+            faults.truncate = 0.0;
+        }
+        // Half the seeds: only datagram faults, and nothing may fail.
+        let strict = seed % 2 == 0;
+        if !strict {
+            faults.partitions = rng.gen_range(1..=6);
+            if seed % 4 == 3 {
+                faults.restarts = rng.gen_range(1..=3);
+            }
+        }
+        let recv_window = rng.gen_range(16..=256);
+        let cwnd_max = rng.gen_range(4..=256);
+        let mut cfg = Config {
+            payload_max: PAYLOAD_MAX,
+            message_max: MESSAGE_MAX,
+            send_queue_max: rng.gen_range(4..=256),
+            send_queue_bytes_max: MESSAGE_MAX * rng.gen_range(1..=8),
+            recv_window,
+            reassembly_bytes_max: MESSAGE_MAX + PAYLOAD_MAX * 64 + rng.gen_range(0..=40_000),
+            cwnd_initial: rng.gen_range(1..=cwnd_max.min(16)),
+            cwnd_max,
+            rto_initial: ms(20),
+            rto_min: ms(2),
+            rto_max: ms(200),
+            retransmits_max: 64,
+            ack_delay: us(rng.gen_range(100..=1_500)),
+            ack_every: rng.gen_range(1..=4),
+            keepalive_interval: ms(100),
+            peer_timeout: Duration::from_secs(120),
+            peers_max: 8,
+        };
+        if !strict {
+            cfg.retransmits_max = rng.gen_range(3..=16);
+            cfg.rto_max = ms(rng.gen_range(50..=500));
+            cfg.keepalive_interval = ms(rng.gen_range(20..=200));
+            cfg.peer_timeout = ms(rng.gen_range(300..=3_000));
+        }
+        cfg.validate().expect("simulated config is valid");
+        let origin = Instant::now();
+        let nodes = (0..nodes_n)
+            .map(|i| Node {
+                addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 7400)),
+                ep: None,
+                epoch: 0,
+            })
+            .collect();
+        let gap_mean_us = rng.gen_range(10..=2_000);
+        let mut sim = Sim {
+            seed,
+            reply_p: rng.gen_range(0.0..=0.6),
+            burst_p: rng.gen_range(0.0..=0.05),
+            gap_mean_us,
+            rng,
+            origin,
+            now: Duration::ZERO,
+            order: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            cut: vec![vec![0; nodes_n]; nodes_n],
+            faults,
+            cfg,
+            strict,
+            budget: messages,
+            msgs: HashMap::new(),
+            outstanding: 0,
+            all_done: None,
+            data_after_done: 0,
+            violations: Vec::new(),
+            tampered_handed: 0,
+            dead_stats: (0, 0, 0, 0),
+            out: Outcome {
+                faults,
+                ..Outcome::default()
+            },
+            trace: std::env::var("SIM_TRACE").ok().map(|_| Vec::new()),
+            replies: Vec::new(),
+        };
+        for i in 0..nodes_n {
+            sim.boot(i);
+        }
+        // Partitions and restarts fall in the expected sending phase.
+        let phase = us(messages * gap_mean_us).max(ms(200));
+        for _ in 0..faults.partitions {
+            let at = rand_time(&mut sim.rng, phase);
+            let a = sim.rng.gen_range(0..nodes_n);
+            let b = (a + sim.rng.gen_range(1..nodes_n)) % nodes_n;
+            let symmetric = sim.rng.gen_bool(0.7);
+            let max_len = (cfg.peer_timeout * 2).as_micros() as u64;
+            let len = us(sim.rng.gen_range(1_000..=max_len));
+            sim.push(at, What::Link { a, b, symmetric, cut: true });
+            sim.push(at + len, What::Link { a, b, symmetric, cut: false });
+        }
+        for _ in 0..faults.restarts {
+            let at = rand_time(&mut sim.rng, phase);
+            let node = sim.rng.gen_range(0..nodes_n);
+            let down = us(sim.rng.gen_range(0..=300_000));
+            sim.push(at, What::Crash { node });
+            sim.push(at + down, What::Boot { node });
+        }
+        sim.push(Duration::ZERO, What::AppTick);
+        sim
+    }
+
+    fn push(&mut self, at: T, what: What) {
+        self.order += 1;
+        self.queue.push(Ev {
+            at,
+            order: self.order,
+            what,
+        });
+    }
+
+    fn instant(&self, t: T) -> Instant {
+        self.origin + t
+    }
+
+    fn note(&mut self, f: impl FnOnce() -> String) {
+        if let Some(tr) = &mut self.trace {
+            tr.push(format!("{:>12?} {}", self.now, f()));
+        }
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.violations.len() < 20 {
+            self.violations.push(format!("at {:?}: {what}", self.now));
+        }
+    }
+
+    // -------------------------------------------------------------- run loop
+
+    fn run(&mut self) {
+        let mut events = 0u64;
+        loop {
+            let next_net = self.queue.peek().map(|e| e.at);
+            let mut next_timer: Option<(T, usize)> = None;
+            for i in 0..self.nodes.len() {
+                if let Some(ep) = self.nodes[i].ep.as_mut() {
+                    if let Some(t) = ep.poll_timeout() {
+                        let t = t.saturating_duration_since(self.origin);
+                        if next_timer.is_none_or(|(b, _)| t < b) {
+                            next_timer = Some((t, i));
+                        }
+                    }
+                }
+            }
+            let take_timer = match (next_net, next_timer) {
+                (None, None) => break,
+                (Some(n), Some((t, _))) => t < n,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            events += 1;
+            if events > EVENTS_MAX || self.now > VIRTUAL_MAX {
+                let mut s = String::new();
+                for n in &mut self.nodes {
+                    if let Some(ep) = n.ep.as_mut() {
+                        let _ = write!(s, "\n  {} timeout {:?} idle {}", n.addr, ep.poll_timeout().map(|t| t - self.origin), ep.is_idle());
+                        for (p, snap) in ep.peers() {
+                            let _ = write!(s, "\n    {p}: {snap:?}");
+                        }
+                    }
+                }
+                self.violation(format!(
+                    "no quiescence after {events} events (outstanding {}, all_done {:?}){s}",
+                    self.outstanding, self.all_done
+                ));
+                return;
+            }
+            if take_timer {
+                let (t, i) = next_timer.expect("chosen");
+                self.now = self.now.max(t);
+                let now = self.instant(self.now);
+                if let Some(ep) = self.nodes[i].ep.as_mut() {
+                    ep.handle_timeout(now);
+                }
+                self.drain(i);
+                continue;
+            }
+            let ev = self.queue.pop().expect("peeked");
+            self.now = self.now.max(ev.at);
+            match ev.what {
+                What::Arrive {
+                    to,
+                    from,
+                    bytes,
+                    tampered,
+                } => {
+                    let now = self.instant(self.now);
+                    if let Some(ep) = self.nodes[to].ep.as_mut() {
+                        if tampered {
+                            self.tampered_handed += 1;
+                        }
+                        ep.handle_datagram(now, from, &bytes);
+                        self.drain(to);
+                    }
+                }
+                What::AppTick => {
+                    if let Some(i) = self.app_tick() {
+                        self.drain(i);
+                    }
+                }
+                What::Link { a, b, symmetric, cut } => {
+                    let d: i64 = if cut { 1 } else { -1 };
+                    self.note(|| format!("link {a}->{b} sym {symmetric} cut {cut}"));
+                    self.cut[a][b] = (i64::from(self.cut[a][b]) + d) as u32;
+                    if symmetric {
+                        self.cut[b][a] = (i64::from(self.cut[b][a]) + d) as u32;
+                    }
+                }
+                What::Crash { node } => self.crash(node),
+                What::Boot { node } => self.boot(node),
+            }
+        }
+    }
+
+    fn crash(&mut self, node: usize) {
+        let Some(ep) = self.nodes[node].ep.take() else {
+            return;
+        };
+        self.note(|| format!("crash node {node}"));
+        self.absorb_stats(&ep);
+        let epoch = self.nodes[node].epoch;
+        let mut died = 0;
+        for (k, m) in self.msgs.iter_mut() {
+            if k.0 == node && k.1 == epoch && !m.acked && m.failed.is_none() && !m.sender_died {
+                m.sender_died = true;
+                died += 1;
+            }
+        }
+        self.outstanding -= died;
+        self.out.exempt += died;
+        self.check_done();
+    }
+
+    fn boot(&mut self, node: usize) {
+        if self.nodes[node].ep.is_some() {
+            // Overlapping restarts: crash first.
+            self.crash(node);
+        }
+        let epoch = loop {
+            let e = self.rng.next_u64();
+            if e != 0 && self.nodes.iter().all(|n| n.epoch != e) {
+                break e;
+            }
+        };
+        self.note(|| format!("boot node {node} epoch {epoch:#x}"));
+        self.nodes[node].epoch = epoch;
+        self.nodes[node].ep = Some(Endpoint::new(self.cfg, epoch));
+    }
+
+    fn absorb_stats(&mut self, ep: &Endpoint) {
+        let st = ep.stats();
+        self.dead_stats.0 += st.corrupt + st.malformed;
+        for (_, snap) in ep.peers() {
+            self.dead_stats.1 += snap.stats.retransmissions;
+            self.dead_stats.2 += snap.stats.fast_retransmissions;
+            self.dead_stats.3 += snap.stats.datagrams_sent;
+        }
+    }
+
+    // -------------------------------------------------------------- traffic
+
+    fn app_tick(&mut self) -> Option<usize> {
+        if self.out.messages >= self.budget {
+            return None;
+        }
+        let n = self.nodes.len();
+        let burst = if self.rng.gen_bool(self.burst_p) {
+            self.rng.gen_range(10..=60)
+        } else {
+            1
+        };
+        let from = self.rng.gen_range(0..n);
+        let to = (from + self.rng.gen_range(1..n)) % n;
+        for _ in 0..burst {
+            self.app_send(from, to);
+        }
+        let gap = us(self.rng.gen_range(0..=2 * self.gap_mean_us));
+        let at = self.now + gap;
+        self.push(at, What::AppTick);
+        Some(from)
+    }
+
+    fn message_len(&mut self) -> usize {
+        let r: f64 = self.rng.gen();
+        if r < 0.1 {
+            self.rng.gen_range(0..=16)
+        } else if r < 0.6 {
+            self.rng.gen_range(17..=PAYLOAD_MAX)
+        } else if r < 0.99 {
+            self.rng.gen_range(PAYLOAD_MAX + 1..=3_000)
+        } else {
+            self.rng.gen_range(3_001..=MESSAGE_MAX)
+        }
+    }
+
+    fn app_send(&mut self, from: usize, to: usize) {
+        if self.out.messages >= self.budget {
+            return;
+        }
+        let len = self.message_len();
+        let epoch = self.nodes[from].epoch;
+        let peer = self.nodes[to].addr;
+        let now = self.instant(self.now);
+        let Some(ep) = self.nodes[from].ep.as_mut() else {
+            return;
+        };
+        // Contents derive from a nonce kept in the ledger.
+        let key_base = (from, epoch, to);
+        let nonce = self.rng.next_u64();
+        let bytes = content(nonce, len);
+        match ep.send(now, peer, bytes) {
+            Ok(id) => {
+                let key = (key_base.0, key_base.1, key_base.2, id);
+                self.out.messages += 1;
+                self.out.bytes += len as u64;
+                self.outstanding += 1;
+                self.note(|| format!("send {key:?} len {len}"));
+                if self
+                    .msgs
+                    .insert(
+                        key,
+                        MsgRec {
+                            len,
+                            nonce,
+                            delivered: 0,
+                            acked: false,
+                            failed: None,
+                            sender_died: false,
+                        },
+                    )
+                    .is_some()
+                {
+                    self.violation(format!("msg id {key:?} returned twice by send"));
+                }
+            }
+            Err(SendError::Channel(ChannelSendError::QueueFull)) => self.out.refused_sends += 1,
+            Err(e) => self.violation(format!("send of {len} bytes refused: {e}")),
+        }
+    }
+
+    // -------------------------------------------------------------- plumbing
+
+    /// Collect what node `i` wants to send and tell, until it has nothing.
+    fn drain(&mut self, i: usize) {
+        let now = self.instant(self.now);
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.nodes[i].ep.as_mut().and_then(|ep| ep.poll_transmit(now)) {
+                progressed = true;
+                let to = self.node_of(t.to);
+                self.route(i, to, t.bytes);
+            }
+            while let Some(ev) = self.nodes[i].ep.as_mut().and_then(|ep| ep.poll_event()) {
+                progressed = true;
+                self.on_event(i, ev);
+            }
+            while let Some(to) = self.replies.pop() {
+                progressed = true;
+                self.app_send(i, to);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn node_of(&self, addr: SocketAddr) -> usize {
+        self.nodes
+            .iter()
+            .position(|n| n.addr == addr)
+            .expect("endpoints only talk to simulated nodes")
+    }
+
+    fn route(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        self.out.datagrams += 1;
+        match Datagram::parse(&bytes) {
+            Ok(d) => {
+                if d.kind == Kind::Data {
+                    self.out.data_datagrams += 1;
+                    if self.all_done.is_some() {
+                        self.data_after_done += 1;
+                    }
+                }
+                self.note(|| {
+                    format!(
+                        "tx {from}->{to} {:?} seq {} ack {:?} floors {}/{} frag {:?} ack_now {}",
+                        d.kind,
+                        d.seq.0,
+                        d.ack.map(|a| (a.ack.0, a.sack, a.window)),
+                        d.send_floor.0,
+                        d.msg_floor,
+                        d.fragment.as_ref().map(|f| (f.msg_id, f.index, f.count)),
+                        d.ack_now
+                    )
+                });
+            }
+            Err(e) => self.violation(format!("node {from} emitted an invalid datagram: {e}")),
+        }
+        if self.cut[from][to] > 0 || self.rng.gen_bool(self.faults.loss) {
+            self.out.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.gen_bool(self.faults.dup) {
+            self.out.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let from_addr = self.nodes[from].addr;
+        for _ in 0..copies {
+            let f = self.faults;
+            let mut delay = f.delay + f.jitter.mul_f64(self.rng.gen::<f64>());
+            if self.rng.gen_bool(f.reorder) {
+                delay += f.reorder_extra.mul_f64(self.rng.gen::<f64>());
+            }
+            let mut b = bytes.clone();
+            let mut tampered = false;
+            if self.rng.gen_bool(f.corrupt) {
+                for _ in 0..self.rng.gen_range(1..=3) {
+                    let i = self.rng.gen_range(0..b.len());
+                    b[i] ^= 1 << self.rng.gen_range(0..8);
+                }
+                // Three flips may cancel out (same bit twice).
+                tampered = b != bytes;
+                if tampered {
+                    self.out.corrupted += 1;
+                }
+            }
+            if self.rng.gen_bool(f.truncate) {
+                let n = self.rng.gen_range(0..b.len());
+                b.truncate(n);
+                tampered = true;
+                self.out.truncated += 1;
+            }
+            let at = self.now + delay;
+            self.push(
+                at,
+                What::Arrive {
+                    to,
+                    from: from_addr,
+                    bytes: b,
+                    tampered,
+                },
+            );
+        }
+    }
+
+    fn on_event(&mut self, i: usize, ev: rpcd_transport::Event) {
+        let peer = self.node_of(ev.peer);
+        let me = self.nodes[i].epoch;
+        match ev.kind {
+            ChannelEvent::Delivered { msg_id, data } => {
+                let epoch = self.nodes[i]
+                    .ep
+                    .as_ref()
+                    .and_then(|ep| ep.peer(ev.peer))
+                    .and_then(|s| s.peer_epoch)
+                    .unwrap_or(0);
+                let key = (peer, epoch, i, msg_id);
+                self.note(|| format!("delivered {key:?} len {}", data.len()));
+                let now = self.now;
+                let max_delay = self.faults.max_one_way();
+                let Some(m) = self.msgs.get_mut(&key) else {
+                    self.violation(format!("delivered {key:?}, which was never sent"));
+                    return;
+                };
+                m.delivered += 1;
+                let (delivered, failed, expect) = (m.delivered, m.failed, (m.nonce, m.len));
+                if delivered > 1 {
+                    self.out.duplicates_delivered += 1;
+                    self.violation(format!("{key:?} delivered {delivered} times"));
+                }
+                if let Some((at, reason, maybe)) = failed {
+                    if !maybe {
+                        self.violation(format!(
+                            "{key:?} delivered after failing ({reason:?}) with maybe_delivered = false"
+                        ));
+                    }
+                    if now > at + max_delay {
+                        self.violation(format!(
+                            "{key:?} delivered at {now:?}, later than its failure at {at:?} + max one-way {max_delay:?}"
+                        ));
+                    }
+                }
+                if data != content(expect.0, expect.1) {
+                    self.violation(format!(
+                        "{key:?} delivered {} bytes that differ from the {} sent",
+                        data.len(),
+                        expect.1
+                    ));
+                }
+                if self.rng.gen_bool(self.reply_p) {
+                    self.replies.push(peer);
+                }
+            }
+            ChannelEvent::Acked { msg_id } => {
+                let key = (i, me, peer, msg_id);
+                self.note(|| format!("acked {key:?}"));
+                let Some(m) = self.msgs.get_mut(&key) else {
+                    self.violation(format!("acked {key:?}, which was never sent"));
+                    return;
+                };
+                if m.acked || m.failed.is_some() {
+                    self.violation(format!("{key:?} got a second outcome: acked"));
+                    return;
+                }
+                m.acked = true;
+                self.outstanding -= 1;
+                self.check_done();
+            }
+            ChannelEvent::Failed {
+                msg_id,
+                reason,
+                maybe_delivered,
+            } => {
+                let key = (i, me, peer, msg_id);
+                self.note(|| format!("failed {key:?} {reason:?} maybe {maybe_delivered}"));
+                let now = self.now;
+                let Some(m) = self.msgs.get_mut(&key) else {
+                    self.violation(format!("failed {key:?}, which was never sent"));
+                    return;
+                };
+                if m.acked || m.failed.is_some() {
+                    self.violation(format!("{key:?} got a second outcome: failed"));
+                    return;
+                }
+                m.failed = Some((now, reason, maybe_delivered));
+                let delivered = m.delivered;
+                self.outstanding -= 1;
+                if !maybe_delivered && delivered > 0 {
+                    self.violation(format!(
+                        "{key:?} failed ({reason:?}) with maybe_delivered = false but was delivered"
+                    ));
+                }
+                if self.strict {
+                    self.violation(format!(
+                        "{key:?} failed ({reason:?}) in a run without partitions or restarts"
+                    ));
+                }
+                self.check_done();
+            }
+            ChannelEvent::PeerRestarted => self.out.peer_restarted_events += 1,
+            ChannelEvent::PeerUnreachable => {
+                self.out.peer_unreachable_events += 1;
+                if self.strict {
+                    self.violation(format!("node {i}: peer {peer} unreachable in a run without partitions"));
+                }
+            }
+        }
+    }
+
+    fn check_done(&mut self) {
+        if self.all_done.is_none() && self.out.messages >= self.budget && self.outstanding == 0 {
+            self.all_done = Some(self.now);
+        }
+    }
+
+    fn finish(mut self) -> Result<Outcome, String> {
+        self.out.virtual_time = self.now;
+        if self.data_after_done > 0 {
+            let n = self.data_after_done;
+            self.violation(format!(
+                "{n} data datagrams emitted after every message was acknowledged or failed (at {:?})",
+                self.all_done
+            ));
+        }
+        if self.out.messages < self.budget {
+            let (m, b) = (self.out.messages, self.budget);
+            self.violation(format!("only {m} of {b} messages were sent"));
+        }
+        let mut problems = Vec::new();
+        for (key, m) in &self.msgs {
+            if m.delivered > 0 {
+                self.out.delivered += 1;
+            }
+            if m.acked {
+                self.out.acked += 1;
+                if m.delivered != 1 {
+                    problems.push(format!("{key:?} acknowledged but delivered {} times", m.delivered));
+                }
+            } else if let Some((_, reason, maybe)) = m.failed {
+                self.out.failed += 1;
+                if maybe {
+                    self.out.ambiguous += 1;
+                    if m.delivered > 0 {
+                        self.out.ambiguous_delivered += 1;
+                    }
+                } else {
+                    self.out.failed_definite += 1;
+                    if m.delivered > 0 {
+                        problems.push(format!("{key:?} failed definitely ({reason:?}) but was delivered"));
+                    }
+                }
+            } else if !m.sender_died {
+                self.out.lost += 1;
+                problems.push(format!(
+                    "{key:?} (len {}) neither acknowledged nor failed (delivered {})",
+                    m.len, m.delivered
+                ));
+            }
+        }
+        problems.sort();
+        for p in problems.into_iter().take(10) {
+            self.violation(p);
+        }
+        if self.strict && (self.out.acked != self.out.messages || self.out.delivered != self.out.messages) {
+            let (a, d, m) = (self.out.acked, self.out.delivered, self.out.messages);
+            self.violation(format!("fault-only run: {a} acked, {d} delivered of {m}"));
+        }
+        // Every endpoint idle, counters gathered.
+        let mut tampered_dropped = self.dead_stats.0;
+        self.out.retransmissions = self.dead_stats.1;
+        self.out.fast_retransmissions = self.dead_stats.2;
+        let mut idle_problems = Vec::new();
+        for n in &self.nodes {
+            let Some(ep) = n.ep.as_ref() else {
+                continue;
+            };
+            let st = ep.stats();
+            tampered_dropped += st.corrupt + st.malformed;
+            for (p, snap) in ep.peers() {
+                self.out.retransmissions += snap.stats.retransmissions;
+                self.out.fast_retransmissions += snap.stats.fast_retransmissions;
+                let _ = p;
+            }
+            if !ep.is_idle() {
+                let mut s = format!("endpoint {} not idle after quiescence:", n.addr);
+                for (p, snap) in ep.peers() {
+                    let _ = write!(s, "\n    {p}: {snap:?}");
+                }
+                idle_problems.push(s);
+            }
+        }
+        for p in idle_problems {
+            self.violation(p);
+        }
+        if tampered_dropped != self.tampered_handed {
+            let (a, b) = (tampered_dropped, self.tampered_handed);
+            self.violation(format!(
+                "{b} corrupt or truncated datagrams reached endpoints, {a} were dropped as corrupt/malformed"
+            ));
+        }
+        if self.violations.is_empty() {
+            return Ok(self.out);
+        }
+        let mut s = format!(
+            "{} violation(s); faults {:?}; config {:?}; strict {}\n",
+            self.violations.len(),
+            self.faults,
+            self.cfg,
+            self.strict
+        );
+        for v in &self.violations {
+            let _ = writeln!(s, "  - {v}");
+        }
+        if let Some(tr) = &self.trace {
+            let path = std::env::temp_dir().join(format!("rpcd-sim-{}.trace", self.seed));
+            let _ = std::fs::write(&path, tr.join("\n"));
+            let _ = writeln!(s, "trace written to {}", path.display());
+        } else {
+            let _ = writeln!(s, "set SIM_TRACE=1 to write a datagram trace");
+        }
+        Err(s)
+    }
+}
+
+fn rand_time(rng: &mut ChaCha8Rng, phase: Duration) -> Duration {
+    us(rng.gen_range(0..=phase.as_micros() as u64))
+}
+
+/// Pseudo-random contents of a message, determined by its nonce and length.
+fn content(nonce: u64, len: usize) -> Vec<u8> {
+    let mut r = ChaCha8Rng::seed_from_u64(nonce);
+    let mut v = vec![0; len];
+    r.fill_bytes(&mut v);
+    // A readable header where there is room, for traces.
+    let head = nonce.to_be_bytes();
+    let n = head.len().min(len);
+    v[..n].copy_from_slice(&head[..n]);
+    v
+}
