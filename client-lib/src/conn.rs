@@ -645,16 +645,22 @@ impl Shared {
                     deadline: Instant::now()
                         + Duration::from_millis(deadline_ms.min(u32::MAX.into())),
                 };
-                let refusal = match invocations.try_send(work) {
+                let outcome = match invocations.try_send(work) {
                     Ok(()) => return None,
-                    Err(TrySendError::Full(_)) => format!(
-                        "overloaded: {INVOCATION_QUEUE_MAX} invocations already queued in the serving app"
-                    ),
-                    Err(TrySendError::Disconnected(_)) => "server app is closing".to_owned(),
+                    Err(TrySendError::Full(_)) => Outcome::Refused {
+                        code: ErrorCode::Overloaded,
+                        message: format!(
+                            "{INVOCATION_QUEUE_MAX} invocations already queued in the serving app"
+                        ),
+                    },
+                    Err(TrySendError::Disconnected(_)) => Outcome::Refused {
+                        code: ErrorCode::ServerAppGone,
+                        message: "the serving app is closing".to_owned(),
+                    },
                 };
                 let answer = ClientMsg::Result {
                     invocation,
-                    outcome: Outcome::Error(refusal),
+                    outcome,
                 };
                 match try_encode_frame(&answer, self.frame_max) {
                     Ok(frame) => self.write(&frame).err().map(|_| Closed::Disconnected),

@@ -237,6 +237,30 @@ pub enum Outcome {
     Ok(#[serde(with = "serde_bytes")] Vec<u8>),
     /// An application error message from the handler.
     Error(String),
+    /// The serving app refused the work without running it, with a code:
+    /// `overloaded` (its worker queue is full) or `bad_request` (arguments it
+    /// cannot decode). Any other code is reported to the caller as `app_error`.
+    Refused {
+        /// Why: `overloaded` or `bad_request`.
+        code: ErrorCode,
+        /// Human-readable detail.
+        message: String,
+    },
+}
+
+/// One entry of the daemon's naming table, as the built-in `rpcd.names`
+/// returns it (a MessagePack array of these maps).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameEntry {
+    /// The service name.
+    pub name: String,
+    /// The `host:port` targets configured for it, in order.
+    pub targets: Vec<String>,
+    /// The addresses they resolved to just now, in order.
+    pub resolved: Vec<String>,
+    /// Resolver errors, one per target that did not resolve.
+    pub errors: Vec<String>,
 }
 
 /// A message from the daemon to an application.

@@ -1065,6 +1065,15 @@ impl Daemon {
                 }
             }
             Outcome::Error(message) => Err((ErrorCode::AppError, message)),
+            Outcome::Refused { code, message } => match code {
+                ErrorCode::Overloaded | ErrorCode::BadRequest | ErrorCode::ServerAppGone => {
+                    Err((code, message))
+                }
+                other => Err((
+                    ErrorCode::AppError,
+                    format!("refused with {}: {message}", other.as_str()),
+                )),
+            },
         };
         self.answer(now, i.origin, result);
     }
