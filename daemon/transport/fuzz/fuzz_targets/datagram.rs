@@ -19,7 +19,11 @@ fn round_trip(data: &[u8]) -> Result<(), DecodeError> {
     let d = Datagram::parse(data)?;
     let bytes = d.to_vec();
     assert_eq!(bytes.len(), d.encoded_len());
-    assert_eq!(bytes.as_slice(), data, "re-emitted bytes differ from the input");
+    assert_eq!(
+        bytes.as_slice(),
+        data,
+        "re-emitted bytes differ from the input"
+    );
     let back = Datagram::parse(&bytes).expect("a re-emitted datagram parses");
     assert_eq!(back, d);
     Ok(())

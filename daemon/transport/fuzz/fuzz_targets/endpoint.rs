@@ -147,7 +147,10 @@ impl World {
                 self.to_b.push_back(t.bytes);
             }
         }
-        assert!(self.a.poll_transmit(self.now).is_none(), "A's poll_transmit never ends");
+        assert!(
+            self.a.poll_transmit(self.now).is_none(),
+            "A's poll_transmit never ends"
+        );
         for _ in 0..DRAIN_MAX {
             let Some(t) = self.b.poll_transmit(self.now) else {
                 break;
@@ -156,21 +159,30 @@ impl World {
                 self.to_a.push_back(t.bytes);
             }
         }
-        assert!(self.b.poll_transmit(self.now).is_none(), "B's poll_transmit never ends");
+        assert!(
+            self.b.poll_transmit(self.now).is_none(),
+            "B's poll_transmit never ends"
+        );
         while let Some(e) = self.a.poll_event() {
             if e.peer != addr(2) {
                 continue;
             }
             match e.kind {
                 ChannelEvent::Acked { msg_id } => {
-                    assert!(self.outstanding.remove(&msg_id).is_some(), "Acked twice or unknown: {msg_id}");
+                    assert!(
+                        self.outstanding.remove(&msg_id).is_some(),
+                        "Acked twice or unknown: {msg_id}"
+                    );
                     assert!(
                         self.forged_as_b || self.delivered.contains(&msg_id),
                         "Acked but never delivered: {msg_id}"
                     );
                 }
                 ChannelEvent::Failed { msg_id, .. } => {
-                    assert!(self.outstanding.remove(&msg_id).is_some(), "Failed twice or unknown: {msg_id}");
+                    assert!(
+                        self.outstanding.remove(&msg_id).is_some(),
+                        "Failed twice or unknown: {msg_id}"
+                    );
                 }
                 _ => {}
             }
@@ -180,8 +192,14 @@ impl World {
                 continue;
             }
             if let ChannelEvent::Delivered { msg_id, data } = e.kind {
-                assert!(self.issued.contains(&msg_id), "B delivered a message A never sent: {msg_id}");
-                assert!(self.delivered.insert(msg_id), "B delivered A's message {msg_id} twice");
+                assert!(
+                    self.issued.contains(&msg_id),
+                    "B delivered a message A never sent: {msg_id}"
+                );
+                assert!(
+                    self.delivered.insert(msg_id),
+                    "B delivered A's message {msg_id} twice"
+                );
                 if let Some(expected) = self.outstanding.get(&msg_id) {
                     assert_eq!(&data, expected, "B delivered other bytes for {msg_id}");
                 }
@@ -196,7 +214,10 @@ impl World {
         self.drain();
         for (name, e) in [("A", &mut self.a), ("B", &mut self.b)] {
             if let Some(t) = e.poll_timeout() {
-                assert!(t > self.now, "{name}: a timer is still due after handle_timeout");
+                assert!(
+                    t > self.now,
+                    "{name}: a timer is still due after handle_timeout"
+                );
             }
         }
     }
@@ -261,7 +282,11 @@ impl World {
 fuzz_target!(|data: &[u8]| {
     crc::check_vector();
     let mut s = Script(data);
-    let cfg = if s.u8() & 1 == 0 { tight() } else { Config::default() };
+    let cfg = if s.u8() & 1 == 0 {
+        tight()
+    } else {
+        Config::default()
+    };
     assert_eq!(cfg.validate(), Ok(()));
     let mut w = World::new(cfg);
     let mut ops = 0;
@@ -284,18 +309,24 @@ fuzz_target!(|data: &[u8]| {
                 let _ = w.b.send(w.now, addr(1), vec![0xBB; len]);
             }
             // Deliver, drop or duplicate the head of a direction.
-            3 | 4 | 5 => {
+            3..=5 => {
                 let to_b = s.u8() & 1 == 0;
                 let how = s.u8() % 8;
                 let q = if to_b { &mut w.to_b } else { &mut w.to_a };
                 let Some(bytes) = q.pop_front() else { continue };
-                match how {
-                    0 => {}                             // lost
-                    1 => q.push_back(bytes.clone()),    // reordered behind the rest
-                    2 => q.push_front(bytes.clone()),   // duplicated
-                    _ => {}
-                }
-                if how != 0 && how != 1 {
+                let deliver = match how {
+                    0 => false, // lost
+                    1 => {
+                        q.push_back(bytes.clone()); // reordered behind the rest
+                        false
+                    }
+                    2 => {
+                        q.push_front(bytes.clone()); // duplicated: now and next
+                        true
+                    }
+                    _ => true,
+                };
+                if deliver {
                     if to_b {
                         w.b.handle_datagram(w.now, addr(1), &bytes);
                     } else {
@@ -350,7 +381,10 @@ fuzz_target!(|data: &[u8]| {
             }
             // Jump to the next deadline of either endpoint.
             13 => {
-                let next = [w.a.poll_timeout(), w.b.poll_timeout()].into_iter().flatten().min();
+                let next = [w.a.poll_timeout(), w.b.poll_timeout()]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 if let Some(t) = next {
                     let by = t.saturating_duration_since(w.now);
                     w.advance(by);
