@@ -7,7 +7,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rpcd_client::ipc::{decode_frame, encode_frame, ClientMsg, DaemonMsg, FrameError, FRAME_MAX_DEFAULT};
+use rpcd_client::ipc::{
+    decode_frame, encode_frame, ClientMsg, DaemonMsg, FrameError, FRAME_MAX_DEFAULT,
+};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
