@@ -1,17 +1,58 @@
 //! `rpcd-client`: what a local application links to talk to `rpcd`.
 //!
-//! Layer: the app side of the local Unix socket. [`ipc`] holds the message types and the
-//! framing, shared with the daemon (which depends on this crate for exactly that);
-//! [`Connection`] is the blocking client on top of it. Nothing here touches UDP or the
-//! transport: the daemon does that.
+//! Layer: the app side of the local Unix socket. Nothing here touches UDP or the transport:
+//! the daemon does that.
+//! - [`ipc`]: the message types and the framing, shared with the daemon (which depends on
+//!   this crate for exactly that).
+//! - [`conn`]: the low-level blocking connection ([`conn::Connection`]): one socket, many
+//!   concurrent requests matched by id.
+//! - [`Client`]: the run-time library apps use: typed calls (rmp-serde), per-call options,
+//!   a shared connection that reconnects with bounded backoff after a daemon restart.
+//! - [`Server`]: registered functions served on a pool of worker threads behind a bounded
+//!   queue (full → the caller gets `overloaded`), re-registered after a reconnect.
+//! - [`service`]: the stub generator, `#[rpcd_client::service]` on a trait.
 //!
-//! Call order: [`Connection::connect`] (does the `Hello` handshake), then any number of
-//! concurrent [`Connection::call`]s from any thread; a serving app also
-//! [`Connection::register`]s functions, takes work with [`Connection::next_invocation`] and
-//! answers each with [`Connection::send_result`].
+//! Call order: [`Client::connect`] (or [`Client::connect_to`]), then any number of
+//! concurrent [`Client::call`]s or generated stub calls from any thread. A serving app
+//! makes a [`Server::new`] on its client, registers functions (`MyTrait::serve(value,
+//! &server)` or [`Server::register`]), and finally [`Server::stop`]s it.
+//!
+//! ```no_run
+//! #[rpcd_client::service]
+//! pub trait Kv {
+//!     fn get(&self, key: String) -> Option<String>;
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let client = rpcd_client::Client::connect()?;
+//! let kv = KvClient::new(&client, "127.0.0.1:7400");
+//! let value: Option<String> = kv.get("k")?;
+//! # Ok(()) }
+//! ```
 
+// Generated code names this crate `::rpcd_client`, also inside its own tests.
+extern crate self as rpcd_client;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+mod client;
 pub mod conn;
+mod error;
 pub mod ipc;
+mod server;
+mod target;
 
-pub use conn::{CallError, CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
+pub use client::{
+    Client, ClientOptions, APP_NAME_DEFAULT, RECONNECT_ATTEMPTS_MAX, RECONNECT_BACKOFF_INITIAL,
+    RECONNECT_BACKOFF_MAX,
+};
+pub use conn::{CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
+pub use error::CallError;
 pub use ipc::{default_socket_path, ErrorCode, Outcome, Stats};
+pub use rpcd_macros::service;
+pub use server::{
+    workers_default, Handler, Request, Server, ServerOptions, ServerStats, DISPATCH_POLL,
+    QUEUE_MAX_DEFAULT, SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX, WORKERS_MAX,
+};
+pub use target::Target;

@@ -1,0 +1,49 @@
+//! Helpers for the code `#[service]` generates. Not a stable API: the macro and this module
+//! change together.
+
+use std::fmt::Display;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::ipc::{ErrorCode, Outcome};
+
+pub use serde;
+
+/// A type that can cross the wire as an RPC argument or reply.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be an RPC argument or reply",
+    label = "must implement serde's `Serialize` and `DeserializeOwned`",
+    note = "derive them: `#[derive(serde::Serialize, serde::Deserialize)]`"
+)]
+pub trait WireType: Serialize + DeserializeOwned {}
+
+impl<T: Serialize + DeserializeOwned> WireType for T {}
+
+/// Compile-time check that `T` is a [`WireType`]; the macro emits one per argument, spanned
+/// at its type.
+pub fn assert_wire_type<T: WireType>() {}
+
+/// Decodes the argument tuple of `function`; a failure is refused as `bad_request`.
+pub fn decode_args<T: DeserializeOwned>(function: &str, args: &[u8]) -> Result<T, Outcome> {
+    rmp_serde::from_slice(args).map_err(|err| Outcome::Refused {
+        code: ErrorCode::BadRequest,
+        message: format!("{function}: cannot decode the arguments: {err}"),
+    })
+}
+
+/// Encodes a handler's reply.
+pub fn reply<R: Serialize + ?Sized>(value: &R) -> Outcome {
+    match rmp_serde::to_vec_named(value) {
+        Ok(bytes) => Outcome::Ok(bytes),
+        Err(err) => Outcome::Error(format!("cannot encode the reply: {err}")),
+    }
+}
+
+/// Encodes a handler's `Result`: `Ok` as the reply, `Err` as an application error.
+pub fn reply_result<R: Serialize, E: Display>(result: Result<R, E>) -> Outcome {
+    match result {
+        Ok(value) => reply(&value),
+        Err(err) => Outcome::Error(err.to_string()),
+    }
+}

@@ -1,0 +1,573 @@
+//! Serving functions: registration, a pool of worker threads behind a bounded queue, and
+//! re-registration after the daemon restarts.
+//!
+//! One dispatcher thread takes invocations from the [`Client`]'s connection and offers each
+//! to the queue; a full queue answers at once with `Outcome::Refused { code: Overloaded }`,
+//! so the caller sees `overloaded` instead of waiting. Workers run handlers under
+//! `catch_unwind`: a panic becomes an application error for that call and the worker
+//! lives on. When the connection breaks, the dispatcher reconnects (with backoff) and
+//! registers every function again on the new connection.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::client::{lock, Client};
+use crate::conn::{Connection, Invocation};
+use crate::error::CallError;
+use crate::ipc::{ErrorCode, Outcome};
+
+/// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
+pub const QUEUE_MAX_DEFAULT: usize = 256;
+
+/// The most worker threads a server runs, whatever [`ServerOptions::workers`] asks.
+pub const WORKERS_MAX: usize = 1024;
+
+/// How often the dispatcher looks up from an empty queue to check for a stop.
+pub const DISPATCH_POLL: Duration = Duration::from_millis(50);
+
+/// First delay between reconnect attempts of a serving app; doubles up to
+/// [`SERVER_RECONNECT_BACKOFF_MAX`]. A server keeps trying until it is stopped.
+pub const SERVER_RECONNECT_BACKOFF_INITIAL: Duration = Duration::from_millis(10);
+
+/// Longest delay between reconnect attempts of a serving app.
+pub const SERVER_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// The number of worker threads a server runs by default: one per core.
+pub fn workers_default() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// How a [`Server`] runs its handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Worker threads running handlers (1 to [`WORKERS_MAX`]; default: one per core).
+    pub workers: usize,
+    /// Invocations waiting for a free worker; one more is refused as `overloaded`.
+    /// Zero means an invocation is accepted only when a worker is idle.
+    pub queue_max: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            workers: workers_default(),
+            queue_max: QUEUE_MAX_DEFAULT,
+        }
+    }
+}
+
+/// One invocation as a handler sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The function called.
+    pub function: &'a str,
+    /// The argument bytes.
+    pub args: &'a [u8],
+    /// The calling daemon's `host:port`.
+    pub caller: &'a str,
+    /// When the caller gives up; a result after this is dropped by the daemon.
+    pub deadline: Instant,
+}
+
+type HandlerFn = dyn Fn(&Request<'_>) -> Outcome + Send + Sync;
+
+/// A function body: turns a request into an [`Outcome`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Handler(Arc<HandlerFn>);
+
+impl Handler {
+    /// A handler of the raw argument bytes.
+    pub fn new(f: impl Fn(&[u8]) -> Outcome + Send + Sync + 'static) -> Handler {
+        Handler(Arc::new(move |req: &Request<'_>| f(req.args)))
+    }
+
+    /// A handler that also sees who called and the deadline.
+    pub fn with_request(f: impl Fn(&Request<'_>) -> Outcome + Send + Sync + 'static) -> Handler {
+        Handler(Arc::new(f))
+    }
+
+    /// A typed handler: arguments decoded from MessagePack as `A` (a decode failure is
+    /// refused as `bad_request`), `Ok` encoded as the reply, `Err` sent as an application
+    /// error with its `Display` text.
+    pub fn typed<A, R, E, F>(function: &str, f: F) -> Handler
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        let function = function.to_owned();
+        Handler::new(
+            move |args| match crate::__private::decode_args::<A>(&function, args) {
+                Ok(args) => crate::__private::reply_result(f(args)),
+                Err(refused) => refused,
+            },
+        )
+    }
+
+    fn call(&self, req: &Request<'_>) -> Outcome {
+        (self.0)(req)
+    }
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Handler")
+    }
+}
+
+/// Counters of a [`Server`], for tests and operators.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Worker threads.
+    pub workers: usize,
+    /// The queue bound.
+    pub queue_max: usize,
+    /// Invocations waiting in the queue now.
+    pub queued: u64,
+    /// Handlers running now.
+    pub running: u64,
+    /// Handlers finished (panics included).
+    pub completed: u64,
+    /// Handlers that panicked.
+    pub panicked: u64,
+    /// Invocations refused as `overloaded` because the queue was full.
+    pub refused_overloaded: u64,
+    /// Invocations skipped because their deadline passed while they waited.
+    pub expired: u64,
+    /// Times the functions were registered again on a new connection.
+    pub reregistrations: u64,
+}
+
+/// Serves registered functions on a pool of worker threads. Stop it with
+/// [`Server::stop`] (dropping it does the same).
+#[derive(Debug)]
+pub struct Server {
+    inner: Arc<Inner>,
+    threads: Mutex<Option<Threads>>,
+}
+
+#[derive(Debug)]
+struct Threads {
+    dispatcher: JoinHandle<()>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client,
+    options: ServerOptions,
+    handlers: RwLock<BTreeMap<String, Handler>>,
+    /// The connection generation every handler is registered on (0: none yet). Held while
+    /// registering, so the dispatcher's re-registration and `register` do not interleave.
+    registered_on: Mutex<u64>,
+    stopping: AtomicBool,
+    counters: Counters,
+    last_error: Mutex<Option<CallError>>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    queued: AtomicU64,
+    running: AtomicU64,
+    completed: AtomicU64,
+    panicked: AtomicU64,
+    refused_overloaded: AtomicU64,
+    expired: AtomicU64,
+    reregistrations: AtomicU64,
+}
+
+/// One accepted invocation and the connection to answer it on.
+struct Job {
+    work: Invocation,
+    conn: Arc<Connection>,
+}
+
+impl Server {
+    /// A server on `client`'s connection with the default options (a worker per core,
+    /// [`QUEUE_MAX_DEFAULT`] queued).
+    pub fn new(client: &Client) -> std::io::Result<Server> {
+        Server::with_options(client, ServerOptions::default())
+    }
+
+    /// A server on `client`'s connection. Its threads start now; functions are served as
+    /// soon as they are registered.
+    pub fn with_options(client: &Client, options: ServerOptions) -> std::io::Result<Server> {
+        let options = ServerOptions {
+            workers: options.workers.clamp(1, WORKERS_MAX),
+            queue_max: options.queue_max,
+        };
+        let inner = Arc::new(Inner {
+            client: client.clone(),
+            options,
+            handlers: RwLock::new(BTreeMap::new()),
+            registered_on: Mutex::new(client.generation()),
+            stopping: AtomicBool::new(false),
+            counters: Counters::default(),
+            last_error: Mutex::new(None),
+        });
+        let (tx, rx) = mpsc::sync_channel::<Job>(options.queue_max);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::with_capacity(options.workers);
+        for i in 0..options.workers {
+            let (inner, rx) = (Arc::clone(&inner), Arc::clone(&rx));
+            workers.push(
+                std::thread::Builder::new()
+                    .name(format!("rpcd-worker-{i}"))
+                    .spawn(move || work(&inner, &rx))?,
+            );
+        }
+        let dispatcher = {
+            let inner = Arc::clone(&inner);
+            std::thread::Builder::new()
+                .name("rpcd-dispatcher".into())
+                .spawn(move || dispatch(&inner, tx))?
+        };
+        Ok(Server {
+            inner,
+            threads: Mutex::new(Some(Threads {
+                dispatcher,
+                workers,
+            })),
+        })
+    }
+
+    /// Registers `function` with a raw handler.
+    pub fn register(&self, function: &str, handler: Handler) -> Result<(), CallError> {
+        self.register_service(vec![(function, handler)])
+    }
+
+    /// Registers `function` with a typed handler (see [`Handler::typed`]).
+    pub fn register_fn<A, R, E, F>(&self, function: &str, f: F) -> Result<(), CallError>
+    where
+        A: DeserializeOwned,
+        R: Serialize,
+        E: fmt::Display,
+        F: Fn(A) -> Result<R, E> + Send + Sync + 'static,
+    {
+        self.register(function, Handler::typed(function, f))
+    }
+
+    /// Registers several functions, all or none: if the daemon refuses one (say,
+    /// `name_taken`), those registered by this call are released again.
+    pub fn register_service<S: AsRef<str>>(
+        &self,
+        functions: Vec<(S, Handler)>,
+    ) -> Result<(), CallError> {
+        let _registering = lock(&self.inner.registered_on);
+        {
+            let mut handlers = write(&self.inner.handlers);
+            for (name, handler) in &functions {
+                handlers.insert(name.as_ref().to_owned(), handler.clone());
+            }
+        }
+        let result = self.inner.client.connection().and_then(|(conn, _)| {
+            let mut done: Vec<&str> = Vec::new();
+            for (name, _) in &functions {
+                if let Err(err) = conn.register(name.as_ref()) {
+                    for name in done {
+                        let _ = conn.unregister(name);
+                    }
+                    return Err(CallError::from(err));
+                }
+                done.push(name.as_ref());
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            let mut handlers = write(&self.inner.handlers);
+            for (name, _) in &functions {
+                handlers.remove(name.as_ref());
+            }
+        }
+        result
+    }
+
+    /// Stops serving `function` and releases its name on the daemon (`not_owner` if this
+    /// app does not serve it).
+    pub fn unregister(&self, function: &str) -> Result<(), CallError> {
+        let _registering = lock(&self.inner.registered_on);
+        write(&self.inner.handlers).remove(function);
+        let (conn, _) = self.inner.client.connection()?;
+        Ok(conn.unregister(function)?)
+    }
+
+    /// The functions this server serves.
+    pub fn functions(&self) -> Vec<String> {
+        read(&self.inner.handlers).keys().cloned().collect()
+    }
+
+    /// The client this server answers through.
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// The options in force (after clamping).
+    pub fn options(&self) -> ServerOptions {
+        self.inner.options
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        ServerStats {
+            workers: self.inner.options.workers,
+            queue_max: self.inner.options.queue_max,
+            queued: c.queued.load(Ordering::Relaxed),
+            running: c.running.load(Ordering::Relaxed),
+            completed: c.completed.load(Ordering::Relaxed),
+            panicked: c.panicked.load(Ordering::Relaxed),
+            refused_overloaded: c.refused_overloaded.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            reregistrations: c.reregistrations.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The last error re-registering after a reconnect, if any (a name taken meanwhile by
+    /// another app, say).
+    pub fn last_error(&self) -> Option<CallError> {
+        lock(&self.inner.last_error).clone()
+    }
+
+    /// Graceful stop: no new invocations are taken, every function is unregistered, the
+    /// invocations already accepted run to completion and are answered, then the threads
+    /// end. Idempotent.
+    pub fn stop(&self) {
+        let Some(threads) = lock(&self.threads).take() else {
+            return;
+        };
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        // The dispatcher unregisters, hands over what is left, and drops the queue's
+        // sender; the workers then drain the queue and end. A thread that panicked has
+        // nothing left to report.
+        let _ = threads.dispatcher.join();
+        for worker in threads.workers {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The dispatcher thread: keeps a connection, keeps the functions registered on it, and
+/// moves invocations into the queue.
+fn dispatch(inner: &Inner, queue: SyncSender<Job>) {
+    let mut delay = SERVER_RECONNECT_BACKOFF_INITIAL;
+    while !inner.stopping.load(Ordering::SeqCst) {
+        let (conn, generation) = match inner.client.connection_within(1) {
+            Ok(open) => {
+                delay = SERVER_RECONNECT_BACKOFF_INITIAL;
+                open
+            }
+            Err(err) => {
+                *lock(&inner.last_error) = Some(err);
+                sleep_unless_stopping(inner, delay);
+                delay = delay.saturating_mul(2).min(SERVER_RECONNECT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        reregister(inner, &conn, generation);
+        if let Some(work) = conn.next_invocation(Some(DISPATCH_POLL)) {
+            offer(inner, &queue, Job { work, conn });
+        }
+    }
+    // Stopping: release the names, then hand what already arrived to the workers (a
+    // blocking send: these were accepted and must be answered).
+    if let Some((conn, _)) = inner.client.open_connection() {
+        let names: Vec<String> = read(&inner.handlers).keys().cloned().collect();
+        for name in names {
+            let _ = conn.unregister(&name);
+        }
+        while let Some(work) = conn.next_invocation(Some(Duration::ZERO)) {
+            inner.counters.queued.fetch_add(1, Ordering::Relaxed);
+            let job = Job {
+                work,
+                conn: Arc::clone(&conn),
+            };
+            if queue.send(job).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Registers every function again when the connection is newer than the registration.
+fn reregister(inner: &Inner, conn: &Connection, generation: u64) {
+    let mut registered_on = lock(&inner.registered_on);
+    if *registered_on == generation {
+        return;
+    }
+    let names: Vec<String> = read(&inner.handlers).keys().cloned().collect();
+    for name in &names {
+        if let Err(err) = conn.register(name) {
+            *lock(&inner.last_error) = Some(CallError::from(err));
+        }
+    }
+    *registered_on = generation;
+    if !names.is_empty() {
+        inner
+            .counters
+            .reregistrations
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Queues a job, or answers `overloaded` at once when the queue is full.
+fn offer(inner: &Inner, queue: &SyncSender<Job>, job: Job) {
+    // Counted before the send so a worker's decrement never sees it below zero.
+    inner.counters.queued.fetch_add(1, Ordering::Relaxed);
+    let (job, outcome) = match queue.try_send(job) {
+        Ok(()) => return,
+        Err(TrySendError::Full(job)) => {
+            inner
+                .counters
+                .refused_overloaded
+                .fetch_add(1, Ordering::Relaxed);
+            let message = format!(
+                "{}: all {} workers busy and {} invocations queued",
+                job.work.function, inner.options.workers, inner.options.queue_max
+            );
+            (
+                job,
+                Outcome::Refused {
+                    code: ErrorCode::Overloaded,
+                    message,
+                },
+            )
+        }
+        Err(TrySendError::Disconnected(job)) => (
+            job,
+            Outcome::Refused {
+                code: ErrorCode::Overloaded,
+                message: "the serving app is stopping".into(),
+            },
+        ),
+    };
+    inner.counters.queued.fetch_sub(1, Ordering::Relaxed);
+    // A failed send means the connection is gone; the daemon answers the caller.
+    let _ = job.conn.send_result(job.work.invocation, outcome);
+}
+
+/// A worker thread: runs jobs until the queue's sender is gone and the queue is empty.
+fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
+    loop {
+        let job = match lock(queue).recv() {
+            Ok(job) => job,
+            Err(_) => return,
+        };
+        inner.counters.queued.fetch_sub(1, Ordering::Relaxed);
+        let Job { work, conn } = job;
+        if Instant::now() >= work.deadline {
+            // The caller has given up; running it now would only waste a worker. The
+            // caller was told `deadline_exceeded` (outcome unknown), which stays true.
+            inner.counters.expired.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        let handler = read(&inner.handlers).get(&work.function).cloned();
+        let outcome = match handler {
+            Some(handler) => {
+                inner.counters.running.fetch_add(1, Ordering::Relaxed);
+                let req = Request {
+                    function: &work.function,
+                    args: &work.args,
+                    caller: &work.caller,
+                    deadline: work.deadline,
+                };
+                let outcome =
+                    catch_unwind(AssertUnwindSafe(|| handler.call(&req))).unwrap_or_else(|panic| {
+                        inner.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Error(format!(
+                            "handler of {} panicked: {}",
+                            work.function,
+                            panic_message(panic.as_ref())
+                        ))
+                    });
+                inner.counters.running.fetch_sub(1, Ordering::Relaxed);
+                inner.counters.completed.fetch_add(1, Ordering::Relaxed);
+                outcome
+            }
+            None => Outcome::Error(format!("{} is not served by this app", work.function)),
+        };
+        // A failed send means the connection is gone; the daemon answers the caller.
+        let _ = conn.send_result(work.invocation, outcome);
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a non-string panic payload)".to_owned()
+    }
+}
+
+fn sleep_unless_stopping(inner: &Inner, total: Duration) {
+    let until = Instant::now() + total;
+    while !inner.stopping.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(DISPATCH_POLL));
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_messages_are_recovered() {
+        let p = catch_unwind(|| panic!("static")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "static");
+        let n = 7;
+        let p = catch_unwind(|| panic!("formatted {n}")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "formatted 7");
+    }
+
+    #[test]
+    fn typed_handler_refuses_undecodable_arguments() {
+        let h = Handler::typed("t.add", |(a, b): (i64, i64)| Ok::<_, String>(a + b));
+        let req = |args: &[u8]| {
+            h.call(&Request {
+                function: "t.add",
+                args,
+                caller: "x",
+                deadline: Instant::now(),
+            })
+        };
+        let ok = req(&rmp_serde::to_vec(&(2, 3)).unwrap());
+        assert_eq!(ok, Outcome::Ok(rmp_serde::to_vec(&5).unwrap()));
+        assert!(matches!(
+            req(b"\xc1"),
+            Outcome::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ));
+    }
+}
