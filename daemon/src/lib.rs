@@ -11,5 +11,7 @@
 //! - [`server`]: the `mio` event loop and the router.
 
 pub mod envelope;
+pub mod notify;
+pub mod resolver;
 pub mod server;
 pub mod settings;

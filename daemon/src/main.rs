@@ -1,20 +1,29 @@
-//! `rpcd` binary: parse flags, load settings, run the event loop.
+//! `rpcd` binary: parse flags, load settings, bind, maybe daemonize, serve.
 
+use std::fs::OpenOptions;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use rpcd::server::Daemon;
+use rpcd::server::{Bound, RunOptions};
 use rpcd::settings::Settings;
 use tracing_subscriber::EnvFilter;
 
 /// rpcd: reliable RPC over UDP for local applications.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    after_help = "Settings: built-in defaults, then the file (--config, else /etc/rpcd/rpcd.toml \
+                  if present), then RPCD_<SECTION>__<KEY> environment variables, then flags. \
+                  RPCD_SOCKET sets the socket path for the daemon and every client.\n\
+                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names and limits.\n\
+                  Exit status: 0 after a clean shutdown or a valid --check-config; 1 on any error."
+)]
 struct Args {
-    /// TOML settings file (see etc/rpcd.toml). Without it, built-in defaults.
+    /// TOML settings file (see etc/rpcd.toml).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// UDP address to listen on (overrides the file).
@@ -23,6 +32,21 @@ struct Args {
     /// Local socket path (overrides RPCD_SOCKET and the file).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// Validate the settings (file and environment) and exit.
+    #[arg(long)]
+    check_config: bool,
+    /// Stay in the foreground (the default; for systemd).
+    #[arg(long, conflicts_with = "daemonize")]
+    foreground: bool,
+    /// Detach into the background after binding; needs --pid-file.
+    #[arg(long, requires = "pid_file")]
+    daemonize: bool,
+    /// Where --daemonize writes the daemon's pid (removed at shutdown).
+    #[arg(long, value_name = "PATH")]
+    pid_file: Option<PathBuf>,
+    /// With --daemonize: append logs to this file (default: discarded).
+    #[arg(long, value_name = "PATH", requires = "daemonize")]
+    log_file: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -37,20 +61,38 @@ fn main() -> ExitCode {
 
 fn try_main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut settings = match &args.config {
-        Some(path) => Settings::from_file(path)?,
-        None => Settings::default(),
-    };
-    if let Some(p) = std::env::var_os("RPCD_SOCKET").filter(|p| !p.is_empty()) {
-        settings.socket = PathBuf::from(p);
+    let (mut settings, config_path) = Settings::load(args.config.as_deref(), std::env::vars())?;
+    let socket_override = args.socket.clone().or_else(|| {
+        std::env::var_os("RPCD_SOCKET")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(s) = &socket_override {
+        settings.socket = s.clone();
     }
     if let Some(l) = args.listen {
         settings.listen = l;
     }
-    if let Some(s) = args.socket {
-        settings.socket = s;
-    }
+    // --daemonize changes directory to /: make paths absolute first.
+    settings.socket = std::path::absolute(&settings.socket)
+        .with_context(|| format!("socket path {}", settings.socket.display()))?;
+    let pid_file = match &args.pid_file {
+        Some(p) => Some(std::path::absolute(p).context("pid file path")?),
+        None => None,
+    };
     settings.validate("command line")?;
+    if args.check_config {
+        println!(
+            "rpcd: settings OK ({}; listen {}, socket {}, {} service names)",
+            config_path
+                .as_deref()
+                .map_or("built-in defaults".into(), |p| p.display().to_string()),
+            settings.listen,
+            settings.socket.display(),
+            settings.names.len()
+        );
+        return Ok(());
+    }
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.log_level))
         .context("log level")?;
@@ -58,5 +100,28 @@ fn try_main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    Daemon::bind(settings)?.run()
+    // Bind before detaching, so that bind errors reach the terminal.
+    let bound = Bound::bind(settings)?;
+    if args.daemonize {
+        let pid_file = pid_file.clone().context("--daemonize needs --pid-file")?;
+        let mut d = daemonize::Daemonize::new()
+            .pid_file(&pid_file)
+            .working_directory("/")
+            .umask(0o027);
+        if let Some(log) = &args.log_file {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .with_context(|| format!("opening the log file {}", log.display()))?;
+            d = d.stderr(f);
+        }
+        d.start().context("daemonizing")?;
+    }
+    bound.run(RunOptions {
+        config_path,
+        listen_flag: args.listen,
+        socket_override,
+        pid_file: if args.daemonize { pid_file } else { None },
+    })
 }

@@ -12,26 +12,33 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use mio::net::{UdpSocket, UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use rpcd_client::ipc::{
     self, ClientMsg, DaemonMsg, ErrorCode, FrameError, Outcome, PeerCounters, PeerStats, Stats,
     PROTOCOL_VERSION,
 };
 use rpcd_transport::{ChannelEvent, Endpoint, FailReason, MsgId, SendError, Transmit};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, RemoteOutcome};
-use crate::settings::Settings;
+use crate::notify::notify;
+use crate::resolver::{self, Resolver};
+use crate::settings::{self, Settings};
 
 const UDP: Token = Token(0);
 const LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const WAKER: Token = Token(3);
+/// How long a peer that was declared unreachable is tried last among a
+/// service name's addresses.
+const UNREACHABLE_MEMORY: Duration = Duration::from_secs(30);
 const FIRST_CONN: usize = 16;
 /// Largest datagram read; anything larger is truncated by the kernel and then
 /// fails the length check. The buffer is fixed: nothing is sized by a packet.
@@ -39,7 +46,13 @@ const DATAGRAM_BUF: usize = 65_536;
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Functions every daemon serves.
-pub const BUILTINS: [&str; 4] = ["rpcd.echo", "rpcd.list", "rpcd.ping", "rpcd.stats"];
+pub const BUILTINS: [&str; 5] = [
+    "rpcd.echo",
+    "rpcd.list",
+    "rpcd.names",
+    "rpcd.ping",
+    "rpcd.stats",
+];
 
 type CallId = u64;
 type InvId = u64;
@@ -73,6 +86,45 @@ pub struct Daemon {
     udp_writable_wanted: bool,
     counters: Counters,
     shutdown_at: Option<Instant>,
+    resolver: Resolver,
+    _waker: Arc<Waker>,
+    jobs: HashMap<u64, JobFor>,
+    next_job: u64,
+    peer_down: HashMap<SocketAddr, Instant>,
+    opts: RunOptions,
+}
+
+/// What a resolver job was for.
+#[derive(Debug)]
+enum JobFor {
+    Call(CallId),
+    Names {
+        origin: Origin,
+        table: Vec<(String, Vec<String>)>,
+    },
+}
+
+/// How `run` was asked to behave beyond the settings.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The settings file to re-read on SIGHUP (None: defaults + environment).
+    pub config_path: Option<PathBuf>,
+    /// Command-line overrides, re-applied after every reload.
+    pub listen_flag: Option<SocketAddr>,
+    /// Socket path override (flag or RPCD_SOCKET), re-applied after a reload.
+    pub socket_override: Option<PathBuf>,
+    /// Pid file to remove at shutdown.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// The daemon's sockets, bound but not yet served. Binding first lets the
+/// binary report bind errors on the terminal before it daemonizes.
+#[derive(Debug)]
+pub struct Bound {
+    settings: Settings,
+    udp: std::net::UdpSocket,
+    listener: std::os::unix::net::UnixListener,
+    local_addr: SocketAddr,
 }
 
 #[derive(Debug, Default)]
@@ -82,6 +134,17 @@ struct Counters {
     bad_envelopes: u64,
     dropped_transmits: u64,
     oversize_datagrams: u64,
+}
+
+/// What a call's target needs before the call can go.
+#[derive(Debug)]
+enum Lookup {
+    Ready(Vec<SocketAddr>),
+    Resolve(Vec<String>),
+}
+
+fn no_address() -> Failure {
+    (ErrorCode::PeerUnreachable, "no address left to try".into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -111,6 +174,18 @@ struct Call {
     target: Target,
     state: CallState,
     deadline: Instant,
+    /// Kept while the target is being resolved, and for idempotent calls
+    /// with addresses left to fail over to.
+    retry: Option<Retry>,
+}
+
+#[derive(Debug)]
+struct Retry {
+    function: String,
+    args: Vec<u8>,
+    idempotent: bool,
+    /// Addresses not tried yet, in order.
+    candidates: VecDeque<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +196,8 @@ enum Target {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallState {
+    /// Waiting for the resolver (a service name or a host name).
+    Resolving,
     /// The request message is queued or in flight.
     Sending(MsgId),
     /// The request was acknowledged; waiting for the reply.
@@ -153,32 +230,56 @@ impl std::fmt::Debug for Daemon {
     }
 }
 
-impl Daemon {
+impl Bound {
     /// Bind the UDP socket and the local socket.
-    pub fn bind(settings: Settings) -> anyhow::Result<Daemon> {
-        let poll = Poll::new().context("creating the poll instance")?;
-        let std_udp = std::net::UdpSocket::bind(settings.listen)
+    pub fn bind(settings: Settings) -> anyhow::Result<Bound> {
+        let udp = std::net::UdpSocket::bind(settings.listen)
             .with_context(|| format!("binding UDP {}", settings.listen))?;
-        set_buffers(&std_udp, &settings);
-        std_udp.set_nonblocking(true)?;
-        let local_addr = std_udp.local_addr()?;
-        let mut udp = UdpSocket::from_std(std_udp);
+        set_buffers(&udp, &settings);
+        udp.set_nonblocking(true)?;
+        let local_addr = udp.local_addr()?;
+        let listener = bind_unix(&settings.socket)?;
+        listener.set_nonblocking(true)?;
+        Ok(Bound {
+            settings,
+            udp,
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serve until SIGTERM/SIGINT, then shut down gracefully. Call after
+    /// any fork: this starts the poll instance and the resolver thread.
+    pub fn run(self, opts: RunOptions) -> anyhow::Result<()> {
+        let Bound {
+            settings,
+            udp,
+            listener,
+            local_addr,
+        } = self;
+        let poll = Poll::new().context("creating the poll instance")?;
+        let mut udp = UdpSocket::from_std(udp);
         poll.registry()
             .register(&mut udp, UDP, Interest::READABLE)?;
-
-        let socket_path = settings.socket.clone();
-        let mut listener = bind_unix(&socket_path)?;
+        let mut listener = UnixListener::from_std(listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-
-        let mut signals = Signals::new([SIGTERM, SIGINT]).context("installing signal handlers")?;
+        let mut signals =
+            Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing signal handlers")?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
-
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let resolver = Resolver::start(waker.clone()).context("starting the resolver thread")?;
         let epoch = random_epoch()?;
         let endpoint = Endpoint::new(settings.transport, epoch);
+        let socket_path = settings.socket.clone();
         info!(udp = %local_addr, socket = %socket_path.display(), epoch = format_args!("{epoch:016x}"), "rpcd listening");
-        Ok(Daemon {
+        let daemon = Daemon {
             settings,
             poll,
             udp,
@@ -205,14 +306,19 @@ impl Daemon {
             udp_writable_wanted: false,
             counters: Counters::default(),
             shutdown_at: None,
-        })
+            resolver,
+            _waker: waker,
+            jobs: HashMap::new(),
+            next_job: 1,
+            peer_down: HashMap::new(),
+            opts,
+        };
+        notify("READY=1");
+        daemon.run()
     }
+}
 
-    /// The bound UDP address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
+impl Daemon {
     /// Serve until SIGTERM/SIGINT, then shut down gracefully.
     pub fn run(mut self) -> anyhow::Result<()> {
         let mut events = Events::with_capacity(1024);
@@ -245,6 +351,7 @@ impl Daemon {
                     }
                     LISTENER => self.accept(),
                     SIGNALS => self.on_signals(now),
+                    WAKER => self.on_resolved(now),
                     token => {
                         if ev.is_readable() || ev.is_read_closed() {
                             self.read_conn(now, token);
@@ -588,6 +695,9 @@ impl Daemon {
             self.flush_conn(t);
         }
         let _ = std::fs::remove_file(&self.socket_path);
+        if let Some(p) = &self.opts.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
         info!("rpcd stopped");
     }
 
@@ -867,93 +977,274 @@ impl Daemon {
             self.send_frame(token, &m);
             return;
         }
-        let addr = match parse_target(target) {
-            Ok(a) => a,
+        let wait = deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(limits.deadline_default)
+            .min(limits.deadline_max);
+        let deadline = now + wait;
+        let lookup = match self.classify(target) {
+            Ok(l) => l,
             Err(message) => {
                 let m = refuse(ErrorCode::BadRequest, message);
                 self.send_frame(token, &m);
                 return;
             }
         };
-        let wait = deadline_ms
-            .map(Duration::from_millis)
-            .unwrap_or(limits.deadline_default)
-            .min(limits.deadline_max);
-        let deadline = now + wait;
         let call_id = self.next_call_id;
         self.next_call_id += 1;
-
-        if self.is_local(addr) {
-            self.calls.insert(
-                call_id,
-                Call {
-                    conn: token,
-                    client_id,
-                    target: Target::Local,
-                    state: CallState::Local,
-                    deadline,
-                },
-            );
-            if let Some(c) = self.conns.get_mut(&token) {
-                c.calls.insert(call_id);
-            }
-            self.deadlines
-                .push(Reverse((deadline, Deadline::Call(call_id))));
-            self.dispatch(now, Origin::Local { call_id }, &function, args, deadline);
-            return;
-        }
-
-        let peer_calls = self.calls_by_peer.get(&addr).map_or(0, HashSet::len);
-        if peer_calls >= limits.calls_per_peer_max {
-            let m = refuse(
-                ErrorCode::Overloaded,
-                format!(
-                    "too many calls in flight to {addr} (limit {})",
-                    limits.calls_per_peer_max
-                ),
-            );
-            self.send_frame(token, &m);
-            return;
-        }
-        let env = Envelope::Request {
-            call_id,
-            function,
-            args,
-            deadline_ms: wait.as_millis() as u64,
-            idempotent,
-        };
-        let msg_id = match self.endpoint.send(now, addr, env.encode()) {
-            Ok(id) => id,
-            Err(e) => {
-                let code = match e {
-                    SendError::Channel(rpcd_transport::ChannelSendError::TooLarge { .. }) => {
-                        ErrorCode::MessageTooLarge
-                    }
-                    _ => ErrorCode::Overloaded,
-                };
-                let m = refuse(code, e.to_string());
-                self.send_frame(token, &m);
-                return;
-            }
-        };
-        self.endpoint.hold(now, addr);
         self.calls.insert(
             call_id,
             Call {
                 conn: token,
                 client_id,
-                target: Target::Remote(addr),
-                state: CallState::Sending(msg_id),
+                target: Target::Local,
+                state: CallState::Resolving,
                 deadline,
+                retry: Some(Retry {
+                    function,
+                    args,
+                    idempotent,
+                    candidates: VecDeque::new(),
+                }),
             },
         );
-        self.calls_by_msg.insert((addr, msg_id), call_id);
-        self.calls_by_peer.entry(addr).or_default().insert(call_id);
         if let Some(c) = self.conns.get_mut(&token) {
             c.calls.insert(call_id);
         }
         self.deadlines
             .push(Reverse((deadline, Deadline::Call(call_id))));
+        match lookup {
+            Lookup::Ready(addrs) => self.proceed(now, call_id, addrs),
+            Lookup::Resolve(targets) => {
+                let key = self.next_job;
+                self.next_job += 1;
+                if self.resolver.submit(resolver::Job { key, targets }) {
+                    self.jobs.insert(key, JobFor::Call(call_id));
+                } else {
+                    self.finish_call(
+                        call_id,
+                        Err((
+                            ErrorCode::Overloaded,
+                            "too many name lookups pending".into(),
+                        )),
+                    );
+                }
+            }
+        }
+    }
+
+    /// What a target needs before a call can go: addresses now, or a lookup.
+    fn classify(&self, target: &str) -> Result<Lookup, String> {
+        if let Ok(a) = target.parse::<SocketAddr>() {
+            return Ok(Lookup::Ready(vec![a]));
+        }
+        if let Some(targets) = self.settings.names.get(target) {
+            let literal: Option<Vec<SocketAddr>> = targets.iter().map(|t| t.parse().ok()).collect();
+            return Ok(match literal {
+                Some(addrs) => Lookup::Ready(addrs),
+                None => Lookup::Resolve(targets.clone()),
+            });
+        }
+        if settings::valid_name(target) {
+            return Err(format!(
+                "{target:?} is neither host:port nor a service name in this daemon's [names]"
+            ));
+        }
+        let (host, port) =
+            settings::split_host_port(target).map_err(|e| format!("target {target:?}: {e}"))?;
+        if host == "localhost" {
+            return Ok(Lookup::Ready(vec![SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+            )]));
+        }
+        Ok(Lookup::Resolve(vec![target.to_owned()]))
+    }
+
+    /// Addresses are known: order them (peers recently unreachable last) and
+    /// send to the first.
+    fn proceed(&mut self, now: Instant, call_id: CallId, mut addrs: Vec<SocketAddr>) {
+        let down = |a: &SocketAddr| {
+            self.peer_down
+                .get(a)
+                .is_some_and(|t| now.saturating_duration_since(*t) < UNREACHABLE_MEMORY)
+        };
+        addrs.sort_by_key(down);
+        if let Some(r) = self.calls.get_mut(&call_id).and_then(|c| c.retry.as_mut()) {
+            r.candidates = addrs.into();
+        }
+        self.try_next(now, call_id, None);
+    }
+
+    /// Send the call to its next candidate address; with none left, finish
+    /// it with `last` (or `peer_unreachable`).
+    fn try_next(&mut self, now: Instant, call_id: CallId, last: Option<Failure>) {
+        let limits = self.settings.limits;
+        let mut last = last;
+        loop {
+            let next = self
+                .calls
+                .get_mut(&call_id)
+                .and_then(|c| c.retry.as_mut())
+                .and_then(|r| r.candidates.pop_front());
+            let Some(addr) = next else {
+                self.finish_call(call_id, Err(last.unwrap_or_else(no_address)));
+                return;
+            };
+            let local = self.is_local(addr);
+            let Some(call) = self.calls.get_mut(&call_id) else {
+                return;
+            };
+            let Some(retry) = call.retry.as_mut() else {
+                return;
+            };
+            let deadline = call.deadline;
+            let keep = retry.idempotent && !retry.candidates.is_empty();
+            if local {
+                let Some(r) = call.retry.take() else { return };
+                call.target = Target::Local;
+                call.state = CallState::Local;
+                self.dispatch(
+                    now,
+                    Origin::Local { call_id },
+                    &r.function,
+                    r.args,
+                    deadline,
+                );
+                return;
+            }
+            let peer_calls = self.calls_by_peer.get(&addr).map_or(0, HashSet::len);
+            if peer_calls >= limits.calls_per_peer_max {
+                last = Some((
+                    ErrorCode::Overloaded,
+                    format!(
+                        "too many calls in flight to {addr} (limit {})",
+                        limits.calls_per_peer_max
+                    ),
+                ));
+                if !keep {
+                    call.retry = None;
+                }
+                continue;
+            }
+            let (function, args) = if keep {
+                (retry.function.clone(), retry.args.clone())
+            } else {
+                let Some(r) = call.retry.take() else { return };
+                (r.function, r.args)
+            };
+            let env = Envelope::Request {
+                call_id,
+                function,
+                args,
+                deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
+                idempotent: keep,
+            };
+            match self.endpoint.send(now, addr, env.encode()) {
+                Ok(msg_id) => {
+                    self.endpoint.hold(now, addr);
+                    if let Some(c) = self.calls.get_mut(&call_id) {
+                        c.target = Target::Remote(addr);
+                        c.state = CallState::Sending(msg_id);
+                    }
+                    self.calls_by_msg.insert((addr, msg_id), call_id);
+                    self.calls_by_peer.entry(addr).or_default().insert(call_id);
+                    return;
+                }
+                Err(e) => {
+                    let code = match e {
+                        SendError::Channel(rpcd_transport::ChannelSendError::TooLarge {
+                            ..
+                        }) => ErrorCode::MessageTooLarge,
+                        _ => ErrorCode::Overloaded,
+                    };
+                    last = Some((code, e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// A call's peer proved unreachable: an idempotent call with addresses
+    /// left fails over to the next; any other call ends here.
+    fn unreachable(&mut self, now: Instant, call_id: CallId, failure: Failure) {
+        let can_fail_over = self.calls.get(&call_id).is_some_and(|c| {
+            now < c.deadline
+                && c.retry
+                    .as_ref()
+                    .is_some_and(|r| r.idempotent && !r.candidates.is_empty())
+        });
+        if !can_fail_over {
+            self.finish_call(call_id, Err(failure));
+            return;
+        }
+        if let Some(mut call) = self.calls.remove(&call_id) {
+            self.detach_peer(call_id, &call);
+            if let (Target::Remote(peer), CallState::Sending(msg)) = (call.target, call.state) {
+                self.endpoint.cancel(peer, msg);
+            }
+            call.state = CallState::Resolving;
+            call.target = Target::Local;
+            self.calls.insert(call_id, call);
+            debug!(call_id, "failing over to the next address");
+            self.try_next(now, call_id, Some(failure));
+        }
+    }
+
+    /// Answers from the resolver thread.
+    fn on_resolved(&mut self, now: Instant) {
+        while let Some(answer) = self.resolver.poll() {
+            match self.jobs.remove(&answer.key) {
+                Some(JobFor::Call(call_id)) => {
+                    let resolving = self
+                        .calls
+                        .get(&call_id)
+                        .is_some_and(|c| c.state == CallState::Resolving);
+                    if !resolving {
+                        continue;
+                    }
+                    let (addrs, errors): (Vec<_>, Vec<_>) =
+                        answer.results.into_iter().partition(Result::is_ok);
+                    let addrs: Vec<SocketAddr> = addrs.into_iter().flatten().collect();
+                    if addrs.is_empty() {
+                        let errors: Vec<String> =
+                            errors.into_iter().filter_map(Result::err).collect();
+                        self.finish_call(
+                            call_id,
+                            Err((
+                                ErrorCode::PeerUnreachable,
+                                format!("no address resolved: {}", errors.join("; ")),
+                            )),
+                        );
+                    } else {
+                        self.proceed(now, call_id, addrs);
+                    }
+                }
+                Some(JobFor::Names { origin, table }) => {
+                    let mut results = answer.results.into_iter();
+                    let entries: Vec<ipc::NameEntry> = table
+                        .into_iter()
+                        .map(|(name, targets)| {
+                            let mut e = ipc::NameEntry {
+                                name,
+                                targets: targets.clone(),
+                                ..Default::default()
+                            };
+                            for _ in &targets {
+                                match results.next() {
+                                    Some(Ok(a)) => e.resolved.push(a.to_string()),
+                                    Some(Err(err)) => e.errors.push(err),
+                                    None => {}
+                                }
+                            }
+                            e
+                        })
+                        .collect();
+                    self.answer(now, origin, Ok(encode(&entries)));
+                }
+                None => {}
+            }
+        }
+        self.pump(now);
     }
 
     fn is_local(&self, addr: SocketAddr) -> bool {
@@ -974,6 +1265,10 @@ impl Daemon {
         args: Vec<u8>,
         deadline: Instant,
     ) {
+        if function == "rpcd.names" {
+            self.names(now, origin);
+            return;
+        }
         if let Some(result) = self.builtin(now, function, &args) {
             self.answer(now, origin, Ok(result));
             return;
@@ -1179,6 +1474,11 @@ impl Daemon {
         if let Some(c) = self.conns.get_mut(&call.conn) {
             c.calls.remove(&call_id);
         }
+        self.detach_peer(call_id, call);
+    }
+
+    /// Undo what sending to a peer set up: the hold, the indexes.
+    fn detach_peer(&mut self, call_id: CallId, call: &Call) {
         if let Target::Remote(peer) = call.target {
             self.endpoint.release(peer);
             if let CallState::Sending(msg) = call.state {
@@ -1197,7 +1497,10 @@ impl Daemon {
 
     fn on_transport_event(&mut self, now: Instant, peer: SocketAddr, ev: ChannelEvent) {
         match ev {
-            ChannelEvent::Delivered { data, .. } => match Envelope::decode(&data) {
+            ChannelEvent::Delivered { data, .. } => match Envelope::decode(&{
+                self.peer_down.remove(&peer);
+                data
+            }) {
                 Ok(env) => self.on_envelope(now, peer, env),
                 Err(e) => {
                     self.counters.bad_envelopes += 1;
@@ -1205,6 +1508,7 @@ impl Daemon {
                 }
             },
             ChannelEvent::Acked { msg_id } => {
+                self.peer_down.remove(&peer);
                 if let Some(call_id) = self.calls_by_msg.remove(&(peer, msg_id)) {
                     if let Some(c) = self.calls.get_mut(&call_id) {
                         c.state = CallState::Awaiting;
@@ -1213,27 +1517,35 @@ impl Daemon {
             }
             ChannelEvent::Failed { msg_id, reason, .. } => {
                 if let Some(&call_id) = self.calls_by_msg.get(&(peer, msg_id)) {
-                    let failure = match reason {
-                        FailReason::PeerUnreachable => (
-                            ErrorCode::PeerUnreachable,
-                            format!("{peer} did not acknowledge the request"),
+                    match reason {
+                        FailReason::PeerUnreachable => {
+                            self.peer_down.insert(peer, now);
+                            self.unreachable(
+                                now,
+                                call_id,
+                                (
+                                    ErrorCode::PeerUnreachable,
+                                    format!("{peer} did not acknowledge the request"),
+                                ),
+                            );
+                        }
+                        FailReason::PeerRestarted => self.finish_call(
+                            call_id,
+                            Err((
+                                ErrorCode::PeerRestarted,
+                                format!("{peer} restarted; the call may or may not have run"),
+                            )),
                         ),
-                        FailReason::PeerRestarted => (
-                            ErrorCode::PeerRestarted,
-                            format!("{peer} restarted; the call may or may not have run"),
-                        ),
-                        FailReason::Cancelled => return,
-                    };
-                    self.finish_call(call_id, Err(failure));
+                        FailReason::Cancelled => {}
+                    }
                 }
             }
             ChannelEvent::PeerRestarted => {
                 info!(%peer, "peer restarted (new epoch)");
-                self.fail_peer_calls(
+                self.fail_awaiting_calls(
                     peer,
                     ErrorCode::PeerRestarted,
                     format!("{peer} restarted; the call may or may not have run"),
-                    true,
                 );
                 // Work for the old incarnation's callers: its results have
                 // nowhere to go.
@@ -1249,25 +1561,29 @@ impl Daemon {
             }
             ChannelEvent::PeerUnreachable => {
                 info!(%peer, "peer unreachable");
-                self.fail_peer_calls(
-                    peer,
-                    ErrorCode::PeerUnreachable,
-                    format!("{peer} stopped answering"),
-                    false,
-                );
+                self.peer_down.insert(peer, now);
+                let ids: Vec<CallId> = self
+                    .calls_by_peer
+                    .get(&peer)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for id in ids {
+                    self.unreachable(
+                        now,
+                        id,
+                        (
+                            ErrorCode::PeerUnreachable,
+                            format!("{peer} stopped answering"),
+                        ),
+                    );
+                }
             }
         }
     }
 
-    /// Fail calls to `peer`; with `awaiting_only`, only those whose request
-    /// was acknowledged (the channel reports the others itself).
-    fn fail_peer_calls(
-        &mut self,
-        peer: SocketAddr,
-        code: ErrorCode,
-        message: String,
-        awaiting_only: bool,
-    ) {
+    /// Fail the calls to `peer` whose request was acknowledged (the channel
+    /// reports the others itself).
+    fn fail_awaiting_calls(&mut self, peer: SocketAddr, code: ErrorCode, message: String) {
         let ids: Vec<CallId> = self
             .calls_by_peer
             .get(&peer)
@@ -1278,7 +1594,7 @@ impl Daemon {
                 .calls
                 .get(&id)
                 .is_some_and(|c| c.state == CallState::Awaiting);
-            if awaiting || !awaiting_only {
+            if awaiting {
                 self.finish_call(id, Err((code, message.clone())));
             }
         }
@@ -1346,6 +1662,35 @@ impl Daemon {
             "rpcd.list" => Some(encode(&self.function_list())),
             "rpcd.stats" => Some(encode(&self.stats(now))),
             _ => None,
+        }
+    }
+
+    /// `rpcd.names`: the naming table, resolved now (on the resolver thread).
+    fn names(&mut self, now: Instant, origin: Origin) {
+        let table: Vec<(String, Vec<String>)> = self
+            .settings
+            .names
+            .iter()
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        if table.is_empty() {
+            self.answer(now, origin, Ok(encode(&Vec::<ipc::NameEntry>::new())));
+            return;
+        }
+        let key = self.next_job;
+        self.next_job += 1;
+        let targets = table.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+        if self.resolver.submit(resolver::Job { key, targets }) {
+            self.jobs.insert(key, JobFor::Names { origin, table });
+        } else {
+            self.answer(
+                now,
+                origin,
+                Err((
+                    ErrorCode::Overloaded,
+                    "too many name lookups pending".into(),
+                )),
+            );
         }
     }
 
@@ -1443,22 +1788,6 @@ fn write_some(conn: &mut Conn) -> io::Result<()> {
     Ok(())
 }
 
-/// `ip:port`, `[v6]:port` or `localhost:port`. Other host names go through
-/// the system resolver in the client library, never in the event loop.
-fn parse_target(target: &str) -> Result<SocketAddr, String> {
-    if let Ok(a) = target.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Some(port) = target.strip_prefix("localhost:") {
-        if let Ok(p) = port.parse::<u16>() {
-            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), p));
-        }
-    }
-    Err(format!(
-        "target {target:?} is not ip:port (host names are resolved by the client library)"
-    ))
-}
-
 fn set_buffers(sock: &std::net::UdpSocket, s: &Settings) {
     use nix::sys::socket::{setsockopt, sockopt};
     if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &s.limits.udp_recv_buffer) {
@@ -1470,7 +1799,7 @@ fn set_buffers(sock: &std::net::UdpSocket, s: &Settings) {
 }
 
 /// Bind the local socket, replacing a stale file but never a live daemon's.
-fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
+fn bind_unix(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() && !dir.exists() {
             std::fs::create_dir_all(dir)
@@ -1497,7 +1826,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<UnixListener> {
             }
         }
     }
-    let listener = UnixListener::bind(path)
+    let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("binding the socket {}", path.display()))?;
     Ok(listener)
 }
@@ -1506,24 +1835,4 @@ fn random_epoch() -> anyhow::Result<u64> {
     let mut b = [0u8; 8];
     getrandom::getrandom(&mut b).context("reading OS randomness for the epoch")?;
     Ok(u64::from_ne_bytes(b).max(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn targets() {
-        assert_eq!(
-            parse_target("127.0.0.1:9").unwrap(),
-            "127.0.0.1:9".parse().unwrap()
-        );
-        assert_eq!(
-            parse_target("localhost:7400").unwrap(),
-            "127.0.0.1:7400".parse().unwrap()
-        );
-        assert_eq!(parse_target("[::1]:5").unwrap(), "[::1]:5".parse().unwrap());
-        assert!(parse_target("nope").is_err());
-        assert!(parse_target("localhost:99999").is_err());
-    }
 }

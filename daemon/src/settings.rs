@@ -1,9 +1,13 @@
 //! Every setting of the daemon, read through one typed struct.
 //!
-//! Sources, lowest first: built-in defaults, the TOML file (`--config`),
-//! command-line flags. The file is parsed strictly: an unknown key or a value
-//! of the wrong type is an error naming the key and its line.
+//! Sources, lowest first: built-in defaults, the TOML file (`--config`, else
+//! `/etc/rpcd/rpcd.toml` when it exists), environment overrides
+//! (`RPCD_<SECTION>__<KEY>`, e.g. `RPCD_LIMITS__CONNECTIONS_MAX=64`, read
+//! through the `config` crate), then command-line flags. The file is parsed
+//! strictly with `toml`: an unknown key or a value of the wrong type is an
+//! error naming the key and its line.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,7 +28,16 @@ pub struct Settings {
     pub limits: Limits,
     /// Transport settings.
     pub transport: rpcd_transport::Config,
+    /// Service names: name → `host:port` targets, in order of preference.
+    pub names: BTreeMap<String, Vec<String>>,
 }
+
+/// Default settings file, read when it exists and no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpcd/rpcd.toml";
+/// Targets one service name may list.
+pub const NAME_TARGETS_MAX: usize = 64;
+/// Service names in the table.
+pub const NAMES_MAX: usize = 4096;
 
 /// Bounds on what local apps and peers can make the daemon hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +100,7 @@ impl Default for Settings {
             log_level: "info".into(),
             limits: Limits::default(),
             transport: rpcd_transport::Config::default(),
+            names: BTreeMap::new(),
         }
     }
 }
@@ -110,6 +124,9 @@ pub enum SettingsError {
         /// The parser's message: key, expectation and line.
         message: String,
     },
+    /// An environment override that is unknown or of the wrong type.
+    #[error("environment override: {0} (variables are RPCD_<SECTION>__<KEY>, e.g. RPCD_LIMITS__CONNECTIONS_MAX)")]
+    Env(String),
     /// A value out of range or contradicting another.
     #[error("{origin}: setting `{key}`: {problem}")]
     Invalid {
@@ -132,6 +149,15 @@ struct FileSettings {
     limits: FileLimits,
     #[serde(default)]
     transport: FileTransport,
+    #[serde(default)]
+    names: BTreeMap<String, OneOrMany>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -196,20 +222,36 @@ macro_rules! set {
 }
 
 impl Settings {
-    /// Defaults overlaid with the file at `path`.
-    pub fn from_file(path: &Path) -> Result<Settings, SettingsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+    /// Defaults, overlaid with the settings file (`path`, else
+    /// [`DEFAULT_CONFIG_PATH`] if it exists), then with the `RPCD_*__*`
+    /// variables of `env`; validated. Returns the settings and the file used.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Settings, Option<PathBuf>), SettingsError> {
+        let path = match path {
+            Some(p) => Some(p.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
+        };
         let mut s = Settings::default();
-        s.apply_toml(&text)
-            .map_err(|message| SettingsError::Parse {
-                path: path.to_owned(),
-                message,
+        let mut origin = "built-in defaults".to_owned();
+        if let Some(p) = &path {
+            let text = std::fs::read_to_string(p).map_err(|source| SettingsError::Read {
+                path: p.clone(),
+                source,
             })?;
-        s.validate(&path.display().to_string())?;
-        Ok(s)
+            s.apply_toml(&text)
+                .map_err(|message| SettingsError::Parse {
+                    path: p.clone(),
+                    message,
+                })?;
+            origin = p.display().to_string();
+        }
+        if s.apply_env(env)? {
+            origin.push_str(" + environment");
+        }
+        s.validate(&origin)?;
+        Ok((s, path))
     }
 
     /// Overlay TOML text; the error names the key and the line.
@@ -223,6 +265,37 @@ impl Settings {
                 None => e.message().to_string(),
             }
         })?;
+        self.apply(f)
+    }
+
+    /// Overlay `RPCD_<SECTION>__<KEY>` variables (others, like `RPCD_SOCKET`,
+    /// are not settings overrides and are ignored here). True if any applied.
+    fn apply_env(
+        &mut self,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<bool, SettingsError> {
+        let vars: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("RPCD_") && k.contains("__"))
+            .collect();
+        if vars.is_empty() {
+            return Ok(false);
+        }
+        let source = config::Environment::with_prefix("RPCD")
+            .prefix_separator("_")
+            .separator("__")
+            .try_parsing(true)
+            .source(Some(vars));
+        let f: FileSettings = config::Config::builder()
+            .add_source(source)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|e| SettingsError::Env(e.to_string()))?;
+        self.apply(f).map_err(SettingsError::Env)?;
+        Ok(true)
+    }
+
+    fn apply(&mut self, f: FileSettings) -> Result<(), String> {
         let ms = Duration::from_millis;
         set!(self.listen, f.daemon.listen);
         set!(self.socket, f.daemon.socket);
@@ -263,6 +336,13 @@ impl Settings {
         set!(t.keepalive_interval, ft.keepalive_interval_ms, ms);
         set!(t.peer_timeout, ft.peer_timeout_ms, ms);
         set!(t.peers_max, ft.peers_max);
+        for (name, targets) in f.names {
+            let targets = match targets {
+                OneOrMany::One(t) => vec![t],
+                OneOrMany::Many(v) => v,
+            };
+            self.names.insert(name, targets);
+        }
         Ok(())
     }
 
@@ -314,6 +394,29 @@ impl Settings {
                 "must be above zero and at most limits.deadline_max_ms".into(),
             ));
         }
+        if self.names.len() > NAMES_MAX {
+            return Err(invalid("names", format!("at most {NAMES_MAX} names")));
+        }
+        for (name, targets) in &self.names {
+            let key = format!("names.{name}");
+            if !valid_name(name) {
+                return Err(invalid(
+                    &key,
+                    "a service name is 1 to 255 of A-Z a-z 0-9 . _ - (no colon, so it never looks like host:port)".into(),
+                ));
+            }
+            if targets.is_empty() || targets.len() > NAME_TARGETS_MAX {
+                return Err(invalid(
+                    &key,
+                    format!("must list 1 to {NAME_TARGETS_MAX} host:port targets"),
+                ));
+            }
+            for t in targets {
+                if let Err(problem) = split_host_port(t) {
+                    return Err(invalid(&key, format!("{t:?}: {problem}")));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -327,6 +430,34 @@ impl Settings {
         let by_frame = self.limits.frame_max.saturating_sub(1024);
         by_transport.min(by_frame)
     }
+}
+
+/// Service names never contain a colon, so a target is a name exactly when it
+/// has none.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Split `host:port` (`[v6]:port` too) into host and port.
+pub fn split_host_port(target: &str) -> Result<(&str, u16), String> {
+    let (host, port) = target
+        .rsplit_once(':')
+        .ok_or_else(|| "expected host:port".to_owned())?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port {port:?} is not a number 0-65535"))?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    Ok((host, port))
 }
 
 #[cfg(test)]
@@ -354,6 +485,56 @@ mod tests {
         assert!(err.contains("line 2"), "{err}");
     }
 
+    #[test]
+    fn host_port_and_name_syntax() {
+        assert_eq!(split_host_port("a.b:9"), Ok(("a.b", 9)));
+        assert_eq!(split_host_port("[::1]:5"), Ok(("::1", 5)));
+        assert!(split_host_port("nope").is_err());
+        assert!(split_host_port("h:99999").is_err());
+        assert!(split_host_port(":5").is_err());
+        assert!(valid_name("kv-east.v2"));
+        assert!(!valid_name("a:b"));
+        assert!(!valid_name(""));
+    }
+
+    #[test]
+    fn names_accept_one_or_many_and_are_validated() {
+        let mut s = Settings::default();
+        s.apply_toml(
+            "[names]\nkv = [\"10.0.0.2:7400\", \"host-b:7400\"]\necho = \"localhost:9\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.names["kv"], vec!["10.0.0.2:7400", "host-b:7400"]);
+        assert_eq!(s.names["echo"], vec!["localhost:9"]);
+        s.validate("t").unwrap();
+        s.names.insert("bad".into(), vec!["nope".into()]);
+        let e = s.validate("t").unwrap_err().to_string();
+        assert!(e.contains("names.bad"), "{e}");
+        let mut s = Settings::default();
+        s.names.insert("a:b".into(), vec!["h:1".into()]);
+        assert!(s.validate("t").is_err());
+    }
+
+    #[test]
+    fn environment_overrides_file_and_names_the_key() {
+        let mut s = Settings::default();
+        s.apply_toml("[limits]\nconnections_max = 3\n").unwrap();
+        let env = [
+            ("RPCD_LIMITS__CONNECTIONS_MAX".to_owned(), "7".to_owned()),
+            ("RPCD_SOCKET".to_owned(), "/elsewhere".to_owned()),
+            ("RPCD_TRANSPORT__RTO_MIN_MS".to_owned(), "9".to_owned()),
+        ];
+        assert!(s.apply_env(env).unwrap());
+        assert_eq!(s.limits.connections_max, 7);
+        assert_eq!(s.transport.rto_min, Duration::from_millis(9));
+        let bad = [("RPCD_LIMITS__CONECTIONS_MAX".to_owned(), "7".to_owned())];
+        let e = s.apply_env(bad).unwrap_err().to_string();
+        assert!(e.contains("conections_max"), "{e}");
+        let bad = [("RPCD_LIMITS__CONNECTIONS_MAX".to_owned(), "lots".to_owned())];
+        let e = s.apply_env(bad).unwrap_err().to_string();
+        assert!(e.contains("connections_max") || e.contains("lots"), "{e}");
+    }
+
     /// etc/rpcd.toml holds every key with its built-in default.
     #[test]
     fn example_file_is_the_defaults() {
@@ -366,7 +547,8 @@ mod tests {
             .values()
             .map(|v| v.as_table().map_or(0, toml::Table::len))
             .sum();
-        // Every key but the commented-out socket path (its default depends on the user).
+        // Every key but the commented-out socket path (its default depends
+        // on the user); [names] is empty by default and shown commented out.
         assert_eq!(keys, 2 + 13 + 17, "a key is missing from etc/rpcd.toml");
     }
 
