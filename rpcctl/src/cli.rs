@@ -1,0 +1,208 @@
+//! The command line: every verb, its arguments and their parsers.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::exit;
+
+/// The operator's command line for rpcd: call functions on any daemon, list them, ping,
+/// show counters and naming, and benchmark.
+#[derive(Debug, Parser)]
+#[command(name = "rpcctl", version, after_help = exit::HELP)]
+pub struct Cli {
+    /// Path of the local rpcd socket [default: the daemon's default path]
+    #[arg(long, global = true, env = "RPCD_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Call FN on TARGET with JSON arguments and print the reply as JSON
+    #[command(after_help = exit::HELP)]
+    Call(CallArgs),
+    /// List the functions registered on the local daemon, or on TARGET
+    #[command(after_help = exit::HELP)]
+    List {
+        /// A daemon (`host:port` or a configured name); without it, the local daemon
+        target: Option<String>,
+        /// Print one compact JSON array instead of one name per line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probe TARGET's daemon with `rpcd.ping` and report round-trip times
+    #[command(after_help = exit::HELP)]
+    Ping(PingArgs),
+    /// Show the counters of the local daemon, or of TARGET
+    #[command(after_help = exit::HELP)]
+    Stats {
+        /// A daemon (`host:port` or a configured name); without it, the local daemon
+        target: Option<String>,
+        /// Print the counters as one compact JSON line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the local daemon's naming table as resolved now
+    #[command(after_help = exit::HELP)]
+    Names {
+        /// Print the table as one compact JSON line
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script to standard output
+    Completions {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
+    /// Call FN on TARGET many times from several threads; report calls/s and latency
+    #[command(after_help = exit::HELP)]
+    Bench(BenchArgs),
+}
+
+/// The arguments of a call, given on the command line or in a file.
+#[derive(Debug, Args)]
+pub struct Payload {
+    /// The arguments, each one JSON value (a string needs its quotes: '"k"'); they are sent
+    /// as one MessagePack array
+    #[arg(value_name = "ARG", allow_negative_numbers = true)]
+    pub args: Vec<String>,
+
+    /// Read the arguments from FILE (`-`: standard input), one JSON array of them
+    #[arg(long, value_name = "FILE", conflicts_with = "args")]
+    pub args_file: Option<PathBuf>,
+}
+
+/// Per-call options.
+#[derive(Debug, Args)]
+pub struct CallOpts {
+    /// Time budget of each call: `5s`, `300ms`, or a number of milliseconds [default: the
+    /// daemon's]
+    #[arg(long, value_name = "TIME", value_parser = parse_duration)]
+    pub deadline: Option<Duration>,
+
+    /// The call may be retried on another daemon of a service
+    #[arg(long)]
+    pub idempotent: bool,
+}
+
+/// `rpcctl call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The daemon to call: `host:port`, a configured service name, or the local address
+    pub target: String,
+    /// The function name
+    #[arg(value_name = "FN")]
+    pub function: String,
+    #[command(flatten)]
+    pub payload: Payload,
+    #[command(flatten)]
+    pub opts: CallOpts,
+    /// Print the reply as one compact JSON line instead of pretty JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rpcctl ping`.
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// The daemon to probe: `host:port` or a configured name
+    pub target: String,
+    /// Stop after N probes [default: until interrupted]
+    #[arg(short = 'c', long = "count", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Time between probes: `1s`, `200ms`, or a number of milliseconds
+    #[arg(short = 'i', long, value_name = "TIME", default_value = "1s",
+          value_parser = parse_duration_or_zero)]
+    pub interval: Duration,
+    /// How long to wait for each reply
+    #[arg(short = 'W', long, value_name = "TIME", default_value = "1s",
+          value_parser = parse_duration)]
+    pub deadline: Duration,
+}
+
+/// `rpcctl bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The daemon to call: `host:port`, a configured service name, or the local address
+    pub target: String,
+    /// The function name
+    #[arg(value_name = "FN")]
+    pub function: String,
+    #[command(flatten)]
+    pub payload: Payload,
+    /// Calls in total
+    #[arg(short = 'n', long = "calls", value_name = "CALLS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub calls: u64,
+    /// Threads calling at once, sharing one connection
+    #[arg(short = 'c', long, value_name = "CONCURRENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=crate::bench::CONCURRENCY_MAX as i64))]
+    pub concurrency: u16,
+    #[command(flatten)]
+    pub opts: CallOpts,
+    /// Print the report as one compact JSON line
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A positive duration: `humantime` syntax (`5s`, `300ms`, `1m 30s`) or bare milliseconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration_or_zero(text)?;
+    if duration.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Like [`parse_duration`], allowing zero.
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
+    if let Ok(ms) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_millis(ms));
+    }
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (expected e.g. `5s`, `300ms`, or a number of milliseconds)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_take_units_or_milliseconds() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("250"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("0").is_err());
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_duration_or_zero("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn negative_numbers_are_arguments_not_flags() {
+        let cli = Cli::try_parse_from(["rpcctl", "call", "h:1", "f", "-1", "--json"]).unwrap();
+        let Command::Call(call) = cli.command else {
+            panic!("expected call");
+        };
+        assert_eq!(call.payload.args, ["-1"]);
+        assert!(call.json);
+    }
+
+    #[test]
+    fn args_and_args_file_conflict() {
+        let err = Cli::try_parse_from(["rpcctl", "call", "h:1", "f", "1", "--args-file", "x"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}
