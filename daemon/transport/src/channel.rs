@@ -176,6 +176,9 @@ pub struct Channel {
     probe_due: Option<Instant>,
     probe_now: bool,
     handshake_sent_at: Option<(Instant, u32)>,
+    /// The peer was declared unreachable and has not been heard from since:
+    /// receive state alone no longer keeps the channel probing it.
+    gave_up: bool,
 }
 
 #[derive(Debug)]
@@ -342,6 +345,7 @@ impl Channel {
             probe_due: None,
             probe_now: false,
             handshake_sent_at: None,
+            gave_up: false,
         }
     }
 
@@ -436,6 +440,7 @@ impl Channel {
         }
         self.stats.datagrams_received += 1;
         self.last_heard = Some(now);
+        self.gave_up = false;
         self.probe_due = None;
 
         // Acknowledgement state refers to our datagrams only if the peer
@@ -486,6 +491,11 @@ impl Channel {
                 self.recv.ack_now = true;
                 self.recv.ack_deadline = None;
             }
+        }
+        if self.peer_epoch.is_some() {
+            // The peer's epoch was learnt from a datagram of its own (it
+            // opened at the same time): no handshake left to retry.
+            self.handshake_sent_at = None;
         }
         if let Some((sent_at, attempt)) = self.handshake_sent_at {
             if sent_at + self.rtt.backed_off(attempt) <= now {
@@ -556,10 +566,14 @@ impl Channel {
             }
         };
         consider(self.recv.ack_deadline);
-        consider(
-            self.handshake_sent_at
-                .map(|(at, attempt)| at + self.rtt.backed_off(attempt)),
-        );
+        if !self.probe_now {
+            // While the retry is pending the deadline has passed already;
+            // poll_transmit re-arms it.
+            consider(
+                self.handshake_sent_at
+                    .map(|(at, attempt)| at + self.rtt.backed_off(attempt)),
+            );
+        }
         if let Some(since) = self.silent_since() {
             consider(Some(since + self.cfg.peer_timeout));
             consider(Some(
@@ -621,8 +635,17 @@ impl Channel {
         }
     }
 
+    /// Busy: something is owed to us or by us, so the peer's silence is
+    /// measured (keepalive probes, then "unreachable"). Receive state counts:
+    /// a gap or a partial message waits on the peer, and the peer's answer
+    /// to a probe carries its floors, which free what it abandoned.
     fn is_busy(&self) -> bool {
-        !self.send.messages.is_empty() || self.holds > 0
+        !self.send.messages.is_empty() || self.holds > 0 || (self.recv_pending() && !self.gave_up)
+    }
+
+    /// Counters seen beyond a gap, or fragments of incomplete messages.
+    fn recv_pending(&self) -> bool {
+        !self.recv.seen.is_empty() || !self.recv.partials.is_empty()
     }
 
     /// While busy: the instant from which the peer's silence is measured.
@@ -642,6 +665,7 @@ impl Channel {
             self.fail_message(id, FailReason::PeerUnreachable);
         }
         self.events.push_back(Event::PeerUnreachable);
+        self.gave_up = true;
         // Measure silence afresh for whatever the owner does next.
         self.busy_since = Some(now);
         self.last_heard = None;
@@ -746,7 +770,12 @@ impl Channel {
             self.send.peer_ack = a.ack;
             self.send.peer_window = a.window;
         }
-        let mut newly: Vec<Seq> = self.send.in_flight.range(..a.ack).map(|(&q, _)| q).collect();
+        let mut newly: Vec<Seq> = self
+            .send
+            .in_flight
+            .range(..a.ack)
+            .map(|(&q, _)| q)
+            .collect();
         let mut bits = a.sack;
         while bits != 0 {
             let i = u64::from(bits.trailing_zeros());
@@ -894,10 +923,18 @@ impl Channel {
 
     fn transmit(&mut self, now: Instant, seq: Seq, retransmission: bool) -> Vec<u8> {
         let rto = {
-            let s = self.send.in_flight.get(&seq).expect("caller picked an in-flight counter");
+            let s = self
+                .send
+                .in_flight
+                .get(&seq)
+                .expect("caller picked an in-flight counter");
             self.rtt.backed_off(s.transmissions + 1)
         };
-        let s = self.send.in_flight.get_mut(&seq).expect("caller picked an in-flight counter");
+        let s = self
+            .send
+            .in_flight
+            .get_mut(&seq)
+            .expect("caller picked an in-flight counter");
         if s.transmissions > 0 {
             self.send.deadlines.remove(&(s.deadline, seq));
         }
@@ -910,7 +947,11 @@ impl Channel {
         if retransmission {
             self.stats.retransmissions += 1;
         }
-        let m = self.send.messages.get(&msg_id).expect("in-flight datagram's message is live");
+        let m = self
+            .send
+            .messages
+            .get(&msg_id)
+            .expect("in-flight datagram's message is live");
         let start = index as usize * self.cfg.payload_max;
         let end = (start + self.cfg.payload_max).min(m.data.len());
         let count = m.count;
@@ -980,7 +1021,10 @@ impl Channel {
         }
         // Advertise no more than the reassembly budget can take, counted in
         // datagrams of our own payload size.
-        let free = self.cfg.reassembly_bytes_max.saturating_sub(r.partial_bytes);
+        let free = self
+            .cfg
+            .reassembly_bytes_max
+            .saturating_sub(r.partial_bytes);
         let budget = (free / self.cfg.payload_max).min(u32::MAX as usize) as u32;
         AckInfo {
             ack: r.expected,

@@ -128,7 +128,12 @@ impl Endpoint {
     }
 
     /// Queue a message to `peer`.
-    pub fn send(&mut self, now: Instant, peer: SocketAddr, data: Vec<u8>) -> Result<MsgId, SendError> {
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        data: Vec<u8>,
+    ) -> Result<MsgId, SendError> {
         if !self.channels.contains_key(&peer) && self.channels.len() >= self.cfg.peers_max {
             return Err(SendError::TooManyPeers(self.cfg.peers_max));
         }
@@ -166,11 +171,17 @@ impl Endpoint {
 
     /// Run every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // Take the due entries first: a channel that re-arms at or before
+        // `now` is run again on the next call, not in a loop here.
+        let mut due = Vec::new();
         while let Some(&Reverse((t, peer))) = self.timers.peek() {
             if t > now {
                 break;
             }
             self.timers.pop();
+            due.push((t, peer));
+        }
+        for (t, peer) in due {
             let Some(slot) = self.channels.get_mut(&peer) else {
                 continue;
             };
@@ -228,7 +239,9 @@ impl Endpoint {
 
     /// Every peer with its snapshot.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Snapshot)> + '_ {
-        self.channels.iter().map(|(a, s)| (*a, s.channel.snapshot()))
+        self.channels
+            .iter()
+            .map(|(a, s)| (*a, s.channel.snapshot()))
     }
 
     /// Endpoint-wide counters.
