@@ -363,3 +363,30 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Path of an example binary of a workspace package (`kv_server`, `kv_client`, `bulk`),
+/// in `target/<profile>/examples/`; `cargo test --workspace` builds them.
+pub fn example(name: &str) -> PathBuf {
+    let dir = bin_dir().join("examples");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p rpcd-client --examples` \
+         (or run `cargo test --workspace`)",
+        p.display()
+    );
+    p
+}
+
+/// The directory holding the workspace binaries (see [`bin`]).
+pub fn bin_dir() -> PathBuf {
+    match std::env::var_os("RPCD_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => std::env::current_exe()
+            .expect("test executable path")
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executable lives in target/<profile>/deps")
+            .to_path_buf(),
+    }
+}
