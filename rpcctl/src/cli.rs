@@ -13,7 +13,13 @@ use crate::exit;
 #[command(name = "rpcctl", version, after_help = exit::HELP)]
 pub struct Cli {
     /// Path of the local rpcd socket [default: the daemon's default path]
-    #[arg(long, global = true, env = "RPCD_SOCKET", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "RPCD_SOCKET",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub socket: Option<PathBuf>,
 
     #[command(subcommand)]
