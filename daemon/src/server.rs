@@ -650,9 +650,45 @@ impl Daemon {
                     signal = sig,
                     "shutting down: no new calls, answering pending ones"
                 );
+                notify("STOPPING=1");
                 self.shutdown_at = Some(now + self.settings.limits.shutdown_grace);
+            } else if sig == SIGHUP {
+                self.reload();
             }
         }
+    }
+
+    /// SIGHUP: re-read the settings; on any error keep the old ones.
+    fn reload(&mut self) {
+        notify("RELOADING=1");
+        let loaded = Settings::load(self.opts.config_path.as_deref(), std::env::vars());
+        match loaded {
+            Err(e) => warn!(error = %e, "reload failed; the previous settings stay in force"),
+            Ok((mut new, _)) => {
+                if let Some(l) = self.opts.listen_flag {
+                    new.listen = l;
+                }
+                if let Some(s) = &self.opts.socket_override {
+                    new.socket = s.clone();
+                }
+                if let Err(e) = new.validate("reload") {
+                    warn!(error = %e, "reload failed; the previous settings stay in force");
+                } else {
+                    if new.listen != self.settings.listen || new.socket != self.settings.socket {
+                        warn!("listen and socket changes take effect at restart");
+                    }
+                    if new.transport != self.settings.transport {
+                        warn!("transport settings take effect at restart");
+                    }
+                    new.listen = self.settings.listen;
+                    new.socket = self.settings.socket.clone();
+                    new.transport = self.settings.transport;
+                    info!(names = new.names.len(), "settings reloaded");
+                    self.settings = new;
+                }
+            }
+        }
+        notify("READY=1");
     }
 
     fn finish_shutdown(&mut self, now: Instant) {

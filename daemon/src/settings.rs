@@ -256,14 +256,15 @@ impl Settings {
 
     /// Overlay TOML text; the error names the key and the line.
     fn apply_toml(&mut self, text: &str) -> Result<(), String> {
-        let f: FileSettings = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|sp| text[..sp.start.min(text.len())].matches('\n').count() + 1);
-            match line {
-                Some(l) => format!("line {l}: {}", e.message()),
-                None => e.message().to_string(),
+        let f: FileSettings = toml::from_str(text).map_err(|e| match e.span() {
+            Some(sp) => {
+                let (line, key) = locate(text, sp.start);
+                match key {
+                    Some(k) => format!("line {line}: `{k}`: {}", e.message()),
+                    None => format!("line {line}: {}", e.message()),
+                }
             }
+            None => e.message().to_string(),
         })?;
         self.apply(f)
     }
@@ -432,6 +433,35 @@ impl Settings {
     }
 }
 
+/// The line number of byte `offset` in `text`, and the dotted key defined on
+/// that line (`section.key`), if the line is a `key = value` line.
+fn locate(text: &str, offset: usize) -> (usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let line_no = text[..offset].matches('\n').count() + 1;
+    let mut section = None;
+    let mut key = None;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if i + 1 > line_no {
+            break;
+        }
+        if t.starts_with('[') {
+            section = Some(t.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+        }
+        if i + 1 == line_no {
+            key = t
+                .split_once('=')
+                .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+                .filter(|k| !k.is_empty() && !k.starts_with('['));
+        }
+    }
+    let key = key.map(|k| match section {
+        Some(s) => format!("{s}.{k}"),
+        None => k,
+    });
+    (line_no, key)
+}
+
 /// Service names never contain a colon, so a target is a name exactly when it
 /// has none.
 pub fn valid_name(name: &str) -> bool {
@@ -483,6 +513,11 @@ mod tests {
         assert!(err.contains("conections_max"), "{err}");
         let err = s.apply_toml("[daemon]\nlisten = 5\n").unwrap_err();
         assert!(err.contains("line 2"), "{err}");
+        assert!(err.contains("`daemon.listen`"), "{err}");
+        let err = s
+            .apply_toml("[transport]\n\nrto_min_ms = \"fast\"\n")
+            .unwrap_err();
+        assert!(err.contains("line 3: `transport.rto_min_ms`"), "{err}");
     }
 
     #[test]

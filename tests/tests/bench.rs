@@ -6,6 +6,9 @@
 //! (app → rpcd A → UDP → rpcd B → UDP → rpcd A → app). Reports medians, p99
 //! and the ratio, since absolute times on shared 2-core machines are noise.
 
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,414 @@
+//! The daemon's lifecycle through its real interfaces: signals, reload,
+//! sd_notify, daemonizing, the socket file, and service names.
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::ipc::{ErrorCode, NameEntry, Outcome};
+use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard};
+
+fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
+    CallOptions {
+        deadline: Some(Duration::from_millis(deadline_ms)),
+        idempotent,
+    }
+}
+
+fn code(e: &CallError) -> Option<ErrorCode> {
+    e.code()
+}
+
+/// Start rpcd by hand (for flags and environment the harness does not set).
+fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> ProcessGuard {
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    let mut cmd = Command::new(bin("rpcd"));
+    cmd.args(args)
+        .env_remove("RPCD_SOCKET")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ProcessGuard::new(name, cmd.spawn().unwrap())
+}
+
+fn connect_when_up(socket: &Path) -> Connection {
+    let mut conn = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            conn = Connection::connect(socket, "test").ok();
+            conn.is_some()
+        }),
+        "rpcd did not come up on {}",
+        socket.display()
+    );
+    conn.unwrap()
+}
+
+/// SIGTERM with a call in flight: the pending call is still answered, new
+/// calls are refused with `shutting_down`, the socket file is removed, and
+/// the daemon exits 0.
+#[test]
+fn sigterm_answers_pending_calls_then_exits_cleanly() {
+    let dir = tempdir();
+    let mut a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server = Arc::new(b.connect("server"));
+    server.register("test.slow").unwrap();
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
+    let caller = {
+        let (c, t) = (client.clone(), target.clone());
+        thread::spawn(move || c.call(&t, "test.slow", b"x".to_vec(), opts(10_000, false)))
+    };
+    let inv = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .unwrap();
+    a.process.signal(Signal::SIGTERM);
+    // New calls are refused while the old one is still pending.
+    assert!(wait_until(Duration::from_secs(5), || {
+        matches!(
+            client.call(&target, "rpcd.ping", Vec::new(), opts(2000, false)),
+            Err(ref e) if code(e) == Some(ErrorCode::ShuttingDown)
+        )
+    }));
+    thread::sleep(Duration::from_millis(200));
+    server
+        .send_result(inv.invocation, Outcome::Ok(b"done".to_vec()))
+        .unwrap();
+    assert_eq!(caller.join().unwrap().unwrap(), b"done");
+    let status = a
+        .process
+        .wait_timeout(Duration::from_secs(10))
+        .expect("rpcd exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+    assert!(!a.socket.exists(), "socket file left behind");
+}
+
+/// `--daemonize --pid-file`: the parent returns at once, the pid file names a
+/// live daemon that serves, and SIGTERM removes socket and pid file.
+#[test]
+fn daemonize_writes_pid_file_and_sigterm_cleans_up() {
+    let dir = tempdir();
+    let socket = dir.path().join("d.sock");
+    let pid_file = dir.path().join("rpcd.pid");
+    let log = dir.path().join("d.log");
+    let status = Command::new(bin("rpcd"))
+        .args(["--daemonize", "--listen", "127.0.0.1:0"])
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg("--log-file")
+        .arg(&log)
+        .env_remove("RPCD_SOCKET")
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the foreground parent failed: {status}");
+    assert!(wait_until(Duration::from_secs(10), || pid_file.exists()));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(pid);
+    // Owned by this guard from here on, even if an assertion fails.
+    struct KillOnDrop(nix::unistd::Pid);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = nix::sys::signal::kill(self.0, Signal::SIGKILL);
+        }
+    }
+    let guard = KillOnDrop(pid);
+    let conn = connect_when_up(&socket);
+    conn.ping().unwrap();
+    drop(conn);
+    nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || !socket.exists()
+            && !pid_file.exists()),
+        "socket or pid file left after SIGTERM; log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        nix::sys::signal::kill(pid, None).is_err()
+    }));
+    drop(guard);
+}
+
+/// READY=1 on start, RELOADING=1 then READY=1 on SIGHUP, STOPPING=1 on SIGTERM.
+#[test]
+fn sd_notify_states() {
+    let dir = tempdir();
+    let notify_path = dir.path().join("notify");
+    let rx = UnixDatagram::bind(&notify_path).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let socket = dir.path().join("n.sock");
+    let mut p = spawn(
+        dir.path(),
+        "n",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--socket",
+            socket.to_str().unwrap(),
+        ],
+        &[("NOTIFY_SOCKET", notify_path.to_str().unwrap())],
+    );
+    let mut buf = [0u8; 256];
+    let mut next = || {
+        let n = rx.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert_eq!(next(), "READY=1");
+    p.signal(Signal::SIGHUP);
+    assert_eq!(next(), "RELOADING=1");
+    assert_eq!(next(), "READY=1");
+    p.signal(Signal::SIGTERM);
+    assert_eq!(next(), "STOPPING=1");
+    assert!(p
+        .wait_timeout(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+}
+
+/// SIGHUP reloads the naming table from a good file; a bad file is
+/// refused (logged) and the old settings stay in force.
+#[test]
+fn sighup_reload_good_then_bad_file() {
+    let dir = tempdir();
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let cfg = dir.path().join("a.toml");
+    std::fs::write(&cfg, "[daemon]\nlog_level = \"info\"\n").unwrap();
+    let socket = dir.path().join("a.sock");
+    let a = spawn(
+        dir.path(),
+        "a",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let conn = connect_when_up(&socket);
+    let err = conn
+        .call("svc", "rpcd.echo", b"hi".to_vec(), opts(3000, false))
+        .unwrap_err();
+    assert_eq!(code(&err), Some(ErrorCode::BadRequest), "{err:?}");
+    std::fs::write(&cfg, format!("[names]\nsvc = [\"{}\"]\n", b.udp)).unwrap();
+    a.signal(Signal::SIGHUP);
+    assert!(wait_until(Duration::from_secs(10), || conn
+        .call("svc", "rpcd.echo", b"hi".to_vec(), opts(3000, false))
+        .is_ok()));
+    // A typo: refused, logged, old table kept.
+    std::fs::write(
+        &cfg,
+        "[names]\nsvc = [\"nope\"]\n[limits]\nconections_max = 1\n",
+    )
+    .unwrap();
+    a.signal(Signal::SIGHUP);
+    let log = dir.path().join("a.log");
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("reload failed"))
+    }));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("conections_max"),
+        "the log does not name the key:\n{text}"
+    );
+    assert_eq!(
+        conn.call("svc", "rpcd.echo", b"still".to_vec(), opts(3000, false))
+            .unwrap(),
+        b"still"
+    );
+}
+
+/// A second daemon on a live socket is refused with a clear error; a stale
+/// socket file left by a killed daemon is replaced.
+#[test]
+fn live_socket_refused_stale_socket_replaced() {
+    let dir = tempdir();
+    let mut a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let out = Command::new(bin("rpcd"))
+        .args(["--listen", "127.0.0.1:0", "--socket"])
+        .arg(&a.socket)
+        .env_remove("RPCD_SOCKET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another rpcd is serving"), "{err}");
+    a.process.kill();
+    assert!(a.socket.exists(), "SIGKILL cannot remove the socket file");
+    let again = Daemon::start(dir.path(), "a2", "127.0.0.1:0", None);
+    assert_eq!(again.socket.parent(), a.socket.parent());
+    let p = spawn(
+        dir.path(),
+        "a3",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--socket",
+            a.socket.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let conn = connect_when_up(&a.socket);
+    conn.ping().unwrap();
+    drop(p);
+}
+
+/// `--check-config` validates and exits: 0 for a good file, 1 naming the key
+/// and line for a bad one.
+#[test]
+fn check_config() {
+    let dir = tempdir();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[names]\nkv = [\"127.0.0.1:7400\", \"localhost:7401\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(bin("rpcd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 service names"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[transport]\nrto_min_ms = \"fast\"\n").unwrap();
+    let out = Command::new(bin("rpcd"))
+        .arg("--check-config")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2") && err.contains("rto_min_ms"),
+        "{err}"
+    );
+}
+
+fn serve_name(d: &Daemon, function: &str, answer: &'static [u8]) -> thread::JoinHandle<()> {
+    let conn = Arc::new(d.connect("server"));
+    conn.register(function).unwrap();
+    thread::spawn(move || {
+        while !conn.is_closed() {
+            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
+                if conn
+                    .send_result(inv.invocation, Outcome::Ok(answer.to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+}
+
+const FAST_LIVENESS: &str = "[transport]\nkeepalive_interval_ms = 100\npeer_timeout_ms = 600\n";
+
+/// A name resolving to one address (through the system resolver) and a name
+/// with two: with the first daemon dead, an idempotent call fails over to
+/// the second; a non-idempotent one does not (at most once).
+#[test]
+fn names_one_and_several_addresses_failover_only_when_idempotent() {
+    let dir = tempdir();
+    let mut b1 = Daemon::start(dir.path(), "b1", "127.0.0.1:0", None);
+    let b2 = Daemon::start(dir.path(), "b2", "127.0.0.1:0", None);
+    let _s1 = serve_name(&b1, "svc.who", b"b1");
+    let _s2 = serve_name(&b2, "svc.who", b"b2");
+    let names = format!(
+        "{FAST_LIVENESS}[names]\nsvc = [\"{}\", \"{}\"]\nsecond = \"localhost:{}\"\n",
+        b1.udp,
+        b2.udp,
+        b2.udp.port()
+    );
+    let a1 = Daemon::start(dir.path(), "a1", "127.0.0.1:0", Some(&names));
+    let a2 = Daemon::start(dir.path(), "a2", "127.0.0.1:0", Some(&names));
+    let c1 = a1.connect("c1");
+    let c2 = a2.connect("c2");
+    // One address, given as a host name: resolved at call time.
+    assert_eq!(
+        c1.call("second", "svc.who", Vec::new(), opts(5000, false))
+            .unwrap(),
+        b"b2"
+    );
+    // Both up: the first address is preferred.
+    assert_eq!(
+        c1.call("svc", "svc.who", Vec::new(), opts(5000, false))
+            .unwrap(),
+        b"b1"
+    );
+    // The naming table as resolved now.
+    let table = c2
+        .call(
+            &a2.udp.to_string(),
+            "rpcd.names",
+            Vec::new(),
+            opts(5000, false),
+        )
+        .unwrap();
+    let table: Vec<NameEntry> = rmp_serde::from_slice(&table).unwrap();
+    let second = table.iter().find(|e| e.name == "second").unwrap();
+    assert_eq!(second.resolved, vec![b2.udp.to_string()]);
+    assert_eq!(
+        table
+            .iter()
+            .find(|e| e.name == "svc")
+            .unwrap()
+            .resolved
+            .len(),
+        2
+    );
+
+    b1.process.kill();
+    let t = Instant::now();
+    let err = c1
+        .call("svc", "svc.who", Vec::new(), opts(8000, false))
+        .unwrap_err();
+    assert_eq!(
+        code(&err),
+        Some(ErrorCode::PeerUnreachable),
+        "a non-idempotent call must not fail over: {err:?}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(8),
+        "waited for the deadline"
+    );
+    assert_eq!(
+        c2.call("svc", "svc.who", Vec::new(), opts(8000, true))
+            .unwrap(),
+        b"b2",
+        "an idempotent call fails over"
+    );
+    // Later calls go to the healthy address first, idempotent or not.
+    assert_eq!(
+        c1.call("svc", "svc.who", Vec::new(), opts(5000, false))
+            .unwrap(),
+        b"b2"
+    );
+}
