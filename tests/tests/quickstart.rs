@@ -1,0 +1,49 @@
+//! The README's quick-start script runs end to end (against the binaries this
+//! test run built, instead of a release build) and cleans up after itself.
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+
+use rpcd_tests::bin;
+
+#[test]
+fn quickstart_script_runs_and_cleans_up() {
+    let rpcd = bin("rpcd");
+    let dir = rpcd.parent().expect("binary directory");
+    if !dir.join("examples/kv_server").exists() || !dir.join("rpcctl").exists() {
+        panic!(
+            "{} lacks rpcctl or examples/kv_server: run the tests with `cargo test --workspace`",
+            dir.display()
+        );
+    }
+    let tmp = rpcd_tests::tempdir();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/quickstart.sh");
+    let out = Command::new("bash")
+        .arg(script)
+        .env("RPCD_QUICKSTART_BIN", dir)
+        .env("TMPDIR", tmp.path())
+        .env_remove("RPCD_SOCKET")
+        .output()
+        .expect("run bash");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "quickstart failed:\n{stdout}\n{stderr}"
+    );
+    for expect in [
+        "3 probes sent, 3 received, 0% loss",
+        "\"hello from A\"",
+        "kv.incr",
+        "ok           2000",
+        "calls ok",
+        "quick start done",
+    ] {
+        assert!(stdout.contains(expect), "missing {expect:?} in:\n{stdout}");
+    }
+    // Nothing left behind in its temporary directory.
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "quickstart left files: {left:?}");
+}
