@@ -564,3 +564,66 @@ fn calling_app_disconnect_cancels_its_calls() {
         .call(&target, "rpcd.ping", Vec::new(), opts(5000))
         .unwrap();
 }
+
+/// A slow reader that never drains its socket: the daemon's output buffer
+/// for it is bounded, then that connection alone is closed.
+#[test]
+fn slow_reader_is_disconnected_others_unaffected() {
+    use rpcd_client::ipc::{encode_frame, ClientMsg, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+    let dir = tempdir();
+    let a = Daemon::start(
+        dir.path(),
+        "a",
+        "127.0.0.1:0",
+        Some("[limits]\nframe_max = 1048576\nconnection_output_max = 2097152\n"),
+    );
+    let me = a.udp.to_string();
+    let mut raw = std::os::unix::net::UnixStream::connect(&a.socket).unwrap();
+    raw.write_all(&encode_frame(&ClientMsg::Hello {
+        id: 1,
+        version: PROTOCOL_VERSION,
+        name: "slow".into(),
+    }))
+    .unwrap();
+    // Ask for far more reply bytes than the bound, and read none of them.
+    let args = vec![7u8; 512 * 1024];
+    raw.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+    for id in 2..200u64 {
+        let frame = encode_frame(&ClientMsg::Call {
+            id,
+            target: me.clone(),
+            function: "rpcd.echo".into(),
+            args: args.clone(),
+            deadline_ms: Some(10_000),
+            idempotent: false,
+        });
+        if raw.write_all(&frame).is_err() {
+            break; // the daemon already hung up on us
+        }
+    }
+    // Another connection is served meanwhile.
+    let other = a.connect("other");
+    assert_eq!(
+        other.call(&me, "rpcd.echo", vec![1], opts(5000)).unwrap(),
+        vec![1]
+    );
+    // The slow connection was closed: draining it ends (EOF or reset) well
+    // short of the ~100 MB it asked for.
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match raw.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n,
+        }
+    }
+    assert!(
+        total < 8 * 1024 * 1024,
+        "read {total} bytes: output was not bounded"
+    );
+    other
+        .call(&me, "rpcd.ping", Vec::new(), opts(5000))
+        .expect("the daemon still serves other connections");
+}
