@@ -510,10 +510,14 @@ impl Channel {
         if let Some(since) = self.silent_since() {
             if now.saturating_duration_since(since) >= self.cfg.peer_timeout {
                 self.declare_unreachable(now);
-            } else if self.probe_due.is_some_and(|t| t <= now)
-                || (self.probe_due.is_none()
-                    && now.saturating_duration_since(since) >= self.cfg.keepalive_interval)
+            } else if self.peer_epoch.is_some()
+                && (self.probe_due.is_some_and(|t| t <= now)
+                    || (self.probe_due.is_none()
+                        && now.saturating_duration_since(since) >= self.cfg.keepalive_interval))
             {
+                // (Before the peer's epoch is known the handshake's own
+                // retries probe it; a keepalive there would reset their
+                // backoff and their count.)
                 self.probe_now = true;
                 self.probe_due = Some(now + self.cfg.keepalive_interval);
             }
@@ -576,10 +580,12 @@ impl Channel {
         }
         if let Some(since) = self.silent_since() {
             consider(Some(since + self.cfg.peer_timeout));
-            consider(Some(
-                self.probe_due
-                    .unwrap_or(since + self.cfg.keepalive_interval),
-            ));
+            if self.peer_epoch.is_some() {
+                consider(Some(
+                    self.probe_due
+                        .unwrap_or(since + self.cfg.keepalive_interval),
+                ));
+            }
         }
         t
     }
@@ -751,13 +757,15 @@ impl Channel {
         }
         s.lost = true;
         self.send.lost.insert(seq);
-        // One reduction per window of data: a timeout collapses the window.
+        // A timeout always collapses the window to one datagram (RFC 5681
+        // 3.1), even inside a window already reduced by a fast retransmit:
+        // the path is not delivering. ssthresh is halved once per window.
         if seq >= self.send.recovery_until {
             self.send.ssthresh = (self.send.cwnd / 2).max(2);
-            self.send.cwnd = 1;
-            self.send.cwnd_credit = 0;
             self.send.recovery_until = self.send.next_seq;
         }
+        self.send.cwnd = 1;
+        self.send.cwnd_credit = 0;
     }
 
     fn on_ack(&mut self, now: Instant, a: AckInfo) {

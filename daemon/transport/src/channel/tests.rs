@@ -1,0 +1,830 @@
+//! Scenario tests: two channels driven by hand, with explicit time.
+
+use super::*;
+use crate::wire::Kind;
+
+const A: u64 = 0xA0;
+const B: u64 = 0xB0;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn cfg() -> Config {
+    Config {
+        payload_max: 100,
+        ..Config::default()
+    }
+}
+
+fn parse(bytes: &[u8]) -> Datagram<'_> {
+    Datagram::parse(bytes).expect("the channel emits valid datagrams")
+}
+
+fn kinds(dgs: &[Vec<u8>]) -> Vec<Kind> {
+    dgs.iter().map(|b| parse(b).kind).collect()
+}
+
+fn drain(ch: &mut Channel, now: Instant) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| ch.poll_transmit(now)).collect()
+}
+
+fn events(ch: &mut Channel) -> Vec<Event> {
+    std::iter::from_fn(|| ch.poll_event()).collect()
+}
+
+fn feed(ch: &mut Channel, now: Instant, dgs: &[Vec<u8>]) {
+    for b in dgs {
+        ch.handle_datagram(now, &parse(b));
+    }
+}
+
+fn delivered(evs: &[Event]) -> Vec<Vec<u8>> {
+    evs.iter()
+        .filter_map(|e| match e {
+            Event::Delivered { data, .. } => Some(data.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Two channels on a clock the test moves.
+struct Pair {
+    now: Instant,
+    a: Channel,
+    b: Channel,
+}
+
+impl Pair {
+    fn new() -> Self {
+        Self::with(cfg(), cfg())
+    }
+
+    fn with(ca: Config, cb: Config) -> Self {
+        Pair {
+            now: Instant::now(),
+            a: Channel::new(ca, A),
+            b: Channel::new(cb, B),
+        }
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    /// `a` sends a first message: probe, ack, then the data goes out.
+    /// Returns the message's data datagrams, not yet delivered.
+    fn handshake_with(&mut self, data: Vec<u8>) -> (MsgId, Vec<Vec<u8>>) {
+        let id = self.a.send(self.now, data).expect("queued");
+        let probe = drain(&mut self.a, self.now);
+        assert_eq!(kinds(&probe), [Kind::Probe]);
+        feed(&mut self.b, self.now, &probe);
+        let ack = drain(&mut self.b, self.now);
+        assert_eq!(kinds(&ack), [Kind::Ack]);
+        self.advance(ms(1));
+        feed(&mut self.a, self.now, &ack);
+        (id, drain(&mut self.a, self.now))
+    }
+
+    /// Deliver everything both ways until neither has anything to send;
+    /// returns the number of datagrams exchanged.
+    fn exchange(&mut self) -> usize {
+        let mut n = 0;
+        loop {
+            let ab = drain(&mut self.a, self.now);
+            let ba = drain(&mut self.b, self.now);
+            if ab.is_empty() && ba.is_empty() {
+                return n;
+            }
+            n += ab.len() + ba.len();
+            feed(&mut self.b, self.now, &ab);
+            feed(&mut self.a, self.now, &ba);
+        }
+    }
+
+    /// Exchange and run timers until no timer is armed (or `limit` passes).
+    fn settle(&mut self, limit: Duration) -> usize {
+        let end = self.now + limit;
+        let mut n = self.exchange();
+        loop {
+            let next = [self.a.poll_timeout(), self.b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let Some(t) = next else { return n };
+            if t > end {
+                return n;
+            }
+            assert!(t >= self.now, "a deadline in the past after handling it");
+            self.now = t;
+            self.a.handle_timeout(t);
+            self.b.handle_timeout(t);
+            n += self.exchange();
+        }
+    }
+}
+
+#[test]
+fn request_reply_costs_two_datagrams_plus_one_delayed_ack() {
+    let mut p = Pair::new();
+    let (req, data) = p.handshake_with(b"request".to_vec());
+    assert_eq!(kinds(&data), [Kind::Data]);
+    feed(&mut p.b, p.now, &data);
+    assert_eq!(delivered(&events(&mut p.b)), [b"request".to_vec()]);
+    // The server answers before its ack timer: nothing left on its own.
+    assert!(drain(&mut p.b, p.now).is_empty());
+    let rep = p.b.send(p.now, b"reply".to_vec()).expect("queued");
+    let reply = drain(&mut p.b, p.now);
+    assert_eq!(kinds(&reply), [Kind::Data]);
+    assert!(parse(&reply[0]).ack.is_some_and(|a| a.ack == Seq(2)));
+    p.advance(ms(1) / 4);
+    feed(&mut p.a, p.now, &reply);
+    let ev = events(&mut p.a);
+    assert!(ev.contains(&Event::Acked { msg_id: req }));
+    assert_eq!(delivered(&ev), [b"reply".to_vec()]);
+    // The client's ack waits for something to ride on, then goes alone.
+    assert!(drain(&mut p.a, p.now).is_empty());
+    let t = p.a.poll_timeout().expect("delayed ack armed");
+    assert_eq!(t, p.now + cfg().ack_delay);
+    p.now = t;
+    p.a.handle_timeout(t);
+    let ack = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&ack), [Kind::Ack]);
+    feed(&mut p.b, p.now, &ack);
+    assert_eq!(events(&mut p.b), [Event::Acked { msg_id: rep }]);
+    // Request + reply + one delayed ack, and then nothing at all.
+    assert_eq!(p.settle(Duration::from_secs(60)), 0);
+    assert!(p.a.is_idle() && p.b.is_idle());
+    assert_eq!(p.a.poll_timeout(), None);
+    assert_eq!(p.b.poll_timeout(), None);
+}
+
+#[test]
+fn handshake_learns_epoch_before_data() {
+    let mut p = Pair::new();
+    p.a.send(p.now, b"x".to_vec()).expect("queued");
+    let probe = drain(&mut p.a, p.now);
+    assert_eq!(
+        probe.len(),
+        1,
+        "only a probe until the peer's epoch is known"
+    );
+    let d = parse(&probe[0]);
+    assert_eq!(
+        (d.kind, d.sender_epoch, d.receiver_epoch, d.ack_now),
+        (Kind::Probe, A, 0, true)
+    );
+    feed(&mut p.b, p.now, &probe);
+    let ack = drain(&mut p.b, p.now);
+    let d = parse(&ack[0]);
+    assert_eq!(
+        (d.kind, d.sender_epoch, d.receiver_epoch),
+        (Kind::Ack, B, A)
+    );
+    p.advance(ms(2));
+    feed(&mut p.a, p.now, &ack);
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
+    // The handshake's round trip is the first RTT sample.
+    assert_eq!(p.a.snapshot().srtt, Some(ms(2)));
+    let data = drain(&mut p.a, p.now);
+    let d = parse(&data[0]);
+    assert_eq!((d.kind, d.receiver_epoch), (Kind::Data, B));
+}
+
+#[test]
+fn unanswered_handshake_fails_unsent_messages_as_not_delivered() {
+    let c = Config {
+        retransmits_max: 2,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let id = p.a.send(p.now, b"x".to_vec()).expect("queued");
+    let mut probes = 0;
+    for _ in 0..10 {
+        probes += drain(&mut p.a, p.now).len();
+        let Some(t) = p.a.poll_timeout() else { break };
+        p.now = t;
+        p.a.handle_timeout(t);
+    }
+    assert_eq!(probes, 3);
+    let ev = events(&mut p.a);
+    assert!(ev.contains(&Event::Failed {
+        msg_id: id,
+        reason: FailReason::PeerUnreachable,
+        maybe_delivered: false
+    }));
+}
+
+/// Regression: both sides opened at once; a's probe was lost, so a learnt
+/// b's epoch from b's probe. The handshake deadline used to stay in the
+/// past, and poll_timeout kept returning it (the endpoint spun).
+#[test]
+fn simultaneous_open_does_not_leave_a_deadline_in_the_past() {
+    let mut p = Pair::new();
+    p.a.send(p.now, b"from a".to_vec()).expect("queued");
+    p.b.send(p.now, b"from b".to_vec()).expect("queued");
+    let _lost = drain(&mut p.a, p.now);
+    let b_probe = drain(&mut p.b, p.now);
+    feed(&mut p.a, p.now, &b_probe);
+    let from_a = drain(&mut p.a, p.now);
+    // The data goes at once and carries the answer to b's probe.
+    assert_eq!(kinds(&from_a), [Kind::Data]);
+    assert_eq!(parse(&from_a[0]).receiver_epoch, B);
+    for _ in 0..50 {
+        let Some(t) = p.a.poll_timeout() else { break };
+        assert!(t >= p.now);
+        p.now = t;
+        p.a.handle_timeout(t);
+        let _ = drain(&mut p.a, p.now);
+        assert!(
+            p.a.poll_timeout().is_none_or(|n| n > t),
+            "timer re-armed in the past"
+        );
+    }
+}
+
+#[test]
+fn duplicate_is_acked_not_delivered() {
+    let mut p = Pair::new();
+    let (_, data) = p.handshake_with(b"once".to_vec());
+    feed(&mut p.b, p.now, &data);
+    assert_eq!(delivered(&events(&mut p.b)).len(), 1);
+    let _ = drain(&mut p.b, p.now);
+    feed(&mut p.b, p.now, &data);
+    assert!(events(&mut p.b).is_empty());
+    assert_eq!(p.b.snapshot().stats.duplicates, 1);
+    // Acknowledged at once: the sender evidently missed the ack.
+    let ack = drain(&mut p.b, p.now);
+    assert_eq!(kinds(&ack), [Kind::Ack]);
+    assert_eq!(parse(&ack[0]).ack.map(|a| a.ack), Some(Seq(2)));
+}
+
+#[test]
+fn out_of_order_delivery_without_head_of_line_blocking() {
+    let mut p = Pair::new();
+    let (_, first) = p.handshake_with(b"m1".to_vec());
+    p.a.send(p.now, b"m2".to_vec()).expect("queued");
+    p.a.send(p.now, b"m3".to_vec()).expect("queued");
+    let rest = drain(&mut p.a, p.now);
+    assert_eq!(rest.len(), 2);
+    // m1 is lost: m2 and m3 are delivered as they arrive.
+    feed(&mut p.b, p.now, &rest);
+    assert_eq!(
+        delivered(&events(&mut p.b)),
+        [b"m2".to_vec(), b"m3".to_vec()]
+    );
+    let ack = drain(&mut p.b, p.now);
+    let a = parse(&ack[ack.len() - 1]).ack.expect("ack");
+    assert_eq!((a.ack, a.sack), (Seq(1), 0b11));
+    feed(&mut p.b, p.now, &first);
+    assert_eq!(delivered(&events(&mut p.b)), [b"m1".to_vec()]);
+}
+
+#[test]
+fn rto_backs_off_until_max_retries_then_peer_unreachable() {
+    let c = Config {
+        retransmits_max: 4,
+        rto_initial: ms(10),
+        rto_min: ms(10),
+        rto_max: ms(1000),
+        ack_delay: ms(1),
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (id, first) = p.handshake_with(b"x".to_vec());
+    assert_eq!(first.len(), 1);
+    // The handshake measured 1 ms: RTO = max(rto_min, 1 + 4 * 0.5) = 10 ms.
+    let mut sent_at = vec![p.now];
+    let mut failed = None;
+    while let Some(t) = p.a.poll_timeout() {
+        p.now = t;
+        p.a.handle_timeout(t);
+        let out = drain(&mut p.a, p.now);
+        for d in &out {
+            if parse(d).kind == Kind::Data {
+                sent_at.push(p.now);
+            }
+        }
+        let ev = events(&mut p.a);
+        if let Some(e) = ev.iter().find(|e| matches!(e, Event::Failed { .. })) {
+            failed = Some((p.now, e.clone()));
+            break;
+        }
+    }
+    let gaps: Vec<Duration> = sent_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, [ms(10), ms(20), ms(40), ms(80)]);
+    let (at, e) = failed.expect("fails after the last retransmission");
+    assert_eq!(at - sent_at[4], ms(160));
+    assert_eq!(
+        e,
+        Event::Failed {
+            msg_id: id,
+            reason: FailReason::PeerUnreachable,
+            maybe_delivered: true
+        }
+    );
+    assert_eq!(p.a.snapshot().stats.retransmissions, 4);
+    // Nothing more is sent for it.
+    assert!(drain(&mut p.a, p.now)
+        .iter()
+        .all(|d| parse(d).kind != Kind::Data));
+}
+
+#[test]
+fn karn_rule_no_sample_from_retransmission() {
+    let c = Config {
+        rto_initial: ms(50),
+        rto_min: ms(5),
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, first) = p.handshake_with(b"x".to_vec());
+    let srtt = p.a.snapshot().srtt;
+    assert_eq!(srtt, Some(ms(1)));
+    drop(first); // lost
+    let t = p.a.poll_timeout().expect("rto armed");
+    p.now = t;
+    p.a.handle_timeout(t);
+    let again = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&again), [Kind::Data]);
+    // The ack comes back long after the first transmission: had it been
+    // taken as a sample of the first, SRTT would jump.
+    p.advance(ms(1));
+    feed(&mut p.b, p.now, &again);
+    p.b.handle_timeout(p.now + ms(5));
+    let ack = drain(&mut p.b, p.now + ms(5));
+    feed(&mut p.a, p.now, &ack);
+    assert!(matches!(events(&mut p.a)[..], [Event::Acked { .. }]));
+    assert_eq!(p.a.snapshot().srtt, srtt);
+}
+
+#[test]
+fn fast_retransmit_on_sack_gap() {
+    let c = Config {
+        rto_initial: ms(500),
+        rto_min: ms(100),
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, first) = p.handshake_with(vec![1]);
+    for i in 2..=5u8 {
+        p.a.send(p.now, vec![i]).expect("queued");
+    }
+    let rest = drain(&mut p.a, p.now);
+    assert_eq!(rest.len(), 4);
+    drop(first); // seq 1 lost; 2..=5 arrive
+    p.advance(ms(1));
+    feed(&mut p.b, p.now, &rest);
+    let acks = drain(&mut p.b, p.now);
+    p.advance(ms(1));
+    feed(&mut p.a, p.now, &acks);
+    // Well before the RTO: seq 1 goes again because 3 later ones were acked.
+    let again = drain(&mut p.a, p.now);
+    assert_eq!(
+        again.iter().map(|d| parse(d).seq).collect::<Vec<_>>(),
+        [Seq(1)]
+    );
+    assert_eq!(p.a.snapshot().stats.fast_retransmissions, 1);
+    assert_eq!(p.a.snapshot().stats.retransmissions, 1);
+}
+
+#[test]
+fn cwnd_halves_on_loss_and_never_below_one() {
+    let c = Config {
+        cwnd_initial: 8,
+        cwnd_max: 64,
+        rto_initial: ms(500),
+        rto_min: ms(100),
+        retransmits_max: 10,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, first) = p.handshake_with(vec![0]);
+    for i in 1..8u8 {
+        p.a.send(p.now, vec![i]).expect("queued");
+    }
+    let rest = drain(&mut p.a, p.now);
+    assert_eq!(rest.len(), 7);
+    drop(first);
+    feed(&mut p.b, p.now, &rest);
+    let acks = drain(&mut p.b, p.now);
+    feed(&mut p.a, p.now, &acks);
+    // Fast retransmit: 8 grew by one per acked datagram (slow start) to 15,
+    // then halves; one reduction for the whole window.
+    assert_eq!(p.a.snapshot().cwnd, 7);
+    // Now lose everything: each timeout collapses the window to 1, never 0.
+    let _ = drain(&mut p.a, p.now);
+    for _ in 0..6 {
+        let t = p.a.poll_timeout().expect("armed");
+        p.now = t;
+        p.a.handle_timeout(t);
+        let _ = drain(&mut p.a, p.now);
+        assert!(p.a.snapshot().cwnd >= 1);
+    }
+    assert_eq!(p.a.snapshot().cwnd, 1);
+}
+
+#[test]
+fn never_more_in_flight_than_cwnd_and_peer_window() {
+    // cwnd limits.
+    let c = Config {
+        cwnd_initial: 10,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, first) = p.handshake_with(vec![0]);
+    for i in 1..100u8 {
+        p.a.send(p.now, vec![i]).expect("queued");
+    }
+    let rest = drain(&mut p.a, p.now);
+    assert_eq!(first.len() + rest.len(), 10);
+    assert_eq!(p.a.snapshot().in_flight, 10);
+    // The peer's advertised window limits when it is smaller.
+    let ca = Config {
+        cwnd_initial: 64,
+        cwnd_max: 64,
+        ..cfg()
+    };
+    let cb = Config {
+        recv_window: 16,
+        ..cfg()
+    };
+    let mut p = Pair::with(ca, cb);
+    let (_, first) = p.handshake_with(vec![0]);
+    for i in 1..100u8 {
+        p.a.send(p.now, vec![i]).expect("queued");
+    }
+    let rest = drain(&mut p.a, p.now);
+    assert_eq!(p.a.snapshot().peer_window, 16);
+    assert_eq!(first.len() + rest.len(), 16);
+    // The last one that fits asks for an immediate ack.
+    assert!(parse(&rest[rest.len() - 1]).ack_now);
+    // After the acks, the rest flows, still within the window each round.
+    feed(&mut p.b, p.now, &first);
+    feed(&mut p.b, p.now, &rest);
+    let mut total = 16;
+    for _ in 0..20 {
+        let acks = drain(&mut p.b, p.now);
+        feed(&mut p.a, p.now, &acks);
+        let more = drain(&mut p.a, p.now);
+        assert!(more.len() <= 16);
+        assert!(p.a.snapshot().in_flight <= 16);
+        total += more.len();
+        feed(&mut p.b, p.now, &more);
+        if more.is_empty() && acks.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(total, 100);
+}
+
+#[test]
+fn fragmentation_and_reassembly_of_multi_fragment_message() {
+    let msg: Vec<u8> = (0..1050u32).map(|i| (i * 7 % 251) as u8).collect();
+    let mut p = Pair::new();
+    let (_, mut frags) = p.handshake_with(msg.clone());
+    assert_eq!(frags.len(), 11);
+    for (i, f) in frags.iter().enumerate() {
+        let d = parse(f);
+        let fr = d.fragment.expect("data");
+        assert_eq!((fr.index, fr.count), (i as u32, 11));
+        assert_eq!(fr.payload.len(), if i == 10 { 50 } else { 100 });
+    }
+    // Arriving in reverse order; the message appears once, whole.
+    frags.reverse();
+    for (i, f) in frags.iter().enumerate() {
+        feed(&mut p.b, p.now, std::slice::from_ref(f));
+        let got = delivered(&events(&mut p.b));
+        if i < 10 {
+            assert!(got.is_empty());
+            assert!(p.b.snapshot().reassembly_bytes > 0);
+        } else {
+            assert_eq!(got, std::slice::from_ref(&msg));
+        }
+    }
+    assert_eq!(p.b.snapshot().reassembly_bytes, 0);
+    assert_eq!(p.settle(Duration::from_secs(10)), 1, "one ack");
+    assert!(matches!(events(&mut p.a)[..], [Event::Acked { .. }]));
+    assert!(p.a.is_idle() && p.b.is_idle());
+}
+
+#[test]
+fn message_too_large_is_refused() {
+    let c = Config {
+        message_max: 1000,
+        send_queue_bytes_max: 1000,
+        reassembly_bytes_max: 1000 + 64 * 100,
+        ..cfg()
+    };
+    let mut ch = Channel::new(c, A);
+    let now = Instant::now();
+    assert_eq!(
+        ch.send(now, vec![0; 1001]),
+        Err(SendError::TooLarge {
+            size: 1001,
+            max: 1000
+        })
+    );
+    assert!(ch.send(now, vec![0; 1000]).is_ok());
+    assert_eq!(ch.snapshot().queued_messages, 1);
+}
+
+#[test]
+fn send_queue_full() {
+    let c = Config {
+        send_queue_max: 2,
+        ..cfg()
+    };
+    let mut ch = Channel::new(c, A);
+    let now = Instant::now();
+    assert!(ch.send(now, vec![1]).is_ok());
+    assert!(ch.send(now, vec![2]).is_ok());
+    assert_eq!(ch.send(now, vec![3]), Err(SendError::QueueFull));
+    let c = Config {
+        message_max: 1000,
+        send_queue_bytes_max: 1500,
+        reassembly_bytes_max: 1000 + 64 * 100,
+        ..cfg()
+    };
+    let mut ch = Channel::new(c, A);
+    assert!(ch.send(now, vec![0; 1000]).is_ok());
+    assert_eq!(ch.send(now, vec![0; 501]), Err(SendError::QueueFull));
+    assert!(ch.send(now, vec![0; 500]).is_ok());
+}
+
+/// A hostile or confused peer starting many multi-fragment messages: the
+/// receiver holds at most `reassembly_bytes_max`, and says so in its window.
+#[test]
+fn reassembly_memory_is_bounded() {
+    let c = Config {
+        message_max: 1000,
+        send_queue_bytes_max: 1000,
+        reassembly_bytes_max: 1000 + 64 * 100,
+        recv_window: 1024,
+        ..cfg()
+    };
+    let mut b = Channel::new(c, B);
+    let now = Instant::now();
+    let payload = [7u8; 100];
+    for i in 0..200u64 {
+        let d = Datagram {
+            sender_epoch: A,
+            receiver_epoch: B,
+            kind: Kind::Data,
+            seq: Seq(1 + i),
+            send_floor: Seq(1),
+            msg_floor: 1,
+            ack: None,
+            ack_now: false,
+            fragment: Some(Fragment {
+                msg_id: 1 + i,
+                index: 0,
+                count: 2,
+                payload: &payload,
+            }),
+            key_id: 0,
+        };
+        b.handle_datagram(now, &d);
+        assert!(b.snapshot().reassembly_bytes <= c.reassembly_bytes_max);
+    }
+    assert_eq!(b.snapshot().reassembly_bytes, 7400);
+    assert!(b.snapshot().stats.out_of_window > 0);
+    let ack = drain(&mut b, now);
+    let a = parse(&ack[ack.len() - 1]).ack.expect("ack");
+    assert_eq!(a.window, 0, "no room left to advertise");
+    assert_eq!(a.ack, Seq(75), "the refused datagrams are not acknowledged");
+}
+
+/// Messages on the wire to the old incarnation fail "peer restarted"; one
+/// never transmitted goes to the new incarnation.
+#[test]
+fn new_peer_epoch_resets_and_fails_outstanding_with_peer_restarted() {
+    let c = Config {
+        cwnd_initial: 1,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (sent, _lost) = p.handshake_with(b"on the wire".to_vec());
+    let waiting = p.a.send(p.now, b"queued".to_vec()).expect("queued");
+    assert!(drain(&mut p.a, p.now).is_empty(), "cwnd 1 holds it back");
+    // b restarts and speaks first.
+    p.b = Channel::new(c, B + 1);
+    p.b.send(p.now, b"hello".to_vec()).expect("queued");
+    let probe = drain(&mut p.b, p.now);
+    feed(&mut p.a, p.now, &probe);
+    let ev = events(&mut p.a);
+    assert_eq!(
+        ev,
+        [
+            Event::Failed {
+                msg_id: sent,
+                reason: FailReason::PeerRestarted,
+                maybe_delivered: true
+            },
+            Event::PeerRestarted
+        ]
+    );
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B + 1));
+    assert_eq!(p.a.snapshot().stats.peer_restarts, 1);
+    // The queued message goes to the new incarnation, with fresh counters.
+    let out = drain(&mut p.a, p.now);
+    let data: Vec<_> = out
+        .iter()
+        .map(|b| parse(b))
+        .filter(|d| d.kind == Kind::Data)
+        .collect();
+    assert_eq!(data.len(), 1);
+    assert_eq!((data[0].seq, data[0].receiver_epoch), (Seq(1), B + 1));
+    feed(&mut p.b, p.now, &out);
+    assert_eq!(delivered(&events(&mut p.b)), [b"queued".to_vec()]);
+    p.settle(Duration::from_secs(10));
+    assert!(events(&mut p.a).contains(&Event::Acked { msg_id: waiting }));
+}
+
+#[test]
+fn datagram_from_retired_epoch_is_dropped() {
+    let mut p = Pair::new();
+    let (_, data) = p.handshake_with(b"x".to_vec());
+    feed(&mut p.b, p.now, &data);
+    p.b.send(p.now, b"old reply".to_vec()).expect("queued");
+    let old = drain(&mut p.b, p.now);
+    // b restarts before the old reply arrives.
+    p.b = Channel::new(cfg(), B + 1);
+    p.b.send(p.now, b"new".to_vec()).expect("queued");
+    let probe = drain(&mut p.b, p.now);
+    feed(&mut p.a, p.now, &probe);
+    let _ = events(&mut p.a);
+    let _ = drain(&mut p.a, p.now);
+    let before = p.a.snapshot();
+    feed(&mut p.a, p.now, &old);
+    assert!(
+        events(&mut p.a).is_empty(),
+        "not delivered, no second reset"
+    );
+    let after = p.a.snapshot();
+    assert_eq!(after.stats.stale_epoch, before.stats.stale_epoch + 1);
+    assert_eq!(after.peer_epoch, Some(B + 1));
+    assert!(drain(&mut p.a, p.now).is_empty(), "silence");
+}
+
+/// b restarted; a still sends to its old epoch. The new incarnation must not
+/// deliver (its predecessor may have), and answers so a learns the epoch.
+#[test]
+fn datagram_addressed_to_our_old_epoch_is_not_delivered_and_answered() {
+    let mut p = Pair::new();
+    let (id, data) = p.handshake_with(b"request".to_vec());
+    p.b = Channel::new(cfg(), B + 1);
+    feed(&mut p.b, p.now, &data);
+    assert!(events(&mut p.b).is_empty());
+    assert_eq!(p.b.snapshot().stats.stale_epoch, 1);
+    let answer = drain(&mut p.b, p.now);
+    assert_eq!(answer.len(), 1);
+    let d = parse(&answer[0]);
+    assert_eq!(
+        (d.kind, d.sender_epoch, d.receiver_epoch),
+        (Kind::Ack, B + 1, A)
+    );
+    feed(&mut p.a, p.now, &answer);
+    assert_eq!(
+        events(&mut p.a),
+        [
+            Event::Failed {
+                msg_id: id,
+                reason: FailReason::PeerRestarted,
+                maybe_delivered: true
+            },
+            Event::PeerRestarted
+        ]
+    );
+    assert!(p.a.is_idle());
+}
+
+#[test]
+fn keepalive_probes_then_silent_peer_unreachable_within_peer_timeout() {
+    let c = Config {
+        retransmits_max: 64,
+        keepalive_interval: ms(500),
+        peer_timeout: Duration::from_secs(5),
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (id, _lost) = p.handshake_with(b"x".to_vec());
+    let heard = p.now;
+    let mut probes = Vec::new();
+    let mut unreachable_at = None;
+    while let Some(t) = p.a.poll_timeout() {
+        assert!(t <= heard + c.peer_timeout);
+        p.now = t;
+        p.a.handle_timeout(t);
+        for d in drain(&mut p.a, p.now) {
+            if parse(&d).kind == Kind::Probe {
+                probes.push(p.now - heard);
+            }
+        }
+        let ev = events(&mut p.a);
+        if ev.contains(&Event::PeerUnreachable) {
+            assert!(ev.contains(&Event::Failed {
+                msg_id: id,
+                reason: FailReason::PeerUnreachable,
+                maybe_delivered: true
+            }));
+            unreachable_at = Some(p.now);
+            break;
+        }
+    }
+    assert_eq!(unreachable_at, Some(heard + c.peer_timeout));
+    let expected: Vec<Duration> = (1..10).map(|i| ms(500) * i).collect();
+    assert_eq!(probes, expected);
+    assert!(p.a.is_idle());
+    assert_eq!(p.a.poll_timeout(), None);
+}
+
+#[test]
+fn cancel_stops_retransmission() {
+    let mut p = Pair::new();
+    let (id, _lost) = p.handshake_with(b"x".to_vec());
+    assert!(p.a.cancel(id));
+    assert!(!p.a.cancel(id), "already failed");
+    assert_eq!(
+        events(&mut p.a),
+        [Event::Failed {
+            msg_id: id,
+            reason: FailReason::Cancelled,
+            maybe_delivered: true
+        }]
+    );
+    let end = p.now + Duration::from_secs(30);
+    while let Some(t) = p.a.poll_timeout().filter(|&t| t < end) {
+        p.now = t;
+        p.a.handle_timeout(t);
+        assert!(drain(&mut p.a, p.now)
+            .iter()
+            .all(|d| parse(d).kind != Kind::Data));
+    }
+    assert!(p.a.is_idle());
+}
+
+/// a abandons a 3-fragment message after one fragment: b drops the partial
+/// and the gap when a's floors say so, and both end idle.
+#[test]
+fn floors_let_receiver_skip_abandoned_messages_and_free_partials() {
+    let c = Config {
+        cwnd_initial: 1,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (id, frag0) = p.handshake_with(vec![9; 500]);
+    assert_eq!(frag0.len(), 1);
+    feed(&mut p.b, p.now, &frag0);
+    assert_eq!(p.b.snapshot().reassembly_bytes, 100);
+    let ack = drain(&mut p.b, p.now);
+    feed(&mut p.a, p.now, &ack);
+    // Slow start: two more fragments (both lost); two never sent.
+    let lost = drain(&mut p.a, p.now);
+    assert_eq!(lost.len(), 2);
+    assert!(p.a.cancel(id));
+    assert!(events(&mut p.a).contains(&Event::Failed {
+        msg_id: id,
+        reason: FailReason::Cancelled,
+        maybe_delivered: false
+    }));
+    // frag1 is lost. The next message carries the floors past both.
+    p.a.send(p.now, b"next".to_vec()).expect("queued");
+    let next = drain(&mut p.a, p.now);
+    let d = parse(&next[0]);
+    assert_eq!((d.seq, d.send_floor, d.msg_floor), (Seq(4), Seq(4), 2));
+    feed(&mut p.b, p.now, &next);
+    assert_eq!(delivered(&events(&mut p.b)), [b"next".to_vec()]);
+    assert_eq!(p.b.snapshot().reassembly_bytes, 0);
+    // The lost fragment turning up late is a duplicate, never reassembled.
+    feed(&mut p.b, p.now, &lost);
+    assert!(events(&mut p.b).is_empty());
+    assert_eq!(p.b.snapshot().stats.duplicates, 2);
+    p.settle(Duration::from_secs(10));
+    assert!(matches!(events(&mut p.a)[..], [Event::Acked { .. }]));
+    assert!(p.a.is_idle() && p.b.is_idle());
+}
+
+/// When the abandoned message was the last one, the receiver's probe (it
+/// waits on the peer while it holds a partial) brings the floors back.
+#[test]
+fn receiver_holding_a_partial_probes_and_learns_the_floor() {
+    let c = Config {
+        cwnd_initial: 1,
+        keepalive_interval: ms(100),
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (id, frag0) = p.handshake_with(vec![9; 500]);
+    feed(&mut p.b, p.now, &frag0);
+    let ack = drain(&mut p.b, p.now);
+    feed(&mut p.a, p.now, &ack);
+    let _lost = drain(&mut p.a, p.now);
+    assert!(p.a.cancel(id));
+    let _ = events(&mut p.a);
+    assert!(!p.b.is_idle());
+    p.settle(Duration::from_secs(10));
+    assert_eq!(p.b.snapshot().reassembly_bytes, 0);
+    assert!(p.a.is_idle() && p.b.is_idle());
+    assert!(p.b.snapshot().stats.datagrams_sent <= 4);
+}

@@ -331,14 +331,14 @@ impl Sim {
             partitions: 0,
             restarts: 0,
         };
-        if seed % 4 == 0 {
+        if seed.is_multiple_of(4) {
             faults.loss = 0.0;
             faults.dup = 0.0;
             faults.corrupt = 0.0;
             faults.truncate = 0.0;
         }
         // Half the seeds: only datagram faults, and nothing may fail.
-        let strict = seed % 2 == 0;
+        let strict = seed.is_multiple_of(2);
         if !strict {
             faults.partitions = rng.gen_range(1..=6);
             if seed % 4 == 3 {
