@@ -318,6 +318,26 @@ impl SendState {
             .unwrap_or(self.next_msg_id)
     }
 
+    /// Drop ids of failed messages from the fronts of the new-data queues,
+    /// so that a non-empty queue always starts with a live message.
+    /// Amortised O(1) per message.
+    fn prune_queues(&mut self) {
+        while self
+            .small
+            .front()
+            .is_some_and(|id| !self.messages.contains_key(id))
+        {
+            self.small.pop_front();
+        }
+        while self
+            .large
+            .front()
+            .is_some_and(|id| !self.messages.contains_key(id))
+        {
+            self.large.pop_front();
+        }
+    }
+
     fn has_new_data(&self) -> bool {
         !self.small.is_empty() || !self.large.is_empty()
     }
@@ -704,6 +724,7 @@ impl Channel {
         fresh.queued_bytes = self.send.queued_bytes;
         fresh.small = std::mem::take(&mut self.send.small);
         fresh.large = std::mem::take(&mut self.send.large);
+        fresh.prune_queues();
         self.send = fresh;
         self.recv = RecvState::new();
         self.handshake_sent_at = None;
@@ -724,13 +745,9 @@ impl Channel {
         for &q in &m.seqs {
             self.forget_sent(q);
         }
-        if m.started < m.count {
-            if m.count == 1 {
-                self.send.small.retain(|&id| id != msg_id);
-            } else {
-                self.send.large.retain(|&id| id != msg_id);
-            }
-        }
+        // Its id may still wait in a queue of new data: dropped lazily when
+        // it reaches the front (a scan of the queue here would be O(n)).
+        self.send.prune_queues();
         self.stats.messages_failed += 1;
         self.events.push_back(Event::Failed {
             msg_id,
@@ -913,6 +930,7 @@ impl Channel {
         if use_large && m.started == m.count {
             self.send.large.pop_front();
         }
+        self.send.prune_queues();
         let seq = self.send.next_seq;
         self.send.next_seq = seq.plus(1);
         self.send.in_flight.insert(

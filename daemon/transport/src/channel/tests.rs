@@ -828,3 +828,39 @@ fn receiver_holding_a_partial_probes_and_learns_the_floor() {
     assert!(p.a.is_idle() && p.b.is_idle());
     assert!(p.b.snapshot().stats.datagrams_sent <= 4);
 }
+
+/// A cancelled message that was still queued is skipped when its turn
+/// comes (never transmitted); cancelling costs no scan of the queue.
+#[test]
+fn cancelled_queued_message_is_never_sent() {
+    let c = Config {
+        cwnd_initial: 1,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, first) = p.handshake_with(b"m1".to_vec());
+    let m2 = p.a.send(p.now, b"m2".to_vec()).expect("queued");
+    p.a.send(p.now, b"m3".to_vec()).expect("queued");
+    assert!(p.a.cancel(m2));
+    assert_eq!(
+        events(&mut p.a),
+        [Event::Failed {
+            msg_id: m2,
+            reason: FailReason::Cancelled,
+            maybe_delivered: false
+        }]
+    );
+    feed(&mut p.b, p.now, &first);
+    p.settle(Duration::from_secs(10));
+    let got: Vec<Vec<u8>> = delivered(&events(&mut p.b));
+    assert_eq!(got, [b"m1".to_vec(), b"m3".to_vec()]);
+    let _ = events(&mut p.a);
+    assert!(p.a.is_idle() && p.b.is_idle());
+    // Cancelled before the handshake: nothing goes out at all.
+    let mut ch = Channel::new(cfg(), A);
+    let now = Instant::now();
+    let id = ch.send(now, b"x".to_vec()).expect("queued");
+    assert!(ch.cancel(id));
+    assert_eq!(ch.poll_transmit(now), None);
+    assert!(!ch.wants_transmit());
+}
