@@ -200,6 +200,9 @@ struct Sent {
     deadline: Instant,
     transmissions: u32,
     lost: bool,
+    /// Marked lost by a selective-ack gap (counted as a fast
+    /// retransmission when it is sent again).
+    fast: bool,
 }
 
 #[derive(Debug)]
@@ -878,7 +881,7 @@ impl Channel {
                 s.lost = true;
                 self.send.deadlines.remove(&(s.deadline, q));
                 self.send.lost.insert(q);
-                self.stats.fast_retransmissions += 1;
+                s.fast = true;
                 if q >= self.send.recovery_until {
                     self.send.ssthresh = (self.send.cwnd / 2).max(2);
                     self.send.cwnd = self.send.ssthresh;
@@ -942,6 +945,7 @@ impl Channel {
                 deadline: now,
                 transmissions: 0,
                 lost: false,
+                fast: false,
             },
         );
         Some(seq)
@@ -967,6 +971,10 @@ impl Channel {
         s.transmissions += 1;
         s.sent_at = now;
         s.lost = false;
+        if retransmission && s.fast {
+            self.stats.fast_retransmissions += 1;
+        }
+        s.fast = false;
         s.deadline = now + rto;
         let (msg_id, index) = (s.msg_id, s.index);
         self.send.deadlines.insert((s.deadline, seq));

@@ -1072,6 +1072,12 @@ impl Sim {
         for p in idle_problems {
             self.violation(p);
         }
+        if self.out.fast_retransmissions > self.out.retransmissions {
+            let (f, r) = (self.out.fast_retransmissions, self.out.retransmissions);
+            self.violation(format!(
+                "{f} fast retransmissions counted, but only {r} retransmissions"
+            ));
+        }
         if tampered_dropped != self.tampered_handed {
             let (a, b) = (tampered_dropped, self.tampered_handed);
             self.violation(format!(
