@@ -165,6 +165,23 @@ impl From<conn::CallError> for CallError {
     }
 }
 
+impl From<conn::ConnectError> for CallError {
+    fn from(err: conn::ConnectError) -> CallError {
+        match err {
+            conn::ConnectError::NotRunning { path, source }
+            | conn::ConnectError::Io { path, source } => CallError::DaemonUnavailable {
+                path,
+                message: source.to_string(),
+            },
+            conn::ConnectError::VersionMismatch { ours, message } => {
+                CallError::VersionMismatch(format!("this client speaks version {ours}; {message}"))
+            }
+            conn::ConnectError::Refused { code, message } => CallError::from_code(code, message),
+            conn::ConnectError::Protocol(message) => CallError::Protocol(message),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,8 @@
 //! - the trait unchanged, plus a provided method `fn serve(self, server: &Server)` that
 //!   registers every method as `kv.<method>` and dispatches invocations to `self`;
 //! - `pub struct KvClient`, built with `KvClient::new(&client, target)`, with one method per
-//!   trait method: `fn get(&self, key: impl Into<String>) -> Result<Option<String>, CallError>`.
+//!   trait method: `fn get(&self, key: impl Into<String>) -> Result<Option<String>, CallError>`
+//!   (`String` arguments take `impl Into<String>`, every other argument its exact type).
 //!
 //! A return type spelled `Result<T, E>` is an application result: `T` travels as the reply,
 //! `E` (any `Display`) becomes the caller's `CallError::App(message)`.
@@ -324,14 +325,20 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
         let function = &m.function;
         let reply = &m.reply;
         let names: Vec<&Ident> = m.args.iter().map(|(n, _)| n).collect();
-        let params = m
-            .args
-            .iter()
-            .map(|(n, t)| quote!(#n: impl ::core::convert::Into<#t>));
-        let converts = m
-            .args
-            .iter()
-            .map(|(n, t)| quote!(let #n: #t = ::core::convert::Into::into(#n);));
+        // `String` arguments take `impl Into<String>` so `kv.get("k")` reads naturally;
+        // every other argument takes its exact type, so literals infer (`f(2_000)` for a
+        // `u64`) and `None` needs no annotation.
+        let params = m.args.iter().map(|(n, t)| {
+            if is_string(t) {
+                quote!(#n: impl ::core::convert::Into<::std::string::String>)
+            } else {
+                quote!(#n: #t)
+            }
+        });
+        let converts =
+            m.args.iter().filter(|(_, t)| is_string(t)).map(
+                |(n, _)| quote!(let #n: ::std::string::String = ::core::convert::Into::into(#n);),
+            );
         let packed = if names.is_empty() {
             quote!(&[0u8; 0])
         } else {
@@ -429,6 +436,34 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
             #(#checks)*
         }
     }
+}
+
+/// True for `String`, `std::string::String` and `alloc::string::String`.
+fn is_string(ty: &Type) -> bool {
+    let Type::Path(path) = ty else { return false };
+    if path.qself.is_some() {
+        return false;
+    }
+    let names: Vec<String> = path
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let plain = path
+        .path
+        .segments
+        .iter()
+        .all(|s| matches!(s.arguments, PathArguments::None));
+    plain
+        && matches!(
+            names
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .as_slice(),
+            ["String"] | ["std" | "alloc", "string", "String"]
+        )
 }
 
 /// `KeyValue` → `key_value`, `Kv` → `kv`, `HTTPCache` → `http_cache`.

@@ -1,0 +1,6 @@
+#[rpcd_client::service]
+pub trait Kv {
+    fn get<K: serde::Serialize>(&self, key: K) -> Option<String>;
+}
+
+fn main() {}

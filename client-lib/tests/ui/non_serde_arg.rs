@@ -1,0 +1,8 @@
+pub struct Key(String);
+
+#[rpcd_client::service]
+pub trait Kv {
+    fn get(&self, key: Key) -> Option<String>;
+}
+
+fn main() {}

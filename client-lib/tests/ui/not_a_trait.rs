@@ -1,0 +1,6 @@
+#[rpcd_client::service]
+pub struct Kv {
+    map: std::collections::HashMap<String, String>,
+}
+
+fn main() {}
