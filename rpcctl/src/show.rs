@@ -19,7 +19,7 @@ pub fn stats(stats: &Stats) -> String {
     );
     let _ = writeln!(
         out,
-        "connections {}, functions {}, malformed frames {}, corrupt datagrams {}, \
+        "connections {}, functions {}, malformed datagrams {}, corrupt datagrams {}, \
          refused peers {}",
         stats.connections, stats.functions, stats.malformed, stats.corrupt, stats.refused_peers
     );
