@@ -25,7 +25,10 @@ pub mod rtt;
 pub mod seq;
 pub mod wire;
 
-pub use channel::{Channel, Event as ChannelEvent, FailReason, MsgId, SendError as ChannelSendError, Snapshot, Stats};
+pub use channel::{
+    Channel, Event as ChannelEvent, FailReason, MsgId, SendError as ChannelSendError, Snapshot,
+    Stats,
+};
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, EndpointStats, Event, SendError, Transmit};
 pub use seq::Seq;

@@ -281,7 +281,9 @@ impl<'a> Datagram<'a> {
             window: be_u32(buf, OFF_WINDOW),
         });
         if ack.is_none()
-            && (be_u64(buf, OFF_ACK) != 0 || be_u64(buf, OFF_SACK) != 0 || be_u32(buf, OFF_WINDOW) != 0)
+            && (be_u64(buf, OFF_ACK) != 0
+                || be_u64(buf, OFF_SACK) != 0
+                || be_u32(buf, OFF_WINDOW) != 0)
         {
             return Err(DecodeError::ReservedNotZero);
         }
@@ -345,7 +347,10 @@ impl<'a> Datagram<'a> {
         }
         let crc = crc_of(&out[start..]);
         put_u32(&mut out[start..], OFF_CRC, crc);
-        debug_assert!(Datagram::parse(&out[start..]).is_ok(), "emitted an invalid datagram");
+        debug_assert!(
+            Datagram::parse(&out[start..]).is_ok(),
+            "emitted an invalid datagram"
+        );
     }
 
     /// Encode into a fresh vector.
@@ -428,16 +433,14 @@ mod tests {
     #[test]
     fn data_datagram_literal_bytes() {
         let bytes = data_sample().to_vec();
-        let expected = hex(
-            "5244 01 01 01 00 00 00
+        let expected = hex("5244 01 01 01 00 00 00
              0102030405060708 1112131415161718
              0000000000000005 0000000000000009 0000000000000005
              0000000000000003 0000000000000002
              0000000000000007 00000001 00000002 00000100 0002 0000
              XXXXXXXX 00000000 6869"
-                .replace("XXXXXXXX", &format!("{:08x}", crc_of(&bytes)))
-                .as_str(),
-        );
+            .replace("XXXXXXXX", &format!("{:08x}", crc_of(&bytes)))
+            .as_str());
         assert_eq!(bytes, expected);
         assert_eq!(Datagram::parse(&bytes), Ok(data_sample()));
     }
@@ -616,7 +619,11 @@ mod tests {
                         count,
                         payload: &[],
                     });
-                    let payload = if kind == Kind::Data { payload } else { Vec::new() };
+                    let payload = if kind == Kind::Data {
+                        payload
+                    } else {
+                        Vec::new()
+                    };
                     (Datagram { fragment, ..d }, payload)
                 },
             )
