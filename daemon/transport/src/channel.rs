@@ -179,6 +179,8 @@ pub struct Channel {
     /// The peer was declared unreachable and has not been heard from since:
     /// receive state alone no longer keeps the channel probing it.
     gave_up: bool,
+    /// Send an epoch-only answer (see `handle_datagram`).
+    answer_stranger: bool,
 }
 
 #[derive(Debug)]
@@ -369,6 +371,7 @@ impl Channel {
             probe_now: false,
             handshake_sent_at: None,
             gave_up: false,
+            answer_stranger: false,
         }
     }
 
@@ -449,6 +452,14 @@ impl Channel {
             }
             if self.peer_epoch == Some(d.sender_epoch) {
                 self.recv.ack_now = true;
+            } else {
+                // An incarnation of the peer we do not know, which believes
+                // in an earlier one of ours: both sides restarted, and each
+                // may have learnt the other's previous epoch from a late
+                // datagram. Adopting its epoch is unsafe (it may be older
+                // than ours to it, and dead); ignoring it deadlocks both.
+                // Tell it our epoch, asserting nothing else.
+                self.answer_stranger = true;
             }
             return;
         }
@@ -551,6 +562,10 @@ impl Channel {
 
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        if self.answer_stranger {
+            self.answer_stranger = false;
+            return Some(self.epoch_only_answer());
+        }
         if self.peer_epoch.is_none() {
             // Nothing goes out as data until the peer's epoch is known: data
             // must name the receiver's incarnation, or a restarted receiver
@@ -616,7 +631,8 @@ impl Channel {
     /// Whether `poll_transmit` has something to send right now (used by the
     /// endpoint to skip idle channels).
     pub fn wants_transmit(&self) -> bool {
-        self.probe_now
+        self.answer_stranger
+            || self.probe_now
             || self.recv.ack_now
             || !self.send.lost.is_empty()
             || (self.send.has_new_data() && self.can_send_new())
@@ -1028,6 +1044,26 @@ impl Channel {
             key_id: 0,
         };
         self.ack_sent();
+        self.stats.datagrams_sent += 1;
+        d.to_vec()
+    }
+
+    /// Our epoch and nothing else: no receiver epoch (we do not know which
+    /// incarnation will read it), no acknowledgement, no floors (ours refer
+    /// to a counter space the reader may not share).
+    fn epoch_only_answer(&mut self) -> Vec<u8> {
+        let d = Datagram {
+            sender_epoch: self.local_epoch,
+            receiver_epoch: 0,
+            kind: Kind::Ack,
+            seq: Seq(0),
+            send_floor: Seq(0),
+            msg_floor: 0,
+            ack: None,
+            ack_now: false,
+            fragment: None,
+            key_id: 0,
+        };
         self.stats.datagrams_sent += 1;
         d.to_vec()
     }
