@@ -390,3 +390,4 @@ pub fn bin_dir() -> PathBuf {
             .to_path_buf(),
     }
 }
+pub mod netns;

@@ -1,0 +1,168 @@
+//! Helper processes for the fault tests, started inside a test host's network namespace
+//! with `ip netns exec`:
+//!
+//! ```text
+//! fault_helper tcp-serve ADDR:PORT                      # echo fixed-size messages
+//! fault_helper tcp-client ADDR:PORT CONNS COUNT SIZE TIMEOUT_MS
+//! fault_helper hang SOCKET FUNCTION                     # register FUNCTION, never answer
+//! ```
+//!
+//! `tcp-client` runs COUNT request/response exchanges of SIZE bytes over CONNS
+//! connections (one thread each) and prints one line per exchange: `ok MICROS` or
+//! `fail`. An exchange that takes longer than TIMEOUT_MS fails and its connection is
+//! replaced. `tcp-serve` and `hang` run until killed, at most 10 minutes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Upper bound on how long a serving helper lives if nobody kills it.
+const LIFETIME_MAX: Duration = Duration::from_secs(600);
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match words.as_slice() {
+        ["tcp-serve", addr] => tcp_serve(addr),
+        ["tcp-client", addr, conns, count, size, timeout_ms] => {
+            tcp_client(addr, conns, count, size, timeout_ms)
+        }
+        ["hang", socket, function] => hang(socket, function),
+        _ => Err("usage: see the doc comment of tests/src/bin/fault_helper.rs".into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fault_helper: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn tcp_serve(addr: &str) -> Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("listening");
+    let started = Instant::now();
+    listener.set_nonblocking(true)?;
+    while started.elapsed() < LIFETIME_MAX {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                std::thread::spawn(move || echo(stream));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Echo whatever arrives until the peer closes.
+fn echo(mut stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = [0u8; 65_536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if stream.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn tcp_client(addr: &str, conns: &str, count: &str, size: &str, timeout_ms: &str) -> Result<()> {
+    let addr: SocketAddr = addr.parse()?;
+    let conns: usize = conns.parse()?;
+    let count: usize = count.parse()?;
+    let size: usize = size.parse()?;
+    let timeout = Duration::from_millis(timeout_ms.parse()?);
+    let threads: Vec<_> = (0..conns)
+        .map(|t| {
+            let n = count / conns + usize::from(t < count % conns);
+            std::thread::spawn(move || exchanges(addr, n, size, timeout))
+        })
+        .collect();
+    let mut out = String::new();
+    for t in threads {
+        for r in t.join().map_err(|_| "client thread panicked")? {
+            match r {
+                Some(us) => out.push_str(&format!("ok {us}\n")),
+                None => out.push_str("fail\n"),
+            }
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `n` exchanges on one connection (re-opened after a failure); latency in µs or `None`.
+fn exchanges(addr: SocketAddr, n: usize, size: usize, timeout: Duration) -> Vec<Option<u64>> {
+    let mut results = Vec::with_capacity(n);
+    let mut stream: Option<TcpStream> = None;
+    let mut msg = vec![0u8; size];
+    let mut back = vec![0u8; size];
+    for i in 0..n {
+        let started = Instant::now();
+        if stream.is_none() {
+            stream = TcpStream::connect_timeout(&addr, timeout).ok();
+            if let Some(s) = &stream {
+                let _ = s.set_nodelay(true);
+            }
+        }
+        let Some(s) = stream.as_mut() else {
+            results.push(None);
+            continue;
+        };
+        msg[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        let ok = exchange(s, &msg, &mut back, started + timeout) && back == msg;
+        if ok {
+            results.push(Some(started.elapsed().as_micros() as u64));
+        } else {
+            results.push(None);
+            stream = None;
+        }
+    }
+    results
+}
+
+fn exchange(s: &mut TcpStream, msg: &[u8], back: &mut [u8], until: Instant) -> bool {
+    let left = until.saturating_duration_since(Instant::now());
+    if left.is_zero() || s.set_write_timeout(Some(left)).is_err() || s.write_all(msg).is_err() {
+        return false;
+    }
+    let mut got = 0;
+    while got < back.len() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match s.read(&mut back[got..]) {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => got += k,
+        }
+    }
+    true
+}
+
+fn hang(socket: &str, function: &str) -> Result<()> {
+    let conn = rpcd_client::conn::Connection::connect(socket.as_ref(), "hang")?;
+    conn.register(function)?;
+    println!("registered");
+    let started = Instant::now();
+    // Take invocations and never answer them.
+    let mut held = Vec::new();
+    while started.elapsed() < LIFETIME_MAX && !conn.is_closed() {
+        if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(100))) {
+            held.push(inv.invocation);
+        }
+    }
+    Ok(())
+}

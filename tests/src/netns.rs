@@ -1,0 +1,508 @@
+//! Test hosts as Linux network namespaces: a [`Net`] of two or three hosts, each a
+//! namespace with one veth link to a bridge that lives in a namespace of its own, so
+//! nothing is added to the machine's own namespace. Addresses come from a private test
+//! range (`10.77.0.0/24`) and exist only inside those namespaces; every network uses the
+//! same range because each has its own bridge namespace.
+//!
+//! Each host runs one `rpcd` (`ip netns exec NS rpcd --listen 10.77.0.N:7400 --socket
+//! DIR/NS.sock`); Unix sockets are filesystem objects, so the test process and serving
+//! apps in the root namespace reach every daemon through its socket path.
+//!
+//! Faults are kernel packet filters in a host's namespace, on its link only (never its
+//! loopback): random loss with `iptables -m statistic`, and partitions (drop everything).
+//! They live in two chains of their own (`FAULT_IN`, `FAULT_OUT`), so healing is a flush.
+//!
+//! Cleanup: dropping the [`Net`] kills its processes by pid and deletes its namespaces,
+//! also when a test panics. Namespaces left by a test process that was killed outright are
+//! deleted by the next [`Net::start`] (their names carry the dead process's pid).
+//!
+//! Requirements: root, `ip` (iproute2), `iptables` with the `statistic` match. Without
+//! them [`Net::start`] prints why and returns `None` (the test skips), unless
+//! `RPCD_REQUIRE_NETNS=1`, where it panics with the reason.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rpcd_client::conn::Connection;
+
+use crate::{bin, example, tempdir, wait_until, ProcessGuard};
+
+/// The UDP port every host's `rpcd` listens on.
+pub const PORT: u16 = 7400;
+
+/// Prefix of every namespace these tests create: `rpcdt-<pid>-<n>-<host>`.
+const NS_PREFIX: &str = "rpcdt-";
+
+/// Which traffic of a host a fault applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Datagrams arriving at the host.
+    In,
+    /// Datagrams leaving the host.
+    Out,
+    /// Both.
+    Both,
+}
+
+impl Direction {
+    fn chains(self) -> &'static [&'static str] {
+        match self {
+            Direction::In => &["FAULT_IN"],
+            Direction::Out => &["FAULT_OUT"],
+            Direction::Both => &["FAULT_IN", "FAULT_OUT"],
+        }
+    }
+}
+
+/// One test host: a namespace, its address, and its `rpcd` when running.
+#[derive(Debug)]
+pub struct Host {
+    /// The namespace's name.
+    pub ns: String,
+    /// The host's address on the test network.
+    pub addr: Ipv4Addr,
+    /// The daemon's socket path.
+    pub socket: PathBuf,
+    /// The daemon's stderr log.
+    pub log: PathBuf,
+    config: PathBuf,
+    daemon: Option<ProcessGuard>,
+}
+
+impl Host {
+    /// The daemon's UDP address (`addr:7400`).
+    pub fn listen(&self) -> SocketAddr {
+        SocketAddr::from((self.addr, PORT))
+    }
+
+    /// The daemon's UDP address as a call target.
+    pub fn target(&self) -> String {
+        self.listen().to_string()
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// A test network of hosts, each a namespace on one bridge. Dropping it kills its
+/// processes and deletes its namespaces.
+#[derive(Debug)]
+pub struct Net {
+    /// The hosts, `a`, `b`, `c` in order; addresses `10.77.0.2`, `.3`, `.4`.
+    pub hosts: Vec<Host>,
+    bridge_ns: String,
+    helpers: Vec<ProcessGuard>,
+    dir: tempfile::TempDir,
+}
+
+impl Net {
+    /// Build a network of `hosts` (1..=3) namespaces, or `None` (test skipped, reason
+    /// printed) when this machine cannot: see the module doc. Daemons are not started.
+    pub fn start(hosts: usize) -> Option<Net> {
+        assert!((1..=3).contains(&hosts), "1 to 3 hosts");
+        if let Err(reason) = available() {
+            if std::env::var("RPCD_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+                panic!("RPCD_REQUIRE_NETNS=1 but network namespaces are unusable: {reason}");
+            }
+            eprintln!("skipped: network namespace tests need {reason}");
+            return None;
+        }
+        remove_stale_namespaces();
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let base = format!(
+            "{NS_PREFIX}{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempdir();
+        let mut net = Net {
+            hosts: Vec::new(),
+            bridge_ns: format!("{base}-br"),
+            helpers: Vec::new(),
+            dir,
+        };
+        // From here on, Drop deletes whatever was created, even if a step fails.
+        ip(&["netns", "add", &net.bridge_ns]);
+        let br = net.bridge_ns.clone();
+        ip(&["-n", &br, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &br, "link", "set", "br0", "up"]);
+        ip(&["-n", &br, "link", "set", "lo", "up"]);
+        for (i, letter) in ["a", "b", "c"].iter().take(hosts).enumerate() {
+            let ns = format!("{base}-{letter}");
+            let addr = Ipv4Addr::new(10, 77, 0, 2 + i as u8);
+            ip(&["netns", "add", &ns]);
+            net.hosts.push(Host {
+                socket: net.dir.path().join(format!("{letter}.sock")),
+                log: net.dir.path().join(format!("{letter}.log")),
+                config: net.dir.path().join(format!("{letter}.toml")),
+                ns: ns.clone(),
+                addr,
+                daemon: None,
+            });
+            let port = format!("v{letter}");
+            ip(&[
+                "-n", &br, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ]);
+            ip(&["-n", &br, "link", "set", &port, "master", "br0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            for (chain, hook, flag) in [("FAULT_IN", "INPUT", "-i"), ("FAULT_OUT", "OUTPUT", "-o")]
+            {
+                iptables(&ns, &["-N", chain]);
+                iptables(&ns, &["-A", hook, flag, "eth0", "-j", chain]);
+            }
+        }
+        Some(net)
+    }
+
+    /// The temporary directory holding sockets, configs and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Host `i`.
+    pub fn host(&self, i: usize) -> &Host {
+        &self.hosts[i]
+    }
+
+    /// Start `rpcd` on host `i` with `config` (TOML) and wait until its socket answers.
+    pub fn start_daemon(&mut self, i: usize, config: &str) {
+        std::fs::write(&self.hosts[i].config, config).expect("write config");
+        self.spawn_daemon(i);
+    }
+
+    /// SIGKILL host `i`'s `rpcd` (no cleanup: its socket file stays).
+    pub fn kill_daemon(&mut self, i: usize) {
+        if let Some(mut d) = self.hosts[i].daemon.take() {
+            d.kill();
+        }
+    }
+
+    /// SIGKILL host `i`'s `rpcd` and start it again on the same address, socket and
+    /// config: a new epoch.
+    pub fn restart_daemon(&mut self, i: usize) {
+        self.kill_daemon(i);
+        self.spawn_daemon(i);
+    }
+
+    /// Send `sig` to host `i`'s `rpcd`.
+    pub fn signal_daemon(&self, i: usize, sig: nix::sys::signal::Signal) {
+        if let Some(d) = &self.hosts[i].daemon {
+            d.signal(sig);
+        }
+    }
+
+    /// Wait up to `timeout` for host `i`'s `rpcd` to exit; its status, or `None` if it
+    /// still runs.
+    pub fn wait_daemon(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let d = self.hosts[i].daemon.as_mut()?;
+        let st = d.wait_timeout(timeout);
+        if st.is_some() {
+            self.hosts[i].daemon = None;
+        }
+        st
+    }
+
+    /// Whether host `i`'s `rpcd` process runs.
+    pub fn daemon_alive(&mut self, i: usize) -> bool {
+        match self.hosts[i].daemon.as_mut() {
+            Some(d) => d.wait_timeout(Duration::ZERO).is_none(),
+            None => false,
+        }
+    }
+
+    /// A new connection to host `i`'s daemon.
+    pub fn connect(&self, i: usize, name: &str) -> Connection {
+        Connection::connect(&self.hosts[i].socket, name).expect("connect to rpcd")
+    }
+
+    /// Start `kv_server` (in the root namespace) on host `i`'s socket and wait until
+    /// `kv.incr` is registered there. The caller owns the process.
+    pub fn kv_server(&self, i: usize) -> ProcessGuard {
+        let child = Command::new(example("kv_server"))
+            .arg("--socket")
+            .arg(&self.hosts[i].socket)
+            .args(["--workers", "4"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn kv_server");
+        let guard = ProcessGuard::new("kv_server", child);
+        self.wait_registered(i, "kv.incr");
+        guard
+    }
+
+    /// Wait (up to 20 s) until `function` is registered on host `i`'s daemon.
+    pub fn wait_registered(&self, i: usize, function: &str) {
+        let ok = wait_until(Duration::from_secs(20), || {
+            Connection::connect(&self.hosts[i].socket, "probe")
+                .is_ok_and(|c| c.list().is_ok_and(|l| l.iter().any(|f| f == function)))
+        });
+        assert!(ok, "{function} was not registered on host {i}");
+    }
+
+    /// A command running `program` inside host `i`'s namespace.
+    pub fn command(&self, i: usize, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.hosts[i].ns]).arg(program);
+        cmd
+    }
+
+    /// Spawn `cmd` (from [`Net::command`]) and keep it until the network is dropped;
+    /// returns its pid.
+    pub fn spawn_helper(&mut self, name: &str, cmd: &mut Command) -> u32 {
+        let g = ProcessGuard::new(name, cmd.spawn().expect("spawn helper"));
+        let pid = g.pid();
+        self.helpers.push(g);
+        pid
+    }
+
+    /// Drop a random fraction `probability` (0..=1) of host `i`'s traffic in `dir`,
+    /// in addition to any fault already in force.
+    pub fn loss(&self, i: usize, dir: Direction, probability: f64) {
+        assert!((0.0..=1.0).contains(&probability));
+        if probability == 0.0 {
+            return;
+        }
+        let p = format!("{probability:.4}");
+        for chain in dir.chains() {
+            iptables(
+                &self.hosts[i].ns,
+                &[
+                    "-A",
+                    chain,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &p,
+                    "-j",
+                    "DROP",
+                ],
+            );
+        }
+    }
+
+    /// Cut host `i` off the network: drop everything in and out of its link.
+    pub fn partition(&self, i: usize) {
+        for chain in Direction::Both.chains() {
+            iptables(&self.hosts[i].ns, &["-I", chain, "-j", "DROP"]);
+        }
+    }
+
+    /// Remove every fault of host `i`.
+    pub fn heal(&self, i: usize) {
+        for chain in Direction::Both.chains() {
+            iptables(&self.hosts[i].ns, &["-F", chain]);
+        }
+    }
+
+    /// Packets dropped so far by host `i`'s fault rules.
+    pub fn dropped(&self, i: usize) -> u64 {
+        let mut total = 0;
+        for chain in Direction::Both.chains() {
+            let out = iptables(&self.hosts[i].ns, &["-L", chain, "-v", "-n", "-x"]);
+            // Lines after the two headers: `pkts bytes target ...`.
+            for line in String::from_utf8_lossy(&out.stdout).lines().skip(2) {
+                let mut cols = line.split_whitespace();
+                let packets = cols.next().and_then(|n| n.parse::<u64>().ok());
+                if cols.nth(1) == Some("DROP") {
+                    total += packets.unwrap_or(0);
+                }
+            }
+        }
+        total
+    }
+
+    fn spawn_daemon(&mut self, i: usize) {
+        let h = &self.hosts[i];
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&h.log)
+            .expect("log file");
+        let child = self
+            .command(i, &bin("rpcd"))
+            .arg("--listen")
+            .arg(h.listen().to_string())
+            .arg("--socket")
+            .arg(&h.socket)
+            .arg("--config")
+            .arg(&h.config)
+            .env_remove("RPCD_SOCKET")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn rpcd");
+        // `ip netns exec` execs rpcd in place: the pid is rpcd's.
+        let mut guard = ProcessGuard::new(&h.ns, child);
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = guard.wait_timeout(Duration::ZERO) {
+                panic!(
+                    "rpcd on {} exited early ({st}); log:\n{}",
+                    h.ns,
+                    h.log_text()
+                );
+            }
+            if let Ok(c) = Connection::connect(&h.socket, "harness") {
+                assert_eq!(c.daemon().listen, h.listen().to_string());
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "rpcd on {} did not come up; log:\n{}",
+                h.ns,
+                h.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.hosts[i].daemon = Some(guard);
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.helpers.clear();
+        for h in &mut self.hosts {
+            h.daemon = None;
+        }
+        for h in &self.hosts {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &h.ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.bridge_ns])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether this machine can run the namespace tests: `Err` names what is missing.
+pub fn available() -> Result<(), String> {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    CHECK.get_or_init(check).clone()
+}
+
+fn check() -> Result<(), String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Err("root (to create network namespaces)".into());
+    }
+    for (tool, package) in [("ip", "iproute2"), ("iptables", "iptables")] {
+        let found = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !found {
+            return Err(format!("`{tool}` (package {package})"));
+        }
+    }
+    // A namespace with a statistic-match rule proves the kernel side works.
+    let ns = format!("{NS_PREFIX}{}-probe", std::process::id());
+    let add = run(Command::new("ip").args(["netns", "add", &ns]));
+    if !add.status.success() {
+        return Err(format!(
+            "`ip netns add` to work: {}",
+            String::from_utf8_lossy(&add.stderr).trim()
+        ));
+    }
+    let rule = run(Command::new("ip").args([
+        "netns",
+        "exec",
+        &ns,
+        "iptables",
+        "-A",
+        "INPUT",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.5",
+        "-j",
+        "DROP",
+    ]));
+    let _ = run(Command::new("ip").args(["netns", "del", &ns]));
+    if !rule.status.success() {
+        return Err(format!(
+            "iptables' statistic match in a namespace: {}",
+            String::from_utf8_lossy(&rule.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Delete namespaces named by a test process that no longer runs.
+fn remove_stale_namespaces() {
+    let out = run(Command::new("ip").args(["netns", "list"]));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(Command::new("ip").args(["netns", "del", name]));
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+/// Run `ip ARGS`; panic with its stderr on failure.
+fn ip(args: &[&str]) {
+    let out = run(Command::new("ip").args(args));
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `iptables ARGS` in `ns` (waiting for the xtables lock); panic on failure.
+fn iptables(ns: &str, args: &[&str]) -> Output {
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", ns, "iptables", "-w", "5"])
+        .args(args));
+    assert!(
+        out.status.success(),
+        "iptables {} in {ns}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

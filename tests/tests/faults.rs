@@ -1,0 +1,629 @@
+//! Fault tests on a real network: hosts are network namespaces (`rpcd_tests::netns`),
+//! one `rpcd` per host, `kv_server` processes serving `kv.incr`, and faults made by the
+//! kernel: random loss with `iptables -m statistic` (both directions and one), partitions
+//! (drop everything, then heal), daemons killed with SIGKILL and restarted on the same
+//! address, serving apps killed mid-call, SIGTERM with calls in flight, a name with two
+//! hosts of which one dies.
+//!
+//! The side-effect counter is `kv.incr` on one key: after the calls,
+//! `successes <= counter <= successes + calls whose outcome is unknown`, every success
+//! returned a distinct value (each reply matched its own call: no execution answered
+//! twice), and every daemon still answers `rpcd.ping`.
+//!
+//! Without root, `ip` or `iptables` these tests print why and pass as skipped, unless
+//! `RPCD_REQUIRE_NETNS=1` (set by `.ci/run`), where a skip is a failure.
+
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod faultlib;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use faultlib::{base_config, incr, kv_get, kv_put, run_calls, Calls, Tally};
+use nix::sys::signal::Signal;
+use rpcd_client::conn::{CallOptions, Connection};
+use rpcd_client::ipc::ErrorCode;
+use rpcd_tests::netns::{Direction, Net};
+use rpcd_tests::{bin, ProcessGuard};
+
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+
+/// Two hosts, `rpcd` on both with `config`, `kv_server` on B.
+fn two_hosts(config: &str) -> Option<(Net, ProcessGuard)> {
+    let mut net = Net::start(2)?;
+    net.start_daemon(A, config);
+    net.start_daemon(B, config);
+    let kv = net.kv_server(B);
+    Some((net, kv))
+}
+
+/// The value of B's counter, read through B's own daemon (no network involved).
+fn counter(net: &Net) -> i64 {
+    let conn = net.connect(B, "counter");
+    kv_get(&conn, &net.host(B).target(), "counter").map_or(0, |v| v.parse().unwrap())
+}
+
+/// Every daemon in `hosts` runs, answers on its socket, and answers `rpcd.ping` from A.
+fn all_up(net: &mut Net, hosts: &[usize]) {
+    for &i in hosts {
+        assert!(
+            net.daemon_alive(i),
+            "rpcd on host {i} died:\n{}",
+            net.host(i).log_text()
+        );
+        net.connect(i, "ping").ping().unwrap();
+        let from_a = net.connect(A, "ping-from-a");
+        from_a
+            .call(
+                &net.host(i).target(),
+                "rpcd.ping",
+                Vec::new(),
+                CallOptions {
+                    deadline: Some(Duration::from_secs(5)),
+                    idempotent: true,
+                },
+            )
+            .unwrap_or_else(|e| panic!("rpcd.ping to host {i}: {e}"));
+    }
+}
+
+/// The counter check and the reply check on a finished run.
+fn check_counter(net: &Net, tally: &Tally) {
+    let c = counter(net);
+    tally.check_counter(c);
+}
+
+/// 10 % loss both ways: 10,000 `kv.incr` calls from 32 callers on two connections all
+/// succeed, each returns a distinct value, and the counter equals the successes.
+#[test]
+fn loss_10_percent_both_ways_10000_calls_all_succeed() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    net.loss(B, Direction::Both, 0.10);
+    let conns = [net.connect(A, "caller-1"), net.connect(A, "caller-2")].map(Arc::new);
+    let tally = run_calls(&Calls {
+        conns: &conns,
+        target: net.host(B).target(),
+        callers: 32,
+        calls: 10_000,
+        deadline: Duration::from_secs(30),
+        stop: None,
+    });
+    eprintln!("10% loss both ways: {}", tally.summary());
+    assert!(net.dropped(B) > 1000, "the loss rules dropped too little");
+    tally.assert_all_ok();
+    assert_eq!(counter(&net), tally.ok() as i64, "executions != successes");
+    tally.check_counter(counter(&net));
+    let stats = net.connect(A, "stats").stats().unwrap();
+    assert!(
+        stats.totals.retransmissions > 0,
+        "loss caused no retransmission"
+    );
+    net.heal(B);
+    all_up(&mut net, &[A, B]);
+}
+
+/// 30 % loss both ways: every call succeeds or ends with a transport error within its
+/// deadline (answered by the daemon, never by the library giving up); the counter check
+/// holds.
+#[test]
+fn loss_30_percent_both_ways_every_call_ends_within_its_deadline() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    net.loss(B, Direction::Both, 0.30);
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    let tally = run_calls(&Calls {
+        conns: &conn,
+        target: net.host(B).target(),
+        callers: 16,
+        calls: 320,
+        deadline: Duration::from_secs(3),
+        stop: None,
+    });
+    eprintln!("30% loss both ways: {}", tally.summary());
+    tally.assert_within_deadline();
+    tally.assert_codes(&["ok", "deadline_exceeded", "peer_unreachable"]);
+    assert!(tally.ok() > 0, "nothing got through 30% loss");
+    net.heal(B);
+    check_counter(&net, &tally);
+    all_up(&mut net, &[A, B]);
+}
+
+/// Loss in one direction only (requests lost, or replies lost), 1 % to 30 %: every call
+/// succeeds and the counter equals the successes — lost replies are retransmitted from
+/// the reply kept by B, never executed again.
+#[test]
+fn loss_one_direction_1_to_30_percent() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    let mut total_ok = 0;
+    for (dir, p) in [
+        (Direction::In, 0.01),
+        (Direction::Out, 0.05),
+        (Direction::In, 0.30),
+        (Direction::Out, 0.30),
+    ] {
+        net.heal(B);
+        net.loss(B, dir, p);
+        let tally = run_calls(&Calls {
+            conns: &conn,
+            target: net.host(B).target(),
+            callers: 16,
+            calls: 500,
+            deadline: Duration::from_secs(20),
+            stop: None,
+        });
+        eprintln!("{:.0}% loss at B {dir:?}: {}", p * 100.0, tally.summary());
+        tally.assert_all_ok();
+        total_ok += tally.ok();
+        net.heal(B);
+        assert_eq!(counter(&net), total_ok as i64, "executions != successes");
+    }
+    all_up(&mut net, &[A, B]);
+}
+
+/// A 2 s partition with 5 s deadlines: calls made during it succeed once it heals.
+/// (The 2 s is below `peer_timeout_ms`, 5 s by default, so the peer is not declared
+/// unreachable.)
+#[test]
+fn partition_shorter_than_the_deadline_calls_succeed_after_heal() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    // Warm up: the channel exists and has an RTT estimate.
+    run_calls(&Calls {
+        conns: &conn,
+        target: net.host(B).target(),
+        callers: 4,
+        calls: 20,
+        deadline: Duration::from_secs(5),
+        stop: None,
+    })
+    .assert_all_ok();
+    net.partition(B);
+    let partitioned = Instant::now();
+    let (tally, dropped) = thread::scope(|s| {
+        let calls = s.spawn(|| {
+            run_calls(&Calls {
+                conns: &conn,
+                target: net.host(B).target(),
+                callers: 8,
+                calls: 8,
+                deadline: Duration::from_secs(5),
+                stop: None,
+            })
+        });
+        thread::sleep(Duration::from_secs(2).saturating_sub(partitioned.elapsed()));
+        let dropped = net.dropped(B);
+        net.heal(B);
+        (calls.join().unwrap(), dropped)
+    });
+    eprintln!("2 s partition, 5 s deadlines: {}", tally.summary());
+    tally.assert_all_ok();
+    assert!(dropped > 0, "the partition dropped nothing");
+    assert_eq!(counter(&net), 28);
+    all_up(&mut net, &[A, B]);
+}
+
+/// A partition longer than the deadline: calls end `deadline_exceeded` within their
+/// deadline, and the next calls after healing succeed. `peer_timeout_ms` is raised to
+/// 10 s so the deadline (2 s) is what ends the calls, as the issue asks; the next test
+/// covers the default, where the keepalive bound ends longer calls first.
+#[test]
+fn partition_longer_than_the_deadline_calls_end_deadline_exceeded() {
+    let config = format!("{}\n[transport]\npeer_timeout_ms = 10000\n", base_config());
+    let Some((mut net, _kv)) = two_hosts(&config) else {
+        return;
+    };
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    let target = net.host(B).target();
+    let mut before = incr(&conn[0], &target, Duration::from_secs(5)).unwrap();
+    net.partition(B);
+    let tally = run_calls(&Calls {
+        conns: &conn,
+        target: target.clone(),
+        callers: 8,
+        calls: 16,
+        deadline: Duration::from_secs(2),
+        stop: None,
+    });
+    eprintln!("partition > deadline: {}", tally.summary());
+    tally.assert_within_deadline();
+    tally.assert_codes(&["deadline_exceeded"]);
+    net.heal(B);
+    // The next calls succeed at once (bounded: 50 calls, 5 s deadline each).
+    for _ in 0..50 {
+        let v = incr(&conn[0], &target, Duration::from_secs(5)).unwrap();
+        assert!(v > before);
+        before = v;
+    }
+    let c = counter(&net);
+    // 1 + 50 succeeded; the 16 that ended deadline_exceeded never got through.
+    assert_eq!(c, 51, "a request sent during the partition ran");
+    all_up(&mut net, &[A, B]);
+}
+
+/// With the default `peer_timeout_ms` (5 s) and 10 s deadlines, a 7 s partition ends
+/// the calls `peer_unreachable` after the keepalive bound, within their deadline; after
+/// healing the peer is usable again at once.
+#[test]
+fn partition_longer_than_the_peer_timeout_calls_end_peer_unreachable() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    let target = net.host(B).target();
+    incr(&conn[0], &target, Duration::from_secs(5)).unwrap();
+    net.partition(B);
+    let started = Instant::now();
+    let tally = run_calls(&Calls {
+        conns: &conn,
+        target: target.clone(),
+        callers: 4,
+        calls: 4,
+        deadline: Duration::from_secs(10),
+        stop: None,
+    });
+    eprintln!("partition > peer timeout: {}", tally.summary());
+    tally.assert_within_deadline();
+    tally.assert_codes(&["peer_unreachable"]);
+    thread::sleep(Duration::from_secs(7).saturating_sub(started.elapsed()));
+    net.heal(B);
+    for _ in 0..20 {
+        incr(&conn[0], &target, Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(counter(&net), 21, "a request sent during the partition ran");
+    all_up(&mut net, &[A, B]);
+}
+
+/// B's `rpcd` is killed with SIGKILL and restarted on the same address while calls run
+/// (one of them held by a serving app, so it is surely in flight): in-flight calls end
+/// `peer_restarted`, later calls succeed without restarting A, and the counter check
+/// holds across the restart (the store lives in `kv_server`, which re-registers).
+#[test]
+fn peer_rpcd_killed_and_restarted_in_flight_calls_end_peer_restarted() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    net.loss(B, Direction::Both, 0.05);
+    let target = net.host(B).target();
+    let hang = net.connect(B, "hang");
+    hang.register("test.hang").unwrap();
+    let a = Arc::new(net.connect(A, "caller"));
+    let held = {
+        let (a, target) = (a.clone(), target.clone());
+        thread::spawn(move || a.call(&target, "test.hang", Vec::new(), opts(20_000, false)))
+    };
+    hang.next_invocation(Some(Duration::from_secs(10)))
+        .expect("the held call reached B's app");
+    let stop = AtomicBool::new(false);
+    let conns = [a.clone()];
+    let tally = thread::scope(|s| {
+        let calls = s.spawn(|| {
+            run_calls(&Calls {
+                conns: &conns,
+                target: target.clone(),
+                callers: 8,
+                calls: 100_000,
+                deadline: Duration::from_secs(10),
+                stop: Some(&stop),
+            })
+        });
+        // Restart once calls are flowing, then let them run on for a while.
+        thread::sleep(Duration::from_millis(500));
+        net.restart_daemon(B);
+        net.wait_registered(B, "kv.incr");
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        calls.join().unwrap()
+    });
+    eprintln!("peer restart: {}", tally.summary());
+    let held = held
+        .join()
+        .unwrap()
+        .expect_err("the held call cannot succeed");
+    assert_eq!(held.code(), Some(ErrorCode::PeerRestarted), "{held:?}");
+    tally.assert_within_deadline();
+    // unknown_function: after the restart, before kv_server registered again.
+    tally.assert_codes(&["ok", "peer_restarted", "unknown_function"]);
+    assert!(tally.ok() > 0);
+    // Later calls succeed; A was never restarted.
+    let after = run_calls(&Calls {
+        conns: &conns,
+        target: target.clone(),
+        callers: 8,
+        calls: 200,
+        deadline: Duration::from_secs(10),
+        stop: None,
+    });
+    after.assert_all_ok();
+    net.heal(B);
+    let mut both = tally;
+    both.merge(after);
+    check_counter(&net, &both);
+    all_up(&mut net, &[A, B]);
+}
+
+/// The serving app is killed (SIGKILL) mid-call: a call it holds ends `server_app_gone`
+/// at once (not at its deadline); the `kv.incr` callers end `ok`, `server_app_gone`, or
+/// `unknown_function` once the name is released; a new `kv_server` serves again.
+#[test]
+fn serving_app_killed_mid_call() {
+    let Some((mut net, mut kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let target = net.host(B).target();
+    let mut hang_cmd = std::process::Command::new(bin("fault_helper"));
+    hang_cmd
+        .arg("hang")
+        .arg(&net.host(B).socket)
+        .arg("test.hang")
+        .stdout(std::process::Stdio::null());
+    let mut hang = ProcessGuard::new("hang", hang_cmd.spawn().unwrap());
+    net.wait_registered(B, "test.hang");
+    let a = Arc::new(net.connect(A, "caller"));
+    let held = {
+        let (a, target) = (a.clone(), target.clone());
+        thread::spawn(move || {
+            let started = Instant::now();
+            let r = a.call(&target, "test.hang", Vec::new(), opts(20_000, false));
+            (r, started.elapsed())
+        })
+    };
+    // The held call is pending at B once B counts it in flight to its app.
+    assert!(rpcd_tests::wait_until(Duration::from_secs(10), || {
+        net.connect(A, "w")
+            .stats()
+            .is_ok_and(|s| s.peers.iter().any(|p| p.calls_in_flight > 0))
+    }));
+    thread::sleep(Duration::from_millis(200));
+    hang.kill();
+    let (r, took) = held.join().unwrap();
+    let err = r.expect_err("the app is gone");
+    assert_eq!(err.code(), Some(ErrorCode::ServerAppGone), "{err:?}");
+    assert!(took < Duration::from_secs(20), "waited for the deadline");
+
+    let stop = AtomicBool::new(false);
+    let conns = [a.clone()];
+    let tally = thread::scope(|s| {
+        let calls = s.spawn(|| {
+            run_calls(&Calls {
+                conns: &conns,
+                target: target.clone(),
+                callers: 16,
+                calls: 100_000,
+                deadline: Duration::from_secs(10),
+                stop: Some(&stop),
+            })
+        });
+        thread::sleep(Duration::from_millis(500));
+        kv.kill();
+        thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        calls.join().unwrap()
+    });
+    eprintln!("kv_server killed: {}", tally.summary());
+    tally.assert_within_deadline();
+    tally.assert_codes(&["ok", "server_app_gone", "unknown_function"]);
+    assert!(
+        tally.count("unknown_function") > 0,
+        "the name was not released"
+    );
+    // A new kv_server (a new, empty store) serves again; counter == successes.
+    let _kv2 = net.kv_server(B);
+    let after = run_calls(&Calls {
+        conns: &conns,
+        target,
+        callers: 8,
+        calls: 300,
+        deadline: Duration::from_secs(10),
+        stop: None,
+    });
+    after.assert_all_ok();
+    assert_eq!(counter(&net), 300);
+    all_up(&mut net, &[A, B]);
+}
+
+/// SIGTERM to B's `rpcd` while calls are in flight (one held by B's app): B stops taking
+/// calls, fails the held one `shutting_down` after its grace (1 s here), removes its
+/// socket and exits 0; A's callers see typed outcomes within their deadlines; a new B
+/// on the same address serves again (`kv_server` reconnects) and the counter check holds.
+#[test]
+fn sigterm_with_calls_in_flight() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let target = net.host(B).target();
+    let hang = net.connect(B, "hang");
+    hang.register("test.hang").unwrap();
+    let a = Arc::new(net.connect(A, "caller"));
+    let held = {
+        let (a, target) = (a.clone(), target.clone());
+        thread::spawn(move || a.call(&target, "test.hang", Vec::new(), opts(20_000, false)))
+    };
+    hang.next_invocation(Some(Duration::from_secs(10)))
+        .expect("the held call reached B's app");
+    let stop = AtomicBool::new(false);
+    let conns = [a.clone()];
+    let mut status = None;
+    let tally = thread::scope(|s| {
+        let calls = s.spawn(|| {
+            run_calls(&Calls {
+                conns: &conns,
+                target: target.clone(),
+                callers: 8,
+                calls: 100_000,
+                deadline: Duration::from_secs(8),
+                stop: Some(&stop),
+            })
+        });
+        thread::sleep(Duration::from_millis(500));
+        net.signal_daemon(B, Signal::SIGTERM);
+        status = net.wait_daemon(B, Duration::from_secs(15));
+        stop.store(true, Ordering::Relaxed);
+        calls.join().unwrap()
+    });
+    eprintln!("SIGTERM at B: {}", tally.summary());
+    let status = status.expect("rpcd exits after SIGTERM");
+    assert!(
+        status.success(),
+        "exit status {status}:\n{}",
+        net.host(B).log_text()
+    );
+    assert!(!net.host(B).socket.exists(), "socket file left behind");
+    let held = held
+        .join()
+        .unwrap()
+        .expect_err("the held call cannot succeed");
+    assert_eq!(held.code(), Some(ErrorCode::ShuttingDown), "{held:?}");
+    tally.assert_within_deadline();
+    tally.assert_codes(&[
+        "ok",
+        "shutting_down",
+        "peer_unreachable",
+        "deadline_exceeded",
+    ]);
+    // B again on the same address: kv_server re-registers with its store intact.
+    net.start_daemon(B, &base_config());
+    net.wait_registered(B, "kv.incr");
+    check_counter(&net, &tally);
+    // The first call to the new B may end `peer_restarted` although it was sent after
+    // the restart (see `first_call_after_an_idle_peer_restart_succeeds`); it must not
+    // run, and the calls after it succeed.
+    let first = incr(&a, &target, Duration::from_secs(5));
+    if let Err(e) = &first {
+        assert_eq!(e.code(), Some(ErrorCode::PeerRestarted), "{e:?}");
+    }
+    let before = counter(&net);
+    for _ in 0..20 {
+        incr(&a, &target, Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(counter(&net), before + 20);
+    all_up(&mut net, &[A, B]);
+}
+
+/// Known bug (ignored until fixed): B restarts while A has nothing in flight to it; A's
+/// next call is sent to the new B, is not executed there, and yet ends
+/// `peer_restarted` ("may or may not have run") instead of succeeding. Seen on loopback
+/// too: `rpcctl call B rpcd.ping`, SIGKILL B, start B again, `rpcctl call B rpcd.ping`
+/// exits 4 (`peer_restarted`); the next call succeeds.
+#[test]
+#[ignore = "known bug: the first call after an idle peer restart ends peer_restarted"]
+fn first_call_after_an_idle_peer_restart_succeeds() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let a = net.connect(A, "caller");
+    let target = net.host(B).target();
+    assert_eq!(incr(&a, &target, Duration::from_secs(5)).unwrap(), 1);
+    net.restart_daemon(B);
+    net.wait_registered(B, "kv.incr");
+    let r = incr(&a, &target, Duration::from_secs(5));
+    assert_eq!(
+        counter(&net),
+        1 + i64::from(r.is_ok()),
+        "outcome vs counter"
+    );
+    assert_eq!(r.expect("the first call after the restart"), 2);
+}
+
+/// A name with two hosts (`[names] kv = [B, C]` at A), each serving `kv`; B's `rpcd` is
+/// killed with SIGKILL while idempotent calls run: every call succeeds, first through B
+/// and then through C.
+#[test]
+fn name_with_two_hosts_one_killed_idempotent_calls_keep_succeeding() {
+    let Some(mut net) = Net::start(3) else {
+        return;
+    };
+    let names = format!(
+        "{}\n[names]\nkv = [\"{}\", \"{}\"]\n",
+        base_config(),
+        net.host(B).target(),
+        net.host(C).target()
+    );
+    net.start_daemon(A, &names);
+    net.start_daemon(B, &base_config());
+    net.start_daemon(C, &base_config());
+    let _kv_b = net.kv_server(B);
+    let _kv_c = net.kv_server(C);
+    for (i, who) in [(B, "b"), (C, "c")] {
+        kv_put(&net.connect(i, "setup"), &net.host(i).target(), "who", who);
+    }
+    let a = Arc::new(net.connect(A, "caller"));
+    let answers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let failures = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (a, answers, failures, stop) =
+                (a.clone(), answers.clone(), failures.clone(), stop.clone());
+            thread::spawn(move || {
+                // Bounded: at most 2000 calls per caller, 15 s deadline each.
+                for _ in 0..2000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    match get_idempotent(&a, "kv", "who") {
+                        Ok(v) => answers.lock().unwrap().push(v),
+                        Err(e) => {
+                            eprintln!("failed after {:?}: {e}", started.elapsed());
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    net.kill_daemon(B);
+    // Run until C has answered for a while (bounded by 30 s).
+    let switched = rpcd_tests::wait_until(Duration::from_secs(30), || {
+        answers.lock().unwrap().iter().filter(|v| *v == "c").count() >= 100
+    });
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        c.join().unwrap();
+    }
+    let answers = answers.lock().unwrap();
+    let from_b = answers.iter().filter(|v| *v == "b").count();
+    let from_c = answers.iter().filter(|v| *v == "c").count();
+    eprintln!("name failover: {from_b} answers from B, {from_c} from C");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "an idempotent call failed"
+    );
+    assert!(switched, "C never took over");
+    assert!(from_b > 0, "B never answered before it was killed");
+    all_up(&mut net, &[A, C]);
+}
+
+fn get_idempotent(
+    conn: &Connection,
+    target: &str,
+    key: &str,
+) -> Result<String, rpcd_client::conn::CallError> {
+    let args = rmp_serde::to_vec_named(&(key,)).unwrap();
+    let reply = conn.call(target, "kv.get", args, opts(15_000, true))?;
+    let v: Option<String> = rmp_serde::from_slice(&reply).unwrap();
+    Ok(v.unwrap_or_default())
+}
+
+fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
+    CallOptions {
+        deadline: Some(Duration::from_millis(deadline_ms)),
+        idempotent,
+    }
+}
