@@ -286,6 +286,11 @@ struct Sim {
     dead_stats: (u64, u64, u64, u64),
     out: Outcome,
     trace: Option<Vec<String>>,
+    /// Ledger size when the recovery round started; its messages are kept
+    /// in `touch_keys` and must all be acknowledged.
+    touch_from: usize,
+    touch_keys: Vec<Key>,
+    touch_round_one: Vec<Key>,
     /// Replies the app wants to send from the node being drained.
     replies: Vec<usize>,
 }
@@ -299,8 +304,17 @@ pub fn run_seed(seed: u64, messages: u64) -> Result<Outcome, String> {
     // floors in the peer's next datagram free what the peer abandoned. After
     // partitions, let every pair exchange one more message, once, over a
     // network without loss, and only then require idleness.
-    if !sim.strict && sim.violations.is_empty() && !sim.all_idle() {
-        sim.touch_all_pairs();
+    // The same round checks recovery: once partitions have healed and
+    // restarts are over, a fresh message between every pair must get through.
+    // The first message to a peer that restarted unseen fails "peer
+    // restarted" (that is how the restart is learnt), so two rounds: the
+    // first may fail only that way, the second must be acknowledged.
+    if !sim.strict && sim.violations.is_empty() {
+        let needed = !sim.all_idle();
+        sim.touch_all_pairs(needed);
+        sim.run();
+        sim.touch_round_one = std::mem::take(&mut sim.touch_keys);
+        sim.touch_all_pairs(false);
         sim.run();
     }
     sim.finish()
@@ -411,6 +425,9 @@ impl Sim {
             },
             trace: std::env::var("SIM_TRACE").ok().map(|_| Vec::new()),
             replies: Vec::new(),
+            touch_from: usize::MAX,
+            touch_keys: Vec::new(),
+            touch_round_one: Vec::new(),
         };
         for i in 0..nodes_n {
             sim.boot(i);
@@ -445,10 +462,23 @@ impl Sim {
         }
         for _ in 0..faults.restarts {
             let at = rand_time(&mut sim.rng, phase);
-            let node = sim.rng.gen_range(0..nodes_n);
-            let down = us(sim.rng.gen_range(0..=300_000));
-            sim.push(at, What::Crash { node });
-            sim.push(at + down, What::Boot { node });
+            // Sometimes every node restarts within a few milliseconds, so
+            // late datagrams of dead incarnations meet new ones.
+            let together = sim.rng.gen_bool(0.3);
+            let first = sim.rng.gen_range(0..nodes_n);
+            let nodes: Vec<usize> = if together {
+                (0..nodes_n).collect()
+            } else {
+                vec![first]
+            };
+            for node in nodes {
+                let at = at + us(sim.rng.gen_range(0..=5_000));
+                let down = us(sim
+                    .rng
+                    .gen_range(0..=if together { 5_000 } else { 300_000 }));
+                sim.push(at, What::Crash { node });
+                sim.push(at + down, What::Boot { node });
+            }
         }
         sim.push(Duration::ZERO, What::AppTick);
         sim
@@ -709,6 +739,9 @@ impl Sim {
                 {
                     self.violation(format!("msg id {key:?} returned twice by send"));
                 }
+                if self.msgs.len() > self.touch_from {
+                    self.touch_keys.push(key);
+                }
             }
             Err(SendError::Channel(ChannelSendError::QueueFull)) => self.out.refused_sends += 1,
             Err(e) => self.violation(format!("send of {len} bytes refused: {e}")),
@@ -961,8 +994,11 @@ impl Sim {
             .all(|n| n.ep.as_ref().is_none_or(|ep| ep.is_idle()))
     }
 
-    fn touch_all_pairs(&mut self) {
-        self.out.touch_rounds += 1;
+    fn touch_all_pairs(&mut self, needed: bool) {
+        if needed {
+            self.out.touch_rounds += 1;
+        }
+        self.touch_from = self.msgs.len();
         // On a network that has become clean: these must get through.
         self.faults.loss = 0.0;
         self.faults.corrupt = 0.0;
@@ -1032,6 +1068,26 @@ impl Sim {
                 problems.push(format!(
                     "{key:?} (len {}) neither acknowledged nor failed (delivered {})",
                     m.len, m.delivered
+                ));
+            }
+        }
+        for key in &self.touch_round_one {
+            if let Some(MsgRec {
+                failed: Some((_, reason, _)),
+                ..
+            }) = self.msgs.get(key)
+            {
+                if *reason != FailReason::PeerRestarted {
+                    problems.push(format!(
+                        "{key:?}, sent after the network healed, failed: {reason:?}"
+                    ));
+                }
+            }
+        }
+        for key in &self.touch_keys {
+            if self.msgs.get(key).is_some_and(|m| !m.acked) {
+                problems.push(format!(
+                    "{key:?}, sent after the network healed, was not acknowledged"
                 ));
             }
         }
