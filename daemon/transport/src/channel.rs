@@ -20,6 +20,13 @@
 //!
 //! Epochs: the first datagram from a peer fixes its epoch; a different epoch
 //! later means the peer restarted, and resets the channel.
+//!
+//! Liveness: while messages are outstanding, a hold is taken, or receive
+//! state waits on the peer (a gap, a partial message), a silent peer is
+//! probed every `keepalive_interval` and declared unreachable after
+//! `peer_timeout`. Its answers carry its floors, which free whatever it
+//! abandoned; after giving up, receive state alone arms no timer until the
+//! peer is heard from again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
