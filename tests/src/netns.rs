@@ -11,12 +11,15 @@
 //! Faults are kernel packet filters in a host's namespace, on its link only (never its
 //! loopback): random loss with `iptables -m statistic`, and partitions (drop everything).
 //! They live in two chains of their own (`FAULT_IN`, `FAULT_OUT`), so healing is a flush.
+//! Duplication (`dup to`) and corruption (a payload byte rewritten, UDP checksum zeroed)
+//! are nftables rules in a table of their own, deleted on healing.
 //!
 //! Cleanup: dropping the [`Net`] kills its processes by pid and deletes its namespaces,
 //! also when a test panics. Namespaces left by a test process that was killed outright are
 //! deleted by the next [`Net::start`] (their names carry the dead process's pid).
 //!
-//! Requirements: root, `ip` (iproute2), `iptables` with the `statistic` match. Without
+//! Requirements: root, `ip` (iproute2), `iptables` with the `statistic` match, `nft`
+//! (nftables). Without
 //! them [`Net::start`] prints why and returns `None` (the test skips), unless
 //! `RPCD_REQUIRE_NETNS=1`, where it panics with the reason.
 
@@ -33,6 +36,9 @@ use crate::{bin, example, tempdir, wait_until, ProcessGuard};
 
 /// The UDP port every host's `rpcd` listens on.
 pub const PORT: u16 = 7400;
+
+/// The nftables table holding duplication and corruption rules.
+const NFT_TABLE: &str = "rpcd_fault";
 
 /// Prefix of every namespace these tests create: `rpcdt-<pid>-<n>-<host>`.
 const NS_PREFIX: &str = "rpcdt-";
@@ -313,6 +319,60 @@ impl Net {
         for chain in Direction::Both.chains() {
             iptables(&self.hosts[i].ns, &["-F", chain]);
         }
+        let _ = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.hosts[i].ns,
+            "nft",
+            "delete",
+            "table",
+            "ip",
+            NFT_TABLE,
+        ]));
+    }
+
+    /// Duplicate a random fraction `probability` of the datagrams host `i` sends to
+    /// host `to`'s `rpcd` (nftables `dup to`: the kernel sends the copy to the same
+    /// next hop, so `to` receives the datagram twice). Needs `nft`.
+    pub fn duplicate(&self, i: usize, to: usize, probability: f64) {
+        let dst = self.hosts[to].addr;
+        self.nft_rule(
+            i,
+            &format!(
+                "ip daddr {dst} udp dport {PORT} {} dup to {dst} device eth0",
+                chance(probability)
+            ),
+        );
+    }
+
+    /// Corrupt a random fraction `probability` of the datagrams host `i` sends to host
+    /// `to`'s `rpcd`: one byte (in the sequence counter, the selective ack, or the
+    /// payload, a third of the time each) is overwritten and the UDP checksum set to 0
+    /// ("none" in IPv4), so the datagram reaches `rpcd` corrupt. Needs `nft`.
+    pub fn corrupt(&self, i: usize, to: usize, probability: f64) {
+        let dst = self.hosts[to].addr;
+        // Offsets in the rpcd datagram (see docs/wire-protocol.md), after the 8-byte
+        // UDP header.
+        for offset in [27u32, 44, 100] {
+            let bits = (8 + offset) * 8;
+            self.nft_rule(
+                i,
+                &format!(
+                    "ip daddr {dst} udp dport {PORT} {} udp checksum set 0 @th,{bits},8 set 0x55",
+                    chance(probability / 3.0)
+                ),
+            );
+        }
+    }
+
+    fn nft_rule(&self, i: usize, rule: &str) {
+        let ns = &self.hosts[i].ns;
+        nft(ns, &format!("add table ip {NFT_TABLE}"));
+        nft(
+            ns,
+            &format!("add chain ip {NFT_TABLE} out {{ type filter hook output priority 0; }}"),
+        );
+        nft(ns, &format!("add rule ip {NFT_TABLE} out {rule}"));
     }
 
     /// Packets dropped so far by host `i`'s fault rules.
@@ -411,7 +471,11 @@ fn check() -> Result<(), String> {
     if !nix::unistd::Uid::effective().is_root() {
         return Err("root (to create network namespaces)".into());
     }
-    for (tool, package) in [("ip", "iproute2"), ("iptables", "iptables")] {
+    for (tool, package) in [
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("nft", "nftables"),
+    ] {
         let found = Command::new(tool)
             .arg("-V")
             .stdout(Stdio::null())
@@ -489,6 +553,27 @@ fn ip(args: &[&str]) {
         out.status.success(),
         "ip {}: {}",
         args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An nftables match true for a random fraction `probability` of packets.
+fn chance(probability: f64) -> String {
+    assert!((0.0..=1.0).contains(&probability));
+    format!(
+        "numgen random mod 10000 < {}",
+        (probability * 10_000.0).round() as u32
+    )
+}
+
+/// Run `nft COMMAND` in `ns`; panic on failure.
+fn nft(ns: &str, command: &str) {
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", ns, "nft"])
+        .arg(command));
+    assert!(
+        out.status.success(),
+        "nft {command} in {ns}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
 }

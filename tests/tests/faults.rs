@@ -1,7 +1,8 @@
 //! Fault tests on a real network: hosts are network namespaces (`rpcd_tests::netns`),
 //! one `rpcd` per host, `kv_server` processes serving `kv.incr`, and faults made by the
 //! kernel: random loss with `iptables -m statistic` (both directions and one), partitions
-//! (drop everything, then heal), daemons killed with SIGKILL and restarted on the same
+//! (drop everything, then heal), duplication (`nft dup`), corruption that passes UDP's
+//! checksum (`nft` payload rewrite), daemons killed with SIGKILL and restarted on the same
 //! address, serving apps killed mid-call, SIGTERM with calls in flight, a name with two
 //! hosts of which one dies.
 //!
@@ -169,6 +170,73 @@ fn loss_one_direction_1_to_30_percent() {
         net.heal(B);
         assert_eq!(counter(&net), total_ok as i64, "executions != successes");
     }
+    all_up(&mut net, &[A, B]);
+}
+
+/// Duplication (nftables `dup to`, 10 % of the datagrams each way): duplicates are
+/// acknowledged and counted, never delivered twice: every call succeeds once and the
+/// counter equals the successes.
+#[test]
+fn duplicated_datagrams_are_never_executed_twice() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    net.duplicate(A, B, 0.10);
+    net.duplicate(B, A, 0.10);
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    let tally = run_calls(&Calls {
+        conns: &conn,
+        target: net.host(B).target(),
+        callers: 16,
+        calls: 2000,
+        deadline: Duration::from_secs(10),
+        stop: None,
+    });
+    eprintln!("10% duplication each way: {}", tally.summary());
+    tally.assert_all_ok();
+    assert_eq!(counter(&net), 2000, "executions != successes");
+    let dups: u64 = [A, B]
+        .iter()
+        .map(|&i| net.connect(i, "stats").stats().unwrap().totals.duplicates)
+        .sum();
+    assert!(dups > 0, "no duplicate was counted");
+    net.heal(A);
+    net.heal(B);
+    all_up(&mut net, &[A, B]);
+}
+
+/// Corruption that passes UDP (a byte rewritten by nftables, UDP checksum zeroed) in 5 %
+/// of the datagrams each way: CRC32C catches it, the datagram is dropped and counted
+/// `corrupt`, the retransmission delivers it; every call succeeds exactly once.
+#[test]
+fn corrupted_datagrams_are_dropped_and_counted() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    net.corrupt(A, B, 0.05);
+    net.corrupt(B, A, 0.05);
+    let conn = [Arc::new(net.connect(A, "caller"))];
+    let tally = run_calls(&Calls {
+        conns: &conn,
+        target: net.host(B).target(),
+        callers: 16,
+        calls: 2000,
+        deadline: Duration::from_secs(10),
+        stop: None,
+    });
+    eprintln!("5% corruption each way: {}", tally.summary());
+    tally.assert_all_ok();
+    assert_eq!(counter(&net), 2000, "executions != successes");
+    let corrupt: Vec<u64> = [A, B]
+        .iter()
+        .map(|&i| net.connect(i, "stats").stats().unwrap().corrupt)
+        .collect();
+    assert!(
+        corrupt.iter().all(|&c| c > 0),
+        "corrupt not counted: {corrupt:?}"
+    );
+    net.heal(A);
+    net.heal(B);
     all_up(&mut net, &[A, B]);
 }
 
