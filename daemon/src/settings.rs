@@ -205,6 +205,7 @@ struct FileTransport {
     ack_every: Option<u32>,
     keepalive_interval_ms: Option<u64>,
     peer_timeout_ms: Option<u64>,
+    revalidate_after_ms: Option<u64>,
     peers_max: Option<usize>,
 }
 
@@ -336,6 +337,7 @@ impl Settings {
         set!(t.ack_every, ft.ack_every);
         set!(t.keepalive_interval, ft.keepalive_interval_ms, ms);
         set!(t.peer_timeout, ft.peer_timeout_ms, ms);
+        set!(t.revalidate_after, ft.revalidate_after_ms, ms);
         set!(t.peers_max, ft.peers_max);
         for (name, targets) in f.names {
             let targets = match targets {
@@ -584,7 +586,7 @@ mod tests {
             .sum();
         // Every key but the commented-out socket path (its default depends
         // on the user); [names] is empty by default and shown commented out.
-        assert_eq!(keys, 2 + 13 + 17, "a key is missing from etc/rpcd.toml");
+        assert_eq!(keys, 2 + 13 + 18, "a key is missing from etc/rpcd.toml");
     }
 
     #[test]

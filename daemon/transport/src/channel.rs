@@ -183,6 +183,10 @@ pub struct Channel {
     probe_due: Option<Instant>,
     probe_now: bool,
     handshake_sent_at: Option<(Instant, u32)>,
+    /// The peer has been silent for `revalidate_after` while we had nothing
+    /// outstanding: confirm its epoch with a probe before sending data, so
+    /// that a restart we slept through costs a round trip, not a failed call.
+    revalidate: bool,
     /// The peer was declared unreachable and has not been heard from since:
     /// receive state alone no longer keeps the channel probing it.
     gave_up: bool,
@@ -377,6 +381,7 @@ impl Channel {
             probe_due: None,
             probe_now: false,
             handshake_sent_at: None,
+            revalidate: false,
             gave_up: false,
             answer_stranger: false,
         }
@@ -396,6 +401,13 @@ impl Channel {
             || self.send.queued_bytes + data.len() > self.cfg.send_queue_bytes_max
         {
             return Err(SendError::QueueFull);
+        }
+        let idle = self.send.messages.is_empty() && self.send.in_flight.is_empty();
+        let quiet = self
+            .last_heard
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.revalidate_after);
+        if self.peer_epoch.is_some() && idle && quiet {
+            self.revalidate = true;
         }
         self.mark_busy(now);
         let id = self.send.next_msg_id;
@@ -487,6 +499,8 @@ impl Channel {
         // Acknowledgement state refers to our datagrams only if the peer
         // knows which incarnation of ours it is acknowledging.
         if d.receiver_epoch == self.local_epoch {
+            // The peer answers as the incarnation we know: confirmed.
+            self.revalidate = false;
             if let Some((sent_at, attempt)) = self.handshake_sent_at.take() {
                 if attempt == 1 {
                     self.rtt.sample(now.saturating_duration_since(sent_at));
@@ -533,7 +547,7 @@ impl Channel {
                 self.recv.ack_deadline = None;
             }
         }
-        if self.peer_epoch.is_some() {
+        if self.peer_epoch.is_some() && !self.revalidate {
             // The peer's epoch was learnt from a datagram of its own (it
             // opened at the same time): no handshake left to retry.
             self.handshake_sent_at = None;
@@ -552,6 +566,7 @@ impl Channel {
             if now.saturating_duration_since(since) >= self.cfg.peer_timeout {
                 self.declare_unreachable(now);
             } else if self.peer_epoch.is_some()
+                && !self.revalidate
                 && (self.probe_due.is_some_and(|t| t <= now)
                     || (self.probe_due.is_none()
                         && now.saturating_duration_since(since) >= self.cfg.keepalive_interval))
@@ -573,10 +588,11 @@ impl Channel {
             self.answer_stranger = false;
             return Some(self.epoch_only_answer());
         }
-        if self.peer_epoch.is_none() {
-            // Nothing goes out as data until the peer's epoch is known: data
-            // must name the receiver's incarnation, or a restarted receiver
-            // could execute a request its previous incarnation already ran.
+        if self.peer_epoch.is_none() || self.revalidate {
+            // Nothing goes out as data until the peer's epoch is known (and,
+            // after a quiet spell, confirmed): data must name the receiver's
+            // incarnation, or a restarted receiver could execute a request
+            // its previous incarnation already ran.
             if self.send.has_new_data() && self.handshake_sent_at.is_none() {
                 self.probe_now = true;
             }
@@ -625,7 +641,7 @@ impl Channel {
         }
         if let Some(since) = self.silent_since() {
             consider(Some(since + self.cfg.peer_timeout));
-            if self.peer_epoch.is_some() {
+            if self.peer_epoch.is_some() && !self.revalidate {
                 consider(Some(
                     self.probe_due
                         .unwrap_or(since + self.cfg.keepalive_interval),
@@ -643,7 +659,7 @@ impl Channel {
             || self.recv.ack_now
             || !self.send.lost.is_empty()
             || (self.send.has_new_data() && self.can_send_new())
-            || (self.peer_epoch.is_none()
+            || ((self.peer_epoch.is_none() || self.revalidate)
                 && self.send.has_new_data()
                 && self.handshake_sent_at.is_none())
     }
@@ -718,6 +734,8 @@ impl Channel {
         }
         self.events.push_back(Event::PeerUnreachable);
         self.gave_up = true;
+        self.revalidate = false;
+        self.handshake_sent_at = None;
         // Measure silence afresh for whatever the owner does next.
         self.busy_since = Some(now);
         self.last_heard = None;

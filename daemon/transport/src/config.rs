@@ -44,6 +44,11 @@ pub struct Config {
     /// Declare a peer unreachable after this long without hearing from it
     /// while anything is outstanding to it.
     pub peer_timeout: Duration,
+    /// After this long without hearing from a peer, and with nothing
+    /// outstanding to it, the next message waits for a probe to confirm the
+    /// peer's epoch (one round trip) so that a peer restart in between never
+    /// fails it as "peer restarted".
+    pub revalidate_after: Duration,
     /// Peers (channels) an endpoint keeps; datagrams from further new peers
     /// are dropped and counted.
     pub peers_max: usize,
@@ -68,6 +73,7 @@ impl Default for Config {
             ack_every: 2,
             keepalive_interval: Duration::from_millis(500),
             peer_timeout: Duration::from_secs(5),
+            revalidate_after: Duration::from_millis(250),
             peers_max: 1024,
         }
     }
@@ -148,6 +154,12 @@ impl Config {
             return Err(bad(
                 "keepalive_interval",
                 "must be above zero and below peer_timeout",
+            ));
+        }
+        if self.revalidate_after.is_zero() || self.revalidate_after > self.peer_timeout {
+            return Err(bad(
+                "revalidate_after",
+                "must be above zero and at most peer_timeout",
             ));
         }
         if self.peers_max == 0 {

@@ -63,6 +63,7 @@ fn tight() -> Config {
         ack_every: 2,
         keepalive_interval: Duration::from_millis(50),
         peer_timeout: Duration::from_millis(300),
+        revalidate_after: Duration::from_millis(100),
         peers_max: 3,
     }
 }

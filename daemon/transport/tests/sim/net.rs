@@ -378,6 +378,7 @@ impl Sim {
             ack_every: rng.gen_range(1..=4),
             keepalive_interval: ms(100),
             peer_timeout: Duration::from_secs(120),
+            revalidate_after: ms(rng.gen_range(20..=2_000)),
             peers_max: 8,
         };
         if !strict {
@@ -385,6 +386,7 @@ impl Sim {
             cfg.rto_max = ms(rng.gen_range(50..=500));
             cfg.keepalive_interval = ms(rng.gen_range(20..=200));
             cfg.peer_timeout = ms(rng.gen_range(300..=3_000));
+            cfg.revalidate_after = cfg.revalidate_after.min(cfg.peer_timeout);
         }
         cfg.validate().expect("simulated config is valid");
         let origin = Instant::now();
