@@ -92,6 +92,7 @@ pub struct Daemon {
     next_job: u64,
     peer_down: HashMap<SocketAddr, Instant>,
     opts: RunOptions,
+    to_flush: Vec<Token>,
 }
 
 /// What a resolver job was for.
@@ -164,6 +165,7 @@ struct Conn {
     calls: HashSet<CallId>,
     invocations: HashSet<InvId>,
     writable_wanted: bool,
+    flush_pending: bool,
     dead: bool,
 }
 
@@ -312,6 +314,7 @@ impl Bound {
             next_job: 1,
             peer_down: HashMap::new(),
             opts,
+            to_flush: Vec::new(),
         };
         notify("READY=1");
         daemon.run()
@@ -366,6 +369,7 @@ impl Daemon {
             self.expire(now);
             self.pump(now);
             self.reap_conns(now);
+            self.flush_pending();
             if let Some(at) = self.shutdown_at {
                 let quiet = self.calls.is_empty() && self.invocations.is_empty();
                 if quiet || now >= at {
@@ -472,6 +476,7 @@ impl Daemon {
                             calls: HashSet::new(),
                             invocations: HashSet::new(),
                             writable_wanted: false,
+                            flush_pending: false,
                             dead: false,
                         },
                     );
@@ -570,7 +575,22 @@ impl Daemon {
             return;
         }
         conn.out.extend_from_slice(&frame);
-        self.flush_conn(token);
+        // Written at the end of the loop iteration, so that every frame the
+        // iteration produced for this app goes out in one write.
+        if !conn.flush_pending {
+            conn.flush_pending = true;
+            self.to_flush.push(token);
+        }
+    }
+
+    /// Write what this iteration queued, one write per connection.
+    fn flush_pending(&mut self) {
+        for token in std::mem::take(&mut self.to_flush) {
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.flush_pending = false;
+            }
+            self.flush_conn(token);
+        }
     }
 
     fn flush_conn(&mut self, token: Token) {
