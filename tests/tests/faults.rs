@@ -566,13 +566,9 @@ fn sigterm_with_calls_in_flight() {
     net.start_daemon(B, &base_config());
     net.wait_registered(B, "kv.incr");
     check_counter(&net, &tally);
-    // The first call to the new B may end `peer_restarted` although it was sent after
-    // the restart (see `first_call_after_an_idle_peer_restart_succeeds`); it must not
-    // run, and the calls after it succeed.
-    let first = incr(&a, &target, Duration::from_secs(5));
-    if let Err(e) = &first {
-        assert_eq!(e.code(), Some(ErrorCode::PeerRestarted), "{e:?}");
-    }
+    // B was silent for over a second (its grace, its exit, the restart): A revalidates
+    // B's epoch before sending (`revalidate_after`, 250 ms), so even the first call to
+    // the new B succeeds.
     let before = counter(&net);
     for _ in 0..20 {
         incr(&a, &target, Duration::from_secs(5)).unwrap();
@@ -581,14 +577,31 @@ fn sigterm_with_calls_in_flight() {
     all_up(&mut net, &[A, B]);
 }
 
-/// Known bug (ignored until fixed): B restarts while A has nothing in flight to it; A's
-/// next call is sent to the new B, is not executed there, and yet ends
-/// `peer_restarted` ("may or may not have run") instead of succeeding. Seen on loopback
-/// too: `rpcctl call B rpcd.ping`, SIGKILL B, start B again, `rpcctl call B rpcd.ping`
-/// exits 4 (`peer_restarted`); the next call succeeds.
+/// B restarts after a quiet spell longer than `revalidate_after` (250 ms by default): A
+/// probes B's epoch before sending, so the first call to the new B succeeds.
 #[test]
-#[ignore = "known bug: the first call after an idle peer restart ends peer_restarted"]
-fn first_call_after_an_idle_peer_restart_succeeds() {
+fn first_call_after_a_quiet_peer_restart_succeeds() {
+    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+        return;
+    };
+    let a = net.connect(A, "caller");
+    let target = net.host(B).target();
+    assert_eq!(incr(&a, &target, Duration::from_secs(5)).unwrap(), 1);
+    net.restart_daemon(B);
+    net.wait_registered(B, "kv.incr");
+    thread::sleep(Duration::from_millis(600));
+    assert_eq!(incr(&a, &target, Duration::from_secs(5)).unwrap(), 2);
+    assert_eq!(counter(&net), 2);
+}
+
+/// Known issue (ignored until fixed): B restarts within `revalidate_after` of its last
+/// datagram to A, with nothing in flight; A's next call is sent to the new B, is not
+/// executed there, and yet ends `peer_restarted` ("may or may not have run") instead of
+/// succeeding. On loopback: `rpcctl call B rpcd.ping`; SIGKILL B; start B again at once;
+/// `rpcctl call B rpcd.ping` exits 4 (`peer_restarted`); the next call succeeds.
+#[test]
+#[ignore = "known issue: the first call after a quick peer restart ends peer_restarted"]
+fn first_call_after_a_quick_peer_restart_succeeds() {
     let Some((mut net, _kv)) = two_hosts(&base_config()) else {
         return;
     };
