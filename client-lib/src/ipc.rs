@@ -422,9 +422,19 @@ impl ErrorCode {
         }
     }
 
-    /// True when the call may have run although the caller saw no reply.
+    /// True when the call may have run although the caller saw no reply:
+    /// the request may have reached the handler before the peer restarted,
+    /// stopped answering, lost its serving app or began shutting down, or
+    /// before the deadline passed. Retry such a call only if it is idempotent.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, ErrorCode::PeerRestarted | ErrorCode::DeadlineExceeded)
+        matches!(
+            self,
+            ErrorCode::PeerRestarted
+                | ErrorCode::DeadlineExceeded
+                | ErrorCode::PeerUnreachable
+                | ErrorCode::ServerAppGone
+                | ErrorCode::ShuttingDown
+        )
     }
 }
 
@@ -916,7 +926,13 @@ mod tests {
             .collect();
         assert_eq!(
             unknown,
-            [ErrorCode::PeerRestarted, ErrorCode::DeadlineExceeded]
+            [
+                ErrorCode::PeerUnreachable,
+                ErrorCode::PeerRestarted,
+                ErrorCode::DeadlineExceeded,
+                ErrorCode::ServerAppGone,
+                ErrorCode::ShuttingDown
+            ]
         );
     }
 
