@@ -421,21 +421,13 @@ impl Daemon {
             }
         }
         let want = !self.backlog.is_empty();
-        if want != self.udp_writable_wanted {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut self.udp, UDP, interest)
-                .is_ok()
-            {
-                self.udp_writable_wanted = want;
-            }
-        }
+        want_writable(
+            self.poll.registry(),
+            &mut self.udp,
+            UDP,
+            want,
+            &mut self.udp_writable_wanted,
+        );
     }
 
     fn accept(&mut self) {
@@ -602,21 +594,13 @@ impl Daemon {
             return;
         }
         let want = conn.out_pos < conn.out.len();
-        if want != conn.writable_wanted {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            if self
-                .poll
-                .registry()
-                .reregister(&mut conn.stream, token, interest)
-                .is_ok()
-            {
-                conn.writable_wanted = want;
-            }
-        }
+        want_writable(
+            self.poll.registry(),
+            &mut conn.stream,
+            token,
+            want,
+            &mut conn.writable_wanted,
+        );
     }
 
     /// Close connections marked dead and clean up after them.
@@ -1821,6 +1805,28 @@ fn add_counters(t: &mut PeerCounters, c: &PeerCounters) {
     t.messages_sent += c.messages_sent;
     t.messages_delivered += c.messages_delivered;
     t.messages_failed += c.messages_failed;
+}
+
+/// Ask for writable events on `source` exactly while it has output waiting
+/// (`wanted` remembers what is registered, so unchanged interest costs nothing).
+fn want_writable(
+    registry: &mio::Registry,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    want: bool,
+    wanted: &mut bool,
+) {
+    if want == *wanted {
+        return;
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if registry.reregister(source, token, interest).is_ok() {
+        *wanted = want;
+    }
 }
 
 /// Write what is queued until the socket would block.
