@@ -61,7 +61,18 @@ done
 
 A="$bin/rpcctl --socket $work/a.sock"
 B=127.0.0.1:$port_b
-run() { echo "\$ $*"; "$@"; }
+# Show each command as it could be pasted into a shell, then run it.
+run() {
+  printf '$'
+  for a in "$@"; do
+    case $a in
+      *[!A-Za-z0-9._:/=@%+,-]*) printf " '%s'" "$a" ;;
+      *) printf ' %s' "$a" ;;
+    esac
+  done
+  echo
+  "$@"
+}
 
 echo
 echo "==> rpcctl on A calls functions served behind B (JSON in, MessagePack on the wire)"
