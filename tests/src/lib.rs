@@ -3,6 +3,8 @@
 //! guards that kill them by pid on drop (even when a test fails), and a
 //! seeded lossy UDP relay to put between two daemons.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -222,7 +224,7 @@ impl Daemon {
 }
 
 /// Faults a [`Relay`] applies, each direction alike.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Faults {
     /// Probability a datagram is dropped.
     pub loss: f64,
@@ -230,6 +232,12 @@ pub struct Faults {
     pub duplicate: f64,
     /// Probability a datagram is held back and sent after the next one.
     pub reorder: f64,
+    /// Fixed one-way delay added to every datagram.
+    pub delay: Duration,
+    /// Extra random delay, uniform in `0..jitter` (reorders datagrams too).
+    pub jitter: Duration,
+    /// Probability a datagram is cut short at a random length.
+    pub truncate: f64,
 }
 
 /// Counters of a relay.
@@ -243,6 +251,8 @@ pub struct RelayStats {
     pub duplicated: AtomicU64,
     /// Datagrams reordered.
     pub reordered: AtomicU64,
+    /// Datagrams cut short.
+    pub truncated: AtomicU64,
 }
 
 /// A seeded lossy UDP relay between a client daemon and a server daemon:
@@ -276,8 +286,20 @@ impl Relay {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let mut client: Option<SocketAddr> = None;
             let mut held: [Option<(Vec<u8>, SocketAddr)>; 2] = [None, None];
+            // Delayed datagrams: (due, order, direction, bytes, destination).
+            type Delayed = Reverse<(Instant, u64, usize, Vec<u8>, SocketAddr)>;
+            let mut delayed: BinaryHeap<Delayed> = BinaryHeap::new();
+            let mut order = 0u64;
             let mut buf = vec![0u8; 65_536];
             while !stop2.load(Ordering::Relaxed) {
+                let now = Instant::now();
+                while delayed.peek().is_some_and(|Reverse(d)| d.0 <= now) {
+                    if let Some(Reverse((_, _, dir, d, to))) = delayed.pop() {
+                        let tx = if dir == 0 { &back } else { &front };
+                        let _ = tx.send_to(&d, to);
+                        stats2.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 for (dir, held) in held.iter_mut().enumerate() {
                     let (rx, tx) = if dir == 0 {
                         (&front, &back)
@@ -305,10 +327,14 @@ impl Relay {
                             None => continue,
                         }
                     };
-                    let data = buf[..n].to_vec();
+                    let mut data = buf[..n].to_vec();
                     if rng.gen_bool(faults.loss) {
                         stats2.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
+                    }
+                    if n > 0 && rng.gen_bool(faults.truncate) {
+                        data.truncate(rng.gen_range(0..n));
+                        stats2.truncated.fetch_add(1, Ordering::Relaxed);
                     }
                     let copies = if rng.gen_bool(faults.duplicate) {
                         stats2.duplicated.fetch_add(1, Ordering::Relaxed);
@@ -316,6 +342,24 @@ impl Relay {
                     } else {
                         1
                     };
+                    if !faults.delay.is_zero() || !faults.jitter.is_zero() {
+                        for _ in 0..copies {
+                            let extra = if faults.jitter.is_zero() {
+                                Duration::ZERO
+                            } else {
+                                faults.jitter.mul_f64(rng.gen::<f64>())
+                            };
+                            order += 1;
+                            delayed.push(Reverse((
+                                Instant::now() + faults.delay + extra,
+                                order,
+                                dir,
+                                data.clone(),
+                                to,
+                            )));
+                        }
+                        continue;
+                    }
                     if held.is_none() && rng.gen_bool(faults.reorder) {
                         stats2.reordered.fetch_add(1, Ordering::Relaxed);
                         *held = Some((data, to));

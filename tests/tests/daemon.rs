@@ -137,6 +137,7 @@ fn at_most_once_through_a_lossy_relay() {
             loss: 0.10,
             duplicate: 0.05,
             reorder: 0.05,
+            ..Faults::default()
         },
         0x5eed,
     );
@@ -626,4 +627,68 @@ fn slow_reader_is_disconnected_others_unaffected() {
     other
         .call(&me, "rpcd.ping", Vec::new(), opts(5000))
         .expect("the daemon still serves other connections");
+}
+
+/// Delay with jitter (which also reorders), truncation and loss through a
+/// seeded userspace relay: every call succeeds exactly once, and the
+/// truncated datagrams are dropped and counted by the receiving daemons.
+#[test]
+fn delay_jitter_and_truncation_through_a_relay() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let relay = Relay::start(
+        b.udp,
+        Faults {
+            loss: 0.03,
+            delay: Duration::from_millis(2),
+            jitter: Duration::from_millis(4),
+            truncate: 0.05,
+            ..Faults::default()
+        },
+        0x7e1a,
+    );
+    let counter = Arc::new(AtomicU64::new(0));
+    let c2 = counter.clone();
+    let server = Arc::new(b.connect("server"));
+    let _t = serve(server, "counter.incr", move |_| {
+        let v = c2.fetch_add(1, Ordering::SeqCst) + 1;
+        Outcome::Ok(v.to_be_bytes().to_vec())
+    });
+    let client = Arc::new(a.connect("client"));
+    let target = relay.front.to_string();
+    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (client, target, seen) = (client.clone(), target.clone(), seen.clone());
+            thread::spawn(move || {
+                for _ in 0..100 {
+                    let r = client
+                        .call(&target, "counter.incr", Vec::new(), opts(20_000))
+                        .expect("a delayed, jittery, truncating path must not fail a call");
+                    let v = u64::from_be_bytes(r.try_into().expect("8 bytes"));
+                    assert!(
+                        seen.lock().unwrap().insert(v),
+                        "execution {v} answered twice"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        400,
+        "executions != successes"
+    );
+    assert!(
+        relay.stats.truncated.load(Ordering::Relaxed) > 0,
+        "nothing truncated"
+    );
+    let dropped_bad = |s: rpcd_client::ipc::Stats| s.malformed + s.corrupt;
+    let bad =
+        dropped_bad(a.connect("s").stats().unwrap()) + dropped_bad(b.connect("s").stats().unwrap());
+    assert!(bad > 0, "truncated datagrams were not counted");
 }
