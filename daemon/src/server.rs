@@ -782,6 +782,29 @@ impl Daemon {
         }
     }
 
+    /// Arm a call's or an invocation's deadline. Entries of calls that end
+    /// early stay in the heap until popped; when they outnumber the live ones
+    /// the heap is rebuilt, so its size stays proportional to the work in
+    /// progress whatever the deadlines (amortised O(log n) per push).
+    fn push_deadline(&mut self, at: Instant, d: Deadline) {
+        self.deadlines.push(Reverse((at, d)));
+        let live = self.calls.len() + self.invocations.len();
+        if self.deadlines.len() > 2 * live + 1024 {
+            let mut heap = BinaryHeap::with_capacity(live);
+            heap.extend(
+                self.calls
+                    .iter()
+                    .map(|(&id, c)| Reverse((c.deadline, Deadline::Call(id)))),
+            );
+            heap.extend(
+                self.invocations
+                    .iter()
+                    .map(|(&id, i)| Reverse((i.deadline, Deadline::Invocation(id)))),
+            );
+            self.deadlines = heap;
+        }
+    }
+
     fn next_wakeup(&mut self) -> Option<Instant> {
         let mut t = self.endpoint.poll_timeout();
         while let Some(Reverse((at, d))) = self.deadlines.peek().copied() {
@@ -1051,8 +1074,7 @@ impl Daemon {
         if let Some(c) = self.conns.get_mut(&token) {
             c.calls.insert(call_id);
         }
-        self.deadlines
-            .push(Reverse((deadline, Deadline::Call(call_id))));
+        self.push_deadline(deadline, Deadline::Call(call_id));
         match lookup {
             Lookup::Ready(addrs) => self.proceed(now, call_id, addrs),
             Lookup::Resolve(targets) => {
@@ -1362,8 +1384,7 @@ impl Daemon {
         if let Some(c) = self.conns.get_mut(&owner) {
             c.invocations.insert(inv);
         }
-        self.deadlines
-            .push(Reverse((deadline, Deadline::Invocation(inv))));
+        self.push_deadline(deadline, Deadline::Invocation(inv));
         let msg = DaemonMsg::Invoke {
             invocation: inv,
             function: function.to_owned(),
