@@ -458,12 +458,21 @@ pub struct Stats {
     pub connections: u64,
     /// Functions registered now.
     pub functions: u64,
-    /// Frames from local apps rejected as malformed.
+    /// Datagrams (and RPC envelopes) dropped as malformed.
     pub malformed: u64,
     /// Datagrams dropped for a bad checksum.
     pub corrupt: u64,
-    /// Datagrams dropped from peers that are not allowed.
+    /// Datagrams dropped from new peers beyond `peers_max`.
     pub refused_peers: u64,
+    /// Replies from peers for calls that were no longer waiting (deadline
+    /// passed, caller gone): dropped.
+    pub late_replies: u64,
+    /// Results from serving apps for invocations the daemon no longer knows
+    /// (deadline passed, caller gone, or not the app's): dropped.
+    pub late_results: u64,
+    /// Datagrams dropped because the UDP send backlog was full (the
+    /// transport retransmits them, as after a loss).
+    pub dropped_transmits: u64,
     /// Sum of the per-peer counters.
     pub totals: PeerCounters,
     /// Calls finished, by outcome: an [`ErrorCode::as_str`] or `"ok"`.
@@ -801,6 +810,9 @@ mod tests {
             malformed: 0,
             corrupt: 2,
             refused_peers: 0,
+            late_replies: 3,
+            late_results: 0,
+            dropped_transmits: 1,
             totals: counters.clone(),
             calls: BTreeMap::from([("ok".into(), 10), ("deadline_exceeded".into(), 1)]),
             peers: vec![

@@ -23,6 +23,11 @@ pub fn stats(stats: &Stats) -> String {
          refused peers {}",
         stats.connections, stats.functions, stats.malformed, stats.corrupt, stats.refused_peers
     );
+    let _ = writeln!(
+        out,
+        "late replies {}, late results {}, dropped transmits {}",
+        stats.late_replies, stats.late_results, stats.dropped_transmits
+    );
     out.push('\n');
 
     let mut table = Table::new();

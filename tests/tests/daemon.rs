@@ -280,6 +280,13 @@ fn deadline_exceeded_when_the_app_hangs() {
     server
         .send_result(inv.invocation, Outcome::Ok(vec![1]))
         .unwrap();
+    let stats_b = b.connect("stats");
+    assert!(
+        wait_until(Duration::from_secs(5), || stats_b
+            .stats()
+            .is_ok_and(|s| s.late_results >= 1)),
+        "the late result was not counted"
+    );
     client
         .call(&b.udp.to_string(), "rpcd.ping", Vec::new(), opts(5000))
         .expect("the daemon still serves after a late result");
