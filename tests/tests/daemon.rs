@@ -1,6 +1,9 @@
 //! Two real `rpcd` processes on loopback, apps speaking the real socket
 //! protocol through `rpcd-client`'s low-level connection.
 
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashSet;
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,24 +126,21 @@ fn concurrent_calls_on_one_connection_are_matched() {
     }
 }
 
-/// At-most-once under loss, duplication and reordering: a side-effect
-/// counter on B equals the number of successful calls, and every success
-/// saw a distinct execution.
-#[test]
-fn at_most_once_through_a_lossy_relay() {
+/// Two daemons with `faults` between them (a seeded relay), a side-effect
+/// counter served on B, and `threads` × `per_thread` calls from A. Asserts
+/// that every call succeeds, that every success saw a distinct execution and
+/// that executions == successes; returns the daemons and the relay for
+/// further checks.
+fn counter_calls_through_relay(
+    faults: Faults,
+    seed: u64,
+    threads: usize,
+    per_thread: usize,
+) -> (tempfile::TempDir, Daemon, Daemon, Relay) {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
-    let relay = Relay::start(
-        b.udp,
-        Faults {
-            loss: 0.10,
-            duplicate: 0.05,
-            reorder: 0.05,
-            ..Faults::default()
-        },
-        0x5eed,
-    );
+    let relay = Relay::start(b.udp, faults, seed);
     let counter = Arc::new(AtomicU64::new(0));
     let c2 = counter.clone();
     let server = Arc::new(b.connect("server"));
@@ -151,35 +151,48 @@ fn at_most_once_through_a_lossy_relay() {
     let client = Arc::new(a.connect("client"));
     let target = relay.front.to_string();
     let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let ok = Arc::new(AtomicU64::new(0));
-    let threads: Vec<_> = (0..4)
+    let callers: Vec<_> = (0..threads)
         .map(|_| {
-            let (client, target, seen, ok) =
-                (client.clone(), target.clone(), seen.clone(), ok.clone());
+            let (client, target, seen) = (client.clone(), target.clone(), seen.clone());
             thread::spawn(move || {
-                for _ in 0..150 {
+                for _ in 0..per_thread {
                     let r = client
                         .call(&target, "counter.incr", Vec::new(), opts(20_000))
-                        .expect("10% loss must not fail a call with a 20 s deadline");
+                        .expect("a faulty path must not fail a call with a 20 s deadline");
                     let v = u64::from_be_bytes(r.try_into().expect("8 bytes"));
                     assert!(
                         seen.lock().unwrap().insert(v),
                         "execution {v} answered twice"
                     );
-                    ok.fetch_add(1, Ordering::SeqCst);
                 }
             })
         })
         .collect();
-    for t in threads {
+    for t in callers {
         t.join().unwrap();
     }
-    assert_eq!(ok.load(Ordering::SeqCst), 600);
+    let calls = (threads * per_thread) as u64;
+    assert_eq!(seen.lock().unwrap().len() as u64, calls);
     assert_eq!(
         counter.load(Ordering::SeqCst),
-        600,
+        calls,
         "executions != successes"
     );
+    (dir, a, b, relay)
+}
+
+/// At-most-once under loss, duplication and reordering: a side-effect
+/// counter on B equals the number of successful calls, and every success
+/// saw a distinct execution.
+#[test]
+fn at_most_once_through_a_lossy_relay() {
+    let faults = Faults {
+        loss: 0.10,
+        duplicate: 0.05,
+        reorder: 0.05,
+        ..Faults::default()
+    };
+    let (_dir, a, _b, relay) = counter_calls_through_relay(faults, 0x5eed, 4, 150);
     let dropped = relay.stats.dropped.load(Ordering::Relaxed);
     let duplicated = relay.stats.duplicated.load(Ordering::Relaxed);
     assert!(
@@ -647,55 +660,14 @@ fn slow_reader_is_disconnected_others_unaffected() {
 /// truncated datagrams are dropped and counted by the receiving daemons.
 #[test]
 fn delay_jitter_and_truncation_through_a_relay() {
-    let dir = tempdir();
-    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
-    let relay = Relay::start(
-        b.udp,
-        Faults {
-            loss: 0.03,
-            delay: Duration::from_millis(2),
-            jitter: Duration::from_millis(4),
-            truncate: 0.05,
-            ..Faults::default()
-        },
-        0x7e1a,
-    );
-    let counter = Arc::new(AtomicU64::new(0));
-    let c2 = counter.clone();
-    let server = Arc::new(b.connect("server"));
-    let _t = serve(server, "counter.incr", move |_| {
-        let v = c2.fetch_add(1, Ordering::SeqCst) + 1;
-        Outcome::Ok(v.to_be_bytes().to_vec())
-    });
-    let client = Arc::new(a.connect("client"));
-    let target = relay.front.to_string();
-    let seen = Arc::new(std::sync::Mutex::new(HashSet::new()));
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let (client, target, seen) = (client.clone(), target.clone(), seen.clone());
-            thread::spawn(move || {
-                for _ in 0..100 {
-                    let r = client
-                        .call(&target, "counter.incr", Vec::new(), opts(20_000))
-                        .expect("a delayed, jittery, truncating path must not fail a call");
-                    let v = u64::from_be_bytes(r.try_into().expect("8 bytes"));
-                    assert!(
-                        seen.lock().unwrap().insert(v),
-                        "execution {v} answered twice"
-                    );
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    assert_eq!(
-        counter.load(Ordering::SeqCst),
-        400,
-        "executions != successes"
-    );
+    let faults = Faults {
+        loss: 0.03,
+        delay: Duration::from_millis(2),
+        jitter: Duration::from_millis(4),
+        truncate: 0.05,
+        ..Faults::default()
+    };
+    let (_dir, a, b, relay) = counter_calls_through_relay(faults, 0x7e1a, 4, 100);
     assert!(
         relay.stats.truncated.load(Ordering::Relaxed) > 0,
         "nothing truncated"
