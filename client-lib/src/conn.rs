@@ -363,29 +363,23 @@ impl Connection {
 
     /// Claims `function` for this connection: calls to it arrive as invocations.
     pub fn register(&self, function: &str) -> Result<(), CallError> {
-        let reply = self.request(
-            |id| ClientMsg::Register {
-                id,
-                function: function.to_owned(),
-            },
-            REQUEST_WAIT_MAX,
-        )?;
-        match reply {
-            DaemonMsg::Done { .. } => Ok(()),
-            other => Err(unexpected("done", &other)),
-        }
+        self.request_done(|id| ClientMsg::Register {
+            id,
+            function: function.to_owned(),
+        })
     }
 
     /// Releases `function`.
     pub fn unregister(&self, function: &str) -> Result<(), CallError> {
-        let reply = self.request(
-            |id| ClientMsg::Unregister {
-                id,
-                function: function.to_owned(),
-            },
-            REQUEST_WAIT_MAX,
-        )?;
-        match reply {
+        self.request_done(|id| ClientMsg::Unregister {
+            id,
+            function: function.to_owned(),
+        })
+    }
+
+    /// A request whose only success reply is `done`.
+    fn request_done(&self, build: impl FnOnce(u64) -> ClientMsg) -> Result<(), CallError> {
+        match self.request(build, REQUEST_WAIT_MAX)? {
             DaemonMsg::Done { .. } => Ok(()),
             other => Err(unexpected("done", &other)),
         }

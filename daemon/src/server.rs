@@ -1623,12 +1623,7 @@ impl Daemon {
             ChannelEvent::PeerUnreachable => {
                 info!(%peer, "peer unreachable");
                 self.peer_down.insert(peer, now);
-                let ids: Vec<CallId> = self
-                    .calls_by_peer
-                    .get(&peer)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                for id in ids {
+                for id in self.calls_to(peer) {
                     self.unreachable(
                         now,
                         id,
@@ -1642,15 +1637,18 @@ impl Daemon {
         }
     }
 
+    /// The calls currently sent to `peer` (a snapshot: the caller may end them).
+    fn calls_to(&self, peer: SocketAddr) -> Vec<CallId> {
+        self.calls_by_peer
+            .get(&peer)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Fail the calls to `peer` whose request was acknowledged (the channel
     /// reports the others itself).
     fn fail_awaiting_calls(&mut self, peer: SocketAddr, code: ErrorCode, message: String) {
-        let ids: Vec<CallId> = self
-            .calls_by_peer
-            .get(&peer)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
-        for id in ids {
+        for id in self.calls_to(peer) {
             let awaiting = self
                 .calls
                 .get(&id)

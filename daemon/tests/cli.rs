@@ -2,6 +2,9 @@
 //! (Having an integration test here also makes `cargo test --workspace`
 //! build the `rpcd` binary that the `tests/` crate runs.)
 
+// In tests a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn rpcd() -> Command {
@@ -19,12 +22,12 @@ fn help_lists_flags() {
     }
 }
 
-/// A config file with a typo'd key fails at start, naming the key and line.
-#[test]
-fn bad_config_key_is_named_with_its_line() {
+/// Start rpcd with `config` as its file; it must fail. Returns its stderr
+/// and whether it left a socket file behind.
+fn refused_config(config: &str) -> (String, bool) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("rpcd.toml");
-    std::fs::write(&cfg, "[limits]\nconections_max = 3\n").unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let out = rpcd()
         .arg("--config")
         .arg(&cfg)
@@ -32,8 +35,17 @@ fn bad_config_key_is_named_with_its_line() {
         .arg(dir.path().join("s.sock"))
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "rpcd accepted {config:?}");
+    (
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        dir.path().join("s.sock").exists(),
+    )
+}
+
+/// A config file with a typo'd key fails at start, naming the key and line.
+#[test]
+fn bad_config_key_is_named_with_its_line() {
+    let (err, _) = refused_config("[limits]\nconections_max = 3\n");
     assert!(err.contains("conections_max"), "{err}");
     assert!(err.contains("line 2"), "{err}");
 }
@@ -41,18 +53,7 @@ fn bad_config_key_is_named_with_its_line() {
 /// A value out of range is refused before anything is bound.
 #[test]
 fn out_of_range_value_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("rpcd.toml");
-    std::fs::write(&cfg, "[transport]\npayload_max = 5\n").unwrap();
-    let out = rpcd()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(dir.path().join("s.sock"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (err, socket_left) = refused_config("[transport]\npayload_max = 5\n");
     assert!(err.contains("transport.payload_max"), "{err}");
-    assert!(!dir.path().join("s.sock").exists());
+    assert!(!socket_left);
 }

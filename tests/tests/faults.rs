@@ -173,16 +173,16 @@ fn loss_one_direction_1_to_30_percent() {
     all_up(&mut net, &[A, B]);
 }
 
-/// Duplication (nftables `dup to`, 10 % of the datagrams each way): duplicates are
-/// acknowledged and counted, never delivered twice: every call succeeds once and the
-/// counter equals the successes.
-#[test]
-fn duplicated_datagrams_are_never_executed_twice() {
-    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
-        return;
-    };
-    net.duplicate(A, B, 0.10);
-    net.duplicate(B, A, 0.10);
+/// 2000 `kv.incr` calls from 16 callers at A to B over a link `damage` has
+/// spoiled both ways: every call succeeds exactly once (counter == successes),
+/// then the link heals and both daemons answer. Returns each host's stats.
+fn calls_over_a_damaged_link(
+    damage: impl Fn(&mut Net, usize, usize),
+    label: &str,
+) -> Option<[rpcd_client::ipc::Stats; 2]> {
+    let (mut net, _kv) = two_hosts(&base_config())?;
+    damage(&mut net, A, B);
+    damage(&mut net, B, A);
     let conn = [Arc::new(net.connect(A, "caller"))];
     let tally = run_calls(&Calls {
         conns: &conn,
@@ -192,17 +192,29 @@ fn duplicated_datagrams_are_never_executed_twice() {
         deadline: Duration::from_secs(10),
         stop: None,
     });
-    eprintln!("10% duplication each way: {}", tally.summary());
+    eprintln!("{label}: {}", tally.summary());
     tally.assert_all_ok();
     assert_eq!(counter(&net), 2000, "executions != successes");
-    let dups: u64 = [A, B]
-        .iter()
-        .map(|&i| net.connect(i, "stats").stats().unwrap().totals.duplicates)
-        .sum();
-    assert!(dups > 0, "no duplicate was counted");
+    let stats = [A, B].map(|i| net.connect(i, "stats").stats().unwrap());
     net.heal(A);
     net.heal(B);
     all_up(&mut net, &[A, B]);
+    Some(stats)
+}
+
+/// Duplication (nftables `dup to`, 10 % of the datagrams each way): duplicates are
+/// acknowledged and counted, never delivered twice: every call succeeds once and the
+/// counter equals the successes.
+#[test]
+fn duplicated_datagrams_are_never_executed_twice() {
+    let Some(stats) = calls_over_a_damaged_link(
+        |net, from, to| net.duplicate(from, to, 0.10),
+        "10% duplication each way",
+    ) else {
+        return;
+    };
+    let dups: u64 = stats.iter().map(|s| s.totals.duplicates).sum();
+    assert!(dups > 0, "no duplicate was counted");
 }
 
 /// Corruption that passes UDP (a byte rewritten by nftables, UDP checksum zeroed) in 5 %
@@ -210,34 +222,17 @@ fn duplicated_datagrams_are_never_executed_twice() {
 /// `corrupt`, the retransmission delivers it; every call succeeds exactly once.
 #[test]
 fn corrupted_datagrams_are_dropped_and_counted() {
-    let Some((mut net, _kv)) = two_hosts(&base_config()) else {
+    let Some(stats) = calls_over_a_damaged_link(
+        |net, from, to| net.corrupt(from, to, 0.05),
+        "5% corruption each way",
+    ) else {
         return;
     };
-    net.corrupt(A, B, 0.05);
-    net.corrupt(B, A, 0.05);
-    let conn = [Arc::new(net.connect(A, "caller"))];
-    let tally = run_calls(&Calls {
-        conns: &conn,
-        target: net.host(B).target(),
-        callers: 16,
-        calls: 2000,
-        deadline: Duration::from_secs(10),
-        stop: None,
-    });
-    eprintln!("5% corruption each way: {}", tally.summary());
-    tally.assert_all_ok();
-    assert_eq!(counter(&net), 2000, "executions != successes");
-    let corrupt: Vec<u64> = [A, B]
-        .iter()
-        .map(|&i| net.connect(i, "stats").stats().unwrap().corrupt)
-        .collect();
+    let corrupt: Vec<u64> = stats.iter().map(|s| s.corrupt).collect();
     assert!(
         corrupt.iter().all(|&c| c > 0),
         "corrupt not counted: {corrupt:?}"
     );
-    net.heal(A);
-    net.heal(B);
-    all_up(&mut net, &[A, B]);
 }
 
 /// A 2 s partition with 5 s deadlines: calls made during it succeed once it heals.
