@@ -1,17 +1,25 @@
-//! `rpcd`: the daemon's I/O shell around `rpcd-transport`.
+//! `rpcd`: the daemon — a sans-IO RPC router under a thin `mio` shell.
 //!
-//! Layer: above the sans-IO transport, below nothing but the binary. This
-//! crate owns the sockets (one UDP endpoint, one Unix listener), the clock,
-//! the signals and the RPC routing; it makes no transport decisions — those
-//! live in `rpcd-transport`. Data flows one way: socket bytes → wire parse →
-//! channel → delivered message → [`envelope`] → routing → app.
+//! Layers, top-down, with data flowing one way (see `docs/architecture.md`):
 //!
 //! - [`settings`]: every bound and timer, read through one typed struct;
-//! - [`envelope`]: the RPC request/reply carried in transport messages;
-//! - [`server`]: the `mio` event loop and the router.
+//! - [`shell`]: everything that touches the OS — one `mio` loop, the UDP
+//!   socket, the Unix listener and connections, signals, the resolver thread,
+//!   `sd_notify`. It moves bytes and makes no RPC decision;
+//! - [`router`]: the RPC layer as a state machine — apps, registry, calls,
+//!   invocations, deadlines, built-ins — owning the transport `Endpoint`.
+//!   No sockets, no clock reads, no threads: `handle_*` in, `poll_*` out;
+//! - [`envelope`]: the request/reply/cancel carried in transport messages;
+//! - `rpcd-transport` (its own crate): the sans-IO reliable channel.
+//!
+//! ```text
+//! UDP bytes → shell::udp → Router::handle_datagram → Endpoint → envelope
+//!           → calls (reply) | invocations (request) → Output::Frame → shell::local → app
+//! app bytes → shell::local → Router::handle_client_msg → calls → Endpoint::send
+//!           → Router::poll_transmit → shell::udp → UDP
+//! ```
 
 pub mod envelope;
-pub mod notify;
-pub mod resolver;
-pub mod server;
+pub mod router;
 pub mod settings;
+pub mod shell;

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use rpcd::server::{Bound, RunOptions};
 use rpcd::settings::Settings;
+use rpcd::shell::{Bound, RunOptions};
 use tracing_subscriber::EnvFilter;
 
 /// rpcd: reliable RPC over UDP for local applications.

@@ -70,6 +70,11 @@ pub struct Limits {
     pub transmit_backlog_max: usize,
     /// Longest a graceful shutdown waits for pending calls.
     pub shutdown_grace: Duration,
+    /// Datagrams read per wakeup before the other sources get their turn.
+    pub udp_receive_batch: usize,
+    /// Reads (of up to 64 KiB) from one connection per wakeup before the
+    /// other sources get their turn.
+    pub connection_read_batch: usize,
 }
 
 impl Default for Limits {
@@ -88,6 +93,8 @@ impl Default for Limits {
             udp_send_buffer: 4 * 1024 * 1024,
             transmit_backlog_max: 8192,
             shutdown_grace: Duration::from_secs(5),
+            udp_receive_batch: 256,
+            connection_read_batch: 16,
         }
     }
 }
@@ -184,6 +191,8 @@ struct FileLimits {
     udp_send_buffer: Option<usize>,
     transmit_backlog_max: Option<usize>,
     shutdown_grace_ms: Option<u64>,
+    udp_receive_batch: Option<usize>,
+    connection_read_batch: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -319,6 +328,8 @@ impl Settings {
         set!(l.udp_send_buffer, f.limits.udp_send_buffer);
         set!(l.transmit_backlog_max, f.limits.transmit_backlog_max);
         set!(l.shutdown_grace, f.limits.shutdown_grace_ms, ms);
+        set!(l.udp_receive_batch, f.limits.udp_receive_batch);
+        set!(l.connection_read_batch, f.limits.connection_read_batch);
         let t = &mut self.transport;
         let ft = f.transport;
         set!(t.payload_max, ft.payload_max);
@@ -370,6 +381,8 @@ impl Settings {
             ("limits.invocations_per_app_max", l.invocations_per_app_max),
             ("limits.functions_max", l.functions_max),
             ("limits.transmit_backlog_max", l.transmit_backlog_max),
+            ("limits.udp_receive_batch", l.udp_receive_batch),
+            ("limits.connection_read_batch", l.connection_read_batch),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -586,7 +599,7 @@ mod tests {
             .sum();
         // Every key but the commented-out socket path (its default depends
         // on the user); [names] is empty by default and shown commented out.
-        assert_eq!(keys, 2 + 13 + 18, "a key is missing from etc/rpcd.toml");
+        assert_eq!(keys, 2 + 15 + 18, "a key is missing from etc/rpcd.toml");
     }
 
     #[test]

@@ -9,40 +9,24 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-/// Lookups waiting for the resolver thread; beyond this, callers get
-/// `overloaded`.
-pub const RESOLVE_QUEUE_MAX: usize = 1024;
+use crate::router::{LookupAnswer, LookupRequest};
 
-/// One lookup: every `host:port` in `targets`, in order.
-#[derive(Debug)]
-pub struct Job {
-    /// The caller's key, returned with the answer.
-    pub key: u64,
-    /// `host:port` strings.
-    pub targets: Vec<String>,
-}
-
-/// The answer to a [`Job`].
-#[derive(Debug)]
-pub struct Answer {
-    /// The job's key.
-    pub key: u64,
-    /// Per target: its first address, or the resolver's error.
-    pub results: Vec<Result<SocketAddr, String>>,
-}
+/// Lookups the thread's queue holds: as many as the router lets be pending,
+/// so a submit never fails while the thread runs.
+pub const RESOLVE_QUEUE_MAX: usize = crate::router::LOOKUPS_PENDING_MAX;
 
 /// Handle to the resolver thread; dropping it stops the thread.
 #[derive(Debug)]
 pub struct Resolver {
-    jobs: Option<SyncSender<Job>>,
-    answers: Receiver<Answer>,
+    jobs: Option<SyncSender<LookupRequest>>,
+    answers: Receiver<LookupAnswer>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Resolver {
     /// Start the thread; it wakes `waker` after each answer.
     pub fn start(waker: Arc<mio::Waker>) -> std::io::Result<Resolver> {
-        let (jobs, job_rx) = mpsc::sync_channel::<Job>(RESOLVE_QUEUE_MAX);
+        let (jobs, job_rx) = mpsc::sync_channel::<LookupRequest>(RESOLVE_QUEUE_MAX);
         let (answer_tx, answers) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("rpcd-resolver".into())
@@ -50,8 +34,8 @@ impl Resolver {
                 for job in job_rx {
                     let results = job.targets.iter().map(|t| resolve(t)).collect();
                     if answer_tx
-                        .send(Answer {
-                            key: job.key,
+                        .send(LookupAnswer {
+                            id: job.id,
                             results,
                         })
                         .is_err()
@@ -69,7 +53,7 @@ impl Resolver {
     }
 
     /// Queue a lookup; false when the queue is full.
-    pub fn submit(&self, job: Job) -> bool {
+    pub fn submit(&self, job: LookupRequest) -> bool {
         match self.jobs.as_ref().map(|j| j.try_send(job)) {
             Some(Ok(())) => true,
             Some(Err(TrySendError::Full(_) | TrySendError::Disconnected(_))) | None => false,
@@ -77,7 +61,7 @@ impl Resolver {
     }
 
     /// The next answer, if one is ready.
-    pub fn poll(&self) -> Option<Answer> {
+    pub fn poll(&self) -> Option<LookupAnswer> {
         self.answers.try_recv().ok()
     }
 }
@@ -124,8 +108,8 @@ mod tests {
         let mut poll = mio::Poll::new().unwrap();
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(9)).unwrap());
         let r = Resolver::start(waker).unwrap();
-        assert!(r.submit(Job {
-            key: 5,
+        assert!(r.submit(LookupRequest {
+            id: crate::router::LookupId(5),
             targets: vec!["127.0.0.1:1".into(), "localhost:2".into()],
         }));
         let mut events = mio::Events::with_capacity(4);
@@ -136,7 +120,7 @@ mod tests {
             poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
                 .unwrap();
         };
-        assert_eq!(answer.key, 5);
+        assert_eq!(answer.id, crate::router::LookupId(5));
         assert_eq!(answer.results[0], Ok("127.0.0.1:1".parse().unwrap()));
         assert_eq!(answer.results[1], Ok("127.0.0.1:2".parse().unwrap()));
     }

@@ -1,0 +1,570 @@
+//! Outgoing calls: admission, candidate order, failover, the one outcome,
+//! and cancellation when the calling app goes away.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rpcd_client::ipc::{DaemonMsg, ErrorCode};
+use rpcd_transport::{ChannelSendError, FailReason, MsgId, SendError};
+use tracing::debug;
+
+use super::targets::{self, Resolution};
+use super::types::{CallId, ConnId, Failure};
+use super::{Deadline, Router, Shutdown, UNREACHABLE_MEMORY};
+use crate::envelope::{Envelope, RemoteOutcome};
+
+/// One call an app made, until its one outcome.
+#[derive(Debug)]
+pub(super) struct Call {
+    pub app: ConnId,
+    /// The app's id for the call (its `call` frame's `id`).
+    pub client_id: u64,
+    pub target: Target,
+    pub state: CallState,
+    pub deadline: Instant,
+    /// Kept while the target is being resolved, and for idempotent calls
+    /// with addresses left to fail over to.
+    pub retry: Option<Retry>,
+}
+
+/// What is needed to send a call (again).
+#[derive(Debug)]
+pub(super) struct Retry {
+    pub function: String,
+    pub args: Vec<u8>,
+    pub idempotent: bool,
+    /// Addresses not tried yet, in order.
+    pub candidates: VecDeque<SocketAddr>,
+}
+
+/// Where a call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target {
+    /// Not sent anywhere yet, or served here.
+    Local,
+    Remote(SocketAddr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallState {
+    /// Waiting for addresses (the resolver, or a failover).
+    Resolving,
+    /// The request message is queued or in flight.
+    Sending(MsgId),
+    /// The request was acknowledged; waiting for the reply.
+    Awaiting,
+    /// Served by a local app (short-circuit, no UDP).
+    Local,
+}
+
+/// The call table and its indexes.
+#[derive(Debug)]
+pub(super) struct Calls {
+    map: HashMap<CallId, Call>,
+    by_msg: HashMap<(SocketAddr, MsgId), CallId>,
+    by_peer: HashMap<SocketAddr, HashSet<CallId>>,
+    next: u64,
+    /// Outcomes by code, in all and per peer.
+    pub outcomes: BTreeMap<String, u64>,
+    pub peer_outcomes: HashMap<SocketAddr, BTreeMap<String, u64>>,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            map: HashMap::new(),
+            by_msg: HashMap::new(),
+            by_peer: HashMap::new(),
+            next: 1,
+            outcomes: BTreeMap::new(),
+            peer_outcomes: HashMap::new(),
+        }
+    }
+}
+
+impl Calls {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn ids(&self) -> Vec<CallId> {
+        self.map.keys().copied().collect()
+    }
+
+    pub fn deadline(&self, id: CallId) -> Option<Instant> {
+        self.map.get(&id).map(|c| c.deadline)
+    }
+
+    pub fn deadlines(&self) -> impl Iterator<Item = (CallId, Instant)> + '_ {
+        self.map.iter().map(|(&id, c)| (id, c.deadline))
+    }
+
+    /// Calls in flight to `peer`.
+    pub fn to_peer(&self, peer: SocketAddr) -> usize {
+        self.by_peer.get(&peer).map_or(0, HashSet::len)
+    }
+
+    /// The calls currently sent to `peer` (a snapshot: the caller may end them).
+    fn snapshot_to(&self, peer: SocketAddr) -> Vec<CallId> {
+        self.by_peer
+            .get(&peer)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn get(&self, id: CallId) -> Option<&Call> {
+        self.map.get(&id)
+    }
+
+    fn get_mut(&mut self, id: CallId) -> Option<&mut Call> {
+        self.map.get_mut(&id)
+    }
+
+    /// A call's outcome, counted.
+    fn count(&mut self, target: Target, code: &str) {
+        *self.outcomes.entry(code.to_owned()).or_default() += 1;
+        if let Target::Remote(peer) = target {
+            *self
+                .peer_outcomes
+                .entry(peer)
+                .or_default()
+                .entry(code.to_owned())
+                .or_default() += 1;
+        }
+    }
+}
+
+/// A call as the app asked for it.
+#[derive(Debug)]
+pub(super) struct CallRequest {
+    pub client_id: u64,
+    pub target: String,
+    pub function: String,
+    pub args: Vec<u8>,
+    pub deadline_ms: Option<u64>,
+    pub idempotent: bool,
+}
+
+impl Router {
+    /// Admit an app's call (or refuse it with a `failed` frame), then send it
+    /// or look its target up.
+    pub(super) fn start_call(&mut self, now: Instant, app: ConnId, req: CallRequest) {
+        let limits = self.settings.limits;
+        let refusal = if self.shutdown != Shutdown::Running {
+            Some(Failure::new(
+                ErrorCode::ShuttingDown,
+                "the daemon is shutting down",
+            ))
+        } else if self.apps.get(app).map_or(0, |a| a.calls.len()) >= limits.calls_per_connection_max
+        {
+            Some(Failure::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "too many calls in flight on this connection (limit {})",
+                    limits.calls_per_connection_max
+                ),
+            ))
+        } else if req.args.len() + req.function.len() > self.settings.payload_max() {
+            Some(Failure::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "arguments of {} bytes exceed the maximum of {}",
+                    req.args.len(),
+                    self.settings.payload_max()
+                ),
+            ))
+        } else {
+            None
+        };
+        let resolution = match refusal {
+            Some(f) => Err(f),
+            None => targets::classify(&req.target, &self.settings.names, self.me)
+                .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
+        };
+        let resolution = match resolution {
+            Ok(r) => r,
+            Err(f) => {
+                self.frame(
+                    app,
+                    DaemonMsg::Failed {
+                        id: req.client_id,
+                        code: f.code,
+                        message: f.message,
+                    },
+                );
+                return;
+            }
+        };
+        let wait = req
+            .deadline_ms
+            .map(Duration::from_millis)
+            .unwrap_or(limits.deadline_default)
+            .min(limits.deadline_max);
+        let deadline = now + wait;
+        let id = CallId(self.calls.next);
+        self.calls.next += 1;
+        self.calls.map.insert(
+            id,
+            Call {
+                app,
+                client_id: req.client_id,
+                target: Target::Local,
+                state: CallState::Resolving,
+                deadline,
+                retry: Some(Retry {
+                    function: req.function,
+                    args: req.args,
+                    idempotent: req.idempotent,
+                    candidates: VecDeque::new(),
+                }),
+            },
+        );
+        if let Some(a) = self.apps.get_mut(app) {
+            a.calls.insert(id);
+        }
+        self.arm(deadline, Deadline::Call(id));
+        match resolution {
+            Resolution::Ready(addrs) => self.call_addresses(now, id, addrs),
+            Resolution::Lookup(targets) => self.lookup_for_call(now, id, targets),
+        }
+    }
+
+    /// True while `call` waits for addresses.
+    pub(super) fn call_is_resolving(&self, call: CallId) -> bool {
+        self.calls
+            .get(call)
+            .is_some_and(|c| c.state == CallState::Resolving)
+    }
+
+    /// Addresses are known: order them (peers recently unreachable last) and
+    /// send to the first.
+    pub(super) fn call_addresses(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        mut addrs: Vec<SocketAddr>,
+    ) {
+        let down = |a: &SocketAddr| {
+            self.peer_down
+                .get(a)
+                .is_some_and(|t| now.saturating_duration_since(*t) < UNREACHABLE_MEMORY)
+        };
+        addrs.sort_by_key(down);
+        if let Some(r) = self.calls.get_mut(call).and_then(|c| c.retry.as_mut()) {
+            r.candidates = addrs.into();
+        }
+        self.send_to_next(now, call, None);
+    }
+
+    /// Send the call to its next candidate address; with none left, finish
+    /// it with `last` (or `peer_unreachable`).
+    fn send_to_next(&mut self, now: Instant, id: CallId, mut last: Option<Failure>) {
+        let per_peer_max = self.settings.limits.calls_per_peer_max;
+        loop {
+            let next = self
+                .calls
+                .get_mut(id)
+                .and_then(|c| c.retry.as_mut())
+                .and_then(|r| r.candidates.pop_front());
+            let Some(addr) = next else {
+                let f = last.unwrap_or_else(|| {
+                    Failure::new(ErrorCode::PeerUnreachable, "no address left to try")
+                });
+                self.finish_call(now, id, Err(f));
+                return;
+            };
+            let local = targets::is_local(addr, self.me, &self.host_ips);
+            let in_flight = self.calls.to_peer(addr);
+            let Some(call) = self.calls.get_mut(id) else {
+                return;
+            };
+            let Some(retry) = call.retry.as_mut() else {
+                return;
+            };
+            let deadline = call.deadline;
+            // Keep the request for another address only if it may run twice.
+            let keep = retry.idempotent && !retry.candidates.is_empty();
+            if local {
+                let Some(r) = call.retry.take() else { return };
+                call.target = Target::Local;
+                call.state = CallState::Local;
+                self.serve_local(now, id, &r.function, r.args, deadline);
+                return;
+            }
+            if in_flight >= per_peer_max {
+                last = Some(Failure::new(
+                    ErrorCode::Overloaded,
+                    format!("too many calls in flight to {addr} (limit {per_peer_max})"),
+                ));
+                if !keep {
+                    call.retry = None;
+                }
+                continue;
+            }
+            let (function, args) = if keep {
+                (retry.function.clone(), retry.args.clone())
+            } else {
+                let Some(r) = call.retry.take() else { return };
+                (r.function, r.args)
+            };
+            let env = Envelope::Request {
+                call_id: id.0,
+                function,
+                args,
+                deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
+                idempotent: keep,
+            };
+            match self.endpoint.send(now, addr, env.encode()) {
+                Ok(msg) => {
+                    self.endpoint.hold(now, addr);
+                    if let Some(c) = self.calls.get_mut(id) {
+                        c.target = Target::Remote(addr);
+                        c.state = CallState::Sending(msg);
+                    }
+                    self.calls.by_msg.insert((addr, msg), id);
+                    self.calls.by_peer.entry(addr).or_default().insert(id);
+                    return;
+                }
+                Err(e) => {
+                    let code = match e {
+                        SendError::Channel(ChannelSendError::TooLarge { .. }) => {
+                            ErrorCode::MessageTooLarge
+                        }
+                        _ => ErrorCode::Overloaded,
+                    };
+                    last = Some(Failure::new(code, e.to_string()));
+                }
+            }
+        }
+    }
+
+    /// A call's peer proved unreachable: an idempotent call with addresses
+    /// left fails over to the next; any other call ends here.
+    fn fail_over_or_finish(&mut self, now: Instant, id: CallId, failure: Failure) {
+        let can_fail_over = self.calls.get(id).is_some_and(|c| {
+            now < c.deadline
+                && c.retry
+                    .as_ref()
+                    .is_some_and(|r| r.idempotent && !r.candidates.is_empty())
+        });
+        if !can_fail_over {
+            self.finish_call(now, id, Err(failure));
+            return;
+        }
+        if let Some(mut call) = self.calls.map.remove(&id) {
+            self.detach_peer(id, &call);
+            if let (Target::Remote(peer), CallState::Sending(msg)) = (call.target, call.state) {
+                self.endpoint.cancel(peer, msg);
+            }
+            call.state = CallState::Resolving;
+            call.target = Target::Local;
+            self.calls.map.insert(id, call);
+            debug!(call = %id, "failing over to the next address");
+            self.send_to_next(now, id, Some(failure));
+        }
+    }
+
+    /// End a call with its one outcome and tell the app.
+    pub(super) fn finish_call(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        result: Result<Vec<u8>, Failure>,
+    ) {
+        let Some(call) = self.calls.map.remove(&id) else {
+            return;
+        };
+        self.unlink_call(id, &call);
+        let expired = matches!(&result, Err(f) if f.code == ErrorCode::DeadlineExceeded);
+        if expired {
+            // Stop retransmitting the request, and let the server drop it.
+            self.stop_remote_work(now, id, &call);
+        }
+        if call.state == CallState::Local {
+            self.local_call_ended(id);
+        }
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(f) => f.code.as_str(),
+        };
+        self.calls.count(call.target, code);
+        let msg = match result {
+            Ok(data) => DaemonMsg::CallOk {
+                id: call.client_id,
+                data,
+            },
+            Err(f) => DaemonMsg::Failed {
+                id: call.client_id,
+                code: f.code,
+                message: f.message,
+            },
+        };
+        self.frame(call.app, msg);
+    }
+
+    /// The calling app went away: forget the call without an outcome, and
+    /// stop the work it started wherever it runs.
+    pub(super) fn abandon_call(&mut self, now: Instant, id: CallId) {
+        let Some(call) = self.calls.map.remove(&id) else {
+            return;
+        };
+        self.unlink_call(id, &call);
+        self.stop_remote_work(now, id, &call);
+        if call.state == CallState::Local {
+            self.local_call_ended(id);
+        }
+    }
+
+    /// Cancel a request in flight to a peer and tell the peer's daemon to
+    /// drop the work: the request may have been delivered even if it was
+    /// not acknowledged yet.
+    fn stop_remote_work(&mut self, now: Instant, id: CallId, call: &Call) {
+        let Target::Remote(peer) = call.target else {
+            return;
+        };
+        if let CallState::Sending(msg) = call.state {
+            self.endpoint.cancel(peer, msg);
+        }
+        if matches!(call.state, CallState::Sending(_) | CallState::Awaiting) {
+            let cancel = Envelope::Cancel { call_id: id.0 };
+            if let Err(e) = self.endpoint.send(now, peer, cancel.encode()) {
+                debug!(%peer, error = %e, "cannot send a cancel");
+            }
+        }
+    }
+
+    fn unlink_call(&mut self, id: CallId, call: &Call) {
+        if let Some(a) = self.apps.get_mut(call.app) {
+            a.calls.remove(&id);
+        }
+        self.detach_peer(id, call);
+    }
+
+    /// Undo what sending to a peer set up: the hold, the indexes.
+    fn detach_peer(&mut self, id: CallId, call: &Call) {
+        if let Target::Remote(peer) = call.target {
+            self.endpoint.release(peer);
+            if let CallState::Sending(msg) = call.state {
+                self.calls.by_msg.remove(&(peer, msg));
+            }
+            if let Some(set) = self.calls.by_peer.get_mut(&peer) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.calls.by_peer.remove(&peer);
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------ from the network
+
+    /// The peer acknowledged a message: if it was a request, wait for the reply.
+    pub(super) fn on_message_acked(&mut self, peer: SocketAddr, msg: MsgId) {
+        if let Some(id) = self.calls.by_msg.remove(&(peer, msg)) {
+            if let Some(c) = self.calls.get_mut(id) {
+                c.state = CallState::Awaiting;
+            }
+        }
+    }
+
+    /// The transport gave up on a message: if it was a request, the call
+    /// fails over or ends.
+    pub(super) fn on_message_failed(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        msg: MsgId,
+        reason: FailReason,
+    ) {
+        let Some(&id) = self.calls.by_msg.get(&(peer, msg)) else {
+            return;
+        };
+        match reason {
+            FailReason::PeerUnreachable => {
+                self.peer_down.insert(peer, now);
+                self.fail_over_or_finish(
+                    now,
+                    id,
+                    Failure::new(
+                        ErrorCode::PeerUnreachable,
+                        format!("{peer} did not acknowledge the request"),
+                    ),
+                );
+            }
+            FailReason::PeerRestarted => self.finish_call(
+                now,
+                id,
+                Err(Failure::new(
+                    ErrorCode::PeerRestarted,
+                    format!("{peer} restarted; the call may or may not have run"),
+                )),
+            ),
+            FailReason::Cancelled => {}
+        }
+    }
+
+    /// A reply envelope: the call's outcome, if the call still waits for it
+    /// from that peer; otherwise it is late, dropped and counted.
+    pub(super) fn on_reply(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        id: CallId,
+        outcome: RemoteOutcome,
+    ) {
+        let ours = self
+            .calls
+            .get(id)
+            .is_some_and(|c| c.target == Target::Remote(peer));
+        if !ours {
+            self.counters.late_replies += 1;
+            return;
+        }
+        let result = match outcome {
+            RemoteOutcome::Ok(b) => Ok(b),
+            RemoteOutcome::Err { code, message } => Err(Failure::new(code, message)),
+        };
+        self.finish_call(now, id, result);
+    }
+
+    /// The peer restarted: calls whose request it acknowledged may or may
+    /// not have run (the channel reports the unacknowledged ones itself).
+    pub(super) fn on_peer_restarted_calls(&mut self, now: Instant, peer: SocketAddr) {
+        for id in self.calls.snapshot_to(peer) {
+            let awaiting = self
+                .calls
+                .get(id)
+                .is_some_and(|c| c.state == CallState::Awaiting);
+            if awaiting {
+                self.finish_call(
+                    now,
+                    id,
+                    Err(Failure::new(
+                        ErrorCode::PeerRestarted,
+                        format!("{peer} restarted; the call may or may not have run"),
+                    )),
+                );
+            }
+        }
+    }
+
+    /// The peer stopped answering: every call to it fails over or ends.
+    pub(super) fn on_peer_unreachable_calls(&mut self, now: Instant, peer: SocketAddr) {
+        self.peer_down.insert(peer, now);
+        for id in self.calls.snapshot_to(peer) {
+            self.fail_over_or_finish(
+                now,
+                id,
+                Failure::new(
+                    ErrorCode::PeerUnreachable,
+                    format!("{peer} stopped answering"),
+                ),
+            );
+        }
+    }
+}

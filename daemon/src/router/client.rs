@@ -1,0 +1,127 @@
+//! The app side of the socket protocol: the handshake, registration, calls,
+//! results and the daemon queries (`docs/ipc-protocol.md`).
+
+use std::time::Instant;
+
+use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, PROTOCOL_VERSION};
+use tracing::debug;
+
+use super::calls::CallRequest;
+use super::types::{ConnId, InvId};
+use super::Router;
+
+impl Router {
+    pub(super) fn on_client_msg(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        let greeted = self.apps.get(conn).is_some_and(|a| a.greeted());
+        if !greeted {
+            return self.on_first_msg(now, conn, msg);
+        }
+        match msg {
+            ClientMsg::Hello { .. } => self.fatal(
+                now,
+                conn,
+                ErrorCode::ProtocolError,
+                "hello sent twice".into(),
+            ),
+            ClientMsg::Register { id, function } => {
+                let max = self.settings.limits.functions_max;
+                let reply = match self.registry.register(conn, &function, max) {
+                    Ok(()) => {
+                        if let Some(a) = self.apps.get_mut(conn) {
+                            a.functions.insert(function);
+                        }
+                        DaemonMsg::Done { id }
+                    }
+                    Err(f) => DaemonMsg::Failed {
+                        id,
+                        code: f.code,
+                        message: f.message,
+                    },
+                };
+                self.frame(conn, reply);
+            }
+            ClientMsg::Unregister { id, function } => {
+                let reply = match self.registry.unregister(conn, &function) {
+                    Ok(()) => {
+                        if let Some(a) = self.apps.get_mut(conn) {
+                            a.functions.remove(&function);
+                        }
+                        DaemonMsg::Done { id }
+                    }
+                    Err(f) => DaemonMsg::Failed {
+                        id,
+                        code: f.code,
+                        message: f.message,
+                    },
+                };
+                self.frame(conn, reply);
+            }
+            ClientMsg::Call {
+                id,
+                target,
+                function,
+                args,
+                deadline_ms,
+                idempotent,
+            } => self.start_call(
+                now,
+                conn,
+                CallRequest {
+                    client_id: id,
+                    target,
+                    function,
+                    args,
+                    deadline_ms,
+                    idempotent,
+                },
+            ),
+            ClientMsg::Result {
+                invocation,
+                outcome,
+            } => self.on_result(now, conn, InvId(invocation), outcome),
+            ClientMsg::List { id } => {
+                let functions = self.registry.list();
+                self.frame(conn, DaemonMsg::List { id, functions });
+            }
+            ClientMsg::Stats { id } => {
+                let stats = self.stats(now);
+                self.frame(conn, DaemonMsg::Stats { id, stats });
+            }
+            ClientMsg::Ping { id } => self.frame(conn, DaemonMsg::Pong { id }),
+        }
+    }
+
+    /// Before the handshake only `hello` is allowed.
+    fn on_first_msg(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        let ClientMsg::Hello { id, version, name } = msg else {
+            return self.fatal(
+                now,
+                conn,
+                ErrorCode::ProtocolError,
+                "the first frame must be hello".into(),
+            );
+        };
+        if version != PROTOCOL_VERSION {
+            return self.fatal(
+                now,
+                conn,
+                ErrorCode::VersionMismatch,
+                format!(
+                    "protocol version {version} is not supported; this daemon speaks {PROTOCOL_VERSION}"
+                ),
+            );
+        }
+        if let Some(a) = self.apps.get_mut(conn) {
+            debug!(conn = %conn, %name, pid = a.cred.pid, uid = a.cred.uid, "app connected");
+            a.name = Some(name);
+        }
+        let reply = DaemonMsg::HelloOk {
+            id,
+            version: PROTOCOL_VERSION,
+            daemon: format!("rpcd {}", env!("CARGO_PKG_VERSION")),
+            listen: self.me.to_string(),
+            epoch: self.endpoint.epoch(),
+        };
+        self.frame(conn, reply);
+    }
+}

@@ -1,0 +1,227 @@
+//! Incoming work: a call (from a peer daemon or from a local app) handed to
+//! the app serving the function, and its result turned into an outcome.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rpcd_client::ipc::{DaemonMsg, ErrorCode, Outcome};
+
+use super::builtins::{self, Builtin};
+use super::types::{ConnId, Failure, InvId, Origin};
+use super::{Deadline, Router};
+
+/// Work handed to a serving app and not answered yet.
+#[derive(Debug)]
+pub(super) struct Invocation {
+    pub owner: ConnId,
+    pub origin: Origin,
+    pub deadline: Instant,
+}
+
+/// The invocation table, indexed by origin too.
+#[derive(Debug)]
+pub(super) struct Invocations {
+    map: HashMap<InvId, Invocation>,
+    by_origin: HashMap<Origin, InvId>,
+    next: u64,
+}
+
+impl Default for Invocations {
+    fn default() -> Self {
+        Invocations {
+            map: HashMap::new(),
+            by_origin: HashMap::new(),
+            next: 1,
+        }
+    }
+}
+
+impl Invocations {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn ids(&self) -> Vec<InvId> {
+        self.map.keys().copied().collect()
+    }
+
+    pub fn deadline(&self, id: InvId) -> Option<Instant> {
+        self.map.get(&id).map(|i| i.deadline)
+    }
+
+    pub fn deadlines(&self) -> impl Iterator<Item = (InvId, Instant)> + '_ {
+        self.map.iter().map(|(&id, i)| (id, i.deadline))
+    }
+
+    /// Invocations for calls from `peer`.
+    fn invoked_by(&self, peer: SocketAddr) -> Vec<InvId> {
+        self.by_origin
+            .iter()
+            .filter(|(o, _)| matches!(o, Origin::Remote { peer: p, .. } if *p == peer))
+            .map(|(_, &i)| i)
+            .collect()
+    }
+}
+
+impl Router {
+    /// Run `function` for `origin`: a built-in at once, a registered function
+    /// through its app, else `unknown_function`.
+    pub(super) fn serve(
+        &mut self,
+        now: Instant,
+        origin: Origin,
+        function: &str,
+        args: Vec<u8>,
+        deadline: Instant,
+    ) {
+        if let Some(b) = Builtin::parse(function) {
+            let result = match b {
+                Builtin::Ping => Ok(builtins::ping()),
+                Builtin::Echo => Ok(args),
+                Builtin::List => Ok(builtins::encode(&self.registry.list())),
+                Builtin::Stats => Ok(builtins::encode(&self.stats(now))),
+                Builtin::Names => return self.lookup_names(now, origin),
+            };
+            self.answer(now, origin, result);
+            return;
+        }
+        let Some(owner) = self.registry.owner(function) else {
+            let f = Failure::new(
+                ErrorCode::UnknownFunction,
+                format!("no function {function} is registered on {}", self.me),
+            );
+            self.answer(now, origin, Err(f));
+            return;
+        };
+        let pending = self.apps.get(owner).map_or(0, |a| a.invocations.len());
+        let max = self.settings.limits.invocations_per_app_max;
+        if pending >= max {
+            let f = Failure::new(
+                ErrorCode::Overloaded,
+                format!(
+                    "the app serving {function} has {pending} invocations pending (limit {max})"
+                ),
+            );
+            self.answer(now, origin, Err(f));
+            return;
+        }
+        let id = InvId(self.invocations.next);
+        self.invocations.next += 1;
+        let caller = match origin {
+            Origin::Remote { peer, .. } => peer.to_string(),
+            Origin::Local { .. } => "local".to_owned(),
+        };
+        self.invocations.map.insert(
+            id,
+            Invocation {
+                owner,
+                origin,
+                deadline,
+            },
+        );
+        self.invocations.by_origin.insert(origin, id);
+        if let Some(a) = self.apps.get_mut(owner) {
+            a.invocations.insert(id);
+        }
+        self.arm(deadline, Deadline::Invocation(id));
+        self.frame(
+            owner,
+            DaemonMsg::Invoke {
+                invocation: id.0,
+                function: function.to_owned(),
+                args,
+                caller,
+                deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
+            },
+        );
+    }
+
+    /// A serving app's `result`.
+    pub(super) fn on_result(&mut self, now: Instant, app: ConnId, id: InvId, outcome: Outcome) {
+        let owned = self
+            .invocations
+            .map
+            .get(&id)
+            .is_some_and(|i| i.owner == app);
+        if !owned {
+            // Late (deadline passed, caller gone) or not this app's.
+            self.counters.late_results += 1;
+            return;
+        }
+        let Some(inv) = self.take_invocation(id) else {
+            return;
+        };
+        let result = match outcome {
+            Outcome::Ok(bytes) => {
+                let max = self.settings.payload_max();
+                if bytes.len() > max {
+                    Err(Failure::new(
+                        ErrorCode::MessageTooLarge,
+                        format!(
+                            "the result of {} bytes exceeds the maximum of {max}",
+                            bytes.len()
+                        ),
+                    ))
+                } else {
+                    Ok(bytes)
+                }
+            }
+            Outcome::Error(message) => Err(Failure::new(ErrorCode::AppError, message)),
+            Outcome::Refused { code, message } => match code {
+                ErrorCode::Overloaded | ErrorCode::BadRequest | ErrorCode::ServerAppGone => {
+                    Err(Failure::new(code, message))
+                }
+                other => Err(Failure::new(
+                    ErrorCode::AppError,
+                    format!("refused with {}: {message}", other.as_str()),
+                )),
+            },
+        };
+        self.answer(now, inv.origin, result);
+    }
+
+    /// Remove an invocation from the table and every index.
+    pub(super) fn take_invocation(&mut self, id: InvId) -> Option<Invocation> {
+        let inv = self.invocations.map.remove(&id)?;
+        if let Some(a) = self.apps.get_mut(inv.owner) {
+            a.invocations.remove(&id);
+        }
+        self.invocations.by_origin.remove(&inv.origin);
+        Some(inv)
+    }
+
+    /// Nobody waits for this invocation any more: free its slot at once and
+    /// tell the serving app to stop (a late result is dropped and counted).
+    pub(super) fn withdraw(&mut self, id: InvId) {
+        if let Some(inv) = self.take_invocation(id) {
+            self.cancel_frame(inv.owner, id);
+        }
+    }
+
+    /// Withdraw the invocation serving `origin`, if any.
+    pub(super) fn withdraw_origin(&mut self, origin: Origin) {
+        if let Some(&id) = self.invocations.by_origin.get(&origin) {
+            self.withdraw(id);
+        }
+    }
+
+    /// `peer` restarted: its old incarnation's calls have nowhere to go.
+    pub(super) fn withdraw_from_peer(&mut self, peer: SocketAddr) {
+        for id in self.invocations.invoked_by(peer) {
+            self.withdraw(id);
+        }
+    }
+
+    /// Tell a serving app that an invocation's caller is gone.
+    pub(super) fn cancel_frame(&mut self, owner: ConnId, id: InvId) {
+        if self.apps.get(owner).is_some() {
+            // CANCEL-FRAME: enabled when the client-lib branch lands.
+            let _ = (owner, id);
+        }
+    }
+}

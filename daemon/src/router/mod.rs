@@ -1,0 +1,517 @@
+//! The RPC layer as a sans-IO state machine: the [`Router`].
+//!
+//! It owns the transport [`Endpoint`], the connected apps, the function
+//! registry, outgoing calls, incoming invocations and their deadlines. It
+//! touches no socket, reads no clock and starts no thread: the shell feeds it
+//! inputs (`handle_*`, each with `now`) and drains its outputs
+//! (`poll_transmit`, `poll_output`) and sleeps until `poll_timeout`.
+//!
+//! Data flows one way through it:
+//!
+//! ```text
+//! datagram → Endpoint → network (envelope) → calls (reply) | invocations (request, cancel)
+//!          → Output::Frame → shell → app
+//! app msg  → client → apps | registry | calls → Endpoint::send → poll_transmit → shell → UDP
+//! ```
+//!
+//! Replies and refusals leave only through [`Router::poll_output`]. `calls`
+//! and `invocations` do not know each other: a call served by this daemon's
+//! own apps (the short-circuit) is mediated here, by [`Router::serve_local`]
+//! and [`Router::answer`].
+
+mod apps;
+mod builtins;
+mod calls;
+mod client;
+mod deadlines;
+mod invocations;
+mod lookups;
+mod network;
+mod registry;
+mod stats;
+mod targets;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
+use rpcd_transport::{Endpoint, Transmit};
+use tracing::{debug, info, warn};
+
+use crate::envelope::{Envelope, RemoteOutcome};
+use crate::settings::Settings;
+
+use apps::Apps;
+use calls::Calls;
+use deadlines::DeadlineHeap;
+use invocations::Invocations;
+use lookups::Lookups;
+
+pub use lookups::LOOKUPS_PENDING_MAX;
+pub use registry::{BUILTINS, FUNCTION_NAME_MAX};
+pub use targets::is_local;
+pub use types::{
+    CallId, ConnId, Failure, InvId, LookupAnswer, LookupId, LookupRequest, Origin, Output,
+    PeerCred, RemoteCallId,
+};
+
+/// How long a peer that was declared unreachable is tried last among a
+/// service name's addresses.
+pub const UNREACHABLE_MEMORY: Duration = Duration::from_secs(30);
+
+/// Longest a finished shutdown keeps running to get its last replies and
+/// acknowledgements acknowledged by the peers.
+pub const SHUTDOWN_LINGER_MAX: Duration = Duration::from_secs(2);
+
+/// The RPC router. See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Router {
+    settings: Settings,
+    /// The UDP address the shell bound.
+    me: SocketAddr,
+    /// This host's interface addresses (for a wildcard `me`).
+    host_ips: Vec<IpAddr>,
+    endpoint: Endpoint,
+    started: Instant,
+    apps: Apps,
+    registry: registry::Registry,
+    calls: Calls,
+    invocations: Invocations,
+    deadlines: DeadlineHeap<Deadline>,
+    lookups: Lookups,
+    /// Peers recently declared unreachable, and when.
+    peer_down: HashMap<SocketAddr, Instant>,
+    counters: Counters,
+    outputs: VecDeque<Output>,
+    shutdown: Shutdown,
+}
+
+/// What a deadline in the heap belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Call(CallId),
+    Invocation(InvId),
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    late_replies: u64,
+    late_results: u64,
+    bad_envelopes: u64,
+    dropped_transmits: u64,
+    oversize_datagrams: u64,
+}
+
+/// The graceful-shutdown state machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Running,
+    /// No new work; pending calls and invocations run until done or `until`.
+    Draining {
+        until: Instant,
+    },
+    /// Everything answered; waiting until the peers acknowledged the last
+    /// replies (the endpoint is idle) or `until`.
+    Lingering {
+        until: Instant,
+    },
+    Finished,
+}
+
+impl Router {
+    /// A router for the daemon bound at `me` with transport epoch `epoch`.
+    /// `host_ips` are the host's interface addresses, for recognising calls
+    /// to this daemon under another spelling of a wildcard address.
+    pub fn new(
+        settings: Settings,
+        me: SocketAddr,
+        host_ips: Vec<IpAddr>,
+        epoch: u64,
+        now: Instant,
+    ) -> Router {
+        Router {
+            endpoint: Endpoint::new(settings.transport, epoch),
+            settings,
+            me,
+            host_ips,
+            started: now,
+            apps: Apps::default(),
+            registry: registry::Registry::default(),
+            calls: Calls::default(),
+            invocations: Invocations::default(),
+            deadlines: DeadlineHeap::default(),
+            lookups: Lookups::default(),
+            peer_down: HashMap::new(),
+            counters: Counters::default(),
+            outputs: VecDeque::new(),
+            shutdown: Shutdown::Running,
+        }
+    }
+
+    // ------------------------------------------------------------- inputs
+
+    /// A datagram arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        self.endpoint.handle_datagram(now, from, bytes);
+        self.drain_events(now);
+    }
+
+    /// A datagram was too large for the receive buffer and may have been
+    /// truncated by the kernel: it is not trusted, only counted.
+    pub fn handle_oversize_datagram(&mut self) {
+        self.counters.oversize_datagrams += 1;
+    }
+
+    /// The shell dropped a datagram because its send backlog was full; the
+    /// transport retransmits it as if lost.
+    pub fn handle_transmit_dropped(&mut self) {
+        self.counters.dropped_transmits += 1;
+    }
+
+    /// An app connected. Beyond `connections_max` it is told and closed.
+    pub fn handle_conn_opened(&mut self, conn: ConnId, cred: PeerCred) {
+        let max = self.settings.limits.connections_max;
+        if self.apps.len() >= max {
+            warn!(
+                conn = %conn, pid = cred.pid, uid = cred.uid, gid = cred.gid,
+                "connection refused: connections_max reached"
+            );
+            self.outputs.push_back(Output::Frame(
+                conn,
+                DaemonMsg::Fatal {
+                    code: ErrorCode::Overloaded,
+                    message: format!("too many connections (limit {max})"),
+                },
+            ));
+            self.outputs.push_back(Output::Close(conn));
+            return;
+        }
+        self.apps.open(conn, cred);
+    }
+
+    /// A whole frame arrived from an app.
+    pub fn handle_client_msg(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
+        if self.apps.get(conn).is_none() {
+            return;
+        }
+        self.on_client_msg(now, conn, msg);
+        self.drain_events(now);
+    }
+
+    /// An app sent bytes that are not a frame: tell it what, then close it.
+    pub fn handle_bad_frame(&mut self, now: Instant, conn: ConnId, error: &FrameError) {
+        self.fatal(now, conn, error.code(), error.to_string());
+    }
+
+    /// An app's connection ended (end of stream, a socket error, or the
+    /// shell closed a slow reader).
+    pub fn handle_conn_closed(&mut self, now: Instant, conn: ConnId) {
+        self.app_gone(now, conn);
+        self.drain_events(now);
+    }
+
+    /// The resolver answered a [`LookupRequest`].
+    pub fn handle_lookup(&mut self, now: Instant, answer: LookupAnswer) {
+        self.on_lookup(now, answer);
+        self.drain_events(now);
+    }
+
+    /// Time passed: run every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.endpoint.handle_timeout(now);
+        self.drain_events(now);
+        self.expire(now);
+        self.advance_shutdown(now);
+        self.drain_events(now);
+    }
+
+    /// Stop taking new work; answer what is pending within the grace period
+    /// (`shutdown_grace`), then finish once the peers have acknowledged the
+    /// last replies. The shell keeps running until [`Router::is_finished`].
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        if self.shutdown != Shutdown::Running {
+            return;
+        }
+        info!("shutting down: no new calls, answering pending ones");
+        self.shutdown = Shutdown::Draining {
+            until: now + self.settings.limits.shutdown_grace,
+        };
+        self.advance_shutdown(now);
+        self.drain_events(now);
+    }
+
+    /// New settings (already validated). The listen address, the socket and
+    /// the transport settings apply at restart only.
+    pub fn reload(&mut self, mut new: Settings) {
+        if new.listen != self.settings.listen || new.socket != self.settings.socket {
+            warn!("listen and socket changes take effect at restart");
+        }
+        if new.transport != self.settings.transport {
+            warn!("transport settings take effect at restart");
+        }
+        new.listen = self.settings.listen;
+        new.socket = self.settings.socket.clone();
+        new.transport = self.settings.transport;
+        info!(names = new.names.len(), "settings reloaded");
+        self.settings = new;
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        loop {
+            if let Some(t) = self.endpoint.poll_transmit(now) {
+                return Some(t);
+            }
+            if !self.drain_events(now) {
+                return None;
+            }
+        }
+    }
+
+    /// The next frame, close or lookup for the shell.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When to call [`Router::handle_timeout`] next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let (calls, invocations) = (&self.calls, &self.invocations);
+        let mut t = self.endpoint.poll_timeout();
+        let d = self.deadlines.next(|d, at| match d {
+            Deadline::Call(id) => calls.deadline(id) == Some(at),
+            Deadline::Invocation(id) => invocations.deadline(id) == Some(at),
+        });
+        t = earliest(t, d);
+        match self.shutdown {
+            Shutdown::Draining { until } | Shutdown::Lingering { until } => {
+                earliest(t, Some(until))
+            }
+            Shutdown::Finished => None,
+            Shutdown::Running => t,
+        }
+    }
+
+    /// True once a shutdown has answered everything and flushed its last
+    /// replies: the shell may exit.
+    pub fn is_finished(&self) -> bool {
+        self.shutdown == Shutdown::Finished
+    }
+
+    /// True once a shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown != Shutdown::Running
+    }
+
+    /// The transport epoch of this incarnation.
+    pub fn epoch(&self) -> u64 {
+        self.endpoint.epoch()
+    }
+
+    /// The UDP address this router answers for.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.me
+    }
+
+    /// Current settings (after reloads).
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    // ---------------------------------------------------- mediation
+
+    /// Serve a call to this daemon's own address with no UDP.
+    fn serve_local(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        function: &str,
+        args: Vec<u8>,
+        deadline: Instant,
+    ) {
+        self.serve(now, Origin::Local { call }, function, args, deadline);
+    }
+
+    /// A local call ended (answered, expired or abandoned): withdraw the
+    /// invocation serving it, if it still runs.
+    fn local_call_ended(&mut self, call: CallId) {
+        self.withdraw_origin(Origin::Local { call });
+    }
+
+    /// Deliver a result to whoever asked: a peer daemon or a local call.
+    fn answer(&mut self, now: Instant, origin: Origin, result: Result<Vec<u8>, Failure>) {
+        match origin {
+            Origin::Local { call } => self.finish_call(now, call, result),
+            Origin::Remote { peer, call } => {
+                let outcome = match result {
+                    Ok(b) => RemoteOutcome::Ok(b),
+                    Err(f) => RemoteOutcome::Err {
+                        code: f.code,
+                        message: f.message,
+                    },
+                };
+                let env = Envelope::Reply {
+                    call_id: call.0,
+                    outcome,
+                };
+                if let Err(e) = self.endpoint.send(now, peer, env.encode()) {
+                    // The caller's deadline will fire; nothing else can tell it.
+                    warn!(%peer, error = %e, "cannot send a reply");
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------- helpers
+
+    /// Queue a frame for an app.
+    fn frame(&mut self, conn: ConnId, msg: DaemonMsg) {
+        self.outputs.push_back(Output::Frame(conn, msg));
+    }
+
+    /// Tell the app what it did wrong, then close its connection only.
+    fn fatal(&mut self, now: Instant, conn: ConnId, code: ErrorCode, message: String) {
+        if self.apps.get(conn).is_none() {
+            return;
+        }
+        debug!(conn = %conn, %message, "closing connection after protocol violation");
+        self.frame(conn, DaemonMsg::Fatal { code, message });
+        self.outputs.push_back(Output::Close(conn));
+        self.app_gone(now, conn);
+    }
+
+    /// Forget an app: its names, its invocations (their callers get
+    /// `server_app_gone`) and its calls (cancelled at the serving side).
+    fn app_gone(&mut self, now: Instant, conn: ConnId) {
+        let Some(app) = self.apps.close(conn) else {
+            return;
+        };
+        for f in &app.functions {
+            self.registry.remove(f);
+        }
+        for inv in app.invocations {
+            if let Some(i) = self.take_invocation(inv) {
+                self.answer(
+                    now,
+                    i.origin,
+                    Err(Failure::new(
+                        ErrorCode::ServerAppGone,
+                        "the serving app disconnected",
+                    )),
+                );
+            }
+        }
+        for call in app.calls {
+            self.abandon_call(now, call);
+        }
+    }
+
+    /// Arm a deadline.
+    fn arm(&mut self, at: Instant, d: Deadline) {
+        let (calls, invocations) = (&self.calls, &self.invocations);
+        let live = calls.len() + invocations.len();
+        self.deadlines.push(at, d, live, || {
+            calls
+                .deadlines()
+                .map(|(id, at)| (at, Deadline::Call(id)))
+                .chain(
+                    invocations
+                        .deadlines()
+                        .map(|(id, at)| (at, Deadline::Invocation(id))),
+                )
+                .collect::<Vec<_>>()
+                .into_iter()
+        });
+    }
+
+    /// Fire every call and invocation deadline due at `now`.
+    fn expire(&mut self, now: Instant) {
+        loop {
+            let (calls, invocations) = (&self.calls, &self.invocations);
+            let due = self.deadlines.pop_expired(now, |d, at| match d {
+                Deadline::Call(id) => calls.deadline(id) == Some(at),
+                Deadline::Invocation(id) => invocations.deadline(id) == Some(at),
+            });
+            match due {
+                None => return,
+                Some(Deadline::Call(id)) => self.finish_call(
+                    now,
+                    id,
+                    Err(Failure::new(
+                        ErrorCode::DeadlineExceeded,
+                        "the call's deadline passed before a reply arrived",
+                    )),
+                ),
+                // The caller has given up by now: the app is told to stop,
+                // and a late result from it is dropped and counted.
+                Some(Deadline::Invocation(id)) => self.withdraw(id),
+            }
+        }
+    }
+
+    fn advance_shutdown(&mut self, now: Instant) {
+        if let Shutdown::Draining { until } = self.shutdown {
+            let quiet = self.calls.is_empty() && self.invocations.is_empty();
+            if !quiet && now < until {
+                return;
+            }
+            for id in self.calls.ids() {
+                self.finish_call(
+                    now,
+                    id,
+                    Err(Failure::new(
+                        ErrorCode::ShuttingDown,
+                        "the daemon is shutting down",
+                    )),
+                );
+            }
+            for id in self.invocations.ids() {
+                if let Some(i) = self.take_invocation(id) {
+                    self.cancel_frame(i.owner, id);
+                    self.answer(
+                        now,
+                        i.origin,
+                        Err(Failure::new(
+                            ErrorCode::ShuttingDown,
+                            "the serving daemon is shutting down",
+                        )),
+                    );
+                }
+            }
+            let linger = SHUTDOWN_LINGER_MAX.min(self.settings.limits.shutdown_grace);
+            self.shutdown = Shutdown::Lingering {
+                until: now + linger,
+            };
+            self.drain_events(now);
+        }
+        if let Shutdown::Lingering { until } = self.shutdown {
+            if self.endpoint.is_idle() || now >= until {
+                info!("rpcd stopped");
+                self.shutdown = Shutdown::Finished;
+            }
+        }
+    }
+
+    /// Handle every transport event; true if there was any.
+    fn drain_events(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.endpoint.poll_event() {
+            any = true;
+            self.on_transport_event(now, ev.peer, ev.kind);
+        }
+        any
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}

@@ -1,0 +1,82 @@
+//! What the transport reports: delivered envelopes, acknowledged and failed
+//! messages, restarted and unreachable peers — routed to calls (replies)
+//! and invocations (requests, cancels).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rpcd_client::ipc::ErrorCode;
+use rpcd_transport::ChannelEvent;
+use tracing::{debug, info};
+
+use super::types::{CallId, Failure, Origin, RemoteCallId};
+use super::{Router, Shutdown};
+use crate::envelope::Envelope;
+
+impl Router {
+    pub(super) fn on_transport_event(&mut self, now: Instant, peer: SocketAddr, ev: ChannelEvent) {
+        match ev {
+            ChannelEvent::Delivered { data, .. } => {
+                self.peer_down.remove(&peer);
+                match Envelope::decode(&data) {
+                    Ok(env) => self.on_envelope(now, peer, env),
+                    Err(e) => {
+                        self.counters.bad_envelopes += 1;
+                        debug!(%peer, error = %e, "dropping a message that is not an RPC envelope");
+                    }
+                }
+            }
+            ChannelEvent::Acked { msg_id } => {
+                self.peer_down.remove(&peer);
+                self.on_message_acked(peer, msg_id);
+            }
+            ChannelEvent::Failed { msg_id, reason, .. } => {
+                self.on_message_failed(now, peer, msg_id, reason)
+            }
+            ChannelEvent::PeerRestarted => {
+                info!(%peer, "peer restarted (new epoch)");
+                self.on_peer_restarted_calls(now, peer);
+                self.withdraw_from_peer(peer);
+            }
+            ChannelEvent::PeerUnreachable => {
+                info!(%peer, "peer unreachable");
+                self.on_peer_unreachable_calls(now, peer);
+            }
+        }
+    }
+
+    fn on_envelope(&mut self, now: Instant, peer: SocketAddr, env: Envelope) {
+        match env {
+            Envelope::Request {
+                call_id,
+                function,
+                args,
+                deadline_ms,
+                ..
+            } => {
+                let origin = Origin::Remote {
+                    peer,
+                    call: RemoteCallId(call_id),
+                };
+                if self.shutdown != Shutdown::Running {
+                    let f = Failure::new(
+                        ErrorCode::ShuttingDown,
+                        "the serving daemon is shutting down",
+                    );
+                    self.answer(now, origin, Err(f));
+                    return;
+                }
+                let wait =
+                    Duration::from_millis(deadline_ms).min(self.settings.limits.deadline_max);
+                self.serve(now, origin, &function, args, now + wait);
+            }
+            Envelope::Reply { call_id, outcome } => {
+                self.on_reply(now, peer, CallId(call_id), outcome)
+            }
+            Envelope::Cancel { call_id } => self.withdraw_origin(Origin::Remote {
+                peer,
+                call: RemoteCallId(call_id),
+            }),
+        }
+    }
+}

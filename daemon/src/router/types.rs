@@ -1,0 +1,125 @@
+//! The router's vocabulary: ids as newtypes, where a piece of work came
+//! from, how it failed, and what the router asks the shell to do.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use rpcd_client::ipc::{DaemonMsg, ErrorCode};
+
+macro_rules! id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(pub u64);
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+    };
+}
+
+id!(
+    /// One local connection (an app), chosen by the shell.
+    ConnId
+);
+id!(
+    /// One outgoing call, chosen by this router; it is also the `call_id`
+    /// of the request envelope sent to a peer.
+    CallId
+);
+id!(
+    /// A peer daemon's `call_id`: unique only together with the peer.
+    RemoteCallId
+);
+id!(
+    /// One invocation handed to a serving app (`invoke` / `result`).
+    InvId
+);
+id!(
+    /// One name lookup handed to the shell's resolver.
+    LookupId
+);
+
+/// Who asked for a piece of work served here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// A peer daemon's call.
+    Remote {
+        /// The calling daemon.
+        peer: SocketAddr,
+        /// Its id for the call.
+        call: RemoteCallId,
+    },
+    /// A call from an app of this daemon (short-circuit, no UDP).
+    Local {
+        /// The call.
+        call: CallId,
+    },
+}
+
+/// A call's or an invocation's typed failure: a stable code and a message
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// The kernel's word on who opened a local connection (`SO_PEERCRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerCred {
+    /// Process id at connect time.
+    pub pid: i32,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+}
+
+/// What the router asks of the shell besides datagrams.
+// Frames are nearly every output: boxing them would allocate once per frame
+// to shrink the rare others.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Output {
+    /// Write this message to the connection.
+    Frame(ConnId, DaemonMsg),
+    /// Write what is queued (best effort), then close the connection. The
+    /// router has already forgotten it: do not report it closed.
+    Close(ConnId),
+    /// Resolve these `host:port` strings off the event loop and answer with
+    /// [`Router::handle_lookup`](super::Router::handle_lookup).
+    Lookup(LookupRequest),
+}
+
+/// A name lookup for the shell's resolver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupRequest {
+    /// Returned with the answer.
+    pub id: LookupId,
+    /// `host:port` strings, resolved in order.
+    pub targets: Vec<String>,
+}
+
+/// The resolver's answer to a [`LookupRequest`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupAnswer {
+    /// The request's id.
+    pub id: LookupId,
+    /// Per target, in order: its first address, or the resolver's error.
+    pub results: Vec<Result<SocketAddr, String>>,
+}

@@ -1,0 +1,285 @@
+//! The Unix listener and the app connections: a stream and its buffers,
+//! nothing else. What the frames mean is the router's business.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{self, Write};
+
+use super::frame_tmp::FrameReader;
+use mio::net::{UnixListener, UnixStream};
+use mio::{Interest, Registry, Token};
+use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError};
+use tracing::warn;
+
+use crate::router::{ConnId, PeerCred};
+
+/// The first connection's token (lower ones name the fixed sources).
+pub const FIRST_CONN: u64 = 16;
+/// Connections accepted per wakeup; the rest wait for the next turn.
+const ACCEPT_BATCH: usize = 64;
+/// Drop the written prefix of an output buffer once it is this large.
+const OUT_COMPACT: usize = 1024 * 1024;
+
+/// What reading a connection produced.
+#[derive(Debug)]
+pub enum ConnInput {
+    /// A whole message.
+    Msg(ClientMsg),
+    /// Bytes that are not a frame; reading stops.
+    BadFrame(FrameError),
+}
+
+/// An app's connection.
+#[derive(Debug)]
+struct Conn {
+    stream: UnixStream,
+    reader: FrameReader,
+    out: Vec<u8>,
+    out_pos: usize,
+    writable_wanted: bool,
+    flush_pending: bool,
+    /// A bad frame was read: nothing more is read from it.
+    stopped: bool,
+}
+
+/// The connection's output would exceed `connection_output_max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlowReader;
+
+/// The listener and every connection.
+#[derive(Debug)]
+pub struct Local {
+    listener: UnixListener,
+    conns: HashMap<ConnId, Conn>,
+    next: u64,
+    frame_max: usize,
+    output_max: usize,
+    read_batch: usize,
+    to_flush: Vec<ConnId>,
+    /// The listener may have connections waiting.
+    pub listener_ready: bool,
+    /// Connections that may have bytes to read.
+    pub ready: BTreeSet<ConnId>,
+}
+
+impl Local {
+    /// Register `listener` for reading under `token`.
+    pub fn new(
+        mut listener: UnixListener,
+        registry: &Registry,
+        token: Token,
+        frame_max: usize,
+        output_max: usize,
+        read_batch: usize,
+    ) -> io::Result<Local> {
+        registry.register(&mut listener, token, Interest::READABLE)?;
+        Ok(Local {
+            listener,
+            conns: HashMap::new(),
+            next: FIRST_CONN,
+            frame_max,
+            output_max,
+            read_batch: read_batch.max(1),
+            to_flush: Vec::new(),
+            listener_ready: true,
+            ready: BTreeSet::new(),
+        })
+    }
+
+    /// The connection a token names, if it is one.
+    pub fn conn_of(token: Token) -> Option<ConnId> {
+        let t = token.0 as u64;
+        (t >= FIRST_CONN).then_some(ConnId(t))
+    }
+
+    /// Accept up to one batch of connections, reporting each with the
+    /// kernel's credentials of its process.
+    pub fn accept(&mut self, registry: &Registry, mut on_open: impl FnMut(ConnId, PeerCred)) {
+        for _ in 0..ACCEPT_BATCH {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let id = ConnId(self.next);
+                    self.next += 1;
+                    let token = Token(id.0 as usize);
+                    if let Err(e) = registry.register(&mut stream, token, Interest::READABLE) {
+                        warn!(error = %e, "cannot register connection");
+                        continue;
+                    }
+                    let cred = peer_cred(&stream);
+                    self.conns.insert(
+                        id,
+                        Conn {
+                            stream,
+                            reader: FrameReader::new(self.frame_max),
+                            out: Vec::new(),
+                            out_pos: 0,
+                            writable_wanted: false,
+                            flush_pending: false,
+                            stopped: false,
+                        },
+                    );
+                    // Bytes may already be waiting: read them this turn.
+                    self.ready.insert(id);
+                    on_open(id, cred);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.listener_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    self.listener_ready = false;
+                    return;
+                }
+            }
+        }
+        self.listener_ready = true;
+    }
+
+    /// Read at most one batch from `id`, handing each whole frame to `on`.
+    /// Returns false when the stream ended or failed: the caller closes it.
+    /// The connection stays in `ready` if the batch did not drain it.
+    pub fn read(&mut self, id: ConnId, mut on: impl FnMut(ConnInput)) -> bool {
+        self.ready.remove(&id);
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return true;
+        };
+        for _ in 0..self.read_batch {
+            if conn.stopped {
+                return true;
+            }
+            match conn.reader.read_from(&mut conn.stream) {
+                Ok(0) => return false,
+                Ok(_) => loop {
+                    match conn.reader.next_frame::<ClientMsg>() {
+                        Ok(None) => break,
+                        Ok(Some(msg)) => on(ConnInput::Msg(msg)),
+                        Err(e) => {
+                            conn.stopped = true;
+                            on(ConnInput::BadFrame(e));
+                            return true;
+                        }
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        self.ready.insert(id);
+        true
+    }
+
+    /// Queue a frame for `id`, to be written by [`Local::flush`].
+    pub fn queue(&mut self, id: ConnId, msg: &DaemonMsg) -> Result<(), SlowReader> {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return Ok(());
+        };
+        let frame = ipc::encode_frame(msg);
+        if conn.out.len() - conn.out_pos + frame.len() > self.output_max {
+            warn!(conn = %id, "closing a connection that does not read its replies");
+            return Err(SlowReader);
+        }
+        conn.out.extend_from_slice(&frame);
+        // Written at the end of the loop iteration, so that every frame the
+        // iteration produced for this app goes out in one write.
+        if !conn.flush_pending {
+            conn.flush_pending = true;
+            self.to_flush.push(id);
+        }
+        Ok(())
+    }
+
+    /// Write what this iteration queued, one write per connection. Returns
+    /// the connections whose socket failed.
+    pub fn flush(&mut self, registry: &Registry) -> Vec<ConnId> {
+        let mut failed = Vec::new();
+        for id in std::mem::take(&mut self.to_flush) {
+            if let Some(c) = self.conns.get_mut(&id) {
+                c.flush_pending = false;
+            }
+            if !self.write(registry, id) {
+                failed.push(id);
+            }
+        }
+        failed
+    }
+
+    /// The socket of `id` became writable. False if it failed.
+    pub fn write(&mut self, registry: &Registry, id: ConnId) -> bool {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return true;
+        };
+        if write_some(conn).is_err() {
+            return false;
+        }
+        let want = conn.out_pos < conn.out.len();
+        super::want_writable(
+            registry,
+            &mut conn.stream,
+            Token(id.0 as usize),
+            want,
+            &mut conn.writable_wanted,
+        );
+        true
+    }
+
+    /// Write what is queued (one best-effort attempt) and close `id`.
+    pub fn close(&mut self, registry: &Registry, id: ConnId) {
+        self.ready.remove(&id);
+        if let Some(mut conn) = self.conns.remove(&id) {
+            let _ = write_some(&mut conn);
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+
+    /// Close `id` without writing anything more.
+    pub fn drop_conn(&mut self, registry: &Registry, id: ConnId) {
+        self.ready.remove(&id);
+        if let Some(mut conn) = self.conns.remove(&id) {
+            let _ = registry.deregister(&mut conn.stream);
+        }
+    }
+
+    /// Every open connection.
+    pub fn ids(&self) -> Vec<ConnId> {
+        self.conns.keys().copied().collect()
+    }
+}
+
+/// Write what is queued until the socket would block.
+fn write_some(conn: &mut Conn) -> io::Result<()> {
+    while conn.out_pos < conn.out.len() {
+        match conn.stream.write(&conn.out[conn.out_pos..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => conn.out_pos += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    if conn.out_pos == conn.out.len() {
+        conn.out.clear();
+        conn.out_pos = 0;
+    } else if conn.out_pos > OUT_COMPACT {
+        conn.out.drain(..conn.out_pos);
+        conn.out_pos = 0;
+    }
+    Ok(())
+}
+
+/// `SO_PEERCRED` of a connection: who is on the other end, by the kernel's word.
+fn peer_cred(stream: &UnixStream) -> PeerCred {
+    use nix::sys::socket::{getsockopt, sockopt};
+    match getsockopt(stream, sockopt::PeerCredentials) {
+        Ok(c) => PeerCred {
+            pid: c.pid(),
+            uid: c.uid(),
+            gid: c.gid(),
+        },
+        Err(e) => {
+            warn!(error = %e, "cannot read the peer credentials of a connection");
+            PeerCred::default()
+        }
+    }
+}

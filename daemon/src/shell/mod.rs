@@ -1,0 +1,444 @@
+//! The shell: everything that touches the OS, and no RPC decision.
+//!
+//! One `mio` loop over the UDP socket, the Unix listener, the connections,
+//! the signal pipe and the resolver's waker. Each wakeup it marks what is
+//! ready, takes at most one batch from each ready source (so a UDP flood
+//! cannot starve the local sockets, nor one app the others), feeds the
+//! [`Router`], writes what the router produced, and sleeps until the router's
+//! next deadline — or not at all while a source still has input waiting.
+//! A graceful stop is the same loop running until the router says it has
+//! finished; nothing sleeps inside it.
+
+mod frame_tmp;
+mod local;
+pub mod notify;
+pub mod resolver;
+mod signals;
+mod udp;
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use mio::net::{UdpSocket, UnixListener};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use tracing::{info, warn};
+
+use crate::router::{LookupAnswer, Output, Router};
+use crate::settings::Settings;
+use local::{ConnInput, Local};
+use notify::notify;
+use resolver::Resolver;
+use signals::{Signal, Signals};
+use udp::{Received, Sent, Udp};
+
+const UDP: Token = Token(0);
+const LISTENER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+const WAKER: Token = Token(3);
+
+/// How `run` was asked to behave beyond the settings.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The settings file to re-read on SIGHUP (None: defaults + environment).
+    pub config_path: Option<PathBuf>,
+    /// Command-line overrides, re-applied after every reload.
+    pub listen_flag: Option<SocketAddr>,
+    /// Socket path override (flag or RPCD_SOCKET), re-applied after a reload.
+    pub socket_override: Option<PathBuf>,
+    /// Pid file to remove at shutdown.
+    pub pid_file: Option<PathBuf>,
+}
+
+/// The daemon's sockets, bound but not yet served. Binding first lets the
+/// binary report bind errors on the terminal before it daemonizes.
+#[derive(Debug)]
+pub struct Bound {
+    settings: Settings,
+    udp: std::net::UdpSocket,
+    listener: std::os::unix::net::UnixListener,
+    local_addr: SocketAddr,
+}
+
+impl Bound {
+    /// Bind the UDP socket and the local socket.
+    pub fn bind(settings: Settings) -> anyhow::Result<Bound> {
+        let udp = std::net::UdpSocket::bind(settings.listen)
+            .with_context(|| format!("binding UDP {}", settings.listen))?;
+        set_buffers(&udp, &settings);
+        udp.set_nonblocking(true)?;
+        let local_addr = udp.local_addr()?;
+        let listener = bind_unix(&settings.socket)?;
+        listener.set_nonblocking(true)?;
+        Ok(Bound {
+            settings,
+            udp,
+            listener,
+            local_addr,
+        })
+    }
+
+    /// The bound UDP address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serve until SIGTERM/SIGINT, then shut down gracefully. Call after
+    /// any fork: this starts the poll instance and the resolver thread.
+    pub fn run(self, opts: RunOptions) -> anyhow::Result<()> {
+        let Bound {
+            settings,
+            udp,
+            listener,
+            local_addr,
+        } = self;
+        let poll = Poll::new().context("creating the poll instance")?;
+        let limits = settings.limits;
+        let udp = Udp::new(
+            UdpSocket::from_std(udp),
+            poll.registry(),
+            UDP,
+            limits.udp_receive_batch,
+            limits.transmit_backlog_max,
+        )?;
+        let local = Local::new(
+            UnixListener::from_std(listener),
+            poll.registry(),
+            LISTENER,
+            limits.frame_max,
+            limits.connection_output_max,
+            limits.connection_read_batch,
+        )?;
+        let signals =
+            Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let resolver = Resolver::start(waker.clone()).context("starting the resolver thread")?;
+        let epoch = random_epoch()?;
+        let socket_path = settings.socket.clone();
+        info!(udp = %local_addr, socket = %socket_path.display(), epoch = format_args!("{epoch:016x}"), "rpcd listening");
+        let router = Router::new(settings, local_addr, host_ips(), epoch, Instant::now());
+        let shell = Shell {
+            poll,
+            udp,
+            local,
+            signals,
+            resolver,
+            _waker: waker,
+            router,
+            opts,
+            socket_path,
+        };
+        notify("READY=1");
+        shell.run()
+    }
+}
+
+/// The running loop and what it owns.
+#[derive(Debug)]
+struct Shell {
+    poll: Poll,
+    udp: Udp,
+    local: Local,
+    signals: Signals,
+    resolver: Resolver,
+    _waker: Arc<Waker>,
+    router: Router,
+    opts: RunOptions,
+    socket_path: PathBuf,
+}
+
+impl Shell {
+    fn run(mut self) -> anyhow::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            self.router.handle_timeout(now);
+            self.drive(now);
+            self.flush();
+            if self.router.is_finished() {
+                self.finish();
+                return Ok(());
+            }
+            let busy = self.udp.ready || self.local.listener_ready || !self.local.ready.is_empty();
+            let timeout = if busy {
+                Some(Duration::ZERO)
+            } else {
+                self.router.poll_timeout().map(|t| {
+                    // epoll has millisecond resolution: round up so a timer
+                    // is never polled early and spun on.
+                    let d = t.saturating_duration_since(now);
+                    Duration::from_millis(d.as_micros().div_ceil(1000) as u64)
+                })
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e).context("polling");
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    UDP => {
+                        if ev.is_readable() {
+                            self.udp.ready = true;
+                        }
+                        if ev.is_writable() {
+                            self.udp.flush(self.poll.registry());
+                        }
+                    }
+                    LISTENER => self.local.listener_ready = true,
+                    SIGNALS => self.on_signals(),
+                    WAKER => self.on_resolved(),
+                    token => {
+                        let Some(id) = Local::conn_of(token) else {
+                            continue;
+                        };
+                        if ev.is_readable() || ev.is_read_closed() {
+                            self.local.ready.insert(id);
+                        }
+                        if ev.is_writable() && !self.local.write(self.poll.registry(), id) {
+                            self.conn_failed(Instant::now(), id);
+                        }
+                    }
+                }
+            }
+            self.serve_ready(Instant::now());
+        }
+    }
+
+    /// One batch from each ready source.
+    fn serve_ready(&mut self, now: Instant) {
+        if self.udp.ready {
+            let router = &mut self.router;
+            self.udp.receive(|r| match r {
+                Received::Datagram(from, bytes) => router.handle_datagram(now, from, bytes),
+                Received::Oversize => router.handle_oversize_datagram(),
+            });
+        }
+        if self.local.listener_ready {
+            let router = &mut self.router;
+            self.local.accept(self.poll.registry(), |id, cred| {
+                router.handle_conn_opened(id, cred)
+            });
+        }
+        let ready: Vec<_> = self.local.ready.iter().copied().collect();
+        for id in ready {
+            let router = &mut self.router;
+            let open = self.local.read(id, |input| match input {
+                ConnInput::Msg(msg) => router.handle_client_msg(now, id, msg),
+                ConnInput::BadFrame(e) => router.handle_bad_frame(now, id, &e),
+            });
+            if !open {
+                self.conn_failed(now, id);
+            }
+        }
+    }
+
+    /// Move what the router produced to the sockets and the resolver, until
+    /// it produces nothing more.
+    fn drive(&mut self, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.router.poll_transmit(now) {
+                progressed = true;
+                if self.udp.send(t) == Sent::Dropped {
+                    self.router.handle_transmit_dropped();
+                }
+            }
+            while let Some(out) = self.router.poll_output() {
+                progressed = true;
+                match out {
+                    Output::Frame(id, msg) => {
+                        if self.local.queue(id, &msg).is_err() {
+                            self.local.drop_conn(self.poll.registry(), id);
+                            self.router.handle_conn_closed(now, id);
+                        }
+                    }
+                    Output::Close(id) => self.local.close(self.poll.registry(), id),
+                    Output::Lookup(req) => {
+                        let id = req.id;
+                        let n = req.targets.len();
+                        if !self.resolver.submit(req) {
+                            let results = vec![Err("the resolver is not running".to_owned()); n];
+                            self.router.handle_lookup(now, LookupAnswer { id, results });
+                        }
+                    }
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Write what this iteration queued.
+    fn flush(&mut self) {
+        self.udp.flush(self.poll.registry());
+        let failed = self.local.flush(self.poll.registry());
+        if !failed.is_empty() {
+            let now = Instant::now();
+            for id in failed {
+                self.conn_failed(now, id);
+            }
+            self.drive(now);
+            self.udp.flush(self.poll.registry());
+            // Frames for the apps that remain go out next iteration.
+        }
+    }
+
+    /// A connection ended or its socket failed.
+    fn conn_failed(&mut self, now: Instant, id: crate::router::ConnId) {
+        self.local.drop_conn(self.poll.registry(), id);
+        self.router.handle_conn_closed(now, id);
+    }
+
+    fn on_signals(&mut self) {
+        for sig in self.signals.pending() {
+            match sig {
+                Signal::Stop => {
+                    if !self.router.is_shutting_down() {
+                        notify("STOPPING=1");
+                    }
+                    self.router.begin_shutdown(Instant::now());
+                }
+                Signal::Reload => self.reload(),
+            }
+        }
+    }
+
+    /// SIGHUP: re-read the settings; on any error keep the old ones.
+    fn reload(&mut self) {
+        notify("RELOADING=1");
+        match self.load_settings() {
+            Ok(new) => self.router.reload(new),
+            Err(e) => warn!(error = %e, "reload failed; the previous settings stay in force"),
+        }
+        notify("READY=1");
+    }
+
+    fn load_settings(&self) -> anyhow::Result<Settings> {
+        let (mut new, _) = Settings::load(self.opts.config_path.as_deref(), std::env::vars())?;
+        if let Some(l) = self.opts.listen_flag {
+            new.listen = l;
+        }
+        if let Some(s) = &self.opts.socket_override {
+            new.socket = s.clone();
+        }
+        new.validate("reload")?;
+        Ok(new)
+    }
+
+    fn on_resolved(&mut self) {
+        let now = Instant::now();
+        while let Some(answer) = self.resolver.poll() {
+            self.router.handle_lookup(now, answer);
+        }
+    }
+
+    /// The router finished its shutdown: last writes, then remove our files.
+    fn finish(&mut self) {
+        for id in self.local.ids() {
+            self.local.close(self.poll.registry(), id);
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+        if let Some(p) = &self.opts.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Ask for writable events on `source` exactly while it has output waiting
+/// (`wanted` remembers what is registered, so unchanged interest costs nothing).
+fn want_writable(
+    registry: &Registry,
+    source: &mut impl mio::event::Source,
+    token: Token,
+    want: bool,
+    wanted: &mut bool,
+) {
+    if want == *wanted {
+        return;
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    if registry.reregister(source, token, interest).is_ok() {
+        *wanted = want;
+    }
+}
+
+fn set_buffers(sock: &std::net::UdpSocket, s: &Settings) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &s.limits.udp_recv_buffer) {
+        warn!(error = %e, "cannot set the UDP receive buffer");
+    }
+    if let Err(e) = setsockopt(sock, sockopt::SndBuf, &s.limits.udp_send_buffer) {
+        warn!(error = %e, "cannot set the UDP send buffer");
+    }
+}
+
+/// This host's interface addresses, so a call to any of them on our port
+/// is recognised as a call to ourselves when we listen on a wildcard.
+fn host_ips() -> Vec<IpAddr> {
+    match nix::ifaddrs::getifaddrs() {
+        Ok(addrs) => addrs
+            .filter_map(|a| a.address)
+            .filter_map(|s| {
+                if let Some(v4) = s.as_sockaddr_in() {
+                    Some(IpAddr::V4(v4.ip()))
+                } else {
+                    s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+                }
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot list this host's addresses");
+            Vec::new()
+        }
+    }
+}
+
+/// Bind the local socket, replacing a stale file but never a live daemon's.
+fn bind_unix(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the socket directory {}", dir.display()))?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
+        }
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            );
+        }
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => bail!(
+                "another rpcd is serving {} (connect succeeded); stop it first or choose another --socket",
+                path.display()
+            ),
+            Err(_) => {
+                info!(path = %path.display(), "replacing a stale socket file");
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale socket {}", path.display()))?;
+            }
+        }
+    }
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("binding the socket {}", path.display()))?;
+    Ok(listener)
+}
+
+fn random_epoch() -> anyhow::Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::getrandom(&mut b).context("reading OS randomness for the epoch")?;
+    Ok(u64::from_ne_bytes(b).max(1))
+}
