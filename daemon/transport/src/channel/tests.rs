@@ -1,7 +1,9 @@
 //! Scenario tests: two channels driven by hand, with explicit time.
 
 use super::*;
-use crate::wire::Kind;
+use std::time::Duration;
+
+use crate::wire::{Fragment, Kind};
 
 const A: u64 = 0xA0;
 const B: u64 = 0xB0;
