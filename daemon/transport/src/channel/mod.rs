@@ -36,6 +36,7 @@ mod stats;
 mod timer;
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::time::Instant;
 
 use thiserror::Error;
@@ -54,7 +55,42 @@ pub use stats::{Snapshot, Stats};
 pub const RETIRED_EPOCHS_MAX: usize = 8;
 
 /// A sender-assigned message id (unique per channel and daemon run).
-pub type MsgId = u64;
+///
+/// Opaque to the owner, which only stores and compares it; a newtype so
+/// that it cannot be mixed up with a sequence counter, an epoch or the
+/// owner's own call ids. On the wire it is a plain `u64`: convert with
+/// `From` both ways at that boundary only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId(u64);
+
+impl MsgId {
+    /// The id of a channel's first message. Zero is never used, so that a
+    /// message floor of zero means "nothing sent yet".
+    pub(crate) const FIRST: MsgId = MsgId(1);
+
+    /// The id after this one.
+    pub(crate) fn next(self) -> MsgId {
+        MsgId(self.0 + 1)
+    }
+}
+
+impl From<u64> for MsgId {
+    fn from(raw: u64) -> Self {
+        MsgId(raw)
+    }
+}
+
+impl From<MsgId> for u64 {
+    fn from(id: MsgId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
 
 /// Why a message accepted by [`Channel::send`] was not delivered, or may not
 /// have been.
@@ -161,7 +197,7 @@ impl Channel {
             retired: VecDeque::new(),
             stats: Stats::default(),
             events: VecDeque::new(),
-            send: SendState::new(&cfg, 1),
+            send: SendState::new(&cfg, MsgId::FIRST),
             recv: RecvState::new(),
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
             last_heard: None,
@@ -232,7 +268,7 @@ impl Channel {
                 self.on_ack(now, ack);
             }
         }
-        self.on_floors(d.send_floor, d.msg_floor);
+        self.on_floors(d.send_floor, MsgId::from(d.msg_floor));
 
         match d.kind {
             Kind::Probe => self.recv.ack_now = true,
@@ -332,7 +368,7 @@ impl Channel {
             kind,
             seq: Seq(0),
             send_floor: self.send.send_floor(),
-            msg_floor: self.send.msg_floor(),
+            msg_floor: self.send.msg_floor().into(),
             ack: Some(self.ack_info()),
             ack_now,
             fragment: None,

@@ -40,7 +40,7 @@ impl RecvState {
             seen: BTreeSet::new(),
             partials: BTreeMap::new(),
             partial_bytes: 0,
-            msg_floor: 0,
+            msg_floor: MsgId(0),
             ack_pending: false,
             ack_now: false,
             unacked: 0,
@@ -114,6 +114,7 @@ impl Channel {
     }
 
     pub(super) fn on_data(&mut self, now: Instant, seq: Seq, f: &Fragment<'_>) {
+        let msg_id = MsgId::from(f.msg_id);
         let r = &mut self.recv;
         if seq < r.expected || r.seen.contains(&seq) {
             self.stats.duplicates += 1;
@@ -125,7 +126,7 @@ impl Channel {
             r.ack_now = true;
             return;
         }
-        let complete = if f.msg_id < r.msg_floor {
+        let complete = if msg_id < r.msg_floor {
             // The sender abandoned this message: accept the counter, drop the bytes.
             None
         } else if f.count == 1 {
@@ -167,10 +168,7 @@ impl Channel {
         }
         if let Some(data) = complete {
             self.stats.messages_delivered += 1;
-            self.events.push_back(Event::Delivered {
-                msg_id: f.msg_id,
-                data,
-            });
+            self.events.push_back(Event::Delivered { msg_id, data });
         }
     }
 
@@ -182,7 +180,8 @@ impl Channel {
         r: &mut RecvState,
         f: &Fragment<'_>,
     ) -> Result<Option<Vec<u8>>, ()> {
-        let p = r.partials.entry(f.msg_id).or_insert_with(|| Partial {
+        let msg_id = MsgId::from(f.msg_id);
+        let p = r.partials.entry(msg_id).or_insert_with(|| Partial {
             count: f.count,
             fragments: BTreeMap::new(),
             bytes: 0,
@@ -207,7 +206,7 @@ impl Channel {
         }
         // Fragments may arrive in any order: nothing relates `seq` to the
         // counters of the fragments before it.
-        let p = r.partials.remove(&f.msg_id).expect("entry just used");
+        let p = r.partials.remove(&msg_id).expect("entry just used");
         r.partial_bytes -= p.bytes;
         let mut out = Vec::with_capacity(p.bytes);
         for (_, part) in p.fragments {

@@ -157,7 +157,7 @@ impl Channel {
         }
         self.mark_busy(now);
         let id = self.send.next_msg_id;
-        self.send.next_msg_id += 1;
+        self.send.next_msg_id = id.next();
         let count = self.cfg.fragments_for(data.len());
         self.send.queued_bytes += data.len();
         self.send.messages.insert(
@@ -372,11 +372,11 @@ impl Channel {
             kind: Kind::Data,
             seq,
             send_floor: self.send.send_floor(),
-            msg_floor: self.send.msg_floor(),
+            msg_floor: self.send.msg_floor().into(),
             ack: Some(self.ack_info()),
             ack_now,
             fragment: Some(Fragment {
-                msg_id,
+                msg_id: msg_id.into(),
                 index,
                 count,
                 payload: &m.data[start..end],
