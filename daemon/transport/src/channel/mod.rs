@@ -46,6 +46,7 @@ use crate::rtt::RttEstimator;
 use crate::seq::Seq;
 use crate::wire::{Datagram, Kind};
 
+use liveness::Liveness;
 use recv::RecvState;
 use send::SendState;
 pub use stats::{Snapshot, Stats};
@@ -166,20 +167,10 @@ pub struct Channel {
     send: SendState,
     recv: RecvState,
     rtt: RttEstimator,
-    // Liveness.
-    last_heard: Option<Instant>,
-    busy_since: Option<Instant>,
-    holds: u32,
-    probe_due: Option<Instant>,
+    live: Liveness,
+    /// Send a probe at the next `poll_transmit` (a handshake retry or a
+    /// keepalive).
     probe_now: bool,
-    handshake_sent_at: Option<(Instant, u32)>,
-    /// The peer has been silent for `revalidate_after` while we had nothing
-    /// outstanding: confirm its epoch with a probe before sending data, so
-    /// that a restart we slept through costs a round trip, not a failed call.
-    revalidate: bool,
-    /// The peer was declared unreachable and has not been heard from since:
-    /// receive state alone no longer keeps the channel probing it.
-    gave_up: bool,
     /// Send an epoch-only answer (see `handle_datagram`).
     answer_stranger: bool,
 }
@@ -200,14 +191,8 @@ impl Channel {
             send: SendState::new(&cfg, MsgId::FIRST),
             recv: RecvState::new(),
             rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
-            last_heard: None,
-            busy_since: None,
-            holds: 0,
-            probe_due: None,
+            live: Liveness::new(),
             probe_now: false,
-            handshake_sent_at: None,
-            revalidate: false,
-            gave_up: false,
             answer_stranger: false,
         }
     }
@@ -225,7 +210,7 @@ impl Channel {
                 return;
             }
             if self.peer_epoch.is_none() {
-                self.peer_epoch = Some(d.sender_epoch);
+                self.learn_peer_epoch(d.sender_epoch);
             }
             if self.peer_epoch == Some(d.sender_epoch) {
                 self.recv.ack_now = true;
@@ -246,20 +231,20 @@ impl Channel {
                 self.stats.stale_epoch += 1;
                 return;
             }
-            None => self.peer_epoch = Some(d.sender_epoch),
+            None => self.learn_peer_epoch(d.sender_epoch),
             Some(old) => self.peer_restarted(now, old, d.sender_epoch),
         }
         self.stats.datagrams_received += 1;
-        self.last_heard = Some(now);
-        self.gave_up = false;
-        self.probe_due = None;
+        self.live.last_heard = Some(now);
+        self.live.gave_up = false;
+        self.live.reset_keepalive();
 
         // Acknowledgement state refers to our datagrams only if the peer
         // knows which incarnation of ours it is acknowledging.
         if d.receiver_epoch == self.local_epoch {
             // The peer answers as the incarnation we know: confirmed.
-            self.revalidate = false;
-            if let Some((sent_at, attempt)) = self.handshake_sent_at.take() {
+            self.live.end_revalidation();
+            if let Some((sent_at, attempt)) = self.live.handshake.take() {
                 if attempt == 1 {
                     self.rtt.sample(now.saturating_duration_since(sent_at));
                 }
@@ -293,22 +278,23 @@ impl Channel {
 
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.debug_check_liveness();
         if self.answer_stranger {
             self.answer_stranger = false;
             return Some(self.epoch_only_answer());
         }
-        if self.peer_epoch.is_none() || self.revalidate {
+        if !self.live.established() {
             // Nothing goes out as data until the peer's epoch is known (and,
             // after a quiet spell, confirmed): data must name the receiver's
             // incarnation, or a restarted receiver could execute a request
             // its previous incarnation already ran.
-            if self.send.has_new_data() && self.handshake_sent_at.is_none() {
+            if self.send.has_new_data() && self.live.handshake.is_none() {
                 self.probe_now = true;
             }
             if self.probe_now {
                 self.probe_now = false;
-                let attempt = self.handshake_sent_at.map_or(1, |(_, a)| a + 1);
-                self.handshake_sent_at = Some((now, attempt));
+                let attempt = self.live.handshake.map_or(1, |(_, a)| a + 1);
+                self.live.handshake = Some((now, attempt));
                 return Some(self.control(Kind::Probe, true));
             }
             return self.take_ack();
@@ -339,9 +325,9 @@ impl Channel {
             || self.recv.ack_now
             || !self.send.lost.is_empty()
             || (self.send.has_new_data() && self.can_send_new())
-            || ((self.peer_epoch.is_none() || self.revalidate)
+            || (!self.live.established()
                 && self.send.has_new_data()
-                && self.handshake_sent_at.is_none())
+                && self.live.handshake.is_none())
     }
 
     /// True when nothing is outstanding in either direction and no timer is
@@ -355,7 +341,7 @@ impl Channel {
             && self.recv.partial_bytes == 0
             && self.recv.ack_deadline.is_none()
             && !self.recv.ack_now
-            && self.holds == 0
+            && self.live.holds == 0
             && self.events.is_empty()
     }
 

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use super::liveness::Phase;
 use super::{Channel, Event, FailReason, MsgId, SendError};
 use crate::config::Config;
 use crate::seq::Seq;
@@ -150,10 +151,13 @@ impl Channel {
         }
         let idle = self.send.messages.is_empty() && self.send.in_flight.is_empty();
         let quiet = self
+            .live
             .last_heard
             .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.revalidate_after);
         if self.peer_epoch.is_some() && idle && quiet {
-            self.revalidate = true;
+            // A keepalive schedule has nothing to keep while nothing is
+            // outstanding, and the next answer restarts it anyway.
+            self.live.phase = Phase::Revalidating;
         }
         self.mark_busy(now);
         let id = self.send.next_msg_id;
