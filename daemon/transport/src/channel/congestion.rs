@@ -81,6 +81,15 @@ impl Channel {
         }
     }
 
+    /// A lost datagram may go again: while the window has room, and always
+    /// when nothing else is in flight (so one datagram probes the path).
+    pub(super) fn can_retransmit(&self) -> bool {
+        !self.send.lost.is_empty()
+            && (self.send.flight() < self.send.cwnd || self.send.flight() == 0)
+    }
+
+    /// A fragment not yet transmitted may take the next counter: the
+    /// congestion window and the peer's receive window both have room.
     pub(super) fn can_send_new(&self) -> bool {
         let window_end = self.send.peer_ack.plus(u64::from(self.send.peer_window));
         self.send.flight() < self.send.cwnd && self.send.next_seq < window_end

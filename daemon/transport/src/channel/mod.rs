@@ -155,6 +155,23 @@ pub enum SendError {
     QueueFull,
 }
 
+/// What the next datagram from `poll_transmit` is (see `next_transmit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Our epoch alone, to a peer incarnation we do not know.
+    EpochOnly,
+    /// A handshake probe, first or retried, to learn or confirm the epoch.
+    HandshakeProbe,
+    /// A datagram declared lost, with its original counter.
+    Retransmission,
+    /// The next fragment not yet transmitted.
+    NewFragment,
+    /// A keepalive probe to a silent peer.
+    Keepalive,
+    /// An acknowledgement alone.
+    Ack,
+}
+
 /// The reliable channel to one peer.
 #[derive(Debug)]
 pub struct Channel {
@@ -279,37 +296,32 @@ impl Channel {
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.debug_check_liveness();
-        if self.answer_stranger {
-            self.answer_stranger = false;
-            return Some(self.epoch_only_answer());
-        }
-        if !self.live.established() {
-            // Nothing goes out as data until the peer's epoch is known (and,
-            // after a quiet spell, confirmed): data must name the receiver's
-            // incarnation, or a restarted receiver could execute a request
-            // its previous incarnation already ran.
-            if self.send.has_new_data() && self.live.handshake.is_none() {
-                self.probe_now = true;
+        let next = self.next_transmit()?;
+        Some(match next {
+            Next::EpochOnly => {
+                self.answer_stranger = false;
+                self.epoch_only_answer()
             }
-            if self.probe_now {
+            Next::HandshakeProbe => {
                 self.probe_now = false;
                 let attempt = self.live.handshake.map_or(1, |(_, a)| a + 1);
                 self.live.handshake = Some((now, attempt));
-                return Some(self.control(Kind::Probe, true));
+                self.control(Kind::Probe, true)
             }
-            return self.take_ack();
-        }
-        if let Some(seq) = self.next_retransmission() {
-            return Some(self.transmit(now, seq, true));
-        }
-        if let Some(seq) = self.next_new_fragment(now) {
-            return Some(self.transmit(now, seq, false));
-        }
-        if self.probe_now {
-            self.probe_now = false;
-            return Some(self.control(Kind::Probe, true));
-        }
-        self.take_ack()
+            Next::Retransmission => {
+                let seq = self.send.lost.pop_first().expect("a datagram is lost");
+                self.transmit(now, seq, true)
+            }
+            Next::NewFragment => {
+                let seq = self.next_new_fragment(now);
+                self.transmit(now, seq, false)
+            }
+            Next::Keepalive => {
+                self.probe_now = false;
+                self.control(Kind::Probe, true)
+            }
+            Next::Ack => self.control(Kind::Ack, false),
+        })
     }
 
     /// The next event for the owner.
@@ -320,14 +332,7 @@ impl Channel {
     /// Whether `poll_transmit` has something to send right now (used by the
     /// endpoint to skip idle channels).
     pub fn wants_transmit(&self) -> bool {
-        self.answer_stranger
-            || self.probe_now
-            || self.recv.ack_now
-            || !self.send.lost.is_empty()
-            || (self.send.has_new_data() && self.can_send_new())
-            || (!self.live.established()
-                && self.send.has_new_data()
-                && self.live.handshake.is_none())
+        self.next_transmit().is_some()
     }
 
     /// True when nothing is outstanding in either direction and no timer is
@@ -346,6 +351,33 @@ impl Channel {
     }
 
     // ------------------------------------------------------------ internals
+
+    /// What `poll_transmit` sends next, in priority order. The only place
+    /// the "may I send now" decision is made: `wants_transmit` asks it too,
+    /// so the endpoint never skips a channel with something to send (a
+    /// stall) nor keeps polling one with nothing (a spin).
+    fn next_transmit(&self) -> Option<Next> {
+        if self.answer_stranger {
+            return Some(Next::EpochOnly);
+        }
+        if !self.live.established() {
+            // Nothing goes out as data until the peer's epoch is known (and,
+            // after a quiet spell, confirmed): data must name the receiver's
+            // incarnation, or a restarted receiver could execute a request
+            // its previous incarnation already ran.
+            let start = self.send.has_new_data() && self.live.handshake.is_none();
+            if self.probe_now || start {
+                return Some(Next::HandshakeProbe);
+            }
+        } else if self.can_retransmit() {
+            return Some(Next::Retransmission);
+        } else if self.send.has_new_data() && self.can_send_new() {
+            return Some(Next::NewFragment);
+        } else if self.probe_now {
+            return Some(Next::Keepalive);
+        }
+        self.recv.ack_now.then_some(Next::Ack)
+    }
 
     fn control(&mut self, kind: Kind, ack_now: bool) -> Vec<u8> {
         let d = Datagram {

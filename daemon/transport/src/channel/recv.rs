@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{Channel, Event, MsgId};
 use crate::config::Config;
 use crate::seq::Seq;
-use crate::wire::{AckInfo, Fragment, Kind};
+use crate::wire::{AckInfo, Fragment};
 
 #[derive(Debug)]
 pub(super) struct Partial {
@@ -50,14 +50,6 @@ impl RecvState {
 }
 
 impl Channel {
-    pub(super) fn take_ack(&mut self) -> Option<Vec<u8>> {
-        if self.recv.ack_now {
-            Some(self.control(Kind::Ack, false))
-        } else {
-            None
-        }
-    }
-
     pub(super) fn ack_sent(&mut self) {
         self.recv.ack_now = false;
         self.recv.ack_pending = false;

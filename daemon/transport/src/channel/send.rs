@@ -276,22 +276,10 @@ impl Channel {
         self.detect_losses();
     }
 
-    pub(super) fn next_retransmission(&mut self) -> Option<Seq> {
-        if self.send.lost.is_empty() {
-            return None;
-        }
-        // A retransmission is allowed while the window has room, and always
-        // when nothing else is in flight (so one datagram probes the path).
-        if self.send.flight() >= self.send.cwnd && self.send.flight() > 0 {
-            return None;
-        }
-        self.send.lost.pop_first()
-    }
-
-    pub(super) fn next_new_fragment(&mut self, now: Instant) -> Option<Seq> {
-        if !self.send.has_new_data() || !self.can_send_new() {
-            return None;
-        }
+    /// Take the next fragment not yet transmitted and give it the next
+    /// counter. The caller checked that the windows allow it.
+    pub(super) fn next_new_fragment(&mut self, now: Instant) -> Seq {
+        debug_assert!(self.send.has_new_data() && self.can_send_new());
         // Alternate between single-fragment messages and the large message
         // in progress, so neither starves the other.
         let use_large = match (self.send.small.is_empty(), self.send.large.is_empty()) {
@@ -300,12 +288,17 @@ impl Channel {
             (false, true) => false,
         };
         self.send.prefer_large = !use_large;
+        // Both queues are pruned: a non-empty one starts with a live message.
         let msg_id = if use_large {
-            *self.send.large.front()?
+            *self.send.large.front().expect("has new data")
         } else {
-            self.send.small.pop_front()?
+            self.send.small.pop_front().expect("has new data")
         };
-        let m = self.send.messages.get_mut(&msg_id)?;
+        let m = self
+            .send
+            .messages
+            .get_mut(&msg_id)
+            .expect("queue fronts are live messages");
         let index = m.started;
         m.started += 1;
         m.seqs.push(self.send.next_seq);
@@ -327,7 +320,7 @@ impl Channel {
                 fast: false,
             },
         );
-        Some(seq)
+        seq
     }
 
     pub(super) fn transmit(&mut self, now: Instant, seq: Seq, retransmission: bool) -> Vec<u8> {
