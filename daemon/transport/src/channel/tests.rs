@@ -1,7 +1,9 @@
 //! Scenario tests: two channels driven by hand, with explicit time.
 
 use super::*;
-use crate::wire::Kind;
+use std::time::Duration;
+
+use crate::wire::{Fragment, Kind};
 
 const A: u64 = 0xA0;
 const B: u64 = 0xB0;
@@ -975,4 +977,126 @@ fn recent_peer_needs_no_revalidation() {
     let now = p.now;
     p.a.send(now, b"soon after".to_vec()).expect("queued");
     assert_eq!(kinds(&drain(&mut p.a, now)), [Kind::Data]);
+}
+
+// ------------------------------------------------------------------ timers
+
+use super::timer::Timer;
+
+/// Run `ch`'s timers at each deadline it reports, dropping what it sends,
+/// and check the no-spin rule after every `handle_timeout`: the next
+/// deadline is strictly later, or the channel has something to send (which
+/// re-arms its timers). Returns the instants at which it was woken.
+fn run_timers_unanswered(ch: &mut Channel, mut now: Instant, rounds: usize) -> Vec<Instant> {
+    let mut woken = Vec::new();
+    for _ in 0..rounds {
+        let _ = drain(ch, now);
+        let Some(t) = ch.poll_timeout() else { break };
+        assert!(t >= now, "a deadline in the past");
+        now = t;
+        woken.push(t);
+        ch.handle_timeout(t);
+        assert!(
+            ch.poll_timeout().is_none_or(|n| n > t) || ch.wants_transmit(),
+            "handle_timeout({t:?}) left a due deadline and nothing to send: the owner would spin"
+        );
+    }
+    woken
+}
+
+/// The earliest armed timer is the one `poll_timeout` reports; it does not
+/// fire a moment before its deadline, and does at it.
+fn assert_fires_at_reported_deadline(ch: &mut Channel, timer: Timer) -> Instant {
+    let t = ch.poll_timeout().expect("a timer is armed");
+    assert_eq!(
+        ch.timer_deadline(timer),
+        Some(t),
+        "{timer:?} is the earliest"
+    );
+    ch.handle_timeout(t - Duration::from_micros(1));
+    assert_eq!(ch.timer_deadline(timer), Some(t), "{timer:?} fired early");
+    ch.handle_timeout(t);
+    assert_ne!(ch.timer_deadline(timer), Some(t), "{timer:?} did not fire");
+    t
+}
+
+#[test]
+fn no_timer_spins_through_handshake_loss_keepalive_and_timeout() {
+    // Handshake retries unanswered, then the peer is given up.
+    let mut p = Pair::new();
+    p.a.send(p.now, b"x".to_vec()).expect("queued");
+    run_timers_unanswered(&mut p.a, p.now, 1000);
+    assert_eq!(p.a.poll_timeout(), None);
+
+    // Data in flight, every retransmission lost; a hold outlives it.
+    let mut p = Pair::new();
+    let (_, _lost) = p.handshake_with(vec![1; 1000]);
+    p.a.hold(p.now);
+    run_timers_unanswered(&mut p.a, p.now, 1000);
+    assert!(events(&mut p.a).contains(&Event::PeerUnreachable));
+
+    // The receiver holds a partial message and a gap: it probes the sender.
+    let mut p = Pair::new();
+    let (_, data) = p.handshake_with(vec![2; 450]);
+    feed(&mut p.b, p.now, &data[1..2]);
+    run_timers_unanswered(&mut p.b, p.now, 1000);
+}
+
+#[test]
+fn retransmit_timer_fires_at_reported_deadline() {
+    let mut p = Pair::new();
+    let (_, _lost) = p.handshake_with(b"lost".to_vec());
+    assert!(drain(&mut p.a, p.now).is_empty());
+    assert_fires_at_reported_deadline(&mut p.a, Timer::Retransmit);
+    let again = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&again), [Kind::Data]);
+    assert_eq!(p.a.snapshot().stats.retransmissions, 1);
+}
+
+#[test]
+fn delayed_ack_timer_fires_at_reported_deadline() {
+    let mut p = Pair::new();
+    let (_, data) = p.handshake_with(b"one".to_vec());
+    feed(&mut p.b, p.now, &data);
+    assert!(drain(&mut p.b, p.now).is_empty(), "the ack waits");
+    let t = assert_fires_at_reported_deadline(&mut p.b, Timer::DelayedAck);
+    assert_eq!(t, p.now + cfg().ack_delay);
+    assert_eq!(kinds(&drain(&mut p.b, t)), [Kind::Ack]);
+}
+
+#[test]
+fn handshake_timer_fires_at_reported_deadline() {
+    let mut p = Pair::new();
+    p.a.send(p.now, b"x".to_vec()).expect("queued");
+    assert_eq!(kinds(&drain(&mut p.a, p.now)), [Kind::Probe]);
+    let t = assert_fires_at_reported_deadline(&mut p.a, Timer::Handshake);
+    assert_eq!(t, p.now + cfg().rto_initial);
+    assert_eq!(
+        kinds(&drain(&mut p.a, t)),
+        [Kind::Probe],
+        "the probe is retried"
+    );
+}
+
+/// A hold keeps a silent peer checked: keepalive at `keepalive_interval`,
+/// then "unreachable" at `peer_timeout` (before the second keepalive).
+#[test]
+fn keepalive_and_peer_timeout_timers_fire_at_reported_deadlines() {
+    let c = Config {
+        keepalive_interval: Duration::from_secs(3),
+        peer_timeout: Duration::from_secs(5),
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let _ = p.handshake_with(b"x".to_vec());
+    p.settle(ms(50));
+    let _ = events(&mut p.a);
+    p.a.hold(p.now);
+    let heard = p.now;
+    let t = assert_fires_at_reported_deadline(&mut p.a, Timer::Keepalive);
+    assert_eq!(t, heard + c.keepalive_interval);
+    assert_eq!(kinds(&drain(&mut p.a, t)), [Kind::Probe]);
+    let t = assert_fires_at_reported_deadline(&mut p.a, Timer::PeerTimeout);
+    assert_eq!(t, heard + c.peer_timeout);
+    assert!(events(&mut p.a).contains(&Event::PeerUnreachable));
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rpcd_transport::wire::{Datagram, Kind};
-use rpcd_transport::{ChannelEvent, ChannelSendError, Config, Endpoint, FailReason, SendError};
+use rpcd_transport::{
+    ChannelEvent, ChannelSendError, Config, Endpoint, FailReason, MsgId, SendError,
+};
 
 /// Virtual time: an offset from the run's origin.
 type T = Duration;
@@ -236,7 +238,7 @@ impl Ord for Ev {
 // ------------------------------------------------------------------ ledger
 
 /// (sender node, sender epoch, receiver node, msg id)
-type Key = (usize, u64, usize, u64);
+type Key = (usize, u64, usize, MsgId);
 
 #[derive(Debug)]
 struct MsgRec {
@@ -796,7 +798,7 @@ impl Sim {
                     // Data names the receiver's incarnation, always the same
                     // one for every fragment of a message.
                     if let Some(f) = &d.fragment {
-                        let key = (from, d.sender_epoch, to, f.msg_id);
+                        let key = (from, d.sender_epoch, to, MsgId::from(f.msg_id));
                         if let Some(m) = self.msgs.get_mut(&key) {
                             match m.addressed {
                                 None => m.addressed = Some(d.receiver_epoch),

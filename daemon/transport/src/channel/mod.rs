@@ -1,0 +1,422 @@
+//! The per-peer reliable channel: a sans-IO state machine.
+//!
+//! Inputs: [`Channel::send`], [`Channel::handle_datagram`],
+//! [`Channel::handle_timeout`], each with the current time. Outputs:
+//! [`Channel::poll_transmit`] (datagrams to put on the wire),
+//! [`Channel::poll_event`] (delivered messages, acknowledgements, failures),
+//! [`Channel::poll_timeout`] (when to call `handle_timeout` next).
+//!
+//! Sending: messages are cut into fragments; each fragment, when first
+//! transmitted, takes the next sequence counter, and keeps it for every
+//! retransmission. Each unacknowledged datagram has its own retransmission
+//! deadline in an ordered set, so expiry, acknowledgement and loss detection
+//! cost O(log n) per datagram, never a scan of everything in flight.
+//!
+//! Receiving: the receiver keeps the next expected counter plus the set of
+//! counters seen beyond it (bounded by the receive window). A counter below
+//! the expected one or already in the set is a duplicate: acknowledged, never
+//! delivered again. A message is delivered as soon as its fragments are all
+//! in, whatever the order.
+//!
+//! Epochs: the first datagram from a peer fixes its epoch; a different epoch
+//! later means the peer restarted, and resets the channel.
+//!
+//! Liveness: while messages are outstanding, a hold is taken, or receive
+//! state waits on the peer (a gap, a partial message), a silent peer is
+//! probed every `keepalive_interval` and declared unreachable after
+//! `peer_timeout`. Its answers carry its floors, which free whatever it
+//! abandoned; after giving up, receive state alone arms no timer until the
+//! peer is heard from again.
+
+mod congestion;
+mod liveness;
+mod recv;
+mod send;
+mod stats;
+mod timer;
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::Instant;
+
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::rtt::RttEstimator;
+use crate::seq::Seq;
+use crate::wire::{Datagram, Kind};
+
+use liveness::Liveness;
+use recv::RecvState;
+use send::SendState;
+pub use stats::{Snapshot, Stats};
+
+/// How many earlier epochs of a peer are remembered, so that late datagrams
+/// from them are recognised and dropped.
+pub const RETIRED_EPOCHS_MAX: usize = 8;
+
+/// A sender-assigned message id (unique per channel and daemon run).
+///
+/// Opaque to the owner, which only stores and compares it; a newtype so
+/// that it cannot be mixed up with a sequence counter, an epoch or the
+/// owner's own call ids. On the wire it is a plain `u64`: convert with
+/// `From` both ways at that boundary only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MsgId(u64);
+
+impl MsgId {
+    /// The id of a channel's first message. Zero is never used, so that a
+    /// message floor of zero means "nothing sent yet".
+    pub(crate) const FIRST: MsgId = MsgId(1);
+
+    /// The id after this one.
+    pub(crate) fn next(self) -> MsgId {
+        MsgId(self.0 + 1)
+    }
+}
+
+impl From<u64> for MsgId {
+    fn from(raw: u64) -> Self {
+        MsgId(raw)
+    }
+}
+
+impl From<MsgId> for u64 {
+    fn from(id: MsgId) -> Self {
+        id.0
+    }
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Why a message accepted by [`Channel::send`] was not delivered, or may not
+/// have been.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailReason {
+    /// A datagram ran out of retransmissions, the handshake went unanswered,
+    /// or the peer was silent for the peer timeout.
+    PeerUnreachable,
+    /// The peer started with a new epoch while the message was outstanding.
+    PeerRestarted,
+    /// The local side gave up on the message (see [`Channel::cancel`]).
+    Cancelled,
+}
+
+/// What the channel tells its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A complete message from the peer. Delivered once per message.
+    Delivered {
+        /// The peer's id for it.
+        msg_id: MsgId,
+        /// Its bytes.
+        data: Vec<u8>,
+    },
+    /// Every fragment of a message we sent was acknowledged.
+    Acked {
+        /// The id `send` returned.
+        msg_id: MsgId,
+    },
+    /// A message we sent failed. Exactly one of `Acked` or `Failed` is
+    /// reported for every message `send` accepted.
+    Failed {
+        /// The id `send` returned.
+        msg_id: MsgId,
+        /// Why.
+        reason: FailReason,
+        /// Whether every fragment was transmitted at least once, so that the
+        /// peer may have received the whole message: the outcome is unknown.
+        /// When false, the peer certainly never delivers it.
+        maybe_delivered: bool,
+    },
+    /// The peer restarted (new epoch): the channel was reset.
+    PeerRestarted,
+    /// The peer was silent for the peer timeout while something was outstanding.
+    PeerUnreachable,
+}
+
+/// Why [`Channel::send`] refused a message. Nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum SendError {
+    /// The message is larger than the configured maximum.
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// `Config::message_max`.
+        max: usize,
+    },
+    /// The send queue for this peer is full (messages or bytes).
+    #[error("send queue to this peer is full")]
+    QueueFull,
+}
+
+/// What the next datagram from `poll_transmit` is (see `next_transmit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Our epoch alone, to a peer incarnation we do not know.
+    EpochOnly,
+    /// A handshake probe, first or retried, to learn or confirm the epoch.
+    HandshakeProbe,
+    /// A datagram declared lost, with its original counter.
+    Retransmission,
+    /// The next fragment not yet transmitted.
+    NewFragment,
+    /// A keepalive probe to a silent peer.
+    Keepalive,
+    /// An acknowledgement alone.
+    Ack,
+}
+
+/// The reliable channel to one peer.
+#[derive(Debug)]
+pub struct Channel {
+    cfg: Config,
+    local_epoch: u64,
+    peer_epoch: Option<u64>,
+    retired: VecDeque<u64>,
+    stats: Stats,
+    events: VecDeque<Event>,
+    send: SendState,
+    recv: RecvState,
+    rtt: RttEstimator,
+    live: Liveness,
+    /// Send a probe at the next `poll_transmit` (a handshake retry or a
+    /// keepalive).
+    probe_now: bool,
+    /// Send an epoch-only answer (see `handle_datagram`).
+    answer_stranger: bool,
+}
+
+impl Channel {
+    /// A channel from `local_epoch` to a peer whose epoch is not known yet.
+    /// `cfg` must have passed [`Config::validate`].
+    pub fn new(cfg: Config, local_epoch: u64) -> Self {
+        debug_assert!(cfg.validate().is_ok());
+        debug_assert_ne!(local_epoch, 0, "epoch zero means unknown");
+        Channel {
+            cfg,
+            local_epoch,
+            peer_epoch: None,
+            retired: VecDeque::new(),
+            stats: Stats::default(),
+            events: VecDeque::new(),
+            send: SendState::new(&cfg, MsgId::FIRST),
+            recv: RecvState::new(),
+            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            live: Liveness::new(),
+            probe_now: false,
+            answer_stranger: false,
+        }
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Feed a datagram received from this peer (already parsed and checked).
+    pub fn handle_datagram(&mut self, now: Instant, d: &Datagram<'_>) {
+        // Addressed to an earlier incarnation of ours: the sender has not
+        // learned we restarted. Never deliver it (that incarnation may have
+        // executed it); answer so that the sender learns our epoch.
+        if d.receiver_epoch != 0 && d.receiver_epoch != self.local_epoch {
+            self.stats.stale_epoch += 1;
+            if self.retired.contains(&d.sender_epoch) {
+                return;
+            }
+            if self.peer_epoch.is_none() {
+                self.learn_peer_epoch(d.sender_epoch);
+            }
+            if self.peer_epoch == Some(d.sender_epoch) {
+                self.recv.ack_now = true;
+            } else {
+                // An incarnation of the peer we do not know, which believes
+                // in an earlier one of ours: both sides restarted, and each
+                // may have learnt the other's previous epoch from a late
+                // datagram. Adopting its epoch is unsafe (it may be older
+                // than ours to it, and dead); ignoring it deadlocks both.
+                // Tell it our epoch, asserting nothing else.
+                self.answer_stranger = true;
+            }
+            return;
+        }
+        match self.peer_epoch {
+            Some(e) if e == d.sender_epoch => {}
+            _ if self.retired.contains(&d.sender_epoch) => {
+                self.stats.stale_epoch += 1;
+                return;
+            }
+            None => self.learn_peer_epoch(d.sender_epoch),
+            Some(old) => self.peer_restarted(now, old, d.sender_epoch),
+        }
+        self.stats.datagrams_received += 1;
+        self.live.last_heard = Some(now);
+        self.live.gave_up = false;
+        self.live.reset_keepalive();
+
+        // Acknowledgement state refers to our datagrams only if the peer
+        // knows which incarnation of ours it is acknowledging.
+        if d.receiver_epoch == self.local_epoch {
+            // The peer answers as the incarnation we know: confirmed.
+            self.live.end_revalidation();
+            if let Some((sent_at, attempt)) = self.live.handshake.take() {
+                if attempt == 1 {
+                    self.rtt.sample(now.saturating_duration_since(sent_at));
+                }
+            }
+            if let Some(ack) = d.ack {
+                self.on_ack(now, ack);
+            }
+        }
+        self.on_floors(d.send_floor, MsgId::from(d.msg_floor));
+
+        match d.kind {
+            Kind::Probe => self.recv.ack_now = true,
+            Kind::Ack => {}
+            Kind::Data => {
+                if d.receiver_epoch != self.local_epoch {
+                    // Data before the handshake completed: not addressed to
+                    // this incarnation explicitly, so never delivered.
+                    self.stats.stale_epoch += 1;
+                    self.recv.ack_now = true;
+                } else if let Some(f) = &d.fragment {
+                    self.on_data(now, d.seq, f);
+                }
+            }
+        }
+        if d.ack_now {
+            self.recv.ack_now = true;
+        }
+    }
+
+    // --------------------------------------------------------------- outputs
+
+    /// The next datagram to send, if any. Call until it returns `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        self.debug_check_liveness();
+        let next = self.next_transmit()?;
+        Some(match next {
+            Next::EpochOnly => {
+                self.answer_stranger = false;
+                self.epoch_only_answer()
+            }
+            Next::HandshakeProbe => {
+                self.probe_now = false;
+                let attempt = self.live.handshake.map_or(1, |(_, a)| a + 1);
+                self.live.handshake = Some((now, attempt));
+                self.control(Kind::Probe, true)
+            }
+            Next::Retransmission => {
+                let seq = self.send.lost.pop_first().expect("a datagram is lost");
+                self.transmit(now, seq, true)
+            }
+            Next::NewFragment => {
+                let seq = self.next_new_fragment(now);
+                self.transmit(now, seq, false)
+            }
+            Next::Keepalive => {
+                self.probe_now = false;
+                self.control(Kind::Probe, true)
+            }
+            Next::Ack => self.control(Kind::Ack, false),
+        })
+    }
+
+    /// The next event for the owner.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Whether `poll_transmit` has something to send right now (used by the
+    /// endpoint to skip idle channels).
+    pub fn wants_transmit(&self) -> bool {
+        self.next_transmit().is_some()
+    }
+
+    /// True when nothing is outstanding in either direction and no timer is
+    /// armed: the channel holds only its counters and the peer's epoch.
+    pub fn is_idle(&self) -> bool {
+        self.send.messages.is_empty()
+            && self.send.in_flight.is_empty()
+            && self.send.deadlines.is_empty()
+            && self.recv.partials.is_empty()
+            && self.recv.seen.is_empty()
+            && self.recv.partial_bytes == 0
+            && self.recv.ack_deadline.is_none()
+            && !self.recv.ack_now
+            && self.live.holds == 0
+            && self.events.is_empty()
+    }
+
+    // ------------------------------------------------------------ internals
+
+    /// What `poll_transmit` sends next, in priority order. The only place
+    /// the "may I send now" decision is made: `wants_transmit` asks it too,
+    /// so the endpoint never skips a channel with something to send (a
+    /// stall) nor keeps polling one with nothing (a spin).
+    fn next_transmit(&self) -> Option<Next> {
+        if self.answer_stranger {
+            return Some(Next::EpochOnly);
+        }
+        if !self.live.established() {
+            // Nothing goes out as data until the peer's epoch is known (and,
+            // after a quiet spell, confirmed): data must name the receiver's
+            // incarnation, or a restarted receiver could execute a request
+            // its previous incarnation already ran.
+            let start = self.send.has_new_data() && self.live.handshake.is_none();
+            if self.probe_now || start {
+                return Some(Next::HandshakeProbe);
+            }
+        } else if self.can_retransmit() {
+            return Some(Next::Retransmission);
+        } else if self.send.has_new_data() && self.can_send_new() {
+            return Some(Next::NewFragment);
+        } else if self.probe_now {
+            return Some(Next::Keepalive);
+        }
+        self.recv.ack_now.then_some(Next::Ack)
+    }
+
+    fn control(&mut self, kind: Kind, ack_now: bool) -> Vec<u8> {
+        let d = Datagram {
+            sender_epoch: self.local_epoch,
+            receiver_epoch: self.peer_epoch.unwrap_or(0),
+            kind,
+            seq: Seq(0),
+            send_floor: self.send.send_floor(),
+            msg_floor: self.send.msg_floor().into(),
+            ack: Some(self.ack_info()),
+            ack_now,
+            fragment: None,
+            key_id: 0,
+        };
+        self.ack_sent();
+        self.stats.datagrams_sent += 1;
+        d.to_vec()
+    }
+
+    /// Our epoch and nothing else: no receiver epoch (we do not know which
+    /// incarnation will read it), no acknowledgement, no floors (ours refer
+    /// to a counter space the reader may not share).
+    fn epoch_only_answer(&mut self) -> Vec<u8> {
+        let d = Datagram {
+            sender_epoch: self.local_epoch,
+            receiver_epoch: 0,
+            kind: Kind::Ack,
+            seq: Seq(0),
+            send_floor: Seq(0),
+            msg_floor: 0,
+            ack: None,
+            ack_now: false,
+            fragment: None,
+            key_id: 0,
+        };
+        self.stats.datagrams_sent += 1;
+        d.to_vec()
+    }
+}
+
+#[cfg(test)]
+mod tests;

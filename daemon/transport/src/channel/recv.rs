@@ -1,0 +1,209 @@
+//! The receiving half: duplicate detection, the receive window,
+//! reassembly, the peer's floors, and acknowledgements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::{Channel, Event, MsgId};
+use crate::config::Config;
+use crate::seq::Seq;
+use crate::wire::{AckInfo, Fragment};
+
+#[derive(Debug)]
+pub(super) struct Partial {
+    pub(super) count: u32,
+    pub(super) fragments: BTreeMap<u32, Vec<u8>>,
+    pub(super) bytes: usize,
+    /// Set when the message broke a rule (too large, inconsistent): later
+    /// fragments are acknowledged and discarded.
+    pub(super) poisoned: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct RecvState {
+    pub(super) expected: Seq,
+    pub(super) seen: BTreeSet<Seq>,
+    pub(super) partials: BTreeMap<MsgId, Partial>,
+    pub(super) partial_bytes: usize,
+    /// The peer's message floor: messages below it are done or abandoned.
+    pub(super) msg_floor: MsgId,
+    pub(super) ack_pending: bool,
+    pub(super) ack_now: bool,
+    pub(super) unacked: u32,
+    pub(super) ack_deadline: Option<Instant>,
+}
+
+impl RecvState {
+    pub(super) fn new() -> Self {
+        RecvState {
+            expected: Seq::FIRST,
+            seen: BTreeSet::new(),
+            partials: BTreeMap::new(),
+            partial_bytes: 0,
+            msg_floor: MsgId(0),
+            ack_pending: false,
+            ack_now: false,
+            unacked: 0,
+            ack_deadline: None,
+        }
+    }
+}
+
+impl Channel {
+    pub(super) fn ack_sent(&mut self) {
+        self.recv.ack_now = false;
+        self.recv.ack_pending = false;
+        self.recv.unacked = 0;
+        self.recv.ack_deadline = None;
+    }
+
+    pub(super) fn ack_info(&self) -> AckInfo {
+        let r = &self.recv;
+        let mut sack = 0u64;
+        for q in r.seen.range(r.expected.plus(1)..r.expected.plus(65)) {
+            sack |= 1 << (q.distance_from(r.expected) - 1);
+        }
+        // Advertise no more than the reassembly budget can take, counted in
+        // datagrams of our own payload size.
+        let free = self
+            .cfg
+            .reassembly_bytes_max
+            .saturating_sub(r.partial_bytes);
+        let budget = (free / self.cfg.payload_max).min(u32::MAX as usize) as u32;
+        AckInfo {
+            ack: r.expected,
+            sack,
+            window: self.cfg.recv_window.min(budget),
+        }
+    }
+
+    /// The peer's floors: counters below `send_floor` will never arrive (acked
+    /// or abandoned); messages below `msg_floor` will never complete.
+    pub(super) fn on_floors(&mut self, send_floor: Seq, msg_floor: MsgId) {
+        let r = &mut self.recv;
+        if send_floor > r.expected {
+            // Never jump further than the window: a bogus floor must not make
+            // us forget duplicates we could still receive.
+            let limit = r.expected.plus(u64::from(self.cfg.recv_window));
+            r.expected = send_floor.min(limit);
+            while r.seen.first().is_some_and(|&q| q < r.expected) {
+                r.seen.pop_first();
+            }
+            while r.seen.first() == Some(&r.expected) {
+                r.seen.pop_first();
+                r.expected = r.expected.plus(1);
+            }
+        }
+        if msg_floor > r.msg_floor {
+            r.msg_floor = msg_floor;
+            while let Some(entry) = r.partials.first_entry() {
+                if *entry.key() >= msg_floor {
+                    break;
+                }
+                r.partial_bytes -= entry.remove().bytes;
+            }
+        }
+    }
+
+    pub(super) fn on_data(&mut self, now: Instant, seq: Seq, f: &Fragment<'_>) {
+        let msg_id = MsgId::from(f.msg_id);
+        let r = &mut self.recv;
+        if seq < r.expected || r.seen.contains(&seq) {
+            self.stats.duplicates += 1;
+            r.ack_now = true;
+            return;
+        }
+        if seq >= r.expected.plus(u64::from(self.cfg.recv_window)) {
+            self.stats.out_of_window += 1;
+            r.ack_now = true;
+            return;
+        }
+        let complete = if msg_id < r.msg_floor {
+            // The sender abandoned this message: accept the counter, drop the bytes.
+            None
+        } else if f.count == 1 {
+            if f.payload.len() > self.cfg.message_max {
+                self.stats.inconsistent += 1;
+                None
+            } else {
+                Some(f.payload.to_vec())
+            }
+        } else {
+            if r.partial_bytes + f.payload.len() > self.cfg.reassembly_bytes_max {
+                // No room: do not acknowledge, the sender retransmits later.
+                self.stats.out_of_window += 1;
+                return;
+            }
+            match Self::reassemble(&self.cfg, r, f) {
+                Ok(done) => done,
+                Err(()) => {
+                    self.stats.inconsistent += 1;
+                    None
+                }
+            }
+        };
+        let in_order = seq == r.expected;
+        r.seen.insert(seq);
+        while r.seen.first() == Some(&r.expected) {
+            r.seen.pop_first();
+            r.expected = r.expected.plus(1);
+        }
+        if !in_order {
+            r.ack_now = true;
+        }
+        r.unacked += 1;
+        r.ack_pending = true;
+        if r.unacked >= self.cfg.ack_every {
+            r.ack_now = true;
+        } else if r.ack_deadline.is_none() {
+            r.ack_deadline = Some(now + self.cfg.ack_delay);
+        }
+        if let Some(data) = complete {
+            self.stats.messages_delivered += 1;
+            self.events.push_back(Event::Delivered { msg_id, data });
+        }
+    }
+
+    /// Add a fragment of a multi-fragment message; `Ok(Some(bytes))` when it
+    /// completed the message, `Err` when it contradicts earlier fragments or
+    /// the size limit (the message is then poisoned and discarded).
+    pub(super) fn reassemble(
+        cfg: &Config,
+        r: &mut RecvState,
+        f: &Fragment<'_>,
+    ) -> Result<Option<Vec<u8>>, ()> {
+        let msg_id = MsgId::from(f.msg_id);
+        let p = r.partials.entry(msg_id).or_insert_with(|| Partial {
+            count: f.count,
+            fragments: BTreeMap::new(),
+            bytes: 0,
+            poisoned: false,
+        });
+        if p.poisoned {
+            return Ok(None);
+        }
+        let fits = p.bytes + f.payload.len() <= cfg.message_max;
+        if p.count != f.count || p.fragments.contains_key(&f.index) || !fits {
+            r.partial_bytes -= p.bytes;
+            p.fragments.clear();
+            p.bytes = 0;
+            p.poisoned = true;
+            return Err(());
+        }
+        p.fragments.insert(f.index, f.payload.to_vec());
+        p.bytes += f.payload.len();
+        r.partial_bytes += f.payload.len();
+        if p.fragments.len() as u64 != u64::from(p.count) {
+            return Ok(None);
+        }
+        // Fragments may arrive in any order: nothing relates `seq` to the
+        // counters of the fragments before it.
+        let p = r.partials.remove(&msg_id).expect("entry just used");
+        r.partial_bytes -= p.bytes;
+        let mut out = Vec::with_capacity(p.bytes);
+        for (_, part) in p.fragments {
+            out.extend_from_slice(&part);
+        }
+        Ok(Some(out))
+    }
+}

@@ -1,0 +1,388 @@
+//! The sending half: queueing messages, cutting them into fragments,
+//! transmitting, and settling them when acknowledged or failed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Instant;
+
+use super::liveness::Phase;
+use super::{Channel, Event, FailReason, MsgId, SendError};
+use crate::config::Config;
+use crate::seq::Seq;
+use crate::wire::{AckInfo, Datagram, Fragment, Kind};
+
+#[derive(Debug)]
+pub(super) struct OutMsg {
+    pub(super) data: Vec<u8>,
+    pub(super) count: u32,
+    /// Fragments transmitted at least once (they are transmitted in order).
+    pub(super) started: u32,
+    pub(super) acked: u32,
+    /// The counters its fragments took, in fragment order.
+    pub(super) seqs: Vec<Seq>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sent {
+    pub(super) msg_id: MsgId,
+    pub(super) index: u32,
+    pub(super) sent_at: Instant,
+    pub(super) deadline: Instant,
+    pub(super) transmissions: u32,
+    pub(super) lost: bool,
+    /// Marked lost by a selective-ack gap (counted as a fast
+    /// retransmission when it is sent again).
+    pub(super) fast: bool,
+}
+
+#[derive(Debug)]
+pub(super) struct SendState {
+    pub(super) next_seq: Seq,
+    pub(super) next_msg_id: MsgId,
+    /// Messages not yet acknowledged or failed, by id (ordered: the first key
+    /// is the message floor).
+    pub(super) messages: BTreeMap<MsgId, OutMsg>,
+    pub(super) queued_bytes: usize,
+    /// Single-fragment messages not yet transmitted.
+    pub(super) small: VecDeque<MsgId>,
+    /// Multi-fragment messages with fragments not yet transmitted; only the
+    /// head is in progress, which bounds the peer's reassembly memory.
+    pub(super) large: VecDeque<MsgId>,
+    pub(super) prefer_large: bool,
+    pub(super) in_flight: BTreeMap<Seq, Sent>,
+    pub(super) deadlines: BTreeSet<(Instant, Seq)>,
+    pub(super) lost: BTreeSet<Seq>,
+    /// Datagrams below this counter were examined for fast retransmit.
+    pub(super) fast_scan: Seq,
+    pub(super) highest_acked: Seq,
+    pub(super) peer_ack: Seq,
+    pub(super) peer_window: u32,
+    pub(super) cwnd: u32,
+    pub(super) cwnd_credit: u32,
+    pub(super) ssthresh: u32,
+    /// Losses of counters below this one belong to a window already reduced.
+    pub(super) recovery_until: Seq,
+}
+
+impl SendState {
+    pub(super) fn new(cfg: &Config, next_msg_id: MsgId) -> Self {
+        SendState {
+            next_seq: Seq::FIRST,
+            next_msg_id,
+            messages: BTreeMap::new(),
+            queued_bytes: 0,
+            small: VecDeque::new(),
+            large: VecDeque::new(),
+            prefer_large: false,
+            in_flight: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            lost: BTreeSet::new(),
+            fast_scan: Seq::FIRST,
+            highest_acked: Seq(0),
+            peer_ack: Seq::FIRST,
+            // Until the peer advertises, assume our own window: both sides
+            // normally share a configuration, and the first ack corrects it.
+            peer_window: cfg.recv_window,
+            cwnd: cfg.cwnd_initial,
+            cwnd_credit: 0,
+            ssthresh: cfg.cwnd_max,
+            recovery_until: Seq::FIRST,
+        }
+    }
+
+    /// Datagrams in flight that are not waiting to be retransmitted.
+    pub(super) fn flight(&self) -> u32 {
+        (self.in_flight.len() - self.lost.len()) as u32
+    }
+
+    pub(super) fn send_floor(&self) -> Seq {
+        self.in_flight
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_seq)
+    }
+
+    pub(super) fn msg_floor(&self) -> MsgId {
+        self.messages
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.next_msg_id)
+    }
+
+    /// Drop ids of failed messages from the fronts of the new-data queues,
+    /// so that a non-empty queue always starts with a live message.
+    /// Amortised O(1) per message.
+    pub(super) fn prune_queues(&mut self) {
+        while self
+            .small
+            .front()
+            .is_some_and(|id| !self.messages.contains_key(id))
+        {
+            self.small.pop_front();
+        }
+        while self
+            .large
+            .front()
+            .is_some_and(|id| !self.messages.contains_key(id))
+        {
+            self.large.pop_front();
+        }
+    }
+
+    pub(super) fn has_new_data(&self) -> bool {
+        !self.small.is_empty() || !self.large.is_empty()
+    }
+}
+
+impl Channel {
+    /// Queue a message for reliable delivery.
+    pub fn send(&mut self, now: Instant, data: Vec<u8>) -> Result<MsgId, SendError> {
+        if data.len() > self.cfg.message_max {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max: self.cfg.message_max,
+            });
+        }
+        if self.send.messages.len() >= self.cfg.send_queue_max
+            || self.send.queued_bytes + data.len() > self.cfg.send_queue_bytes_max
+        {
+            return Err(SendError::QueueFull);
+        }
+        let idle = self.send.messages.is_empty() && self.send.in_flight.is_empty();
+        let quiet = self
+            .live
+            .last_heard
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.cfg.revalidate_after);
+        if self.peer_epoch.is_some() && idle && quiet {
+            // A keepalive schedule has nothing to keep while nothing is
+            // outstanding, and the next answer restarts it anyway.
+            self.live.phase = Phase::Revalidating;
+        }
+        self.mark_busy(now);
+        let id = self.send.next_msg_id;
+        self.send.next_msg_id = id.next();
+        let count = self.cfg.fragments_for(data.len());
+        self.send.queued_bytes += data.len();
+        self.send.messages.insert(
+            id,
+            OutMsg {
+                data,
+                count,
+                started: 0,
+                acked: 0,
+                seqs: Vec::new(),
+            },
+        );
+        if count == 1 {
+            self.send.small.push_back(id);
+        } else {
+            self.send.large.push_back(id);
+        }
+        self.stats.messages_sent += 1;
+        Ok(id)
+    }
+
+    /// Give up on a message not yet acknowledged (the caller's deadline
+    /// passed): stop (re)transmitting it and report it `Cancelled`. Returns
+    /// false if the message is unknown (already acknowledged or failed).
+    pub fn cancel(&mut self, msg_id: MsgId) -> bool {
+        if !self.send.messages.contains_key(&msg_id) {
+            return false;
+        }
+        self.fail_message(msg_id, FailReason::Cancelled);
+        true
+    }
+
+    pub(super) fn fail_message(&mut self, msg_id: MsgId, reason: FailReason) {
+        let Some(m) = self.send.messages.remove(&msg_id) else {
+            return;
+        };
+        self.send.queued_bytes -= m.data.len();
+        // Its datagrams in flight are abandoned: the send floor moves past
+        // them once they are the lowest, telling the receiver to skip them.
+        for &q in &m.seqs {
+            self.forget_sent(q);
+        }
+        // Its id may still wait in a queue of new data: dropped lazily when
+        // it reaches the front (a scan of the queue here would be O(n)).
+        self.send.prune_queues();
+        self.stats.messages_failed += 1;
+        self.events.push_back(Event::Failed {
+            msg_id,
+            reason,
+            maybe_delivered: m.started == m.count,
+        });
+    }
+
+    pub(super) fn forget_sent(&mut self, seq: Seq) -> Option<Sent> {
+        let s = self.send.in_flight.remove(&seq)?;
+        self.send.deadlines.remove(&(s.deadline, seq));
+        self.send.lost.remove(&seq);
+        Some(s)
+    }
+
+    pub(super) fn on_ack(&mut self, now: Instant, a: AckInfo) {
+        if a.ack > self.send.next_seq {
+            // Acknowledges counters never sent: a confused or hostile peer.
+            self.stats.inconsistent += 1;
+            return;
+        }
+        if a.ack >= self.send.peer_ack {
+            self.send.peer_ack = a.ack;
+            self.send.peer_window = a.window;
+        }
+        let mut newly: Vec<Seq> = self
+            .send
+            .in_flight
+            .range(..a.ack)
+            .map(|(&q, _)| q)
+            .collect();
+        let mut bits = a.sack;
+        while bits != 0 {
+            let i = u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            let q = a.ack.plus(1 + i);
+            if self.send.in_flight.contains_key(&q) {
+                newly.push(q);
+            }
+        }
+        let mut sample: Option<(Instant, Seq)> = None;
+        for q in newly {
+            let Some(s) = self.forget_sent(q) else {
+                continue;
+            };
+            if q > self.send.highest_acked {
+                self.send.highest_acked = q;
+            }
+            // Karn's rule: only a datagram sent once gives an unambiguous sample.
+            if s.transmissions == 1 && sample.is_none_or(|(t, _)| s.sent_at > t) {
+                sample = Some((s.sent_at, q));
+            }
+            self.grow_cwnd();
+            if let Some(m) = self.send.messages.get_mut(&s.msg_id) {
+                m.acked += 1;
+                if m.acked == m.count {
+                    let m = self.send.messages.remove(&s.msg_id).expect("present");
+                    self.send.queued_bytes -= m.data.len();
+                    self.stats.messages_acked += 1;
+                    self.events.push_back(Event::Acked { msg_id: s.msg_id });
+                }
+            }
+        }
+        if let Some((t, _)) = sample {
+            self.rtt.sample(now.saturating_duration_since(t));
+        }
+        self.detect_losses();
+    }
+
+    /// Take the next fragment not yet transmitted and give it the next
+    /// counter. The caller checked that the windows allow it.
+    pub(super) fn next_new_fragment(&mut self, now: Instant) -> Seq {
+        debug_assert!(self.send.has_new_data() && self.can_send_new());
+        // Alternate between single-fragment messages and the large message
+        // in progress, so neither starves the other.
+        let use_large = match (self.send.small.is_empty(), self.send.large.is_empty()) {
+            (false, false) => self.send.prefer_large,
+            (true, _) => true,
+            (false, true) => false,
+        };
+        self.send.prefer_large = !use_large;
+        // Both queues are pruned: a non-empty one starts with a live message.
+        let msg_id = if use_large {
+            *self.send.large.front().expect("has new data")
+        } else {
+            self.send.small.pop_front().expect("has new data")
+        };
+        let m = self
+            .send
+            .messages
+            .get_mut(&msg_id)
+            .expect("queue fronts are live messages");
+        let index = m.started;
+        m.started += 1;
+        m.seqs.push(self.send.next_seq);
+        if use_large && m.started == m.count {
+            self.send.large.pop_front();
+        }
+        self.send.prune_queues();
+        let seq = self.send.next_seq;
+        self.send.next_seq = seq.plus(1);
+        self.send.in_flight.insert(
+            seq,
+            Sent {
+                msg_id,
+                index,
+                sent_at: now,
+                deadline: now,
+                transmissions: 0,
+                lost: false,
+                fast: false,
+            },
+        );
+        seq
+    }
+
+    pub(super) fn transmit(&mut self, now: Instant, seq: Seq, retransmission: bool) -> Vec<u8> {
+        let rto = {
+            let s = self
+                .send
+                .in_flight
+                .get(&seq)
+                .expect("caller picked an in-flight counter");
+            self.rtt.backed_off(s.transmissions + 1)
+        };
+        let s = self
+            .send
+            .in_flight
+            .get_mut(&seq)
+            .expect("caller picked an in-flight counter");
+        if s.transmissions > 0 {
+            self.send.deadlines.remove(&(s.deadline, seq));
+        }
+        s.transmissions += 1;
+        s.sent_at = now;
+        s.lost = false;
+        if retransmission && s.fast {
+            self.stats.fast_retransmissions += 1;
+        }
+        s.fast = false;
+        s.deadline = now + rto;
+        let (msg_id, index) = (s.msg_id, s.index);
+        self.send.deadlines.insert((s.deadline, seq));
+        if retransmission {
+            self.stats.retransmissions += 1;
+        }
+        let m = self
+            .send
+            .messages
+            .get(&msg_id)
+            .expect("in-flight datagram's message is live");
+        let start = index as usize * self.cfg.payload_max;
+        let end = (start + self.cfg.payload_max).min(m.data.len());
+        let count = m.count;
+        // Ask for an immediate ack when this datagram fills the window.
+        let ack_now = !self.can_send_new() && self.send.lost.is_empty();
+        let d = Datagram {
+            sender_epoch: self.local_epoch,
+            receiver_epoch: self.peer_epoch.unwrap_or(0),
+            kind: Kind::Data,
+            seq,
+            send_floor: self.send.send_floor(),
+            msg_floor: self.send.msg_floor().into(),
+            ack: Some(self.ack_info()),
+            ack_now,
+            fragment: Some(Fragment {
+                msg_id: msg_id.into(),
+                index,
+                count,
+                payload: &m.data[start..end],
+            }),
+            key_id: 0,
+        };
+        let bytes = d.to_vec();
+        self.ack_sent();
+        self.stats.datagrams_sent += 1;
+        bytes
+    }
+}

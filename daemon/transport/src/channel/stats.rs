@@ -1,0 +1,76 @@
+//! Per-channel counters and the snapshot an operator reads.
+
+use std::time::Duration;
+
+use super::Channel;
+
+/// Counters an operator needs, per channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to `poll_transmit`'s caller.
+    pub datagrams_sent: u64,
+    /// Datagrams accepted from the peer (any kind).
+    pub datagrams_received: u64,
+    /// Data datagrams sent again with their original counter.
+    pub retransmissions: u64,
+    /// Of those, sent because of a selective-ack gap rather than a timeout.
+    pub fast_retransmissions: u64,
+    /// Data datagrams received again (acknowledged, not delivered).
+    pub duplicates: u64,
+    /// Datagrams from an old epoch of the peer, or addressed to an old epoch of ours.
+    pub stale_epoch: u64,
+    /// Data datagrams beyond the receive window or the reassembly budget.
+    pub out_of_window: u64,
+    /// Data datagrams inconsistent with earlier fragments of their message.
+    pub inconsistent: u64,
+    /// Messages accepted by `send`.
+    pub messages_sent: u64,
+    /// Messages delivered to the owner.
+    pub messages_delivered: u64,
+    /// Messages fully acknowledged by the peer.
+    pub messages_acked: u64,
+    /// Messages failed.
+    pub messages_failed: u64,
+    /// Times the peer's epoch changed.
+    pub peer_restarts: u64,
+}
+
+/// A snapshot of the channel's estimators and windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Counters.
+    pub stats: Stats,
+    /// Smoothed RTT, once measured.
+    pub srtt: Option<Duration>,
+    /// The current retransmission timeout (before backoff).
+    pub rto: Duration,
+    /// Datagrams sent and not yet acknowledged.
+    pub in_flight: usize,
+    /// Messages accepted and not yet acknowledged or failed.
+    pub queued_messages: usize,
+    /// Congestion window, in datagrams.
+    pub cwnd: u32,
+    /// The peer's advertised receive window.
+    pub peer_window: u32,
+    /// Bytes held in partial reassemblies.
+    pub reassembly_bytes: usize,
+    /// The peer's epoch, once known.
+    pub peer_epoch: Option<u64>,
+}
+
+impl Channel {
+    /// Counters and estimators.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            stats: self.stats,
+            srtt: self.rtt.srtt(),
+            rto: self.rtt.rto(),
+            in_flight: self.send.in_flight.len(),
+            queued_messages: self.send.messages.len(),
+            cwnd: self.send.cwnd,
+            peer_window: self.send.peer_window,
+            reassembly_bytes: self.recv.partial_bytes,
+            peer_epoch: self.peer_epoch,
+        }
+    }
+}
