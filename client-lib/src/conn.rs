@@ -624,6 +624,8 @@ impl Shared {
                 }
                 None
             }
+            // Handled by the client-lib split (cancellation for handlers).
+            DaemonMsg::Cancel { .. } => None,
             DaemonMsg::Invoke {
                 invocation,
                 function,
@@ -766,6 +768,7 @@ fn describe(msg: &DaemonMsg) -> &'static str {
         DaemonMsg::Pong { .. } => "pong",
         DaemonMsg::Invoke { .. } => "invoke",
         DaemonMsg::Fatal { .. } => "fatal",
+        DaemonMsg::Cancel { .. } => "cancel",
     }
 }
 

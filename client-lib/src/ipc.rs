@@ -336,6 +336,11 @@ pub enum DaemonMsg {
         /// Milliseconds left before the caller gives up; a later result is dropped.
         deadline_ms: u64,
     },
+    /// The caller of an invocation is gone; drop its result.
+    Cancel {
+        /// The `Invoke`'s id.
+        invocation: u64,
+    },
     /// The daemon is closing this connection for a protocol violation.
     Fatal {
         /// What went wrong.

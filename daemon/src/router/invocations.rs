@@ -220,8 +220,7 @@ impl Router {
     /// Tell a serving app that an invocation's caller is gone.
     pub(super) fn cancel_frame(&mut self, owner: ConnId, id: InvId) {
         if self.apps.get(owner).is_some() {
-            // CANCEL-FRAME: enabled when the client-lib branch lands.
-            let _ = (owner, id);
+            self.frame(owner, DaemonMsg::Cancel { invocation: id.0 });
         }
     }
 }

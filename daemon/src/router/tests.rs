@@ -1,1 +1,696 @@
+//! Routers over an in-memory link on a moved clock: the RPC layer's
+//! scenarios, run in milliseconds without a process or a socket.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, Outcome, PROTOCOL_VERSION};
+
+use super::{ConnId, Output, PeerCred, Router};
+use crate::settings::Settings;
+
+const A: &str = "127.0.0.1:7401";
+const B: &str = "127.0.0.1:7402";
+/// An address where no daemon answers.
+const DEAD: &str = "127.0.0.1:7403";
+const LATENCY: Duration = Duration::from_millis(2);
+/// How far the virtual clock may run in one `run_until`.
+const RUN_MAX: Duration = Duration::from_secs(60);
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+/// One daemon: its router and what it said to its apps.
+struct Node {
+    router: Router,
+    frames: Vec<(ConnId, DaemonMsg)>,
+    closed: Vec<ConnId>,
+    transmits: u64,
+}
+
+/// Daemons on a link with a fixed latency, a clock that only the test
+/// moves, and a seeded loss rate.
+struct Net {
+    now: Instant,
+    nodes: HashMap<SocketAddr, Node>,
+    in_flight: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
+    /// Percent of datagrams lost, decided by `rng`.
+    loss: u64,
+    rng: u64,
+    seed: u64,
+    epoch: u64,
+}
+
+impl Net {
+    fn new(seed: u64, settings: impl Fn(&mut Settings)) -> Net {
+        let mut net = Net {
+            now: Instant::now(),
+            nodes: HashMap::new(),
+            in_flight: Vec::new(),
+            loss: 0,
+            rng: seed | 1,
+            seed,
+            epoch: 100,
+        };
+        for a in [A, B] {
+            net.start(a, &settings);
+        }
+        net
+    }
+
+    /// (Re)start the daemon at `a` with a new epoch and no state.
+    fn start(&mut self, a: &str, settings: impl Fn(&mut Settings)) {
+        let mut s = Settings {
+            listen: addr(a),
+            ..Settings::default()
+        };
+        settings(&mut s);
+        self.epoch += 1;
+        let router = Router::new(s, addr(a), Vec::new(), self.epoch, self.now);
+        self.nodes.insert(
+            addr(a),
+            Node {
+                router,
+                frames: Vec::new(),
+                closed: Vec::new(),
+                transmits: 0,
+            },
+        );
+    }
+
+    fn node(&mut self, a: &str) -> &mut Node {
+        self.nodes.get_mut(&addr(a)).expect("a node of the test")
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64: reproducible from the printed seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    /// An app connects to `a` and says hello.
+    fn app(&mut self, a: &str, conn: u64) -> ConnId {
+        let now = self.now;
+        let c = ConnId(conn);
+        let r = &mut self.node(a).router;
+        r.handle_conn_opened(c, PeerCred::default());
+        r.handle_client_msg(
+            now,
+            c,
+            ClientMsg::Hello {
+                id: 0,
+                version: PROTOCOL_VERSION,
+                name: format!("app{conn}"),
+            },
+        );
+        self.settle();
+        assert!(
+            matches!(self.take(a, c).as_slice(), [DaemonMsg::HelloOk { .. }]),
+            "hello answered"
+        );
+        c
+    }
+
+    fn send(&mut self, a: &str, c: ConnId, msg: ClientMsg) {
+        let now = self.now;
+        self.node(a).router.handle_client_msg(now, c, msg);
+        self.settle();
+    }
+
+    fn register(&mut self, a: &str, c: ConnId, function: &str) {
+        self.send(
+            a,
+            c,
+            ClientMsg::Register {
+                id: 1,
+                function: function.into(),
+            },
+        );
+        assert_eq!(self.take(a, c), vec![DaemonMsg::Done { id: 1 }]);
+    }
+
+    fn call(
+        &mut self,
+        a: &str,
+        c: ConnId,
+        id: u64,
+        target: &str,
+        function: &str,
+        deadline_ms: u64,
+    ) {
+        self.call_how(a, c, id, (target, function), false, deadline_ms);
+    }
+
+    fn call_idempotent(
+        &mut self,
+        a: &str,
+        c: ConnId,
+        id: u64,
+        target: &str,
+        function: &str,
+        deadline_ms: u64,
+    ) {
+        self.call_how(a, c, id, (target, function), true, deadline_ms);
+    }
+
+    fn call_how(
+        &mut self,
+        a: &str,
+        c: ConnId,
+        id: u64,
+        (target, function): (&str, &str),
+        idempotent: bool,
+        deadline_ms: u64,
+    ) {
+        self.send(
+            a,
+            c,
+            ClientMsg::Call {
+                id,
+                target: target.into(),
+                function: function.into(),
+                args: rmp_serde::to_vec(&id).expect("an id encodes"),
+                deadline_ms: Some(deadline_ms),
+                idempotent,
+            },
+        );
+    }
+
+    /// Frames `a` sent to `c` since the last take.
+    fn take(&mut self, a: &str, c: ConnId) -> Vec<DaemonMsg> {
+        let node = self.node(a);
+        let (mine, rest): (Vec<_>, Vec<_>) = node.frames.drain(..).partition(|(to, _)| *to == c);
+        node.frames = rest;
+        mine.into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Invocations handed to `c` so far (taking its frames).
+    fn invocations(&mut self, a: &str, c: ConnId) -> Vec<u64> {
+        self.take(a, c)
+            .into_iter()
+            .filter_map(|m| match m {
+                DaemonMsg::Invoke { invocation, .. } => Some(invocation),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn answer(&mut self, a: &str, c: ConnId, invocation: u64, bytes: Vec<u8>) {
+        self.send(
+            a,
+            c,
+            ClientMsg::Result {
+                invocation,
+                outcome: Outcome::Ok(bytes),
+            },
+        );
+    }
+
+    /// Move everything the routers produced onto the link and into the
+    /// frame logs, without moving the clock.
+    fn settle(&mut self) {
+        let now = self.now;
+        let mut sent = Vec::new();
+        for (&from, node) in self.nodes.iter_mut() {
+            while let Some(t) = node.router.poll_transmit(now) {
+                node.transmits += 1;
+                sent.push((from, t.to, t.bytes));
+            }
+            while let Some(o) = node.router.poll_output() {
+                match o {
+                    Output::Frame(c, m) => node.frames.push((c, m)),
+                    Output::Close(c) => node.closed.push(c),
+                    Output::Lookup(l) => panic!("no lookups in these tests: {l:?}"),
+                }
+            }
+        }
+        for (from, to, bytes) in sent {
+            if self.loss > 0 && self.random() % 100 < self.loss {
+                continue;
+            }
+            self.in_flight.push((now + LATENCY, from, to, bytes));
+        }
+    }
+
+    /// One step: deliver what is due, fire due timers, then move the clock
+    /// to the next event. False when nothing is left to happen.
+    fn step(&mut self) -> bool {
+        self.settle();
+        let now = self.now;
+        let (due, later): (Vec<_>, Vec<_>) = self.in_flight.drain(..).partition(|d| d.0 <= now);
+        self.in_flight = later;
+        for (_, from, to, bytes) in due {
+            if let Some(n) = self.nodes.get_mut(&to) {
+                n.router.handle_datagram(now, from, &bytes);
+            }
+        }
+        for n in self.nodes.values_mut() {
+            n.router.handle_timeout(now);
+        }
+        self.settle();
+        let next_timer = self
+            .nodes
+            .values_mut()
+            .filter_map(|n| n.router.poll_timeout())
+            .min();
+        let next_delivery = self.in_flight.iter().map(|d| d.0).min();
+        let next = match (next_timer, next_delivery) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(t) => t,
+                None => return false,
+            },
+        };
+        self.now = self.now.max(next);
+        true
+    }
+
+    /// Run until `done` holds; panics (with the seed) after `RUN_MAX`.
+    fn run_until(&mut self, what: &str, mut done: impl FnMut(&mut Net) -> bool) {
+        let start = self.now;
+        loop {
+            if done(self) {
+                return;
+            }
+            if !self.step() {
+                // Nothing more will happen: one last look.
+                assert!(done(self), "SEED={}: {what} never happened", self.seed);
+                return;
+            }
+            assert!(
+                self.now - start < RUN_MAX,
+                "SEED={}: gave up waiting for {what} after {:?}",
+                self.seed,
+                self.now - start
+            );
+        }
+    }
+
+    /// Run the clock forward by `d`.
+    fn run_for(&mut self, d: Duration) {
+        let until = self.now + d;
+        while self.now < until {
+            if !self.step() {
+                self.now = until;
+            }
+        }
+        self.now = until;
+        self.step();
+    }
+
+    /// The first frame for `c` that ends call `id`, if any yet.
+    fn outcome(&mut self, a: &str, c: ConnId, id: u64) -> Option<Result<Vec<u8>, ErrorCode>> {
+        let node = self.node(a);
+        let pos = node.frames.iter().position(|(to, m)| {
+            *to == c
+                && matches!(m, DaemonMsg::CallOk { id: i, .. } | DaemonMsg::Failed { id: i, .. } if *i == id)
+        })?;
+        match node.frames.remove(pos).1 {
+            DaemonMsg::CallOk { data, .. } => Some(Ok(data)),
+            DaemonMsg::Failed { code, .. } => Some(Err(code)),
+            _ => unreachable!("matched above"),
+        }
+    }
+
+    fn wait_outcome(&mut self, a: &str, c: ConnId, id: u64) -> Result<Vec<u8>, ErrorCode> {
+        let mut got = None;
+        self.run_until("a call's outcome", |n| {
+            got = n.outcome(a, c, id);
+            got.is_some()
+        });
+        got.expect("run_until returned")
+    }
+
+    fn wait_invocation(&mut self, a: &str, c: ConnId) -> u64 {
+        let mut got = Vec::new();
+        self.run_until("an invocation", |n| {
+            got = n.invocations(a, c);
+            !got.is_empty()
+        });
+        assert_eq!(got.len(), 1, "one invocation: {got:?}");
+        got[0]
+    }
+
+    fn stats(&mut self, a: &str) -> rpcd_client::ipc::Stats {
+        let now = self.now;
+        self.node(a).router.stats(now)
+    }
+}
+
+/// A serves calls through B's app: the reply carries the app's bytes, and
+/// the outcome is counted once.
+#[test]
+fn call_and_reply() {
+    let mut net = Net::new(1, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 7, B, "kv.get", 5_000);
+    let inv = net.wait_invocation(B, server);
+    net.answer(B, server, inv, b"\xa3abc".to_vec());
+    assert_eq!(net.wait_outcome(A, caller, 7), Ok(b"\xa3abc".to_vec()));
+    assert_eq!(net.stats(A).calls.get("ok"), Some(&1));
+    assert_eq!(net.stats(B).late_results, 0);
+}
+
+/// An idempotent call to a name whose first address is dead fails over to
+/// the next; a non-idempotent one ends `peer_unreachable` and never runs.
+#[test]
+fn idempotent_call_fails_over_and_the_other_does_not() {
+    let names = |s: &mut Settings| {
+        s.names
+            .insert("svc".into(), vec![DEAD.to_owned(), B.to_owned()]);
+    };
+    let mut net = Net::new(2, names);
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+
+    net.call_idempotent(A, caller, 1, "svc", "kv.get", 10_000);
+    let inv = net.wait_invocation(B, server);
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc0]));
+
+    // The dead address is now remembered as down and tried last: a second
+    // idempotent call goes straight to B.
+    let t0 = net.now;
+    net.call_idempotent(A, caller, 2, "svc", "kv.get", 10_000);
+    let inv = net.wait_invocation(B, server);
+    assert!(net.now - t0 < Duration::from_millis(100), "went to B first");
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(A, caller, 2), Ok(vec![0xc0]));
+
+    // Not idempotent: the first candidate is the only one. Make DEAD the
+    // first again by forgetting it was down (a fresh A).
+    net.start(A, names);
+    let caller = net.app(A, 1);
+    net.call(A, caller, 3, "svc", "kv.get", 10_000);
+    assert_eq!(
+        net.wait_outcome(A, caller, 3),
+        Err(ErrorCode::PeerUnreachable)
+    );
+    assert!(net.invocations(B, server).is_empty(), "never ran on B");
+}
+
+/// A call whose reply does not come in time ends `deadline_exceeded`, once.
+#[test]
+fn deadline_expiry() {
+    let mut net = Net::new(3, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "slow");
+    let t0 = net.now;
+    net.call(A, caller, 1, B, "slow", 300);
+    let _held = net.wait_invocation(B, server);
+    assert_eq!(
+        net.wait_outcome(A, caller, 1),
+        Err(ErrorCode::DeadlineExceeded)
+    );
+    let took = net.now - t0;
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_millis(310),
+        "ended at {took:?}"
+    );
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.outcome(A, caller, 1), None, "one outcome only");
+}
+
+/// A reply that arrives after the caller's deadline is dropped and counted,
+/// and the app hears nothing more about the call.
+#[test]
+fn late_reply_is_dropped_and_counted() {
+    let mut net = Net::new(4, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "slow");
+    // Warm the channel up so the request goes without a handshake.
+    net.call(A, caller, 1, B, "rpcd.ping", 5_000);
+    assert!(net.wait_outcome(A, caller, 1).is_ok());
+    // The request takes LATENCY to arrive; B answers at once; the reply takes
+    // LATENCY back — past a deadline of LATENCY + 1 ms.
+    net.call(A, caller, 2, B, "slow", 3);
+    let inv = net.wait_invocation(B, server);
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(
+        net.wait_outcome(A, caller, 2),
+        Err(ErrorCode::DeadlineExceeded)
+    );
+    net.run_for(Duration::from_millis(100));
+    assert_eq!(net.stats(A).late_replies, 1);
+    assert_eq!(net.outcome(A, caller, 2), None);
+}
+
+/// B restarts while A's call waits for its reply: the call ends
+/// `peer_restarted` (it may or may not have run), and the next call works.
+#[test]
+fn peer_restart_fails_the_waiting_call() {
+    let mut net = Net::new(5, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 1, B, "kv.get", 10_000);
+    let _held = net.wait_invocation(B, server);
+    net.run_for(Duration::from_millis(20)); // the request is acknowledged
+    net.start(B, |_| {});
+    assert_eq!(
+        net.wait_outcome(A, caller, 1),
+        Err(ErrorCode::PeerRestarted)
+    );
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 2, B, "kv.get", 10_000);
+    let inv = net.wait_invocation(B, server);
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(A, caller, 2), Ok(vec![0xc0]));
+}
+
+/// The serving app disconnects mid-call: its caller gets `server_app_gone`
+/// at once, and the name is free again.
+#[test]
+fn serving_app_gone_mid_call() {
+    let mut net = Net::new(6, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 1, B, "kv.get", 10_000);
+    let _held = net.wait_invocation(B, server);
+    let now = net.now;
+    net.node(B).router.handle_conn_closed(now, server);
+    assert_eq!(
+        net.wait_outcome(A, caller, 1),
+        Err(ErrorCode::ServerAppGone)
+    );
+    let other = net.app(B, 3);
+    net.register(B, other, "kv.get");
+}
+
+/// The calling app disconnects mid-call: the invocation at the serving
+/// daemon is withdrawn at once (its slot freed, so a new caller is served
+/// rather than refused `overloaded`), and a result sent anyway is counted
+/// as late.
+#[test]
+fn caller_gone_mid_call_cancels_the_serving_side() {
+    let one_slot = |s: &mut Settings| s.limits.invocations_per_app_max = 1;
+    let mut net = Net::new(7, one_slot);
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 1, B, "kv.get", 3_600_000);
+    let first = net.wait_invocation(B, server);
+    let now = net.now;
+    net.node(A).router.handle_conn_closed(now, caller);
+    net.run_for(Duration::from_millis(50));
+    assert!(
+        net.take(B, server)
+            .contains(&DaemonMsg::Cancel { invocation: first }),
+        "the serving app is told"
+    );
+    // The slot is free: another caller's call is invoked, not refused.
+    let caller2 = net.app(A, 3);
+    net.call(A, caller2, 9, B, "kv.get", 10_000);
+    let second = net.wait_invocation(B, server);
+    assert_ne!(first, second);
+    net.answer(B, server, first, vec![0xc0]);
+    assert_eq!(net.stats(B).late_results, 1);
+    net.answer(B, server, second, vec![0xc2]);
+    assert_eq!(net.wait_outcome(A, caller2, 9), Ok(vec![0xc2]));
+    assert!(
+        net.take(A, caller).is_empty(),
+        "nothing for the departed app"
+    );
+}
+
+/// The same through the short-circuit: a local caller leaving withdraws
+/// the local invocation.
+#[test]
+fn local_caller_gone_cancels_the_local_invocation() {
+    let mut net = Net::new(8, |s| s.limits.invocations_per_app_max = 1);
+    let caller = net.app(A, 1);
+    let server = net.app(A, 2);
+    net.register(A, server, "kv.get");
+    net.call(A, caller, 1, A, "kv.get", 3_600_000);
+    let first = net.invocations(A, server);
+    assert_eq!(first.len(), 1);
+    let now = net.now;
+    net.node(A).router.handle_conn_closed(now, caller);
+    net.settle();
+    assert_eq!(
+        net.take(A, server),
+        vec![DaemonMsg::Cancel {
+            invocation: first[0]
+        }]
+    );
+    let caller2 = net.app(A, 3);
+    net.call(A, caller2, 2, A, "kv.get", 10_000);
+    assert_eq!(net.invocations(A, server).len(), 1, "slot freed");
+}
+
+/// SIGTERM at B while A's call is being served there: B keeps running until
+/// the reply has reached A and been acknowledged, then finishes.
+#[test]
+fn shutdown_drains_a_remote_callers_call() {
+    let mut net = Net::new(9, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 1, B, "kv.get", 10_000);
+    let inv = net.wait_invocation(B, server);
+    // A quiet spell longer than revalidate_after: the reply will wait behind
+    // a revalidation probe, as in the bug this test pins.
+    net.run_for(Duration::from_millis(400));
+    let now = net.now;
+    net.node(B).router.begin_shutdown(now);
+    // New work is refused meanwhile.
+    net.call(A, caller, 2, B, "kv.get", 10_000);
+    assert_eq!(net.wait_outcome(A, caller, 2), Err(ErrorCode::ShuttingDown));
+    assert!(!net.node(B).router.is_finished(), "a call is still served");
+    net.answer(B, server, inv, vec![0xc3]);
+    let mut finished_before_reply = false;
+    let mut got = None;
+    net.run_until("the reply", |n| {
+        finished_before_reply |= n.node(B).router.is_finished() && got.is_none();
+        got = n.outcome(A, caller, 1);
+        got.is_some()
+    });
+    assert_eq!(got, Some(Ok(vec![0xc3])));
+    assert!(!finished_before_reply);
+    net.run_until("B to finish", |n| n.node(B).router.is_finished());
+}
+
+/// SIGTERM with an invocation the app never answers: at the end of the
+/// grace period the remote caller gets `shutting_down`, before B finishes.
+#[test]
+fn shutdown_grace_ends_with_shutting_down_for_the_remote_caller() {
+    let mut net = Net::new(10, |s| {
+        s.limits.shutdown_grace = Duration::from_millis(500);
+    });
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 1, B, "kv.get", 10_000);
+    let _never = net.wait_invocation(B, server);
+    let now = net.now;
+    net.node(B).router.begin_shutdown(now);
+    let mut got = None;
+    net.run_until("the outcome", |n| {
+        got = n.outcome(A, caller, 1);
+        got.is_some()
+    });
+    assert_eq!(got, Some(Err(ErrorCode::ShuttingDown)));
+    net.run_until("B to finish", |n| n.node(B).router.is_finished());
+    assert!(
+        net.take(B, server)
+            .iter()
+            .any(|m| matches!(m, DaemonMsg::Cancel { .. })),
+        "the serving app is told to stop"
+    );
+}
+
+/// Every spelling of this daemon's own address is served locally, with no
+/// datagram.
+#[test]
+fn own_address_in_any_spelling_short_circuits() {
+    let mut net = Net::new(11, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(A, 2);
+    net.register(A, server, "kv.get");
+    let spellings = [
+        A,
+        "0.0.0.0:7401",
+        "[::ffff:127.0.0.1]:7401",
+        "localhost:7401",
+    ];
+    for (i, target) in spellings.into_iter().enumerate() {
+        let id = i as u64 + 1;
+        net.call(A, caller, id, target, "kv.get", 5_000);
+        let inv = net.invocations(A, server);
+        assert_eq!(inv.len(), 1, "{target}: served locally at once");
+        net.answer(A, server, inv[0], vec![0xc3]);
+        assert_eq!(net.outcome(A, caller, id), Some(Ok(vec![0xc3])), "{target}");
+    }
+    assert_eq!(net.node(A).transmits, 0, "no datagram for a local call");
+}
+
+/// Under seeded loss every call ends exactly once, and each `ok` ran exactly
+/// once at the server.
+#[test]
+fn calls_under_loss_end_exactly_once() {
+    for seed in 1..=8u64 {
+        let mut net = Net::new(seed, |_| {});
+        net.loss = 20;
+        let caller = net.app(A, 1);
+        let server = net.app(B, 2);
+        net.register(B, server, "kv.incr");
+        let calls = 40u64;
+        for id in 1..=calls {
+            net.call(A, caller, id, B, "kv.incr", 20_000);
+        }
+        let mut runs: HashMap<u64, u32> = HashMap::new();
+        let mut outcomes: HashMap<u64, Result<Vec<u8>, ErrorCode>> = HashMap::new();
+        net.run_until("every outcome", |n| {
+            for m in n.take(B, server) {
+                if let DaemonMsg::Invoke {
+                    invocation, args, ..
+                } = m
+                {
+                    let id: u64 = rmp_serde::from_slice(&args).expect("the call's id");
+                    *runs.entry(id).or_default() += 1;
+                    n.answer(B, server, invocation, args);
+                }
+            }
+            for id in 1..=calls {
+                if let Some(o) = n.outcome(A, caller, id) {
+                    assert!(
+                        outcomes.insert(id, o).is_none(),
+                        "SEED={seed}: call {id} ended twice"
+                    );
+                }
+            }
+            outcomes.len() as u64 == calls
+        });
+        let oks: HashSet<u64> = outcomes
+            .iter()
+            .filter(|(_, o)| o.is_ok())
+            .map(|(&id, _)| id)
+            .collect();
+        assert!(!oks.is_empty(), "SEED={seed}: some calls succeed");
+        for id in 1..=calls {
+            let ran = runs.get(&id).copied().unwrap_or(0);
+            if oks.contains(&id) {
+                assert_eq!(ran, 1, "SEED={seed}: ok call {id} ran {ran} times");
+                let want = rmp_serde::to_vec(&id).expect("an id encodes");
+                assert_eq!(
+                    outcomes[&id],
+                    Ok(want),
+                    "SEED={seed}: call {id}'s own reply"
+                );
+            } else {
+                assert!(ran <= 1, "SEED={seed}: failed call {id} ran {ran} times");
+            }
+        }
+    }
+}
