@@ -338,7 +338,8 @@ fn typed_errors_for_bad_calls() {
     assert_eq!(code(&err), Some(ErrorCode::NameTaken), "{err:?}");
 }
 
-/// A call to the daemon's own address is served without any UDP.
+/// A call to the daemon's own address, in every spelling of it, is served
+/// without any UDP.
 #[test]
 fn call_to_own_address_short_circuits() {
     let dir = tempdir();
@@ -348,21 +349,31 @@ fn call_to_own_address_short_circuits() {
         Outcome::Ok(v.iter().flat_map(|&b| [b, b]).collect())
     });
     let client = a.connect("client");
-    let me = a.udp.to_string();
-    assert_eq!(
-        client
-            .call(&me, "test.double", vec![1, 2], opts(5000))
-            .unwrap(),
-        vec![1, 1, 2, 2]
-    );
-    assert_eq!(
-        client.call(&me, "rpcd.echo", vec![7], opts(5000)).unwrap(),
-        vec![7]
-    );
+    let port = a.udp.port();
+    let spellings = [
+        a.udp.to_string(),
+        format!("0.0.0.0:{port}"),
+        format!("[::ffff:127.0.0.1]:{port}"),
+        format!("localhost:{port}"),
+    ];
+    for me in &spellings {
+        assert_eq!(
+            client
+                .call(me, "test.double", vec![1, 2], opts(5000))
+                .unwrap_or_else(|e| panic!("{me}: {e}")),
+            vec![1, 1, 2, 2],
+            "{me}"
+        );
+        assert_eq!(
+            client.call(me, "rpcd.echo", vec![7], opts(5000)).unwrap(),
+            vec![7],
+            "{me}"
+        );
+    }
     let stats = client.stats().unwrap();
     assert_eq!(stats.totals.datagrams_sent, 0, "a local call used UDP");
     assert!(stats.peers.is_empty());
-    assert_eq!(stats.calls.get("ok"), Some(&2));
+    assert_eq!(stats.calls.get("ok"), Some(&(2 * spellings.len() as u64)));
 }
 
 /// Garbage datagrams at B's UDP port and garbage frames on B's socket while
@@ -539,13 +550,20 @@ fn connections_are_bounded() {
     }));
 }
 
-/// A calling app that disconnects while waiting: its calls are cancelled,
-/// the late result is dropped, and nothing stays in flight.
+/// A calling app that disconnects while waiting: its calls are cancelled
+/// at the serving daemon too — the invocation's slot is free at once (with
+/// one slot per app, the next caller is served, not refused `overloaded`),
+/// the late result is dropped and counted, and nothing stays in flight.
 #[test]
 fn calling_app_disconnect_cancels_its_calls() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let b = Daemon::start(
+        dir.path(),
+        "b",
+        "127.0.0.1:0",
+        Some("[limits]\ninvocations_per_app_max = 1\n"),
+    );
     let server = b.connect("server");
     server.register("test.slow").unwrap();
     let target = b.udp.to_string();
@@ -583,11 +601,33 @@ fn calling_app_disconnect_cancels_its_calls() {
         t.elapsed() < Duration::from_secs(5),
         "the call lingered until its deadline"
     );
-    // The late result goes nowhere and breaks nothing.
+    // The serving daemon withdrew the invocation: its one slot serves the
+    // next caller (before the fix it stayed taken until the 10 s deadline).
+    let next = {
+        let (watcher, target) = (Arc::new(watcher), target.clone());
+        let w = watcher.clone();
+        (
+            watcher,
+            thread::spawn(move || w.call(&target, "test.slow", vec![5], opts(5000))),
+        )
+    };
+    let second = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .expect("the next caller is served, not refused");
+    assert_ne!(second.invocation, inv.invocation);
+    server
+        .send_result(second.invocation, Outcome::Ok(vec![6]))
+        .unwrap();
+    assert_eq!(next.1.join().unwrap().unwrap(), vec![6]);
+    // The late result goes nowhere and breaks nothing; it is counted.
     server
         .send_result(inv.invocation, Outcome::Ok(vec![9]))
         .unwrap();
-    watcher
+    let stats_b = b.connect("stats");
+    assert!(wait_until(Duration::from_secs(5), || stats_b
+        .stats()
+        .is_ok_and(|s| s.late_results == 1)));
+    next.0
         .call(&target, "rpcd.ping", Vec::new(), opts(5000))
         .unwrap();
 }

@@ -96,6 +96,66 @@ fn sigterm_answers_pending_calls_then_exits_cleanly() {
     assert!(!a.socket.exists(), "socket file left behind");
 }
 
+/// SIGTERM at the *serving* daemon while a remote caller's call is being
+/// served there, after a quiet spell (so the reply waits behind an epoch
+/// revalidation): the caller gets the reply — not `peer_unreachable` seconds
+/// later — and the daemon exits 0 only afterwards. A second held call that
+/// is never answered ends `shutting_down` at the end of the grace period.
+#[test]
+fn sigterm_at_the_serving_daemon_delivers_the_remote_callers_reply() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let mut b = Daemon::start(
+        dir.path(),
+        "b",
+        "127.0.0.1:0",
+        Some("[limits]\nshutdown_grace_ms = 1500\n"),
+    );
+    let server = Arc::new(b.connect("server"));
+    server.register("test.slow").unwrap();
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
+    let call = |arg: &'static [u8]| {
+        let (c, t) = (client.clone(), target.clone());
+        thread::spawn(move || c.call(&t, "test.slow", arg.to_vec(), opts(30_000, false)))
+    };
+    let answered = call(b"answered");
+    let first = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .unwrap();
+    let ignored = call(b"ignored");
+    let second = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .unwrap();
+    // Longer than transport.revalidate_after_ms (250 ms): quiet channel.
+    thread::sleep(Duration::from_millis(400));
+    b.process.signal(Signal::SIGTERM);
+    thread::sleep(Duration::from_millis(100));
+    let (keep, drop_) = if first.args == b"answered" {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    server
+        .send_result(keep.invocation, Outcome::Ok(b"done".to_vec()))
+        .unwrap();
+    let t = Instant::now();
+    assert_eq!(answered.join().unwrap().unwrap(), b"done");
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "reply took {:?}",
+        t.elapsed()
+    );
+    let err = ignored.join().unwrap().expect_err("never answered");
+    assert_eq!(code(&err), Some(ErrorCode::ShuttingDown), "{err:?}");
+    let _ = drop_;
+    let status = b
+        .process
+        .wait_timeout(Duration::from_secs(10))
+        .expect("rpcd exits after SIGTERM");
+    assert!(status.success(), "exit status {status}");
+}
+
 /// `--daemonize --pid-file`: the parent returns at once, the pid file names a
 /// live daemon that serves, and SIGTERM removes socket and pid file.
 #[test]
