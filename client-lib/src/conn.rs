@@ -93,7 +93,7 @@ pub enum ConnectError {
 
 /// Why a request on a [`Connection`] failed.
 #[derive(Debug, thiserror::Error)]
-pub enum CallError {
+pub enum RequestError {
     /// The daemon answered with an error: a transport error, a refusal, or (code
     /// `app_error`) the handler's error message.
     #[error("{code}: {message}")]
@@ -132,14 +132,14 @@ pub enum CallError {
     Protocol(String),
 }
 
-impl CallError {
+impl RequestError {
     /// The protocol error code, when there is one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            CallError::Remote { code, .. }
-            | CallError::Local { code, .. }
-            | CallError::Fatal { code, .. } => Some(*code),
-            CallError::Disconnected | CallError::Io(_) | CallError::Protocol(_) => None,
+            RequestError::Remote { code, .. }
+            | RequestError::Local { code, .. }
+            | RequestError::Fatal { code, .. } => Some(*code),
+            RequestError::Disconnected | RequestError::Io(_) | RequestError::Protocol(_) => None,
         }
     }
 
@@ -147,13 +147,13 @@ impl CallError {
     /// [`ErrorCode::outcome_unknown`], or the connection failing under it.
     pub fn outcome_unknown(&self) -> bool {
         match self {
-            CallError::Remote { code, .. } | CallError::Local { code, .. } => {
+            RequestError::Remote { code, .. } | RequestError::Local { code, .. } => {
                 code.outcome_unknown()
             }
-            CallError::Fatal { .. }
-            | CallError::Disconnected
-            | CallError::Io(_)
-            | CallError::Protocol(_) => true,
+            RequestError::Fatal { .. }
+            | RequestError::Disconnected
+            | RequestError::Io(_)
+            | RequestError::Protocol(_) => true,
         }
     }
 }
@@ -338,7 +338,7 @@ impl Connection {
         function: &str,
         args: Vec<u8>,
         opts: CallOptions,
-    ) -> Result<Vec<u8>, CallError> {
+    ) -> Result<Vec<u8>, RequestError> {
         let deadline_ms = opts.deadline.map(millis_ceil);
         let wait = opts
             .deadline
@@ -362,7 +362,7 @@ impl Connection {
     }
 
     /// Claims `function` for this connection: calls to it arrive as invocations.
-    pub fn register(&self, function: &str) -> Result<(), CallError> {
+    pub fn register(&self, function: &str) -> Result<(), RequestError> {
         self.request_done(|id| ClientMsg::Register {
             id,
             function: function.to_owned(),
@@ -370,7 +370,7 @@ impl Connection {
     }
 
     /// Releases `function`.
-    pub fn unregister(&self, function: &str) -> Result<(), CallError> {
+    pub fn unregister(&self, function: &str) -> Result<(), RequestError> {
         self.request_done(|id| ClientMsg::Unregister {
             id,
             function: function.to_owned(),
@@ -378,7 +378,7 @@ impl Connection {
     }
 
     /// A request whose only success reply is `done`.
-    fn request_done(&self, build: impl FnOnce(u64) -> ClientMsg) -> Result<(), CallError> {
+    fn request_done(&self, build: impl FnOnce(u64) -> ClientMsg) -> Result<(), RequestError> {
         match self.request(build, REQUEST_WAIT_MAX)? {
             DaemonMsg::Done { .. } => Ok(()),
             other => Err(unexpected("done", &other)),
@@ -386,7 +386,7 @@ impl Connection {
     }
 
     /// The functions registered on the daemon, built-ins included.
-    pub fn list(&self) -> Result<Vec<String>, CallError> {
+    pub fn list(&self) -> Result<Vec<String>, RequestError> {
         match self.request(|id| ClientMsg::List { id }, REQUEST_WAIT_MAX)? {
             DaemonMsg::List { functions, .. } => Ok(functions),
             other => Err(unexpected("list", &other)),
@@ -394,7 +394,7 @@ impl Connection {
     }
 
     /// The daemon's counters.
-    pub fn stats(&self) -> Result<Stats, CallError> {
+    pub fn stats(&self) -> Result<Stats, RequestError> {
         match self.request(|id| ClientMsg::Stats { id }, REQUEST_WAIT_MAX)? {
             DaemonMsg::Stats { stats, .. } => Ok(stats),
             other => Err(unexpected("stats", &other)),
@@ -402,7 +402,7 @@ impl Connection {
     }
 
     /// Checks that the daemon answers.
-    pub fn ping(&self) -> Result<(), CallError> {
+    pub fn ping(&self) -> Result<(), RequestError> {
         match self.request(|id| ClientMsg::Ping { id }, REQUEST_WAIT_MAX)? {
             DaemonMsg::Pong { .. } => Ok(()),
             other => Err(unexpected("pong", &other)),
@@ -427,7 +427,7 @@ impl Connection {
 
     /// Answers an invocation. A result too large for a frame is replaced by an application
     /// error sent to the caller, and reported here as `message_too_large`.
-    pub fn send_result(&self, invocation: u64, outcome: Outcome) -> Result<(), CallError> {
+    pub fn send_result(&self, invocation: u64, outcome: Outcome) -> Result<(), RequestError> {
         let msg = ClientMsg::Result {
             invocation,
             outcome,
@@ -441,19 +441,19 @@ impl Connection {
                     outcome: Outcome::Error(format!("message_too_large: {message}")),
                 };
                 let frame = try_encode_frame(&substitute, self.shared.frame_max)
-                    .map_err(|err| CallError::Protocol(err.to_string()))?;
+                    .map_err(|err| RequestError::Protocol(err.to_string()))?;
                 self.shared.write(&frame)?;
-                Err(CallError::Local {
+                Err(RequestError::Local {
                     code: ErrorCode::MessageTooLarge,
                     message,
                 })
             }
-            Err(err) => Err(CallError::Protocol(err.to_string())),
+            Err(err) => Err(RequestError::Protocol(err.to_string())),
         }
     }
 
     /// Writes `bytes` to the socket as they are, for tests that need to send garbage.
-    pub fn send_raw(&self, bytes: &[u8]) -> Result<(), CallError> {
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<(), RequestError> {
         self.shared.write(bytes)
     }
 
@@ -463,20 +463,20 @@ impl Connection {
     }
 
     /// Sends one request and waits up to `wait` for its reply; `Failed` becomes
-    /// [`CallError::Remote`].
+    /// [`RequestError::Remote`].
     fn request(
         &self,
         make: impl FnOnce(u64) -> ClientMsg,
         wait: Duration,
-    ) -> Result<DaemonMsg, CallError> {
+    ) -> Result<DaemonMsg, RequestError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         let frame =
             try_encode_frame(&make(id), self.shared.frame_max).map_err(|err| match err {
-                FrameError::TooLarge { len, max } => CallError::Local {
+                FrameError::TooLarge { len, max } => RequestError::Local {
                     code: ErrorCode::MessageTooLarge,
                     message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
                 },
-                other => CallError::Protocol(other.to_string()),
+                other => RequestError::Protocol(other.to_string()),
             })?;
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         {
@@ -494,7 +494,7 @@ impl Connection {
             Ok(reply) => reply,
             Err(RecvTimeoutError::Timeout) => {
                 self.shared.forget(id);
-                return Err(CallError::Local {
+                return Err(RequestError::Local {
                     code: ErrorCode::DeadlineExceeded,
                     message: format!("no reply from rpcd within {wait:?}"),
                 });
@@ -503,7 +503,7 @@ impl Connection {
             Err(RecvTimeoutError::Disconnected) => return Err(self.shared.closed_error()),
         };
         match reply {
-            DaemonMsg::Failed { code, message, .. } => Err(CallError::Remote { code, message }),
+            DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
             other => Ok(other),
         }
     }
@@ -551,14 +551,14 @@ enum Closed {
 }
 
 impl Closed {
-    fn to_error(&self) -> CallError {
+    fn to_error(&self) -> RequestError {
         match self {
-            Closed::Disconnected | Closed::Dropped => CallError::Disconnected,
-            Closed::Fatal { code, message } => CallError::Fatal {
+            Closed::Disconnected | Closed::Dropped => RequestError::Disconnected,
+            Closed::Fatal { code, message } => RequestError::Fatal {
                 code: *code,
                 message: message.clone(),
             },
-            Closed::Protocol(message) => CallError::Protocol(message.clone()),
+            Closed::Protocol(message) => RequestError::Protocol(message.clone()),
         }
     }
 }
@@ -566,7 +566,7 @@ impl Closed {
 impl Shared {
     /// Writes one whole frame (or raw bytes). A failed write may leave half a frame on the
     /// stream, so it closes the connection.
-    fn write(&self, bytes: &[u8]) -> Result<(), CallError> {
+    fn write(&self, bytes: &[u8]) -> Result<(), RequestError> {
         let result = lock(&self.writer).write_all(bytes);
         result.map_err(|err| {
             let kind = err.kind();
@@ -575,7 +575,7 @@ impl Shared {
                 io::ErrorKind::BrokenPipe
                 | io::ErrorKind::ConnectionReset
                 | io::ErrorKind::NotConnected => self.closed_error(),
-                _ => CallError::Io(err),
+                _ => RequestError::Io(err),
             }
         })
     }
@@ -586,11 +586,11 @@ impl Shared {
     }
 
     /// The error every request gets once the connection is closed.
-    fn closed_error(&self) -> CallError {
+    fn closed_error(&self) -> RequestError {
         lock(&self.waiters)
             .closed
             .as_ref()
-            .map_or(CallError::Disconnected, Closed::to_error)
+            .map_or(RequestError::Disconnected, Closed::to_error)
     }
 
     /// Marks the connection closed (the first reason wins), wakes every waiting request by
@@ -750,8 +750,8 @@ fn millis_ceil(duration: Duration) -> u64 {
     u64::try_from(millis).unwrap_or(u64::MAX)
 }
 
-fn unexpected(wanted: &str, got: &DaemonMsg) -> CallError {
-    CallError::Protocol(format!("expected {wanted}, got {}", describe(got)))
+fn unexpected(wanted: &str, got: &DaemonMsg) -> RequestError {
+    RequestError::Protocol(format!("expected {wanted}, got {}", describe(got)))
 }
 
 /// The op name of a daemon message, for error messages.
@@ -979,7 +979,7 @@ mod tests {
             let err = register.join().unwrap().unwrap_err();
             assert!(matches!(
                 err,
-                CallError::Remote {
+                RequestError::Remote {
                     code: ErrorCode::NameTaken,
                     ..
                 }
@@ -1055,13 +1055,16 @@ mod tests {
             let closed_at = Instant::now();
             drop(peer);
             for call in calls {
-                assert!(matches!(call.join().unwrap(), Err(CallError::Disconnected)));
+                assert!(matches!(
+                    call.join().unwrap(),
+                    Err(RequestError::Disconnected)
+                ));
             }
             assert!(closed_at.elapsed() < Duration::from_secs(1));
         });
         assert!(conn.is_closed());
         // Later requests fail at once too.
-        assert!(matches!(conn.ping(), Err(CallError::Disconnected)));
+        assert!(matches!(conn.ping(), Err(RequestError::Disconnected)));
         assert!(conn.next_invocation(None).is_none());
     }
 
@@ -1079,13 +1082,13 @@ mod tests {
             let err = call.join().unwrap().unwrap_err();
             assert!(matches!(
                 err,
-                CallError::Fatal {
+                RequestError::Fatal {
                     code: ErrorCode::ProtocolError,
                     ..
                 }
             ));
         });
-        assert!(matches!(conn.ping(), Err(CallError::Fatal { .. })));
+        assert!(matches!(conn.ping(), Err(RequestError::Fatal { .. })));
     }
 
     #[test]
@@ -1097,7 +1100,7 @@ mod tests {
             peer.recv();
             peer.stream.write_all(&[0, 0, 0, 1, 0xc1]).unwrap();
             let err = call.join().unwrap().unwrap_err();
-            assert!(matches!(err, CallError::Protocol(_)), "{err}");
+            assert!(matches!(err, RequestError::Protocol(_)), "{err}");
             assert!(err.to_string().contains("invalid MessagePack"), "{err}");
         });
     }

@@ -149,18 +149,20 @@ impl CallError {
     }
 }
 
-impl From<conn::CallError> for CallError {
-    fn from(err: conn::CallError) -> CallError {
+impl From<conn::RequestError> for CallError {
+    fn from(err: conn::RequestError) -> CallError {
         match err {
-            conn::CallError::Remote { code, message }
-            | conn::CallError::Local { code, message } => CallError::from_code(code, message),
+            conn::RequestError::Remote { code, message }
+            | conn::RequestError::Local { code, message } => CallError::from_code(code, message),
             // The daemon closed the connection on us: whatever the code, this call's fate
             // is unknown and the next call reconnects.
-            conn::CallError::Fatal { code, message } => {
+            conn::RequestError::Fatal { code, message } => {
                 CallError::Protocol(format!("rpcd closed the connection ({code}): {message}"))
             }
-            conn::CallError::Disconnected | conn::CallError::Io(_) => CallError::ConnectionLost,
-            conn::CallError::Protocol(message) => CallError::Protocol(message),
+            conn::RequestError::Disconnected | conn::RequestError::Io(_) => {
+                CallError::ConnectionLost
+            }
+            conn::RequestError::Protocol(message) => CallError::Protocol(message),
         }
     }
 }
@@ -195,7 +197,7 @@ mod tests {
                 err.outcome_unknown(),
                 code.outcome_unknown() || code == ErrorCode::ProtocolError
             );
-            let low = conn::CallError::Remote {
+            let low = conn::RequestError::Remote {
                 code,
                 message: "m".into(),
             };
@@ -209,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_dropped_connection_is_connection_lost_and_outcome_unknown() {
-        let err = CallError::from(conn::CallError::Disconnected);
+        let err = CallError::from(conn::RequestError::Disconnected);
         assert_eq!(err, CallError::ConnectionLost);
         assert!(err.outcome_unknown());
         assert!(err.is_transient());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::{ErrorCode, Outcome};
 use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay};
 
@@ -22,9 +22,9 @@ fn opts(deadline_ms: u64) -> CallOptions {
     }
 }
 
-fn code(e: &CallError) -> Option<ErrorCode> {
+fn code(e: &RequestError) -> Option<ErrorCode> {
     match e {
-        CallError::Remote { code, .. } => Some(*code),
+        RequestError::Remote { code, .. } => Some(*code),
         _ => None,
     }
 }

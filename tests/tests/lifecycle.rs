@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::{ErrorCode, NameEntry, Outcome};
 use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard};
 
@@ -23,7 +23,7 @@ fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
     }
 }
 
-fn code(e: &CallError) -> Option<ErrorCode> {
+fn code(e: &RequestError) -> Option<ErrorCode> {
     e.code()
 }
 
