@@ -1,18 +1,18 @@
 //! The reader side of a connection: routes each frame from the daemon to whoever waits for
 //! it. A reply goes to the request waiting under its id, an `invoke` to the bounded
-//! invocation queue, and `fatal` (or a bad frame, or the end of the stream) closes the
-//! connection, waking every waiting request at once.
+//! invocation queue, a `cancel` to the invocation it names, and `fatal` (or a bad frame, or
+//! the end of the stream) closes the connection, waking every waiting request at once.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use super::{Closed, Invocation, RequestError, INVOCATION_QUEUE_MAX};
+use super::{Closed, Invocation, RequestError, INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX};
 use crate::client::lock;
 use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader, Outcome};
 
@@ -21,6 +21,10 @@ use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader,
 pub(super) struct Shared {
     writer: Mutex<UnixStream>,
     waiters: Mutex<Waiters>,
+    /// Invocations handed to the app and not answered yet, so that a `cancel` reaches them.
+    /// Weak: an invocation the app drops without answering leaves nothing behind to find
+    /// once the map is full.
+    live: Mutex<HashMap<u64, Weak<AtomicBool>>>,
     pub(super) next_id: AtomicU64,
     pub(super) frame_max: usize,
 }
@@ -38,6 +42,7 @@ impl Shared {
         Shared {
             writer: Mutex::new(stream),
             waiters: Mutex::new(Waiters::default()),
+            live: Mutex::new(HashMap::new()),
             next_id,
             frame_max,
         }
@@ -66,6 +71,11 @@ impl Shared {
     /// Forgets a request that will not wait for its reply any more.
     pub(super) fn forget(&self, id: u64) {
         lock(&self.waiters).pending.remove(&id);
+    }
+
+    /// Forgets an invocation that has been answered: a `cancel` for it is now moot.
+    pub(super) fn answered(&self, invocation: u64) {
+        lock(&self.live).remove(&invocation);
     }
 
     /// The error every request gets once the connection is closed.
@@ -117,30 +127,70 @@ impl Shared {
                 let deadline =
                     Instant::now() + Duration::from_millis(deadline_ms.min(u32::MAX.into()));
                 let work = Invocation::new(invocation, function, args, caller, deadline);
-                let outcome = match invocations.try_send(work) {
-                    Ok(()) => return None,
-                    Err(TrySendError::Full(_)) => Outcome::Refused {
-                        code: ErrorCode::Overloaded,
-                        message: format!(
-                            "{INVOCATION_QUEUE_MAX} invocations already queued in the serving app"
-                        ),
-                    },
-                    Err(TrySendError::Disconnected(_)) => Outcome::Refused {
-                        code: ErrorCode::ServerAppGone,
-                        message: "the serving app is closing".to_owned(),
-                    },
+                let Err(refusal) = self.accept(work, invocations) else {
+                    return None;
                 };
                 let answer = ClientMsg::Result {
                     invocation,
-                    outcome,
+                    outcome: refusal,
                 };
                 match try_encode_frame(&answer, self.frame_max) {
                     Ok(frame) => self.write(&frame).err().map(|_| Closed::Disconnected),
                     Err(err) => Some(Closed::Protocol(err.to_string())),
                 }
             }
+            DaemonMsg::Cancel { invocation } => {
+                // Unknown: answered already, dropped by the app, or never ours. The protocol
+                // says to ignore it.
+                let flag = lock(&self.live).remove(&invocation);
+                if let Some(flag) = flag.and_then(|flag| flag.upgrade()) {
+                    flag.store(true, Ordering::Release);
+                }
+                None
+            }
             DaemonMsg::Fatal { code, message } => Some(Closed::Fatal { code, message }),
         }
+    }
+
+    /// Queues an invocation for the app and makes it cancellable; when it cannot be taken,
+    /// the refusal to answer it with at once.
+    fn accept(
+        &self,
+        work: Invocation,
+        invocations: &SyncSender<Invocation>,
+    ) -> Result<(), Outcome> {
+        let invocation = work.invocation;
+        {
+            let mut live = lock(&self.live);
+            if live.len() >= LIVE_INVOCATIONS_MAX {
+                // Only when full: forget the invocations the app dropped unanswered.
+                live.retain(|_, flag| flag.strong_count() > 0);
+            }
+            if live.len() >= LIVE_INVOCATIONS_MAX {
+                return Err(Outcome::Refused {
+                    code: ErrorCode::Overloaded,
+                    message: format!(
+                        "{LIVE_INVOCATIONS_MAX} invocations in progress in the serving app"
+                    ),
+                });
+            }
+            live.insert(invocation, work.cancel_flag());
+        }
+        let refusal = match invocations.try_send(work) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(_)) => Outcome::Refused {
+                code: ErrorCode::Overloaded,
+                message: format!(
+                    "{INVOCATION_QUEUE_MAX} invocations already queued in the serving app"
+                ),
+            },
+            Err(TrySendError::Disconnected(_)) => Outcome::Refused {
+                code: ErrorCode::ServerAppGone,
+                message: "the serving app is closing".to_owned(),
+            },
+        };
+        self.answered(invocation);
+        Err(refusal)
     }
 }
 

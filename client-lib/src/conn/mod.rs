@@ -1,18 +1,18 @@
 //! The blocking connection to `rpcd`: one Unix socket, many concurrent requests.
 //!
 //! Every request gets a fresh id and a one-shot channel registered under it; a reader thread
-//! (`demux`) decodes the daemon's frames and hands each reply to the waiting caller, and
-//! `invoke` frames to a bounded queue for serving apps. Writes share the socket under a
-//! mutex, one whole frame at a time.
+//! (`demux`) decodes the daemon's frames and hands each reply to the waiting caller, `invoke`
+//! frames to a bounded queue for serving apps, and `cancel` frames to the invocation they
+//! name. Writes share the socket under a mutex, one whole frame at a time.
 //!
 //! Nothing waits forever: the handshake (`handshake`) is bounded by [`HANDSHAKE_TIMEOUT`];
 //! when the connection closes every waiting caller is woken with the reason at once; and each
 //! wait is bounded by the call's deadline plus [`REPLY_GRACE`] in case a reply is lost.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,11 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// further invocations are refused at once as `overloaded`.
 pub const INVOCATION_QUEUE_MAX: usize = 1024;
 
+/// Invocations handed to the app and not answered yet that a `cancel` can still reach. When
+/// full (an app holding this many unanswered), further invocations are refused as
+/// `overloaded`.
+pub const LIVE_INVOCATIONS_MAX: usize = 64 * INVOCATION_QUEUE_MAX;
+
 /// Options of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CallOptions {
@@ -88,6 +93,8 @@ pub struct Invocation {
     pub caller: String,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
+    /// Set when the daemon says the caller is gone; shared by every clone.
+    cancelled: CancelFlag,
 }
 
 impl Invocation {
@@ -104,9 +111,39 @@ impl Invocation {
             args,
             caller,
             deadline,
+            cancelled: CancelFlag::default(),
         }
     }
+
+    /// True once the daemon has said this invocation's caller is gone (a `cancel` frame):
+    /// stop working on it. A result sent anyway is dropped by the daemon.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.0.load(Ordering::Acquire)
+    }
+
+    /// The flag behind [`Invocation::is_cancelled`], for a handler to poll.
+    pub(crate) fn cancelled(&self) -> &AtomicBool {
+        &self.cancelled.0
+    }
+
+    /// What the reader thread keeps to set the flag, without keeping the invocation alive.
+    fn cancel_flag(&self) -> Weak<AtomicBool> {
+        Arc::downgrade(&self.cancelled.0)
+    }
 }
+
+/// Whether an invocation was cancelled. Compared by value, so an [`Invocation`] stays
+/// comparable like the plain data it is.
+#[derive(Debug, Clone, Default)]
+struct CancelFlag(Arc<AtomicBool>);
+
+impl PartialEq for CancelFlag {
+    fn eq(&self, other: &CancelFlag) -> bool {
+        self.0.load(Ordering::Acquire) == other.0.load(Ordering::Acquire)
+    }
+}
+
+impl Eq for CancelFlag {}
 
 /// A blocking, thread-safe connection to `rpcd`. Share it by reference or in an `Arc`; any
 /// number of threads may have requests in flight on it at once.
@@ -245,22 +282,29 @@ impl Connection {
     /// Takes the next invocation for a function this connection registered, waiting up to
     /// `timeout` (`None`: until one arrives). Returns `None` on timeout or once the
     /// connection is closed (see [`Connection::is_closed`]). Several worker threads may wait
-    /// here; they take turns.
+    /// here; they take turns. An invocation cancelled while it waited in the queue is
+    /// skipped: nobody wants its result.
     pub fn next_invocation(&self, timeout: Option<Duration>) -> Option<Invocation> {
-        let started = Instant::now();
+        // Time spent waiting for the lock counts against the timeout.
+        let until = timeout.map(|timeout| Instant::now() + timeout);
         let queue = lock(&self.invocations);
-        match timeout {
-            None => queue.recv().ok(),
-            // Time spent waiting for the lock counts against the timeout.
-            Some(timeout) => queue
-                .recv_timeout(timeout.saturating_sub(started.elapsed()))
-                .ok(),
+        loop {
+            let work = match until {
+                None => queue.recv().ok()?,
+                Some(until) => queue
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    .ok()?,
+            };
+            if !work.is_cancelled() {
+                return Some(work);
+            }
         }
     }
 
     /// Answers an invocation. A result too large for a frame is replaced by an application
     /// error sent to the caller, and reported here as `message_too_large`.
     pub fn send_result(&self, invocation: u64, outcome: Outcome) -> Result<(), RequestError> {
+        self.shared.answered(invocation);
         let msg = ClientMsg::Result {
             invocation,
             outcome,

@@ -1,5 +1,5 @@
-//! The connection against a fake daemon: requests and replies, invocations, closing, the
-//! handshake.
+//! The connection against a fake daemon: requests and replies, invocations and their
+//! cancellation, closing, the handshake.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
@@ -342,6 +342,72 @@ fn invocations_are_queued_and_answered() {
             outcome: Outcome::Ok(vec![1, 2, 3])
         }
     );
+}
+
+fn invoke(invocation: u64) -> DaemonMsg {
+    DaemonMsg::Invoke {
+        invocation,
+        function: "f".into(),
+        args: vec![],
+        caller: "local".into(),
+        deadline_ms: 10_000,
+    }
+}
+
+#[test]
+fn cancel_reaches_a_taken_invocation_and_unknown_cancels_are_ignored() {
+    let fake = FakeDaemon::start();
+    let (conn, mut peer) = connected(&fake);
+    peer.send(&invoke(1));
+    let work = conn.next_invocation(Some(Duration::from_secs(5))).unwrap();
+    let copy = work.clone();
+    assert!(!work.is_cancelled());
+    // Cancels for invocations this app never had, or already answered, change nothing.
+    peer.send(&DaemonMsg::Cancel { invocation: 999 });
+    peer.send(&invoke(2));
+    let answered = conn.next_invocation(Some(Duration::from_secs(5))).unwrap();
+    conn.send_result(2, Outcome::Ok(vec![])).unwrap();
+    assert!(matches!(
+        peer.recv(),
+        ClientMsg::Result { invocation: 2, .. }
+    ));
+    peer.send(&DaemonMsg::Cancel { invocation: 2 });
+    peer.send(&DaemonMsg::Cancel { invocation: 1 });
+    let started = Instant::now();
+    while !work.is_cancelled() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "cancel not seen"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(copy.is_cancelled(), "clones share the flag");
+    assert!(!answered.is_cancelled());
+    assert!(!conn.is_closed());
+}
+
+#[test]
+fn invocation_cancelled_while_queued_is_never_handed_out() {
+    let fake = FakeDaemon::start();
+    let (conn, mut peer) = connected(&fake);
+    thread::scope(|s| {
+        // The pong comes after the other frames, so once the ping returns the reader has
+        // routed them all: 1 sits in the queue, cancelled.
+        let ping = s.spawn(|| conn.ping());
+        let ClientMsg::Ping { id } = peer.recv() else {
+            panic!("expected ping");
+        };
+        peer.send(&invoke(1));
+        peer.send(&DaemonMsg::Cancel { invocation: 1 });
+        peer.send(&invoke(2));
+        peer.send(&DaemonMsg::Pong { id });
+        ping.join().unwrap().unwrap();
+    });
+    let work = conn.next_invocation(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(work.invocation, 2);
+    assert!(conn
+        .next_invocation(Some(Duration::from_millis(20)))
+        .is_none());
 }
 
 #[test]

@@ -186,6 +186,14 @@ pub enum DaemonMsg {
         /// Milliseconds left before the caller gives up; a later result is dropped.
         deadline_ms: u64,
     },
+    /// The caller of an invocation is gone (it disconnected, or its call was cancelled): stop
+    /// working on it. A `Result` still sent for it is dropped by the daemon and counted as a
+    /// late result. An app ignores a `Cancel` for an invocation it does not know (it may
+    /// have answered already). Not answered.
+    Cancel {
+        /// The `invocation` of the `Invoke` whose caller is gone.
+        invocation: u64,
+    },
     /// The daemon is closing this connection for a protocol violation.
     Fatal {
         /// What went wrong.
@@ -207,6 +215,7 @@ impl DaemonMsg {
             DaemonMsg::Stats { .. } => "stats",
             DaemonMsg::Pong { .. } => "pong",
             DaemonMsg::Invoke { .. } => "invoke",
+            DaemonMsg::Cancel { .. } => "cancel",
             DaemonMsg::Fatal { .. } => "fatal",
         }
     }
@@ -436,10 +445,23 @@ mod tests {
     }
 
     #[test]
+    fn cancel_literal_bytes() {
+        let frame = encode_frame(&DaemonMsg::Cancel { invocation: 9 });
+        #[rustfmt::skip]
+        let body = [
+            0x82,
+            0xa2, b'o', b'p', 0xa6, b'c', b'a', b'n', b'c', b'e', b'l',
+            0xaa, b'i', b'n', b'v', b'o', b'c', b'a', b't', b'i', b'o', b'n', 0x09,
+        ];
+        assert_eq!(frame, frame_of(&body));
+    }
+
+    #[test]
     fn op_names_match_the_wire() {
         let msgs = [
             DaemonMsg::Done { id: 1 },
             DaemonMsg::Pong { id: 1 },
+            DaemonMsg::Cancel { invocation: 1 },
             DaemonMsg::Fatal {
                 code: ErrorCode::ProtocolError,
                 message: String::new(),
@@ -453,6 +475,19 @@ mod tests {
             assert_eq!(usize::from(frame[8] & 0x1f), op.len());
             assert_eq!(&frame[9..9 + op.len()], op);
         }
+    }
+
+    /// The `cancel` example of `docs/ipc-protocol.md` §10, byte for byte.
+    #[test]
+    fn protocol_doc_cancel_example_matches() {
+        #[rustfmt::skip]
+        let expected = [
+            0x00, 0x00, 0x00, 0x17, 0x82,
+            0xa2, 0x6f, 0x70, 0xa6, 0x63, 0x61, 0x6e, 0x63, 0x65, 0x6c,
+            0xaa, 0x69, 0x6e, 0x76, 0x6f, 0x63, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x09,
+        ];
+        assert_eq!(encode_frame(&DaemonMsg::Cancel { invocation: 9 }), expected);
+        assert_eq!(expected.len(), 27);
     }
 
     // --- round trips -----------------------------------------------------------------------
@@ -532,6 +567,9 @@ mod tests {
                 args: vec![9; 70_000],
                 caller: "10.0.0.1:7000".into(),
                 deadline_ms: 250,
+            },
+            DaemonMsg::Cancel {
+                invocation: u64::MAX,
             },
         ];
         for code in ErrorCode::ALL {
