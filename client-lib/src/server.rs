@@ -77,6 +77,18 @@ pub struct Request<'a> {
     pub caller: &'a str,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
+    /// Set by the connection's reader thread when the daemon cancels the invocation.
+    cancelled: &'a AtomicBool,
+}
+
+impl Request<'_> {
+    /// True once the caller is gone (it disconnected, or its call was cancelled): the
+    /// daemon has forgotten this invocation and will drop its result, so a long handler
+    /// should check this now and then and return early. Whatever it returns then is not
+    /// sent.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Acquire)
+    }
 }
 
 type HandlerFn = dyn Fn(&Request<'_>) -> Outcome + Send + Sync;
@@ -145,6 +157,9 @@ pub struct ServerStats {
     pub refused_overloaded: u64,
     /// Invocations skipped because their deadline passed while they waited.
     pub expired: u64,
+    /// Invocations whose caller went away (a `cancel` from the daemon) before they were
+    /// answered: dropped unrun if they had not started, their result not sent if they had.
+    pub cancelled: u64,
     /// Times the functions were registered again on a new connection.
     pub reregistrations: u64,
 }
@@ -184,6 +199,7 @@ struct Counters {
     panicked: AtomicU64,
     refused_overloaded: AtomicU64,
     expired: AtomicU64,
+    cancelled: AtomicU64,
     reregistrations: AtomicU64,
 }
 
@@ -329,6 +345,7 @@ impl Server {
             panicked: c.panicked.load(Ordering::Relaxed),
             refused_overloaded: c.refused_overloaded.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
+            cancelled: c.cancelled.load(Ordering::Relaxed),
             reregistrations: c.reregistrations.load(Ordering::Relaxed),
         }
     }
@@ -471,6 +488,11 @@ fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
         };
         inner.counters.queued.fetch_sub(1, Ordering::Relaxed);
         let Job { work, conn } = job;
+        if work.is_cancelled() {
+            // The daemon has forgotten it: nobody waits for the result.
+            inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         if Instant::now() >= work.deadline {
             // The caller has given up; running it now would only waste a worker. The
             // caller was told `deadline_exceeded` (outcome unknown), which stays true.
@@ -486,6 +508,7 @@ fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
                     args: &work.args,
                     caller: &work.caller,
                     deadline: work.deadline,
+                    cancelled: work.cancelled(),
                 };
                 let outcome =
                     catch_unwind(AssertUnwindSafe(|| handler.call(&req))).unwrap_or_else(|panic| {
@@ -502,6 +525,11 @@ fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
             }
             None => Outcome::Error(format!("{} is not served by this app", work.function)),
         };
+        if work.is_cancelled() {
+            // Cancelled while it ran: the daemon would drop the result as late.
+            inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         // A failed send means the connection is gone; the daemon answers the caller.
         let _ = conn.send_result(work.invocation, outcome);
     }
@@ -541,6 +569,85 @@ mod tests {
         assert_eq!(panic_message(p.as_ref()), "formatted 7");
     }
 
+    /// A cancel reaches a running handler through `is_cancelled`, and a queued invocation
+    /// cancelled before a worker took it never runs; neither is answered.
+    #[test]
+    fn cancelled_invocations_are_seen_by_handlers_or_never_run() {
+        use std::sync::mpsc::channel;
+
+        use crate::conn::fake_daemon::FakeDaemon;
+        use crate::ipc::{ClientMsg, DaemonMsg};
+
+        let fake = FakeDaemon::start();
+        let path = fake.path.clone();
+        let app = std::thread::spawn(move || Client::connect_to(path));
+        let mut peer = fake.accept_hello();
+        let client = app.join().unwrap().unwrap();
+        let options = ServerOptions {
+            workers: 1,
+            queue_max: 4,
+        };
+        let server = Server::with_options(&client, options).unwrap();
+        let (started_tx, started) = channel();
+        let (saw_cancel_tx, saw_cancel) = channel();
+        let handler = Handler::with_request(move |req: &Request<'_>| {
+            started_tx.send(req.args.to_vec()).unwrap();
+            if req.args == b"wait" {
+                let until = Instant::now() + Duration::from_secs(10);
+                while !req.is_cancelled() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                saw_cancel_tx.send(req.is_cancelled()).unwrap();
+            }
+            Outcome::Ok(req.args.to_vec())
+        });
+        std::thread::scope(|s| {
+            let registering = s.spawn(|| server.register("f", handler));
+            let ClientMsg::Register { id, .. } = peer.recv() else {
+                panic!("expected register");
+            };
+            peer.send(&DaemonMsg::Done { id });
+            registering.join().unwrap().unwrap();
+        });
+        let invoke = |invocation, args: &[u8]| DaemonMsg::Invoke {
+            invocation,
+            function: "f".into(),
+            args: args.to_vec(),
+            caller: "local".into(),
+            deadline_ms: 10_000,
+        };
+        peer.send(&invoke(1, b"wait"));
+        assert_eq!(
+            started.recv_timeout(Duration::from_secs(5)).unwrap(),
+            b"wait"
+        );
+        // The only worker is busy: 2 waits (in the connection or the server's queue).
+        peer.send(&invoke(2, b"queued"));
+        peer.send(&DaemonMsg::Cancel { invocation: 2 });
+        peer.send(&DaemonMsg::Cancel { invocation: 1 });
+        assert!(saw_cancel.recv_timeout(Duration::from_secs(5)).unwrap());
+        // The next frame the daemon sees is the answer to 3: nothing for 1 or 2.
+        peer.send(&invoke(3, b"after"));
+        assert_eq!(
+            started.recv_timeout(Duration::from_secs(5)).unwrap(),
+            b"after"
+        );
+        assert_eq!(
+            peer.recv(),
+            ClientMsg::Result {
+                invocation: 3,
+                outcome: Outcome::Ok(b"after".to_vec())
+            }
+        );
+        assert!(started.try_recv().is_err(), "the cancelled queued one ran");
+        let stats = server.stats();
+        assert_eq!(stats.completed, 2);
+        assert!(stats.cancelled >= 1, "{stats:?}");
+        // Closing the fake daemon first lets the stop's unregister fail at once.
+        drop(peer);
+        server.stop();
+    }
+
     #[test]
     fn typed_handler_refuses_undecodable_arguments() {
         let h = Handler::typed("t.add", |(a, b): (i64, i64)| Ok::<_, String>(a + b));
@@ -550,6 +657,7 @@ mod tests {
                 args,
                 caller: "x",
                 deadline: Instant::now(),
+                cancelled: &AtomicBool::new(false),
             })
         };
         let ok = req(&rmp_serde::to_vec(&(2, 3)).unwrap());

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
-use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use serde_json::json;
 
 use crate::cli::BenchArgs;
@@ -128,7 +128,7 @@ pub fn run(conn: &Connection, args: &BenchArgs, payload: Vec<u8>) -> anyhow::Res
 struct Worker {
     latency: Histogram<u64>,
     errors: BTreeMap<String, u64>,
-    first_error: Option<CallError>,
+    first_error: Option<RequestError>,
     ended: Instant,
 }
 
@@ -160,8 +160,8 @@ impl Worker {
                     let code = match err.code() {
                         Some(code) => code.as_str().to_owned(),
                         None => match err {
-                            CallError::Disconnected => "disconnected".to_owned(),
-                            CallError::Io(_) => "socket_error".to_owned(),
+                            RequestError::Disconnected => "disconnected".to_owned(),
+                            RequestError::Io(_) => "socket_error".to_owned(),
                             _ => "protocol_error".to_owned(),
                         },
                     };

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use rpcd_client::conn::{CallError, ConnectError};
+use rpcd_client::conn::{ConnectError, RequestError};
 use rpcd_client::ipc::ErrorCode;
 
 /// The call, or the command, succeeded.
@@ -84,7 +84,7 @@ pub fn status(err: &anyhow::Error) -> u8 {
         if cause.is::<ConnectError>() {
             return UNREACHABLE;
         }
-        if let Some(err) = cause.downcast_ref::<CallError>() {
+        if let Some(err) = cause.downcast_ref::<RequestError>() {
             return for_call(err);
         }
     }
@@ -92,14 +92,14 @@ pub fn status(err: &anyhow::Error) -> u8 {
 }
 
 /// The exit status for a failed request on a connection.
-pub fn for_call(err: &CallError) -> u8 {
+pub fn for_call(err: &RequestError) -> u8 {
     match err {
-        CallError::Remote { code, .. } | CallError::Local { code, .. } => for_code(*code),
+        RequestError::Remote { code, .. } | RequestError::Local { code, .. } => for_code(*code),
         // The daemon went away or broke the protocol: it is no longer reachable.
-        CallError::Fatal { .. }
-        | CallError::Disconnected
-        | CallError::Io(_)
-        | CallError::Protocol(_) => UNREACHABLE,
+        RequestError::Fatal { .. }
+        | RequestError::Disconnected
+        | RequestError::Io(_)
+        | RequestError::Protocol(_) => UNREACHABLE,
     }
 }
 
@@ -148,7 +148,7 @@ mod tests {
     fn statuses_follow_the_error_class() {
         let usage = anyhow::Error::new(Usage("argument 1 is not JSON".into()));
         assert_eq!(status(&usage.context("call")), USAGE);
-        let app = Err::<(), _>(CallError::Remote {
+        let app = Err::<(), _>(RequestError::Remote {
             code: ErrorCode::AppError,
             message: "boom".into(),
         })
@@ -156,7 +156,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(status(&app), APPLICATION);
         for code in ErrorCode::ALL {
-            let err = anyhow::Error::new(CallError::Local {
+            let err = anyhow::Error::new(RequestError::Local {
                 code,
                 message: String::new(),
             });
@@ -168,7 +168,7 @@ mod tests {
             assert_eq!(status(&err), want, "{code}");
         }
         assert_eq!(
-            status(&anyhow::Error::new(CallError::Disconnected)),
+            status(&anyhow::Error::new(RequestError::Disconnected)),
             UNREACHABLE
         );
         assert_eq!(status(&anyhow::anyhow!("other")), FAILURE);
@@ -196,7 +196,7 @@ mod tests {
         let ours = anyhow::Error::new(Output(pipe())).context("printing");
         assert!(is_broken_pipe(&ours));
         // EPIPE on the daemon's socket is the daemon going away, not a clean exit.
-        let socket = anyhow::Error::new(CallError::Io(pipe()));
+        let socket = anyhow::Error::new(RequestError::Io(pipe()));
         assert!(!is_broken_pipe(&socket));
         assert_eq!(status(&socket), UNREACHABLE);
         let full = anyhow::Error::new(Output(io::Error::from(io::ErrorKind::StorageFull)));

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::{ErrorCode, Outcome};
 use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay};
 
@@ -22,9 +22,9 @@ fn opts(deadline_ms: u64) -> CallOptions {
     }
 }
 
-fn code(e: &CallError) -> Option<ErrorCode> {
+fn code(e: &RequestError) -> Option<ErrorCode> {
     match e {
-        CallError::Remote { code, .. } => Some(*code),
+        RequestError::Remote { code, .. } => Some(*code),
         _ => None,
     }
 }
@@ -271,7 +271,8 @@ fn serving_app_gone_mid_call() {
         .expect("the name was released");
 }
 
-/// A hung app: the caller gets "deadline exceeded" at its deadline.
+/// A hung app: the caller gets "deadline exceeded" at its deadline, the app
+/// is told (a `cancel` frame), and its late result is dropped and counted.
 #[test]
 fn deadline_exceeded_when_the_app_hangs() {
     let dir = tempdir();
@@ -279,17 +280,25 @@ fn deadline_exceeded_when_the_app_hangs() {
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let server = b.connect("server");
     server.register("test.hang").unwrap();
-    let client = a.connect("client");
+    let client = Arc::new(a.connect("client"));
+    let target = b.udp.to_string();
     let t = Instant::now();
-    let err = client
-        .call(&b.udp.to_string(), "test.hang", Vec::new(), opts(300))
-        .expect_err("nobody answers");
+    let caller = {
+        let (client, target) = (client.clone(), target.clone());
+        thread::spawn(move || client.call(&target, "test.hang", Vec::new(), opts(300)))
+    };
+    // The app takes the invocation and hangs on it.
+    let inv = server
+        .next_invocation(Some(Duration::from_secs(5)))
+        .expect("the invocation reached the app");
+    let err = caller.join().unwrap().expect_err("nobody answers");
     assert_eq!(code(&err), Some(ErrorCode::DeadlineExceeded), "{err:?}");
     assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(5), || inv.is_cancelled()),
+        "the hung app is told its caller gave up"
+    );
     // The hung invocation's late result is dropped, not delivered anywhere.
-    let inv = server
-        .next_invocation(Some(Duration::from_secs(1)))
-        .unwrap();
     server
         .send_result(inv.invocation, Outcome::Ok(vec![1]))
         .unwrap();
@@ -297,11 +306,11 @@ fn deadline_exceeded_when_the_app_hangs() {
     assert!(
         wait_until(Duration::from_secs(5), || stats_b
             .stats()
-            .is_ok_and(|s| s.late_results >= 1)),
+            .is_ok_and(|s| s.late_results == 1)),
         "the late result was not counted"
     );
     client
-        .call(&b.udp.to_string(), "rpcd.ping", Vec::new(), opts(5000))
+        .call(&target, "rpcd.ping", Vec::new(), opts(5000))
         .expect("the daemon still serves after a late result");
 }
 
@@ -591,6 +600,10 @@ fn calling_app_disconnect_cancels_its_calls() {
         .unwrap();
     let t = Instant::now();
     drop(raw);
+    assert!(
+        wait_until(Duration::from_secs(5), || inv.is_cancelled()),
+        "the serving app is told its caller is gone (a cancel frame)"
+    );
     let watcher = a.connect("watcher");
     assert!(wait_until(Duration::from_secs(5), || {
         watcher

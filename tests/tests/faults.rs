@@ -699,7 +699,7 @@ fn get_idempotent(
     conn: &Connection,
     target: &str,
     key: &str,
-) -> Result<String, rpcd_client::conn::CallError> {
+) -> Result<String, rpcd_client::conn::RequestError> {
     let args = rmp_serde::to_vec_named(&(key,)).unwrap();
     let reply = conn.call(target, "kv.get", args, opts(15_000, true))?;
     let v: Option<String> = rmp_serde::from_slice(&reply).unwrap();

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::{ErrorCode, NameEntry, Outcome};
 use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard};
 
@@ -23,7 +23,7 @@ fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
     }
 }
 
-fn code(e: &CallError) -> Option<ErrorCode> {
+fn code(e: &RequestError) -> Option<ErrorCode> {
     e.code()
 }
 
@@ -148,7 +148,10 @@ fn sigterm_at_the_serving_daemon_delivers_the_remote_callers_reply() {
     );
     let err = ignored.join().unwrap().expect_err("never answered");
     assert_eq!(code(&err), Some(ErrorCode::ShuttingDown), "{err:?}");
-    let _ = drop_;
+    assert!(
+        drop_.is_cancelled(),
+        "the serving app is told to stop the invocation it never answered"
+    );
     let status = b
         .process
         .wait_timeout(Duration::from_secs(10))

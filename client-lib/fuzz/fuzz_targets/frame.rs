@@ -3,12 +3,15 @@
 //! - `Ok(None)` only while the buffer is shorter than the frame it announces;
 //! - `Ok(Some((msg, n)))` consumes exactly the prefix plus the announced body;
 //! - a decoded message re-encodes to a frame that decodes to the same message
-//!   (values, not bytes: MessagePack allows several encodings of one value).
+//!   (values, not bytes: MessagePack allows several encodings of one value);
+//! - `FrameReader`, fed the same bytes in two reads split anywhere, yields the
+//!   same frames as `decode_frame` applied in turn, then the same error or the
+//!   same incomplete tail.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use rpcd_client::ipc::{
-    decode_frame, encode_frame, ClientMsg, DaemonMsg, FrameError, FRAME_MAX_DEFAULT,
+    decode_frame, encode_frame, ClientMsg, DaemonMsg, FrameError, FrameReader, FRAME_MAX_DEFAULT,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -38,7 +41,54 @@ where
     }
 }
 
+fn check_reader<T>(data: &[u8])
+where
+    T: DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let mut expected = Vec::new();
+    let mut rest = data;
+    let end = loop {
+        match decode_frame::<T>(rest, FRAME_MAX_DEFAULT) {
+            Ok(Some((msg, used))) => {
+                expected.push(msg);
+                rest = &rest[used..];
+            }
+            Ok(None) => break None,
+            Err(err) => break Some(err),
+        }
+    };
+    // The first byte picks the split, so the fuzzer explores every boundary.
+    let split = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT);
+    let mut got = Vec::new();
+    let mut failed = None;
+    'feed: for mut piece in [&data[..split], &data[split..]] {
+        while !piece.is_empty() {
+            reader
+                .read_from(&mut piece)
+                .expect("reading a slice never fails");
+            loop {
+                match reader.next_frame::<T>() {
+                    Ok(Some(msg)) => got.push(msg),
+                    Ok(None) => break,
+                    Err(err) => {
+                        failed = Some(err);
+                        break 'feed;
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(got, expected);
+    assert_eq!(failed, end);
+    if end.is_none() {
+        assert_eq!(reader.buffered(), rest.len());
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     check::<ClientMsg>(data);
     check::<DaemonMsg>(data);
+    check_reader::<ClientMsg>(data);
+    check_reader::<DaemonMsg>(data);
 });

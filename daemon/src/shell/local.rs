@@ -4,10 +4,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Write};
 
-use super::frame_tmp::FrameReader;
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError};
+use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError, FrameReader};
 use tracing::warn;
 
 use crate::router::{ConnId, PeerCred};

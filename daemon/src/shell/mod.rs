@@ -9,7 +9,6 @@
 //! A graceful stop is the same loop running until the router says it has
 //! finished; nothing sleeps inside it.
 
-mod frame_tmp;
 mod local;
 pub mod notify;
 pub mod resolver;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpcd_client::conn::{CallError, CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::ErrorCode;
 
 /// The key every `kv.incr` of these tests adds to.
@@ -33,7 +33,7 @@ fn options(deadline: Duration, idempotent: bool) -> CallOptions {
 }
 
 /// `kv.incr(KEY)` on `target`: the new value.
-pub fn incr(conn: &Connection, target: &str, deadline: Duration) -> Result<i64, CallError> {
+pub fn incr(conn: &Connection, target: &str, deadline: Duration) -> Result<i64, RequestError> {
     let args = rmp_serde::to_vec_named(&(KEY,)).expect("encode");
     let reply = conn.call(target, "kv.incr", args, options(deadline, false))?;
     Ok(rmp_serde::from_slice(&reply).expect("kv.incr returns an i64"))
@@ -144,7 +144,7 @@ pub fn run_calls(c: &Calls<'_>) -> Tally {
     }
 }
 
-fn record(r: Result<i64, CallError>, took: Duration) -> Record {
+fn record(r: Result<i64, RequestError>, took: Duration) -> Record {
     match r {
         Ok(v) => Record {
             outcome: "ok".into(),
@@ -156,7 +156,7 @@ fn record(r: Result<i64, CallError>, took: Duration) -> Record {
         Err(e) => Record {
             outcome: outcome_name(&e),
             value: None,
-            local: matches!(e, CallError::Local { .. }),
+            local: matches!(e, RequestError::Local { .. }),
             took,
             unknown: may_have_run(&e),
         },
@@ -164,22 +164,22 @@ fn record(r: Result<i64, CallError>, took: Duration) -> Record {
 }
 
 /// The name of a failure: its code, or how the library failed.
-pub fn outcome_name(e: &CallError) -> String {
+pub fn outcome_name(e: &RequestError) -> String {
     match e {
-        CallError::Remote { code, .. }
-        | CallError::Local { code, .. }
-        | CallError::Fatal { code, .. } => code.as_str().to_owned(),
-        CallError::Disconnected => "disconnected".into(),
-        CallError::Io(_) => "io".into(),
-        CallError::Protocol(_) => "protocol".into(),
+        RequestError::Remote { code, .. }
+        | RequestError::Local { code, .. }
+        | RequestError::Fatal { code, .. } => code.as_str().to_owned(),
+        RequestError::Disconnected => "disconnected".into(),
+        RequestError::Io(_) => "io".into(),
+        RequestError::Protocol(_) => "protocol".into(),
     }
 }
 
 /// Whether a failed `kv.incr` may nevertheless have run. Broader than
-/// `CallError::outcome_unknown`: `peer_unreachable` after sending, `server_app_gone`
+/// `RequestError::outcome_unknown`: `peer_unreachable` after sending, `server_app_gone`
 /// after the app took the invocation, and `shutting_down` for a call pending at shutdown
 /// may all follow an execution.
-fn may_have_run(e: &CallError) -> bool {
+fn may_have_run(e: &RequestError) -> bool {
     e.outcome_unknown()
         || matches!(
             e.code(),

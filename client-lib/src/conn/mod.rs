@@ -1,0 +1,413 @@
+//! The blocking connection to `rpcd`: one Unix socket, many concurrent requests.
+//!
+//! Every request gets a fresh id and a one-shot channel registered under it; a reader thread
+//! (`demux`) decodes the daemon's frames and hands each reply to the waiting caller, `invoke`
+//! frames to a bounded queue for serving apps, and `cancel` frames to the invocation they
+//! name. Writes share the socket under a mutex, one whole frame at a time.
+//!
+//! Nothing waits forever: the handshake (`handshake`) is bounded by [`HANDSHAKE_TIMEOUT`];
+//! when the connection closes every waiting caller is woken with the reason at once; and each
+//! wait is bounded by the call's deadline plus [`REPLY_GRACE`] in case a reply is lost.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::client::lock;
+use crate::ipc::{
+    try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, Outcome, Stats,
+    FRAME_MAX_DEFAULT,
+};
+
+mod demux;
+mod error;
+mod handshake;
+
+use demux::Shared;
+use error::Closed;
+pub use error::{ConnectError, RequestError};
+
+/// How long past a call's deadline the client still waits for the daemon's answer (the
+/// daemon reports `deadline_exceeded` itself; this only guards against a lost reply).
+pub const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// The longest a call without a deadline waits for its reply (plus [`REPLY_GRACE`]). The
+/// daemon applies its configured default deadline, normally much shorter.
+pub const CALL_WAIT_MAX: Duration = Duration::from_secs(300);
+
+/// The longest a request other than a call (register, list, stats, ping) waits for its reply.
+pub const REQUEST_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The longest the handshake waits for `HelloOk`.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest a write may block on a daemon that does not read; the connection is then
+/// closed, as a partial frame leaves the stream out of sync.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Invocations received and not yet taken by [`Connection::next_invocation`]. When full,
+/// further invocations are refused at once as `overloaded`.
+pub const INVOCATION_QUEUE_MAX: usize = 1024;
+
+/// Invocations handed to the app and not answered yet that a `cancel` can still reach. When
+/// full (an app holding this many unanswered), further invocations are refused as
+/// `overloaded`.
+pub const LIVE_INVOCATIONS_MAX: usize = 64 * INVOCATION_QUEUE_MAX;
+
+/// Options of one call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallOptions {
+    /// Time budget of the call; `None` takes the daemon's configured default.
+    pub deadline: Option<Duration>,
+    /// Whether the call may be retried on another daemon of a service.
+    pub idempotent: bool,
+}
+
+/// What the daemon said about itself in the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonInfo {
+    /// The protocol version it speaks.
+    pub version: u32,
+    /// Its name and version, e.g. `rpcd 0.1.0`.
+    pub daemon: String,
+    /// Its UDP address, `host:port`.
+    pub listen: String,
+    /// Its current epoch.
+    pub epoch: u64,
+}
+
+/// One request for a serving app to run a registered function; answer it with
+/// [`Connection::send_result`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invocation {
+    /// The id to echo in the result.
+    pub invocation: u64,
+    /// The registered function to run.
+    pub function: String,
+    /// The arguments.
+    pub args: Vec<u8>,
+    /// The calling daemon's `host:port`.
+    pub caller: String,
+    /// When the caller gives up; a result after this is dropped by the daemon.
+    pub deadline: Instant,
+    /// Set when the daemon says the caller is gone; shared by every clone.
+    cancelled: CancelFlag,
+}
+
+impl Invocation {
+    fn new(
+        invocation: u64,
+        function: String,
+        args: Vec<u8>,
+        caller: String,
+        deadline: Instant,
+    ) -> Invocation {
+        Invocation {
+            invocation,
+            function,
+            args,
+            caller,
+            deadline,
+            cancelled: CancelFlag::default(),
+        }
+    }
+
+    /// True once the daemon has said this invocation's caller is gone (a `cancel` frame):
+    /// stop working on it. A result sent anyway is dropped by the daemon.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.0.load(Ordering::Acquire)
+    }
+
+    /// The flag behind [`Invocation::is_cancelled`], for a handler to poll.
+    pub(crate) fn cancelled(&self) -> &AtomicBool {
+        &self.cancelled.0
+    }
+
+    /// What the reader thread keeps to set the flag, without keeping the invocation alive.
+    fn cancel_flag(&self) -> Weak<AtomicBool> {
+        Arc::downgrade(&self.cancelled.0)
+    }
+}
+
+/// Whether an invocation was cancelled. Compared by value, so an [`Invocation`] stays
+/// comparable like the plain data it is.
+#[derive(Debug, Clone, Default)]
+struct CancelFlag(Arc<AtomicBool>);
+
+impl PartialEq for CancelFlag {
+    fn eq(&self, other: &CancelFlag) -> bool {
+        self.0.load(Ordering::Acquire) == other.0.load(Ordering::Acquire)
+    }
+}
+
+impl Eq for CancelFlag {}
+
+/// A blocking, thread-safe connection to `rpcd`. Share it by reference or in an `Arc`; any
+/// number of threads may have requests in flight on it at once.
+#[derive(Debug)]
+pub struct Connection {
+    shared: Arc<Shared>,
+    invocations: Mutex<Receiver<Invocation>>,
+    reader: Option<JoinHandle<()>>,
+    daemon: DaemonInfo,
+    path: PathBuf,
+}
+
+impl Connection {
+    /// Connects to the daemon's socket at `path` and does the `Hello` handshake, announcing
+    /// this app as `name`.
+    pub fn connect(path: &Path, name: &str) -> Result<Connection, ConnectError> {
+        let next_id = AtomicU64::new(1);
+        let hello_id = next_id.fetch_add(1, Ordering::Relaxed);
+        let greeted = handshake::handshake(path, name, hello_id)?;
+        let io_err = |source| ConnectError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let read_half = greeted.stream.try_clone().map_err(io_err)?;
+        let shared = Arc::new(Shared::new(greeted.stream, next_id, FRAME_MAX_DEFAULT));
+        let (invocation_tx, invocation_rx) = mpsc::sync_channel(INVOCATION_QUEUE_MAX);
+        let reader_shared = Arc::clone(&shared);
+        let frames = greeted.frames;
+        let reader = std::thread::Builder::new()
+            .name("rpcd-client-reader".into())
+            .spawn(move || demux::read_loop(reader_shared, read_half, frames, invocation_tx))
+            .map_err(io_err)?;
+        Ok(Connection {
+            shared,
+            invocations: Mutex::new(invocation_rx),
+            reader: Some(reader),
+            daemon: greeted.daemon,
+            path: path.to_owned(),
+        })
+    }
+
+    /// Connects to [`crate::ipc::default_socket_path`].
+    pub fn connect_default(name: &str) -> Result<Connection, ConnectError> {
+        Connection::connect(&crate::ipc::default_socket_path(), name)
+    }
+
+    /// What the daemon said about itself in the handshake.
+    pub fn daemon(&self) -> &DaemonInfo {
+        &self.daemon
+    }
+
+    /// The socket path this connection was made to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Calls `function` on `target` (`host:port`, a service name, or the local daemon's
+    /// address) with `args`, and waits for the reply bytes.
+    pub fn call(
+        &self,
+        target: &str,
+        function: &str,
+        args: Vec<u8>,
+        opts: CallOptions,
+    ) -> Result<Vec<u8>, RequestError> {
+        let deadline_ms = opts.deadline.map(millis_ceil);
+        let wait = opts
+            .deadline
+            .unwrap_or(CALL_WAIT_MAX)
+            .saturating_add(REPLY_GRACE);
+        let reply = self.request(
+            |id| ClientMsg::Call {
+                id,
+                target: target.to_owned(),
+                function: function.to_owned(),
+                args,
+                deadline_ms,
+                idempotent: opts.idempotent,
+            },
+            wait,
+        )?;
+        match reply {
+            DaemonMsg::CallOk { data, .. } => Ok(data),
+            other => Err(unexpected("call_ok", &other)),
+        }
+    }
+
+    /// Claims `function` for this connection: calls to it arrive as invocations.
+    pub fn register(&self, function: &str) -> Result<(), RequestError> {
+        self.request_done(|id| ClientMsg::Register {
+            id,
+            function: function.to_owned(),
+        })
+    }
+
+    /// Releases `function`.
+    pub fn unregister(&self, function: &str) -> Result<(), RequestError> {
+        self.request_done(|id| ClientMsg::Unregister {
+            id,
+            function: function.to_owned(),
+        })
+    }
+
+    /// A request whose only success reply is `done`.
+    fn request_done(&self, build: impl FnOnce(u64) -> ClientMsg) -> Result<(), RequestError> {
+        match self.request(build, REQUEST_WAIT_MAX)? {
+            DaemonMsg::Done { .. } => Ok(()),
+            other => Err(unexpected("done", &other)),
+        }
+    }
+
+    /// The functions registered on the daemon, built-ins included.
+    pub fn list(&self) -> Result<Vec<String>, RequestError> {
+        match self.request(|id| ClientMsg::List { id }, REQUEST_WAIT_MAX)? {
+            DaemonMsg::List { functions, .. } => Ok(functions),
+            other => Err(unexpected("list", &other)),
+        }
+    }
+
+    /// The daemon's counters.
+    pub fn stats(&self) -> Result<Stats, RequestError> {
+        match self.request(|id| ClientMsg::Stats { id }, REQUEST_WAIT_MAX)? {
+            DaemonMsg::Stats { stats, .. } => Ok(stats),
+            other => Err(unexpected("stats", &other)),
+        }
+    }
+
+    /// Checks that the daemon answers.
+    pub fn ping(&self) -> Result<(), RequestError> {
+        match self.request(|id| ClientMsg::Ping { id }, REQUEST_WAIT_MAX)? {
+            DaemonMsg::Pong { .. } => Ok(()),
+            other => Err(unexpected("pong", &other)),
+        }
+    }
+
+    /// Takes the next invocation for a function this connection registered, waiting up to
+    /// `timeout` (`None`: until one arrives). Returns `None` on timeout or once the
+    /// connection is closed (see [`Connection::is_closed`]). Several worker threads may wait
+    /// here; they take turns. An invocation cancelled while it waited in the queue is
+    /// skipped: nobody wants its result.
+    pub fn next_invocation(&self, timeout: Option<Duration>) -> Option<Invocation> {
+        // Time spent waiting for the lock counts against the timeout.
+        let until = timeout.map(|timeout| Instant::now() + timeout);
+        let queue = lock(&self.invocations);
+        loop {
+            let work = match until {
+                None => queue.recv().ok()?,
+                Some(until) => queue
+                    .recv_timeout(until.saturating_duration_since(Instant::now()))
+                    .ok()?,
+            };
+            if !work.is_cancelled() {
+                return Some(work);
+            }
+        }
+    }
+
+    /// Answers an invocation. A result too large for a frame is replaced by an application
+    /// error sent to the caller, and reported here as `message_too_large`.
+    pub fn send_result(&self, invocation: u64, outcome: Outcome) -> Result<(), RequestError> {
+        self.shared.answered(invocation);
+        let msg = ClientMsg::Result {
+            invocation,
+            outcome,
+        };
+        match try_encode_frame(&msg, self.shared.frame_max) {
+            Ok(frame) => self.shared.write(&frame),
+            Err(FrameError::TooLarge { len, max }) => {
+                let message = format!("result of {len} bytes exceeds the frame maximum of {max}");
+                let substitute = ClientMsg::Result {
+                    invocation,
+                    outcome: Outcome::Error(format!("message_too_large: {message}")),
+                };
+                let frame = try_encode_frame(&substitute, self.shared.frame_max)
+                    .map_err(|err| RequestError::Protocol(err.to_string()))?;
+                self.shared.write(&frame)?;
+                Err(RequestError::Local {
+                    code: ErrorCode::MessageTooLarge,
+                    message,
+                })
+            }
+            Err(err) => Err(RequestError::Protocol(err.to_string())),
+        }
+    }
+
+    /// Writes `bytes` to the socket as they are, for tests that need to send garbage.
+    pub fn send_raw(&self, bytes: &[u8]) -> Result<(), RequestError> {
+        self.shared.write(bytes)
+    }
+
+    /// True once the connection is closed: every request now fails at once.
+    pub fn is_closed(&self) -> bool {
+        self.shared.waiters().closed.is_some()
+    }
+
+    /// Sends one request and waits up to `wait` for its reply; `Failed` becomes
+    /// [`RequestError::Remote`].
+    fn request(
+        &self,
+        make: impl FnOnce(u64) -> ClientMsg,
+        wait: Duration,
+    ) -> Result<DaemonMsg, RequestError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame =
+            try_encode_frame(&make(id), self.shared.frame_max).map_err(|err| match err {
+                FrameError::TooLarge { len, max } => RequestError::Local {
+                    code: ErrorCode::MessageTooLarge,
+                    message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
+                },
+                other => RequestError::Protocol(other.to_string()),
+            })?;
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        {
+            let mut waiters = self.shared.waiters();
+            if let Some(closed) = &waiters.closed {
+                return Err(closed.to_error());
+            }
+            waiters.pending.insert(id, reply_tx);
+        }
+        if let Err(err) = self.shared.write(&frame) {
+            self.shared.forget(id);
+            return Err(err);
+        }
+        let reply = match reply_rx.recv_timeout(wait) {
+            Ok(reply) => reply,
+            Err(RecvTimeoutError::Timeout) => {
+                self.shared.forget(id);
+                return Err(RequestError::Local {
+                    code: ErrorCode::DeadlineExceeded,
+                    message: format!("no reply from rpcd within {wait:?}"),
+                });
+            }
+            // The reader dropped our sender: the connection closed.
+            Err(RecvTimeoutError::Disconnected) => return Err(self.shared.closed_error()),
+        };
+        match reply {
+            DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.close(Closed::Dropped);
+        if let Some(reader) = self.reader.take() {
+            // The socket is shut down, so the reader's `read` returns at once; a panic in it
+            // has nothing left to tell anyone.
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Whole milliseconds, rounded up so a short deadline never becomes zero.
+fn millis_ceil(duration: Duration) -> u64 {
+    let millis = duration.as_nanos().div_ceil(1_000_000);
+    u64::try_from(millis).unwrap_or(u64::MAX)
+}
+
+fn unexpected(wanted: &str, got: &DaemonMsg) -> RequestError {
+    RequestError::Protocol(format!("expected {wanted}, got {}", got.op()))
+}
+
+#[cfg(test)]
+pub(crate) mod fake_daemon;
+#[cfg(test)]
+mod tests;

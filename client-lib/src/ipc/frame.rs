@@ -1,0 +1,300 @@
+//! Framing: a 4-byte big-endian length, then one MessagePack value.
+//!
+//! [`decode_frame`] is the one place where untrusted socket bytes become a typed message or a
+//! typed [`FrameError`]; [`FrameReader`] is the one buffer both the daemon and the client read
+//! a stream of frames through.
+
+use std::io::{self, Cursor, Read};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::ErrorCode;
+
+/// Default largest frame body (the `N` of a frame): a 16 MiB message plus room for the
+/// envelope around it.
+pub const FRAME_MAX_DEFAULT: usize = 16 * 1024 * 1024 + 64 * 1024;
+
+/// Deepest nesting of MessagePack arrays and maps accepted in a frame. Our own messages
+/// nest at most 4 levels (`Stats` → `peers` → `PeerStats` → `calls`); the bound keeps a
+/// hostile frame from driving the decoder's recursion.
+pub const NESTING_MAX: usize = 32;
+
+/// Bytes in the length prefix of a frame.
+pub const LENGTH_PREFIX_LEN: usize = 4;
+
+/// The most bytes [`FrameReader::read_from`] asks for in one `read`.
+pub const READ_CHUNK: usize = 64 * 1024;
+
+/// Consumed bytes at the front of a [`FrameReader`] past which the unconsumed tail is moved
+/// to the front before the next read.
+const COMPACT_AT: usize = READ_CHUNK / 2;
+
+/// The least room worth a `read`: with less, the reader compacts or grows first.
+const ROOM_MIN: usize = READ_CHUNK / 4;
+
+// The length prefix is a u32: the maximum must be expressible in it.
+const _: () = assert!(FRAME_MAX_DEFAULT <= u32::MAX as usize);
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// The length prefix announces a body larger than the frame maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max}")]
+    TooLarge {
+        /// The announced (or, when encoding, actual) body length.
+        len: usize,
+        /// The maximum in force.
+        max: usize,
+    },
+    /// The body is not valid MessagePack (truncated value, reserved marker, bad UTF-8).
+    #[error("invalid MessagePack: {0}")]
+    Malformed(String),
+    /// The body holds one complete MessagePack value followed by more bytes.
+    #[error("trailing {0} bytes after the message")]
+    TrailingBytes(usize),
+    /// Arrays and maps nest deeper than [`NESTING_MAX`].
+    #[error("MessagePack nested deeper than {max} levels")]
+    TooDeep {
+        /// The nesting bound in force.
+        max: usize,
+    },
+    /// Valid MessagePack that is not a valid message: unknown op, unknown or missing field,
+    /// wrong field type.
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+impl FrameError {
+    /// The error code the daemon reports in its `Fatal` frame for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            FrameError::TooLarge { .. } => ErrorCode::MessageTooLarge,
+            _ => ErrorCode::ProtocolError,
+        }
+    }
+}
+
+/// Encodes `msg` as a whole frame, length prefix included.
+///
+/// # Panics
+/// If `msg` cannot be represented in MessagePack (not the case for any message of this
+/// module) or encodes to more than `u32::MAX` bytes. Use [`try_encode_frame`] to check a size
+/// bound instead.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    try_encode_frame(msg, u32::MAX as usize).expect("protocol messages always encode")
+}
+
+/// Encodes `msg` as a whole frame, length prefix included, refusing a body over `frame_max`.
+pub fn try_encode_frame<T: Serialize>(msg: &T, frame_max: usize) -> Result<Vec<u8>, FrameError> {
+    let mut frame = vec![0u8; LENGTH_PREFIX_LEN];
+    rmp_serde::encode::write_named(&mut frame, msg)
+        .map_err(|err| FrameError::Invalid(err.to_string()))?;
+    let len = frame.len() - LENGTH_PREFIX_LEN;
+    let max = frame_max.min(u32::MAX as usize);
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max })?;
+    frame[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Ok(frame)
+}
+
+/// Decodes the first frame in `buf`.
+///
+/// Returns `Ok(None)` while `buf` does not yet hold a whole frame (read more and retry), and
+/// `Ok(Some((msg, consumed)))` once it does, where `consumed` is the frame's length including
+/// its prefix. A length prefix over `frame_max` is an error as soon as the prefix is seen, so
+/// the caller never buffers an oversized frame. After an error the stream is out of sync:
+/// report it and close.
+pub fn decode_frame<T: DeserializeOwned>(
+    buf: &[u8],
+    frame_max: usize,
+) -> Result<Option<(T, usize)>, FrameError> {
+    let Some(len) = announced_len(buf, frame_max)? else {
+        return Ok(None);
+    };
+    let Some(body) = buf[LENGTH_PREFIX_LEN..].get(..len) else {
+        return Ok(None);
+    };
+    let msg = decode_body(body)?;
+    Ok(Some((msg, LENGTH_PREFIX_LEN + len)))
+}
+
+/// Reads a stream of frames: one buffer, consumed from the front.
+///
+/// Call order: [`FrameReader::read_from`] once, then [`FrameReader::next_frame`] until it
+/// returns `Ok(None)`, and again. Taking the frames after each read is what keeps the buffer
+/// within its bound: it then never holds more than one partial frame (at most
+/// [`LENGTH_PREFIX_LEN`] + `frame_max` bytes) plus one read of [`READ_CHUNK`] bytes.
+///
+/// Taking a frame only moves a start offset. The unconsumed tail is moved to the front only
+/// before a read, and only when the consumed prefix has grown past half a [`READ_CHUNK`] or
+/// the room left is too small to be worth a read (the buffer would otherwise have to grow) — never once per frame — so many small frames in one
+/// read cost no copy per frame, and a large frame arriving over many reads is not moved again
+/// and again.
+#[derive(Debug)]
+pub struct FrameReader {
+    /// Initialized bytes; `buf[start..end]` is the unconsumed data, `buf[end..]` room to read
+    /// into. Its length is the reader's memory, bounded by [`FrameReader::limit`].
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    frame_max: usize,
+}
+
+impl FrameReader {
+    /// An empty reader refusing frame bodies over `frame_max`.
+    pub fn new(frame_max: usize) -> FrameReader {
+        FrameReader {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            frame_max,
+        }
+    }
+
+    /// One `read()` from `r` into the buffer, of at most [`READ_CHUNK`] bytes. `Ok(0)` is the
+    /// end of the stream. `WouldBlock` and `Interrupted` are returned as errors for the caller
+    /// to handle (stop until readable, retry). If the buffer is already at its bound because
+    /// the caller did not take the buffered frames, nothing is read and the error is of kind
+    /// `OutOfMemory`: take the frames, then read again.
+    pub fn read_from<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
+        let want = READ_CHUNK.min(self.limit() - self.buffered());
+        if want == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "frame buffer full: take the buffered frames before reading more",
+            ));
+        }
+        let room = self.make_room(want);
+        let n = r.read(&mut self.buf[self.end..self.end + room])?;
+        // A reader claiming more than it was given would break the buffer's invariant.
+        self.end += n.min(room);
+        Ok(n)
+    }
+
+    /// The next whole frame, decoded. `Ok(None)` while the buffer holds no whole frame yet
+    /// (incomplete is not an error). A bad frame is a [`FrameError`]; a length over
+    /// `frame_max` is detected as soon as the 4-byte prefix is in. After an error the stream
+    /// is out of sync and every later call returns the same error: report it and close.
+    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+        let Some((msg, used)) = decode_frame(&self.buf[self.start..self.end], self.frame_max)?
+        else {
+            return Ok(None);
+        };
+        self.start += used;
+        if self.start == self.end {
+            // Drained: start over at the front for free, no bytes to move.
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(Some(msg))
+    }
+
+    /// Bytes buffered and not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The most bytes the buffer ever holds: one partial frame of the largest size, plus one
+    /// read.
+    fn limit(&self) -> usize {
+        LENGTH_PREFIX_LEN
+            .saturating_add(self.frame_max)
+            .saturating_add(READ_CHUNK)
+    }
+
+    /// Makes room after `end` for a read of up to `want` bytes and returns the room to read
+    /// into (at least [`ROOM_MIN`], or `want` if less). Moves the unconsumed bytes to the
+    /// front only when the consumed prefix is large or the room too small, and grows only
+    /// after that. `want` never takes the buffered bytes past [`FrameReader::limit`].
+    fn make_room(&mut self, want: usize) -> usize {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            // A large frame has gone: give its memory back rather than keep it for every
+            // idle connection.
+            if self.buf.len() > 2 * READ_CHUNK {
+                self.buf = Vec::new();
+            }
+        }
+        let enough = want.min(ROOM_MIN);
+        if self.start > 0 && (self.start >= COMPACT_AT || self.buf.len() - self.end < enough) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() - self.end < enough {
+            // Grow towards the whole announced frame (when its prefix is in), so a large
+            // frame is not reallocated and copied once per read. Doubling keeps the copies
+            // amortized; the cap keeps a peer that announces a large frame and sends little
+            // from making us commit memory it never fills.
+            let frame_len = announced_len(&self.buf[..self.end], self.frame_max)
+                .ok()
+                .flatten()
+                .map_or(0, |len| LENGTH_PREFIX_LEN + len);
+            let doubled = self.buf.len().saturating_mul(2).min(frame_len);
+            let len = (self.end + want).max(doubled).min(self.limit());
+            self.buf.reserve_exact(len - self.buf.len());
+            self.buf.resize(len, 0);
+        }
+        debug_assert!(self.buf.len() <= self.limit());
+        (self.buf.len() - self.end).min(want)
+    }
+}
+
+/// The body length announced by the prefix at the start of `buf`, once the prefix is in.
+fn announced_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.first_chunk::<LENGTH_PREFIX_LEN>() else {
+        return Ok(None);
+    };
+    // A u32 always fits in usize on the platforms with Unix sockets we support (>= 32 bit).
+    let len = u32::from_be_bytes(*prefix) as usize;
+    if len > frame_max {
+        return Err(FrameError::TooLarge {
+            len,
+            max: frame_max,
+        });
+    }
+    Ok(Some(len))
+}
+
+/// Decodes exactly one message from a whole frame body.
+fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    // `rmp_serde::from_slice` ignores bytes after the value; a cursor tells how far it got.
+    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+    // rmp-serde counts down from the limit and fails when it reaches zero.
+    de.set_max_depth(NESTING_MAX + 1);
+    let msg = T::deserialize(&mut de).map_err(classify)?;
+    let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
+    match body.len().checked_sub(used) {
+        Some(0) => Ok(msg),
+        Some(extra) => Err(FrameError::TrailingBytes(extra)),
+        None => Err(FrameError::Malformed("decoder read past the frame".into())),
+    }
+}
+
+/// Sorts rmp-serde's errors into broken MessagePack vs. a well-formed value that is not a
+/// message.
+fn classify(err: rmp_serde::decode::Error) -> FrameError {
+    use rmp_serde::decode::Error as E;
+    match err {
+        E::DepthLimitExceeded => FrameError::TooDeep { max: NESTING_MAX },
+        E::InvalidMarkerRead(e) | E::InvalidDataRead(e) => {
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                FrameError::Malformed("value truncated by the end of the frame".into())
+            } else {
+                FrameError::Malformed(e.to_string())
+            }
+        }
+        E::TypeMismatch(rmp::Marker::Reserved) => {
+            FrameError::Malformed("reserved marker byte 0xc1".into())
+        }
+        E::Utf8Error(e) => FrameError::Malformed(format!("string is not UTF-8: {e}")),
+        other => FrameError::Invalid(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,67 @@
+//! The local socket protocol between applications and `rpcd`: message types and framing.
+//!
+//! Both sides link this module, so the app and the daemon share one definition of every
+//! message. `docs/ipc-protocol.md` describes the same protocol for clients in other languages.
+//!
+//! A frame is a 4-byte big-endian length `N`, then `N` bytes holding one MessagePack value:
+//! a map with string keys (`rmp_serde::to_vec_named`), whose `"op"` key names the message.
+//! [`decode_frame`] is the one place where untrusted socket bytes become a typed message or a
+//! typed [`FrameError`]; nothing downstream re-checks them. [`FrameReader`] buffers a stream
+//! of frames for both sides.
+//!
+//! - `message`: [`ClientMsg`], [`DaemonMsg`] and what they carry;
+//! - `frame`: the framing, [`decode_frame`] and [`FrameReader`];
+//! - `code`: [`ErrorCode`], its table written once;
+//! - `stats`: [`Stats`] and the per-peer counters;
+//! - `socket_path`: [`default_socket_path`].
+//!
+//! Everything is re-exported here: `rpcd_client::ipc::X` is the path to use.
+
+mod code;
+mod frame;
+mod message;
+mod socket_path;
+pub(crate) mod stats;
+
+pub(crate) use code::for_each_error_code;
+pub use code::{ErrorCode, UnknownErrorCode};
+pub use frame::{
+    decode_frame, encode_frame, try_encode_frame, FrameError, FrameReader, FRAME_MAX_DEFAULT,
+    LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
+};
+pub use message::{ClientMsg, DaemonMsg, NameEntry, Outcome, PROTOCOL_VERSION};
+pub use socket_path::default_socket_path;
+pub use stats::{PeerCounters, PeerStats, Stats};
+
+/// Helpers shared by the tests of the submodules.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use serde::de::DeserializeOwned;
+    use serde::Serialize;
+
+    use super::*;
+
+    /// A frame around `body`, whatever it holds.
+    pub fn frame_of(body: &[u8]) -> Vec<u8> {
+        let mut frame = u32::try_from(body.len())
+            .expect("test bodies are small")
+            .to_be_bytes()
+            .to_vec();
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    pub fn decode_client(buf: &[u8]) -> Result<Option<(ClientMsg, usize)>, FrameError> {
+        decode_frame(buf, FRAME_MAX_DEFAULT)
+    }
+
+    /// Encodes `msg` and checks it decodes to itself, consuming the whole frame.
+    pub fn round_trip<T>(msg: T)
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let frame = encode_frame(&msg);
+        let decoded = decode_frame::<T>(&frame, FRAME_MAX_DEFAULT);
+        assert_eq!(decoded, Ok(Some((msg, frame.len()))));
+    }
+}

@@ -1,0 +1,149 @@
+//! The daemon's counters, as the `stats` reply and the built-in `rpcd.stats` carry them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(doc)]
+use super::ErrorCode;
+
+/// The daemon's counters, as returned by the `stats` operation and `rpcd.stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    /// The daemon's current epoch.
+    pub epoch: u64,
+    /// The daemon's UDP address.
+    pub listen: String,
+    /// Milliseconds since the daemon started.
+    pub uptime_ms: u64,
+    /// Local app connections open now.
+    pub connections: u64,
+    /// Functions registered now.
+    pub functions: u64,
+    /// Datagrams (and RPC envelopes) dropped as malformed.
+    pub malformed: u64,
+    /// Datagrams dropped for a bad checksum.
+    pub corrupt: u64,
+    /// Datagrams dropped from new peers beyond `peers_max`.
+    pub refused_peers: u64,
+    /// Replies from peers for calls that were no longer waiting (deadline
+    /// passed, caller gone): dropped.
+    pub late_replies: u64,
+    /// Results from serving apps for invocations the daemon no longer knows
+    /// (deadline passed, caller gone, or not the app's): dropped.
+    pub late_results: u64,
+    /// Datagrams dropped because the UDP send backlog was full (the
+    /// transport retransmits them, as after a loss).
+    pub dropped_transmits: u64,
+    /// Sum of the per-peer counters.
+    pub totals: PeerCounters,
+    /// Calls finished, by outcome: an [`ErrorCode::as_str`] or `"ok"`.
+    pub calls: BTreeMap<String, u64>,
+    /// One entry per known peer daemon.
+    pub peers: Vec<PeerStats>,
+}
+
+/// Transport counters for one peer, or summed over all peers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerCounters {
+    /// Datagrams sent, retransmissions included.
+    pub datagrams_sent: u64,
+    /// Datagrams received, duplicates included.
+    pub datagrams_received: u64,
+    /// Datagrams sent again after a timeout or a selective-ack gap.
+    pub retransmissions: u64,
+    /// Duplicate datagrams acknowledged but not delivered.
+    pub duplicates: u64,
+    /// Datagrams dropped for carrying an old epoch.
+    pub stale_epoch: u64,
+    /// Datagrams dropped for falling outside the receive window.
+    pub out_of_window: u64,
+    /// Messages handed to the channel for sending.
+    pub messages_sent: u64,
+    /// Messages delivered complete.
+    pub messages_delivered: u64,
+    /// Messages given up on (retries exhausted, deadline, peer restart).
+    pub messages_failed: u64,
+}
+
+/// The state of the channel to one peer daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerStats {
+    /// The peer's `host:port`.
+    pub addr: String,
+    /// The peer's epoch, once heard from.
+    pub epoch: Option<u64>,
+    /// The channel's counters.
+    pub counters: PeerCounters,
+    /// Smoothed round-trip time in microseconds, once measured.
+    pub srtt_us: Option<u64>,
+    /// Current retransmission timeout in microseconds.
+    pub rto_us: u64,
+    /// Datagrams sent and not yet acknowledged.
+    pub in_flight: u64,
+    /// Congestion window in datagrams.
+    pub cwnd: u32,
+    /// Calls to this peer awaiting a reply.
+    pub calls_in_flight: u64,
+    /// Calls to this peer finished, by outcome code or `"ok"`.
+    pub calls: BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::ipc::testutil::round_trip;
+
+    /// Stats with every field set, extremes included.
+    pub(crate) fn sample_stats() -> Stats {
+        let counters = PeerCounters {
+            datagrams_sent: 1,
+            datagrams_received: 2,
+            retransmissions: 3,
+            duplicates: 4,
+            stale_epoch: 5,
+            out_of_window: 6,
+            messages_sent: 7,
+            messages_delivered: 8,
+            messages_failed: u64::MAX,
+        };
+        Stats {
+            epoch: 0xdead_beef_dead_beef,
+            listen: "127.0.0.1:7000".into(),
+            uptime_ms: 10,
+            connections: 1,
+            functions: 4,
+            malformed: 0,
+            corrupt: 2,
+            refused_peers: 0,
+            late_replies: 3,
+            late_results: 0,
+            dropped_transmits: 1,
+            totals: counters.clone(),
+            calls: BTreeMap::from([("ok".into(), 10), ("deadline_exceeded".into(), 1)]),
+            peers: vec![
+                PeerStats {
+                    addr: "10.0.0.2:7000".into(),
+                    epoch: Some(42),
+                    counters,
+                    srtt_us: Some(120),
+                    rto_us: 2000,
+                    in_flight: 3,
+                    cwnd: 16,
+                    calls_in_flight: 1,
+                    calls: BTreeMap::from([("ok".into(), 10)]),
+                },
+                PeerStats::default(),
+            ],
+        }
+    }
+
+    #[test]
+    fn stats_round_trip() {
+        round_trip(sample_stats());
+        round_trip(Stats::default());
+    }
+}
