@@ -247,7 +247,7 @@ impl Server {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
                 .name("rpcd-dispatcher".into())
-                .spawn(move || dispatch(&inner, tx))?
+                .spawn(move || feed_workers(&inner, tx))?
         };
         Ok(Server {
             inner,
@@ -382,7 +382,7 @@ impl Drop for Server {
 
 /// The dispatcher thread: keeps a connection, keeps the functions registered on it, and
 /// moves invocations into the queue.
-fn dispatch(inner: &Inner, queue: SyncSender<Job>) {
+fn feed_workers(inner: &Inner, queue: SyncSender<Job>) {
     let mut delay = SERVER_RECONNECT_BACKOFF_INITIAL;
     while !inner.stopping.load(Ordering::SeqCst) {
         let (conn, generation) = match inner.client.connection_within(1) {

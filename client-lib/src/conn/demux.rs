@@ -101,7 +101,7 @@ impl Shared {
     }
 
     /// Routes one frame from the daemon; returns why to close, if it says so.
-    fn dispatch(&self, msg: DaemonMsg, invocations: &SyncSender<Invocation>) -> Option<Closed> {
+    fn route(&self, msg: DaemonMsg, invocations: &SyncSender<Invocation>) -> Option<Closed> {
         match msg {
             DaemonMsg::HelloOk { id, .. }
             | DaemonMsg::Done { id }
@@ -217,7 +217,7 @@ fn read_frames(
         loop {
             match frames.next_frame::<DaemonMsg>() {
                 Ok(Some(msg)) => {
-                    if let Some(reason) = shared.dispatch(msg, invocations) {
+                    if let Some(reason) = shared.route(msg, invocations) {
                         return reason;
                     }
                 }

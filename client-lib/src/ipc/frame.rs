@@ -266,7 +266,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
     // rmp-serde counts down from the limit and fails when it reaches zero.
     de.set_max_depth(NESTING_MAX + 1);
-    let msg = T::deserialize(&mut de).map_err(classify)?;
+    let msg = T::deserialize(&mut de).map_err(frame_error_of)?;
     let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
     match body.len().checked_sub(used) {
         Some(0) => Ok(msg),
@@ -277,7 +277,7 @@ fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 
 /// Sorts rmp-serde's errors into broken MessagePack vs. a well-formed value that is not a
 /// message.
-fn classify(err: rmp_serde::decode::Error) -> FrameError {
+fn frame_error_of(err: rmp_serde::decode::Error) -> FrameError {
     use rmp_serde::decode::Error as E;
     match err {
         E::DepthLimitExceeded => FrameError::TooDeep { max: NESTING_MAX },

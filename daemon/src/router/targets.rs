@@ -15,9 +15,9 @@ pub enum Resolution {
     Lookup(Vec<String>),
 }
 
-/// Classify `target` against the naming table `names`. `me` picks the
+/// The resolution of `target` against the naming table `names`. `me` picks the
 /// loopback family for `localhost`.
-pub fn classify(
+pub fn resolution(
     target: &str,
     names: &BTreeMap<String, Vec<String>>,
     me: SocketAddr,
@@ -129,11 +129,11 @@ mod tests {
     fn localhost_is_the_loopback_of_our_family() {
         let names = BTreeMap::new();
         assert_eq!(
-            classify("localhost:9", &names, a("127.0.0.1:1")),
+            resolution("localhost:9", &names, a("127.0.0.1:1")),
             Ok(Resolution::Ready(vec![a("127.0.0.1:9")]))
         );
         assert_eq!(
-            classify("LOCALHOST:9", &names, a("[::1]:1")),
+            resolution("LOCALHOST:9", &names, a("[::1]:1")),
             Ok(Resolution::Ready(vec![a("[::1]:9")]))
         );
     }
@@ -145,18 +145,18 @@ mod tests {
         names.insert("db".to_owned(), vec!["db.example:1".to_owned()]);
         let me = a("127.0.0.1:1");
         assert_eq!(
-            classify("kv", &names, me),
+            resolution("kv", &names, me),
             Ok(Resolution::Ready(vec![a("10.0.0.1:1")]))
         );
         assert_eq!(
-            classify("db", &names, me),
+            resolution("db", &names, me),
             Ok(Resolution::Lookup(vec!["db.example:1".into()]))
         );
         assert_eq!(
-            classify("h.example:5", &names, me),
+            resolution("h.example:5", &names, me),
             Ok(Resolution::Lookup(vec!["h.example:5".into()]))
         );
-        assert!(classify("nosuch", &names, me).is_err());
-        assert!(classify("h.example:notaport", &names, me).is_err());
+        assert!(resolution("nosuch", &names, me).is_err());
+        assert!(resolution("h.example:notaport", &names, me).is_err());
     }
 }

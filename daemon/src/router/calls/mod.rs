@@ -1,7 +1,7 @@
 //! Outgoing calls: admission, candidate order, failover, the one outcome,
 //! and cancellation when the calling app goes away.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -9,135 +9,15 @@ use rpcd_client::ipc::{DaemonMsg, ErrorCode};
 use rpcd_transport::{ChannelSendError, FailReason, MsgId, SendError};
 use tracing::debug;
 
+mod table;
+
+pub(super) use table::Calls;
+use table::{Call, CallState, Retry, Target};
+
 use super::targets::{self, Resolution};
 use super::types::{CallId, ConnId, Failure};
 use super::{Deadline, Router, Shutdown, UNREACHABLE_MEMORY};
 use crate::envelope::{Envelope, RemoteOutcome};
-
-/// One call an app made, until its one outcome.
-#[derive(Debug)]
-pub(super) struct Call {
-    pub app: ConnId,
-    /// The app's id for the call (its `call` frame's `id`).
-    pub client_id: u64,
-    pub target: Target,
-    pub state: CallState,
-    pub deadline: Instant,
-    /// Kept while the target is being resolved, and for idempotent calls
-    /// with addresses left to fail over to.
-    pub retry: Option<Retry>,
-}
-
-/// What is needed to send a call (again).
-#[derive(Debug)]
-pub(super) struct Retry {
-    pub function: String,
-    pub args: Vec<u8>,
-    pub idempotent: bool,
-    /// Addresses not tried yet, in order.
-    pub candidates: VecDeque<SocketAddr>,
-}
-
-/// Where a call went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Target {
-    /// Not sent anywhere yet, or served here.
-    Local,
-    Remote(SocketAddr),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CallState {
-    /// Waiting for addresses (the resolver, or a failover).
-    Resolving,
-    /// The request message is queued or in flight.
-    Sending(MsgId),
-    /// The request was acknowledged; waiting for the reply.
-    Awaiting,
-    /// Served by a local app (short-circuit, no UDP).
-    Local,
-}
-
-/// The call table and its indexes.
-#[derive(Debug)]
-pub(super) struct Calls {
-    map: HashMap<CallId, Call>,
-    by_msg: HashMap<(SocketAddr, MsgId), CallId>,
-    by_peer: HashMap<SocketAddr, HashSet<CallId>>,
-    next: u64,
-    /// Outcomes by code, in all and per peer.
-    pub outcomes: BTreeMap<String, u64>,
-    pub peer_outcomes: HashMap<SocketAddr, BTreeMap<String, u64>>,
-}
-
-impl Default for Calls {
-    fn default() -> Self {
-        Calls {
-            map: HashMap::new(),
-            by_msg: HashMap::new(),
-            by_peer: HashMap::new(),
-            next: 1,
-            outcomes: BTreeMap::new(),
-            peer_outcomes: HashMap::new(),
-        }
-    }
-}
-
-impl Calls {
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
-    pub fn ids(&self) -> Vec<CallId> {
-        self.map.keys().copied().collect()
-    }
-
-    pub fn deadline(&self, id: CallId) -> Option<Instant> {
-        self.map.get(&id).map(|c| c.deadline)
-    }
-
-    pub fn deadlines(&self) -> impl Iterator<Item = (CallId, Instant)> + '_ {
-        self.map.iter().map(|(&id, c)| (id, c.deadline))
-    }
-
-    /// Calls in flight to `peer`.
-    pub fn to_peer(&self, peer: SocketAddr) -> usize {
-        self.by_peer.get(&peer).map_or(0, HashSet::len)
-    }
-
-    /// The calls currently sent to `peer` (a snapshot: the caller may end them).
-    fn snapshot_to(&self, peer: SocketAddr) -> Vec<CallId> {
-        self.by_peer
-            .get(&peer)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
-    }
-
-    fn get(&self, id: CallId) -> Option<&Call> {
-        self.map.get(&id)
-    }
-
-    fn get_mut(&mut self, id: CallId) -> Option<&mut Call> {
-        self.map.get_mut(&id)
-    }
-
-    /// A call's outcome, counted.
-    fn count(&mut self, target: Target, code: &str) {
-        *self.outcomes.entry(code.to_owned()).or_default() += 1;
-        if let Target::Remote(peer) = target {
-            *self
-                .peer_outcomes
-                .entry(peer)
-                .or_default()
-                .entry(code.to_owned())
-                .or_default() += 1;
-        }
-    }
-}
 
 /// A call as the app asked for it.
 #[derive(Debug)]
@@ -183,7 +63,7 @@ impl Router {
         };
         let resolution = match refusal {
             Some(f) => Err(f),
-            None => targets::classify(&req.target, &self.settings.names, self.me)
+            None => targets::resolution(&req.target, &self.settings.names, self.me)
                 .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
         };
         let resolution = match resolution {

@@ -1,0 +1,134 @@
+//! The call table and its indexes: by transport message and by peer.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rpcd_transport::MsgId;
+
+use crate::router::types::{CallId, ConnId};
+
+/// One call an app made, until its one outcome.
+#[derive(Debug)]
+pub(in crate::router) struct Call {
+    pub app: ConnId,
+    /// The app's id for the call (its `call` frame's `id`).
+    pub client_id: u64,
+    pub target: Target,
+    pub state: CallState,
+    pub deadline: Instant,
+    /// Kept while the target is being resolved, and for idempotent calls
+    /// with addresses left to fail over to.
+    pub retry: Option<Retry>,
+}
+
+/// What is needed to send a call (again).
+#[derive(Debug)]
+pub(in crate::router) struct Retry {
+    pub function: String,
+    pub args: Vec<u8>,
+    pub idempotent: bool,
+    /// Addresses not tried yet, in order.
+    pub candidates: VecDeque<SocketAddr>,
+}
+
+/// Where a call went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::router) enum Target {
+    /// Not sent anywhere yet, or served here.
+    Local,
+    Remote(SocketAddr),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(in crate::router) enum CallState {
+    /// Waiting for addresses (the resolver, or a failover).
+    Resolving,
+    /// The request message is queued or in flight.
+    Sending(MsgId),
+    /// The request was acknowledged; waiting for the reply.
+    Awaiting,
+    /// Served by a local app (short-circuit, no UDP).
+    Local,
+}
+
+/// The call table and its indexes.
+#[derive(Debug)]
+pub(in crate::router) struct Calls {
+    pub map: HashMap<CallId, Call>,
+    pub by_msg: HashMap<(SocketAddr, MsgId), CallId>,
+    pub by_peer: HashMap<SocketAddr, HashSet<CallId>>,
+    pub next: u64,
+    /// Outcomes by code, in all and per peer.
+    pub outcomes: BTreeMap<String, u64>,
+    pub peer_outcomes: HashMap<SocketAddr, BTreeMap<String, u64>>,
+}
+
+impl Default for Calls {
+    fn default() -> Self {
+        Calls {
+            map: HashMap::new(),
+            by_msg: HashMap::new(),
+            by_peer: HashMap::new(),
+            next: 1,
+            outcomes: BTreeMap::new(),
+            peer_outcomes: HashMap::new(),
+        }
+    }
+}
+
+impl Calls {
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn ids(&self) -> Vec<CallId> {
+        self.map.keys().copied().collect()
+    }
+
+    pub fn deadline(&self, id: CallId) -> Option<Instant> {
+        self.map.get(&id).map(|c| c.deadline)
+    }
+
+    pub fn deadlines(&self) -> impl Iterator<Item = (CallId, Instant)> + '_ {
+        self.map.iter().map(|(&id, c)| (id, c.deadline))
+    }
+
+    /// Calls in flight to `peer`.
+    pub fn to_peer(&self, peer: SocketAddr) -> usize {
+        self.by_peer.get(&peer).map_or(0, HashSet::len)
+    }
+
+    /// The calls currently sent to `peer` (a snapshot: the caller may end them).
+    pub fn snapshot_to(&self, peer: SocketAddr) -> Vec<CallId> {
+        self.by_peer
+            .get(&peer)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn get(&self, id: CallId) -> Option<&Call> {
+        self.map.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: CallId) -> Option<&mut Call> {
+        self.map.get_mut(&id)
+    }
+
+    /// A call's outcome, counted.
+    pub fn count(&mut self, target: Target, code: &str) {
+        *self.outcomes.entry(code.to_owned()).or_default() += 1;
+        if let Target::Remote(peer) = target {
+            *self
+                .peer_outcomes
+                .entry(peer)
+                .or_default()
+                .entry(code.to_owned())
+                .or_default() += 1;
+        }
+    }
+}
