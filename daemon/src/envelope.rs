@@ -69,6 +69,11 @@ pub struct EnvelopeError(String);
 /// Bytes of envelope around a request's function name and arguments, at most.
 pub const REQUEST_OVERHEAD: usize = 128;
 
+/// The most MessagePack values an envelope may hold (the largest legitimate one, an error
+/// reply, holds 9). Checked before decoding, so that a peer's message of millions of tiny
+/// values is refused in one pass instead of costing some 30 bytes of memory per byte.
+pub const ENVELOPE_VALUES_MAX: usize = 32;
+
 impl Envelope {
     /// Encode as MessagePack.
     pub fn encode(&self) -> Vec<u8> {
@@ -77,6 +82,8 @@ impl Envelope {
 
     /// Decode strictly: the whole input must be one envelope.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        rpcd_client::ipc::check_values(bytes, ENVELOPE_VALUES_MAX)
+            .map_err(|e| EnvelopeError(e.to_string()))?;
         let mut cursor = std::io::Cursor::new(bytes);
         let mut de = rmp_serde::Deserializer::new(&mut cursor);
         let env = Envelope::deserialize(&mut de).map_err(|e| EnvelopeError(e.to_string()))?;
@@ -93,6 +100,28 @@ impl Envelope {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_envelope_of_millions_of_tiny_values_is_refused_before_decoding() {
+        // {"t": "req", "x": [nil; 1_000_000]}
+        let mut b = vec![0x82, 0xa1, b't', 0xa3, b'r', b'e', b'q', 0xa1, b'x', 0xdd];
+        b.extend_from_slice(&1_000_000u32.to_be_bytes());
+        b.resize(b.len() + 1_000_000, 0xc0);
+        let e = Envelope::decode(&b).unwrap_err().to_string();
+        assert!(e.contains("more than 32 MessagePack values"), "{e}");
+    }
+
+    #[test]
+    fn the_largest_legitimate_envelope_fits_the_value_bound() {
+        let env = Envelope::Reply {
+            call_id: u64::MAX,
+            outcome: RemoteOutcome::Err {
+                code: ErrorCode::AppError,
+                message: "m".repeat(1000),
+            },
+        };
+        assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
     use super::*;
 
     #[test]

@@ -59,6 +59,13 @@ pub enum FrameError {
         /// The nesting bound in force.
         max: usize,
     },
+    /// More MessagePack values than a message of this kind may hold (checked before
+    /// decoding, so a bomb of tiny values costs no memory).
+    #[error("message holds more than {max} MessagePack values")]
+    TooManyValues {
+        /// The bound in force.
+        max: usize,
+    },
     /// Valid MessagePack that is not a valid message: unknown op, unknown or missing field,
     /// wrong field type.
     #[error("invalid message: {0}")]
@@ -111,12 +118,25 @@ pub fn decode_frame<T: DeserializeOwned>(
     buf: &[u8],
     frame_max: usize,
 ) -> Result<Option<(T, usize)>, FrameError> {
+    decode_frame_bounded(buf, frame_max, None)
+}
+
+/// [`decode_frame`], refusing a body of more than `values_max` MessagePack values before
+/// decoding it (see [`check_values`](super::check_values)).
+fn decode_frame_bounded<T: DeserializeOwned>(
+    buf: &[u8],
+    frame_max: usize,
+    values_max: Option<usize>,
+) -> Result<Option<(T, usize)>, FrameError> {
     let Some(len) = announced_len(buf, frame_max)? else {
         return Ok(None);
     };
     let Some(body) = buf[LENGTH_PREFIX_LEN..].get(..len) else {
         return Ok(None);
     };
+    if let Some(max) = values_max {
+        super::shape::check_values(body, max)?;
+    }
     let msg = decode_body(body)?;
     Ok(Some((msg, LENGTH_PREFIX_LEN + len)))
 }
@@ -141,6 +161,8 @@ pub struct FrameReader {
     start: usize,
     end: usize,
     frame_max: usize,
+    /// Values a frame may hold, checked before decoding; `None`: no bound.
+    values_max: Option<usize>,
 }
 
 impl FrameReader {
@@ -151,7 +173,15 @@ impl FrameReader {
             start: 0,
             end: 0,
             frame_max,
+            values_max: None,
         }
+    }
+
+    /// Refuse frames holding more than `max` MessagePack values, before decoding them: the
+    /// daemon reads apps' frames with [`CLIENT_MSG_VALUES_MAX`](super::CLIENT_MSG_VALUES_MAX).
+    pub fn with_values_max(mut self, max: usize) -> FrameReader {
+        self.values_max = Some(max);
+        self
     }
 
     /// One `read()` from `r` into the buffer, of at most [`READ_CHUNK`] bytes. `Ok(0)` is the
@@ -179,7 +209,11 @@ impl FrameReader {
     /// `frame_max` is detected as soon as the 4-byte prefix is in. After an error the stream
     /// is out of sync and every later call returns the same error: report it and close.
     pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
-        let Some((msg, used)) = decode_frame(&self.buf[self.start..self.end], self.frame_max)?
+        let Some((msg, used)) = decode_frame_bounded(
+            &self.buf[self.start..self.end],
+            self.frame_max,
+            self.values_max,
+        )?
         else {
             return Ok(None);
         };

@@ -20,6 +20,7 @@
 mod code;
 mod frame;
 mod message;
+mod shape;
 mod socket_path;
 pub(crate) mod stats;
 
@@ -30,6 +31,7 @@ pub use frame::{
     LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
 pub use message::{ClientMsg, DaemonMsg, NameEntry, Outcome, PROTOCOL_VERSION};
+pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
 pub use socket_path::default_socket_path;
 pub use stats::{PeerCounters, PeerStats, Stats};
 

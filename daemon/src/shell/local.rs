@@ -108,7 +108,8 @@ impl Local {
                         id,
                         Conn {
                             stream,
-                            reader: FrameReader::new(self.frame_max),
+                            reader: FrameReader::new(self.frame_max)
+                                .with_values_max(ipc::CLIENT_MSG_VALUES_MAX),
                             out: Vec::new(),
                             out_pos: 0,
                             writable_wanted: false,
