@@ -204,6 +204,7 @@ struct FileTransport {
     send_queue_bytes_max: Option<usize>,
     recv_window: Option<u32>,
     reassembly_bytes_max: Option<usize>,
+    reassembly_total_max: Option<usize>,
     cwnd_initial: Option<u32>,
     cwnd_max: Option<u32>,
     rto_initial_ms: Option<u64>,
@@ -338,6 +339,7 @@ impl Settings {
         set!(t.send_queue_bytes_max, ft.send_queue_bytes_max);
         set!(t.recv_window, ft.recv_window);
         set!(t.reassembly_bytes_max, ft.reassembly_bytes_max);
+        set!(t.reassembly_total_max, ft.reassembly_total_max);
         set!(t.cwnd_initial, ft.cwnd_initial);
         set!(t.cwnd_max, ft.cwnd_max);
         set!(t.rto_initial, ft.rto_initial_ms, ms);
@@ -599,7 +601,7 @@ mod tests {
             .sum();
         // Every key but the commented-out socket path (its default depends
         // on the user); [names] is empty by default and shown commented out.
-        assert_eq!(keys, 2 + 15 + 18, "a key is missing from etc/rpcd.toml");
+        assert_eq!(keys, 2 + 15 + 19, "a key is missing from etc/rpcd.toml");
     }
 
     #[test]

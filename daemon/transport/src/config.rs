@@ -20,8 +20,11 @@ pub struct Config {
     pub send_queue_bytes_max: usize,
     /// Receive window, in datagrams beyond the cumulative acknowledgement.
     pub recv_window: u32,
-    /// Bytes held in partially reassembled messages, per peer.
+    /// Bytes held in partially reassembled messages, per peer: payload plus a
+    /// per-fragment and per-message overhead (see `channel::recv::charge`).
     pub reassembly_bytes_max: usize,
+    /// The same, for all peers together.
+    pub reassembly_total_max: usize,
     /// Congestion window at the start, in datagrams.
     pub cwnd_initial: u32,
     /// Ceiling of the congestion window, in datagrams.
@@ -63,6 +66,7 @@ impl Default for Config {
             send_queue_bytes_max: 64 * 1024 * 1024,
             recv_window: 1024,
             reassembly_bytes_max: 20 * 1024 * 1024,
+            reassembly_total_max: 256 * 1024 * 1024,
             cwnd_initial: 16,
             cwnd_max: 1024,
             rto_initial: Duration::from_millis(100),
@@ -97,6 +101,14 @@ fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// The least `reassembly_bytes_max` that lets a largest message complete
+    /// with 64 datagrams of other messages in flight.
+    pub fn reassembly_floor(&self) -> usize {
+        use crate::channel::recv::{charge, PARTIAL_OVERHEAD};
+        let fragments = self.message_max.div_ceil(self.payload_max);
+        self.message_max + fragments * charge(0) + PARTIAL_OVERHEAD + 64 * charge(self.payload_max)
+    }
+
     /// Check every range and relation; the channel relies on them.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(64..=PAYLOAD_MAX).contains(&self.payload_max) {
@@ -120,13 +132,19 @@ impl Config {
         if !(16..=1 << 20).contains(&self.recv_window) {
             return Err(bad("recv_window", "must be 16..=1048576 datagrams"));
         }
-        let floor = self.message_max + self.payload_max * 64;
+        let floor = self.reassembly_floor();
         if self.reassembly_bytes_max < floor {
             return Err(bad(
                 "reassembly_bytes_max",
                 format!(
-                    "must be at least message_max + 64 datagrams ({floor}), or a largest message could stall"
+                    "must be at least message_max + 64 datagrams, with each fragment's overhead ({floor}), or a largest message could stall"
                 ),
+            ));
+        }
+        if self.reassembly_total_max < self.reassembly_bytes_max {
+            return Err(bad(
+                "reassembly_total_max",
+                "must be at least reassembly_bytes_max, or a largest message could stall",
             ));
         }
         if self.cwnd_initial == 0 || self.cwnd_initial > self.cwnd_max {

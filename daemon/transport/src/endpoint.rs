@@ -70,6 +70,9 @@ pub struct Endpoint {
     ready: VecDeque<SocketAddr>,
     events: VecDeque<Event>,
     stats: EndpointStats,
+    /// Reassembly bytes charged across every channel (see
+    /// `Config::reassembly_total_max`).
+    reassembly_total: usize,
 }
 
 #[derive(Debug)]
@@ -92,6 +95,7 @@ impl Endpoint {
             ready: VecDeque::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
+            reassembly_total: 0,
         }
     }
 
@@ -122,9 +126,23 @@ impl Endpoint {
             self.stats.refused_peers += 1;
             return;
         }
+        let room = self
+            .cfg
+            .reassembly_total_max
+            .saturating_sub(self.reassembly_total);
         let slot = self.slot(from);
+        let before = slot.channel.reassembly_bytes();
+        slot.channel.set_shared_reassembly_room(room);
         slot.channel.handle_datagram(now, &d);
+        let after = slot.channel.reassembly_bytes();
+        self.reassembly_total = self.reassembly_total - before + after;
+        debug_assert!(self.reassembly_total <= self.cfg.reassembly_total_max);
         self.touched(from);
+    }
+
+    /// Bytes charged for partly reassembled messages, all peers together.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reassembly_total
     }
 
     /// Queue a message to `peer`.
@@ -189,7 +207,10 @@ impl Endpoint {
                 continue; // superseded
             }
             slot.scheduled = None;
+            let before = slot.channel.reassembly_bytes();
             slot.channel.handle_timeout(now);
+            let after = slot.channel.reassembly_bytes();
+            self.reassembly_total = self.reassembly_total - before + after;
             self.touched(peer);
         }
     }

@@ -46,13 +46,14 @@ fn origin() -> Instant {
 
 /// Small limits, so a short script reaches windows, budgets and retry caps.
 fn tight() -> Config {
-    Config {
+    let mut c = Config {
         payload_max: 64,
         message_max: 4096,
         send_queue_max: 16,
         send_queue_bytes_max: 8192,
         recv_window: 16,
-        reassembly_bytes_max: 4096 + 64 * 64,
+        reassembly_bytes_max: 0,
+        reassembly_total_max: 0,
         cwnd_initial: 2,
         cwnd_max: 32,
         rto_initial: Duration::from_millis(20),
@@ -65,7 +66,11 @@ fn tight() -> Config {
         peer_timeout: Duration::from_millis(300),
         revalidate_after: Duration::from_millis(100),
         peers_max: 3,
-    }
+    };
+    c.reassembly_bytes_max = c.reassembly_floor();
+    // Two peers' worth for three peers: the shared budget is reached too.
+    c.reassembly_total_max = 2 * c.reassembly_bytes_max;
+    c
 }
 
 /// Reads the script; past its end every read is zero.

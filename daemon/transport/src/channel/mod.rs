@@ -30,7 +30,7 @@
 
 mod congestion;
 mod liveness;
-mod recv;
+pub(crate) mod recv;
 mod send;
 mod stats;
 mod timer;
@@ -190,6 +190,9 @@ pub struct Channel {
     probe_now: bool,
     /// Send an epoch-only answer (see `handle_datagram`).
     answer_stranger: bool,
+    /// Reassembly bytes this channel may still take from the endpoint-wide
+    /// budget (set by the owner before each datagram; unbounded when alone).
+    shared_reassembly_room: usize,
 }
 
 impl Channel {
@@ -211,7 +214,20 @@ impl Channel {
             live: Liveness::new(),
             probe_now: false,
             answer_stranger: false,
+            shared_reassembly_room: usize::MAX,
         }
+    }
+
+    /// Bytes of the endpoint-wide reassembly budget this channel may still
+    /// take: fragments beyond it are not acknowledged (the sender retries).
+    pub fn set_shared_reassembly_room(&mut self, room: usize) {
+        self.shared_reassembly_room = room;
+    }
+
+    /// Bytes charged for partly reassembled messages (payload plus
+    /// per-fragment and per-message overhead).
+    pub fn reassembly_bytes(&self) -> usize {
+        self.recv.partial_bytes
     }
 
     // ---------------------------------------------------------------- inputs

@@ -9,11 +9,27 @@ use crate::config::Config;
 use crate::seq::Seq;
 use crate::wire::{AckInfo, Fragment};
 
+/// Memory a partial message costs besides its fragments (its map and entry),
+/// charged from its first fragment until it completes or is abandoned.
+pub const PARTIAL_OVERHEAD: usize = 512;
+/// Memory a held fragment costs besides its payload (its map slot and the
+/// allocation's header and rounding): an empty or 1-byte fragment is not free.
+pub const FRAGMENT_OVERHEAD: usize = 64;
+
+/// What holding a fragment of `payload` bytes is charged.
+pub fn charge(payload: usize) -> usize {
+    FRAGMENT_OVERHEAD + payload
+}
+
 #[derive(Debug)]
 pub(super) struct Partial {
     pub(super) count: u32,
     pub(super) fragments: BTreeMap<u32, Vec<u8>>,
+    /// Payload bytes held.
     pub(super) bytes: usize,
+    /// What this partial is charged against the reassembly budgets: its own
+    /// overhead plus each fragment's overhead and payload (see [`charge`]).
+    pub(super) charged: usize,
     /// Set when the message broke a rule (too large, inconsistent): later
     /// fragments are acknowledged and discarded.
     pub(super) poisoned: bool,
@@ -68,8 +84,9 @@ impl Channel {
         let free = self
             .cfg
             .reassembly_bytes_max
-            .saturating_sub(r.partial_bytes);
-        let budget = (free / self.cfg.payload_max).min(u32::MAX as usize) as u32;
+            .saturating_sub(r.partial_bytes)
+            .min(self.shared_reassembly_room);
+        let budget = (free / charge(self.cfg.payload_max)).min(u32::MAX as usize) as u32;
         AckInfo {
             ack: r.expected,
             sack,
@@ -100,7 +117,7 @@ impl Channel {
                 if *entry.key() >= msg_floor {
                     break;
                 }
-                r.partial_bytes -= entry.remove().bytes;
+                r.partial_bytes -= entry.remove().charged;
             }
         }
     }
@@ -129,7 +146,14 @@ impl Channel {
                 Some(f.payload.to_vec())
             }
         } else {
-            if r.partial_bytes + f.payload.len() > self.cfg.reassembly_bytes_max {
+            let new_partial = !r.partials.contains_key(&msg_id);
+            let cost = charge(f.payload.len()) + if new_partial { PARTIAL_OVERHEAD } else { 0 };
+            let free = self
+                .cfg
+                .reassembly_bytes_max
+                .saturating_sub(r.partial_bytes)
+                .min(self.shared_reassembly_room);
+            if cost > free {
                 // No room: do not acknowledge, the sender retransmits later.
                 self.stats.out_of_window += 1;
                 return;
@@ -173,18 +197,26 @@ impl Channel {
         f: &Fragment<'_>,
     ) -> Result<Option<Vec<u8>>, ()> {
         let msg_id = MsgId::from(f.msg_id);
-        let p = r.partials.entry(msg_id).or_insert_with(|| Partial {
-            count: f.count,
-            fragments: BTreeMap::new(),
-            bytes: 0,
-            poisoned: false,
+        let p = r.partials.entry(msg_id).or_insert_with(|| {
+            r.partial_bytes += PARTIAL_OVERHEAD;
+            Partial {
+                count: f.count,
+                fragments: BTreeMap::new(),
+                bytes: 0,
+                charged: PARTIAL_OVERHEAD,
+                poisoned: false,
+            }
         });
         if p.poisoned {
             return Ok(None);
         }
         let fits = p.bytes + f.payload.len() <= cfg.message_max;
         if p.count != f.count || p.fragments.contains_key(&f.index) || !fits {
-            r.partial_bytes -= p.bytes;
+            // Free the fragments; the entry (and its overhead) stays, so later
+            // fragments of the message are recognised and discarded, until
+            // the sender's floor passes it.
+            r.partial_bytes -= p.charged - PARTIAL_OVERHEAD;
+            p.charged = PARTIAL_OVERHEAD;
             p.fragments.clear();
             p.bytes = 0;
             p.poisoned = true;
@@ -192,14 +224,15 @@ impl Channel {
         }
         p.fragments.insert(f.index, f.payload.to_vec());
         p.bytes += f.payload.len();
-        r.partial_bytes += f.payload.len();
+        p.charged += charge(f.payload.len());
+        r.partial_bytes += charge(f.payload.len());
         if p.fragments.len() as u64 != u64::from(p.count) {
             return Ok(None);
         }
         // Fragments may arrive in any order: nothing relates `seq` to the
         // counters of the fragments before it.
         let p = r.partials.remove(&msg_id).expect("entry just used");
-        r.partial_bytes -= p.bytes;
+        r.partial_bytes -= p.charged;
         let mut out = Vec::with_capacity(p.bytes);
         for (_, part) in p.fragments {
             out.extend_from_slice(&part);

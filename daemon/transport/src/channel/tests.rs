@@ -13,10 +13,21 @@ fn ms(n: u64) -> Duration {
 }
 
 fn cfg() -> Config {
-    Config {
+    let mut c = Config {
         payload_max: 100,
         ..Config::default()
-    }
+    };
+    // Small fragments cost more overhead per byte: the budget grows to fit.
+    c.reassembly_bytes_max = c.reassembly_floor();
+    c.reassembly_total_max = c.reassembly_bytes_max;
+    c
+}
+
+/// `c` with the smallest reassembly budgets its message size allows.
+fn tight_reassembly(mut c: Config) -> Config {
+    c.reassembly_bytes_max = c.reassembly_floor();
+    c.reassembly_total_max = c.reassembly_bytes_max;
+    c
 }
 
 fn parse(bytes: &[u8]) -> Datagram<'_> {
@@ -512,12 +523,11 @@ fn fragmentation_and_reassembly_of_multi_fragment_message() {
 
 #[test]
 fn message_too_large_is_refused() {
-    let c = Config {
+    let c = tight_reassembly(Config {
         message_max: 1000,
         send_queue_bytes_max: 1000,
-        reassembly_bytes_max: 1000 + 64 * 100,
         ..cfg()
-    };
+    });
     let mut ch = Channel::new(c, A);
     let now = Instant::now();
     assert_eq!(
@@ -542,12 +552,11 @@ fn send_queue_full() {
     assert!(ch.send(now, vec![1]).is_ok());
     assert!(ch.send(now, vec![2]).is_ok());
     assert_eq!(ch.send(now, vec![3]), Err(SendError::QueueFull));
-    let c = Config {
+    let c = tight_reassembly(Config {
         message_max: 1000,
         send_queue_bytes_max: 1500,
-        reassembly_bytes_max: 1000 + 64 * 100,
         ..cfg()
-    };
+    });
     let mut ch = Channel::new(c, A);
     assert!(ch.send(now, vec![0; 1000]).is_ok());
     assert_eq!(ch.send(now, vec![0; 501]), Err(SendError::QueueFull));
@@ -555,16 +564,18 @@ fn send_queue_full() {
 }
 
 /// A hostile or confused peer starting many multi-fragment messages: the
-/// receiver holds at most `reassembly_bytes_max`, and says so in its window.
+/// receiver holds at most `reassembly_bytes_max`, each fragment and each
+/// partial message charged its overhead besides its payload, and says so in
+/// its window.
 #[test]
 fn reassembly_memory_is_bounded() {
-    let c = Config {
+    use crate::channel::recv::{charge, PARTIAL_OVERHEAD};
+    let c = tight_reassembly(Config {
         message_max: 1000,
         send_queue_bytes_max: 1000,
-        reassembly_bytes_max: 1000 + 64 * 100,
         recv_window: 1024,
         ..cfg()
-    };
+    });
     let mut b = Channel::new(c, B);
     let now = Instant::now();
     let payload = [7u8; 100];
@@ -589,12 +600,120 @@ fn reassembly_memory_is_bounded() {
         b.handle_datagram(now, &d);
         assert!(b.snapshot().reassembly_bytes <= c.reassembly_bytes_max);
     }
-    assert_eq!(b.snapshot().reassembly_bytes, 7400);
+    let per_message = PARTIAL_OVERHEAD + charge(100);
+    let fit = c.reassembly_bytes_max / per_message;
+    assert_eq!(b.snapshot().reassembly_bytes, fit * per_message);
     assert!(b.snapshot().stats.out_of_window > 0);
     let ack = drain(&mut b, now);
     let a = parse(&ack[ack.len() - 1]).ack.expect("ack");
-    assert_eq!(a.window, 0, "no room left to advertise");
-    assert_eq!(a.ack, Seq(75), "the refused datagrams are not acknowledged");
+    let left = c.reassembly_bytes_max - fit * per_message;
+    assert_eq!(
+        a.window as usize,
+        left / charge(100),
+        "only the room left is advertised"
+    );
+    assert_eq!(
+        a.ack,
+        Seq(1 + fit as u64),
+        "the refused datagrams are not acknowledged"
+    );
+}
+
+/// Empty and 1-byte fragments are not free: a peer sending nothing but them
+/// is held to the same budget, counted in real memory, not in payload bytes.
+#[test]
+fn empty_and_one_byte_fragments_are_charged_their_overhead() {
+    use crate::channel::recv::{charge, PARTIAL_OVERHEAD};
+    let c = tight_reassembly(Config {
+        message_max: 1000,
+        send_queue_bytes_max: 1000,
+        recv_window: 1 << 20,
+        ..cfg()
+    });
+    for size in [0usize, 1] {
+        let mut b = Channel::new(c, B);
+        let now = Instant::now();
+        let payload = vec![7u8; size];
+        let mut accepted = 0usize;
+        for i in 0..100_000u64 {
+            let d = Datagram {
+                sender_epoch: A,
+                receiver_epoch: B,
+                kind: Kind::Data,
+                seq: Seq(1 + i),
+                send_floor: Seq(1),
+                msg_floor: 1,
+                ack: None,
+                ack_now: false,
+                fragment: Some(Fragment {
+                    msg_id: 1 + i,
+                    index: 0,
+                    count: 3,
+                    payload: &payload,
+                }),
+                key_id: 0,
+            };
+            let before = b.snapshot().stats.out_of_window;
+            b.handle_datagram(now, &d);
+            if b.snapshot().stats.out_of_window == before {
+                accepted += 1;
+            }
+            assert!(b.snapshot().reassembly_bytes <= c.reassembly_bytes_max);
+        }
+        assert_eq!(
+            accepted,
+            c.reassembly_bytes_max / (PARTIAL_OVERHEAD + charge(size)),
+            "{size}-byte fragments"
+        );
+    }
+}
+
+/// The endpoint-wide budget: peers together hold at most
+/// `reassembly_total_max`, however many there are.
+#[test]
+fn reassembly_is_bounded_across_peers() {
+    use crate::endpoint::Endpoint;
+    let c = Config {
+        reassembly_total_max: 3 * cfg().reassembly_bytes_max / 2,
+        ..cfg()
+    };
+    let mut ep = Endpoint::new(c, B);
+    let now = Instant::now();
+    let payload = [7u8; 100];
+    for peer in 0..4u16 {
+        let from: std::net::SocketAddr = ([127, 0, 0, 1], 1000 + peer).into();
+        for i in 0..100_000u64 {
+            let d = Datagram {
+                sender_epoch: A + u64::from(peer),
+                receiver_epoch: B,
+                kind: Kind::Data,
+                seq: Seq(1 + i),
+                send_floor: Seq(1),
+                msg_floor: 1,
+                ack: None,
+                ack_now: false,
+                fragment: Some(Fragment {
+                    msg_id: 1 + i,
+                    index: 0,
+                    count: 2,
+                    payload: &payload,
+                }),
+                key_id: 0,
+            };
+            let mut bytes = Vec::new();
+            d.emit(&mut bytes);
+            ep.handle_datagram(now, from, &bytes);
+            assert!(ep.reassembly_bytes() <= c.reassembly_total_max);
+            if ep.peer(from).is_some_and(|s| s.stats.out_of_window > 0) {
+                break; // this peer is full (its own budget or the shared one)
+            }
+        }
+    }
+    assert!(
+        ep.reassembly_bytes() + 1000 > c.reassembly_total_max,
+        "the shared budget was reached: {}",
+        ep.reassembly_bytes()
+    );
 }
 
 /// Messages on the wire to the old incarnation fail "peer restarted"; one
@@ -778,7 +897,10 @@ fn floors_let_receiver_skip_abandoned_messages_and_free_partials() {
     let (id, frag0) = p.handshake_with(vec![9; 500]);
     assert_eq!(frag0.len(), 1);
     feed(&mut p.b, p.now, &frag0);
-    assert_eq!(p.b.snapshot().reassembly_bytes, 100);
+    assert_eq!(
+        p.b.snapshot().reassembly_bytes,
+        crate::channel::recv::PARTIAL_OVERHEAD + crate::channel::recv::charge(100)
+    );
     let ack = drain(&mut p.b, p.now);
     feed(&mut p.a, p.now, &ack);
     // Slow start: two more fragments (both lost); two never sent.

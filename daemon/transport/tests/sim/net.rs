@@ -369,7 +369,9 @@ impl Sim {
             send_queue_max: rng.gen_range(4..=256),
             send_queue_bytes_max: MESSAGE_MAX * rng.gen_range(1..=8),
             recv_window,
-            reassembly_bytes_max: MESSAGE_MAX + PAYLOAD_MAX * 64 + rng.gen_range(0..=40_000),
+            // The draw stays here to keep the seeds' streams; the floor is added below.
+            reassembly_bytes_max: rng.gen_range(0..=40_000),
+            reassembly_total_max: 0,
             cwnd_initial: rng.gen_range(1..=cwnd_max.min(16)),
             cwnd_max,
             rto_initial: ms(20),
@@ -390,6 +392,8 @@ impl Sim {
             cfg.peer_timeout = ms(rng.gen_range(300..=3_000));
             cfg.revalidate_after = cfg.revalidate_after.min(cfg.peer_timeout);
         }
+        cfg.reassembly_bytes_max += cfg.reassembly_floor();
+        cfg.reassembly_total_max = 2 * cfg.reassembly_bytes_max;
         cfg.validate().expect("simulated config is valid");
         let origin = Instant::now();
         let nodes = (0..nodes_n)
