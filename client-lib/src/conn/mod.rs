@@ -282,22 +282,18 @@ impl Connection {
     /// Takes the next invocation for a function this connection registered, waiting up to
     /// `timeout` (`None`: until one arrives). Returns `None` on timeout or once the
     /// connection is closed (see [`Connection::is_closed`]). Several worker threads may wait
-    /// here; they take turns. An invocation cancelled while it waited in the queue is
-    /// skipped: nobody wants its result.
+    /// here; they take turns. An invocation cancelled while it waited in the queue is still
+    /// handed out, with [`Invocation::is_cancelled`] true: whether to skip it is the
+    /// caller's decision (the `Server` does; a result sent anyway is counted late).
     pub fn next_invocation(&self, timeout: Option<Duration>) -> Option<Invocation> {
-        // Time spent waiting for the lock counts against the timeout.
-        let until = timeout.map(|timeout| Instant::now() + timeout);
+        let started = Instant::now();
         let queue = lock(&self.invocations);
-        loop {
-            let work = match until {
-                None => queue.recv().ok()?,
-                Some(until) => queue
-                    .recv_timeout(until.saturating_duration_since(Instant::now()))
-                    .ok()?,
-            };
-            if !work.is_cancelled() {
-                return Some(work);
-            }
+        match timeout {
+            None => queue.recv().ok(),
+            // Time spent waiting for the lock counts against the timeout.
+            Some(timeout) => queue
+                .recv_timeout(timeout.saturating_sub(started.elapsed()))
+                .ok(),
         }
     }
 

@@ -387,7 +387,7 @@ fn cancel_reaches_a_taken_invocation_and_unknown_cancels_are_ignored() {
 }
 
 #[test]
-fn invocation_cancelled_while_queued_is_never_handed_out() {
+fn invocation_cancelled_while_queued_is_handed_out_marked_cancelled() {
     let fake = FakeDaemon::start();
     let (conn, mut peer) = connected(&fake);
     thread::scope(|s| {
@@ -403,11 +403,18 @@ fn invocation_cancelled_while_queued_is_never_handed_out() {
         peer.send(&DaemonMsg::Pong { id });
         ping.join().unwrap().unwrap();
     });
-    let work = conn.next_invocation(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(work.invocation, 2);
-    assert!(conn
-        .next_invocation(Some(Duration::from_millis(20)))
-        .is_none());
+    let first = conn.next_invocation(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(first.invocation, 1);
+    assert!(first.is_cancelled());
+    let second = conn.next_invocation(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(second.invocation, 2);
+    assert!(!second.is_cancelled());
+    // The app may still answer the cancelled one; the daemon counts that result late.
+    conn.send_result(1, Outcome::Ok(vec![])).unwrap();
+    assert!(matches!(
+        peer.recv(),
+        ClientMsg::Result { invocation: 1, .. }
+    ));
 }
 
 #[test]
