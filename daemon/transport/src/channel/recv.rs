@@ -43,6 +43,8 @@ pub(super) struct RecvState {
     pub(super) partial_bytes: usize,
     /// The peer's message floor: messages below it are done or abandoned.
     pub(super) msg_floor: MsgId,
+    /// The highest message id a fragment of which arrived.
+    pub(super) msg_seen_max: MsgId,
     pub(super) ack_pending: bool,
     pub(super) ack_now: bool,
     pub(super) unacked: u32,
@@ -57,6 +59,7 @@ impl RecvState {
             partials: BTreeMap::new(),
             partial_bytes: 0,
             msg_floor: MsgId(0),
+            msg_seen_max: MsgId(0),
             ack_pending: false,
             ack_now: false,
             unacked: 0,
@@ -111,6 +114,10 @@ impl Channel {
                 r.expected = r.expected.plus(1);
             }
         }
+        // Never past the messages seen: a message above every id we have seen
+        // has not reached us, so nothing is gained by believing a higher floor,
+        // and a bogus one (2^64 - 1) must not make us drop every later message.
+        let msg_floor = msg_floor.min(MsgId::from(u64::from(r.msg_seen_max).saturating_add(1)));
         if msg_floor > r.msg_floor {
             r.msg_floor = msg_floor;
             while let Some(entry) = r.partials.first_entry() {
@@ -125,6 +132,9 @@ impl Channel {
     pub(super) fn on_data(&mut self, now: Instant, seq: Seq, f: &Fragment<'_>) {
         let msg_id = MsgId::from(f.msg_id);
         let r = &mut self.recv;
+        if seq >= r.expected && seq < r.expected.plus(u64::from(self.cfg.recv_window)) {
+            r.msg_seen_max = r.msg_seen_max.max(msg_id);
+        }
         if seq < r.expected || r.seen.contains(&seq) {
             self.stats.duplicates += 1;
             r.ack_now = true;

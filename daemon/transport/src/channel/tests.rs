@@ -1222,3 +1222,33 @@ fn keepalive_and_peer_timeout_timers_fire_at_reported_deadlines() {
     assert_eq!(t, heard + c.peer_timeout);
     assert!(events(&mut p.a).contains(&Event::PeerUnreachable));
 }
+
+/// A forged floor (`msg_floor` = 2^64 - 1, as an off-path attacker would
+/// send) must not make the receiver treat every later message as
+/// abandoned: the floor never passes the messages it has seen. (The counter
+/// floor, `send_floor`, already never moves more than a window.)
+#[test]
+fn a_bogus_message_floor_does_not_swallow_later_messages() {
+    let mut p = Pair::new();
+    let (_, first) = p.handshake_with(b"m1".to_vec());
+    feed(&mut p.b, p.now, &first);
+    assert_eq!(delivered(&events(&mut p.b)), [b"m1".to_vec()]);
+    let mut forged = parse(&first[0]);
+    forged.msg_floor = u64::MAX;
+    forged.fragment = None;
+    forged.seq = Seq(0);
+    forged.kind = Kind::Probe;
+    let mut bytes = Vec::new();
+    forged.emit(&mut bytes);
+    feed(&mut p.b, p.now, &[bytes]);
+    for m in [b"m2".to_vec(), b"m3".to_vec()] {
+        p.a.send(p.now, m).expect("queued");
+    }
+    let later = drain(&mut p.a, p.now);
+    feed(&mut p.b, p.now, &later);
+    assert_eq!(
+        delivered(&events(&mut p.b)),
+        [b"m2".to_vec(), b"m3".to_vec()],
+        "later messages are still delivered"
+    );
+}
