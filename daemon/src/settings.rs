@@ -24,6 +24,10 @@ pub struct Settings {
     pub socket: PathBuf,
     /// Log filter (tracing-subscriber syntax), unless `RUST_LOG` is set.
     pub log_level: String,
+    /// Accept unauthenticated peers on an address beyond loopback. rpcd has
+    /// no peer authentication yet, so listening anywhere else needs this
+    /// explicit consent.
+    pub plaintext: bool,
     /// Local limits.
     pub limits: Limits,
     /// Transport settings.
@@ -105,6 +109,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             socket: rpcd_client::ipc::default_socket_path(),
             log_level: "info".into(),
+            plaintext: false,
             limits: Limits::default(),
             transport: rpcd_transport::Config::default(),
             names: BTreeMap::new(),
@@ -173,6 +178,7 @@ struct FileDaemon {
     listen: Option<SocketAddr>,
     socket: Option<PathBuf>,
     log_level: Option<String>,
+    plaintext: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -312,6 +318,7 @@ impl Settings {
         set!(self.listen, f.daemon.listen);
         set!(self.socket, f.daemon.socket);
         set!(self.log_level, f.daemon.log_level);
+        set!(self.plaintext, f.daemon.plaintext);
         let l = &mut self.limits;
         set!(l.connections_max, f.limits.connections_max);
         set!(l.frame_max, f.limits.frame_max);
@@ -372,6 +379,17 @@ impl Settings {
         self.transport
             .validate()
             .map_err(|e| invalid(&format!("transport.{}", e.key), e.problem))?;
+        if !self.plaintext && !self.listen.ip().to_canonical().is_loopback() {
+            return Err(invalid(
+                "daemon.plaintext",
+                format!(
+                    "listening on {} accepts unauthenticated calls from anyone who can reach it \
+                     (rpcd has no peer authentication yet); listen on loopback, or set \
+                     daemon.plaintext = true to accept that",
+                    self.listen
+                ),
+            ));
+        }
         let l = &self.limits;
         let positive = [
             ("limits.connections_max", l.connections_max),
@@ -516,6 +534,37 @@ mod tests {
         Settings::default().validate("defaults").unwrap();
     }
 
+    /// No peer authentication yet: beyond loopback only with explicit consent.
+    #[test]
+    fn listening_beyond_loopback_needs_plaintext_consent() {
+        for listen in [
+            "127.0.0.1:1",
+            "127.3.0.1:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            let s = Settings {
+                listen: listen.parse().unwrap(),
+                ..Settings::default()
+            };
+            assert!(s.validate("x").is_ok(), "{listen}");
+        }
+        for listen in ["0.0.0.0:1", "10.0.0.1:1", "[::]:1", "[2001:db8::1]:1"] {
+            let mut s = Settings {
+                listen: listen.parse().unwrap(),
+                ..Settings::default()
+            };
+            let e = s.validate("x").unwrap_err().to_string();
+            assert!(e.contains("daemon.plaintext"), "{listen}: {e}");
+            s.plaintext = true;
+            assert!(s.validate("x").is_ok(), "{listen} with consent");
+        }
+        let mut s = Settings::default();
+        s.apply_toml("[daemon]\nlisten = \"0.0.0.0:9\"\nplaintext = true\n")
+            .unwrap();
+        assert!(s.validate("x").is_ok());
+    }
+
     #[test]
     fn file_overrides_and_unknown_key_names_line() {
         let mut s = Settings::default();
@@ -601,7 +650,7 @@ mod tests {
             .sum();
         // Every key but the commented-out socket path (its default depends
         // on the user); [names] is empty by default and shown commented out.
-        assert_eq!(keys, 2 + 15 + 19, "a key is missing from etc/rpcd.toml");
+        assert_eq!(keys, 3 + 15 + 19, "a key is missing from etc/rpcd.toml");
     }
 
     #[test]

@@ -57,3 +57,34 @@ fn out_of_range_value_is_refused() {
     assert!(err.contains("transport.payload_max"), "{err}");
     assert!(!socket_left);
 }
+
+/// Without peer authentication, a non-loopback address is refused at start,
+/// naming the setting that accepts it; nothing is bound. With the setting,
+/// the same address is accepted.
+#[test]
+fn non_loopback_listen_needs_explicit_plaintext() {
+    let (err, socket_left) = refused_config("[daemon]\nlisten = \"0.0.0.0:0\"\n");
+    assert!(err.contains("daemon.plaintext"), "{err}");
+    assert!(!socket_left);
+    let dir = tempfile::tempdir().unwrap();
+    let check = |config: &str| {
+        let cfg = dir.path().join("rpcd.toml");
+        std::fs::write(&cfg, config).unwrap();
+        rpcd()
+            .args(["--listen", "10.0.0.1:0", "--check-config", "--config"])
+            .arg(&cfg)
+            .env_remove("RPCD_DAEMON__PLAINTEXT")
+            .output()
+            .unwrap()
+    };
+    let refused = check("");
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("daemon.plaintext"), "{err}");
+    let accepted = check("[daemon]\nplaintext = true\n");
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+}

@@ -409,6 +409,8 @@ impl Net {
             .arg(&h.config)
             .env_remove("RPCD_SOCKET")
             .env_remove("NOTIFY_SOCKET")
+            // The namespace hosts' addresses are not loopback.
+            .env("RPCD_DAEMON__PLAINTEXT", "true")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
