@@ -65,3 +65,11 @@ impl Apps {
         self.apps.len()
     }
 }
+
+#[cfg(test)]
+impl Apps {
+    /// Every app.
+    pub fn iter(&self) -> impl Iterator<Item = (ConnId, &App)> + '_ {
+        self.apps.iter().map(|(&c, a)| (c, a))
+    }
+}

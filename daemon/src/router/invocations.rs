@@ -68,6 +68,26 @@ impl Invocations {
     }
 }
 
+#[cfg(test)]
+impl Invocations {
+    /// The origin index agrees with the table.
+    pub fn check_indexes(&self) {
+        assert_eq!(self.by_origin.len(), self.map.len(), "by_origin size");
+        for (id, inv) in &self.map {
+            assert_eq!(
+                self.by_origin.get(&inv.origin),
+                Some(id),
+                "by_origin of {id}"
+            );
+        }
+    }
+
+    /// Every invocation with its serving app.
+    pub fn owners(&self) -> impl Iterator<Item = (InvId, ConnId)> + '_ {
+        self.map.iter().map(|(&id, i)| (id, i.owner))
+    }
+}
+
 impl Router {
     /// Run `function` for `origin`: a built-in at once, a registered function
     /// through its app, else `unknown_function`.
@@ -88,6 +108,12 @@ impl Router {
                 Builtin::Names => return self.lookup_names(now, origin),
             };
             self.answer(now, origin, result);
+            return;
+        }
+        if self.invocations.by_origin.contains_key(&origin) {
+            // The same call delivered twice as two messages (an idempotent
+            // call failed over to the same address): the invocation already
+            // running answers it; never run it twice.
             return;
         }
         let Some(owner) = self.registry.owner(function) else {

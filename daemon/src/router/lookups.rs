@@ -72,6 +72,36 @@ impl Router {
         }
     }
 
+    /// True while an `rpcd.names` lookup waits for the resolver: work a
+    /// graceful shutdown must answer.
+    pub(super) fn names_lookup_pending(&self) -> bool {
+        self.lookups
+            .pending
+            .values()
+            .any(|p| matches!(p, LookupFor::Names { .. }))
+    }
+
+    /// Shutting down: answer every `rpcd.names` still waiting for the
+    /// resolver with `shutting_down`.
+    pub(super) fn fail_pending_names(&mut self, now: Instant) {
+        let ids: Vec<LookupId> = self
+            .lookups
+            .pending
+            .iter()
+            .filter(|(_, p)| matches!(p, LookupFor::Names { .. }))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(LookupFor::Names { origin, .. }) = self.lookups.pending.remove(&id) {
+                let f = Failure::new(
+                    ErrorCode::ShuttingDown,
+                    "the serving daemon is shutting down",
+                );
+                self.answer(now, origin, Err(f));
+            }
+        }
+    }
+
     fn start_lookup(&mut self, targets: Vec<String>, purpose: LookupFor) -> bool {
         if self.lookups.pending.len() >= LOOKUPS_PENDING_MAX {
             return false;

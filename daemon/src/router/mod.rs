@@ -238,11 +238,12 @@ impl Router {
             return;
         }
         info!("shutting down: no new calls, answering pending ones");
+        // The next handle_timeout advances it: finishing here, before the
+        // shell has read what this wakeup brought, could exit with a reply
+        // to a request read in the same turn never sent.
         self.shutdown = Shutdown::Draining {
             until: now + self.settings.limits.shutdown_grace,
         };
-        self.advance_shutdown(now);
-        self.drain_events(now);
     }
 
     /// New settings (already validated). The listen address, the socket and
@@ -440,13 +441,13 @@ impl Router {
             });
             match due {
                 None => return,
-                Some(Deadline::Call(id)) => self.finish_call(
+                Some(Deadline::Call(id)) => self.give_up_call(
                     now,
                     id,
-                    Err(Failure::new(
+                    Failure::new(
                         ErrorCode::DeadlineExceeded,
                         "the call's deadline passed before a reply arrived",
-                    )),
+                    ),
                 ),
                 // The caller has given up by now: the app is told to stop,
                 // and a late result from it is dropped and counted.
@@ -457,20 +458,20 @@ impl Router {
 
     fn advance_shutdown(&mut self, now: Instant) {
         if let Shutdown::Draining { until } = self.shutdown {
-            let quiet = self.calls.is_empty() && self.invocations.is_empty();
+            let quiet = self.calls.is_empty()
+                && self.invocations.is_empty()
+                && !self.names_lookup_pending();
             if !quiet && now < until {
                 return;
             }
             for id in self.calls.ids() {
-                self.finish_call(
+                self.give_up_call(
                     now,
                     id,
-                    Err(Failure::new(
-                        ErrorCode::ShuttingDown,
-                        "the daemon is shutting down",
-                    )),
+                    Failure::new(ErrorCode::ShuttingDown, "the daemon is shutting down"),
                 );
             }
+            self.fail_pending_names(now);
             for id in self.invocations.ids() {
                 if let Some(i) = self.take_invocation(id) {
                     self.cancel_frame(i.owner, id);
@@ -506,6 +507,35 @@ impl Router {
             self.on_transport_event(now, ev.peer, ev.kind);
         }
         any
+    }
+}
+
+#[cfg(test)]
+impl Router {
+    /// Every table and index agrees with every other.
+    pub(crate) fn check_invariants(&self) {
+        self.calls.check_indexes();
+        self.invocations.check_indexes();
+        for (id, app) in self.calls.apps() {
+            let a = self.apps.get(app).expect("a call's app is connected");
+            assert!(a.calls.contains(&id), "{app} does not list call {id}");
+        }
+        for (id, owner) in self.invocations.owners() {
+            let a = self
+                .apps
+                .get(owner)
+                .expect("an invocation's app is connected");
+            assert!(a.invocations.contains(&id), "{owner} does not list {id}");
+        }
+        let (calls, invs): (usize, usize) = self.apps.iter().fold((0, 0), |(c, i), (_, a)| {
+            (c + a.calls.len(), i + a.invocations.len())
+        });
+        assert_eq!(calls, self.calls.len(), "apps list calls that ended");
+        assert_eq!(
+            invs,
+            self.invocations.len(),
+            "apps list invocations that ended"
+        );
     }
 }
 

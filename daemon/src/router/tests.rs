@@ -1,7 +1,7 @@
 //! Routers over an in-memory link on a moved clock: the RPC layer's
 //! scenarios, run in milliseconds without a process or a socket.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,10 @@ struct Node {
 /// moves, and a seeded loss rate.
 struct Net {
     now: Instant,
-    nodes: HashMap<SocketAddr, Node>,
+    /// Ordered, so that the seeded loss decisions do not depend on hashing.
+    nodes: BTreeMap<SocketAddr, Node>,
+    /// Daemons whose router finished a shutdown: gone, like an exited process.
+    exited: BTreeSet<SocketAddr>,
     in_flight: Vec<(Instant, SocketAddr, SocketAddr, Vec<u8>)>,
     /// Percent of datagrams lost, decided by `rng`.
     loss: u64,
@@ -47,7 +50,8 @@ impl Net {
     fn new(seed: u64, settings: impl Fn(&mut Settings)) -> Net {
         let mut net = Net {
             now: Instant::now(),
-            nodes: HashMap::new(),
+            nodes: BTreeMap::new(),
+            exited: BTreeSet::new(),
             in_flight: Vec::new(),
             loss: 0,
             rng: seed | 1,
@@ -68,6 +72,7 @@ impl Net {
         };
         settings(&mut s);
         self.epoch += 1;
+        self.exited.remove(&addr(a));
         let router = Router::new(s, addr(a), Vec::new(), self.epoch, self.now);
         self.nodes.insert(
             addr(a),
@@ -228,6 +233,9 @@ impl Net {
                 }
             }
         }
+        for node in self.nodes.values() {
+            node.router.check_invariants();
+        }
         for (from, to, bytes) in sent {
             if self.loss > 0 && self.random() % 100 < self.loss {
                 continue;
@@ -252,6 +260,18 @@ impl Net {
             n.router.handle_timeout(now);
         }
         self.settle();
+        // A router that finished its shutdown is a daemon that exited: it
+        // hears and sends nothing more.
+        let finished: Vec<SocketAddr> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.router.is_finished())
+            .map(|(&a, _)| a)
+            .collect();
+        for a in finished {
+            self.nodes.remove(&a);
+            self.exited.insert(a);
+        }
         let next_timer = self
             .nodes
             .values_mut()
@@ -335,6 +355,10 @@ impl Net {
         got[0]
     }
 
+    fn has_exited(&self, a: &str) -> bool {
+        self.exited.contains(&addr(a))
+    }
+
     fn stats(&mut self, a: &str) -> rpcd_client::ipc::Stats {
         let now = self.now;
         self.node(a).router.stats(now)
@@ -405,12 +429,22 @@ fn deadline_expiry() {
     net.register(B, server, "slow");
     let t0 = net.now;
     net.call(A, caller, 1, B, "slow", 300);
-    let _held = net.wait_invocation(B, server);
+    let held = net.wait_invocation(B, server);
     assert_eq!(
         net.wait_outcome(A, caller, 1),
         Err(ErrorCode::DeadlineExceeded)
     );
     let took = net.now - t0;
+    let mut frames = Vec::new();
+    net.run_until("the cancel at B", |n| {
+        frames.extend(n.take(B, server));
+        !frames.is_empty()
+    });
+    assert_eq!(
+        frames,
+        vec![DaemonMsg::Cancel { invocation: held }],
+        "B's app is told, once"
+    );
     assert!(
         took >= Duration::from_millis(300) && took < Duration::from_millis(310),
         "ended at {took:?}"
@@ -567,18 +601,30 @@ fn shutdown_drains_a_remote_callers_call() {
     // New work is refused meanwhile.
     net.call(A, caller, 2, B, "kv.get", 10_000);
     assert_eq!(net.wait_outcome(A, caller, 2), Err(ErrorCode::ShuttingDown));
-    assert!(!net.node(B).router.is_finished(), "a call is still served");
+    assert!(!net.has_exited(B), "a call is still served");
     net.answer(B, server, inv, vec![0xc3]);
     let mut finished_before_reply = false;
     let mut got = None;
     net.run_until("the reply", |n| {
-        finished_before_reply |= n.node(B).router.is_finished() && got.is_none();
+        finished_before_reply |= n.has_exited(B) && got.is_none();
         got = n.outcome(A, caller, 1);
         got.is_some()
     });
     assert_eq!(got, Some(Ok(vec![0xc3])));
-    assert!(!finished_before_reply);
-    net.run_until("B to finish", |n| n.node(B).router.is_finished());
+    assert!(
+        !finished_before_reply,
+        "B exited before its reply reached A"
+    );
+    net.run_until("B to exit", |n| n.has_exited(B));
+    // B waited for A's acknowledgement of the reply: nothing of A's is left
+    // to retransmit to a daemon that is gone.
+    let a_to_b = net
+        .stats(A)
+        .peers
+        .into_iter()
+        .find(|p| p.addr == B)
+        .expect("peer B");
+    assert_eq!(a_to_b.in_flight, 0);
 }
 
 /// SIGTERM with an invocation the app never answers: at the end of the
@@ -592,22 +638,28 @@ fn shutdown_grace_ends_with_shutting_down_for_the_remote_caller() {
     let server = net.app(B, 2);
     net.register(B, server, "kv.get");
     net.call(A, caller, 1, B, "kv.get", 10_000);
-    let _never = net.wait_invocation(B, server);
+    let never = net.wait_invocation(B, server);
     let now = net.now;
     net.node(B).router.begin_shutdown(now);
     let mut got = None;
+    let mut exited_first = false;
+    let mut told = Vec::new();
     net.run_until("the outcome", |n| {
+        exited_first |= n.has_exited(B) && got.is_none();
+        if !n.has_exited(B) {
+            told.extend(n.take(B, server));
+        }
         got = n.outcome(A, caller, 1);
         got.is_some()
     });
     assert_eq!(got, Some(Err(ErrorCode::ShuttingDown)));
-    net.run_until("B to finish", |n| n.node(B).router.is_finished());
-    assert!(
-        net.take(B, server)
-            .iter()
-            .any(|m| matches!(m, DaemonMsg::Cancel { .. })),
-        "the serving app is told to stop"
+    assert!(!exited_first, "B exited before A had its answer");
+    assert_eq!(
+        told,
+        vec![DaemonMsg::Cancel { invocation: never }],
+        "at the end of the grace period the serving app is told to stop, once"
     );
+    net.run_until("B to exit", |n| n.has_exited(B));
 }
 
 /// Every spelling of this daemon's own address is served locally, with no

@@ -84,6 +84,15 @@ impl Local {
         })
     }
 
+    /// Limits after a reload. The output bound and the read batch apply at
+    /// once; `frame_max` to connections accepted from now on (a reader's
+    /// buffer is sized by the bound it started with).
+    pub fn set_limits(&mut self, frame_max: usize, output_max: usize, read_batch: usize) {
+        self.frame_max = frame_max;
+        self.output_max = output_max;
+        self.read_batch = read_batch.max(1);
+    }
+
     /// The connection a token names, if it is one.
     pub fn conn_of(token: Token) -> Option<ConnId> {
         let t = token.0 as u64;

@@ -276,16 +276,20 @@ impl Shell {
 
     /// Write what this iteration queued.
     fn flush(&mut self) {
-        self.udp.flush(self.poll.registry());
-        let failed = self.local.flush(self.poll.registry());
-        if !failed.is_empty() {
+        // A connection failing while written makes the router answer for
+        // it (e.g. `server_app_gone` to its callers): write those too before
+        // sleeping. Each round closes at least one connection, so this ends.
+        loop {
+            self.udp.flush(self.poll.registry());
+            let failed = self.local.flush(self.poll.registry());
+            if failed.is_empty() {
+                return;
+            }
             let now = Instant::now();
             for id in failed {
                 self.conn_failed(now, id);
             }
             self.drive(now);
-            self.udp.flush(self.poll.registry());
-            // Frames for the apps that remain go out next iteration.
         }
     }
 
@@ -313,7 +317,17 @@ impl Shell {
     fn reload(&mut self) {
         notify("RELOADING=1");
         match self.load_settings() {
-            Ok(new) => self.router.reload(new),
+            Ok(new) => {
+                let l = new.limits;
+                self.local.set_limits(
+                    l.frame_max,
+                    l.connection_output_max,
+                    l.connection_read_batch,
+                );
+                self.udp
+                    .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
+                self.router.reload(new);
+            }
             Err(e) => warn!(error = %e, "reload failed; the previous settings stay in force"),
         }
         notify("READY=1");

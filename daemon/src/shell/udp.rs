@@ -70,6 +70,12 @@ impl Udp {
         })
     }
 
+    /// Limits after a reload.
+    pub fn set_limits(&mut self, batch_max: usize, backlog_max: usize) {
+        self.batch_max = batch_max.max(1);
+        self.backlog_max = backlog_max;
+    }
+
     /// Read at most one batch of datagrams, handing each to `on`. Leaves
     /// `ready` set when the batch ended before the socket was drained, so a
     /// flood cannot keep the loop from the other sources.

@@ -134,6 +134,11 @@ impl Router {
                 .get(a)
                 .is_some_and(|t| now.saturating_duration_since(*t) < UNREACHABLE_MEMORY)
         };
+        // The same address twice (a name listing it twice, two host names
+        // resolving to it) would fail an idempotent call over to the peer
+        // that just failed it, with the same call id.
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(*a));
         addrs.sort_by_key(down);
         if let Some(r) = self.calls.get_mut(call).and_then(|c| c.retry.as_mut()) {
             r.candidates = addrs.into();
@@ -249,20 +254,37 @@ impl Router {
         }
     }
 
-    /// End a call with its one outcome and tell the app.
+    /// End a call with its one outcome and tell the app. The peer's side
+    /// is left alone: it answered, restarted, or is unreachable.
     pub(super) fn finish_call(
         &mut self,
         now: Instant,
         id: CallId,
         result: Result<Vec<u8>, Failure>,
     ) {
+        self.end_call(now, id, result, false);
+    }
+
+    /// This side stops waiting (its deadline passed, or it is shutting
+    /// down): end the call with `failure` and stop the request wherever it
+    /// is — no more retransmissions, and the serving daemon told to drop the
+    /// work.
+    pub(super) fn give_up_call(&mut self, now: Instant, id: CallId, failure: Failure) {
+        self.end_call(now, id, Err(failure), true);
+    }
+
+    fn end_call(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        result: Result<Vec<u8>, Failure>,
+        stop_remote: bool,
+    ) {
         let Some(call) = self.calls.map.remove(&id) else {
             return;
         };
         self.unlink_call(id, &call);
-        let expired = matches!(&result, Err(f) if f.code == ErrorCode::DeadlineExceeded);
-        if expired {
-            // Stop retransmitting the request, and let the server drop it.
+        if stop_remote {
             self.stop_remote_work(now, id, &call);
         }
         if call.state == CallState::Local {

@@ -132,3 +132,40 @@ impl Calls {
         }
     }
 }
+
+#[cfg(test)]
+impl Calls {
+    /// The indexes agree with the table.
+    pub fn check_indexes(&self) {
+        let mut remote = 0;
+        for (&id, c) in &self.map {
+            if let Target::Remote(p) = c.target {
+                remote += 1;
+                assert!(
+                    self.by_peer.get(&p).is_some_and(|s| s.contains(&id)),
+                    "call {id} to {p} missing from by_peer"
+                );
+                if let CallState::Sending(m) = c.state {
+                    assert_eq!(self.by_msg.get(&(p, m)), Some(&id), "call {id}: by_msg");
+                }
+            }
+        }
+        assert_eq!(
+            self.by_peer.values().map(HashSet::len).sum::<usize>(),
+            remote,
+            "by_peer holds calls that are not remote calls in the table"
+        );
+        for (&(p, m), id) in &self.by_msg {
+            let c = self.map.get(id).expect("by_msg names a live call");
+            assert_eq!(
+                (c.target, c.state),
+                (Target::Remote(p), CallState::Sending(m))
+            );
+        }
+    }
+
+    /// Every call with its app.
+    pub fn apps(&self) -> impl Iterator<Item = (CallId, ConnId)> + '_ {
+        self.map.iter().map(|(&id, c)| (id, c.app))
+    }
+}
