@@ -25,6 +25,7 @@ fn addr(s: &str) -> SocketAddr {
 /// One daemon: its router and what it said to its apps.
 struct Node {
     router: Router,
+    lookups: Vec<super::LookupRequest>,
     frames: Vec<(ConnId, DaemonMsg)>,
     closed: Vec<ConnId>,
     transmits: u64,
@@ -78,6 +79,7 @@ impl Net {
             addr(a),
             Node {
                 router,
+                lookups: Vec::new(),
                 frames: Vec::new(),
                 closed: Vec::new(),
                 transmits: 0,
@@ -229,7 +231,7 @@ impl Net {
                 match o {
                     Output::Frame(c, m) => node.frames.push((c, m)),
                     Output::Close(c) => node.closed.push(c),
-                    Output::Lookup(l) => panic!("no lookups in these tests: {l:?}"),
+                    Output::Lookup(l) => node.lookups.push(l),
                 }
             }
         }
@@ -745,4 +747,128 @@ fn calls_under_loss_end_exactly_once() {
             }
         }
     }
+}
+
+/// A host-name target goes to the resolver; its answer sends the call. An
+/// answer that comes after the call ended (here: its deadline) is ignored:
+/// no second outcome, and the request is never sent.
+#[test]
+fn lookups_send_the_call_and_late_answers_are_ignored() {
+    let mut net = Net::new(12, |_| {});
+    let caller = net.app(A, 1);
+    let server = net.app(B, 2);
+    net.register(B, server, "kv.get");
+    net.call(A, caller, 1, "b.example:7402", "kv.get", 5_000);
+    let lookup = net
+        .node(A)
+        .lookups
+        .pop()
+        .expect("a lookup for the host name");
+    assert_eq!(lookup.targets, vec!["b.example:7402".to_owned()]);
+    let now = net.now;
+    net.node(A).router.handle_lookup(
+        now,
+        super::LookupAnswer {
+            id: lookup.id,
+            results: vec![Ok(addr(B))],
+        },
+    );
+    let inv = net.wait_invocation(B, server);
+    net.answer(B, server, inv, vec![0xc3]);
+    assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc3]));
+
+    net.call(A, caller, 2, "b.example:7402", "kv.get", 50);
+    let slow = net.node(A).lookups.pop().expect("a lookup");
+    assert_eq!(
+        net.wait_outcome(A, caller, 2),
+        Err(ErrorCode::DeadlineExceeded)
+    );
+    let now = net.now;
+    net.node(A).router.handle_lookup(
+        now,
+        super::LookupAnswer {
+            id: slow.id,
+            results: vec![Ok(addr(B))],
+        },
+    );
+    net.run_for(Duration::from_millis(100));
+    assert!(net.invocations(B, server).is_empty(), "never sent");
+    assert_eq!(net.outcome(A, caller, 2), None, "one outcome only");
+
+    // A name that resolves to nothing ends the call `peer_unreachable`.
+    net.call(A, caller, 3, "nowhere.example:1", "kv.get", 5_000);
+    let none = net.node(A).lookups.pop().expect("a lookup");
+    let now = net.now;
+    net.node(A).router.handle_lookup(
+        now,
+        super::LookupAnswer {
+            id: none.id,
+            results: vec![Err("no such host".into())],
+        },
+    );
+    assert_eq!(
+        net.wait_outcome(A, caller, 3),
+        Err(ErrorCode::PeerUnreachable)
+    );
+}
+
+/// Beyond `connections_max` an app is told `overloaded` and closed; a
+/// second `hello` or a wrong version is a fatal protocol error that closes
+/// that connection only.
+#[test]
+fn connection_refusal_and_fatal_frames() {
+    let mut net = Net::new(13, |s| s.limits.connections_max = 2);
+    let one = net.app(A, 1);
+    let _two = net.app(A, 2);
+    let now = net.now;
+    net.node(A)
+        .router
+        .handle_conn_opened(ConnId(3), PeerCred::default());
+    net.settle();
+    assert!(matches!(
+        net.take(A, ConnId(3)).as_slice(),
+        [DaemonMsg::Fatal {
+            code: ErrorCode::Overloaded,
+            ..
+        }]
+    ));
+    assert_eq!(net.node(A).closed, vec![ConnId(3)]);
+    net.send(
+        A,
+        one,
+        ClientMsg::Hello {
+            id: 9,
+            version: PROTOCOL_VERSION,
+            name: "again".into(),
+        },
+    );
+    assert!(matches!(
+        net.take(A, one).as_slice(),
+        [DaemonMsg::Fatal {
+            code: ErrorCode::ProtocolError,
+            ..
+        }]
+    ));
+    assert_eq!(net.node(A).closed, vec![ConnId(3), one]);
+    // The slot is free again; a wrong version is refused the same way.
+    net.node(A)
+        .router
+        .handle_conn_opened(ConnId(4), PeerCred::default());
+    net.node(A).router.handle_client_msg(
+        now,
+        ConnId(4),
+        ClientMsg::Hello {
+            id: 1,
+            version: PROTOCOL_VERSION + 1,
+            name: "future".into(),
+        },
+    );
+    net.settle();
+    assert!(matches!(
+        net.take(A, ConnId(4)).as_slice(),
+        [DaemonMsg::Fatal {
+            code: ErrorCode::VersionMismatch,
+            ..
+        }]
+    ));
 }
