@@ -568,6 +568,14 @@ fn connections_are_bounded() {
             assert_eq!(code, ErrorCode::Overloaded, "{message}");
             assert!(message.contains("connections"), "{message}");
         }
+        // The daemon sends its refusal and closes at once; when that close wins the
+        // race with the hello, the library sees the pipe break before it reads the
+        // refusal. Still a refusal, never a timeout.
+        Err(rpcd_client::conn::ConnectError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) => {}
         other => panic!("a third connection was not refused: {other:?}"),
     }
     assert!(took < Duration::from_secs(2), "refused only after {took:?}");
