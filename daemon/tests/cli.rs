@@ -5,16 +5,63 @@
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
+/// How long an `rpcd` that must exit by itself may run before the test fails.
+const EXIT_MAX: Duration = Duration::from_secs(20);
+
+/// `rpcd` with the test's environment left out: no `RPCD_*` settings overrides or socket
+/// path, no `NOTIFY_SOCKET`, no log filter.
 fn rpcd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_rpcd"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rpcd"));
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("RPCD_") || k == "NOTIFY_SOCKET" || k == "RUST_LOG" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
+/// Run `cmd`, which must exit by itself within [`EXIT_MAX`]: killed (and the test
+/// failed) otherwise, also when the test panics first.
+fn output(cmd: &mut Command, dir: &std::path::Path) -> Output {
+    struct Guard(std::process::Child);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let (out, err) = (dir.join("stdout"), dir.join("stderr"));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let mut guard = Guard(child);
+    let until = Instant::now() + EXIT_MAX;
+    let status = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < until, "rpcd still ran after {EXIT_MAX:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: std::fs::read(out).unwrap(),
+        stderr: std::fs::read(err).unwrap(),
+    }
 }
 
 /// `--help` names every flag the brief asks for.
 #[test]
 fn help_lists_flags() {
-    let out = rpcd().arg("--help").output().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(rpcd().arg("--help"), dir.path());
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for flag in ["--config", "--listen", "--socket"] {
@@ -23,18 +70,22 @@ fn help_lists_flags() {
 }
 
 /// Start rpcd with `config` as its file; it must fail. Returns its stderr
-/// and whether it left a socket file behind.
+/// and whether it left a socket file behind. On an ephemeral port, so a
+/// config wrongly accepted never takes the default port 7400, and under a
+/// guard, so it never outlives the test.
 fn refused_config(config: &str) -> (String, bool) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("rpcd.toml");
     std::fs::write(&cfg, config).unwrap();
-    let out = rpcd()
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--socket")
-        .arg(dir.path().join("s.sock"))
-        .output()
-        .unwrap();
+    let out = output(
+        rpcd()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--socket")
+            .arg(dir.path().join("s.sock")),
+        dir.path(),
+    );
     assert!(!out.status.success(), "rpcd accepted {config:?}");
     (
         String::from_utf8_lossy(&out.stderr).into_owned(),

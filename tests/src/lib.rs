@@ -112,6 +112,42 @@ impl Drop for ProcessGuard {
     }
 }
 
+/// `rpcd` isolated from the machine and from the test's own environment: an explicit
+/// `--config` (`config`, else an empty file in `dir`), so the system file
+/// (`/etc/rpcd/rpcd.toml`) is never read, an environment cleaned by [`isolate`], and
+/// `RUST_LOG=info` for its log.
+/// Add `--listen` (port 0) and `--socket` (in `dir`).
+pub fn rpcd_command(dir: &Path, config: Option<&Path>) -> Command {
+    let config = match config {
+        Some(c) => c.to_owned(),
+        None => {
+            let empty = dir.join("empty.toml");
+            std::fs::write(&empty, "").expect("write the empty config");
+            empty
+        }
+    };
+    let mut cmd = Command::new(bin("rpcd"));
+    cmd.arg("--config").arg(config);
+    isolate(&mut cmd).env("RUST_LOG", "info");
+    cmd
+}
+
+/// Remove the variables of the test's environment that change what `rpcd`, `rpcctl` or
+/// an app do: settings overrides (`RPCD_<SECTION>__<KEY>`), the socket path
+/// (`RPCD_SOCKET`), systemd's notification and socket activation, and the log filter.
+pub fn isolate(cmd: &mut Command) -> &mut Command {
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("RPCD_")
+            || k.starts_with("LISTEN_")
+            || ["NOTIFY_SOCKET", "RUST_LOG", "RUST_LOG_STYLE"].contains(&k.as_ref())
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd
+}
+
 /// A running `rpcd` with its own socket, log and (optional) config file.
 #[derive(Debug)]
 pub struct Daemon {
@@ -152,19 +188,14 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut cmd = Command::new(bin("rpcd"));
+        let mut cmd = rpcd_command(dir, config.as_deref());
         cmd.arg("--listen")
             .arg(listen)
             .arg("--socket")
             .arg(&socket)
-            .env_remove("RPCD_SOCKET")
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf);
-        if let Some(c) = &config {
-            cmd.arg("--config").arg(c);
-        }
         let child = cmd.spawn().expect("spawn rpcd");
         let mut process = ProcessGuard::new(name, child);
         // Ready when the socket answers the handshake.
@@ -391,6 +422,32 @@ impl Drop for Relay {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Run `cmd` to completion, owned by a guard from the moment it starts: its output, or
+/// a panic (the process killed) if it runs longer than `timeout`. For commands that
+/// must exit by themselves (a refused start, `--check-config`, a daemonizing parent).
+pub fn output_within(cmd: &mut Command, timeout: Duration) -> std::process::Output {
+    let dir = tempdir();
+    let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut guard = ProcessGuard::new("bounded", child);
+    let Some(status) = guard.wait_timeout(timeout) else {
+        panic!(
+            "{cmd:?} still ran after {timeout:?} (killed); stderr:\n{}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&out).unwrap_or_default(),
+        stderr: std::fs::read(&err).unwrap_or_default(),
     }
 }
 

@@ -255,6 +255,25 @@ impl Net {
         guard
     }
 
+    /// Start the at-most-once oracle's serving app (`fault_helper oracle`, in the root
+    /// namespace) on host `i`'s socket, appending every execution of `oracle.run` to
+    /// `log`, and wait until `oracle.run` is registered there. The caller owns the
+    /// process; a new one on the same `log` keeps the record.
+    pub fn oracle_server(&self, i: usize, log: &Path) -> ProcessGuard {
+        let child = Command::new(bin("fault_helper"))
+            .arg("oracle")
+            .arg(&self.hosts[i].socket)
+            .arg(log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn fault_helper oracle");
+        let guard = ProcessGuard::new("oracle", child);
+        self.wait_registered(i, "oracle.run");
+        guard
+    }
+
     /// Wait (up to 20 s) until `function` is registered on host `i`'s daemon.
     pub fn wait_registered(&self, i: usize, function: &str) {
         let ok = wait_until(Duration::from_secs(20), || {
@@ -399,19 +418,19 @@ impl Net {
             .append(true)
             .open(&h.log)
             .expect("log file");
-        let child = self
-            .command(i, &bin("rpcd"))
+        let mut cmd = self.command(i, &bin("rpcd"));
+        crate::isolate(&mut cmd)
+            .env("RUST_LOG", "info")
+            // The namespace hosts' addresses are not loopback, and rpcd does
+            // not authenticate peers yet: say so explicitly.
+            .env("RPCD_DAEMON__PLAINTEXT", "true");
+        let child = cmd
             .arg("--listen")
             .arg(h.listen().to_string())
             .arg("--socket")
             .arg(&h.socket)
             .arg("--config")
             .arg(&h.config)
-            .env_remove("RPCD_SOCKET")
-            .env_remove("NOTIFY_SOCKET")
-            // The namespace hosts' addresses are not loopback.
-            .env("RPCD_DAEMON__PLAINTEXT", "true")
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)

@@ -207,7 +207,8 @@ fn at_most_once_through_a_lossy_relay() {
 }
 
 /// B is killed and restarted on the same address: calls in flight end
-/// "peer restarted"; later calls succeed without restarting A.
+/// "peer restarted" soon after the restart (well before their 30 s deadline);
+/// later calls succeed without restarting A.
 #[test]
 fn peer_restart_fails_in_flight_calls_then_recovers() {
     let dir = tempdir();
@@ -220,19 +221,22 @@ fn peer_restart_fails_in_flight_calls_then_recovers() {
     // Wait until the request reached the serving app, so it is in flight.
     let caller = {
         let (client, target) = (client.clone(), target.clone());
-        thread::spawn(move || client.call(&target, "test.hang", Vec::new(), opts(8000)))
+        thread::spawn(move || client.call(&target, "test.hang", Vec::new(), opts(30_000)))
     };
     let inv = server
         .next_invocation(Some(Duration::from_secs(5)))
         .expect("invocation reached the app");
     assert_eq!(inv.function, "test.hang");
+    // From the kill: the restart itself (up to 20 s on a loaded machine) is inside the
+    // bound, which is why the deadline is 30 s and the bound well below it.
+    let killed = Instant::now();
     b.restart_after_kill(dir.path(), "b");
-    let started = Instant::now();
     let err = caller.join().unwrap().expect_err("the call cannot succeed");
+    let took = killed.elapsed();
     assert_eq!(code(&err), Some(ErrorCode::PeerRestarted), "{err:?}");
     assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "waited for the deadline"
+        took < Duration::from_secs(20),
+        "peer_restarted {took:?} after the kill: waited for something else"
     );
     assert_eq!(
         client
@@ -407,22 +411,43 @@ fn garbage_does_not_disturb_good_calls() {
         })
     };
     // Datagram garbage: empty, short, wrong magic, right magic with a bad
-    // CRC, and oversize.
+    // CRC, and oversize (65,000 bytes: within the read buffer, so it is parsed
+    // and refused like the rest). Sent in batches, each waited for until B has
+    // counted it, so no burst overflows B's receive buffer and every datagram
+    // must be counted exactly once: 906 malformed, 300 corrupt.
     let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut bad_crc = vec![0u8; 96];
     bad_crc[0] = b'R';
     bad_crc[1] = b'D';
     bad_crc[2] = 1;
     bad_crc[3] = 1;
-    for i in 0..300u32 {
-        let _ = junk.send_to(&[], b.udp);
-        let _ = junk.send_to(&i.to_be_bytes(), b.udp);
-        let _ = junk.send_to(&[0xAB; 200], b.udp);
-        let _ = junk.send_to(&bad_crc, b.udp);
-        if i % 50 == 0 {
-            let _ = junk.send_to(&vec![0x55; 65_000], b.udp);
+    let stats_conn = b.connect("stats");
+    let (mut malformed, mut corrupt) = (0u64, 0u64);
+    for batch in 0..10u32 {
+        for i in batch * 30..(batch + 1) * 30 {
+            junk.send_to(&[], b.udp).unwrap();
+            junk.send_to(&i.to_be_bytes(), b.udp).unwrap();
+            junk.send_to(&[0xAB; 200], b.udp).unwrap();
+            junk.send_to(&bad_crc, b.udp).unwrap();
+            malformed += 3;
+            corrupt += 1;
+            if i % 50 == 0 {
+                junk.send_to(&vec![0x55; 65_000], b.udp).unwrap();
+                malformed += 1;
+            }
         }
+        let counted = wait_until(Duration::from_secs(10), || {
+            let s = stats_conn.stats().unwrap();
+            (s.malformed, s.corrupt) == (malformed, corrupt)
+        });
+        let s = stats_conn.stats().unwrap();
+        assert!(
+            counted,
+            "after batch {batch}: malformed {} (sent {malformed}), corrupt {} (sent {corrupt})",
+            s.malformed, s.corrupt
+        );
     }
+    assert_eq!((malformed, corrupt), (906, 300));
     // Socket garbage, each on its own connection: a huge length prefix,
     // bad MessagePack, a valid frame with trailing bytes.
     for garbage in [
@@ -442,18 +467,10 @@ fn garbage_does_not_disturb_good_calls() {
     }
     good.join().unwrap();
     assert!(b.alive(), "rpcd died");
+    // Nothing else was counted meanwhile (the good calls and the socket garbage).
     let stats = b.connect("stats").stats().unwrap();
-    assert!(
-        stats.malformed >= 450,
-        "malformed not counted: {}",
-        stats.malformed
-    );
-    assert!(
-        stats.corrupt >= 150,
-        "corrupt not counted: {}",
-        stats.corrupt
-    );
-    assert!(wait_until(Duration::from_secs(2), || b.alive()));
+    assert_eq!((stats.malformed, stats.corrupt), (906, 300));
+    assert!(b.alive(), "rpcd died");
 }
 
 /// Pending invocations per serving app are bounded: the next caller gets
@@ -549,11 +566,29 @@ fn connections_are_bounded() {
         "127.0.0.1:0",
         Some("[limits]\nconnections_max = 2\n"),
     );
-    let _c1 = a.connect("one");
+    let c1 = a.connect("one");
     let _c2 = a.connect("two");
+    // Refused at once with `overloaded`, not by the handshake timing out (5 s).
+    let t = Instant::now();
     let third = rpcd_client::conn::Connection::connect(&a.socket, "three");
-    assert!(third.is_err(), "a third connection was accepted");
-    drop(_c1);
+    let took = t.elapsed();
+    match third {
+        Err(rpcd_client::conn::ConnectError::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::Overloaded, "{message}");
+            assert!(message.contains("connections"), "{message}");
+        }
+        // The daemon sends its refusal and closes at once; when that close wins the
+        // race with the hello, the library sees the pipe break before it reads the
+        // refusal. Still a refusal, never a timeout.
+        Err(rpcd_client::conn::ConnectError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ) => {}
+        other => panic!("a third connection was not refused: {other:?}"),
+    }
+    assert!(took < Duration::from_secs(2), "refused only after {took:?}");
+    drop(c1);
     assert!(wait_until(Duration::from_secs(5), || {
         rpcd_client::conn::Connection::connect(&a.socket, "again").is_ok()
     }));

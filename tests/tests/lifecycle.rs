@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::{ErrorCode, NameEntry, Outcome};
-use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard};
+use rpcd_tests::{output_within, rpcd_command, tempdir, wait_until, Daemon, ProcessGuard};
 
 fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
     CallOptions {
@@ -27,13 +27,21 @@ fn code(e: &RequestError) -> Option<ErrorCode> {
     e.code()
 }
 
-/// Start rpcd by hand (for flags and environment the harness does not set).
+/// How long a command that must exit by itself may run before the test fails.
+const EXIT_MAX: Duration = Duration::from_secs(20);
+
+/// Start rpcd by hand (for flags and environment the harness does not set): isolated
+/// like the harness's daemons, with an empty config unless `args` names one.
 fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> ProcessGuard {
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut cmd = Command::new(bin("rpcd"));
+    let mut cmd = if args.contains(&"--config") {
+        let mut c = Command::new(rpcd_tests::bin("rpcd"));
+        rpcd_tests::isolate(&mut c).env("RUST_LOG", "info");
+        c
+    } else {
+        rpcd_command(dir, None)
+    };
     cmd.args(args)
-        .env_remove("RPCD_SOCKET")
-        .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
@@ -167,18 +175,18 @@ fn daemonize_writes_pid_file_and_sigterm_cleans_up() {
     let socket = dir.path().join("d.sock");
     let pid_file = dir.path().join("rpcd.pid");
     let log = dir.path().join("d.log");
-    let status = Command::new(bin("rpcd"))
-        .args(["--daemonize", "--listen", "127.0.0.1:0"])
-        .arg("--socket")
-        .arg(&socket)
-        .arg("--pid-file")
-        .arg(&pid_file)
-        .arg("--log-file")
-        .arg(&log)
-        .env_remove("RPCD_SOCKET")
-        .stdin(Stdio::null())
-        .status()
-        .unwrap();
+    let parent = output_within(
+        rpcd_command(dir.path(), None)
+            .args(["--daemonize", "--listen", "127.0.0.1:0"])
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--pid-file")
+            .arg(&pid_file)
+            .arg("--log-file")
+            .arg(&log),
+        EXIT_MAX,
+    );
+    let status = parent.status;
     assert!(status.success(), "the foreground parent failed: {status}");
     assert!(wait_until(Duration::from_secs(10), || pid_file.exists()));
     let pid: i32 = std::fs::read_to_string(&pid_file)
@@ -307,19 +315,20 @@ fn sighup_reload_good_then_bad_file() {
 fn live_socket_refused_stale_socket_replaced() {
     let dir = tempdir();
     let mut a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-    let out = Command::new(bin("rpcd"))
-        .args(["--listen", "127.0.0.1:0", "--socket"])
-        .arg(&a.socket)
-        .env_remove("RPCD_SOCKET")
-        .output()
-        .unwrap();
+    let out = output_within(
+        rpcd_command(dir.path(), None)
+            .args(["--listen", "127.0.0.1:0", "--socket"])
+            .arg(&a.socket),
+        EXIT_MAX,
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another rpcd is serving"), "{err}");
+    // The refused daemon left the live one alone.
+    a.connect("still").ping().unwrap();
+    let first = a.connect("first").daemon().listen.clone();
     a.process.kill();
     assert!(a.socket.exists(), "SIGKILL cannot remove the socket file");
-    let again = Daemon::start(dir.path(), "a2", "127.0.0.1:0", None);
-    assert_eq!(again.socket.parent(), a.socket.parent());
     let p = spawn(
         dir.path(),
         "a3",
@@ -331,8 +340,10 @@ fn live_socket_refused_stale_socket_replaced() {
         ],
         &[],
     );
+    // The daemon answering on the old path is the new one, not a leftover.
     let conn = connect_when_up(&a.socket);
     conn.ping().unwrap();
+    assert_ne!(conn.daemon().listen, first, "the killed daemon answered");
     drop(p);
 }
 
@@ -347,12 +358,10 @@ fn check_config() {
         "[names]\nkv = [\"127.0.0.1:7400\", \"localhost:7401\"]\n",
     )
     .unwrap();
-    let out = Command::new(bin("rpcd"))
-        .arg("--check-config")
-        .arg("--config")
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = output_within(
+        rpcd_command(dir.path(), Some(&good)).arg("--check-config"),
+        EXIT_MAX,
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -361,12 +370,10 @@ fn check_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 service names"));
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "[transport]\nrto_min_ms = \"fast\"\n").unwrap();
-    let out = Command::new(bin("rpcd"))
-        .arg("--check-config")
-        .arg("--config")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = output_within(
+        rpcd_command(dir.path(), Some(&bad)).arg("--check-config"),
+        EXIT_MAX,
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

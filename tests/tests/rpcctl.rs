@@ -46,10 +46,10 @@ impl Run {
 /// Runs rpcctl with `args` against the daemon at `socket`, standard input from `stdin`.
 fn rpcctl_with_stdin(socket: &Path, args: &[&str], stdin: Option<&Path>) -> Run {
     let mut cmd = Command::new(bin("rpcctl"));
-    cmd.arg("--socket")
+    rpcd_tests::isolate(&mut cmd)
+        .arg("--socket")
         .arg(socket)
-        .args(args)
-        .env_remove("RPCD_SOCKET");
+        .args(args);
     match stdin {
         Some(path) => cmd.stdin(File::open(path).expect("stdin file")),
         None => cmd.stdin(Stdio::null()),

@@ -25,19 +25,52 @@ pub fn default_socket_path() -> PathBuf {
 mod tests {
     use super::*;
 
+    /// Each `RPCD_SOCKET` case runs in a child process whose environment is set for it:
+    /// the test process's own environment is never changed (other tests read it).
     #[test]
     fn socket_path_resolution() {
-        // One test touches the environment, so no other test races with it.
-        std::env::set_var("RPCD_SOCKET", "/x/y.sock");
-        assert_eq!(default_socket_path(), PathBuf::from("/x/y.sock"));
-        std::env::set_var("RPCD_SOCKET", "");
-        let path = default_socket_path();
-        std::env::remove_var("RPCD_SOCKET");
-        assert_eq!(default_socket_path(), path);
-        if nix::unistd::geteuid().is_root() {
-            assert_eq!(path, PathBuf::from("/run/rpcd/rpcd.sock"));
+        let default = if nix::unistd::geteuid().is_root() {
+            "/run/rpcd/rpcd.sock".to_owned()
         } else {
+            String::new() // per-user: checked by suffix in the child
+        };
+        for (value, want) in [
+            (Some("/x/y.sock"), "/x/y.sock".to_owned()),
+            (Some(""), default.clone()),
+            (None, default),
+        ] {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args([
+                "--exact",
+                "ipc::socket_path::tests::socket_path_in_a_child",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("RPCD_TEST_WANT_SOCKET", &want)
+            .env_remove("RPCD_SOCKET");
+            if let Some(v) = value {
+                cmd.env("RPCD_SOCKET", v);
+            }
+            let out = cmd.output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && text.contains("1 passed"),
+                "RPCD_SOCKET={value:?}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    /// Run by [`socket_path_resolution`] in a child process whose environment it set.
+    #[test]
+    #[ignore = "run in a child process by socket_path_resolution"]
+    fn socket_path_in_a_child() {
+        let want = std::env::var("RPCD_TEST_WANT_SOCKET").unwrap();
+        let path = default_socket_path();
+        if want.is_empty() {
             assert!(path.ends_with("rpcd.sock"), "{}", path.display());
+        } else {
+            assert_eq!(path, PathBuf::from(want));
         }
     }
 }

@@ -5,12 +5,21 @@
 //! fault_helper tcp-serve ADDR:PORT                      # echo fixed-size messages
 //! fault_helper tcp-client ADDR:PORT CONNS COUNT SIZE TIMEOUT_MS
 //! fault_helper hang SOCKET FUNCTION                     # register FUNCTION, never answer
+//!                                                       # (prints one line per call taken)
+//! fault_helper oracle SOCKET LOG                        # serve `oracle.run`, log each run
 //! ```
 //!
 //! `tcp-client` runs COUNT request/response exchanges of SIZE bytes over CONNS
 //! connections (one thread each) and prints one line per exchange: `ok MICROS` or
 //! `fail`. An exchange that takes longer than TIMEOUT_MS fails and its connection is
-//! replaced. `tcp-serve` and `hang` run until killed, at most 10 minutes.
+//! replaced. `tcp-serve`, `hang` and `oracle` run until killed, at most 10 minutes.
+//!
+//! `oracle` is the at-most-once oracle's serving app: `oracle.run(nonce: u64)` appends
+//! `NONCE\n` to LOG (one `O_APPEND` write, so lines never interleave and a SIGKILL
+//! after the write keeps it) *before* it replies with the nonce. Every caller sends a
+//! nonce of its own, so LOG is the exact list of executions: a test asserts no nonce
+//! ran twice and every `ok` ran exactly once, whatever else happened. It reconnects and
+//! registers again when its daemon restarts, and appends to LOG across its own restarts.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -29,6 +38,7 @@ fn main() -> ExitCode {
             tcp_client(addr, conns, count, size, timeout_ms)
         }
         ["hang", socket, function] => hang(socket, function),
+        ["oracle", socket, log] => oracle(socket, log),
         _ => Err("usage: see the doc comment of tests/src/bin/fault_helper.rs".into()),
     };
     match result {
@@ -162,7 +172,50 @@ fn hang(socket: &str, function: &str) -> Result<()> {
     while started.elapsed() < LIFETIME_MAX && !conn.is_closed() {
         if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(100))) {
             held.push(inv.invocation);
+            // Tells a test the call is in this app's hands (stdout is a pipe or null).
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "invocation").and_then(|()| out.flush());
         }
     }
+    Ok(())
+}
+
+fn oracle(socket: &str, log: &str) -> Result<()> {
+    use std::sync::Mutex;
+
+    let log = Mutex::new(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?,
+    );
+    let options = rpcd_client::ClientOptions {
+        name: "oracle".into(),
+        ..rpcd_client::ClientOptions::default()
+    };
+    let client = rpcd_client::Client::connect_with(std::path::Path::new(socket), options)?;
+    let server = rpcd_client::Server::with_options(
+        &client,
+        rpcd_client::ServerOptions {
+            workers: 4,
+            ..rpcd_client::ServerOptions::default()
+        },
+    )?;
+    let handler = rpcd_client::Handler::typed("oracle.run", move |(nonce,): (u64,)| {
+        let line = format!("{nonce}\n");
+        // The execution is the write: once it returns, the run is on record.
+        log.lock()
+            .map_err(|_| "log lock poisoned".to_owned())?
+            .write_all(line.as_bytes())
+            .map_err(|e| format!("log: {e}"))?;
+        Ok::<u64, String>(nonce)
+    });
+    server.register("oracle.run", handler)?;
+    println!("registered");
+    let started = Instant::now();
+    while started.elapsed() < LIFETIME_MAX {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.stop();
     Ok(())
 }

@@ -1,23 +1,28 @@
-//! Shared by `faults.rs` and `reliability_figures.rs`: `kv` calls encoded as the stub
-//! generator encodes them, and a bounded run of concurrent `kv.incr` calls that records
-//! every outcome and its latency.
+//! Shared by `faults.rs` and `reliability_figures.rs`: calls to the at-most-once oracle
+//! (`oracle.run(nonce)`, served by `fault_helper oracle`, which logs every execution by
+//! its nonce), a bounded run of concurrent calls that records every outcome and its
+//! latency, and the oracle's check over a run's records; plus `kv` calls encoded as the
+//! stub generator encodes them.
 
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::ErrorCode;
-
-/// The key every `kv.incr` of these tests adds to.
-pub const KEY: &str = "counter";
+use rpcd_tests::netns::Net;
+use rpcd_tests::ProcessGuard;
 
 /// How late past its deadline a call may end and still count as "within its deadline":
 /// the daemon's timers and two socket hops on a loaded 2-core machine.
 pub const DEADLINE_GRACE: Duration = Duration::from_millis(1500);
+
+/// The oracle's function.
+pub const ORACLE_FN: &str = "oracle.run";
 
 /// Config shared by every host: default transport settings (documented in
 /// `docs/reliability.md`), a short SIGTERM grace.
@@ -32,11 +37,148 @@ fn options(deadline: Duration, idempotent: bool) -> CallOptions {
     }
 }
 
-/// `kv.incr(KEY)` on `target`: the new value.
-pub fn incr(conn: &Connection, target: &str, deadline: Duration) -> Result<i64, RequestError> {
-    let args = rmp_serde::to_vec_named(&(KEY,)).expect("encode");
-    let reply = conn.call(target, "kv.incr", args, options(deadline, false))?;
-    Ok(rmp_serde::from_slice(&reply).expect("kv.incr returns an i64"))
+/// A nonce no other call of this test process uses.
+pub fn nonce() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `oracle.run(nonce)` on `target` with a fresh nonce: the nonce, and the call's result
+/// (the nonce the server echoed).
+pub fn run_once(
+    conn: &Connection,
+    target: &str,
+    deadline: Duration,
+) -> (u64, Result<u64, RequestError>) {
+    let n = nonce();
+    let args = rmp_serde::to_vec_named(&(n,)).expect("encode");
+    let r = conn
+        .call(target, ORACLE_FN, args, options(deadline, false))
+        .map(|reply| rmp_serde::from_slice(&reply).expect("oracle.run returns a u64"));
+    (n, r)
+}
+
+/// The at-most-once oracle: a `fault_helper oracle` serving app on one host and the log
+/// of every execution it made, by nonce. The log outlives the app: [`Oracle::restart`]
+/// starts a new one appending to it.
+#[derive(Debug)]
+pub struct Oracle {
+    /// The serving app (killed on drop).
+    pub app: ProcessGuard,
+    host: usize,
+    log: PathBuf,
+}
+
+impl Oracle {
+    /// Serve `oracle.run` on `net`'s host `host`, logging into the network's directory.
+    pub fn start(net: &Net, host: usize) -> Oracle {
+        let log = net.dir().join(format!("oracle-{host}.log"));
+        Oracle {
+            app: net.oracle_server(host, &log),
+            host,
+            log,
+        }
+    }
+
+    /// SIGKILL the serving app (mid-call if calls run).
+    pub fn kill(&mut self) {
+        self.app.kill();
+    }
+
+    /// A new serving app on the same host and log.
+    pub fn restart(&mut self, net: &Net) {
+        self.app.kill();
+        self.app = net.oracle_server(self.host, &self.log);
+    }
+
+    /// How many times each nonce ran.
+    pub fn executions(&self) -> HashMap<u64, usize> {
+        executions(&self.log)
+    }
+
+    /// Executions in all.
+    pub fn total(&self) -> usize {
+        self.executions().values().sum()
+    }
+
+    /// The exact at-most-once check over every call made against this oracle: see
+    /// [`verdict`]. Panics with the violations.
+    pub fn check(&self, records: &[Record]) {
+        if let Err(why) = verdict(&self.executions(), records) {
+            panic!("at-most-once violated: {why}");
+        }
+    }
+}
+
+/// Each nonce in the log at `path`, with how many times it ran.
+pub fn executions(path: &Path) -> HashMap<u64, usize> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut runs = HashMap::new();
+    for line in text.lines() {
+        let n: u64 = line
+            .parse()
+            .unwrap_or_else(|_| panic!("bad oracle log line {line:?}"));
+        *runs.entry(n).or_insert(0) += 1;
+    }
+    runs
+}
+
+/// The oracle's judgement of `records` (every call made) against `runs` (what the
+/// serving app executed): `Ok` with a one-line summary, or every violation of
+/// - no nonce ran twice;
+/// - every `ok` ran exactly once, and its reply was its own nonce;
+/// - every definite failure (not outcome-unknown) never ran;
+/// - nothing ran that no call asked for.
+///
+/// Outcome-unknown failures may have run at most once.
+pub fn verdict(runs: &HashMap<u64, usize>, records: &[Record]) -> Result<String, String> {
+    let mut bad = Vec::new();
+    let mut made = HashMap::new();
+    for r in records {
+        made.insert(r.nonce, r);
+    }
+    for (n, k) in runs {
+        if *k > 1 {
+            bad.push(format!("nonce {n} ran {k} times"));
+        }
+        if !made.contains_key(n) {
+            bad.push(format!("nonce {n} ran but no call sent it"));
+        }
+    }
+    let (mut ok, mut unknown_ran, mut unknown) = (0, 0, 0);
+    for r in records {
+        let k = runs.get(&r.nonce).copied().unwrap_or(0);
+        if r.outcome == "ok" {
+            ok += 1;
+            if k != 1 {
+                bad.push(format!("ok call {} ran {k} times", r.nonce));
+            }
+            if r.value != Some(r.nonce) {
+                bad.push(format!("call {} got reply {:?}", r.nonce, r.value));
+            }
+        } else if r.unknown {
+            unknown += 1;
+            unknown_ran += k;
+        } else if k != 0 {
+            bad.push(format!(
+                "call {} ended {} (definite) but ran {k} times",
+                r.nonce, r.outcome
+            ));
+        }
+    }
+    if bad.is_empty() {
+        Ok(format!(
+            "{ok} ok ran once each; {unknown_ran} of {unknown} unknown ran; no double run"
+        ))
+    } else {
+        bad.sort();
+        let shown = bad.len().min(20);
+        Err(format!(
+            "{} violations, first {shown}: {}",
+            bad.len(),
+            bad[..shown].join("; ")
+        ))
+    }
 }
 
 /// `kv.get(key)` on `target`.
@@ -65,7 +207,7 @@ pub fn kv_put(conn: &Connection, target: &str, key: &str, value: &str) {
     .expect("kv.put");
 }
 
-/// A run of `kv.incr` calls.
+/// A run of `oracle.run` calls.
 #[derive(Debug)]
 pub struct Calls<'a> {
     /// Connections the callers share (caller `i` uses `conns[i % len]`).
@@ -85,10 +227,12 @@ pub struct Calls<'a> {
 /// One finished call.
 #[derive(Debug, Clone)]
 pub struct Record {
+    /// The call's nonce.
+    pub nonce: u64,
     /// `"ok"`, an error code, or how the library failed (`"disconnected"`, ...).
     pub outcome: String,
-    /// The value `kv.incr` returned, on success.
-    pub value: Option<i64>,
+    /// The nonce `oracle.run` echoed, on success.
+    pub value: Option<u64>,
     /// Whether the library gave up waiting (no answer from the daemon in time).
     pub local: bool,
     /// How long the call took.
@@ -123,9 +267,9 @@ pub fn run_calls(c: &Calls<'_>) -> Tally {
                         break;
                     }
                     let started = Instant::now();
-                    let r = incr(conn, &c.target, c.deadline);
+                    let (n, r) = run_once(conn, &c.target, c.deadline);
                     let took = started.elapsed();
-                    mine.push(record(r, took));
+                    mine.push(record(n, r, took));
                 }
                 records.lock().expect("records").extend(mine);
             });
@@ -144,9 +288,11 @@ pub fn run_calls(c: &Calls<'_>) -> Tally {
     }
 }
 
-fn record(r: Result<i64, RequestError>, took: Duration) -> Record {
+/// The record of call `nonce` that ended with `r` after `took`.
+pub fn record(nonce: u64, r: Result<u64, RequestError>, took: Duration) -> Record {
     match r {
         Ok(v) => Record {
+            nonce,
             outcome: "ok".into(),
             value: Some(v),
             local: false,
@@ -154,6 +300,7 @@ fn record(r: Result<i64, RequestError>, took: Duration) -> Record {
             unknown: false,
         },
         Err(e) => Record {
+            nonce,
             outcome: outcome_name(&e),
             value: None,
             local: matches!(e, RequestError::Local { .. }),
@@ -175,7 +322,7 @@ pub fn outcome_name(e: &RequestError) -> String {
     }
 }
 
-/// Whether a failed `kv.incr` may nevertheless have run. Broader than
+/// Whether a failed call may nevertheless have run. Broader than
 /// `RequestError::outcome_unknown`: `peer_unreachable` after sending, `server_app_gone`
 /// after the app took the invocation, and `shutting_down` for a call pending at shutdown
 /// may all follow an execution.
@@ -247,7 +394,6 @@ impl Tally {
             "not every call succeeded: {:?}",
             self.by_outcome()
         );
-        self.assert_replies_distinct();
     }
 
     /// Every outcome is one of `allowed`.
@@ -259,7 +405,6 @@ impl Tally {
                 "unexpected outcome {outcome}: {by:?}"
             );
         }
-        self.assert_replies_distinct();
     }
 
     /// Every call ended within its deadline (plus [`DEADLINE_GRACE`]), answered by the
@@ -278,54 +423,6 @@ impl Tally {
                 self.deadline,
                 r.outcome
             );
-        }
-    }
-
-    /// Each success returned a value no other success returned: every reply matched its
-    /// own call and no execution was answered twice.
-    pub fn assert_replies_distinct(&self) {
-        let mut seen = HashSet::new();
-        for v in self.records.iter().filter_map(|r| r.value) {
-            assert!(seen.insert(v), "value {v} returned to two calls");
-        }
-    }
-
-    /// `successes <= counter <= successes + calls whose outcome is unknown`, and the
-    /// counter is at least every returned value.
-    pub fn check_counter(&self, counter: i64) {
-        self.assert_replies_distinct();
-        let ok = self.ok() as i64;
-        let unknown = self.unknown() as i64;
-        assert!(
-            ok <= counter && counter <= ok + unknown,
-            "counter {counter} outside [{ok}, {ok} + {unknown}]: {:?}",
-            self.by_outcome()
-        );
-        let max = self.records.iter().filter_map(|r| r.value).max();
-        assert!(max.unwrap_or(0) <= counter, "a value beyond the counter");
-    }
-
-    /// `"ok"` when [`Tally::check_counter`] holds for `counter`, else why not.
-    pub fn counter_verdict(&self, counter: i64) -> String {
-        let ok = self.ok() as i64;
-        let unknown = self.unknown() as i64;
-        let distinct = {
-            let mut seen = HashSet::new();
-            self.records
-                .iter()
-                .filter_map(|r| r.value)
-                .all(|v| seen.insert(v))
-        };
-        if !distinct {
-            "FAIL (a value returned twice)".into()
-        } else if ok <= counter && counter <= ok + unknown {
-            if counter == ok {
-                format!("{counter} = successes")
-            } else {
-                format!("{ok} ≤ {counter} ≤ {ok} + {unknown}")
-            }
-        } else {
-            format!("FAIL ({counter} outside [{ok}, {ok} + {unknown}])")
         }
     }
 }

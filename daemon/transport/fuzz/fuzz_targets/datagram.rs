@@ -3,10 +3,11 @@
 //! The byte-for-byte half holds because v1 has one encoding per datagram
 //! (reserved bytes and unused fields must be zero).
 //!
-//! Random bytes almost never carry a matching CRC32C, so each input is tried
-//! twice: as it is (the checksum rejects it) and with a correct CRC patched in
-//! (computed independently, per the documented rule), which lets the fuzzer
-//! reach every check behind the checksum.
+//! Random bytes almost never carry the magic, the version and a matching
+//! CRC32C, so each input is tried twice: as it is (the header checks reject
+//! it) and structure-aware, with the magic and version written in and a
+//! correct CRC patched over it (computed independently, per the documented
+//! rule), which lets the fuzzer reach every check behind the checksum.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -32,11 +33,15 @@ fn round_trip(data: &[u8]) -> Result<(), DecodeError> {
 fuzz_target!(|data: &[u8]| {
     let as_is = round_trip(data);
     let mut sealed = data.to_vec();
+    if sealed.len() >= rpcd_transport::wire::HEADER_LEN {
+        sealed[..2].copy_from_slice(&rpcd_transport::wire::MAGIC);
+        sealed[2] = rpcd_transport::wire::VERSION;
+    }
     crc::reseal(&mut sealed);
     let resealed = round_trip(&sealed);
     if sealed != data {
-        // Only the CRC changed, so the untouched input must have failed on it
-        // (or on something checked before it: length, magic, version).
+        // Only the header checks' fields changed (magic, version, CRC), so the
+        // untouched input must have failed on one of them.
         assert!(
             matches!(
                 as_is,
@@ -46,6 +51,16 @@ fuzz_target!(|data: &[u8]| {
                     | DecodeError::UnsupportedVersion(_))
             ),
             "wrong CRC accepted or misreported: {as_is:?}"
+        );
+        // The patched input passes those checks: whatever it fails on is later.
+        assert!(
+            !matches!(
+                resealed,
+                Err(DecodeError::BadChecksum
+                    | DecodeError::BadMagic
+                    | DecodeError::UnsupportedVersion(_))
+            ),
+            "a sealed datagram failed a header check: {resealed:?}"
         );
     } else {
         assert_eq!(as_is, resealed);
