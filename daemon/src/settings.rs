@@ -205,6 +205,7 @@ struct FileTransport {
     recv_window: Option<u32>,
     reassembly_bytes_max: Option<usize>,
     cwnd_initial: Option<u32>,
+    cwnd_min: Option<u32>,
     cwnd_max: Option<u32>,
     rto_initial_ms: Option<u64>,
     rto_min_ms: Option<u64>,
@@ -339,6 +340,7 @@ impl Settings {
         set!(t.recv_window, ft.recv_window);
         set!(t.reassembly_bytes_max, ft.reassembly_bytes_max);
         set!(t.cwnd_initial, ft.cwnd_initial);
+        set!(t.cwnd_min, ft.cwnd_min);
         set!(t.cwnd_max, ft.cwnd_max);
         set!(t.rto_initial, ft.rto_initial_ms, ms);
         set!(t.rto_min, ft.rto_min_ms, ms);
@@ -599,7 +601,7 @@ mod tests {
             .sum();
         // Every key but the commented-out socket path (its default depends
         // on the user); [names] is empty by default and shown commented out.
-        assert_eq!(keys, 2 + 15 + 18, "a key is missing from etc/rpcd.toml");
+        assert_eq!(keys, 2 + 15 + 19, "a key is missing from etc/rpcd.toml");
     }
 
     #[test]

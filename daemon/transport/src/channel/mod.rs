@@ -30,6 +30,7 @@
 
 mod congestion;
 mod liveness;
+mod recovery;
 mod recv;
 mod send;
 mod stats;
@@ -162,6 +163,9 @@ enum Next {
     EpochOnly,
     /// A handshake probe, first or retried, to learn or confirm the epoch.
     HandshakeProbe,
+    /// A probe after a probe timeout: the oldest datagram again, whatever
+    /// the congestion window says.
+    Probe,
     /// A datagram declared lost, with its original counter.
     Retransmission,
     /// The next fragment not yet transmitted.
@@ -308,6 +312,12 @@ impl Channel {
                 self.live.handshake = Some((now, attempt));
                 self.control(Kind::Probe, true)
             }
+            Next::Probe => {
+                self.send.recovery.probes -= 1;
+                self.stats.probes += 1;
+                let seq = self.probe_target().expect("a datagram to probe with");
+                self.transmit(now, seq, true)
+            }
             Next::Retransmission => {
                 let seq = self.send.lost.pop_first().expect("a datagram is lost");
                 self.transmit(now, seq, true)
@@ -340,7 +350,7 @@ impl Channel {
     pub fn is_idle(&self) -> bool {
         self.send.messages.is_empty()
             && self.send.in_flight.is_empty()
-            && self.send.deadlines.is_empty()
+            && self.send.by_time.is_empty()
             && self.recv.partials.is_empty()
             && self.recv.seen.is_empty()
             && self.recv.partial_bytes == 0
@@ -369,6 +379,8 @@ impl Channel {
             if self.probe_now || start {
                 return Some(Next::HandshakeProbe);
             }
+        } else if self.send.recovery.probes > 0 && self.probe_target().is_some() {
+            return Some(Next::Probe);
         } else if self.can_retransmit() {
             return Some(Next::Retransmission);
         } else if self.send.has_new_data() && self.can_send_new() {

@@ -363,6 +363,7 @@ impl Sim {
         }
         let recv_window = rng.gen_range(16..=256);
         let cwnd_max = rng.gen_range(4..=256);
+        let cwnd_initial = rng.gen_range(1..=cwnd_max.min(16));
         let mut cfg = Config {
             payload_max: PAYLOAD_MAX,
             message_max: MESSAGE_MAX,
@@ -370,7 +371,8 @@ impl Sim {
             send_queue_bytes_max: MESSAGE_MAX * rng.gen_range(1..=8),
             recv_window,
             reassembly_bytes_max: MESSAGE_MAX + PAYLOAD_MAX * 64 + rng.gen_range(0..=40_000),
-            cwnd_initial: rng.gen_range(1..=cwnd_max.min(16)),
+            cwnd_initial,
+            cwnd_min: cwnd_initial.min(2),
             cwnd_max,
             rto_initial: ms(20),
             rto_min: ms(2),
