@@ -5,8 +5,11 @@
 //! - it is at least [`PACKET_THRESHOLD`] counters below the highest
 //!   acknowledged one (and was sent once: a retransmission keeps its old
 //!   counter, so its counter says nothing about when it went), or
-//! - it was sent more than 9/8 of an RTT before now (the time threshold:
-//!   `loss_delay`); until then the loss-detection timer waits for it.
+//! - it was sent more than an RTT before now, plus a reordering window once
+//!   the path has been seen to reorder (RACK's time threshold,
+//!   `loss_delay`); until then the loss-detection timer waits for it. On a
+//!   path that keeps order, an acknowledgement of a later datagram is proof
+//!   enough, and a loss is repaired one round trip sooner.
 //!
 //! Each detection is one congestion event for the controller, which reduces
 //! once per recovery period.
@@ -51,6 +54,9 @@ pub(super) struct Recovery {
     pub(super) loss_time: Option<Instant>,
     /// The last transmission of data: the probe timeout counts from it.
     pub(super) last_sent: Option<Instant>,
+    /// A datagram sent once was acknowledged after a later one: the path
+    /// reorders, and loss detection allows for it (RACK.reordering_seen).
+    pub(super) reordering_seen: bool,
     /// Probe timeouts since the last acknowledgement of new data (backoff).
     pub(super) pto_count: u32,
     /// Probe datagrams owed: sent at the next `poll_transmit`, whatever the
@@ -165,15 +171,25 @@ impl Channel {
         }
     }
 
-    /// RACK's reordering window on top of the RTT: 9/8 of the larger of the
-    /// smoothed and the latest RTT (RFC 9002 §6.1.2).
+    /// How long after its transmission a datagram sent before the newest
+    /// acknowledged one is declared lost (RFC 8985 §6.2): the latest RTT
+    /// (the round trip of the newest acknowledged datagram, which the lost
+    /// one would have matched), plus a quarter of the minimum RTT once the
+    /// path has reordered. Before any reordering the window is zero, as
+    /// RACK sets it during recovery: an acknowledgement of a later datagram
+    /// on an ordered path means the earlier one is gone.
     fn loss_delay(&self) -> Duration {
-        let rtt = match (self.rtt.srtt(), self.rtt.latest()) {
-            (Some(s), Some(l)) => s.max(l),
-            (Some(s), None) => s,
-            _ => self.rtt.rto(),
+        let rtt = self
+            .rtt
+            .latest()
+            .or(self.rtt.srtt())
+            .unwrap_or_else(|| self.rtt.rto());
+        let reo_wnd = if self.send.recovery.reordering_seen {
+            self.rtt.min_rtt().unwrap_or(rtt) / 4
+        } else {
+            Duration::ZERO
         };
-        (rtt * 9 / 8).max(GRANULARITY)
+        (rtt + reo_wnd).max(GRANULARITY)
     }
 
     fn declare_lost(&mut self, now: Instant, found: Vec<Seq>) {

@@ -272,6 +272,9 @@ impl Channel {
             };
             if q > self.send.highest_acked {
                 self.send.highest_acked = q;
+            } else if s.transmissions == 1 {
+                // Sent once and acknowledged after a later counter.
+                self.send.recovery.reordering_seen = true;
             }
             // Karn's rule: only a datagram sent once gives an unambiguous sample.
             if s.transmissions == 1 && sample.is_none_or(|(t, _)| s.sent_at > t) {

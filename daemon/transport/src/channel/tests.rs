@@ -470,6 +470,34 @@ fn tail_loss_is_recovered_by_a_probe_before_the_rto() {
     assert_eq!(p.a.snapshot().stats.probes, 1);
 }
 
+/// RFC 8985 §6.2: a datagram sent before one that is acknowledged is lost
+/// once a round trip has passed since it went (on a path that keeps order,
+/// no reordering window), though too few later counters were acknowledged
+/// for the packet threshold: the repair goes one RTT after the loss, not at
+/// a timeout.
+#[test]
+fn time_threshold_declares_a_loss_one_rtt_after_sending() {
+    let mut p = Pair::with(wan(), wan());
+    let (_, lost) = p.handshake_over(vec![1], ms(10));
+    let lost_seq = parse(&lost[0]).seq;
+    p.advance(ms(5));
+    p.a.send(p.now, vec![2]).expect("queued");
+    let later = drain(&mut p.a, p.now);
+    p.advance(ms(5));
+    feed(&mut p.b, p.now, &later);
+    p.b.handle_timeout(p.now + ms(1));
+    let ack = drain(&mut p.b, p.now + ms(1));
+    p.advance(ms(6));
+    feed(&mut p.a, p.now, &ack);
+    let again = drain(&mut p.a, p.now);
+    assert_eq!(
+        again.iter().map(|d| parse(d).seq).collect::<Vec<_>>(),
+        [lost_seq]
+    );
+    let stats = p.a.snapshot().stats;
+    assert_eq!((stats.fast_retransmissions, stats.probes), (1, 0));
+}
+
 /// RFC 9002 §6.2: a probe timeout is no proof of congestion, so it leaves
 /// the window alone, however often it fires.
 #[test]
