@@ -706,8 +706,15 @@ fn congestion_bottleneck() {
         lat.extend(l);
     }
     let elapsed = start.elapsed().as_secs_f64();
-    let sa = client.stats().unwrap().totals;
-    let sb = b.connect("cong-bench-b").stats().unwrap().totals;
+    let (full_a, full_b) = (
+        client.stats().unwrap(),
+        b.connect("cong-bench-b").stats().unwrap(),
+    );
+    println!(
+        "calls at A by outcome {:?}; messages failed A {} B {}",
+        full_a.calls, full_a.totals.messages_failed, full_b.totals.messages_failed
+    );
+    let (sa, sb) = (full_a.totals, full_b.totals);
     let goodput = ok as f64 * size as f64 / elapsed;
     let wire = relay.up.delivered_bytes.load(Ordering::Relaxed) as f64 / elapsed;
     let qdrops = relay.up.queue_drops.load(Ordering::Relaxed)
