@@ -246,6 +246,12 @@ fn check_at(rate: f64, queue_kib: usize, rtt_ms: u64, both_ways: bool, share: f6
         r.drops
     );
     assert!(
+        r.drops * 20 <= r.delivered,
+        "backs off at the queue: {} drops for {} messages",
+        r.drops,
+        r.delivered
+    );
+    assert!(
         r.cwnd_min_after_warmup > Config::default().cwnd_min,
         "the window never collapsed after warm-up"
     );

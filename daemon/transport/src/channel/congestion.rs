@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// (BBR's congestion window gain).
 const BDP_FLOOR_GAIN: f64 = 2.0;
 
+/// A congestion event this many rounds after one the floor held is taken
+/// as a queue the floor keeps overflowing.
+const HELD_LOSS_ROUNDS: u64 = 2;
+
 /// The delivery-rate maximum is forgotten after this many round trips
 /// without a sample as high (BBR's bandwidth filter window).
 const BW_WINDOW_ROUNDS: u64 = 10;
@@ -38,6 +42,11 @@ pub(super) struct Controller {
     min: u32,
     max: u32,
     model: DeliveryModel,
+    /// The last congestion event was held up by the floor (no reduction),
+    /// in this round.
+    held_at_round: Option<u64>,
+    /// Since the last congestion event, data waited for the window.
+    window_full: bool,
 }
 
 /// What the controller records with each datagram when it is sent, to turn
@@ -76,6 +85,8 @@ impl Controller {
             min,
             max,
             model: DeliveryModel::default(),
+            held_at_round: None,
+            window_full: false,
         }
     }
 
@@ -90,6 +101,11 @@ impl Controller {
             delivered: self.model.delivered,
             delivered_time: self.model.delivered_time.unwrap_or(now),
         }
+    }
+
+    /// New data waits because the flight fills the window.
+    pub(super) fn on_window_full(&mut self) {
+        self.window_full = true;
     }
 
     /// A datagram sent at `sent_at` and stamped `mark` was acknowledged.
@@ -121,9 +137,9 @@ impl Controller {
     }
 
     /// Datagrams were declared lost, the newest of them sent at
-    /// `newest_lost_sent`. Starts a recovery period and reduces the window
-    /// unless one is in progress (one reduction per round trip). Returns
-    /// whether it reduced.
+    /// `newest_lost_sent`. Starts a recovery period and reduces the window unless
+    /// one is in progress (one reduction per round trip). Returns whether
+    /// it started one.
     pub(super) fn on_congestion_event(
         &mut self,
         now: Instant,
@@ -134,8 +150,22 @@ impl Controller {
             return false;
         }
         self.recovery_start = Some(now);
-        let floor = self.model.floor(min_rtt).min(self.window);
-        self.window = (self.window / 2).max(floor).max(self.min);
+        // The floor held the window at the last event, losses came back
+        // within the next rounds, and the window was full: not random drops
+        // but a queue that the floor keeps overflowing (shallower than a
+        // BDP). Trust the model for one BDP only, the bottleneck's own rate
+        // without a queue. (A sender the application limits cannot be
+        // overflowing a queue with its window.)
+        let round = self.model.round;
+        let repeated = std::mem::take(&mut self.window_full)
+            && self
+                .held_at_round
+                .is_some_and(|r| round <= r + HELD_LOSS_ROUNDS);
+        let gain = if repeated { 1.0 } else { BDP_FLOOR_GAIN };
+        let floor = self.model.floor(min_rtt, gain).min(self.window);
+        let reduced = (self.window / 2).max(floor).max(self.min);
+        self.held_at_round = (reduced >= self.window).then_some(round);
+        self.window = reduced;
         self.ssthresh = self.window;
         self.credit = 0;
         true
@@ -182,9 +212,9 @@ impl DeliveryModel {
 
     /// The smallest window a reduction leaves: a multiple of the measured
     /// bandwidth-delay product, in datagrams.
-    fn floor(&self, min_rtt: Option<Duration>) -> u32 {
+    fn floor(&self, min_rtt: Option<Duration>, gain: f64) -> u32 {
         let Some(min_rtt) = min_rtt else { return 0 };
-        let bdp = self.bw * min_rtt.as_secs_f64() * BDP_FLOOR_GAIN;
+        let bdp = self.bw * min_rtt.as_secs_f64() * gain;
         bdp.ceil().min(f64::from(u32::MAX)) as u32
     }
 }
@@ -197,33 +227,62 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    #[test]
-    fn reduction_halves_but_keeps_twice_the_delivered_bdp() {
-        let t0 = Instant::now();
-        let mut c = Controller::new(10, 2, 1000);
-        // Ten rounds of 4 datagrams at a 10 ms RTT: 400 datagrams/s, a BDP
-        // of 4, so no reduction goes below 8.
-        for r in 0..10u64 {
-            let sent = t0 + ms(10 * r);
+    /// `rounds` round trips of 4 datagrams at a 10 ms RTT from `t0 + at`:
+    /// 400 datagrams/s, a BDP of 4.
+    fn deliver(c: &mut Controller, t0: Instant, at: u64, rounds: u64) {
+        for r in 0..rounds {
+            let sent = t0 + ms(at + 10 * r);
             let marks: Vec<_> = (0..4).map(|_| c.on_sent(sent)).collect();
             for m in marks {
                 c.on_ack(sent + ms(10), sent, m, Some(ms(10)), true);
             }
         }
-        let w = c.window();
-        assert_eq!(w, 50, "slow start: +1 per acknowledged datagram");
+    }
+
+    #[test]
+    fn reduction_halves_but_keeps_twice_the_delivered_bdp() {
+        let t0 = Instant::now();
+        let mut c = Controller::new(10, 2, 1000);
+        deliver(&mut c, t0, 0, 10);
+        assert_eq!(c.window(), 50, "slow start: +1 per acknowledged datagram");
         assert!(c.on_congestion_event(t0 + ms(100), t0 + ms(95), Some(ms(10))));
         assert_eq!(c.window(), 25);
         // Another loss from the same flight: no second reduction.
         assert!(!c.on_congestion_event(t0 + ms(101), t0 + ms(99), Some(ms(10))));
         assert_eq!(c.window(), 25);
-        // Reductions in later rounds stop at the floor, not at the minimum.
+        // Losses now and then, rounds apart (random drops): reductions
+        // stop at twice the BDP, not at the minimum.
         for k in 1..10u64 {
-            let at = t0 + ms(100 + 20 * k);
-            c.on_congestion_event(at, at - ms(1), Some(ms(10)));
+            let at = 100 + 100 * k;
+            deliver(&mut c, t0, at, 5);
+            c.on_congestion_event(t0 + ms(at + 50), t0 + ms(at + 45), Some(ms(10)));
         }
         assert!((8..=9).contains(&c.window()), "window {}", c.window());
         c.on_persistent_congestion();
         assert_eq!(c.window(), 2);
+    }
+
+    #[test]
+    fn losses_round_after_round_with_a_full_window_fall_back_to_one_bdp() {
+        let t0 = Instant::now();
+        let mut c = Controller::new(9, 2, 1000);
+        deliver(&mut c, t0, 0, 10);
+        for k in 0..6u64 {
+            let at = 100 + 20 * k;
+            c.on_window_full();
+            c.on_congestion_event(t0 + ms(at + 10), t0 + ms(at + 5), Some(ms(10)));
+            deliver(&mut c, t0, at, 1);
+        }
+        assert!((4..=5).contains(&c.window()), "window {}", c.window());
+        // The same losses with the application, not the window, limiting
+        // the flight: random drops, and the floor of twice the BDP holds.
+        let mut c = Controller::new(9, 2, 1000);
+        deliver(&mut c, t0, 0, 10);
+        for k in 0..6u64 {
+            let at = 100 + 20 * k;
+            c.on_congestion_event(t0 + ms(at + 10), t0 + ms(at + 5), Some(ms(10)));
+            deliver(&mut c, t0, at, 1);
+        }
+        assert!((8..=9).contains(&c.window()), "window {}", c.window());
     }
 }

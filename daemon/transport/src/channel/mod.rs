@@ -300,7 +300,14 @@ impl Channel {
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.debug_check_liveness();
-        let next = self.next_transmit()?;
+        let next = self.next_transmit();
+        if self.live.established()
+            && self.send.has_new_data()
+            && self.send.flight() >= self.send.cc.window()
+        {
+            self.send.cc.on_window_full();
+        }
+        let next = next?;
         Some(match next {
             Next::EpochOnly => {
                 self.answer_stranger = false;
