@@ -54,6 +54,7 @@ fn tight() -> Config {
         recv_window: 16,
         reassembly_bytes_max: 4096 + 64 * 64,
         cwnd_initial: 2,
+        cwnd_min: 2,
         cwnd_max: 32,
         rto_initial: Duration::from_millis(20),
         rto_min: Duration::from_millis(2),

@@ -300,6 +300,11 @@ impl Channel {
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.debug_check_liveness();
+        debug_assert_eq!(
+            self.send.by_time.len() + self.send.lost.len(),
+            self.send.in_flight.len(),
+            "each datagram in flight is either timed (by_time) or lost"
+        );
         let next = self.next_transmit();
         if self.live.established()
             && self.send.has_new_data()

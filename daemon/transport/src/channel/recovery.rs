@@ -138,7 +138,11 @@ impl Channel {
         let Some(&(_, oldest)) = self.send.by_time.first() else {
             return;
         };
-        let s = &self.send.in_flight[&oldest];
+        let s = self
+            .send
+            .in_flight
+            .get(&oldest)
+            .expect("by_time holds in-flight counters only");
         if s.transmissions > self.cfg.retransmits_max {
             let id = s.msg_id;
             self.fail_message(id, FailReason::PeerUnreachable);
