@@ -212,6 +212,7 @@ struct FileTransport {
     reassembly_bytes_max: Option<usize>,
     reassembly_total_max: Option<usize>,
     cwnd_initial: Option<u32>,
+    cwnd_min: Option<u32>,
     cwnd_max: Option<u32>,
     rto_initial_ms: Option<u64>,
     rto_min_ms: Option<u64>,
@@ -348,6 +349,7 @@ impl Settings {
         set!(t.reassembly_bytes_max, ft.reassembly_bytes_max);
         set!(t.reassembly_total_max, ft.reassembly_total_max);
         set!(t.cwnd_initial, ft.cwnd_initial);
+        set!(t.cwnd_min, ft.cwnd_min);
         set!(t.cwnd_max, ft.cwnd_max);
         set!(t.rto_initial, ft.rto_initial_ms, ms);
         set!(t.rto_min, ft.rto_min_ms, ms);
@@ -650,7 +652,7 @@ mod tests {
             .sum();
         // Every key but the commented-out socket path (its default depends
         // on the user); [names] is empty by default and shown commented out.
-        assert_eq!(keys, 3 + 15 + 19, "a key is missing from etc/rpcd.toml");
+        assert_eq!(keys, 3 + 15 + 20, "a key is missing from etc/rpcd.toml");
     }
 
     #[test]

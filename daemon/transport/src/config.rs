@@ -25,8 +25,11 @@ pub struct Config {
     pub reassembly_bytes_max: usize,
     /// The same, for all peers together.
     pub reassembly_total_max: usize,
-    /// Congestion window at the start, in datagrams.
+    /// Congestion window at the start, in datagrams (RFC 6928: 10).
     pub cwnd_initial: u32,
+    /// Floor of the congestion window, in datagrams: what persistent
+    /// congestion collapses it to (RFC 9002: 2).
+    pub cwnd_min: u32,
     /// Ceiling of the congestion window, in datagrams.
     pub cwnd_max: u32,
     /// Retransmission timeout before any RTT sample.
@@ -67,7 +70,8 @@ impl Default for Config {
             recv_window: 1024,
             reassembly_bytes_max: 20 * 1024 * 1024,
             reassembly_total_max: 256 * 1024 * 1024,
-            cwnd_initial: 16,
+            cwnd_initial: 10,
+            cwnd_min: 2,
             cwnd_max: 1024,
             rto_initial: Duration::from_millis(100),
             rto_min: Duration::from_millis(4),
@@ -147,8 +151,11 @@ impl Config {
                 "must be at least reassembly_bytes_max, or a largest message could stall",
             ));
         }
-        if self.cwnd_initial == 0 || self.cwnd_initial > self.cwnd_max {
-            return Err(bad("cwnd_initial", "must be 1..=cwnd_max"));
+        if self.cwnd_min == 0 || self.cwnd_min > self.cwnd_initial {
+            return Err(bad("cwnd_min", "must be 1..=cwnd_initial"));
+        }
+        if self.cwnd_initial > self.cwnd_max {
+            return Err(bad("cwnd_initial", "must be cwnd_min..=cwnd_max"));
         }
         if self.rto_min.is_zero() || self.rto_min > self.rto_max {
             return Err(bad("rto_min", "must be above zero and at most rto_max"));

@@ -9,8 +9,9 @@
 //! Modules, in the direction data flows:
 //! - [`wire`]: bytes ⇄ [`wire::Datagram`] (parse once, typed errors);
 //! - [`channel`]: the per-peer state machine (sequence counters, duplicate
-//!   detection, cumulative + selective acks, RTO per RFC 6298 in [`rtt`],
-//!   fast retransmit, congestion window, fragmentation, epochs, keepalive);
+//!   detection, cumulative + selective acks, RTT and RTO per RFC 6298 in
+//!   [`rtt`], loss detection and recovery per RFC 9002 / RACK-TLP, the
+//!   congestion window, fragmentation, epochs, keepalive);
 //! - [`endpoint`]: demultiplexes datagrams to channels, owns the epoch, and
 //!   keeps the channels' timers in a heap.
 //!

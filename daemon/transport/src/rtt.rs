@@ -12,6 +12,7 @@ pub struct RttEstimator {
     srtt: Option<Duration>,
     rttvar: Duration,
     latest: Option<Duration>,
+    min_rtt: Option<Duration>,
     initial: Duration,
     min: Duration,
     max: Duration,
@@ -24,6 +25,7 @@ impl RttEstimator {
             srtt: None,
             rttvar: Duration::ZERO,
             latest: None,
+            min_rtt: None,
             initial,
             min,
             max,
@@ -34,6 +36,7 @@ impl RttEstimator {
     /// exactly once give samples.
     pub fn sample(&mut self, r: Duration) {
         self.latest = Some(r);
+        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
         match self.srtt {
             // (2.2) first measurement
             None => {
@@ -57,6 +60,12 @@ impl RttEstimator {
     /// RTT variation.
     pub fn rttvar(&self) -> Duration {
         self.rttvar
+    }
+
+    /// The smallest sample so far: the path's propagation delay, as far as
+    /// it has shown it.
+    pub fn min_rtt(&self) -> Option<Duration> {
+        self.min_rtt
     }
 
     /// The most recent sample.

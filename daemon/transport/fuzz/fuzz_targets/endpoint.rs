@@ -62,6 +62,7 @@ fn tight() -> Config {
         reassembly_bytes_max: 0,
         reassembly_total_max: 0,
         cwnd_initial: 2,
+        cwnd_min: 2,
         cwnd_max: 32,
         rto_initial: Duration::from_millis(20),
         rto_min: Duration::from_millis(2),

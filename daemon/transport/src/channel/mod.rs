@@ -30,6 +30,7 @@
 
 mod congestion;
 mod liveness;
+mod recovery;
 pub(crate) mod recv;
 mod send;
 mod stats;
@@ -162,6 +163,9 @@ enum Next {
     EpochOnly,
     /// A handshake probe, first or retried, to learn or confirm the epoch.
     HandshakeProbe,
+    /// A probe after a probe timeout: the oldest datagram again, whatever
+    /// the congestion window says.
+    Probe,
     /// A datagram declared lost, with its original counter.
     Retransmission,
     /// The next fragment not yet transmitted.
@@ -312,7 +316,19 @@ impl Channel {
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.debug_check_liveness();
-        let next = self.next_transmit()?;
+        debug_assert_eq!(
+            self.send.by_time.len() + self.send.lost.len(),
+            self.send.in_flight.len(),
+            "each datagram in flight is either timed (by_time) or lost"
+        );
+        let next = self.next_transmit();
+        if self.live.established()
+            && self.send.has_new_data()
+            && self.send.flight() >= self.send.cc.window()
+        {
+            self.send.cc.on_window_full();
+        }
+        let next = next?;
         Some(match next {
             Next::EpochOnly => {
                 self.answer_stranger = false;
@@ -323,6 +339,12 @@ impl Channel {
                 let attempt = self.live.handshake.map_or(1, |(_, a)| a + 1);
                 self.live.handshake = Some((now, attempt));
                 self.control(Kind::Probe, true)
+            }
+            Next::Probe => {
+                self.send.recovery.probes -= 1;
+                self.stats.probes += 1;
+                let seq = self.probe_target().expect("a datagram to probe with");
+                self.transmit(now, seq, true)
             }
             Next::Retransmission => {
                 let seq = self.send.lost.pop_first().expect("a datagram is lost");
@@ -356,7 +378,7 @@ impl Channel {
     pub fn is_idle(&self) -> bool {
         self.send.messages.is_empty()
             && self.send.in_flight.is_empty()
-            && self.send.deadlines.is_empty()
+            && self.send.by_time.is_empty()
             && self.recv.partials.is_empty()
             && self.recv.seen.is_empty()
             && self.recv.partial_bytes == 0
@@ -385,6 +407,8 @@ impl Channel {
             if self.probe_now || start {
                 return Some(Next::HandshakeProbe);
             }
+        } else if self.send.recovery.probes > 0 && self.probe_target().is_some() {
+            return Some(Next::Probe);
         } else if self.can_retransmit() {
             return Some(Next::Retransmission);
         } else if self.send.has_new_data() && self.can_send_new() {

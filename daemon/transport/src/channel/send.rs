@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
+use super::congestion::{Controller, DeliveryMark};
 use super::liveness::Phase;
+use super::recovery::Recovery;
 use super::{Channel, Event, FailReason, MsgId, SendError};
 use crate::config::Config;
 use crate::seq::Seq;
@@ -25,8 +27,12 @@ pub(super) struct OutMsg {
 pub(super) struct Sent {
     pub(super) msg_id: MsgId,
     pub(super) index: u32,
+    /// When it was last transmitted (its key in `SendState::by_time`).
     pub(super) sent_at: Instant,
-    pub(super) deadline: Instant,
+    /// When it was first transmitted.
+    pub(super) first_sent: Instant,
+    /// The delivery state at its last transmission (for rate samples).
+    pub(super) mark: DeliveryMark,
     pub(super) transmissions: u32,
     pub(super) lost: bool,
     /// Marked lost by a selective-ack gap (counted as a fast
@@ -49,18 +55,19 @@ pub(super) struct SendState {
     pub(super) large: VecDeque<MsgId>,
     pub(super) prefer_large: bool,
     pub(super) in_flight: BTreeMap<Seq, Sent>,
-    pub(super) deadlines: BTreeSet<(Instant, Seq)>,
+    /// The in-flight datagrams not declared lost, by the time of their last
+    /// transmission: time-based loss detection and the probe timeout read
+    /// the front, in O(log n).
+    pub(super) by_time: BTreeSet<(Instant, Seq)>,
+    /// Datagrams declared lost, waiting to go again.
     pub(super) lost: BTreeSet<Seq>,
     /// Datagrams below this counter were examined for fast retransmit.
     pub(super) fast_scan: Seq,
     pub(super) highest_acked: Seq,
     pub(super) peer_ack: Seq,
     pub(super) peer_window: u32,
-    pub(super) cwnd: u32,
-    pub(super) cwnd_credit: u32,
-    pub(super) ssthresh: u32,
-    /// Losses of counters below this one belong to a window already reduced.
-    pub(super) recovery_until: Seq,
+    pub(super) cc: Controller,
+    pub(super) recovery: Recovery,
 }
 
 impl SendState {
@@ -74,7 +81,7 @@ impl SendState {
             large: VecDeque::new(),
             prefer_large: false,
             in_flight: BTreeMap::new(),
-            deadlines: BTreeSet::new(),
+            by_time: BTreeSet::new(),
             lost: BTreeSet::new(),
             fast_scan: Seq::FIRST,
             highest_acked: Seq(0),
@@ -82,10 +89,8 @@ impl SendState {
             // Until the peer advertises, assume our own window: both sides
             // normally share a configuration, and the first ack corrects it.
             peer_window: cfg.recv_window,
-            cwnd: cfg.cwnd_initial,
-            cwnd_credit: 0,
-            ssthresh: cfg.cwnd_max,
-            recovery_until: Seq::FIRST,
+            cc: Controller::new(cfg.cwnd_initial, cfg.cwnd_min, cfg.cwnd_max),
+            recovery: Recovery::default(),
         }
     }
 
@@ -217,8 +222,15 @@ impl Channel {
 
     pub(super) fn forget_sent(&mut self, seq: Seq) -> Option<Sent> {
         let s = self.send.in_flight.remove(&seq)?;
-        self.send.deadlines.remove(&(s.deadline, seq));
-        self.send.lost.remove(&seq);
+        if s.lost {
+            self.send.lost.remove(&seq);
+        } else {
+            self.send.by_time.remove(&(s.sent_at, seq));
+        }
+        if self.send.in_flight.is_empty() {
+            // Nothing left to probe with.
+            self.send.recovery.probes = 0;
+        }
         Some(s)
     }
 
@@ -247,19 +259,39 @@ impl Channel {
                 newly.push(q);
             }
         }
+        // The window limited the sender if the flight filled at least half
+        // of it; otherwise the application did, and the window stays.
+        let window_limited = self.send.flight() * 2 >= self.send.cc.window();
+        let min_rtt = self.rtt.min_rtt();
         let mut sample: Option<(Instant, Seq)> = None;
+        let mut newest_sent: Option<Instant> = None;
+        let mut oldest_sent: Option<Instant> = None;
         for q in newly {
             let Some(s) = self.forget_sent(q) else {
                 continue;
             };
             if q > self.send.highest_acked {
                 self.send.highest_acked = q;
+            } else if s.transmissions == 1 {
+                // Sent once and acknowledged after a later counter.
+                self.send.recovery.reordering_seen = true;
             }
             // Karn's rule: only a datagram sent once gives an unambiguous sample.
             if s.transmissions == 1 && sample.is_none_or(|(t, _)| s.sent_at > t) {
                 sample = Some((s.sent_at, q));
             }
-            self.grow_cwnd();
+            // RACK's "most recently sent datagram delivered": a
+            // retransmitted one counts only if the answer cannot be to an
+            // earlier transmission (it came back no faster than the path can).
+            let unambiguous = s.transmissions == 1
+                || min_rtt.is_some_and(|m| now.saturating_duration_since(s.sent_at) >= m);
+            if unambiguous {
+                newest_sent = newest_sent.max(Some(s.sent_at));
+            }
+            oldest_sent = Some(oldest_sent.map_or(s.sent_at, |o| o.min(s.sent_at)));
+            self.send
+                .cc
+                .on_ack(now, s.sent_at, s.mark, min_rtt, window_limited);
             if let Some(m) = self.send.messages.get_mut(&s.msg_id) {
                 m.acked += 1;
                 if m.acked == m.count {
@@ -273,7 +305,10 @@ impl Channel {
         if let Some((t, _)) = sample {
             self.rtt.sample(now.saturating_duration_since(t));
         }
-        self.detect_losses();
+        if oldest_sent.is_some() {
+            self.on_new_ack(newest_sent, oldest_sent);
+        }
+        self.detect_losses(now);
     }
 
     /// Take the next fragment not yet transmitted and give it the next
@@ -314,7 +349,8 @@ impl Channel {
                 msg_id,
                 index,
                 sent_at: now,
-                deadline: now,
+                first_sent: now,
+                mark: self.send.cc.on_sent(now),
                 transmissions: 0,
                 lost: false,
                 fast: false,
@@ -324,32 +360,31 @@ impl Channel {
     }
 
     pub(super) fn transmit(&mut self, now: Instant, seq: Seq, retransmission: bool) -> Vec<u8> {
-        let rto = {
-            let s = self
-                .send
-                .in_flight
-                .get(&seq)
-                .expect("caller picked an in-flight counter");
-            self.rtt.backed_off(s.transmissions + 1)
-        };
+        let mark = self.send.cc.on_sent(now);
         let s = self
             .send
             .in_flight
             .get_mut(&seq)
             .expect("caller picked an in-flight counter");
-        if s.transmissions > 0 {
-            self.send.deadlines.remove(&(s.deadline, seq));
+        if s.lost {
+            self.send.lost.remove(&seq);
+        } else if s.transmissions > 0 {
+            self.send.by_time.remove(&(s.sent_at, seq));
+        }
+        if s.transmissions == 0 {
+            s.first_sent = now;
         }
         s.transmissions += 1;
         s.sent_at = now;
+        s.mark = mark;
         s.lost = false;
         if retransmission && s.fast {
             self.stats.fast_retransmissions += 1;
         }
         s.fast = false;
-        s.deadline = now + rto;
+        self.send.by_time.insert((now, seq));
+        self.send.recovery.last_sent = Some(now);
         let (msg_id, index) = (s.msg_id, s.index);
-        self.send.deadlines.insert((s.deadline, seq));
         if retransmission {
             self.stats.retransmissions += 1;
         }

@@ -13,8 +13,15 @@ pub struct Stats {
     pub datagrams_received: u64,
     /// Data datagrams sent again with their original counter.
     pub retransmissions: u64,
-    /// Of those, sent because of a selective-ack gap rather than a timeout.
+    /// Of those, sent because loss detection declared them lost (a
+    /// selective-ack gap or RACK's time threshold) rather than as a probe.
     pub fast_retransmissions: u64,
+    /// Of those, sent as probes after a probe timeout (tail-loss probes).
+    pub probes: u64,
+    /// Losses that reduced the congestion window (one per recovery period).
+    pub congestion_events: u64,
+    /// Times persistent congestion collapsed the window to its minimum.
+    pub persistent_congestion: u64,
     /// Data datagrams received again (acknowledged, not delivered).
     pub duplicates: u64,
     /// Datagrams from an old epoch of the peer, or addressed to an old epoch of ours.
@@ -67,7 +74,7 @@ impl Channel {
             rto: self.rtt.rto(),
             in_flight: self.send.in_flight.len(),
             queued_messages: self.send.messages.len(),
-            cwnd: self.send.cwnd,
+            cwnd: self.send.cc.window(),
             peer_window: self.send.peer_window,
             reassembly_bytes: self.recv.partial_bytes,
             peer_epoch: self.peer_epoch,

@@ -12,9 +12,13 @@ use super::Channel;
 /// Why the channel wants to be woken up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Timer {
-    /// The earliest retransmission deadline of a datagram in flight (each
-    /// datagram has its own, in `SendState::deadlines`).
-    Retransmit,
+    /// A datagram sent before the newest acknowledged one passes the time
+    /// threshold of loss detection (RACK).
+    LossDetection,
+    /// Nothing was acknowledged for a probe timeout since the last
+    /// transmission: probe with the oldest datagram in flight (a tail-loss
+    /// probe first, then the backed-off RTO).
+    Probe,
     /// Received data waits at most `ack_delay` for an acknowledgement.
     DelayedAck,
     /// The probe that learns or confirms the peer's epoch is retried with
@@ -32,8 +36,9 @@ impl Timer {
     /// Every timer, in the order `handle_timeout` fires them. The order is
     /// part of the behaviour: a handshake or a peer timeout that gives up
     /// fails the messages whose retransmissions fired before it.
-    pub(super) const ALL: [Timer; 5] = [
-        Timer::Retransmit,
+    pub(super) const ALL: [Timer; 6] = [
+        Timer::LossDetection,
+        Timer::Probe,
         Timer::DelayedAck,
         Timer::Handshake,
         Timer::PeerTimeout,
@@ -50,16 +55,17 @@ impl Channel {
             self.live.handshake = None;
         }
         for timer in Timer::ALL {
-            // A timer may fire several times at one instant (one
-            // retransmission per datagram due); each firing moves its
-            // deadline past `now` or removes it, so this ends.
+            // A timer may fire several times at one instant (a probe
+            // timeout that gives up on one datagram may be due for the
+            // next); each firing moves its deadline past `now`, removes it,
+            // or fails a message, so this ends.
             while let Some(deadline) = self.timer_deadline(timer) {
                 if deadline > now {
                     break;
                 }
                 self.fire(now, timer);
                 debug_assert!(
-                    self.timer_deadline(timer) != Some(deadline) || timer == Timer::Retransmit,
+                    self.timer_deadline(timer) != Some(deadline) || timer == Timer::Probe,
                     "{timer:?} fired and left its deadline in place"
                 );
             }
@@ -79,7 +85,8 @@ impl Channel {
     /// a deadline is computed.
     pub(super) fn timer_deadline(&self, timer: Timer) -> Option<Instant> {
         match timer {
-            Timer::Retransmit => self.send.deadlines.first().map(|&(d, _)| d),
+            Timer::LossDetection => self.send.recovery.loss_time,
+            Timer::Probe => self.probe_deadline(),
             Timer::DelayedAck => self.recv.ack_deadline,
             Timer::Handshake => {
                 if self.probe_now {
@@ -108,14 +115,8 @@ impl Channel {
     /// Do what `timer` is for; called when its deadline is at or before `now`.
     fn fire(&mut self, now: Instant, timer: Timer) {
         match timer {
-            Timer::Retransmit => {
-                let (_, seq) = self
-                    .send
-                    .deadlines
-                    .pop_first()
-                    .expect("a retransmission deadline is due");
-                self.on_rto(seq);
-            }
+            Timer::LossDetection => self.detect_losses(now),
+            Timer::Probe => self.on_probe_timeout(),
             Timer::DelayedAck => {
                 self.recv.ack_now = true;
                 self.recv.ack_deadline = None;

@@ -363,6 +363,7 @@ impl Sim {
         }
         let recv_window = rng.gen_range(16..=256);
         let cwnd_max = rng.gen_range(4..=256);
+        let cwnd_initial = rng.gen_range(1..=cwnd_max.min(16));
         let mut cfg = Config {
             payload_max: PAYLOAD_MAX,
             message_max: MESSAGE_MAX,
@@ -372,7 +373,8 @@ impl Sim {
             // The draw stays here to keep the seeds' streams; the floor is added below.
             reassembly_bytes_max: rng.gen_range(0..=40_000),
             reassembly_total_max: 0,
-            cwnd_initial: rng.gen_range(1..=cwnd_max.min(16)),
+            cwnd_initial,
+            cwnd_min: cwnd_initial.min(2),
             cwnd_max,
             rto_initial: ms(20),
             rto_min: ms(2),

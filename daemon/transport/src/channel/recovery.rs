@@ -1,0 +1,266 @@
+//! Loss detection and recovery, after RFC 9002 §6 and RFC 8985 (RACK-TLP).
+//!
+//! A datagram is declared lost when a datagram sent after it has been
+//! acknowledged and either
+//! - it is at least [`PACKET_THRESHOLD`] counters below the highest
+//!   acknowledged one (and was sent once: a retransmission keeps its old
+//!   counter, so its counter says nothing about when it went), or
+//! - it was sent more than an RTT before now, plus a reordering window once
+//!   the path has been seen to reorder (RACK's time threshold,
+//!   `loss_delay`); until then the loss-detection timer waits for it. On a
+//!   path that keeps order, an acknowledgement of a later datagram is proof
+//!   enough, and a loss is repaired one round trip sooner.
+//!
+//! Each detection is one congestion event for the controller, which reduces
+//! once per recovery period.
+//!
+//! When nothing comes back at all — a lost tail, or every datagram of a
+//! flight — the probe timeout (PTO) fires: first after about two smoothed
+//! RTTs (RACK-TLP's tail-loss probe), then on the RTO's schedule, doubling.
+//! It sends the oldest outstanding datagram again, so that its
+//! acknowledgement lets the rules above find the losses; it does not touch
+//! the window (RFC 9002 §6.2: a timeout is not proof of congestion). Only
+//! persistent congestion — every datagram sent over three PTOs lost, nothing
+//! in between acknowledged — collapses the window.
+
+use std::time::{Duration, Instant};
+
+use super::{Channel, FailReason};
+use crate::rtt::GRANULARITY;
+use crate::seq::Seq;
+
+/// Counter distance at which an unacknowledged datagram below an
+/// acknowledged one is lost (TCP's three duplicate acks; RFC 9002's
+/// kPacketThreshold).
+pub(super) const PACKET_THRESHOLD: u64 = 3;
+
+/// RFC 9002's kPersistentCongestionThreshold: PTOs without any delivery.
+const PERSISTENT_CONGESTION_PTOS: u32 = 3;
+
+/// Loss-recovery state of the sending half.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Recovery {
+    /// When the most recently sent datagram that was acknowledged was sent
+    /// (RACK.xmit_ts): datagrams sent before it are judged for loss.
+    pub(super) newest_acked_sent: Option<Instant>,
+    /// `newest_acked_sent` before the latest acknowledgement that acked
+    /// something, and the oldest send time that acknowledgement covered:
+    /// together they say whether any datagram sent in a span was acknowledged
+    /// (persistent congestion).
+    acked_before_batch: Option<Instant>,
+    batch_oldest_sent: Option<Instant>,
+    /// The loss-detection timer: when the oldest datagram sent before
+    /// `newest_acked_sent` passes the time threshold.
+    pub(super) loss_time: Option<Instant>,
+    /// The last transmission of data: the probe timeout counts from it.
+    pub(super) last_sent: Option<Instant>,
+    /// A datagram sent once was acknowledged after a later one: the path
+    /// reorders, and loss detection allows for it (RACK.reordering_seen).
+    pub(super) reordering_seen: bool,
+    /// Probe timeouts since the last acknowledgement of new data (backoff).
+    pub(super) pto_count: u32,
+    /// Probe datagrams owed: sent at the next `poll_transmit`, whatever the
+    /// congestion window says.
+    pub(super) probes: u32,
+}
+
+impl Channel {
+    /// An acknowledgement acknowledged datagrams sent between `oldest` and
+    /// (among those whose transmission is unambiguous) `newest`.
+    pub(super) fn on_new_ack(&mut self, newest: Option<Instant>, oldest: Option<Instant>) {
+        let r = &mut self.send.recovery;
+        r.acked_before_batch = r.newest_acked_sent;
+        r.batch_oldest_sent = oldest;
+        if newest > r.newest_acked_sent {
+            r.newest_acked_sent = newest;
+        }
+        // The path delivers: the probe backoff starts over.
+        r.pto_count = 0;
+    }
+
+    /// Declare lost what the packet and time thresholds say, re-arm the
+    /// loss-detection timer, and tell the controller. Run after every
+    /// acknowledgement and when the loss-detection timer fires.
+    pub(super) fn detect_losses(&mut self, now: Instant) {
+        let mut found = Vec::new();
+        // Packet threshold. The scan cursor only moves forward, so each
+        // counter is examined once.
+        let limit = self.send.highest_acked;
+        for (&q, s) in self.send.in_flight.range(self.send.fast_scan..) {
+            if q.plus(PACKET_THRESHOLD) > limit {
+                break;
+            }
+            if !s.lost && s.transmissions == 1 {
+                found.push(q);
+            }
+        }
+        if limit.0 >= PACKET_THRESHOLD {
+            let next = Seq(limit.0 - PACKET_THRESHOLD + 1);
+            if next > self.send.fast_scan {
+                self.send.fast_scan = next;
+            }
+        }
+        // Time threshold, oldest transmission first: the first one not yet
+        // due arms the timer, and every later one is due later still.
+        self.send.recovery.loss_time = None;
+        if let Some(newest) = self.send.recovery.newest_acked_sent {
+            let delay = self.loss_delay();
+            for &(sent, q) in &self.send.by_time {
+                if sent >= newest {
+                    break;
+                }
+                if sent + delay <= now {
+                    found.push(q);
+                } else {
+                    self.send.recovery.loss_time = Some(sent + delay);
+                    break;
+                }
+            }
+        }
+        self.declare_lost(now, found);
+    }
+
+    /// The probe timeout's deadline, while datagrams are in flight.
+    pub(super) fn probe_deadline(&self) -> Option<Instant> {
+        let r = &self.send.recovery;
+        if r.probes > 0 || self.send.by_time.is_empty() {
+            // A probe is pending (poll_transmit re-arms the timer when it
+            // goes), or nothing is in flight that could be probed.
+            return None;
+        }
+        Some(r.last_sent? + self.probe_timeout(r.pto_count))
+    }
+
+    /// The probe timeout fired: probe with the oldest datagram in flight,
+    /// or give up on it when it used its retransmissions.
+    pub(super) fn on_probe_timeout(&mut self) {
+        self.send.recovery.pto_count += 1;
+        let Some(&(_, oldest)) = self.send.by_time.first() else {
+            return;
+        };
+        let s = self
+            .send
+            .in_flight
+            .get(&oldest)
+            .expect("by_time holds in-flight counters only");
+        if s.transmissions > self.cfg.retransmits_max {
+            let id = s.msg_id;
+            self.fail_message(id, FailReason::PeerUnreachable);
+        } else {
+            self.send.recovery.probes = 1;
+        }
+    }
+
+    /// The datagram a probe sends: one declared lost if any (it has waited
+    /// for the window), else the oldest in flight.
+    pub(super) fn probe_target(&self) -> Option<Seq> {
+        self.send
+            .lost
+            .first()
+            .copied()
+            .or_else(|| self.send.by_time.first().map(|&(_, q)| q))
+    }
+
+    /// How long after the last transmission the `count`-th consecutive
+    /// probe timeout fires: the first is the tail-loss probe, two smoothed
+    /// RTTs plus the peer's ack delay (never later than the RTO); then the
+    /// RTO, doubled per further timeout (RFC 6298 5.5), capped at `rto_max`.
+    pub(super) fn probe_timeout(&self, count: u32) -> Duration {
+        match (count, self.rtt.srtt()) {
+            (0, Some(srtt)) => (srtt * 2 + self.cfg.ack_delay)
+                .min(self.rtt.rto())
+                .max(self.cfg.rto_min),
+            (0, None) => self.rtt.rto(),
+            (n, _) => self.rtt.backed_off(n + 1),
+        }
+    }
+
+    /// How long after its transmission a datagram sent before the newest
+    /// acknowledged one is declared lost (RFC 8985 §6.2): the latest RTT
+    /// (the round trip of the newest acknowledged datagram, which the lost
+    /// one would have matched), plus a quarter of the minimum RTT once the
+    /// path has reordered. Before any reordering the window is zero, as
+    /// RACK sets it during recovery: an acknowledgement of a later datagram
+    /// on an ordered path means the earlier one is gone.
+    fn loss_delay(&self) -> Duration {
+        let rtt = self
+            .rtt
+            .latest()
+            .or(self.rtt.srtt())
+            .unwrap_or_else(|| self.rtt.rto());
+        let reo_wnd = if self.send.recovery.reordering_seen {
+            self.rtt.min_rtt().unwrap_or(rtt) / 4
+        } else {
+            Duration::ZERO
+        };
+        (rtt + reo_wnd).max(GRANULARITY)
+    }
+
+    fn declare_lost(&mut self, now: Instant, found: Vec<Seq>) {
+        let mut span: Option<(Instant, Instant)> = None;
+        let mut exhausted = Vec::new();
+        for q in found {
+            let Some(s) = self.send.in_flight.get_mut(&q) else {
+                continue;
+            };
+            if s.lost {
+                // Found by both thresholds.
+                continue;
+            }
+            s.lost = true;
+            s.fast = true;
+            self.send.by_time.remove(&(s.sent_at, q));
+            self.send.lost.insert(q);
+            span = Some(match span {
+                None => (s.first_sent, s.sent_at),
+                Some((e, l)) => (e.min(s.first_sent), l.max(s.sent_at)),
+            });
+            if s.transmissions > self.cfg.retransmits_max {
+                exhausted.push(s.msg_id);
+            }
+        }
+        for id in exhausted {
+            self.fail_message(id, FailReason::PeerUnreachable);
+        }
+        let Some((earliest, latest)) = span else {
+            return;
+        };
+        let min_rtt = self.rtt.min_rtt();
+        if self.send.cc.on_congestion_event(now, latest, min_rtt) {
+            self.stats.congestion_events += 1;
+        }
+        if self.is_persistent_congestion(earliest, latest) {
+            self.stats.persistent_congestion += 1;
+            self.send.cc.on_persistent_congestion();
+        }
+    }
+
+    /// Datagrams sent from `earliest` to `latest` were lost: is it
+    /// persistent congestion (RFC 9002 §7.6.2)? Only once the RTT is known,
+    /// only over at least three PTOs, and only if nothing sent in that span
+    /// was acknowledged.
+    fn is_persistent_congestion(&self, earliest: Instant, latest: Instant) -> bool {
+        if self.rtt.srtt().is_none() {
+            return false;
+        }
+        let duration = (self.rtt.rto() + self.cfg.ack_delay) * PERSISTENT_CONGESTION_PTOS;
+        let r = &self.send.recovery;
+        latest.saturating_duration_since(earliest) >= duration
+            && r.acked_before_batch.is_none_or(|a| a < earliest)
+            && r.batch_oldest_sent.is_none_or(|b| b >= latest)
+    }
+
+    /// A lost datagram may go again: while the window has room, and always
+    /// when nothing else is in flight (so one datagram probes the path).
+    pub(super) fn can_retransmit(&self) -> bool {
+        !self.send.lost.is_empty()
+            && (self.send.flight() < self.send.cc.window() || self.send.flight() == 0)
+    }
+
+    /// A fragment not yet transmitted may take the next counter: the
+    /// congestion window and the peer's receive window both have room.
+    pub(super) fn can_send_new(&self) -> bool {
+        let window_end = self.send.peer_ack.plus(u64::from(self.send.peer_window));
+        self.send.flight() < self.send.cc.window() && self.send.next_seq < window_end
+    }
+}
