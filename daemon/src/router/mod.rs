@@ -510,35 +510,6 @@ impl Router {
     }
 }
 
-#[cfg(test)]
-impl Router {
-    /// Every table and index agrees with every other.
-    pub(crate) fn check_invariants(&self) {
-        self.calls.check_indexes();
-        self.invocations.check_indexes();
-        for (id, app) in self.calls.apps() {
-            let a = self.apps.get(app).expect("a call's app is connected");
-            assert!(a.calls.contains(&id), "{app} does not list call {id}");
-        }
-        for (id, owner) in self.invocations.owners() {
-            let a = self
-                .apps
-                .get(owner)
-                .expect("an invocation's app is connected");
-            assert!(a.invocations.contains(&id), "{owner} does not list {id}");
-        }
-        let (calls, invs): (usize, usize) = self.apps.iter().fold((0, 0), |(c, i), (_, a)| {
-            (c + a.calls.len(), i + a.invocations.len())
-        });
-        assert_eq!(calls, self.calls.len(), "apps list calls that ended");
-        assert_eq!(
-            invs,
-            self.invocations.len(),
-            "apps list invocations that ended"
-        );
-    }
-}
-
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
