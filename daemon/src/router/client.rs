@@ -25,36 +25,22 @@ impl Router {
             ),
             ClientMsg::Register { id, function } => {
                 let max = self.settings.limits.functions_max;
-                let reply = match self.registry.register(conn, &function, max) {
-                    Ok(()) => {
-                        if let Some(a) = self.apps.get_mut(conn) {
-                            a.functions.insert(function);
-                        }
-                        DaemonMsg::Done { id }
+                let result = self.registry.register(conn, &function, max);
+                if result.is_ok() {
+                    if let Some(a) = self.apps.get_mut(conn) {
+                        a.functions.insert(function);
                     }
-                    Err(f) => DaemonMsg::Failed {
-                        id,
-                        code: f.code,
-                        message: f.message,
-                    },
-                };
-                self.frame(conn, reply);
+                }
+                self.frame(conn, done_or_failed(id, result));
             }
             ClientMsg::Unregister { id, function } => {
-                let reply = match self.registry.unregister(conn, &function) {
-                    Ok(()) => {
-                        if let Some(a) = self.apps.get_mut(conn) {
-                            a.functions.remove(&function);
-                        }
-                        DaemonMsg::Done { id }
+                let result = self.registry.unregister(conn, &function);
+                if result.is_ok() {
+                    if let Some(a) = self.apps.get_mut(conn) {
+                        a.functions.remove(&function);
                     }
-                    Err(f) => DaemonMsg::Failed {
-                        id,
-                        code: f.code,
-                        message: f.message,
-                    },
-                };
-                self.frame(conn, reply);
+                }
+                self.frame(conn, done_or_failed(id, result));
             }
             ClientMsg::Call {
                 id,
@@ -123,5 +109,17 @@ impl Router {
             epoch: self.endpoint.epoch(),
         };
         self.frame(conn, reply);
+    }
+}
+
+/// The answer to a request that either succeeds with nothing to say or fails.
+fn done_or_failed(id: u64, result: Result<(), super::Failure>) -> DaemonMsg {
+    match result {
+        Ok(()) => DaemonMsg::Done { id },
+        Err(f) => DaemonMsg::Failed {
+            id,
+            code: f.code,
+            message: f.message,
+        },
     }
 }

@@ -385,6 +385,21 @@ impl Net {
         got[0]
     }
 
+    /// The resolver's answer to `a`'s latest lookup.
+    fn resolve(&mut self, a: &str, results: Vec<Result<SocketAddr, String>>) {
+        let now = self.now;
+        let node = self.node(a);
+        let lookup = node.lookups.pop().expect("a lookup is pending");
+        node.router.handle_lookup(
+            now,
+            super::LookupAnswer {
+                id: lookup.id,
+                results,
+            },
+        );
+        self.settle();
+    }
+
     fn has_exited(&self, a: &str) -> bool {
         self.exited.contains(&addr(a))
     }
@@ -806,34 +821,18 @@ fn lookups_send_the_call_and_late_answers_are_ignored() {
     assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc3]));
 
     net.call(A, caller, 2, "b.example:7402", "kv.get", 50);
-    let slow = net.node(A).lookups.pop().expect("a lookup");
     assert_eq!(
         net.wait_outcome(A, caller, 2),
         Err(ErrorCode::DeadlineExceeded)
     );
-    let now = net.now;
-    net.node(A).router.handle_lookup(
-        now,
-        super::LookupAnswer {
-            id: slow.id,
-            results: vec![Ok(addr(B))],
-        },
-    );
+    net.resolve(A, vec![Ok(addr(B))]);
     net.run_for(Duration::from_millis(100));
     assert!(net.invocations(B, server).is_empty(), "never sent");
     assert_eq!(net.outcome(A, caller, 2), None, "one outcome only");
 
     // A name that resolves to nothing ends the call `peer_unreachable`.
     net.call(A, caller, 3, "nowhere.example:1", "kv.get", 5_000);
-    let none = net.node(A).lookups.pop().expect("a lookup");
-    let now = net.now;
-    net.node(A).router.handle_lookup(
-        now,
-        super::LookupAnswer {
-            id: none.id,
-            results: vec![Err("no such host".into())],
-        },
-    );
+    net.resolve(A, vec![Err("no such host".into())]);
     assert_eq!(
         net.wait_outcome(A, caller, 3),
         Err(ErrorCode::PeerUnreachable)
