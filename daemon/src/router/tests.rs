@@ -93,6 +93,16 @@ impl Net {
         net
     }
 
+    /// A and B, an app on each: the caller (conn 1) on A, and the server
+    /// (conn 2) on B serving `kv.get`.
+    fn served(seed: u64, settings: impl Fn(&mut Settings)) -> (Net, ConnId, ConnId) {
+        let mut net = Net::new(seed, settings);
+        let caller = net.app(A, 1);
+        let server = net.app(B, 2);
+        net.register(B, server, "kv.get");
+        (net, caller, server)
+    }
+
     /// (Re)start the daemon at `a` with a new epoch and no state.
     fn start(&mut self, a: &str, settings: impl Fn(&mut Settings)) {
         let mut s = Settings {
@@ -414,10 +424,7 @@ impl Net {
 /// the outcome is counted once.
 #[test]
 fn call_and_reply() {
-    let mut net = Net::new(1, |_| {});
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(1, |_| {});
     net.call(A, caller, 7, B, "kv.get", 5_000);
     let inv = net.wait_invocation(B, server);
     net.answer(B, server, inv, b"\xa3abc".to_vec());
@@ -434,10 +441,7 @@ fn idempotent_call_fails_over_and_the_other_does_not() {
         s.names
             .insert("svc".into(), vec![DEAD.to_owned(), B.to_owned()]);
     };
-    let mut net = Net::new(2, names);
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(2, names);
 
     net.call_idempotent(A, caller, 1, "svc", "kv.get", 10_000);
     let inv = net.wait_invocation(B, server);
@@ -527,10 +531,7 @@ fn late_reply_is_dropped_and_counted() {
 /// `peer_restarted` (it may or may not have run), and the next call works.
 #[test]
 fn peer_restart_fails_the_waiting_call() {
-    let mut net = Net::new(5, |_| {});
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(5, |_| {});
     net.call(A, caller, 1, B, "kv.get", 10_000);
     let _held = net.wait_invocation(B, server);
     net.run_for(Duration::from_millis(20)); // the request is acknowledged
@@ -551,10 +552,7 @@ fn peer_restart_fails_the_waiting_call() {
 /// at once, and the name is free again.
 #[test]
 fn serving_app_gone_mid_call() {
-    let mut net = Net::new(6, |_| {});
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(6, |_| {});
     net.call(A, caller, 1, B, "kv.get", 10_000);
     let _held = net.wait_invocation(B, server);
     let now = net.now;
@@ -574,10 +572,7 @@ fn serving_app_gone_mid_call() {
 #[test]
 fn caller_gone_mid_call_cancels_the_serving_side() {
     let one_slot = |s: &mut Settings| s.limits.invocations_per_app_max = 1;
-    let mut net = Net::new(7, one_slot);
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(7, one_slot);
     net.call(A, caller, 1, B, "kv.get", 3_600_000);
     let first = net.wait_invocation(B, server);
     let now = net.now;
@@ -632,10 +627,7 @@ fn local_caller_gone_cancels_the_local_invocation() {
 /// the reply has reached A and been acknowledged, then finishes.
 #[test]
 fn shutdown_drains_a_remote_callers_call() {
-    let mut net = Net::new(9, |_| {});
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(9, |_| {});
     net.call(A, caller, 1, B, "kv.get", 10_000);
     let inv = net.wait_invocation(B, server);
     // A quiet spell longer than revalidate_after: the reply will wait behind
@@ -797,10 +789,7 @@ fn calls_under_loss_end_exactly_once() {
 /// no second outcome, and the request is never sent.
 #[test]
 fn lookups_send_the_call_and_late_answers_are_ignored() {
-    let mut net = Net::new(12, |_| {});
-    let caller = net.app(A, 1);
-    let server = net.app(B, 2);
-    net.register(B, server, "kv.get");
+    let (mut net, caller, server) = Net::served(12, |_| {});
     net.call(A, caller, 1, "b.example:7402", "kv.get", 5_000);
     let lookup = net
         .node(A)
