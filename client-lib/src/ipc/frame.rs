@@ -134,9 +134,8 @@ fn decode_frame_bounded<T: DeserializeOwned>(
     let Some(body) = buf[LENGTH_PREFIX_LEN..].get(..len) else {
         return Ok(None);
     };
-    if let Some(max) = values_max {
-        super::shape::check_values(body, max)?;
-    }
+    // Always: a claim beyond the bytes left is refused before serde preallocates from it.
+    super::shape::check_values(body, values_max.unwrap_or(usize::MAX))?;
     let msg = decode_body(body)?;
     Ok(Some((msg, LENGTH_PREFIX_LEN + len)))
 }

@@ -14,8 +14,10 @@ use super::FrameError;
 pub const CLIENT_MSG_VALUES_MAX: usize = 64;
 
 /// Fails with [`FrameError::TooManyValues`] as soon as `body` is seen to hold more than
-/// `max` MessagePack values. Truncated or malformed input is left to the decoder, which
-/// names the problem precisely.
+/// `max` MessagePack values, and with [`FrameError::Malformed`] when an array or map claims
+/// more elements than the bytes left could hold (every element takes at least one byte): the
+/// decoder preallocates from such claims. Other truncated or malformed input is left to the
+/// decoder, which names the problem precisely.
 pub fn check_values(body: &[u8], max: usize) -> Result<(), FrameError> {
     let mut pos = 0usize;
     // Values still to read: containers add their elements as they are met.
@@ -82,6 +84,12 @@ pub fn check_values(body: &[u8], max: usize) -> Result<(), FrameError> {
                 0
             }
         };
+        let left = body.len().saturating_sub(pos) as u64;
+        if pending > left {
+            return Err(FrameError::Malformed(format!(
+                "containers claim {pending} more values than the {left} bytes left can hold"
+            )));
+        }
         pos = match usize::try_from(skip).ok().and_then(|s| pos.checked_add(s)) {
             Some(p) => p,
             None => return Ok(()),
@@ -171,14 +179,28 @@ mod tests {
 
     #[test]
     fn truncated_or_reserved_input_is_left_to_the_decoder() {
-        for body in [
-            &[][..],
-            &[0xdd, 0, 0],
-            &[0xc1],
-            &[0x92, 0xc4],
-            &[0xdf, 0xff, 0xff, 0xff, 0xff],
-        ] {
+        for body in [&[][..], &[0xdd, 0, 0], &[0xc1], &[0x91, 0xc4]] {
             assert!(check_values(body, 4).is_ok(), "{body:?}");
         }
+    }
+
+    #[test]
+    fn a_claim_beyond_the_bytes_left_is_refused_before_anything_preallocates() {
+        // An array of 2^32 - 1 elements in 5 bytes; maps nested 30 deep each claiming 2^32.
+        assert!(matches!(
+            check_values(&[0xdd, 0xff, 0xff, 0xff, 0xff], usize::MAX),
+            Err(FrameError::Malformed(_))
+        ));
+        let nested: Vec<u8> = std::iter::repeat([0xdfu8, 0xff, 0xff, 0xff, 0xff])
+            .take(30)
+            .flatten()
+            .collect();
+        assert!(matches!(
+            check_values(&nested, usize::MAX),
+            Err(FrameError::Malformed(_))
+        ));
+        // Two elements claimed, two bytes left: fine; one byte left: refused.
+        assert!(check_values(&[0x92, 0xc0, 0xc0], usize::MAX).is_ok());
+        assert!(check_values(&[0x92, 0xc0], usize::MAX).is_err());
     }
 }
