@@ -191,8 +191,7 @@ mod tests {
             check_values(&[0xdd, 0xff, 0xff, 0xff, 0xff], usize::MAX),
             Err(FrameError::Malformed(_))
         ));
-        let nested: Vec<u8> = std::iter::repeat([0xdfu8, 0xff, 0xff, 0xff, 0xff])
-            .take(30)
+        let nested: Vec<u8> = std::iter::repeat_n([0xdfu8, 0xff, 0xff, 0xff, 0xff], 30)
             .flatten()
             .collect();
         assert!(matches!(
