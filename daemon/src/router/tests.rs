@@ -190,18 +190,6 @@ impl Net {
         self.call_how(a, c, id, (target, function), false, deadline_ms);
     }
 
-    fn call_idempotent(
-        &mut self,
-        a: &str,
-        c: ConnId,
-        id: u64,
-        target: &str,
-        function: &str,
-        deadline_ms: u64,
-    ) {
-        self.call_how(a, c, id, (target, function), true, deadline_ms);
-    }
-
     fn call_how(
         &mut self,
         a: &str,
@@ -443,7 +431,7 @@ fn idempotent_call_fails_over_and_the_other_does_not() {
     };
     let (mut net, caller, server) = Net::served(2, names);
 
-    net.call_idempotent(A, caller, 1, "svc", "kv.get", 10_000);
+    net.call_how(A, caller, 1, ("svc", "kv.get"), true, 10_000);
     let inv = net.wait_invocation(B, server);
     net.answer(B, server, inv, vec![0xc0]);
     assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc0]));
@@ -451,7 +439,7 @@ fn idempotent_call_fails_over_and_the_other_does_not() {
     // The dead address is now remembered as down and tried last: a second
     // idempotent call goes straight to B.
     let t0 = net.now;
-    net.call_idempotent(A, caller, 2, "svc", "kv.get", 10_000);
+    net.call_how(A, caller, 2, ("svc", "kv.get"), true, 10_000);
     let inv = net.wait_invocation(B, server);
     assert!(net.now - t0 < Duration::from_millis(100), "went to B first");
     net.answer(B, server, inv, vec![0xc0]);

@@ -30,6 +30,29 @@ fn tight_reassembly(mut c: Config) -> Config {
     c
 }
 
+/// From `sender` to B: the first of `count` fragments of message `n`, sent
+/// as counter `n` — a new partial message per datagram, as a hostile peer
+/// starting many messages would send.
+fn first_fragment(sender: u64, n: u64, count: u32, payload: &[u8]) -> Datagram<'_> {
+    Datagram {
+        sender_epoch: sender,
+        receiver_epoch: B,
+        kind: Kind::Data,
+        seq: Seq(n),
+        send_floor: Seq(1),
+        msg_floor: 1,
+        ack: None,
+        ack_now: false,
+        fragment: Some(Fragment {
+            msg_id: n,
+            index: 0,
+            count,
+            payload,
+        }),
+        key_id: 0,
+    }
+}
+
 fn parse(bytes: &[u8]) -> Datagram<'_> {
     Datagram::parse(bytes).expect("the channel emits valid datagrams")
 }
@@ -784,23 +807,7 @@ fn reassembly_memory_is_bounded() {
     let now = Instant::now();
     let payload = [7u8; 100];
     for i in 0..200u64 {
-        let d = Datagram {
-            sender_epoch: A,
-            receiver_epoch: B,
-            kind: Kind::Data,
-            seq: Seq(1 + i),
-            send_floor: Seq(1),
-            msg_floor: 1,
-            ack: None,
-            ack_now: false,
-            fragment: Some(Fragment {
-                msg_id: 1 + i,
-                index: 0,
-                count: 2,
-                payload: &payload,
-            }),
-            key_id: 0,
-        };
+        let d = first_fragment(A, 1 + i, 2, &payload);
         b.handle_datagram(now, &d);
         assert!(b.snapshot().reassembly_bytes <= c.reassembly_bytes_max);
     }
@@ -840,23 +847,7 @@ fn empty_and_one_byte_fragments_are_charged_their_overhead() {
         let payload = vec![7u8; size];
         let mut accepted = 0usize;
         for i in 0..100_000u64 {
-            let d = Datagram {
-                sender_epoch: A,
-                receiver_epoch: B,
-                kind: Kind::Data,
-                seq: Seq(1 + i),
-                send_floor: Seq(1),
-                msg_floor: 1,
-                ack: None,
-                ack_now: false,
-                fragment: Some(Fragment {
-                    msg_id: 1 + i,
-                    index: 0,
-                    count: 3,
-                    payload: &payload,
-                }),
-                key_id: 0,
-            };
+            let d = first_fragment(A, 1 + i, 3, &payload);
             let before = b.snapshot().stats.out_of_window;
             b.handle_datagram(now, &d);
             if b.snapshot().stats.out_of_window == before {
@@ -887,23 +878,7 @@ fn reassembly_is_bounded_across_peers() {
     for peer in 0..4u16 {
         let from: std::net::SocketAddr = ([127, 0, 0, 1], 1000 + peer).into();
         for i in 0..100_000u64 {
-            let d = Datagram {
-                sender_epoch: A + u64::from(peer),
-                receiver_epoch: B,
-                kind: Kind::Data,
-                seq: Seq(1 + i),
-                send_floor: Seq(1),
-                msg_floor: 1,
-                ack: None,
-                ack_now: false,
-                fragment: Some(Fragment {
-                    msg_id: 1 + i,
-                    index: 0,
-                    count: 2,
-                    payload: &payload,
-                }),
-                key_id: 0,
-            };
+            let d = first_fragment(A + u64::from(peer), 1 + i, 2, &payload);
             let mut bytes = Vec::new();
             d.emit(&mut bytes);
             ep.handle_datagram(now, from, &bytes);
