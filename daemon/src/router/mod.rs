@@ -283,12 +283,10 @@ impl Router {
 
     /// When to call [`Router::handle_timeout`] next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let (calls, invocations) = (&self.calls, &self.invocations);
         let mut t = self.endpoint.poll_timeout();
-        let d = self.deadlines.next(|d, at| match d {
-            Deadline::Call(id) => calls.deadline(id) == Some(at),
-            Deadline::Invocation(id) => invocations.deadline(id) == Some(at),
-        });
+        let d = self
+            .deadlines
+            .next(still_armed(&self.calls, &self.invocations));
         t = earliest(t, d);
         match self.shutdown {
             Shutdown::Draining { until } | Shutdown::Lingering { until } => {
@@ -434,11 +432,9 @@ impl Router {
     /// Fire every call and invocation deadline due at `now`.
     fn expire(&mut self, now: Instant) {
         loop {
-            let (calls, invocations) = (&self.calls, &self.invocations);
-            let due = self.deadlines.pop_expired(now, |d, at| match d {
-                Deadline::Call(id) => calls.deadline(id) == Some(at),
-                Deadline::Invocation(id) => invocations.deadline(id) == Some(at),
-            });
+            let due = self
+                .deadlines
+                .pop_expired(now, still_armed(&self.calls, &self.invocations));
             match due {
                 None => return,
                 Some(Deadline::Call(id)) => self.give_up_call(
@@ -507,6 +503,18 @@ impl Router {
             self.on_transport_event(now, ev.peer, ev.kind);
         }
         any
+    }
+}
+
+/// Whether a heap entry is still its call's or invocation's deadline (the
+/// work may have ended, or its entry be superseded).
+fn still_armed<'a>(
+    calls: &'a Calls,
+    invocations: &'a Invocations,
+) -> impl Fn(Deadline, Instant) -> bool + 'a {
+    move |d, at| match d {
+        Deadline::Call(id) => calls.deadline(id) == Some(at),
+        Deadline::Invocation(id) => invocations.deadline(id) == Some(at),
     }
 }
 
