@@ -23,6 +23,7 @@ pub mod channel;
 pub mod config;
 pub mod endpoint;
 pub mod rtt;
+pub mod secure;
 pub mod seq;
 pub mod wire;
 
