@@ -15,7 +15,8 @@ use thiserror::Error;
 
 use crate::channel::{self, Channel, MsgId, Snapshot};
 use crate::config::Config;
-use crate::secure::{PeerKey, PublicKey, Security};
+use crate::secure::sessions::{Opened, Sealed, Sessions};
+use crate::secure::{PeerKey, PublicKey, Security, SecurityStats};
 use crate::wire::{Datagram, DecodeError};
 
 /// A datagram to put on the wire.
@@ -60,6 +61,8 @@ pub struct EndpointStats {
     pub corrupt: u64,
     /// Valid datagrams from new peers beyond `peers_max`.
     pub refused_peers: u64,
+    /// With keys: the authenticated layer's counters (zero in plaintext).
+    pub security: SecurityStats,
 }
 
 /// The transport endpoint of one daemon.
@@ -78,7 +81,8 @@ pub struct Endpoint {
     /// Reassembly bytes charged across every channel (see
     /// `Config::reassembly_total_max`).
     reassembly_total: usize,
-    security: Security,
+    /// With keys: the sessions every datagram goes through.
+    sessions: Option<Sessions>,
 }
 
 #[derive(Debug)]
@@ -108,7 +112,12 @@ impl Endpoint {
         wall_clock: Duration,
     ) -> Self {
         debug_assert!(cfg.validate().is_ok());
-        let _ = (seed, wall_clock);
+        let sessions = match security {
+            Security::Plaintext => None,
+            Security::Keys { local, peers } => {
+                Some(Sessions::new(cfg, local, peers, seed, wall_clock))
+            }
+        };
         Endpoint {
             cfg,
             epoch: epoch.max(1),
@@ -118,31 +127,45 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             reassembly_total: 0,
-            security,
+            sessions,
         }
     }
 
     /// This daemon's public key, with keys.
     pub fn public_key(&self) -> Option<PublicKey> {
-        match &self.security {
-            Security::Plaintext => None,
-            Security::Keys { local, .. } => Some(local.public()),
-        }
+        self.sessions.as_ref().map(Sessions::public)
     }
 
     /// The configured name of the peer at `addr`, once a session with it is
     /// authenticated. `None` in plaintext mode (nothing is authenticated).
     pub fn peer_name(&self, addr: SocketAddr) -> Option<&str> {
-        let _ = addr;
-        None
+        self.peer_key(addr).map(|p| p.name.as_str())
+    }
+
+    /// The configured peer authenticated at `addr` (with keys).
+    pub fn peer_key(&self, addr: SocketAddr) -> Option<&PeerKey> {
+        self.sessions.as_ref()?.peer_at(addr)
+    }
+
+    /// How old the session in use with `addr` is (with keys).
+    pub fn session_age(&self, now: Instant, addr: SocketAddr) -> Option<Duration> {
+        self.sessions.as_ref()?.session_age(now, addr)
     }
 
     /// Replace the trusted peers (a configuration reload). Sessions of
     /// removed peers end; their channels fail what is outstanding.
     pub fn set_peers(&mut self, now: Instant, peers: Vec<PeerKey>) {
-        let _ = now;
-        if let Security::Keys { peers: p, .. } = &mut self.security {
-            *p = peers;
+        let Some(sessions) = self.sessions.as_mut() else {
+            return;
+        };
+        for addr in sessions.set_peers(peers) {
+            if let Some(mut slot) = self.channels.remove(&addr) {
+                slot.channel.end(now);
+                while let Some(kind) = slot.channel.poll_event() {
+                    self.events.push_back(Event { peer: addr, kind });
+                }
+                self.reassembly_total -= slot.channel.reassembly_bytes();
+            }
         }
     }
 
@@ -158,6 +181,21 @@ impl Endpoint {
 
     /// Feed a received datagram. Invalid ones are dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let inner;
+        let bytes = match self.sessions.as_mut() {
+            None => bytes,
+            Some(sessions) => {
+                let opened = sessions.open(now, from, bytes, self.epoch);
+                match opened {
+                    Some(Opened::Inner(plain)) if !plain.is_empty() => {
+                        inner = plain;
+                        &inner[..]
+                    }
+                    // A keepalive, a handshake message, or dropped.
+                    _ => return,
+                }
+            }
+        };
         let d = match Datagram::parse(bytes) {
             Ok(d) => d,
             Err(DecodeError::BadChecksum) => {
@@ -202,6 +240,9 @@ impl Endpoint {
         if !self.channels.contains_key(&peer) && self.channels.len() >= self.cfg.peers_max {
             return Err(SendError::TooManyPeers(self.cfg.peers_max));
         }
+        if self.sessions.as_ref().is_some_and(|s| !s.can_reach(peer)) {
+            return Err(SendError::NoKey(peer));
+        }
         let r = self.slot(peer).channel.send(now, data);
         self.touched(peer);
         Ok(r?)
@@ -236,6 +277,9 @@ impl Endpoint {
 
     /// Run every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(sessions) = self.sessions.as_mut() {
+            sessions.handle_timeout(now, self.epoch);
+        }
         // Take the due entries first: a channel that re-arms at or before
         // `now` is run again on the next call, not in a loop here.
         let mut due = Vec::new();
@@ -264,21 +308,32 @@ impl Endpoint {
 
     /// The next datagram to send. Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        while let Some(&peer) = self.ready.front() {
+        loop {
+            // Handshake messages, and datagrams a new session released.
+            if let Some((to, bytes)) = self.sessions.as_mut().and_then(Sessions::poll_out) {
+                return Some(Transmit { to, bytes });
+            }
+            let &peer = self.ready.front()?;
             let Some(slot) = self.channels.get_mut(&peer) else {
                 self.ready.pop_front();
                 continue;
             };
             if let Some(bytes) = slot.channel.poll_transmit(now) {
                 self.reschedule(peer);
-                return Some(Transmit { to: peer, bytes });
+                let Some(sessions) = self.sessions.as_mut() else {
+                    return Some(Transmit { to: peer, bytes });
+                };
+                match sessions.seal(now, peer, &bytes, self.epoch) {
+                    Some(Sealed::Ready(bytes)) => return Some(Transmit { to: peer, bytes }),
+                    // Held for the handshake, or (the peer was removed) dropped.
+                    Some(Sealed::Queued) | None => continue,
+                }
             }
             slot.in_ready = false;
             self.ready.pop_front();
             self.drain_events(peer);
             self.reschedule(peer);
         }
-        None
     }
 
     /// The next event. Call after `poll_transmit` returned `None`.
@@ -288,16 +343,19 @@ impl Endpoint {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let secure = self.sessions.as_mut().and_then(Sessions::poll_timeout);
         // Drop superseded entries so the head is a live deadline.
         while let Some(&Reverse((t, peer))) = self.timers.peek() {
             match self.channels.get(&peer) {
-                Some(slot) if slot.scheduled == Some(t) => return Some(t),
+                Some(slot) if slot.scheduled == Some(t) => {
+                    return Some(secure.map_or(t, |s| s.min(t)));
+                }
                 _ => {
                     self.timers.pop();
                 }
             }
         }
-        None
+        secure
     }
 
     /// Counters and estimators of one peer's channel.
@@ -314,7 +372,14 @@ impl Endpoint {
 
     /// Endpoint-wide counters.
     pub fn stats(&self) -> EndpointStats {
-        self.stats
+        EndpointStats {
+            security: self
+                .sessions
+                .as_ref()
+                .map(Sessions::stats)
+                .unwrap_or_default(),
+            ..self.stats
+        }
     }
 
     /// True when every channel is idle (see [`Channel::is_idle`]).
