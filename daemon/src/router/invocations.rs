@@ -59,6 +59,14 @@ impl Invocations {
     }
 
     /// Invocations for calls from `peer`.
+    /// Every peer some invocation in progress came from.
+    pub(super) fn remote_peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_origin.keys().filter_map(|o| match o {
+            Origin::Remote { peer, .. } => Some(*peer),
+            Origin::Local { .. } => None,
+        })
+    }
+
     fn invoked_by(&self, peer: SocketAddr) -> Vec<InvId> {
         self.by_origin
             .iter()

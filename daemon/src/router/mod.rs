@@ -89,6 +89,8 @@ pub struct Router {
     counters: Counters,
     outputs: VecDeque<Output>,
     shutdown: Shutdown,
+    /// When idle peers were last looked for (see `sweep_idle_peers`).
+    last_sweep: Option<Instant>,
 }
 
 /// What a deadline in the heap belongs to.
@@ -150,6 +152,7 @@ impl Router {
             counters: Counters::default(),
             outputs: VecDeque::new(),
             shutdown: Shutdown::Running,
+            last_sweep: None,
         }
     }
 
@@ -157,6 +160,9 @@ impl Router {
 
     /// A datagram arrived from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if self.endpoint.peer_count() >= self.settings.transport.peers_max {
+            self.sweep_idle_peers(now);
+        }
         self.endpoint.handle_datagram(now, from, bytes);
         self.drain_events(now);
     }
@@ -225,6 +231,7 @@ impl Router {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
         self.drain_events(now);
+        self.sweep_idle_peers(now);
         self.expire(now);
         self.advance_shutdown(now);
         self.drain_events(now);

@@ -876,3 +876,50 @@ fn connection_refusal_and_fatal_frames() {
         }]
     ));
 }
+
+/// Strangers' datagrams fill B's peer table (plaintext: each is a valid
+/// datagram); once they have been quiet for `peer_idle_timeout` they are
+/// forgotten, while A, whose call B is still serving, is kept; the call
+/// then completes.
+#[test]
+fn idle_peers_are_forgotten_and_a_peer_in_use_is_kept() {
+    let small = |s: &mut Settings| {
+        s.transport.peers_max = 4;
+        s.transport.keepalive_interval = Duration::from_millis(200);
+        s.transport.peer_timeout = Duration::from_secs(1);
+        s.transport.revalidate_after = Duration::from_millis(200);
+        s.transport.peer_idle_timeout = Duration::from_secs(3);
+    };
+    let (mut net, caller, server) = Net::served(41, small);
+    net.call(A, caller, 1, B, "kv.get", 50_000);
+    let inv = net.wait_invocation(B, server);
+    let cfg = net.node(B).router.settings.transport;
+    for port in 0..3u16 {
+        let from = SocketAddr::from(([10, 9, 9, 9], 30_000 + port));
+        let mut stranger = rpcd_transport::Endpoint::new(cfg, 900 + u64::from(port));
+        let now = net.now;
+        stranger.send(now, addr(B), vec![1]).expect("send");
+        while let Some(t) = stranger.poll_transmit(now) {
+            net.node(B).router.handle_datagram(now, from, &t.bytes);
+        }
+    }
+    assert_eq!(
+        net.node(B).router.endpoint.peer_count(),
+        4,
+        "the table is full"
+    );
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        net.node(B)
+            .router
+            .endpoint
+            .peers()
+            .map(|p| p.0)
+            .collect::<Vec<_>>(),
+        vec![addr(A)],
+        "the quiet strangers are forgotten; the caller in use is kept"
+    );
+    assert!(net.node(B).router.endpoint.stats().evicted_peers >= 3);
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc0]));
+}

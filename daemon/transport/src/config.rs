@@ -58,6 +58,9 @@ pub struct Config {
     /// Peers (channels) an endpoint keeps; datagrams from further new peers
     /// are dropped and counted.
     pub peers_max: usize,
+    /// A peer quiet this long (nothing heard, nothing sent) that no call
+    /// uses is forgotten with all its state (see `Endpoint::evict_idle`).
+    pub peer_idle_timeout: Duration,
     /// With keys: start a new handshake once a session is this old (the old
     /// one keeps working meanwhile).
     pub rekey_after: Duration,
@@ -99,6 +102,7 @@ impl Default for Config {
             peer_timeout: Duration::from_secs(5),
             revalidate_after: Duration::from_millis(250),
             peers_max: 1024,
+            peer_idle_timeout: Duration::from_secs(600),
             rekey_after: Duration::from_secs(120),
             reject_after: Duration::from_secs(180),
             rekey_after_datagrams: 1 << 48,
@@ -211,6 +215,12 @@ impl Config {
         }
         if self.peers_max == 0 {
             return Err(bad("peers_max", "must be at least 1"));
+        }
+        if self.peer_idle_timeout <= self.peer_timeout {
+            return Err(bad(
+                "peer_idle_timeout",
+                "must be above peer_timeout, or a peer could be forgotten while it is probed",
+            ));
         }
         if self.rekey_after.is_zero() || self.rekey_after >= self.reject_after {
             return Err(bad(

@@ -61,6 +61,9 @@ pub struct EndpointStats {
     pub corrupt: u64,
     /// Valid datagrams from new peers beyond `peers_max`.
     pub refused_peers: u64,
+    /// Channels dropped with all their state after a quiet spell (see
+    /// [`Endpoint::evict_idle`]).
+    pub evicted_peers: u64,
     /// With keys: the authenticated layer's counters (zero in plaintext).
     pub security: SecurityStats,
 }
@@ -83,6 +86,11 @@ pub struct Endpoint {
     reassembly_total: usize,
     /// With keys: the sessions every datagram goes through.
     sessions: Option<Sessions>,
+    /// Evictions so far. A channel created after one takes a fresh epoch
+    /// derived from it: the evicted peer may still hold the old channel's
+    /// state, and a new channel speaking the old epoch with counters from 1
+    /// would look to it like duplicates.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -90,6 +98,20 @@ struct Slot {
     channel: Channel,
     scheduled: Option<Instant>,
     in_ready: bool,
+    /// When the peer was last heard from or sent to.
+    active: Instant,
+}
+
+/// SplitMix64's finaliser: a channel epoch from the endpoint's epoch and
+/// the eviction generation (never zero).
+fn mix(epoch: u64, generation: u64) -> u64 {
+    if generation == 0 {
+        return epoch;
+    }
+    let mut z = epoch ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
 }
 
 impl Endpoint {
@@ -128,7 +150,44 @@ impl Endpoint {
             stats: EndpointStats::default(),
             reassembly_total: 0,
             sessions,
+            generation: 0,
         }
+    }
+
+    /// Drop every channel that has been quiet for `idle` (nothing heard,
+    /// nothing sent), has nothing outstanding to the peer (no message, no
+    /// hold), and that `keep` does not claim, with all its memory (partial
+    /// messages, duplicate state, the session). Returns the peers dropped.
+    /// The owner calls it now and then; it keeps the peer table for peers
+    /// in use, whatever strangers did.
+    pub fn evict_idle(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        keep: impl Fn(SocketAddr) -> bool,
+    ) -> Vec<SocketAddr> {
+        let gone: Vec<SocketAddr> = self
+            .channels
+            .iter()
+            .filter(|(a, s)| {
+                now.saturating_duration_since(s.active) >= idle
+                    && s.channel.evictable()
+                    && !self.ready.contains(a)
+                    && !keep(**a)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &gone {
+            if let Some(slot) = self.channels.remove(a) {
+                self.reassembly_total -= slot.channel.reassembly_bytes();
+            }
+            if let Some(s) = self.sessions.as_mut() {
+                s.forget(*a);
+            }
+            self.stats.evicted_peers += 1;
+            self.generation += 1;
+        }
+        gone
     }
 
     /// This daemon's public key, with keys.
@@ -215,7 +274,8 @@ impl Endpoint {
             .cfg
             .reassembly_total_max
             .saturating_sub(self.reassembly_total);
-        let slot = self.slot(from);
+        let slot = self.slot(from, now);
+        slot.active = now;
         let before = slot.channel.reassembly_bytes();
         slot.channel.set_shared_reassembly_room(room);
         slot.channel.handle_datagram(now, &d);
@@ -243,7 +303,9 @@ impl Endpoint {
         if self.sessions.as_ref().is_some_and(|s| !s.can_reach(peer)) {
             return Err(SendError::NoKey(peer));
         }
-        let r = self.slot(peer).channel.send(now, data);
+        let slot = self.slot(peer, now);
+        slot.active = now;
+        let r = slot.channel.send(now, data);
         self.touched(peer);
         Ok(r?)
     }
@@ -261,8 +323,8 @@ impl Endpoint {
     /// Check `peer`'s liveness while waiting for something from it; see
     /// [`Channel::hold`].
     pub fn hold(&mut self, now: Instant, peer: SocketAddr) {
-        if self.channels.contains_key(&peer) {
-            self.slot(peer).channel.hold(now);
+        if let Some(slot) = self.channels.get_mut(&peer) {
+            slot.channel.hold(now);
             self.touched(peer);
         }
     }
@@ -363,6 +425,11 @@ impl Endpoint {
         self.channels.get(&peer).map(|s| s.channel.snapshot())
     }
 
+    /// How many peers have a channel.
+    pub fn peer_count(&self) -> usize {
+        self.channels.len()
+    }
+
     /// Every peer with its snapshot.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Snapshot)> + '_ {
         self.channels
@@ -387,12 +454,13 @@ impl Endpoint {
         self.events.is_empty() && self.channels.values().all(|s| s.channel.is_idle())
     }
 
-    fn slot(&mut self, peer: SocketAddr) -> &mut Slot {
-        let (cfg, epoch) = (self.cfg, self.epoch);
+    fn slot(&mut self, peer: SocketAddr, now: Instant) -> &mut Slot {
+        let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
         self.channels.entry(peer).or_insert_with(|| Slot {
             channel: Channel::new(cfg, epoch),
             scheduled: None,
             in_ready: false,
+            active: now,
         })
     }
 

@@ -484,3 +484,103 @@ fn removing_a_peer_ends_its_session_and_fails_what_is_outstanding() {
     );
     drop(bnode);
 }
+
+#[test]
+fn probes_from_a_thousand_ports_leave_no_state_with_keys() {
+    let mut net = pair(23, 0, 0, cfg());
+    let (a, b) = (addr(A), addr(B));
+    // Valid plaintext probes (the old handshake) and sealed-looking junk.
+    let mut probe = vec![0u8; 96];
+    probe[..2].copy_from_slice(b"RD");
+    for port in 0..1024u16 {
+        let from = SocketAddr::from(([10, 7, 0, 1], 20_000 + port));
+        net.inject(from, b, probe.clone());
+        net.inject(from, b, b"RS\x01\x01junk".to_vec());
+    }
+    net.run(Duration::from_millis(10));
+    assert_eq!(net.node(b).peers().count(), 0);
+    assert!(net.log.is_empty(), "not one datagram answered");
+    let now = net.now;
+    net.node(a).send(now, b, b"real".to_vec()).expect("send");
+    net.run(Duration::from_secs(1));
+    assert_eq!(net.got(b), vec![b"real".to_vec()]);
+}
+
+fn add_plain(net: &mut Net, at: SocketAddr, cfg: Config) {
+    let epoch = net.rng.next() | 1;
+    net.nodes.insert(at, Endpoint::new(cfg, epoch));
+}
+
+#[test]
+fn idle_channels_are_evicted_and_a_new_channel_to_the_same_peer_still_delivers() {
+    let mut net = Net::new(29, 0, 0);
+    let (a, b) = (addr(A), addr(B));
+    let c = Config {
+        peers_max: 64,
+        ..cfg()
+    };
+    add_plain(&mut net, a, c);
+    add_plain(&mut net, b, c);
+    // Plaintext: strangers' probes fill B's table (each is a valid datagram).
+    let mut filler = Net::new(31, 0, 0);
+    for port in 0..64u16 {
+        add_plain(
+            &mut filler,
+            SocketAddr::from(([10, 7, 0, 1], 20_000 + port)),
+            c,
+        );
+    }
+    for (&from, ep) in filler.nodes.iter_mut() {
+        let now = net.now;
+        ep.send(now, b, b"x".to_vec()).expect("send");
+        if let Some(t) = ep.poll_transmit(now) {
+            net.inject(from, b, t.bytes);
+        }
+    }
+    net.run(Duration::from_millis(10));
+    let now = net.now;
+    net.node(a)
+        .send(now, b, b"locked out".to_vec())
+        .expect("send");
+    net.run(Duration::from_millis(200));
+    assert!(net.got(b).is_empty(), "the table is full: {:?}", net.got(b));
+    assert!(net.node(b).stats().refused_peers > 0);
+    // After the idle timeout the quiet strangers are evicted (A was not
+    // admitted, so it has nothing there either).
+    net.run(Duration::from_secs(2));
+    let now = net.now;
+    let gone = net
+        .node(b)
+        .evict_idle(now, Duration::from_secs(1), |_| false);
+    assert_eq!(gone.len(), 64, "{gone:?}");
+    assert_eq!(net.node(b).peers().count(), 0);
+    net.run(Duration::from_secs(30));
+    assert_eq!(
+        net.got(b),
+        vec![b"locked out".to_vec()],
+        "A's message got in"
+    );
+    let now = net.now;
+    net.node(b)
+        .send(now, a, b"before eviction".to_vec())
+        .expect("send");
+    net.run(Duration::from_secs(1));
+    // B evicts A too and then sends to it: A still holds the old channel,
+    // so the new one must not look like its old incarnation's duplicates.
+    net.run(Duration::from_secs(2));
+    let now = net.now;
+    assert_eq!(
+        net.node(b)
+            .evict_idle(now, Duration::from_secs(1), |_| false),
+        vec![a]
+    );
+    let now = net.now;
+    net.node(b)
+        .send(now, a, b"after eviction".to_vec())
+        .expect("send");
+    net.run(Duration::from_secs(30));
+    assert_eq!(
+        net.got(a),
+        vec![b"after eviction".to_vec(), b"before eviction".to_vec()]
+    );
+}

@@ -359,6 +359,12 @@ impl Sessions {
         self.configured_at(addr).is_some()
     }
 
+    /// Forget `addr` entirely (its channel was evicted): the next datagram
+    /// either way needs a new handshake.
+    pub(crate) fn forget(&mut self, addr: SocketAddr) {
+        self.sessions.remove(&addr);
+    }
+
     /// Replace the trusted peers. Returns the addresses whose sessions
     /// ended because their peer is gone.
     pub(crate) fn set_peers(&mut self, peers: Vec<PeerKey>) -> Vec<SocketAddr> {
