@@ -89,8 +89,12 @@ pub struct Invocation {
     pub function: String,
     /// The arguments.
     pub args: Vec<u8>,
-    /// The calling daemon's `host:port`.
+    /// Where the call came from: the calling daemon's `host:port`, or `"local"` for an app
+    /// on this daemon.
     pub caller: String,
+    /// Who called, as the wire says it: the authenticated calling daemon's configured name,
+    /// `"local"` for an app on this daemon, empty for an unauthenticated remote daemon.
+    pub peer: String,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
     /// Set when the daemon says the caller is gone; shared by every clone.
@@ -103,6 +107,7 @@ impl Invocation {
         function: String,
         args: Vec<u8>,
         caller: String,
+        peer: String,
         deadline: Instant,
     ) -> Invocation {
         Invocation {
@@ -110,6 +115,7 @@ impl Invocation {
             function,
             args,
             caller,
+            peer,
             deadline,
             cancelled: CancelFlag::default(),
         }

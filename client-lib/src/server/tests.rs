@@ -54,6 +54,7 @@ fn cancelled_invocations_are_seen_by_handlers_or_never_run() {
         function: "f".into(),
         args: args.to_vec(),
         caller: "local".into(),
+        peer: "local".into(),
         deadline_ms: 10_000,
     };
     peer.send(&invoke(1, b"wait"));
