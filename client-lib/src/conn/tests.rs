@@ -337,6 +337,7 @@ fn invocations_are_queued_and_answered() {
         (work.caller.as_str(), work.peer.as_str()),
         ("10.0.0.1:7000", "db-1")
     );
+    assert_eq!(work.identity(), crate::Identity::Peer("db-1"));
     assert!(work.deadline > Instant::now());
     conn.send_result(work.invocation, Outcome::Ok(work.args.clone()))
         .unwrap();

@@ -189,7 +189,8 @@ pub enum DaemonMsg {
         caller: String,
         /// Who called: the configured name of the calling daemon once its session is
         /// authenticated; [`LOCAL_CALLER`] for a call from an app on this daemon; empty for a
-        /// remote daemon that is not authenticated (plaintext transport).
+        /// remote daemon that is not authenticated (plaintext transport). See
+        /// [`Identity`](crate::Identity) for the typed view.
         peer: String,
         /// Milliseconds left before the caller gives up; a later result is dropped.
         deadline_ms: u64,
