@@ -383,6 +383,24 @@ impl Net {
         got[0]
     }
 
+    /// The next invocation handed to `c`, with its `caller` and `peer`.
+    fn wait_invoke(&mut self, a: &str, c: ConnId) -> (u64, String, String) {
+        let mut got = None;
+        self.run_until("an invocation", |n| {
+            got = n.take(a, c).into_iter().find_map(|m| match m {
+                DaemonMsg::Invoke {
+                    invocation,
+                    caller,
+                    peer,
+                    ..
+                } => Some((invocation, caller, peer)),
+                _ => None,
+            });
+            got.is_some()
+        });
+        got.expect("run_until returned")
+    }
+
     /// The resolver's answer to `a`'s latest lookup.
     fn resolve(&mut self, a: &str, results: Vec<Result<SocketAddr, String>>) {
         let now = self.now;
@@ -609,6 +627,26 @@ fn local_caller_gone_cancels_the_local_invocation() {
     let caller2 = net.app(A, 3);
     net.call(A, caller2, 2, A, "kv.get", 10_000);
     assert_eq!(net.invocations(A, server).len(), 1, "slot freed");
+}
+
+/// An invocation says who called: `"local"` as both `caller` and `peer` for
+/// an app of the same daemon; for a remote daemon over the plaintext
+/// transport, which authenticates nothing, its address and an empty `peer`.
+#[test]
+fn invocations_say_who_called() {
+    let (mut net, remote, server) = Net::served(13, |_| {});
+    let local = net.app(B, 3);
+    net.call(B, local, 1, B, "kv.get", 5_000);
+    let (inv, caller, peer) = net.wait_invoke(B, server);
+    assert_eq!((caller.as_str(), peer.as_str()), ("local", "local"));
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(B, local, 1), Ok(vec![0xc0]));
+
+    net.call(A, remote, 2, B, "kv.get", 5_000);
+    let (inv, caller, peer) = net.wait_invoke(B, server);
+    assert_eq!((caller.as_str(), peer.as_str()), (A, ""));
+    net.answer(B, server, inv, vec![0xc2]);
+    assert_eq!(net.wait_outcome(A, remote, 2), Ok(vec![0xc2]));
 }
 
 /// SIGTERM at B while A's call is being served there: B keeps running until
