@@ -6,34 +6,51 @@
 //! through the `config` crate), then command-line flags. The file is parsed
 //! strictly with `toml`: an unknown key or a value of the wrong type is an
 //! error naming the key and its line.
+//!
+//! Loading also reads the private key file (`[security]`, see [`security`]),
+//! so that the settings carry everything the transport needs; the rest is
+//! pure: [`Settings::validate`] reads no file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rpcd_transport::secure::{PeerKey, Security};
 use serde::Deserialize;
 use thiserror::Error;
+
+pub mod security;
+
+pub use security::{
+    KeyFileError, KeySource, LoadedKey, PeerSettings, SecuritySettings, PEERS_CONFIGURED_MAX,
+    PEER_ADDRESSES_MAX,
+};
 
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
-    /// UDP address the daemon listens on (loopback until security exists).
+    /// UDP address the daemon listens on.
     pub listen: SocketAddr,
     /// Path of the local socket.
     pub socket: PathBuf,
     /// Log filter (tracing-subscriber syntax), unless `RUST_LOG` is set.
     pub log_level: String,
-    /// Accept unauthenticated peers on an address beyond loopback. rpcd has
-    /// no peer authentication yet, so listening anywhere else needs this
-    /// explicit consent.
+    /// Without a private key, accept unauthenticated peers on an address
+    /// beyond loopback: listening anywhere else in plaintext needs this
+    /// explicit consent. No effect with a key.
     pub plaintext: bool,
     /// Local limits.
     pub limits: Limits,
     /// Transport settings.
     pub transport: rpcd_transport::Config,
-    /// Service names: name → `host:port` targets, in order of preference.
+    /// Service names: name → targets (`host:port` or a peer's name), in
+    /// order of preference.
     pub names: BTreeMap<String, Vec<String>>,
+    /// `[security]`: this daemon's private key.
+    pub security: SecuritySettings,
+    /// `[peers]`: the daemons this one trusts, by name.
+    pub peers: BTreeMap<String, PeerSettings>,
 }
 
 /// Default settings file, read when it exists and no `--config` is given.
@@ -113,6 +130,8 @@ impl Default for Settings {
             limits: Limits::default(),
             transport: rpcd_transport::Config::default(),
             names: BTreeMap::new(),
+            security: SecuritySettings::default(),
+            peers: BTreeMap::new(),
         }
     }
 }
@@ -139,6 +158,16 @@ pub enum SettingsError {
     /// An environment override that is unknown or of the wrong type.
     #[error("environment override: {0} (variables are RPCD_<SECTION>__<KEY>, e.g. RPCD_LIMITS__CONNECTIONS_MAX)")]
     Env(String),
+    /// The private key file cannot be used.
+    #[error("{setting}: cannot use {}: {problem}", path.display())]
+    PrivateKey {
+        /// The setting or credential that names the file.
+        setting: KeySource,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        problem: KeyFileError,
+    },
     /// A value out of range or contradicting another.
     #[error("{origin}: setting `{key}`: {problem}")]
     Invalid {
@@ -163,6 +192,16 @@ struct FileSettings {
     transport: FileTransport,
     #[serde(default)]
     names: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    security: FileSecurity,
+    #[serde(default)]
+    peers: BTreeMap<String, security::FilePeer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSecurity {
+    private_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,7 +281,9 @@ macro_rules! set {
 impl Settings {
     /// Defaults, overlaid with the settings file (`path`, else
     /// [`DEFAULT_CONFIG_PATH`] if it exists), then with the `RPCD_*__*`
-    /// variables of `env`; validated. Returns the settings and the file used.
+    /// variables of `env`; the private key read (from `private_key_file`,
+    /// else `$CREDENTIALS_DIRECTORY/rpcd.key` of `env`); validated. Returns
+    /// the settings and the file used.
     pub fn load(
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -251,6 +292,11 @@ impl Settings {
             Some(p) => Some(p.to_owned()),
             None => Some(PathBuf::from(DEFAULT_CONFIG_PATH)).filter(|p| p.exists()),
         };
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let credentials_dir = env
+            .iter()
+            .find(|(k, v)| k == "CREDENTIALS_DIRECTORY" && !v.is_empty())
+            .map(|(_, v)| PathBuf::from(v));
         let mut s = Settings::default();
         let mut origin = "built-in defaults".to_owned();
         if let Some(p) = &path {
@@ -268,6 +314,15 @@ impl Settings {
         if s.apply_env(env)? {
             origin.push_str(" + environment");
         }
+        s.security.key = security::load_key(
+            s.security.private_key_file.as_deref(),
+            credentials_dir.as_deref(),
+        )
+        .map_err(|(setting, path, problem)| SettingsError::PrivateKey {
+            setting,
+            path,
+            problem,
+        })?;
         s.validate(&origin)?;
         Ok((s, path))
     }
@@ -368,6 +423,15 @@ impl Settings {
             };
             self.names.insert(name, targets);
         }
+        set!(
+            self.security.private_key_file,
+            f.security.private_key_file,
+            Some
+        );
+        for (name, peer) in f.peers {
+            let peer = peer.overlay(&name, self.peers.get(&name))?;
+            self.peers.insert(name, peer);
+        }
         Ok(())
     }
 
@@ -381,17 +445,23 @@ impl Settings {
         self.transport
             .validate()
             .map_err(|e| invalid(&format!("transport.{}", e.key), e.problem))?;
-        if !self.plaintext && !self.listen.ip().to_canonical().is_loopback() {
+        if self.security.key.is_none()
+            && !self.plaintext
+            && !self.listen.ip().to_canonical().is_loopback()
+        {
             return Err(invalid(
                 "daemon.plaintext",
                 format!(
-                    "listening on {} accepts unauthenticated calls from anyone who can reach it \
-                     (rpcd has no peer authentication yet); listen on loopback, or set \
-                     daemon.plaintext = true to accept that",
+                    "listening on {} without a private key accepts unauthenticated calls from \
+                     anyone who can reach it; set security.private_key_file (see `rpcctl keys \
+                     generate`), or daemon.plaintext = true to accept unauthenticated peers",
                     self.listen
                 ),
             ));
         }
+        let own = self.security.key.as_ref().map(|k| k.key.public());
+        security::validate_peers(&self.peers, own.as_ref())
+            .map_err(|(key, problem)| invalid(&key, problem))?;
         let l = &self.limits;
         let positive = [
             ("limits.connections_max", l.connections_max),
@@ -443,19 +513,52 @@ impl Settings {
                     "a service name is 1 to 255 of A-Z a-z 0-9 . _ - (no colon, so it never looks like host:port)".into(),
                 ));
             }
+            if self.peers.contains_key(name) {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{name:?} is also a peer in [peers]; a target name must mean one thing"
+                    ),
+                ));
+            }
             if targets.is_empty() || targets.len() > NAME_TARGETS_MAX {
                 return Err(invalid(
                     &key,
-                    format!("must list 1 to {NAME_TARGETS_MAX} host:port targets"),
+                    format!(
+                        "must list 1 to {NAME_TARGETS_MAX} targets (host:port or a peer's name)"
+                    ),
                 ));
             }
             for t in targets {
-                if let Err(problem) = split_host_port(t) {
+                if let Some(peer) = self.peers.get(t) {
+                    if peer.addresses.is_empty() {
+                        return Err(invalid(
+                            &key,
+                            format!("{t:?}: peer {t} has no addresses configured"),
+                        ));
+                    }
+                } else if valid_name(t) {
+                    return Err(invalid(
+                        &key,
+                        format!("{t:?} is neither host:port nor a peer in [peers]"),
+                    ));
+                } else if let Err(problem) = split_host_port(t) {
                     return Err(invalid(&key, format!("{t:?}: {problem}")));
                 }
             }
         }
         Ok(())
+    }
+
+    /// What the transport is given: this daemon's key and the peers it
+    /// trusts, or plaintext when no private key is configured.
+    pub fn transport_security(&self) -> Security {
+        security::transport_security(&self.security, &self.peers)
+    }
+
+    /// `[peers]` as the transport's peer list (for a reload).
+    pub fn peer_keys(&self) -> Vec<PeerKey> {
+        security::peer_keys(&self.peers)
     }
 
     /// Largest argument (or result) a call can carry: the transport's
