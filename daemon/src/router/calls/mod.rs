@@ -215,6 +215,17 @@ impl Router {
                     self.calls.by_peer.entry(addr).or_default().insert(id);
                     return;
                 }
+                Err(e @ SendError::NoKey(_)) => {
+                    // Nothing was sent, and an address of the call's
+                    // target is not a peer this daemon trusts: a
+                    // configuration mistake to report, not a peer to skip.
+                    self.finish_call(
+                        now,
+                        id,
+                        Err(Failure::new(ErrorCode::BadRequest, e.to_string())),
+                    );
+                    return;
+                }
                 Err(e) => {
                     let code = match e {
                         SendError::Channel(ChannelSendError::TooLarge { .. }) => {
