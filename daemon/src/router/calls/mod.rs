@@ -63,8 +63,13 @@ impl Router {
         };
         let resolution = match refusal {
             Some(f) => Err(f),
-            None => targets::resolution(&req.target, &self.settings.names, self.me)
-                .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
+            None => targets::resolution(
+                &req.target,
+                &self.settings.names,
+                &self.settings.peers,
+                self.me,
+            )
+            .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
         };
         let resolution = match resolution {
             Ok(r) => r,
