@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, Outcome, PROTOCOL_VERSION};
 
-use super::{ConnId, Output, PeerCred, Router};
+use super::{ConnId, Incarnation, Output, PeerCred, Router};
 use crate::settings::Settings;
 
 impl Router {
@@ -112,7 +112,12 @@ impl Net {
         settings(&mut s);
         self.epoch += 1;
         self.exited.remove(&addr(a));
-        let router = Router::new(s, addr(a), Vec::new(), self.epoch, self.now);
+        let incarnation = Incarnation {
+            epoch: self.epoch,
+            seed: [0; 32],
+            wall_clock: Duration::ZERO,
+        };
+        let router = Router::new(s, addr(a), Vec::new(), incarnation, self.now);
         self.nodes.insert(
             addr(a),
             Node {
