@@ -144,9 +144,9 @@ impl CryptoResolver for Resolver {
     }
 }
 
-fn builder<'a>(rng: &mut Rng, local: &'a PrivateKey) -> Result<Builder<'a>, snow::Error> {
+fn builder<'a>(seed: [u8; 32], local: &'a PrivateKey) -> Result<Builder<'a>, snow::Error> {
     let params: NoiseParams = NOISE_PARAMS.parse()?;
-    Builder::with_resolver(params, Box::new(Resolver(rng.bytes())))
+    Builder::with_resolver(params, Box::new(Resolver(seed)))
         .prologue(PROLOGUE)?
         .local_private_key(local.secret())
 }
@@ -182,14 +182,16 @@ impl std::fmt::Debug for Initiator {
     }
 }
 
-/// Message 1 to `remote`, carrying `payload`.
+/// Message 1 to `remote`, carrying `payload`; `seed` makes the ephemeral
+/// key. The same arguments give the same initiator again: a caller whose
+/// initiator was consumed by a forged message 2 rebuilds it.
 pub(crate) fn initiate(
-    rng: &mut Rng,
+    seed: [u8; 32],
     local: &PrivateKey,
     remote: &PublicKey,
     payload: &[u8; INIT_PAYLOAD_LEN],
 ) -> Result<(Initiator, [u8; NOISE_INIT_LEN]), snow::Error> {
-    let mut hs = builder(rng, local)?
+    let mut hs = builder(seed, local)?
         .remote_public_key(&remote.0)?
         .build_initiator()?;
     let mut msg = [0; NOISE_INIT_LEN];
@@ -237,7 +239,7 @@ pub(crate) fn read_initiation(
     local: &PrivateKey,
     msg: &[u8],
 ) -> Result<Initiation, snow::Error> {
-    let mut hs = builder(rng, local)?.build_responder()?;
+    let mut hs = builder(rng.bytes(), local)?.build_responder()?;
     let mut payload = [0; 64];
     let n = hs.read_message(msg, &mut payload)?;
     let payload: [u8; INIT_PAYLOAD_LEN] =
@@ -277,7 +279,7 @@ mod tests {
         let mut rng = Rng::from_seed([1; 32]);
         let a = PrivateKey::from_bytes([2; 32]);
         let b = PrivateKey::from_bytes([3; 32]);
-        let (init, m1) = initiate(&mut rng, &a, &b.public(), &[9; 16]).expect("initiate");
+        let (init, m1) = initiate(rng.bytes(), &a, &b.public(), &[9; 16]).expect("initiate");
         let got = read_initiation(&mut rng, &b, &m1).expect("read");
         assert_eq!(got.remote, a.public());
         assert_eq!(got.payload, [9; 16]);
@@ -297,7 +299,7 @@ mod tests {
         );
         // Someone else's key reads nothing.
         let c = PrivateKey::from_bytes([4; 32]);
-        let (_, m1) = initiate(&mut rng, &a, &b.public(), &[9; 16]).expect("initiate");
+        let (_, m1) = initiate(rng.bytes(), &a, &b.public(), &[9; 16]).expect("initiate");
         assert!(read_initiation(&mut rng, &c, &m1).is_err());
     }
 

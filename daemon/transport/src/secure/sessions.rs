@@ -27,11 +27,19 @@ use crate::config::Config;
 /// Inner datagrams held per peer while its session is being set up; older
 /// ones are dropped first (the channel retransmits what matters).
 pub const QUEUED_MAX: usize = 64;
+/// Forged responses (right index, valid mac1, bad Noise) after which an
+/// initiation stops rebuilding its state and waits for its next retry.
+pub const FORGED_RESPONSES_MAX: u32 = 4;
 /// How long a cookie (ours or a responder's) stays valid.
 pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 /// Source addresses whose handshake counts are remembered per second;
 /// beyond it, new sources are rate-limited until the second rolls over.
 pub const SOURCES_MAX: usize = 4096;
+
+/// Where an inner datagram's kind is, and the kind of an acknowledgement
+/// alone (see `wire::Kind`).
+const INNER_KIND_AT: usize = 3;
+const INNER_KIND_ACK: u8 = 2;
 
 /// Counters of the authenticated layer: every drop has a reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -143,7 +151,14 @@ impl Keypair {
 /// An initiation in flight.
 #[derive(Debug)]
 struct Pending {
-    initiator: Initiator,
+    /// `None` after forged responses used up `FORGED_RESPONSES_MAX`
+    /// rebuilds: the next retry starts afresh.
+    initiator: Option<Initiator>,
+    /// What made the initiator, to rebuild it after a forged response
+    /// consumed it (snow's handshake state cannot be copied).
+    seed: [u8; 32],
+    payload: [u8; INIT_PAYLOAD_LEN],
+    rebuilds: u32,
     index: u32,
     /// When the latest attempt went out, and which attempt it was.
     sent_at: Instant,
@@ -601,15 +616,29 @@ impl Sessions {
             self.stats.unknown_session += 1;
             return;
         }
-        let Some(pending) = s.pending.take() else {
+        let Some(pending) = s.pending.as_mut() else {
+            return;
+        };
+        let Some(initiator) = pending.initiator.take() else {
+            self.stats.unknown_session += 1;
             return;
         };
         let index = pending.index;
-        let Ok((_epoch, keys)) = pending.initiator.finish(noise) else {
-            // Not the responder's (forged or corrupt): keep waiting.
+        let Ok((_epoch, keys)) = initiator.finish(noise) else {
+            // Not the responder's (forged or corrupt): rebuild the
+            // initiator the forgery consumed and keep waiting for the real
+            // response (a few times; then the next retry starts afresh).
             self.stats.handshake_failed += 1;
+            if pending.rebuilds < FORGED_RESPONSES_MAX {
+                pending.rebuilds += 1;
+                pending.initiator =
+                    crypto::initiate(pending.seed, &self.local, &s.peer, &pending.payload)
+                        .ok()
+                        .map(|(i, _)| i);
+            }
             return;
         };
+        s.pending = None;
         s.previous = s.current.take();
         s.current = Some(Keypair::new(keys, index, sender, now));
         s.last_heard = Some(now);
@@ -745,8 +774,18 @@ impl Sessions {
             now.saturating_duration_since(k.born) < cfg.reject_after
                 && k.send_counter < cfg.reject_after_datagrams
         });
-        let since = *s.unanswered_since.get_or_insert(now);
-        let stale = now.saturating_duration_since(since) >= cfg.peer_timeout / 4;
+        // Only a datagram the peer answers starts the silence that suggests
+        // it lost the session: an acknowledgement alone elicits nothing.
+        let elicits = inner.get(INNER_KIND_AT) != Some(&INNER_KIND_ACK);
+        let since = match s.unanswered_since {
+            Some(t) => Some(t),
+            None if elicits => {
+                s.unanswered_since = Some(now);
+                Some(now)
+            }
+            None => None,
+        };
+        let stale = since.is_some_and(|t| now.saturating_duration_since(t) >= cfg.peer_timeout / 4);
         let wants_rekey = s.current.as_ref().is_some_and(|k| {
             now.saturating_duration_since(k.born) >= cfg.rekey_after
                 || k.send_counter >= cfg.rekey_after_datagrams
@@ -794,8 +833,8 @@ impl Sessions {
         let mut payload = [0; INIT_PAYLOAD_LEN];
         payload[..8].copy_from_slice(&epoch.to_be_bytes());
         payload[8..].copy_from_slice(&ts.to_be_bytes());
-        let Ok((initiator, noise)) = crypto::initiate(&mut self.rng, &self.local, &peer, &payload)
-        else {
+        let seed = self.rng.bytes();
+        let Ok((initiator, noise)) = crypto::initiate(seed, &self.local, &peer, &payload) else {
             return;
         };
         let index = self.rng.u32();
@@ -806,7 +845,10 @@ impl Sessions {
         msg.extend_from_slice(&mac2);
         let s = self.sessions.get_mut(&to).expect("checked above");
         s.pending = Some(Pending {
-            initiator,
+            initiator: Some(initiator),
+            seed,
+            payload,
+            rebuilds: 0,
             index,
             sent_at: now,
             attempt,
