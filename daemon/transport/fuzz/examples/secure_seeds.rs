@@ -99,12 +99,24 @@ fn main() {
                 .op(op::CAPTURED, &[1, 0, 2, 0, 20])
                 .op(op::DUPLICATE, &[0])
                 .op(op::FLUSH, &[])
-                .op(op::WAIT, &[0xFF, 0xFF, 17])
+                .op(op::WAIT, &[0xFF, 0xFF, 23])
                 .op(op::SEND_B, &[3])
                 .op(op::SEND_A, &[0, 9])
                 .op(op::DROP, &[0])
                 .op(op::CAPTURED, &[2, 0, 0])
                 .op(op::NEXT_TIMER, &[])
+                .0,
+        ),
+        // B rekeys (its session is past rekey_after) and a response to
+        // its initiation is forged from A's address: valid mac1, the right
+        // index, a Noise message that cannot be A's. Then the real one.
+        (
+            "forged-response",
+            Script::default()
+                .op(op::WAIT, &[0xFF, 0xFF, 23])
+                .op(op::SEND_B, &[1])
+                .op(op::RESPONSE, &[0, 0, 0, 0, 7])
+                .op(op::FLUSH, &[])
                 .0,
         ),
     ];
