@@ -74,6 +74,8 @@ fn tight() -> Config {
         peer_timeout: Duration::from_millis(300),
         revalidate_after: Duration::from_millis(100),
         peers_max: 3,
+        // The idle-eviction and key-related settings keep their defaults.
+        ..Config::default()
     };
     c.reassembly_bytes_max = c.reassembly_floor();
     // Two peers' worth for three peers: the shared budget is reached too.
