@@ -26,8 +26,8 @@
 //! - an ack means the peer delivered the message; nothing fails, no peer
 //!   is declared restarted or unreachable;
 //! - while B has a handshake in flight to A, the first copy of A's genuine
-//!   response completes it, whatever came before (one known exception,
-//!   excused until fixed: see `FORGED_RESPONSE_KEEPS_HANDSHAKE`);
+//!   response completes it, whatever came before (up to four forged
+//!   responses: see `FORGED_RESPONSES_SURVIVED`);
 //! - once healed, every message either side sent was delivered exactly once;
 //! - no amplification: B sends a stranger address no more bytes than it
 //!   received from it, neither per datagram nor in total.
