@@ -93,6 +93,13 @@ struct FileTransport {
     peer_timeout_ms: Option<u64>,
     revalidate_after_ms: Option<u64>,
     peers_max: Option<usize>,
+    peer_idle_timeout_ms: Option<u64>,
+    rekey_after_ms: Option<u64>,
+    reject_after_ms: Option<u64>,
+    rekey_after_datagrams: Option<u64>,
+    reject_after_datagrams: Option<u64>,
+    handshake_load_max: Option<u32>,
+    handshake_rate_per_source: Option<u32>,
 }
 
 macro_rules! set {
@@ -198,6 +205,13 @@ impl Settings {
         set!(t.peer_timeout, ft.peer_timeout_ms, ms);
         set!(t.revalidate_after, ft.revalidate_after_ms, ms);
         set!(t.peers_max, ft.peers_max);
+        set!(t.peer_idle_timeout, ft.peer_idle_timeout_ms, ms);
+        set!(t.rekey_after, ft.rekey_after_ms, ms);
+        set!(t.reject_after, ft.reject_after_ms, ms);
+        set!(t.rekey_after_datagrams, ft.rekey_after_datagrams);
+        set!(t.reject_after_datagrams, ft.reject_after_datagrams);
+        set!(t.handshake_load_max, ft.handshake_load_max);
+        set!(t.handshake_rate_per_source, ft.handshake_rate_per_source);
         for (name, targets) in f.names {
             let targets = match targets {
                 OneOrMany::One(t) => vec![t],
