@@ -430,6 +430,7 @@ impl Channel {
             ack: Some(self.ack_info()),
             ack_now,
             fragment: None,
+            nonce: 0,
             key_id: 0,
         };
         self.ack_sent();
@@ -451,6 +452,7 @@ impl Channel {
             ack: None,
             ack_now: false,
             fragment: None,
+            nonce: 0,
             key_id: 0,
         };
         self.stats.datagrams_sent += 1;

@@ -49,6 +49,7 @@ fn first_fragment(sender: u64, n: u64, count: u32, payload: &[u8]) -> Datagram<'
             count,
             payload,
         }),
+        nonce: 0,
         key_id: 0,
     }
 }
@@ -1197,6 +1198,7 @@ fn both_restarted_with_stale_epochs_converge() {
         ack: None,
         ack_now: true,
         fragment: None,
+        nonce: 0,
         key_id: 0,
     }
     .to_vec();
