@@ -323,9 +323,11 @@ impl Endpoint {
     }
 
     fn slot(&mut self, peer: SocketAddr) -> &mut Slot {
-        let (cfg, epoch) = (self.cfg, self.epoch);
+        let (cfg, epoch, n) = (self.cfg, self.epoch, self.channels.len() as u64);
+        // A deterministic placeholder mix, until the endpoint's seeded RNG feeds it.
+        let seed = epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (u64::from(peer.port()) << 32) ^ n;
         self.channels.entry(peer).or_insert_with(|| Slot {
-            channel: Channel::new(cfg, epoch),
+            channel: Channel::new(cfg, epoch, seed),
             scheduled: None,
             in_ready: false,
         })
