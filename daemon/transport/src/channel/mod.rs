@@ -308,7 +308,10 @@ impl Channel {
                 self.on_ack(now, ack);
             }
         }
-        self.on_floors(d.send_floor, MsgId::from(d.msg_floor));
+        // A Data datagram's own counter is one the sender certainly used.
+        let data_seq =
+            (d.kind == Kind::Data && d.receiver_epoch == self.local_epoch).then_some(d.seq);
+        self.on_floors(d.send_floor, MsgId::from(d.msg_floor), data_seq);
 
         match d.kind {
             Kind::Probe => {

@@ -1727,10 +1727,10 @@ fn keepalive_and_peer_timeout_timers_fire_at_reported_deadlines() {
     assert!(events(&mut p.a).contains(&Event::PeerUnreachable));
 }
 
-/// A forged floor (`msg_floor` = 2^64 - 1, as an off-path attacker would
-/// send) must not make the receiver treat every later message as
-/// abandoned: the floor never passes the messages it has seen. (The counter
-/// floor, `send_floor`, already never moves more than a window.)
+/// A forged floor (`msg_floor` = 2^64 - 1, with the peer's epoch, as an
+/// on-path forger could send it) must not make the receiver treat every
+/// later message as abandoned: the floor never passes the messages it has
+/// seen. (The counter floor: the next test.)
 #[test]
 fn a_bogus_message_floor_does_not_swallow_later_messages() {
     let mut p = Pair::new();
@@ -1755,4 +1755,39 @@ fn a_bogus_message_floor_does_not_swallow_later_messages() {
         [b"m2".to_vec(), b"m3".to_vec()],
         "later messages are still delivered"
     );
+}
+
+/// A forged counter floor (`send_floor` = 2^64 - 1, again and again, with
+/// the peer's epoch) never moves the receiver past the counters it has
+/// received, so never past its window: later datagrams are delivered, not
+/// taken for duplicates (which are acknowledged and dropped: lost for good).
+#[test]
+fn a_bogus_send_floor_does_not_swallow_later_datagrams() {
+    let mut p = Pair::new();
+    let (_, first) = p.handshake_with(b"m1".to_vec());
+    feed(&mut p.b, p.now, &first);
+    assert_eq!(delivered(&events(&mut p.b)), [b"m1".to_vec()]);
+    let mut forged = parse(&first[0]);
+    forged.send_floor = Seq(u64::MAX);
+    forged.fragment = None;
+    forged.seq = Seq(0);
+    forged.kind = Kind::Probe;
+    let forged = forged.to_vec();
+    for _ in 0..10 {
+        feed(&mut p.b, p.now, std::slice::from_ref(&forged));
+    }
+    let acks = drain(&mut p.b, p.now);
+    let a = parse(&acks[acks.len() - 1]).ack.expect("ack state");
+    assert_eq!(a.ack, Seq(2), "the next counter expected is still 2");
+    for m in [b"m2".to_vec(), b"m3".to_vec()] {
+        p.a.send(p.now, m).expect("queued");
+    }
+    let later = drain(&mut p.a, p.now);
+    feed(&mut p.b, p.now, &later);
+    assert_eq!(
+        delivered(&events(&mut p.b)),
+        [b"m2".to_vec(), b"m3".to_vec()],
+        "later datagrams are still delivered"
+    );
+    assert_eq!(p.b.snapshot().stats.duplicates, 0);
 }
