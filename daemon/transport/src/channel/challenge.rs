@@ -47,7 +47,8 @@ pub(super) struct Claim {
     pub(super) epoch: u64,
     /// Never zero (zero means "no challenge" on the wire).
     pub(super) challenge: u64,
-    /// When the claim was first heard: it expires `peer_timeout` later.
+    /// When the claim was first heard: it expires `peer_timeout` later
+    /// (checked whenever the claim is consulted; no timer).
     pub(super) since: Instant,
     /// When the challenge last went out, and how many times it has.
     pub(super) sent: Option<(Instant, u32)>,
@@ -70,9 +71,10 @@ impl Challenges {
         }
     }
 
-    /// Nothing pending: no claim, nothing to send.
+    /// Nothing to send. (A pending claim is a bounded memo that arms no
+    /// timer: it expires when next consulted.)
     pub(super) fn is_idle(&self) -> bool {
-        self.claim.is_none() && !self.challenge_now && self.echo.is_none()
+        !self.challenge_now && self.echo.is_none()
     }
 }
 
@@ -83,7 +85,7 @@ impl Channel {
     /// be processed as the first of that incarnation); false when it was
     /// dropped as an unconfirmed claim.
     pub(super) fn on_other_epoch(&mut self, now: Instant, current: u64, d: &Datagram<'_>) -> bool {
-        if self.confirms(d) {
+        if self.confirms(now, d) {
             self.challenges.claim = None;
             self.challenges.challenge_now = false;
             self.peer_restarted(now, current, d.sender_epoch);
@@ -113,7 +115,12 @@ impl Channel {
             c.sent
                 .is_some_and(|(at, n)| now < at + self.rtt.backed_off(n))
         };
+        let peer_timeout = self.cfg.peer_timeout;
         let c = &mut self.challenges;
+        if c.claim.is_some_and(|k| now >= k.since + peer_timeout) {
+            // Unconfirmed for `peer_timeout`: forgotten.
+            c.claim = None;
+        }
         match c.claim {
             Some(k) if awaiting(&k) => {
                 // The challenge is out and its answer not yet overdue: a
@@ -137,19 +144,17 @@ impl Channel {
     }
 
     /// `d` answers the pending challenge: an Ack from the claimed epoch,
-    /// addressed to ours, echoing the challenge we sent.
-    fn confirms(&self, d: &Datagram<'_>) -> bool {
+    /// addressed to ours, echoing the challenge we sent, within
+    /// `peer_timeout` of the claim.
+    fn confirms(&self, now: Instant, d: &Datagram<'_>) -> bool {
         d.kind == Kind::Ack
             && d.receiver_epoch == self.local_epoch
             && self.challenges.claim.is_some_and(|c| {
-                c.sent.is_some() && c.epoch == d.sender_epoch && c.challenge == d.nonce
+                c.sent.is_some()
+                    && c.epoch == d.sender_epoch
+                    && c.challenge == d.nonce
+                    && now < c.since + self.cfg.peer_timeout
             })
-    }
-
-    /// The claim has gone unconfirmed for `peer_timeout`: forget it.
-    pub(super) fn expire_claim(&mut self) {
-        self.challenges.claim = None;
-        self.challenges.challenge_now = false;
     }
 
     /// The probe that challenges the claimed epoch. A bare header: no

@@ -1124,13 +1124,25 @@ fn a_forged_new_epoch_neither_resets_nor_fails_outstanding_messages() {
     p.a.send(p.now, b"later".to_vec()).expect("queued");
     p.settle(ms(100));
     assert_eq!(delivered(&events(&mut p.b)), [b"later".to_vec()]);
-    // The unconfirmed claim is all that keeps a's timer armed, until
-    // `peer_timeout` after it was heard.
-    assert!(!p.a.is_idle());
-    assert_eq!(p.a.poll_timeout(), Some(heard + cfg().peer_timeout));
+    // The unconfirmed claim arms no timer (it expires when next consulted,
+    // `peer_timeout` after it was heard).
     p.settle(Duration::from_secs(10));
     assert_eq!(events(&mut p.a), [Event::Acked { msg_id: MsgId(2) }]);
     assert!(p.a.is_idle() && p.b.is_idle());
+    assert_eq!(p.a.poll_timeout(), None);
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
+    // Past it, even the right echo (had the forger seen the challenge) no
+    // longer confirms: it is a new claim, challenged afresh.
+    p.now = heard + cfg().peer_timeout;
+    feed(
+        &mut p.a,
+        p.now,
+        &[forged_from(FORGED, A, Kind::Ack, c.nonce)],
+    );
+    assert!(events(&mut p.a).is_empty());
+    let again = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&again), [Kind::Probe]);
+    assert_ne!(parse(&again[0]).nonce, c.nonce);
     assert_eq!(p.a.snapshot().peer_epoch, Some(B));
 }
 
@@ -1307,11 +1319,18 @@ fn epoch_claims_are_bounded_and_challenges_rate_limited() {
     assert_eq!(snap.stats.unconfirmed_epoch, 1003 + 7);
     assert_eq!(snap.stats.epoch_challenges, 2 + 3);
     assert_eq!(snap.peer_epoch, Some(B));
-    // The claim lives `peer_timeout` from when it was first heard.
-    let t = assert_fires_at_reported_deadline(&mut p.a, Timer::Claim);
-    assert_eq!(t, first + rto + cfg().peer_timeout);
-    assert_eq!(p.a.poll_timeout(), None);
+    // It arms no timer, and expires `peer_timeout` after it was first
+    // heard: from then on even its echo does not confirm it.
     assert!(p.a.is_idle());
+    assert_eq!(p.a.poll_timeout(), None);
+    p.now = first + rto + cfg().peer_timeout;
+    feed(
+        &mut p.a,
+        p.now,
+        &[forged_from(FORGED + 1, A, Kind::Ack, c2.nonce)],
+    );
+    assert!(events(&mut p.a).is_empty());
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
 }
 
 #[test]

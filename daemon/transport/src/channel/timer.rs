@@ -30,23 +30,19 @@ pub(super) enum Timer {
     /// Something is outstanding and the peer has been silent for a
     /// `keepalive_interval` (again): probe it.
     Keepalive,
-    /// A claimed new epoch of the peer went unconfirmed for `peer_timeout`:
-    /// forget it.
-    Claim,
 }
 
 impl Timer {
     /// Every timer, in the order `handle_timeout` fires them. The order is
     /// part of the behaviour: a handshake or a peer timeout that gives up
     /// fails the messages whose retransmissions fired before it.
-    pub(super) const ALL: [Timer; 7] = [
+    pub(super) const ALL: [Timer; 6] = [
         Timer::LossDetection,
         Timer::Probe,
         Timer::DelayedAck,
         Timer::Handshake,
         Timer::PeerTimeout,
         Timer::Keepalive,
-        Timer::Claim,
     ];
 }
 
@@ -113,10 +109,6 @@ impl Channel {
                     Some(keepalive_due.unwrap_or(since + self.cfg.keepalive_interval))
                 }
             },
-            Timer::Claim => self
-                .challenges
-                .claim
-                .map(|c| c.since + self.cfg.peer_timeout),
         }
     }
 
@@ -145,7 +137,6 @@ impl Channel {
                     keepalive_due: Some(now + self.cfg.keepalive_interval),
                 };
             }
-            Timer::Claim => self.expire_claim(),
         }
     }
 }
