@@ -9,7 +9,10 @@
 //! - [`Client`]: the run-time library apps use: typed calls (rmp-serde), per-call options,
 //!   a shared connection that reconnects with bounded backoff after a daemon restart.
 //! - [`Server`]: registered functions served on a pool of worker threads behind a bounded
-//!   queue (full → the caller gets `overloaded`), re-registered after a reconnect.
+//!   queue (full → the caller gets `overloaded`), re-registered after a reconnect. A
+//!   handler made with [`Handler::with_request`] sees its [`Request`], and through it who
+//!   called ([`Identity`]: an app on the same daemon, an authenticated peer daemon by its
+//!   configured name, or an unauthenticated one).
 //! - [`service`]: the stub generator, `#[rpcd_client::service]` on a trait.
 //!
 //! Call order: [`Client::connect`] (or [`Client::connect_to`]), then any number of
@@ -39,6 +42,7 @@ pub mod __private;
 mod client;
 pub mod conn;
 mod error;
+mod identity;
 pub mod ipc;
 mod server;
 mod target;
@@ -49,6 +53,7 @@ pub use client::{
 };
 pub use conn::{CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
 pub use error::CallError;
+pub use identity::Identity;
 pub use ipc::{default_socket_path, ErrorCode, Outcome, Stats};
 pub use rpcd_macros::service;
 pub use server::{

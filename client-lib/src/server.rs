@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::client::{lock, read, write, Client};
 use crate::conn::{Connection, Invocation};
 use crate::error::CallError;
+use crate::identity::Identity;
 use crate::ipc::{ErrorCode, Outcome};
 
 /// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
@@ -66,22 +67,49 @@ impl Default for ServerOptions {
     }
 }
 
-/// One invocation as a handler sees it.
+/// One invocation as a handler sees it. A handler registered with
+/// [`Handler::with_request`] gets it; [`Request::identity`] says who called. Handlers
+/// made by [`Handler::new`], [`Handler::typed`] and the `#[service]` stubs see only their
+/// arguments: register a function that needs its caller with [`Handler::with_request`].
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The function called.
     pub function: &'a str,
     /// The argument bytes.
     pub args: &'a [u8],
-    /// The calling daemon's `host:port`.
+    /// Where the call came from: the calling daemon's `host:port`, or `"local"` for an app
+    /// on this daemon. An address, not an identity: see [`Request::identity`].
     pub caller: &'a str,
+    /// Who called, as the daemon sent it: the authenticated calling daemon's configured
+    /// name, `"local"` for an app on this daemon, or empty for a remote daemon that is not
+    /// authenticated (plaintext transport). [`Request::identity`] is the typed view.
+    pub peer: &'a str,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
     /// Set by the connection's reader thread when the daemon cancels the invocation.
     cancelled: &'a AtomicBool,
 }
 
-impl Request<'_> {
+impl<'a> Request<'a> {
+    /// Who called: [`Identity::Local`], [`Identity::Peer`] with the authenticated daemon's
+    /// configured name, or [`Identity::Unauthenticated`] with a plaintext caller's address.
+    ///
+    /// ```
+    /// use rpcd_client::{Handler, Identity, Outcome};
+    ///
+    /// let whoami = Handler::with_request(|req| match req.identity() {
+    ///     Identity::Local => Outcome::Ok(b"an app on this host".to_vec()),
+    ///     Identity::Peer(name) => Outcome::Ok(name.as_bytes().to_vec()),
+    ///     Identity::Unauthenticated(addr) => {
+    ///         Outcome::Error(format!("{addr} is not authenticated"))
+    ///     }
+    /// });
+    /// # let _ = whoami;
+    /// ```
+    pub fn identity(&self) -> Identity<'a> {
+        Identity::from_wire(self.peer, self.caller)
+    }
+
     /// True once the caller is gone (it disconnected, or its call was cancelled): the
     /// daemon has forgotten this invocation and will drop its result, so a long handler
     /// should check this now and then and return early. Whatever it returns then is not
@@ -507,6 +535,7 @@ fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
                     function: &work.function,
                     args: &work.args,
                     caller: &work.caller,
+                    peer: &work.peer,
                     deadline: work.deadline,
                     cancelled: work.cancelled(),
                 };

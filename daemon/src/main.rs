@@ -19,7 +19,7 @@ use tracing_subscriber::EnvFilter;
     after_help = "Settings: built-in defaults, then the file (--config, else /etc/rpcd/rpcd.toml \
                   if present), then RPCD_<SECTION>__<KEY> environment variables, then flags. \
                   RPCD_SOCKET sets the socket path for the daemon and every client.\n\
-                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names and limits.\n\
+                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names, peers and limits.\n\
                   Exit status: 0 after a clean shutdown or a valid --check-config; 1 on any error."
 )]
 struct Args {
@@ -82,14 +82,23 @@ fn try_main() -> anyhow::Result<()> {
     };
     settings.validate("command line")?;
     if args.check_config {
+        let security = match &settings.security.key {
+            Some(k) => format!(
+                "private key {} (public key {})",
+                k.path.display(),
+                k.key.public()
+            ),
+            None => "plaintext".to_owned(),
+        };
         println!(
-            "rpcd: settings OK ({}; listen {}, socket {}, {} service names)",
+            "rpcd: settings OK ({}; listen {}, socket {}, {} service names, {security}, {} peers)",
             config_path
                 .as_deref()
                 .map_or("built-in defaults".into(), |p| p.display().to_string()),
             settings.listen,
             settings.socket.display(),
-            settings.names.len()
+            settings.names.len(),
+            settings.peers.len()
         );
         return Ok(());
     }

@@ -68,6 +68,31 @@ pub enum Command {
     /// Call FN on TARGET many times from several threads; report calls/s and latency
     #[command(after_help = exit::HELP)]
     Bench(BenchArgs),
+    /// Make a daemon's private key, or show the public key of one (no daemon needed)
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+/// `rpcctl keys`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a private key from the OS's randomness. With --out, write it to FILE (created with
+    /// mode 0600, never overwritten) and print the public key; without, print the private key
+    /// on standard output and the public key on standard error
+    #[command(after_help = exit::HELP)]
+    Generate {
+        /// The key file to create (for the daemon's `security.private_key_file`)
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print the public key of the private key in FILE (`-`: standard input), for the
+    /// `[peers.NAME]` entry of the other daemons
+    #[command(after_help = exit::HELP)]
+    Public {
+        /// The private key file, or `-` for standard input
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// The arguments of a call, given on the command line or in a file.
@@ -203,6 +228,22 @@ mod tests {
         };
         assert_eq!(call.payload.args, ["-1"]);
         assert!(call.json);
+    }
+
+    #[test]
+    fn keys_verbs_parse() {
+        let cli = Cli::try_parse_from(["rpcctl", "keys", "generate", "--out", "k"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Keys(KeysCommand::Generate { out: Some(_) })
+        ));
+        let cli = Cli::try_parse_from(["rpcctl", "keys", "public", "-"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Keys(KeysCommand::Public { .. })
+        ));
+        let err = Cli::try_parse_from(["rpcctl", "keys", "public"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

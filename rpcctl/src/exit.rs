@@ -13,7 +13,8 @@ use rpcd_client::ipc::ErrorCode;
 pub const SUCCESS: u8 = 0;
 /// Anything not covered below: a reply that is not MessagePack, an output error.
 pub const FAILURE: u8 = 1;
-/// Bad command line, an argument that is not JSON, an unreadable or malformed args file.
+/// Bad command line, an argument that is not JSON, an unreadable or malformed args file or key
+/// file, a key file to create that exists.
 pub const USAGE: u8 = 2;
 /// rpcd is not reachable on the socket, or it closed the connection.
 pub const UNREACHABLE: u8 = 3;
@@ -27,7 +28,8 @@ pub const HELP: &str = "\
 Exit status:
   0  success
   1  other failure (a reply that is not MessagePack, an output error)
-  2  usage: bad command line, an ARG that is not JSON, a bad --args-file
+  2  usage: bad command line, an ARG that is not JSON, a bad --args-file,
+     a key file that is not a key, or a `keys generate --out` file that exists
   3  rpcd not reachable on the socket (not running, wrong --socket), or it
      closed the connection
   4  transport error: the call failed with a code other than app_error

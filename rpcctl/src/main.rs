@@ -3,11 +3,13 @@
 //! A thin binary over `rpcd-client`'s blocking [`Connection`]: parse the command line, turn
 //! JSON arguments into MessagePack, make requests, print what comes back. `try_main` does the
 //! work and returns an error with context; `main` maps it to a documented exit status
-//! ([`exit`]) and treats a broken pipe on standard output as a clean end.
+//! ([`exit`]) and treats a broken pipe on standard output as a clean end. `keys` needs no
+//! daemon: it makes and reads key files.
 
 mod bench;
 mod cli;
 mod exit;
+mod keys;
 mod ping;
 mod show;
 mod value;
@@ -22,7 +24,7 @@ use rpcd_client::conn::{CallOptions, Connection};
 use rpcd_client::ipc::{NameEntry, Stats};
 use serde_json::Value;
 
-use crate::cli::{CallArgs, Cli, Command, Payload};
+use crate::cli::{CallArgs, Cli, Command, KeysCommand, Payload};
 
 /// The name rpcctl announces to the daemon in its handshake.
 const CLIENT_NAME: &str = "rpcctl";
@@ -68,6 +70,8 @@ fn try_main() -> anyhow::Result<u8> {
             let payload = encode_payload(&args.payload)?;
             bench::run(&connect(&socket)?, &args, payload)
         }
+        Command::Keys(KeysCommand::Generate { out }) => keys::generate(out.as_deref()),
+        Command::Keys(KeysCommand::Public { file }) => keys::public(&file),
     }
 }
 

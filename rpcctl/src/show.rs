@@ -28,6 +28,28 @@ pub fn stats(stats: &Stats) -> String {
         "late replies {}, late results {}, dropped transmits {}",
         stats.late_replies, stats.late_results, stats.dropped_transmits
     );
+    match &stats.public_key {
+        Some(key) => {
+            let _ = writeln!(
+                out,
+                "keys: public key {key}, evicted peers {}",
+                stats.evicted_peers
+            );
+            let counters: Vec<String> = stats
+                .security
+                .iter()
+                .map(|(name, n)| format!("{} {n}", name.replace('_', " ")))
+                .collect();
+            let _ = writeln!(out, "security: {}", counters.join(", "));
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "plaintext: no authentication, evicted peers {}",
+                stats.evicted_peers
+            );
+        }
+    }
     out.push('\n');
 
     let mut table = Table::new();
@@ -35,6 +57,30 @@ pub fn stats(stats: &Stats) -> String {
     header.extend(stats.peers.iter().map(|p| p.addr.clone()));
     table.row(header);
     let epoch = |e: Option<u64>| e.map_or_else(|| "-".to_owned(), |e| format!("{e:016x}"));
+    if stats.public_key.is_some() {
+        let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        table.row(
+            ["peer name".to_owned(), "-".to_owned()]
+                .into_iter()
+                .chain(stats.peers.iter().map(|p| text(&p.name))),
+        );
+        table.row(
+            ["key fingerprint".to_owned(), "-".to_owned()]
+                .into_iter()
+                .chain(stats.peers.iter().map(|p| text(&p.key_fingerprint))),
+        );
+        let age = |ms: Option<u64>| {
+            ms.map_or_else(
+                || "-".to_owned(),
+                |ms| humantime::format_duration(Duration::from_secs(ms / 1000)).to_string(),
+            )
+        };
+        table.row(
+            ["session age".to_owned(), "-".to_owned()]
+                .into_iter()
+                .chain(stats.peers.iter().map(|p| age(p.session_age_ms))),
+        );
+    }
     table.row(
         ["peer epoch".to_owned(), "-".to_owned()]
             .into_iter()
@@ -267,5 +313,48 @@ mod tests {
              kv    localhost:7400, nowhere:1  127.0.0.1:7400  nowhere:1: not found\n"
         );
         assert_eq!(super::names(&[]), "NAME  TARGETS  RESOLVED  ERRORS\n");
+    }
+
+    #[test]
+    fn keyed_stats_show_the_key_the_drops_by_reason_and_each_peers_identity() {
+        let peer = PeerStats {
+            addr: "10.0.0.2:7000".into(),
+            name: Some("db1".into()),
+            key_fingerprint: Some("0123456789abcdef".into()),
+            session_age_ms: Some(61_000),
+            ..PeerStats::default()
+        };
+        let stats = Stats {
+            public_key: Some("A".repeat(43) + "="),
+            security: [("replayed".to_owned(), 4), ("unknown_key".to_owned(), 9)].into(),
+            peers: vec![peer],
+            ..Stats::default()
+        };
+        let text = super::stats(&stats);
+        assert!(
+            text.contains(&format!("keys: public key {}=", "A".repeat(43))),
+            "{text}"
+        );
+        assert!(
+            text.contains("security: replayed 4, unknown key 9"),
+            "{text}"
+        );
+        let row = |prefix: &str| {
+            text.lines()
+                .find(|l| l.starts_with(prefix))
+                .map(|l| {
+                    l[prefix.len()..]
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_else(|| panic!("no {prefix:?} row in\n{text}"))
+        };
+        assert_eq!(row("peer name"), "- db1");
+        assert_eq!(row("key fingerprint"), "- 0123456789abcdef");
+        assert_eq!(row("session age"), "- 1m 1s");
+        let plain = super::stats(&Stats::default());
+        assert!(plain.contains("plaintext: no authentication"), "{plain}");
+        assert!(!plain.contains("peer name"), "{plain}");
     }
 }

@@ -134,13 +134,20 @@ pub fn rpcd_command(dir: &Path, config: Option<&Path>) -> Command {
 
 /// Remove the variables of the test's environment that change what `rpcd`, `rpcctl` or
 /// an app do: settings overrides (`RPCD_<SECTION>__<KEY>`), the socket path
-/// (`RPCD_SOCKET`), systemd's notification and socket activation, and the log filter.
+/// (`RPCD_SOCKET`), systemd's notification, socket activation and credentials (a
+/// private key), and the log filter.
 pub fn isolate(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
         if k.starts_with("RPCD_")
             || k.starts_with("LISTEN_")
-            || ["NOTIFY_SOCKET", "RUST_LOG", "RUST_LOG_STYLE"].contains(&k.as_ref())
+            || [
+                "NOTIFY_SOCKET",
+                "CREDENTIALS_DIRECTORY",
+                "RUST_LOG",
+                "RUST_LOG_STYLE",
+            ]
+            .contains(&k.as_ref())
         {
             cmd.env_remove(&key);
         }

@@ -421,8 +421,8 @@ impl Net {
         let mut cmd = self.command(i, &bin("rpcd"));
         crate::isolate(&mut cmd)
             .env("RUST_LOG", "info")
-            // The namespace hosts' addresses are not loopback, and rpcd does
-            // not authenticate peers yet: say so explicitly.
+            // The namespace hosts' addresses are not loopback, and these
+            // daemons have no keys: consent to plaintext explicitly.
             .env("RPCD_DAEMON__PLAINTEXT", "true");
         let child = cmd
             .arg("--listen")

@@ -1,5 +1,5 @@
 //! `rpcd_client::Server` through real daemons: handler panics, pool saturation, graceful
-//! stop, and reconnecting (with re-registration) after the daemon restarts.
+//! stop, reconnecting (with re-registration) after the daemon restarts, and who called.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use rpcd_client::{CallError, CallOptions, Client, Server, ServerOptions};
+use rpcd_client::{CallError, CallOptions, Client, Handler, Outcome, Server, ServerOptions};
 use rpcd_tests::{tempdir, wait_until, Daemon};
 
 fn deadline(ms: u64) -> CallOptions {
@@ -246,5 +246,45 @@ fn daemon_restart_client_reconnects_and_server_reregisters() {
     );
     assert_eq!(client.generation(), 2);
     assert_eq!(server_client.generation(), 2);
+    server.stop();
+}
+
+/// A handler sees who called (`Request::peer`, `Request::identity`): `"local"` for an app
+/// on its own daemon; for a call through two plaintext daemons an empty peer, the caller
+/// being known only by the calling daemon's address (the keyed case, a configured name,
+/// comes with authenticated sessions).
+#[test]
+fn handlers_see_who_called() {
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
+    let server_client = Client::connect_to(&b.socket).unwrap();
+    let server = Server::new(&server_client).unwrap();
+    let whoami = Handler::with_request(|req| {
+        let seen = (req.peer, req.caller, req.identity().to_string());
+        Outcome::Ok(rmp_serde::to_vec(&seen).expect("strings encode"))
+    });
+    server.register("test.whoami", whoami).unwrap();
+    type Seen = (String, String, String);
+
+    let local = Client::connect_to(&b.socket).unwrap();
+    let seen: Seen = local
+        .call_with(b.udp, "test.whoami", &(), deadline(10_000))
+        .unwrap();
+    assert_eq!(seen, ("local".into(), "local".into(), "local".into()));
+
+    let remote = Client::connect_to(&a.socket).unwrap();
+    let seen: Seen = remote
+        .call_with(b.udp, "test.whoami", &(), deadline(10_000))
+        .unwrap();
+    let a_addr = a.udp.to_string();
+    assert_eq!(
+        seen,
+        (
+            String::new(),
+            a_addr.clone(),
+            format!("unauthenticated {a_addr}")
+        )
+    );
     server.stop();
 }

@@ -122,11 +122,12 @@ impl Shared {
                 function,
                 args,
                 caller,
+                peer,
                 deadline_ms,
             } => {
                 let deadline =
                     Instant::now() + Duration::from_millis(deadline_ms.min(u32::MAX.into()));
-                let work = Invocation::new(invocation, function, args, caller, deadline);
+                let work = Invocation::new(invocation, function, args, caller, peer, deadline);
                 let Err(refusal) = self.accept(work, invocations) else {
                     return None;
                 };

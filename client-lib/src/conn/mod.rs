@@ -17,6 +17,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::client::lock;
+use crate::identity::Identity;
 use crate::ipc::{
     try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, Outcome, Stats,
     FRAME_MAX_DEFAULT,
@@ -89,8 +90,13 @@ pub struct Invocation {
     pub function: String,
     /// The arguments.
     pub args: Vec<u8>,
-    /// The calling daemon's `host:port`.
+    /// Where the call came from: the calling daemon's `host:port`, or `"local"` for an app
+    /// on this daemon.
     pub caller: String,
+    /// Who called, as the wire says it: the authenticated calling daemon's configured name,
+    /// `"local"` for an app on this daemon, empty for an unauthenticated remote daemon.
+    /// [`Invocation::identity`] is the typed view.
+    pub peer: String,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
     /// Set when the daemon says the caller is gone; shared by every clone.
@@ -103,6 +109,7 @@ impl Invocation {
         function: String,
         args: Vec<u8>,
         caller: String,
+        peer: String,
         deadline: Instant,
     ) -> Invocation {
         Invocation {
@@ -110,9 +117,16 @@ impl Invocation {
             function,
             args,
             caller,
+            peer,
             deadline,
             cancelled: CancelFlag::default(),
         }
+    }
+
+    /// Who called: an app on this daemon, an authenticated peer daemon by its configured
+    /// name, or an unauthenticated remote daemon by its address.
+    pub fn identity(&self) -> Identity<'_> {
+        Identity::from_wire(&self.peer, &self.caller)
     }
 
     /// True once the daemon has said this invocation's caller is gone (a `cancel` frame):

@@ -319,6 +319,7 @@ fn invocations_are_queued_and_answered() {
         function: "echo".into(),
         args: vec![1, 2, 3],
         caller: "10.0.0.1:7000".into(),
+        peer: "db-1".into(),
         deadline_ms: 1000,
     });
     let work = conn
@@ -332,6 +333,11 @@ fn invocations_are_queued_and_answered() {
         ),
         (77, "echo", &[1u8, 2, 3][..])
     );
+    assert_eq!(
+        (work.caller.as_str(), work.peer.as_str()),
+        ("10.0.0.1:7000", "db-1")
+    );
+    assert_eq!(work.identity(), crate::Identity::Peer("db-1"));
     assert!(work.deadline > Instant::now());
     conn.send_result(work.invocation, Outcome::Ok(work.args.clone()))
         .unwrap();
@@ -350,6 +356,7 @@ fn invoke(invocation: u64) -> DaemonMsg {
         function: "f".into(),
         args: vec![],
         caller: "local".into(),
+        peer: "local".into(),
         deadline_ms: 10_000,
     }
 }

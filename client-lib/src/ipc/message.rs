@@ -12,6 +12,9 @@ use super::{ErrorCode, Stats};
 /// Version of this protocol, sent in `Hello` and echoed in `HelloOk`.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// The `caller` and `peer` of an `Invoke` for a call from an app on the same daemon.
+pub const LOCAL_CALLER: &str = "local";
+
 /// A message from an application to the daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -181,8 +184,14 @@ pub enum DaemonMsg {
         /// The arguments.
         #[serde(with = "serde_bytes")]
         args: Vec<u8>,
-        /// Who called: the calling daemon's `host:port` (local calls: the local address).
+        /// Where the call came from: the calling daemon's `host:port`, or [`LOCAL_CALLER`] for a
+        /// call from an app on this daemon.
         caller: String,
+        /// Who called: the configured name of the calling daemon once its session is
+        /// authenticated; [`LOCAL_CALLER`] for a call from an app on this daemon; empty for a
+        /// remote daemon that is not authenticated (plaintext transport). See
+        /// [`Identity`](crate::Identity) for the typed view.
+        peer: String,
         /// Milliseconds left before the caller gives up; a later result is dropped.
         deadline_ms: u64,
     },

@@ -36,6 +36,15 @@ pub struct Stats {
     /// Datagrams dropped because the UDP send backlog was full (the
     /// transport retransmits them, as after a loss).
     pub dropped_transmits: u64,
+    /// This daemon's public key (base64), when it runs with keys; `None` in
+    /// plaintext mode.
+    pub public_key: Option<String>,
+    /// Peers forgotten after a quiet spell (`transport.peer_idle_timeout`).
+    pub evicted_peers: u64,
+    /// With keys: the authenticated layer's counters, by name (see
+    /// `docs/ipc-protocol.md`: drops by reason, handshakes, cookies).
+    /// Empty in plaintext mode.
+    pub security: BTreeMap<String, u64>,
     /// Sum of the per-peer counters.
     pub totals: PeerCounters,
     /// Calls finished, by outcome: an [`ErrorCode::as_str`] or `"ok"`.
@@ -74,6 +83,12 @@ pub struct PeerCounters {
 pub struct PeerStats {
     /// The peer's `host:port`.
     pub addr: String,
+    /// With keys: the configured name of the peer authenticated there.
+    pub name: Option<String>,
+    /// With keys: a short fingerprint of its public key.
+    pub key_fingerprint: Option<String>,
+    /// With keys: the age of the session in use, in milliseconds.
+    pub session_age_ms: Option<u64>,
     /// The peer's epoch, once heard from.
     pub epoch: Option<u64>,
     /// The channel's counters.
@@ -122,11 +137,17 @@ pub(crate) mod tests {
             late_replies: 3,
             late_results: 0,
             dropped_transmits: 1,
+            public_key: Some("k".repeat(44)),
+            evicted_peers: 2,
+            security: BTreeMap::from([("replayed".into(), 3), ("handshakes".into(), u64::MAX)]),
             totals: counters.clone(),
             calls: BTreeMap::from([("ok".into(), 10), ("deadline_exceeded".into(), 1)]),
             peers: vec![
                 PeerStats {
                     addr: "10.0.0.2:7000".into(),
+                    name: Some("b".into()),
+                    key_fingerprint: Some("0123456789abcdef".into()),
+                    session_age_ms: Some(1),
                     epoch: Some(42),
                     counters,
                     srtt_us: Some(120),

@@ -54,6 +54,7 @@ fn cancelled_invocations_are_seen_by_handlers_or_never_run() {
         function: "f".into(),
         args: args.to_vec(),
         caller: "local".into(),
+        peer: "local".into(),
         deadline_ms: 10_000,
     };
     peer.send(&invoke(1, b"wait"));
@@ -96,6 +97,7 @@ fn typed_handler_refuses_undecodable_arguments() {
             function: "t.add",
             args,
             caller: "x",
+            peer: "",
             deadline: Instant::now(),
             cancelled: &AtomicBool::new(false),
         })
@@ -109,4 +111,61 @@ fn typed_handler_refuses_undecodable_arguments() {
             ..
         }
     ));
+}
+
+/// A handler sees who called: `peer` as the daemon sent it and its typed view, for a local
+/// caller, an authenticated peer and a plaintext one.
+#[test]
+fn handlers_see_who_called() {
+    use crate::conn::fake_daemon::FakeDaemon;
+    use crate::ipc::{ClientMsg, DaemonMsg};
+    use crate::Identity;
+
+    let fake = FakeDaemon::start();
+    let path = fake.path.clone();
+    let app = std::thread::spawn(move || Client::connect_to(path));
+    let mut peer = fake.accept_hello();
+    let client = app.join().unwrap().unwrap();
+    let options = ServerOptions {
+        workers: 1,
+        queue_max: 4,
+    };
+    let server = Server::with_options(&client, options).unwrap();
+    let handler = Handler::with_request(|req: &Request<'_>| {
+        let named = matches!(req.identity(), Identity::Peer(name) if name == req.peer);
+        let seen = format!("{}|{}|{named}", req.peer, req.identity());
+        Outcome::Ok(seen.into_bytes())
+    });
+    std::thread::scope(|s| {
+        let registering = s.spawn(|| server.register("whoami", handler));
+        let ClientMsg::Register { id, .. } = peer.recv() else {
+            panic!("expected register");
+        };
+        peer.send(&DaemonMsg::Done { id });
+        registering.join().unwrap().unwrap();
+    });
+    let cases = [
+        ("local", "local", "local|local|false"),
+        ("10.0.0.2:7400", "db-2", "db-2|peer db-2|true"),
+        ("10.0.0.3:7400", "", "|unauthenticated 10.0.0.3:7400|false"),
+    ];
+    for (invocation, (caller, who, seen)) in (1u64..).zip(cases) {
+        peer.send(&DaemonMsg::Invoke {
+            invocation,
+            function: "whoami".into(),
+            args: Vec::new(),
+            caller: caller.into(),
+            peer: who.into(),
+            deadline_ms: 10_000,
+        });
+        assert_eq!(
+            peer.recv(),
+            ClientMsg::Result {
+                invocation,
+                outcome: Outcome::Ok(seen.as_bytes().to_vec())
+            }
+        );
+    }
+    drop(peer);
+    server.stop();
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rpcd_client::ipc::{DaemonMsg, ErrorCode, Outcome};
+use rpcd_client::ipc::{DaemonMsg, ErrorCode, Outcome, LOCAL_CALLER};
 
 use super::builtins::{self, Builtin};
 use super::types::{ConnId, Failure, InvId, Origin};
@@ -59,6 +59,14 @@ impl Invocations {
     }
 
     /// Invocations for calls from `peer`.
+    /// Every peer some invocation in progress came from.
+    pub(super) fn remote_peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_origin.keys().filter_map(|o| match o {
+            Origin::Remote { peer, .. } => Some(*peer),
+            Origin::Local { .. } => None,
+        })
+    }
+
     fn invoked_by(&self, peer: SocketAddr) -> Vec<InvId> {
         self.by_origin
             .iter()
@@ -138,10 +146,7 @@ impl Router {
         }
         let id = InvId(self.invocations.next);
         self.invocations.next += 1;
-        let caller = match origin {
-            Origin::Remote { peer, .. } => peer.to_string(),
-            Origin::Local { .. } => "local".to_owned(),
-        };
+        let (caller, peer) = self.who_called(origin);
         self.invocations.map.insert(
             id,
             Invocation {
@@ -162,9 +167,31 @@ impl Router {
                 function: function.to_owned(),
                 args,
                 caller,
+                peer,
                 deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
             },
         );
+    }
+
+    /// An invocation's `caller` and `peer` (`docs/ipc-protocol.md` §6): a
+    /// remote daemon's address and, once its session is authenticated, its
+    /// configured name (empty in plaintext mode); `"local"` twice for an
+    /// app of this daemon.
+    fn who_called(&self, origin: Origin) -> (String, String) {
+        match origin {
+            Origin::Remote { peer: addr, .. } => {
+                // A configured name must never pass for a local app (the
+                // settings are to refuse "local" as a peer name): should one
+                // get through, its caller is no more trusted than an
+                // unauthenticated one.
+                let name = match self.endpoint.peer_name(addr) {
+                    Some(name) if name != LOCAL_CALLER => name.to_owned(),
+                    _ => String::new(),
+                };
+                (addr.to_string(), name)
+            }
+            Origin::Local { .. } => (LOCAL_CALLER.to_owned(), LOCAL_CALLER.to_owned()),
+        }
     }
 
     /// A serving app's `result`.

@@ -9,6 +9,7 @@ use std::time::Instant;
 use rpcd_client::ipc::{ErrorCode, NameEntry};
 
 use super::builtins;
+use super::targets;
 use super::types::{CallId, Failure, LookupAnswer, LookupId, LookupRequest, Origin, Output};
 use super::Router;
 
@@ -19,10 +20,17 @@ pub const LOOKUPS_PENDING_MAX: usize = 1024;
 #[derive(Debug)]
 enum LookupFor {
     Call(CallId),
-    Names {
-        origin: Origin,
-        table: Vec<(String, Vec<String>)>,
-    },
+    Names { origin: Origin, table: Vec<NameRow> },
+}
+
+/// One row of `rpcd.names`: the name, its targets as configured, and the
+/// `host:port` strings looked up for each (a peer's name stands for its
+/// addresses).
+#[derive(Debug)]
+struct NameRow {
+    name: String,
+    targets: Vec<String>,
+    lookups: Vec<Vec<String>>,
 }
 
 /// Pending lookups.
@@ -49,17 +57,30 @@ impl Router {
 
     /// `rpcd.names`: the naming table, resolved now.
     pub(super) fn lookup_names(&mut self, now: Instant, origin: Origin) {
-        let table: Vec<(String, Vec<String>)> = self
+        let peers = &self.settings.peers;
+        let table: Vec<NameRow> = self
             .settings
             .names
             .iter()
-            .map(|(n, t)| (n.clone(), t.clone()))
+            .map(|(n, t)| NameRow {
+                name: n.clone(),
+                targets: t.clone(),
+                // A peer without addresses looks nothing up; the settings
+                // refuse such a name anyway.
+                lookups: t
+                    .iter()
+                    .map(|e| targets::expand(e, peers).unwrap_or_default())
+                    .collect(),
+            })
             .collect();
         if table.is_empty() {
             self.answer(now, origin, Ok(builtins::encode(&Vec::<NameEntry>::new())));
             return;
         }
-        let targets = table.iter().flat_map(|(_, t)| t.iter().cloned()).collect();
+        let targets = table
+            .iter()
+            .flat_map(|r| r.lookups.iter().flatten().cloned())
+            .collect();
         if !self.start_lookup(targets, LookupFor::Names { origin, table }) {
             self.answer(
                 now,
@@ -141,13 +162,13 @@ impl Router {
                 let mut results = answer.results.into_iter();
                 let entries: Vec<NameEntry> = table
                     .into_iter()
-                    .map(|(name, targets)| {
+                    .map(|row| {
                         let mut e = NameEntry {
-                            name,
-                            targets: targets.clone(),
+                            name: row.name,
+                            targets: row.targets,
                             ..Default::default()
                         };
-                        for _ in &targets {
+                        for _ in row.lookups.iter().flatten() {
                             match results.next() {
                                 Some(Ok(a)) => e.resolved.push(a.to_string()),
                                 Some(Err(err)) => e.errors.push(err),

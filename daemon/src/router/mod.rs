@@ -40,6 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
+use rpcd_transport::secure::PublicKey;
 use rpcd_transport::{Endpoint, Transmit};
 use tracing::{debug, info, warn};
 
@@ -89,6 +90,22 @@ pub struct Router {
     counters: Counters,
     outputs: VecDeque<Output>,
     shutdown: Shutdown,
+    /// When idle peers were last looked for (see `sweep_idle_peers`).
+    last_sweep: Option<Instant>,
+}
+
+/// What the shell draws from the OS for one run of the daemon: the router
+/// reads no clock but `now` and no randomness of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incarnation {
+    /// The transport epoch (random, non-zero).
+    pub epoch: u64,
+    /// Seed of every random choice of the transport (ephemeral keys,
+    /// session indices, cookies).
+    pub seed: [u8; 32],
+    /// Time since the Unix epoch at start: the transport's handshake
+    /// timestamps grow from it.
+    pub wall_clock: Duration,
 }
 
 /// What a deadline in the heap belongs to.
@@ -124,18 +141,26 @@ enum Shutdown {
 }
 
 impl Router {
-    /// A router for the daemon bound at `me` with transport epoch `epoch`.
-    /// `host_ips` are the host's interface addresses, for recognising calls
-    /// to this daemon under another spelling of a wildcard address.
+    /// A router for the daemon bound at `me`, its transport protected as
+    /// the settings say (`[security]`, `[peers]`). `host_ips` are the host's
+    /// interface addresses, for recognising calls to this daemon under
+    /// another spelling of a wildcard address.
     pub fn new(
         settings: Settings,
         me: SocketAddr,
         host_ips: Vec<IpAddr>,
-        epoch: u64,
+        incarnation: Incarnation,
         now: Instant,
     ) -> Router {
+        let endpoint = Endpoint::with_security(
+            settings.transport,
+            incarnation.epoch,
+            settings.transport_security(),
+            incarnation.seed,
+            incarnation.wall_clock,
+        );
         Router {
-            endpoint: Endpoint::new(settings.transport, epoch),
+            endpoint,
             settings,
             me,
             host_ips,
@@ -150,6 +175,7 @@ impl Router {
             counters: Counters::default(),
             outputs: VecDeque::new(),
             shutdown: Shutdown::Running,
+            last_sweep: None,
         }
     }
 
@@ -157,6 +183,9 @@ impl Router {
 
     /// A datagram arrived from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        if self.endpoint.peer_count() >= self.settings.transport.peers_max {
+            self.sweep_idle_peers(now);
+        }
         self.endpoint.handle_datagram(now, from, bytes);
         self.drain_events(now);
     }
@@ -225,6 +254,7 @@ impl Router {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.endpoint.handle_timeout(now);
         self.drain_events(now);
+        self.sweep_idle_peers(now);
         self.expire(now);
         self.advance_shutdown(now);
         self.drain_events(now);
@@ -246,19 +276,30 @@ impl Router {
         };
     }
 
-    /// New settings (already validated). The listen address, the socket and
-    /// the transport settings apply at restart only.
-    pub fn reload(&mut self, mut new: Settings) {
+    /// New settings (already validated). The listen address, the socket,
+    /// the transport settings and the private key apply at restart only;
+    /// the trusted peers at once (sessions of removed peers end).
+    pub fn reload(&mut self, now: Instant, mut new: Settings) {
         if new.listen != self.settings.listen || new.socket != self.settings.socket {
             warn!("listen and socket changes take effect at restart");
         }
         if new.transport != self.settings.transport {
             warn!("transport settings take effect at restart");
         }
+        let key = |s: &Settings| s.security.key.as_ref().map(|k| k.key.public());
+        if key(&new) != key(&self.settings) {
+            warn!("a new private key (or none) takes effect at restart");
+        }
         new.listen = self.settings.listen;
         new.socket = self.settings.socket.clone();
         new.transport = self.settings.transport;
-        info!(names = new.names.len(), "settings reloaded");
+        new.security = self.settings.security.clone();
+        self.endpoint.set_peers(now, new.peer_keys());
+        info!(
+            names = new.names.len(),
+            peers = new.peers.len(),
+            "settings reloaded"
+        );
         self.settings = new;
     }
 
@@ -311,6 +352,11 @@ impl Router {
     /// The transport epoch of this incarnation.
     pub fn epoch(&self) -> u64 {
         self.endpoint.epoch()
+    }
+
+    /// This daemon's public key; None in plaintext.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.endpoint.public_key()
     }
 
     /// The UDP address this router answers for.

@@ -2,6 +2,7 @@
 //! messages, restarted and unreachable peers — routed to calls (replies)
 //! and invocations (requests, cancels).
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,6 +13,9 @@ use tracing::{debug, info};
 use super::types::{CallId, Failure, Origin, RemoteCallId};
 use super::{Router, Shutdown};
 use crate::envelope::Envelope;
+
+/// How often a full peer table is swept for idle peers.
+const SWEEP_WHEN_FULL_EVERY: Duration = Duration::from_secs(1);
 
 impl Router {
     pub(super) fn on_transport_event(&mut self, now: Instant, peer: SocketAddr, ev: ChannelEvent) {
@@ -42,6 +46,38 @@ impl Router {
                 info!(%peer, "peer unreachable");
                 self.on_peer_unreachable_calls(now, peer);
             }
+        }
+    }
+
+    /// Drop the channels of peers quiet for `transport.peer_idle_timeout`
+    /// that no call or invocation uses, with everything kept about them:
+    /// the peer table holds the peers in use, not every address that ever
+    /// sent a datagram. Runs when timers fire, at most every quarter of the
+    /// idle timeout, and when the table is full, at most once a second (a
+    /// quiet daemon needs no sweeping: only a new peer needs the room).
+    pub(super) fn sweep_idle_peers(&mut self, now: Instant) {
+        let idle = self.settings.transport.peer_idle_timeout;
+        let full = self.endpoint.peer_count() >= self.settings.transport.peers_max;
+        let every = if full {
+            SWEEP_WHEN_FULL_EVERY.min(idle / 4)
+        } else {
+            idle / 4
+        };
+        if self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < every)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let in_use: HashSet<SocketAddr> = self
+            .calls
+            .peers()
+            .chain(self.invocations.remote_peers())
+            .collect();
+        for peer in self.endpoint.evict_idle(now, idle, |a| in_use.contains(&a)) {
+            debug!(%peer, "forgetting a peer quiet for {idle:?}");
+            self.peer_down.remove(&peer);
         }
     }
 

@@ -1,9 +1,11 @@
 //! `rpcd.stats` and the `stats` frame: the daemon's counters, in all and
 //! per peer.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use rpcd_client::ipc::{PeerCounters, PeerStats, Stats};
+use rpcd_transport::Endpoint;
 
 use super::Router;
 
@@ -27,8 +29,15 @@ impl Router {
                 messages_failed: s.messages_failed,
             };
             add_counters(&mut totals, &counters);
+            let key = self.endpoint.peer_key(addr);
             peers.push(PeerStats {
                 addr: addr.to_string(),
+                name: key.map(|k| k.name.clone()),
+                key_fingerprint: key.map(|k| k.public.fingerprint()),
+                session_age_ms: self
+                    .endpoint
+                    .session_age(now, addr)
+                    .map(|d| d.as_millis() as u64),
                 epoch: snap.peer_epoch,
                 counters,
                 srtt_us: snap.srtt.map(|d| d.as_micros() as u64),
@@ -59,6 +68,9 @@ impl Router {
             late_replies: self.counters.late_replies,
             late_results: self.counters.late_results,
             dropped_transmits: self.counters.dropped_transmits,
+            public_key: self.endpoint.public_key().map(|k| k.to_string()),
+            evicted_peers: ep.evicted_peers,
+            security: security_counters(&self.endpoint),
             totals,
             calls: self.calls.outcomes.clone(),
             peers,
@@ -76,4 +88,32 @@ fn add_counters(t: &mut PeerCounters, c: &PeerCounters) {
     t.messages_sent += c.messages_sent;
     t.messages_delivered += c.messages_delivered;
     t.messages_failed += c.messages_failed;
+}
+
+/// The authenticated layer's counters by name; empty in plaintext mode.
+fn security_counters(endpoint: &Endpoint) -> BTreeMap<String, u64> {
+    if endpoint.public_key().is_none() {
+        return BTreeMap::new();
+    }
+    let s = endpoint.stats().security;
+    [
+        ("not_authenticated", s.not_authenticated),
+        ("malformed", s.malformed),
+        ("bad_mac", s.bad_mac),
+        ("handshake_failed", s.handshake_failed),
+        ("unknown_key", s.unknown_key),
+        ("address_not_allowed", s.address_not_allowed),
+        ("handshake_replayed", s.handshake_replayed),
+        ("rate_limited", s.rate_limited),
+        ("cookies_sent", s.cookies_sent),
+        ("unknown_session", s.unknown_session),
+        ("auth_failed", s.auth_failed),
+        ("replayed", s.replayed),
+        ("handshakes", s.handshakes),
+        ("handshake_timeouts", s.handshake_timeouts),
+        ("queue_dropped", s.queue_dropped),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }

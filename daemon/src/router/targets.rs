@@ -1,10 +1,11 @@
-//! Targets: what a call names (`host:port` or a service name) turned into
-//! addresses now or a lookup, and whether an address is this daemon.
+//! Targets: what a call names (`host:port`, a service name or a peer's
+//! name) turned into addresses now or a lookup, and whether an address is
+//! this daemon.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::settings;
+use crate::settings::{self, PeerSettings};
 
 /// What a call's target needs before the call can go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,26 +16,35 @@ pub enum Resolution {
     Lookup(Vec<String>),
 }
 
-/// The resolution of `target` against the naming table `names`. `me` picks the
-/// loopback family for `localhost`.
+/// The resolution of `target` against the naming table `names` and the
+/// trusted `peers` (a service name wins over a peer's name; the settings
+/// keep them apart anyway). `me` picks the loopback family for `localhost`.
 pub fn resolution(
     target: &str,
     names: &BTreeMap<String, Vec<String>>,
+    peers: &BTreeMap<String, PeerSettings>,
     me: SocketAddr,
 ) -> Result<Resolution, String> {
     if let Ok(a) = target.parse::<SocketAddr>() {
         return Ok(Resolution::Ready(vec![a]));
     }
-    if let Some(targets) = names.get(target) {
+    if let Some(entries) = names.get(target) {
+        let mut targets = Vec::with_capacity(entries.len());
+        for e in entries {
+            targets.extend(expand(e, peers)?);
+        }
         let literal: Option<Vec<SocketAddr>> = targets.iter().map(|t| t.parse().ok()).collect();
         return Ok(match literal {
             Some(addrs) => Resolution::Ready(addrs),
-            None => Resolution::Lookup(targets.clone()),
+            None => Resolution::Lookup(targets),
         });
+    }
+    if let Some(peer) = peers.get(target) {
+        return peer_addresses(target, peer).map(Resolution::Ready);
     }
     if settings::valid_name(target) {
         return Err(format!(
-            "{target:?} is neither host:port nor a service name in this daemon's [names]"
+            "{target:?} is neither host:port nor a name in this daemon's [names] or [peers]"
         ));
     }
     let (host, port) =
@@ -50,6 +60,26 @@ pub fn resolution(
         return Ok(Resolution::Ready(vec![SocketAddr::new(ip, port)]));
     }
     Ok(Resolution::Lookup(vec![target.to_owned()]))
+}
+
+/// One entry of a `[names]` list as `host:port` strings: itself, or the
+/// addresses of the peer it names.
+pub fn expand(entry: &str, peers: &BTreeMap<String, PeerSettings>) -> Result<Vec<String>, String> {
+    match peers.get(entry) {
+        Some(peer) => Ok(peer_addresses(entry, peer)?
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect()),
+        None => Ok(vec![entry.to_owned()]),
+    }
+}
+
+/// A peer's addresses, in order; a peer with none is no target.
+fn peer_addresses(name: &str, peer: &PeerSettings) -> Result<Vec<SocketAddr>, String> {
+    if peer.addresses.is_empty() {
+        return Err(format!("peer {name} has no addresses configured"));
+    }
+    Ok(peer.addresses.clone())
 }
 
 /// True when a datagram sent to `addr` would reach this daemon, listening
@@ -84,6 +114,7 @@ pub fn is_local(addr: SocketAddr, me: SocketAddr, host_ips: &[IpAddr]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rpcd_transport::secure::PrivateKey;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().expect("test address")
@@ -128,12 +159,13 @@ mod tests {
     #[test]
     fn localhost_is_the_loopback_of_our_family() {
         let names = BTreeMap::new();
+        let peers = BTreeMap::new();
         assert_eq!(
-            resolution("localhost:9", &names, a("127.0.0.1:1")),
+            resolution("localhost:9", &names, &peers, a("127.0.0.1:1")),
             Ok(Resolution::Ready(vec![a("127.0.0.1:9")]))
         );
         assert_eq!(
-            resolution("LOCALHOST:9", &names, a("[::1]:1")),
+            resolution("LOCALHOST:9", &names, &peers, a("[::1]:1")),
             Ok(Resolution::Ready(vec![a("[::1]:9")]))
         );
     }
@@ -143,20 +175,103 @@ mod tests {
         let mut names = BTreeMap::new();
         names.insert("kv".to_owned(), vec!["10.0.0.1:1".to_owned()]);
         names.insert("db".to_owned(), vec!["db.example:1".to_owned()]);
+        let peers = BTreeMap::new();
         let me = a("127.0.0.1:1");
         assert_eq!(
-            resolution("kv", &names, me),
+            resolution("kv", &names, &peers, me),
             Ok(Resolution::Ready(vec![a("10.0.0.1:1")]))
         );
         assert_eq!(
-            resolution("db", &names, me),
+            resolution("db", &names, &peers, me),
             Ok(Resolution::Lookup(vec!["db.example:1".into()]))
         );
         assert_eq!(
-            resolution("h.example:5", &names, me),
+            resolution("h.example:5", &names, &peers, me),
             Ok(Resolution::Lookup(vec!["h.example:5".into()]))
         );
-        assert!(resolution("nosuch", &names, me).is_err());
-        assert!(resolution("h.example:notaport", &names, me).is_err());
+        assert!(resolution("nosuch", &names, &peers, me).is_err());
+        assert!(resolution("h.example:notaport", &names, &peers, me).is_err());
+    }
+
+    fn peer(key: u8, addresses: &[&str]) -> PeerSettings {
+        PeerSettings {
+            public_key: PrivateKey::from_bytes([key; 32]).public(),
+            addresses: addresses.iter().map(|s| a(s)).collect(),
+        }
+    }
+
+    /// A peer's name is a target: its addresses, in order.
+    #[test]
+    fn a_peer_name_resolves_to_its_addresses_in_order() {
+        let mut peers = BTreeMap::new();
+        peers.insert(
+            "east".to_owned(),
+            peer(1, &["10.0.0.9:7400", "[fd00::9]:7400"]),
+        );
+        peers.insert("roaming".to_owned(), peer(2, &[]));
+        let names = BTreeMap::new();
+        let me = a("127.0.0.1:1");
+        assert_eq!(
+            resolution("east", &names, &peers, me),
+            Ok(Resolution::Ready(vec![
+                a("10.0.0.9:7400"),
+                a("[fd00::9]:7400")
+            ]))
+        );
+        assert_eq!(
+            resolution("roaming", &names, &peers, me),
+            Err("peer roaming has no addresses configured".to_owned())
+        );
+        let e = resolution("west", &names, &peers, me).unwrap_err();
+        assert!(e.contains("[peers]"), "{e}");
+    }
+
+    /// A service name wins over a peer of the same name, and a service's
+    /// list may name peers among its host:port targets.
+    #[test]
+    fn names_take_precedence_and_may_list_peers() {
+        let mut peers = BTreeMap::new();
+        peers.insert(
+            "east".to_owned(),
+            peer(1, &["10.0.0.9:7400", "10.0.0.10:7400"]),
+        );
+        peers.insert("kv".to_owned(), peer(2, &["10.0.0.99:1"]));
+        peers.insert("roaming".to_owned(), peer(3, &[]));
+        let mut names = BTreeMap::new();
+        names.insert("kv".to_owned(), vec!["10.0.0.1:1".to_owned()]);
+        names.insert(
+            "both".to_owned(),
+            vec!["east".to_owned(), "10.0.0.1:1".to_owned()],
+        );
+        names.insert(
+            "mixed".to_owned(),
+            vec!["db.example:1".to_owned(), "east".to_owned()],
+        );
+        names.insert("lost".to_owned(), vec!["roaming".to_owned()]);
+        let me = a("127.0.0.1:1");
+        assert_eq!(
+            resolution("kv", &names, &peers, me),
+            Ok(Resolution::Ready(vec![a("10.0.0.1:1")]))
+        );
+        assert_eq!(
+            resolution("both", &names, &peers, me),
+            Ok(Resolution::Ready(vec![
+                a("10.0.0.9:7400"),
+                a("10.0.0.10:7400"),
+                a("10.0.0.1:1")
+            ]))
+        );
+        assert_eq!(
+            resolution("mixed", &names, &peers, me),
+            Ok(Resolution::Lookup(vec![
+                "db.example:1".into(),
+                "10.0.0.9:7400".into(),
+                "10.0.0.10:7400".into()
+            ]))
+        );
+        assert_eq!(
+            resolution("lost", &names, &peers, me),
+            Err("peer roaming has no addresses configured".to_owned())
+        );
     }
 }

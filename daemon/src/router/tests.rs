@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, Outcome, PROTOCOL_VERSION};
 
-use super::{ConnId, Output, PeerCred, Router};
+use super::{ConnId, Incarnation, Output, PeerCred, Router};
 use crate::settings::Settings;
 
 impl Router {
@@ -112,7 +112,12 @@ impl Net {
         settings(&mut s);
         self.epoch += 1;
         self.exited.remove(&addr(a));
-        let router = Router::new(s, addr(a), Vec::new(), self.epoch, self.now);
+        let incarnation = Incarnation {
+            epoch: self.epoch,
+            seed: [0; 32],
+            wall_clock: Duration::ZERO,
+        };
+        let router = Router::new(s, addr(a), Vec::new(), incarnation, self.now);
         self.nodes.insert(
             addr(a),
             Node {
@@ -383,6 +388,24 @@ impl Net {
         got[0]
     }
 
+    /// The next invocation handed to `c`, with its `caller` and `peer`.
+    fn wait_invoke(&mut self, a: &str, c: ConnId) -> (u64, String, String) {
+        let mut got = None;
+        self.run_until("an invocation", |n| {
+            got = n.take(a, c).into_iter().find_map(|m| match m {
+                DaemonMsg::Invoke {
+                    invocation,
+                    caller,
+                    peer,
+                    ..
+                } => Some((invocation, caller, peer)),
+                _ => None,
+            });
+            got.is_some()
+        });
+        got.expect("run_until returned")
+    }
+
     /// The resolver's answer to `a`'s latest lookup.
     fn resolve(&mut self, a: &str, results: Vec<Result<SocketAddr, String>>) {
         let now = self.now;
@@ -609,6 +632,26 @@ fn local_caller_gone_cancels_the_local_invocation() {
     let caller2 = net.app(A, 3);
     net.call(A, caller2, 2, A, "kv.get", 10_000);
     assert_eq!(net.invocations(A, server).len(), 1, "slot freed");
+}
+
+/// An invocation says who called: `"local"` as both `caller` and `peer` for
+/// an app of the same daemon; for a remote daemon over the plaintext
+/// transport, which authenticates nothing, its address and an empty `peer`.
+#[test]
+fn invocations_say_who_called() {
+    let (mut net, remote, server) = Net::served(13, |_| {});
+    let local = net.app(B, 3);
+    net.call(B, local, 1, B, "kv.get", 5_000);
+    let (inv, caller, peer) = net.wait_invoke(B, server);
+    assert_eq!((caller.as_str(), peer.as_str()), ("local", "local"));
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(B, local, 1), Ok(vec![0xc0]));
+
+    net.call(A, remote, 2, B, "kv.get", 5_000);
+    let (inv, caller, peer) = net.wait_invoke(B, server);
+    assert_eq!((caller.as_str(), peer.as_str()), (A, ""));
+    net.answer(B, server, inv, vec![0xc2]);
+    assert_eq!(net.wait_outcome(A, remote, 2), Ok(vec![0xc2]));
 }
 
 /// SIGTERM at B while A's call is being served there: B keeps running until
@@ -875,4 +918,51 @@ fn connection_refusal_and_fatal_frames() {
             ..
         }]
     ));
+}
+
+/// Strangers' datagrams fill B's peer table (plaintext: each is a valid
+/// datagram); once they have been quiet for `peer_idle_timeout` they are
+/// forgotten, while A, whose call B is still serving, is kept; the call
+/// then completes.
+#[test]
+fn idle_peers_are_forgotten_and_a_peer_in_use_is_kept() {
+    let small = |s: &mut Settings| {
+        s.transport.peers_max = 4;
+        s.transport.keepalive_interval = Duration::from_millis(200);
+        s.transport.peer_timeout = Duration::from_secs(1);
+        s.transport.revalidate_after = Duration::from_millis(200);
+        s.transport.peer_idle_timeout = Duration::from_secs(3);
+    };
+    let (mut net, caller, server) = Net::served(41, small);
+    net.call(A, caller, 1, B, "kv.get", 50_000);
+    let inv = net.wait_invocation(B, server);
+    let cfg = net.node(B).router.settings.transport;
+    for port in 0..3u16 {
+        let from = SocketAddr::from(([10, 9, 9, 9], 30_000 + port));
+        let mut stranger = rpcd_transport::Endpoint::new(cfg, 900 + u64::from(port));
+        let now = net.now;
+        stranger.send(now, addr(B), vec![1]).expect("send");
+        while let Some(t) = stranger.poll_transmit(now) {
+            net.node(B).router.handle_datagram(now, from, &t.bytes);
+        }
+    }
+    assert_eq!(
+        net.node(B).router.endpoint.peer_count(),
+        4,
+        "the table is full"
+    );
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(
+        net.node(B)
+            .router
+            .endpoint
+            .peers()
+            .map(|p| p.0)
+            .collect::<Vec<_>>(),
+        vec![addr(A)],
+        "the quiet strangers are forgotten; the caller in use is kept"
+    );
+    assert!(net.node(B).router.endpoint.stats().evicted_peers >= 3);
+    net.answer(B, server, inv, vec![0xc0]);
+    assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc0]));
 }

@@ -113,13 +113,26 @@ fn example_file_is_the_defaults() {
     s.apply_toml(text).unwrap();
     assert_eq!(s, Settings::default());
     let f: toml::Table = toml::from_str(text).unwrap();
-    let keys: usize = f
-        .values()
-        .map(|v| v.as_table().map_or(0, toml::Table::len))
-        .sum();
-    // Every key but the commented-out socket path (its default depends
-    // on the user); [names] is empty by default and shown commented out.
-    assert_eq!(keys, 3 + 15 + 20, "a key is missing from etc/rpcd.toml");
+    let sections: Vec<&str> = f.keys().map(String::as_str).collect();
+    assert_eq!(
+        sections,
+        ["daemon", "limits", "names", "security", "transport"],
+        "a section is missing from etc/rpcd.toml"
+    );
+    let keys = |section: &str| f[section].as_table().map_or(0, toml::Table::len);
+    // Every key but the commented-out ones: daemon.socket (its default
+    // depends on the user) and security.private_key_file (no default: none
+    // means plaintext). [names] is empty by default and shown commented out,
+    // and so is a [peers.NAME] table (peers have no defaults).
+    let counts = ["daemon", "limits", "transport", "names", "security"].map(keys);
+    assert_eq!(
+        counts,
+        [3, 15, 20, 0, 0],
+        "a key is missing from etc/rpcd.toml"
+    );
+    for example in ["# private_key_file = ", "# [peers.east]", "# public_key = "] {
+        assert!(text.contains(example), "etc/rpcd.toml lacks {example:?}");
+    }
 }
 
 #[test]
@@ -132,4 +145,326 @@ fn invalid_relation_names_key() {
     s.transport.ack_delay = Duration::from_secs(1);
     let e = s.validate("x").unwrap_err().to_string();
     assert!(e.contains("transport.ack_delay"), "{e}");
+}
+
+mod keys {
+    use std::os::unix::fs::PermissionsExt;
+
+    use rpcd_transport::secure::{PrivateKey, PublicKey, Security};
+
+    use super::*;
+
+    fn key(n: u8) -> PrivateKey {
+        PrivateKey::from_bytes([n; 32])
+    }
+
+    /// A key file holding `text`, with permission bits `mode`.
+    fn key_file(dir: &Path, name: &str, text: &str, mode: u32) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    fn load(config: &str, env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rpcd.toml");
+        std::fs::write(&p, config).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Settings::load(Some(&p), env).map(|(s, _)| s)
+    }
+
+    fn with_key_file(path: &Path) -> String {
+        format!(
+            "[security]\nprivate_key_file = {:?}\n",
+            path.display().to_string()
+        )
+    }
+
+    #[test]
+    fn a_private_key_file_turns_keys_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = key_file(dir.path(), "k", &format!("{}\n", key(1).to_base64()), 0o600);
+        let s = load(&with_key_file(&p), &[]).unwrap();
+        let loaded = s.security.key.as_ref().unwrap();
+        assert_eq!(loaded.key, key(1));
+        assert_eq!(loaded.path, p);
+        assert_eq!(
+            s.transport_security(),
+            Security::Keys {
+                local: key(1),
+                peers: Vec::new()
+            }
+        );
+        // Read-only for the owner (as systemd leaves a credential) is fine too.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load(&with_key_file(&p), &[]).is_ok());
+        assert_eq!(
+            load("", &[]).unwrap().transport_security(),
+            Security::Plaintext
+        );
+    }
+
+    #[test]
+    fn an_unusable_key_file_is_refused_naming_path_and_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = key(1).to_base64();
+        for (mode, shown) in [
+            (0o644, "0644"),
+            (0o640, "0640"),
+            (0o604, "0604"),
+            (0o620, "0620"),
+        ] {
+            let p = key_file(dir.path(), "exposed", &good, mode);
+            let e = load(&with_key_file(&p), &[]).unwrap_err().to_string();
+            assert!(e.contains("security.private_key_file"), "{e}");
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            assert!(e.contains(shown), "{e}");
+        }
+        let missing = dir.path().join("missing");
+        let e = load(&with_key_file(&missing), &[]).unwrap_err().to_string();
+        assert!(e.contains(&missing.display().to_string()), "{e}");
+        assert!(e.contains("cannot open"), "{e}");
+        let bad = key_file(dir.path(), "bad", "not a key\n", 0o600);
+        let e = load(&with_key_file(&bad), &[]).unwrap_err().to_string();
+        assert!(e.contains(&bad.display().to_string()), "{e}");
+        assert!(e.contains("not base64"), "{e}");
+        let short = key_file(dir.path(), "short", "AAAA", 0o600);
+        let e = load(&with_key_file(&short), &[]).unwrap_err().to_string();
+        assert!(e.contains("decodes to 3"), "{e}");
+        let big = key_file(dir.path(), "big", &"A".repeat(4096), 0o600);
+        let e = load(&with_key_file(&big), &[]).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+        let e = load("[security]\nprivate_key_file = \"rel/key\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absolute"), "{e}");
+        let e = load(&with_key_file(dir.path()), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    /// systemd's `LoadCredential=rpcd.key:...` is used when the file names
+    /// no key; a named key wins.
+    #[test]
+    fn the_systemd_credential_is_the_fallback() {
+        let creds = tempfile::tempdir().unwrap();
+        let env = [("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())];
+        assert!(
+            load("", &env).unwrap().security.key.is_none(),
+            "no credential"
+        );
+        key_file(creds.path(), "rpcd.key", &key(2).to_base64(), 0o400);
+        let s = load("", &env).unwrap();
+        assert_eq!(s.security.key.unwrap().key, key(2));
+        let other = tempfile::tempdir().unwrap();
+        let p = key_file(other.path(), "k", &key(3).to_base64(), 0o600);
+        let s = load(&with_key_file(&p), &env).unwrap();
+        assert_eq!(s.security.key.unwrap().key, key(3));
+        key_file(creds.path(), "rpcd.key", &key(2).to_base64(), 0o644);
+        let e = load("", &env).unwrap_err().to_string();
+        assert!(
+            e.contains("credential rpcd.key") && e.contains("0644"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn beyond_loopback_a_key_or_plaintext_consent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = key_file(dir.path(), "k", &key(1).to_base64(), 0o600);
+        let wide = "[daemon]\nlisten = \"0.0.0.0:7400\"\n";
+        let e = load(wide, &[]).unwrap_err().to_string();
+        assert!(e.contains("daemon.plaintext"), "{e}");
+        assert!(
+            e.contains("set security.private_key_file (see `rpcctl keys generate`), or daemon.plaintext = true to accept unauthenticated peers"),
+            "{e}"
+        );
+        assert!(load(&format!("{wide}{}", with_key_file(&p)), &[]).is_ok());
+    }
+
+    #[test]
+    fn peers_parse_with_their_key_and_addresses() {
+        let config = format!(
+            "[peers.east]\npublic_key = \"{}\"\naddresses = [\"10.0.0.2:7400\", \"[fd00::2]:7400\"]\n\
+             [peers.roaming]\npublic_key = \"{}\"\n\
+             [peers.one]\npublic_key = \"{}\"\naddresses = \"10.0.0.3:7400\"\n",
+            key(1).public(),
+            key(2).public(),
+            key(3).public()
+        );
+        let mut s = Settings::default();
+        s.apply_toml(&config).unwrap();
+        s.validate("t").unwrap();
+        assert_eq!(s.peers["east"].public_key, key(1).public());
+        assert_eq!(
+            s.peers["east"].addresses,
+            vec![
+                "10.0.0.2:7400".parse::<SocketAddr>().unwrap(),
+                "[fd00::2]:7400".parse().unwrap()
+            ]
+        );
+        assert!(s.peers["roaming"].addresses.is_empty());
+        assert_eq!(s.peers["one"].addresses.len(), 1);
+        let keys = s.peer_keys();
+        assert_eq!(keys.len(), 3);
+        assert_eq!(keys[0].name, "east");
+    }
+
+    #[test]
+    fn a_bad_peer_is_an_error_naming_its_key() {
+        let good = key(1).public().to_string();
+        let cases = [
+            (
+                "[peers.x]\npublic_key = \"not a key\"\n".to_owned(),
+                "line 2: `peers.x.public_key`",
+            ),
+            (
+                format!(
+                    "[peers.x]\npublic_key = \"{good}\"\naddresses = [\"host.example:7400\"]\n"
+                ),
+                "line 3: `peers.x.addresses`",
+            ),
+            (
+                "[peers.x]\naddresses = [\"10.0.0.1:1\"]\n".to_owned(),
+                "`peers.x.public_key`: missing",
+            ),
+            (
+                format!("[peers.x]\npublic_key = \"{good}\"\nport = 1\n"),
+                "port",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = Settings::default().apply_toml(&text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+        let many: Vec<String> = (0..=PEER_ADDRESSES_MAX)
+            .map(|i| format!("\"10.0.0.1:{}\"", i + 1))
+            .collect();
+        let text = format!(
+            "[peers.x]\npublic_key = \"{good}\"\naddresses = [{}]\n",
+            many.join(",")
+        );
+        let e = Settings::default().apply_toml(&text).unwrap_err();
+        assert!(
+            e.contains("peers.x.addresses") && e.contains("at most 16"),
+            "{e}"
+        );
+    }
+
+    fn peer(public_key: PublicKey, addresses: &[&str]) -> PeerSettings {
+        PeerSettings {
+            public_key,
+            addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        }
+    }
+
+    fn invalid_key(s: &Settings) -> String {
+        match s.validate("t") {
+            Err(SettingsError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn peers_are_validated_against_each_other_and_our_key() {
+        let mut s = Settings::default();
+        s.peers.insert("local".into(), peer(key(1).public(), &[]));
+        assert_eq!(invalid_key(&s), "peers.local");
+        let mut s = Settings::default();
+        s.peers.insert("a:b".into(), peer(key(1).public(), &[]));
+        assert_eq!(invalid_key(&s), "peers.a:b");
+        let mut s = Settings::default();
+        s.peers.insert("a".into(), peer(key(1).public(), &[]));
+        s.peers.insert("b".into(), peer(key(1).public(), &[]));
+        assert_eq!(invalid_key(&s), "peers.b.public_key");
+        let mut s = Settings::default();
+        s.peers.insert("me".into(), peer(key(1).public(), &[]));
+        s.validate("t").unwrap();
+        s.security.key = Some(LoadedKey {
+            key: key(1),
+            path: "/k".into(),
+        });
+        assert_eq!(invalid_key(&s), "peers.me.public_key");
+        let mut s = Settings::default();
+        let addrs: Vec<String> = (0..=PEER_ADDRESSES_MAX)
+            .map(|i| format!("10.0.0.1:{}", i + 1))
+            .collect();
+        let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+        s.peers.insert("x".into(), peer(key(1).public(), &addrs));
+        assert_eq!(invalid_key(&s), "peers.x.addresses");
+    }
+
+    /// `PEERS_CONFIGURED_MAX` peers are fine; one more is refused.
+    #[test]
+    fn configured_peers_are_bounded() {
+        let mut s = Settings::default();
+        for i in 0..PEERS_CONFIGURED_MAX {
+            let mut k = [1u8; 32];
+            k[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            s.peers.insert(format!("p{i}"), peer(PublicKey(k), &[]));
+        }
+        s.validate("t").unwrap();
+        s.peers
+            .insert("one-more".into(), peer(PublicKey([2; 32]), &[]));
+        assert_eq!(invalid_key(&s), "peers");
+    }
+
+    /// A target name means one thing: a service or a peer. A service may
+    /// list a peer (by name) that has addresses.
+    #[test]
+    fn names_and_peers_do_not_collide_and_names_may_list_peers() {
+        let mut s = Settings::default();
+        s.peers
+            .insert("east".into(), peer(key(1).public(), &["10.0.0.2:7400"]));
+        s.peers.insert("roaming".into(), peer(key(2).public(), &[]));
+        s.names
+            .insert("kv".into(), vec!["east".into(), "10.0.0.3:7400".into()]);
+        s.validate("t").unwrap();
+        s.names.insert("east".into(), vec!["10.0.0.3:7400".into()]);
+        assert_eq!(invalid_key(&s), "names.east");
+        s.names.remove("east");
+        s.names.insert("lost".into(), vec!["roaming".into()]);
+        let e = s.validate("t").unwrap_err().to_string();
+        assert!(
+            e.contains("names.lost") && e.contains("peer roaming has no addresses configured"),
+            "{e}"
+        );
+        s.names.remove("lost");
+        s.names.insert("typo".into(), vec!["eats".into()]);
+        assert_eq!(invalid_key(&s), "names.typo");
+    }
+
+    #[test]
+    fn environment_overrides_security_and_one_key_of_a_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = key_file(dir.path(), "k", &key(1).to_base64(), 0o600);
+        let config = format!(
+            "[peers.east]\npublic_key = \"{}\"\naddresses = [\"10.0.0.2:7400\"]\n",
+            key(2).public()
+        );
+        let s = load(
+            &config,
+            &[
+                ("RPCD_SECURITY__PRIVATE_KEY_FILE", p.to_str().unwrap()),
+                ("RPCD_PEERS__EAST__ADDRESSES", "10.0.0.9:7400"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.security.key.unwrap().key, key(1));
+        assert_eq!(s.peers["east"].public_key, key(2).public());
+        assert_eq!(
+            s.peers["east"].addresses,
+            vec!["10.0.0.9:7400".parse::<SocketAddr>().unwrap()]
+        );
+        let e = load("", &[("RPCD_PEERS__WEST__PUBLIC_KEY", "nope")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("environment override"), "{e}");
+        assert!(
+            e.contains("peers.west.public_key") && e.contains("32 bytes"),
+            "{e}"
+        );
+    }
 }

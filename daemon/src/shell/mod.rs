@@ -20,14 +20,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use mio::net::{UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{info, warn};
 
-use crate::router::{LookupAnswer, Output, Router};
+use crate::router::{Incarnation, LookupAnswer, Output, Router};
 use crate::settings::Settings;
 use local::{ConnInput, Local};
 use notify::notify;
@@ -116,10 +116,17 @@ impl Bound {
             Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let resolver = Resolver::start(waker.clone()).context("starting the resolver thread")?;
-        let epoch = random_epoch()?;
+        let incarnation = incarnation()?;
         let socket_path = settings.socket.clone();
-        info!(udp = %local_addr, socket = %socket_path.display(), epoch = format_args!("{epoch:016x}"), "rpcd listening");
-        let router = Router::new(settings, local_addr, host_ips(), epoch, Instant::now());
+        info!(udp = %local_addr, socket = %socket_path.display(), epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
+        let router = Router::new(
+            settings,
+            local_addr,
+            host_ips(),
+            incarnation,
+            Instant::now(),
+        );
+        log_security(&router);
         let shell = Shell {
             poll,
             udp,
@@ -326,7 +333,7 @@ impl Shell {
                 );
                 self.udp
                     .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
-                self.router.reload(new);
+                self.router.reload(Instant::now(), new);
             }
             Err(e) => warn!(error = %e, "reload failed; the previous settings stay in force"),
         }
@@ -450,8 +457,53 @@ fn bind_unix(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
     Ok(listener)
 }
 
-fn random_epoch() -> anyhow::Result<u64> {
-    let mut b = [0u8; 8];
-    getrandom::getrandom(&mut b).context("reading OS randomness for the epoch")?;
-    Ok(u64::from_ne_bytes(b).max(1))
+/// The OS's randomness and wall clock for this run of the daemon.
+fn incarnation() -> anyhow::Result<Incarnation> {
+    let mut epoch = [0u8; 8];
+    getrandom::getrandom(&mut epoch).context("reading OS randomness for the epoch")?;
+    let mut seed = [0u8; 32];
+    getrandom::getrandom(&mut seed).context("reading OS randomness for the transport's seed")?;
+    let wall_clock = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    Ok(Incarnation {
+        epoch: u64::from_ne_bytes(epoch).max(1),
+        seed,
+        wall_clock,
+    })
+}
+
+/// Say once at start how peers are authenticated, and what that exposes.
+fn log_security(router: &Router) {
+    let s = router.settings();
+    match (router.public_key(), &s.security.key) {
+        (Some(public), key) => info!(
+            public_key = %public,
+            fingerprint = %public.fingerprint(),
+            key_file = %key.as_ref().map_or_else(String::new, |k| k.path.display().to_string()),
+            peers = s.peers.len(),
+            "authenticated transport: only the configured peers are answered"
+        ),
+        (None, _) => {
+            if router.local_addr().ip().to_canonical().is_loopback() {
+                warn!(
+                    udp = %router.local_addr(),
+                    "plaintext transport on loopback: any local user can call this daemon over \
+                     loopback UDP (set security.private_key_file to authenticate peers)"
+                );
+            } else {
+                warn!(
+                    udp = %router.local_addr(),
+                    "plaintext transport (daemon.plaintext = true): anyone who can reach this \
+                     address can call any function"
+                );
+            }
+            if !s.peers.is_empty() {
+                warn!(
+                    peers = s.peers.len(),
+                    "[peers] are configured but no private key is: they are not authenticated"
+                );
+            }
+        }
+    }
 }

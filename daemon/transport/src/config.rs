@@ -58,6 +58,25 @@ pub struct Config {
     /// Peers (channels) an endpoint keeps; datagrams from further new peers
     /// are dropped and counted.
     pub peers_max: usize,
+    /// A peer quiet this long (nothing heard, nothing sent) that no call
+    /// uses is forgotten with all its state (see `Endpoint::evict_idle`).
+    pub peer_idle_timeout: Duration,
+    /// With keys: start a new handshake once a session is this old (the old
+    /// one keeps working meanwhile).
+    pub rekey_after: Duration,
+    /// With keys: a session this old is never used again, in either
+    /// direction.
+    pub reject_after: Duration,
+    /// With keys: start a new handshake after sending this many datagrams
+    /// in one session.
+    pub rekey_after_datagrams: u64,
+    /// With keys: a session that sent this many datagrams sends no more.
+    pub reject_after_datagrams: u64,
+    /// With keys: handshakes per second, daemon-wide, above which an
+    /// initiator must first prove its address with a cookie.
+    pub handshake_load_max: u32,
+    /// With keys: handshakes per second accepted from one source IP.
+    pub handshake_rate_per_source: u32,
 }
 
 impl Default for Config {
@@ -83,6 +102,13 @@ impl Default for Config {
             peer_timeout: Duration::from_secs(5),
             revalidate_after: Duration::from_millis(250),
             peers_max: 1024,
+            peer_idle_timeout: Duration::from_secs(600),
+            rekey_after: Duration::from_secs(120),
+            reject_after: Duration::from_secs(180),
+            rekey_after_datagrams: 1 << 48,
+            reject_after_datagrams: 1 << 60,
+            handshake_load_max: 100,
+            handshake_rate_per_source: 20,
         }
     }
 }
@@ -189,6 +215,33 @@ impl Config {
         }
         if self.peers_max == 0 {
             return Err(bad("peers_max", "must be at least 1"));
+        }
+        if self.peer_idle_timeout <= self.peer_timeout {
+            return Err(bad(
+                "peer_idle_timeout",
+                "must be above peer_timeout, or a peer could be forgotten while it is probed",
+            ));
+        }
+        if self.rekey_after.is_zero() || self.rekey_after >= self.reject_after {
+            return Err(bad(
+                "rekey_after",
+                "must be above zero and below reject_after",
+            ));
+        }
+        if self.rekey_after_datagrams == 0
+            || self.rekey_after_datagrams >= self.reject_after_datagrams
+            || self.reject_after_datagrams > 1 << 62
+        {
+            return Err(bad(
+                "rekey_after_datagrams",
+                "must be above zero and below reject_after_datagrams (at most 2^62)",
+            ));
+        }
+        if self.handshake_load_max == 0 {
+            return Err(bad("handshake_load_max", "must be at least 1"));
+        }
+        if self.handshake_rate_per_source == 0 {
+            return Err(bad("handshake_rate_per_source", "must be at least 1"));
         }
         Ok(())
     }

@@ -15,7 +15,8 @@ use thiserror::Error;
 
 use crate::channel::{self, Channel, MsgId, Snapshot};
 use crate::config::Config;
-use crate::secure::{PeerKey, PublicKey, Security};
+use crate::secure::sessions::{Opened, Sealed, Sessions};
+use crate::secure::{PeerKey, PublicKey, Security, SecurityStats};
 use crate::wire::{Datagram, DecodeError};
 
 /// A datagram to put on the wire.
@@ -60,6 +61,11 @@ pub struct EndpointStats {
     pub corrupt: u64,
     /// Valid datagrams from new peers beyond `peers_max`.
     pub refused_peers: u64,
+    /// Channels dropped with all their state after a quiet spell (see
+    /// [`Endpoint::evict_idle`]).
+    pub evicted_peers: u64,
+    /// With keys: the authenticated layer's counters (zero in plaintext).
+    pub security: SecurityStats,
 }
 
 /// The transport endpoint of one daemon.
@@ -78,7 +84,13 @@ pub struct Endpoint {
     /// Reassembly bytes charged across every channel (see
     /// `Config::reassembly_total_max`).
     reassembly_total: usize,
-    security: Security,
+    /// With keys: the sessions every datagram goes through.
+    sessions: Option<Sessions>,
+    /// Evictions so far. A channel created after one takes a fresh epoch
+    /// derived from it: the evicted peer may still hold the old channel's
+    /// state, and a new channel speaking the old epoch with counters from 1
+    /// would look to it like duplicates.
+    generation: u64,
 }
 
 #[derive(Debug)]
@@ -86,6 +98,20 @@ struct Slot {
     channel: Channel,
     scheduled: Option<Instant>,
     in_ready: bool,
+    /// When the peer was last heard from or sent to.
+    active: Instant,
+}
+
+/// SplitMix64's finaliser: a channel epoch from the endpoint's epoch and
+/// the eviction generation (never zero).
+fn mix(epoch: u64, generation: u64) -> u64 {
+    if generation == 0 {
+        return epoch;
+    }
+    let mut z = epoch ^ generation.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)).max(1)
 }
 
 impl Endpoint {
@@ -108,7 +134,12 @@ impl Endpoint {
         wall_clock: Duration,
     ) -> Self {
         debug_assert!(cfg.validate().is_ok());
-        let _ = (seed, wall_clock);
+        let sessions = match security {
+            Security::Plaintext => None,
+            Security::Keys { local, peers } => {
+                Some(Sessions::new(cfg, local, peers, seed, wall_clock))
+            }
+        };
         Endpoint {
             cfg,
             epoch: epoch.max(1),
@@ -118,31 +149,82 @@ impl Endpoint {
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             reassembly_total: 0,
-            security,
+            sessions,
+            generation: 0,
         }
+    }
+
+    /// Drop every channel that has been quiet for `idle` (nothing heard,
+    /// nothing sent), has nothing outstanding to the peer (no message, no
+    /// hold), and that `keep` does not claim, with all its memory (partial
+    /// messages, duplicate state, the session). Returns the peers dropped.
+    /// The owner calls it now and then; it keeps the peer table for peers
+    /// in use, whatever strangers did.
+    pub fn evict_idle(
+        &mut self,
+        now: Instant,
+        idle: Duration,
+        keep: impl Fn(SocketAddr) -> bool,
+    ) -> Vec<SocketAddr> {
+        let gone: Vec<SocketAddr> = self
+            .channels
+            .iter()
+            .filter(|(a, s)| {
+                now.saturating_duration_since(s.active) >= idle
+                    && s.channel.evictable()
+                    && !self.ready.contains(a)
+                    && !keep(**a)
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &gone {
+            if let Some(slot) = self.channels.remove(a) {
+                self.reassembly_total -= slot.channel.reassembly_bytes();
+            }
+            if let Some(s) = self.sessions.as_mut() {
+                s.forget(*a);
+            }
+            self.stats.evicted_peers += 1;
+            self.generation += 1;
+        }
+        gone
     }
 
     /// This daemon's public key, with keys.
     pub fn public_key(&self) -> Option<PublicKey> {
-        match &self.security {
-            Security::Plaintext => None,
-            Security::Keys { local, .. } => Some(local.public()),
-        }
+        self.sessions.as_ref().map(Sessions::public)
     }
 
     /// The configured name of the peer at `addr`, once a session with it is
     /// authenticated. `None` in plaintext mode (nothing is authenticated).
     pub fn peer_name(&self, addr: SocketAddr) -> Option<&str> {
-        let _ = addr;
-        None
+        self.peer_key(addr).map(|p| p.name.as_str())
+    }
+
+    /// The configured peer authenticated at `addr` (with keys).
+    pub fn peer_key(&self, addr: SocketAddr) -> Option<&PeerKey> {
+        self.sessions.as_ref()?.peer_at(addr)
+    }
+
+    /// How old the session in use with `addr` is (with keys).
+    pub fn session_age(&self, now: Instant, addr: SocketAddr) -> Option<Duration> {
+        self.sessions.as_ref()?.session_age(now, addr)
     }
 
     /// Replace the trusted peers (a configuration reload). Sessions of
     /// removed peers end; their channels fail what is outstanding.
     pub fn set_peers(&mut self, now: Instant, peers: Vec<PeerKey>) {
-        let _ = now;
-        if let Security::Keys { peers: p, .. } = &mut self.security {
-            *p = peers;
+        let Some(sessions) = self.sessions.as_mut() else {
+            return;
+        };
+        for addr in sessions.set_peers(peers) {
+            if let Some(mut slot) = self.channels.remove(&addr) {
+                slot.channel.end(now);
+                while let Some(kind) = slot.channel.poll_event() {
+                    self.events.push_back(Event { peer: addr, kind });
+                }
+                self.reassembly_total -= slot.channel.reassembly_bytes();
+            }
         }
     }
 
@@ -158,6 +240,21 @@ impl Endpoint {
 
     /// Feed a received datagram. Invalid ones are dropped and counted.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let inner;
+        let bytes = match self.sessions.as_mut() {
+            None => bytes,
+            Some(sessions) => {
+                let opened = sessions.open(now, from, bytes, self.epoch);
+                match opened {
+                    Some(Opened::Inner(plain)) if !plain.is_empty() => {
+                        inner = plain;
+                        &inner[..]
+                    }
+                    // A keepalive, a handshake message, or dropped.
+                    _ => return,
+                }
+            }
+        };
         let d = match Datagram::parse(bytes) {
             Ok(d) => d,
             Err(DecodeError::BadChecksum) => {
@@ -177,7 +274,8 @@ impl Endpoint {
             .cfg
             .reassembly_total_max
             .saturating_sub(self.reassembly_total);
-        let slot = self.slot(from);
+        let slot = self.slot(from, now);
+        slot.active = now;
         let before = slot.channel.reassembly_bytes();
         slot.channel.set_shared_reassembly_room(room);
         slot.channel.handle_datagram(now, &d);
@@ -202,7 +300,12 @@ impl Endpoint {
         if !self.channels.contains_key(&peer) && self.channels.len() >= self.cfg.peers_max {
             return Err(SendError::TooManyPeers(self.cfg.peers_max));
         }
-        let r = self.slot(peer).channel.send(now, data);
+        if self.sessions.as_ref().is_some_and(|s| !s.can_reach(peer)) {
+            return Err(SendError::NoKey(peer));
+        }
+        let slot = self.slot(peer, now);
+        slot.active = now;
+        let r = slot.channel.send(now, data);
         self.touched(peer);
         Ok(r?)
     }
@@ -220,8 +323,8 @@ impl Endpoint {
     /// Check `peer`'s liveness while waiting for something from it; see
     /// [`Channel::hold`].
     pub fn hold(&mut self, now: Instant, peer: SocketAddr) {
-        if self.channels.contains_key(&peer) {
-            self.slot(peer).channel.hold(now);
+        if let Some(slot) = self.channels.get_mut(&peer) {
+            slot.channel.hold(now);
             self.touched(peer);
         }
     }
@@ -236,6 +339,9 @@ impl Endpoint {
 
     /// Run every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(sessions) = self.sessions.as_mut() {
+            sessions.handle_timeout(now, self.epoch);
+        }
         // Take the due entries first: a channel that re-arms at or before
         // `now` is run again on the next call, not in a loop here.
         let mut due = Vec::new();
@@ -264,21 +370,32 @@ impl Endpoint {
 
     /// The next datagram to send. Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
-        while let Some(&peer) = self.ready.front() {
+        loop {
+            // Handshake messages, and datagrams a new session released.
+            if let Some((to, bytes)) = self.sessions.as_mut().and_then(Sessions::poll_out) {
+                return Some(Transmit { to, bytes });
+            }
+            let &peer = self.ready.front()?;
             let Some(slot) = self.channels.get_mut(&peer) else {
                 self.ready.pop_front();
                 continue;
             };
             if let Some(bytes) = slot.channel.poll_transmit(now) {
                 self.reschedule(peer);
-                return Some(Transmit { to: peer, bytes });
+                let Some(sessions) = self.sessions.as_mut() else {
+                    return Some(Transmit { to: peer, bytes });
+                };
+                match sessions.seal(now, peer, &bytes, self.epoch) {
+                    Some(Sealed::Ready(bytes)) => return Some(Transmit { to: peer, bytes }),
+                    // Held for the handshake, or (the peer was removed) dropped.
+                    Some(Sealed::Queued) | None => continue,
+                }
             }
             slot.in_ready = false;
             self.ready.pop_front();
             self.drain_events(peer);
             self.reschedule(peer);
         }
-        None
     }
 
     /// The next event. Call after `poll_transmit` returned `None`.
@@ -288,21 +405,29 @@ impl Endpoint {
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        let secure = self.sessions.as_mut().and_then(Sessions::poll_timeout);
         // Drop superseded entries so the head is a live deadline.
         while let Some(&Reverse((t, peer))) = self.timers.peek() {
             match self.channels.get(&peer) {
-                Some(slot) if slot.scheduled == Some(t) => return Some(t),
+                Some(slot) if slot.scheduled == Some(t) => {
+                    return Some(secure.map_or(t, |s| s.min(t)));
+                }
                 _ => {
                     self.timers.pop();
                 }
             }
         }
-        None
+        secure
     }
 
     /// Counters and estimators of one peer's channel.
     pub fn peer(&self, peer: SocketAddr) -> Option<Snapshot> {
         self.channels.get(&peer).map(|s| s.channel.snapshot())
+    }
+
+    /// How many peers have a channel.
+    pub fn peer_count(&self) -> usize {
+        self.channels.len()
     }
 
     /// Every peer with its snapshot.
@@ -314,7 +439,14 @@ impl Endpoint {
 
     /// Endpoint-wide counters.
     pub fn stats(&self) -> EndpointStats {
-        self.stats
+        EndpointStats {
+            security: self
+                .sessions
+                .as_ref()
+                .map(Sessions::stats)
+                .unwrap_or_default(),
+            ..self.stats
+        }
     }
 
     /// True when every channel is idle (see [`Channel::is_idle`]).
@@ -322,14 +454,18 @@ impl Endpoint {
         self.events.is_empty() && self.channels.values().all(|s| s.channel.is_idle())
     }
 
-    fn slot(&mut self, peer: SocketAddr) -> &mut Slot {
-        let (cfg, epoch, n) = (self.cfg, self.epoch, self.channels.len() as u64);
+    fn slot(&mut self, peer: SocketAddr, now: Instant) -> &mut Slot {
+        let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
         // A deterministic placeholder mix, until the endpoint's seeded RNG feeds it.
-        let seed = epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (u64::from(peer.port()) << 32) ^ n;
+        let seed = mix(
+            epoch ^ u64::from(peer.port()),
+            self.channels.len() as u64 + 1,
+        );
         self.channels.entry(peer).or_insert_with(|| Slot {
             channel: Channel::new(cfg, epoch, seed),
             scheduled: None,
             in_ready: false,
+            active: now,
         })
     }
 

@@ -1,8 +1,10 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::ipc::encode_frame;
 use crate::ipc::testutil::{decode_client, frame_of, round_trip};
+use crate::ipc::{
+    check_values, decode_frame, encode_frame, FrameError, CLIENT_MSG_VALUES_MAX, FRAME_MAX_DEFAULT,
+};
 
 // --- literal bytes -------------------------------------------------------------------
 
@@ -220,6 +222,76 @@ fn protocol_doc_examples_match() {
 }
 
 #[test]
+fn invoke_literal_bytes_peer_follows_caller() {
+    let frame = encode_frame(&DaemonMsg::Invoke {
+        invocation: 3,
+        function: "f".into(),
+        args: vec![],
+        caller: "h:1".into(),
+        peer: String::new(),
+        deadline_ms: 9,
+    });
+    #[rustfmt::skip]
+    let body = [
+        0x87,
+        0xa2, b'o', b'p', 0xa6, b'i', b'n', b'v', b'o', b'k', b'e',
+        0xaa, b'i', b'n', b'v', b'o', b'c', b'a', b't', b'i', b'o', b'n', 0x03,
+        0xa8, b'f', b'u', b'n', b'c', b't', b'i', b'o', b'n', 0xa1, b'f',
+        0xa4, b'a', b'r', b'g', b's', 0xc4, 0x00,                 // bin8 of 0 bytes
+        0xa6, b'c', b'a', b'l', b'l', b'e', b'r', 0xa3, b'h', b':', b'1',
+        0xa4, b'p', b'e', b'e', b'r', 0xa0,                       // "": not authenticated
+        0xab, b'd', b'e', b'a', b'd', b'l', b'i', b'n', b'e', b'_', b'm', b's', 0x09,
+    ];
+    assert_eq!(frame, frame_of(&body));
+}
+
+/// `peer` is a required field like the others: an `invoke` without it (as a daemon
+/// from before the field would send) is a protocol violation, and so is one with a
+/// `peer` that is not a string.
+#[test]
+fn invoke_without_a_string_peer_is_refused() {
+    #[rustfmt::skip]
+    let without = [
+        0x86,
+        0xa2, b'o', b'p', 0xa6, b'i', b'n', b'v', b'o', b'k', b'e',
+        0xaa, b'i', b'n', b'v', b'o', b'c', b'a', b't', b'i', b'o', b'n', 0x03,
+        0xa8, b'f', b'u', b'n', b'c', b't', b'i', b'o', b'n', 0xa1, b'f',
+        0xa4, b'a', b'r', b'g', b's', 0xc4, 0x00,
+        0xa6, b'c', b'a', b'l', b'l', b'e', b'r', 0xa3, b'h', b':', b'1',
+        0xab, b'd', b'e', b'a', b'd', b'l', b'i', b'n', b'e', b'_', b'm', b's', 0x09,
+    ];
+    let got = decode_frame::<DaemonMsg>(&frame_of(&without), FRAME_MAX_DEFAULT);
+    assert!(
+        matches!(&got, Err(FrameError::Invalid(m)) if m.contains("peer")),
+        "{got:?}"
+    );
+    let mut nil_peer = without.to_vec();
+    nil_peer[0] = 0x87;
+    nil_peer.extend_from_slice(&[0xa4, b'p', b'e', b'e', b'r', 0xc0]);
+    let got = decode_frame::<DaemonMsg>(&frame_of(&nil_peer), FRAME_MAX_DEFAULT);
+    assert!(matches!(got, Err(FrameError::Invalid(_))), "{got:?}");
+}
+
+/// The daemon→app frames are read without a value bound (the app trusts its daemon), but
+/// an `invoke` stays small and fixed: 7 keys and their values plus the map, whatever the
+/// sizes of its strings and arguments.
+#[test]
+fn invoke_holds_fifteen_values() {
+    let body = rmp_serde::to_vec_named(&DaemonMsg::Invoke {
+        invocation: u64::MAX,
+        function: "f".repeat(256),
+        args: vec![0x90; 70_000],
+        caller: "[::1]:65535".into(),
+        peer: "p".repeat(300),
+        deadline_ms: u64::MAX,
+    })
+    .expect("encodes");
+    assert!(check_values(&body, 15).is_ok());
+    assert!(check_values(&body, 14).is_err());
+    const _: () = assert!(15 <= CLIENT_MSG_VALUES_MAX);
+}
+
+#[test]
 fn cancel_literal_bytes() {
     let frame = encode_frame(&DaemonMsg::Cancel { invocation: 9 });
     #[rustfmt::skip]
@@ -263,6 +335,35 @@ fn protocol_doc_cancel_example_matches() {
     ];
     assert_eq!(encode_frame(&DaemonMsg::Cancel { invocation: 9 }), expected);
     assert_eq!(expected.len(), 27);
+}
+
+/// The `invoke` example of `docs/ipc-protocol.md` §10, byte for byte.
+#[test]
+fn protocol_doc_invoke_example_matches() {
+    let invoke = DaemonMsg::Invoke {
+        invocation: 9,
+        function: "kv.get".into(),
+        args: vec![0x91, 0xa1, 0x6b],
+        caller: "10.0.0.2:7400".into(),
+        peer: "b".into(),
+        deadline_ms: 500,
+    };
+    #[rustfmt::skip]
+    let expected = [
+        0x00, 0x00, 0x00, 0x5c, 0x87,
+        0xa2, 0x6f, 0x70, 0xa6, 0x69, 0x6e, 0x76, 0x6f, 0x6b, 0x65,
+        0xaa, 0x69, 0x6e, 0x76, 0x6f, 0x63, 0x61, 0x74, 0x69, 0x6f, 0x6e, 0x09,
+        0xa8, 0x66, 0x75, 0x6e, 0x63, 0x74, 0x69, 0x6f, 0x6e, 0xa6, 0x6b, 0x76, 0x2e, 0x67,
+        0x65, 0x74,
+        0xa4, 0x61, 0x72, 0x67, 0x73, 0xc4, 0x03, 0x91, 0xa1, 0x6b,
+        0xa6, 0x63, 0x61, 0x6c, 0x6c, 0x65, 0x72, 0xad, 0x31, 0x30, 0x2e, 0x30, 0x2e, 0x30,
+        0x2e, 0x32, 0x3a, 0x37, 0x34, 0x30, 0x30,
+        0xa4, 0x70, 0x65, 0x65, 0x72, 0xa1, 0x62,
+        0xab, 0x64, 0x65, 0x61, 0x64, 0x6c, 0x69, 0x6e, 0x65, 0x5f, 0x6d, 0x73, 0xcd, 0x01,
+        0xf4,
+    ];
+    assert_eq!(encode_frame(&invoke), expected);
+    assert_eq!(expected.len(), 96);
 }
 
 // --- round trips -----------------------------------------------------------------------
@@ -341,7 +442,24 @@ fn every_daemon_msg_round_trips() {
             function: "f".into(),
             args: vec![9; 70_000],
             caller: "10.0.0.1:7000".into(),
+            peer: String::new(),
             deadline_ms: 250,
+        },
+        DaemonMsg::Invoke {
+            invocation: 9,
+            function: "f".into(),
+            args: vec![],
+            caller: LOCAL_CALLER.into(),
+            peer: LOCAL_CALLER.into(),
+            deadline_ms: 0,
+        },
+        DaemonMsg::Invoke {
+            invocation: u64::MAX,
+            function: "svc.f".into(),
+            args: vec![1],
+            caller: "[2001:db8::1]:7000".into(),
+            peer: "db-1".into(),
+            deadline_ms: u64::MAX,
         },
         DaemonMsg::Cancel {
             invocation: u64::MAX,
@@ -376,5 +494,20 @@ proptest! {
         let msg = ClientMsg::Call { id, target, function, args, deadline_ms, idempotent };
         let frame = encode_frame(&msg);
         prop_assert_eq!(decode_client(&frame), Ok(Some((msg, frame.len()))));
+    }
+
+    #[test]
+    fn invoke_round_trips(
+        invocation: u64,
+        function in "\\PC{0,20}",
+        args in proptest::collection::vec(any::<u8>(), 0..5000),
+        caller in "[a-z0-9.:]{0,40}",
+        peer in "\\PC{0,40}",
+        deadline_ms: u64,
+    ) {
+        let msg = DaemonMsg::Invoke { invocation, function, args, caller, peer, deadline_ms };
+        let frame = encode_frame(&msg);
+        let decoded = decode_frame::<DaemonMsg>(&frame, FRAME_MAX_DEFAULT);
+        prop_assert_eq!(decoded, Ok(Some((msg, frame.len()))));
     }
 }

@@ -63,8 +63,13 @@ impl Router {
         };
         let resolution = match refusal {
             Some(f) => Err(f),
-            None => targets::resolution(&req.target, &self.settings.names, self.me)
-                .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
+            None => targets::resolution(
+                &req.target,
+                &self.settings.names,
+                &self.settings.peers,
+                self.me,
+            )
+            .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
         };
         let resolution = match resolution {
             Ok(r) => r,
@@ -213,6 +218,17 @@ impl Router {
                     }
                     self.calls.by_msg.insert((addr, msg), id);
                     self.calls.by_peer.entry(addr).or_default().insert(id);
+                    return;
+                }
+                Err(e @ SendError::NoKey(_)) => {
+                    // Nothing was sent, and an address of the call's
+                    // target is not a peer this daemon trusts: a
+                    // configuration mistake to report, not a peer to skip.
+                    self.finish_call(
+                        now,
+                        id,
+                        Err(Failure::new(ErrorCode::BadRequest, e.to_string())),
+                    );
                     return;
                 }
                 Err(e) => {

@@ -104,6 +104,14 @@ impl Calls {
     }
 
     /// The calls currently sent to `peer` (a snapshot: the caller may end them).
+    /// Every peer some call is addressed to now.
+    pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_peer
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(p, _)| *p)
+    }
+
     pub fn snapshot_to(&self, peer: SocketAddr) -> Vec<CallId> {
         self.by_peer
             .get(&peer)

@@ -131,6 +131,12 @@ impl Channel {
         }
     }
 
+    /// The owner is dropping this channel (its peer was removed from the
+    /// configuration): fail everything outstanding, as if unreachable.
+    pub(crate) fn end(&mut self, now: Instant) {
+        self.declare_unreachable(now);
+    }
+
     pub(super) fn declare_unreachable(&mut self, now: Instant) {
         let ids: Vec<MsgId> = self.send.messages.keys().copied().collect();
         for id in ids {

@@ -404,6 +404,17 @@ impl Channel {
         self.next_transmit().is_some()
     }
 
+    /// Nothing is owed to the peer or awaited from it by the owner: no
+    /// message queued or in flight, no hold, no event undelivered. Receive
+    /// state does not count (a peer that never completes a message must not
+    /// pin its channel).
+    pub fn evictable(&self) -> bool {
+        self.send.messages.is_empty()
+            && self.send.in_flight.is_empty()
+            && self.live.holds == 0
+            && self.events.is_empty()
+    }
+
     /// True when nothing is outstanding in either direction and no timer is
     /// armed: the channel holds only its counters and the peer's epoch.
     pub fn is_idle(&self) -> bool {

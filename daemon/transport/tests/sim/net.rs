@@ -386,6 +386,7 @@ impl Sim {
             peer_timeout: Duration::from_secs(120),
             revalidate_after: ms(rng.gen_range(20..=2_000)),
             peers_max: 8,
+            ..Config::default()
         };
         if !strict {
             cfg.retransmits_max = rng.gen_range(3..=16);
