@@ -10,11 +10,14 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::{
     decode_frame, encode_frame, ClientMsg, DaemonMsg, ErrorCode, PROTOCOL_VERSION,
 };
 use rpcd_tests::{tempdir, wait_until, Daemon};
-use rpcd_transport::{ChannelEvent, Config, Endpoint};
+use rpcd_transport::wire::{Datagram, Kind};
+use rpcd_transport::{ChannelEvent, Config, Endpoint, Seq};
+use serde::{Deserialize, Serialize};
 
 /// MessagePack: a map {"op": "call", "x": [nil; n]} — one valid-looking
 /// message whose decoding buffers every nil.
@@ -151,4 +154,156 @@ fn messagepack_bomb_over_udp_is_dropped_with_bounded_memory() {
     let peak = peak_rss(b.process.pid());
     assert!(peak < BOMB_MEMORY_MAX, "peak RSS {} MiB", peak / MIB);
     stats.ping().unwrap();
+}
+
+/// A peer daemon played by the test: a transport endpoint on a real UDP
+/// socket, answering RPC envelopes by hand. The test can also send raw
+/// datagrams from the very same address (a forger with that source address).
+struct FakePeer {
+    sock: UdpSocket,
+    ep: Endpoint,
+    buf: Vec<u8>,
+}
+
+/// The fields of a request envelope this test reads (`docs/rpc-layer.md`).
+#[derive(Deserialize)]
+struct Request {
+    t: String,
+    call_id: u64,
+    function: String,
+}
+
+/// A reply envelope with a result.
+#[derive(Serialize)]
+struct Reply {
+    t: &'static str,
+    call_id: u64,
+    outcome: ReplyOutcome,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ReplyOutcome {
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl FakePeer {
+    fn start(epoch: u64) -> FakePeer {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(2)))
+            .unwrap();
+        FakePeer {
+            sock,
+            ep: Endpoint::new(Config::default(), epoch),
+            buf: vec![0u8; 65_536],
+        }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().unwrap()
+    }
+
+    /// Drive the endpoint for `d`, handing every event to `f`.
+    fn run_for(&mut self, d: Duration, mut f: impl FnMut(&mut Endpoint, SocketAddr, ChannelEvent)) {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Ok((n, from)) = self.sock.recv_from(&mut self.buf) {
+                self.ep
+                    .handle_datagram(Instant::now(), from, &self.buf[..n]);
+            }
+            let now = Instant::now();
+            self.ep.handle_timeout(now);
+            while let Some(t) = self.ep.poll_transmit(now) {
+                let _ = self.sock.send_to(&t.bytes, t.to);
+            }
+            while let Some(ev) = self.ep.poll_event() {
+                f(&mut self.ep, ev.peer, ev.kind);
+            }
+        }
+    }
+}
+
+/// Blind reset: while A's call waits for B's reply, a datagram forged with
+/// B's source address claims a new epoch of B (with floors of 2^64 - 1, and
+/// knowing no epoch of A's). A challenges the claim, nobody can answer, and
+/// nothing changes: the call is not failed "peer restarted", B's real reply
+/// (from the epoch A knows) is delivered, and A still knows B's epoch.
+#[test]
+fn blind_reset_with_a_forged_new_epoch_leaves_calls_in_flight_alone() {
+    const B_EPOCH: u64 = 0xB0B0_B0B0;
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let mut b = FakePeer::start(B_EPOCH);
+    let target = b.addr().to_string();
+    let client = a.connect("client");
+    let caller = std::thread::spawn(move || {
+        let opts = CallOptions {
+            deadline: Some(Duration::from_secs(20)),
+            idempotent: false,
+        };
+        client.call(&target, "test.fn", b"args".to_vec(), opts)
+    });
+    // B receives the request (and acknowledges it): the call is in flight.
+    let mut request = None;
+    let started = Instant::now();
+    while request.is_none() && started.elapsed() < Duration::from_secs(10) {
+        b.run_for(Duration::from_millis(10), |_, from, ev| {
+            if let ChannelEvent::Delivered { data, .. } = ev {
+                let r: Request = rmp_serde::from_slice(&data).unwrap();
+                assert_eq!((r.t.as_str(), r.function.as_str()), ("req", "test.fn"));
+                request = Some((from, r.call_id));
+            }
+        });
+    }
+    let (a_addr, call_id) = request.expect("the request reached B");
+    b.run_for(Duration::from_millis(50), |_, _, _| {});
+    // The forgery, from B's address: a new epoch, no epoch of A's, bogus floors.
+    let forged = Datagram {
+        sender_epoch: 0xF0F0_F0F0,
+        receiver_epoch: 0,
+        kind: Kind::Probe,
+        seq: Seq(0),
+        send_floor: Seq(u64::MAX),
+        msg_floor: u64::MAX,
+        ack: None,
+        ack_now: true,
+        fragment: None,
+        nonce: 0,
+        key_id: 0,
+    }
+    .to_vec();
+    for _ in 0..3 {
+        b.sock.send_to(&forged, a_addr).unwrap();
+    }
+    // A's challenge reaches the real B (addressed to an epoch B never had,
+    // B's channel only acknowledges it); the call stays in flight.
+    b.run_for(Duration::from_millis(500), |_, _, ev| {
+        assert!(
+            !matches!(ev, ChannelEvent::PeerRestarted),
+            "B saw a restart"
+        );
+    });
+    let stats = a.connect("stats").stats().unwrap();
+    let peer = stats
+        .peers
+        .iter()
+        .find(|p| p.addr == b.addr().to_string())
+        .expect("A has a channel to B");
+    assert_eq!(peer.epoch, Some(B_EPOCH), "A still knows B's epoch");
+    assert!(!caller.is_finished(), "the call ended early");
+    // B's real reply is delivered: the call succeeds.
+    let reply = rmp_serde::to_vec_named(&Reply {
+        t: "rep",
+        call_id,
+        outcome: ReplyOutcome::Ok(b"result".to_vec()),
+    })
+    .unwrap();
+    b.ep.send(Instant::now(), a_addr, reply).unwrap();
+    let started = Instant::now();
+    while !caller.is_finished() && started.elapsed() < Duration::from_secs(10) {
+        b.run_for(Duration::from_millis(10), |_, _, _| {});
+    }
+    assert_eq!(caller.join().unwrap().unwrap(), b"result");
+    let stats = a.connect("stats").stats().unwrap();
+    assert_eq!(stats.calls.get("ok").copied(), Some(1), "{:?}", stats.calls);
 }

@@ -456,8 +456,13 @@ impl Endpoint {
 
     fn slot(&mut self, peer: SocketAddr, now: Instant) -> &mut Slot {
         let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
+        // A deterministic placeholder mix, until the endpoint's seeded RNG feeds it.
+        let seed = mix(
+            epoch ^ u64::from(peer.port()),
+            self.channels.len() as u64 + 1,
+        );
         self.channels.entry(peer).or_insert_with(|| Slot {
-            channel: Channel::new(cfg, epoch),
+            channel: Channel::new(cfg, epoch, seed),
             scheduled: None,
             in_ready: false,
             active: now,

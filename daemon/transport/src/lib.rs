@@ -2,9 +2,10 @@
 //!
 //! Layer: below the daemon's event loop, above nothing. This crate owns no
 //! socket, reads no clock, starts no thread and draws no OS randomness: time
-//! is a parameter (`now: Instant`) of every input, and the daemon's epoch is
-//! handed in. That is what lets the test suite run it in a simulated network
-//! with a virtual clock and a seed.
+//! is a parameter (`now: Instant`) of every input, and the daemon's epoch and
+//! the seeds of every random choice (a channel's challenges) are handed in.
+//! That is what lets the test suite run it in a simulated network with a
+//! virtual clock and a seed.
 //!
 //! Modules, in the direction data flows:
 //! - [`wire`]: bytes ⇄ [`wire::Datagram`] (parse once, typed errors);

@@ -63,10 +63,12 @@ const FLAGS_KNOWN: u8 = FLAG_ACK | FLAG_ACK_NOW;
 pub enum Kind {
     /// Carries one fragment of a message, plus acknowledgement state.
     Data,
-    /// Carries only acknowledgement state.
+    /// Carries only acknowledgement state, and may echo a probe's
+    /// challenge ([`Datagram::nonce`]).
     Ack,
     /// Asks the receiver for an immediate acknowledgement: the handshake that
-    /// learns a peer's epoch, keepalives and zero-window probes.
+    /// learns a peer's epoch, keepalives and zero-window probes; with a
+    /// challenge ([`Datagram::nonce`]), the confirmation of a peer's new epoch.
     Probe,
 }
 
@@ -137,6 +139,11 @@ pub struct Datagram<'a> {
     pub ack_now: bool,
     /// The fragment, for `Data` datagrams.
     pub fragment: Option<Fragment<'a>>,
+    /// Carried in the `msg_id` field of the datagrams without a fragment:
+    /// on a `Probe`, a random challenge that the answering `Ack` must echo;
+    /// on an `Ack`, the challenge it echoes. Zero means none; always zero
+    /// on `Data` (whose `msg_id` field holds the fragment's message).
+    pub nonce: u64,
     /// Key id for authentication; zero means none (the only value accepted
     /// until security is implemented).
     pub key_id: u8,
@@ -253,7 +260,7 @@ impl<'a> Datagram<'a> {
         let index = be_u32(buf, OFF_FRAG_INDEX);
         let count = be_u32(buf, OFF_FRAG_COUNT);
         let payload = &buf[HEADER_LEN..HEADER_LEN + payload_len];
-        let fragment = match kind {
+        let (fragment, nonce) = match kind {
             Kind::Data => {
                 if seq.0 == 0 {
                     return Err(DecodeError::ZeroSeq);
@@ -261,18 +268,20 @@ impl<'a> Datagram<'a> {
                 if count == 0 || index >= count {
                     return Err(DecodeError::BadFragment { index, count });
                 }
-                Some(Fragment {
+                let fragment = Fragment {
                     msg_id,
                     index,
                     count,
                     payload,
-                })
+                };
+                (Some(fragment), 0)
             }
             Kind::Ack | Kind::Probe => {
-                if payload_len != 0 || seq.0 != 0 || msg_id != 0 || index != 0 || count != 0 {
+                // The `msg_id` field is the challenge (Probe) or its echo (Ack).
+                if payload_len != 0 || seq.0 != 0 || index != 0 || count != 0 {
                     return Err(DecodeError::UnexpectedData(kind));
                 }
-                None
+                (None, msg_id)
             }
         };
         let ack = (flags & FLAG_ACK != 0).then(|| AckInfo {
@@ -297,6 +306,7 @@ impl<'a> Datagram<'a> {
             ack,
             ack_now: flags & FLAG_ACK_NOW != 0,
             fragment,
+            nonce,
             key_id,
         })
     }
@@ -344,7 +354,13 @@ impl<'a> Datagram<'a> {
             // Bounded by PAYLOAD_MAX (< u16::MAX), asserted above.
             put_u16(h, OFF_PAYLOAD_LEN, f.payload.len() as u16);
             out.extend_from_slice(f.payload);
+        } else {
+            put_u64(h, OFF_MSG_ID, self.nonce);
         }
+        debug_assert!(
+            self.fragment.is_none() || self.nonce == 0,
+            "a nonce travels only on datagrams without a fragment"
+        );
         let crc = crc_of(&out[start..]);
         put_u32(&mut out[start..], OFF_CRC, crc);
         debug_assert!(

@@ -105,8 +105,8 @@ fn run(rate: f64, queue_max: usize, rtt: Duration, duration: Duration, both_ways
     let cfg = Config::default();
     let start = Instant::now();
     let mut now = start;
-    let mut a = Channel::new(cfg, 0xA);
-    let mut b = Channel::new(cfg, 0xB);
+    let mut a = Channel::new(cfg, 0xA, 1);
+    let mut b = Channel::new(cfg, 0xB, 2);
     let mut ab = Link::new(now, Some(rate), queue_max, rtt / 2);
     let mut ba = if both_ways {
         Link::new(now, Some(rate), queue_max, rtt / 2)

@@ -328,6 +328,7 @@ impl World {
                 count,
                 payload: &payload[..payload.len().min(PAYLOAD_MAX)],
             }),
+            nonce: 0,
             key_id: 0,
         };
         d.to_vec()

@@ -19,7 +19,8 @@
 //! in, whatever the order.
 //!
 //! Epochs: the first datagram from a peer fixes its epoch; a different epoch
-//! later means the peer restarted, and resets the channel.
+//! later is a claim that the peer restarted, which resets the channel once
+//! confirmed by a round trip carrying a random challenge (see `challenge`).
 //!
 //! Liveness: while messages are outstanding, a hold is taken, or receive
 //! state waits on the peer (a gap, a partial message), a silent peer is
@@ -28,6 +29,7 @@
 //! abandoned; after giving up, receive state alone arms no timer until the
 //! peer is heard from again.
 
+mod challenge;
 mod congestion;
 mod liveness;
 mod recovery;
@@ -47,6 +49,7 @@ use crate::rtt::RttEstimator;
 use crate::seq::Seq;
 use crate::wire::{Datagram, Kind};
 
+use challenge::Challenges;
 use liveness::Liveness;
 use recv::RecvState;
 use send::SendState;
@@ -134,7 +137,7 @@ pub enum Event {
         /// When false, the peer certainly never delivers it.
         maybe_delivered: bool,
     },
-    /// The peer restarted (new epoch): the channel was reset.
+    /// The peer restarted (a new epoch, confirmed): the channel was reset.
     PeerRestarted,
     /// The peer was silent for the peer timeout while something was outstanding.
     PeerUnreachable,
@@ -161,6 +164,10 @@ pub enum SendError {
 enum Next {
     /// Our epoch alone, to a peer incarnation we do not know.
     EpochOnly,
+    /// An Ack echoing a challenge we received.
+    Echo,
+    /// A probe challenging an epoch the peer is claimed to have now.
+    Challenge,
     /// A handshake probe, first or retried, to learn or confirm the epoch.
     HandshakeProbe,
     /// A probe after a probe timeout: the oldest datagram again, whatever
@@ -194,6 +201,8 @@ pub struct Channel {
     probe_now: bool,
     /// Send an epoch-only answer (see `handle_datagram`).
     answer_stranger: bool,
+    /// A claimed new epoch of the peer, its challenge, and echoes we owe.
+    challenges: Challenges,
     /// Reassembly bytes this channel may still take from the endpoint-wide
     /// budget (set by the owner before each datagram; unbounded when alone).
     shared_reassembly_room: usize,
@@ -201,8 +210,10 @@ pub struct Channel {
 
 impl Channel {
     /// A channel from `local_epoch` to a peer whose epoch is not known yet.
-    /// `cfg` must have passed [`Config::validate`].
-    pub fn new(cfg: Config, local_epoch: u64) -> Self {
+    /// `cfg` must have passed [`Config::validate`]. `seed` feeds the
+    /// channel's random choices (the challenges that confirm a peer's new
+    /// epoch): the owner draws it from a source an attacker cannot predict.
+    pub fn new(cfg: Config, local_epoch: u64, seed: u64) -> Self {
         debug_assert!(cfg.validate().is_ok());
         debug_assert_ne!(local_epoch, 0, "epoch zero means unknown");
         Channel {
@@ -218,6 +229,7 @@ impl Channel {
             live: Liveness::new(),
             probe_now: false,
             answer_stranger: false,
+            challenges: Challenges::new(seed),
             shared_reassembly_room: usize::MAX,
         }
     }
@@ -269,7 +281,13 @@ impl Channel {
                 return;
             }
             None => self.learn_peer_epoch(d.sender_epoch),
-            Some(old) => self.peer_restarted(now, old, d.sender_epoch),
+            Some(current) => {
+                // Not believed until confirmed: an off-path forger can send
+                // this much (see `challenge`).
+                if !self.on_other_epoch(now, current, d) {
+                    return;
+                }
+            }
         }
         self.stats.datagrams_received += 1;
         self.live.last_heard = Some(now);
@@ -290,10 +308,21 @@ impl Channel {
                 self.on_ack(now, ack);
             }
         }
-        self.on_floors(d.send_floor, MsgId::from(d.msg_floor));
+        // A Data datagram's own counter is one the sender certainly used.
+        let data_seq =
+            (d.kind == Kind::Data && d.receiver_epoch == self.local_epoch).then_some(d.seq);
+        self.on_floors(d.send_floor, MsgId::from(d.msg_floor), data_seq);
 
         match d.kind {
-            Kind::Probe => self.recv.ack_now = true,
+            Kind::Probe => {
+                self.recv.ack_now = true;
+                if d.nonce != 0 && d.receiver_epoch == self.local_epoch {
+                    self.challenges.echo = Some(challenge::Echo {
+                        to: d.sender_epoch,
+                        challenge: d.nonce,
+                    });
+                }
+            }
             Kind::Ack => {}
             Kind::Data => {
                 if d.receiver_epoch != self.local_epoch {
@@ -334,11 +363,13 @@ impl Channel {
                 self.answer_stranger = false;
                 self.epoch_only_answer()
             }
+            Next::Echo => self.echo_ack(),
+            Next::Challenge => self.challenge_probe(now),
             Next::HandshakeProbe => {
                 self.probe_now = false;
                 let attempt = self.live.handshake.map_or(1, |(_, a)| a + 1);
                 self.live.handshake = Some((now, attempt));
-                self.control(Kind::Probe, true)
+                self.control(Kind::Probe, true, 0)
             }
             Next::Probe => {
                 self.send.recovery.probes -= 1;
@@ -356,9 +387,9 @@ impl Channel {
             }
             Next::Keepalive => {
                 self.probe_now = false;
-                self.control(Kind::Probe, true)
+                self.control(Kind::Probe, true, 0)
             }
-            Next::Ack => self.control(Kind::Ack, false),
+            Next::Ack => self.control(Kind::Ack, false, 0),
         })
     }
 
@@ -397,6 +428,7 @@ impl Channel {
             && !self.recv.ack_now
             && self.live.holds == 0
             && self.events.is_empty()
+            && self.challenges.is_idle()
     }
 
     // ------------------------------------------------------------ internals
@@ -408,6 +440,14 @@ impl Channel {
     fn next_transmit(&self) -> Option<Next> {
         if self.answer_stranger {
             return Some(Next::EpochOnly);
+        }
+        // Before anything else: an echo lets the peer confirm our epoch
+        // before it reads what follows; a challenge goes out once per claim.
+        if self.challenges.echo.is_some() {
+            return Some(Next::Echo);
+        }
+        if self.challenges.challenge_now {
+            return Some(Next::Challenge);
         }
         if !self.live.established() {
             // Nothing goes out as data until the peer's epoch is known (and,
@@ -430,7 +470,10 @@ impl Channel {
         self.recv.ack_now.then_some(Next::Ack)
     }
 
-    fn control(&mut self, kind: Kind, ack_now: bool) -> Vec<u8> {
+    /// A Probe or an Ack to the peer's epoch, with our acknowledgement state
+    /// and floors; `nonce` is an Ack's echo (a Probe's challenge is sent by
+    /// `challenge_probe`).
+    fn control(&mut self, kind: Kind, ack_now: bool, nonce: u64) -> Vec<u8> {
         let d = Datagram {
             sender_epoch: self.local_epoch,
             receiver_epoch: self.peer_epoch.unwrap_or(0),
@@ -441,6 +484,7 @@ impl Channel {
             ack: Some(self.ack_info()),
             ack_now,
             fragment: None,
+            nonce,
             key_id: 0,
         };
         self.ack_sent();
@@ -462,6 +506,7 @@ impl Channel {
             ack: None,
             ack_now: false,
             fragment: None,
+            nonce: 0,
             key_id: 0,
         };
         self.stats.datagrams_sent += 1;

@@ -99,12 +99,25 @@ impl Channel {
 
     /// The peer's floors: counters below `send_floor` will never arrive (acked
     /// or abandoned); messages below `msg_floor` will never complete.
-    pub(super) fn on_floors(&mut self, send_floor: Seq, msg_floor: MsgId) {
+    /// `data_seq` is the counter of the Data datagram carrying them, if it is
+    /// addressed to this incarnation (it is about to be received).
+    pub(super) fn on_floors(&mut self, send_floor: Seq, msg_floor: MsgId, data_seq: Option<Seq>) {
+        let window_end = self.recv.expected.plus(u64::from(self.cfg.recv_window));
         let r = &mut self.recv;
         if send_floor > r.expected {
-            // Never jump further than the window: a bogus floor must not make
-            // us forget duplicates we could still receive.
-            let limit = r.expected.plus(u64::from(self.cfg.recv_window));
+            // Never past the counters received (counting this datagram's
+            // own): the floor only lets us skip gaps below them. A bogus one
+            // (2^64 - 1, however often) thus never makes us take later
+            // counters for duplicates, which would be acknowledged and never
+            // delivered, and never passes the window, where every received
+            // counter lies. A real floor never exceeds the counter of the
+            // Data datagram carrying it; counters abandoned above all we
+            // received are skipped when the sender's next Data arrives.
+            let mut limit = r.seen.last().map_or(r.expected, |q| q.plus(1));
+            if let Some(seq) = data_seq.filter(|&q| q >= r.expected && q < window_end) {
+                limit = limit.max(seq.plus(1));
+            }
+            debug_assert!(limit <= window_end, "recorded counters lie in the window");
             r.expected = send_floor.min(limit);
             while r.seen.first().is_some_and(|&q| q < r.expected) {
                 r.seen.pop_first();

@@ -413,6 +413,7 @@ impl Channel {
                 count,
                 payload: &m.data[start..end],
             }),
+            nonce: 0,
             key_id: 0,
         };
         let bytes = d.to_vec();

@@ -38,8 +38,13 @@ pub struct Stats {
     pub messages_acked: u64,
     /// Messages failed.
     pub messages_failed: u64,
-    /// Times the peer's epoch changed.
+    /// Times the peer's epoch changed (each change confirmed by a challenge).
     pub peer_restarts: u64,
+    /// Datagrams dropped because they came from a new epoch of the peer not
+    /// (yet) confirmed: a restart being checked, or a forgery.
+    pub unconfirmed_epoch: u64,
+    /// Probes sent to challenge a claimed new epoch of the peer.
+    pub epoch_challenges: u64,
 }
 
 /// A snapshot of the channel's estimators and windows.

@@ -3,10 +3,15 @@
 use super::*;
 use std::time::Duration;
 
-use crate::wire::{Fragment, Kind};
+use crate::wire::{AckInfo, Fragment, Kind, HEADER_LEN};
 
 const A: u64 = 0xA0;
 const B: u64 = 0xB0;
+
+/// A channel's seed in these tests: fixed per epoch, so every run is the same.
+fn seed(epoch: u64) -> u64 {
+    epoch.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -49,6 +54,7 @@ fn first_fragment(sender: u64, n: u64, count: u32, payload: &[u8]) -> Datagram<'
             count,
             payload,
         }),
+        nonce: 0,
         key_id: 0,
     }
 }
@@ -99,8 +105,8 @@ impl Pair {
     fn with(ca: Config, cb: Config) -> Self {
         Pair {
             now: Instant::now(),
-            a: Channel::new(ca, A),
-            b: Channel::new(cb, B),
+            a: Channel::new(ca, A, seed(A)),
+            b: Channel::new(cb, B, seed(B)),
         }
     }
 
@@ -125,6 +131,32 @@ impl Pair {
         self.advance(rtt);
         feed(&mut self.a, self.now, &ack);
         (id, drain(&mut self.a, self.now))
+    }
+
+    /// a has heard from a new epoch of b: what a sends is one challenge,
+    /// addressed to that epoch, a bare header; b answers with the echo
+    /// first. Returns b's answer, not yet fed to a.
+    fn challenge_answered_by_b(&mut self) -> Vec<Vec<u8>> {
+        let b_epoch = self.b.local_epoch;
+        let challenge = drain(&mut self.a, self.now);
+        assert_eq!(kinds(&challenge), [Kind::Probe], "one challenge");
+        assert_eq!(challenge[0].len(), HEADER_LEN);
+        let c = parse(&challenge[0]);
+        assert_eq!(
+            (c.receiver_epoch, c.ack, c.send_floor, c.msg_floor),
+            (b_epoch, None, Seq(0), 0),
+            "addressed to the claimed epoch; nothing of the old incarnation's state"
+        );
+        assert_ne!(c.nonce, 0);
+        feed(&mut self.b, self.now, &challenge);
+        let answer = drain(&mut self.b, self.now);
+        let e = parse(&answer[0]);
+        assert_eq!(
+            (e.kind, e.sender_epoch, e.receiver_epoch, e.nonce),
+            (Kind::Ack, b_epoch, A, c.nonce),
+            "the echo goes first"
+        );
+        answer
     }
 
     /// Deliver everything both ways until neither has anything to send;
@@ -755,7 +787,7 @@ fn message_too_large_is_refused() {
         send_queue_bytes_max: 1000,
         ..cfg()
     });
-    let mut ch = Channel::new(c, A);
+    let mut ch = Channel::new(c, A, seed(A));
     let now = Instant::now();
     assert_eq!(
         ch.send(now, vec![0; 1001]),
@@ -774,7 +806,7 @@ fn send_queue_full() {
         send_queue_max: 2,
         ..cfg()
     };
-    let mut ch = Channel::new(c, A);
+    let mut ch = Channel::new(c, A, seed(A));
     let now = Instant::now();
     assert!(ch.send(now, vec![1]).is_ok());
     assert!(ch.send(now, vec![2]).is_ok());
@@ -784,7 +816,7 @@ fn send_queue_full() {
         send_queue_bytes_max: 1500,
         ..cfg()
     });
-    let mut ch = Channel::new(c, A);
+    let mut ch = Channel::new(c, A, seed(A));
     assert!(ch.send(now, vec![0; 1000]).is_ok());
     assert_eq!(ch.send(now, vec![0; 501]), Err(SendError::QueueFull));
     assert!(ch.send(now, vec![0; 500]).is_ok());
@@ -803,7 +835,7 @@ fn reassembly_memory_is_bounded() {
         recv_window: 1024,
         ..cfg()
     });
-    let mut b = Channel::new(c, B);
+    let mut b = Channel::new(c, B, seed(B));
     let now = Instant::now();
     let payload = [7u8; 100];
     for i in 0..200u64 {
@@ -842,7 +874,7 @@ fn empty_and_one_byte_fragments_are_charged_their_overhead() {
         ..cfg()
     });
     for size in [0usize, 1] {
-        let mut b = Channel::new(c, B);
+        let mut b = Channel::new(c, B, seed(B));
         let now = Instant::now();
         let payload = vec![7u8; size];
         let mut accepted = 0usize;
@@ -909,10 +941,16 @@ fn new_peer_epoch_resets_and_fails_outstanding_with_peer_restarted() {
     let waiting = p.a.send(p.now, b"queued".to_vec()).expect("queued");
     assert!(drain(&mut p.a, p.now).is_empty(), "cwnd 1 holds it back");
     // b restarts and speaks first.
-    p.b = Channel::new(c, B + 1);
+    p.b = Channel::new(c, B + 1, seed(B + 1));
     p.b.send(p.now, b"hello".to_vec()).expect("queued");
     let probe = drain(&mut p.b, p.now);
     feed(&mut p.a, p.now, &probe);
+    // Only a claim until the new epoch answers a's challenge (b has not
+    // learnt a's epoch yet, and answers all the same).
+    assert!(events(&mut p.a).is_empty());
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
+    let answer = p.challenge_answered_by_b();
+    feed(&mut p.a, p.now, &answer);
     let ev = events(&mut p.a);
     assert_eq!(
         ev,
@@ -922,7 +960,11 @@ fn new_peer_epoch_resets_and_fails_outstanding_with_peer_restarted() {
                 reason: FailReason::PeerRestarted,
                 maybe_delivered: true
             },
-            Event::PeerRestarted
+            Event::PeerRestarted,
+            Event::Delivered {
+                msg_id: MsgId(1),
+                data: b"hello".to_vec()
+            }
         ]
     );
     assert_eq!(p.a.snapshot().peer_epoch, Some(B + 1));
@@ -950,11 +992,13 @@ fn datagram_from_retired_epoch_is_dropped() {
     p.b.send(p.now, b"old reply".to_vec()).expect("queued");
     let old = drain(&mut p.b, p.now);
     // b restarts before the old reply arrives.
-    p.b = Channel::new(cfg(), B + 1);
+    p.b = Channel::new(cfg(), B + 1, seed(B + 1));
     p.b.send(p.now, b"new".to_vec()).expect("queued");
     let probe = drain(&mut p.b, p.now);
     feed(&mut p.a, p.now, &probe);
-    let _ = events(&mut p.a);
+    let answer = p.challenge_answered_by_b();
+    feed(&mut p.a, p.now, &answer);
+    assert!(events(&mut p.a).contains(&Event::PeerRestarted));
     let _ = drain(&mut p.a, p.now);
     let before = p.a.snapshot();
     feed(&mut p.a, p.now, &old);
@@ -974,7 +1018,7 @@ fn datagram_from_retired_epoch_is_dropped() {
 fn datagram_addressed_to_our_old_epoch_is_not_delivered_and_answered() {
     let mut p = Pair::new();
     let (id, data) = p.handshake_with(b"request".to_vec());
-    p.b = Channel::new(cfg(), B + 1);
+    p.b = Channel::new(cfg(), B + 1, seed(B + 1));
     feed(&mut p.b, p.now, &data);
     assert!(events(&mut p.b).is_empty());
     assert_eq!(p.b.snapshot().stats.stale_epoch, 1);
@@ -986,6 +1030,9 @@ fn datagram_addressed_to_our_old_epoch_is_not_delivered_and_answered() {
         (Kind::Ack, B + 1, A)
     );
     feed(&mut p.a, p.now, &answer);
+    assert!(events(&mut p.a).is_empty(), "a claim, not yet a restart");
+    let echo = p.challenge_answered_by_b();
+    feed(&mut p.a, p.now, &echo);
     assert_eq!(
         events(&mut p.a),
         [
@@ -998,6 +1045,292 @@ fn datagram_addressed_to_our_old_epoch_is_not_delivered_and_answered() {
         ]
     );
     assert!(p.a.is_idle());
+}
+
+/// An epoch b never had, as an off-path forger picks it.
+const FORGED: u64 = 0xF0F0;
+
+/// A datagram forged with b's address: from `epoch`, to whatever epoch of
+/// a's the forger knows (0: none), the smallest a datagram can be.
+fn forged_from(epoch: u64, receiver_epoch: u64, kind: Kind, nonce: u64) -> Vec<u8> {
+    Datagram {
+        sender_epoch: epoch,
+        receiver_epoch,
+        kind,
+        seq: Seq(0),
+        send_floor: Seq(u64::MAX),
+        msg_floor: u64::MAX,
+        ack: Some(AckInfo {
+            ack: Seq(1),
+            sack: 0,
+            window: 64,
+        }),
+        ack_now: kind == Kind::Probe,
+        fragment: None,
+        nonce,
+        key_id: 0,
+    }
+    .to_vec()
+}
+
+/// Blind reset: one datagram forged with b's address and a new epoch. a
+/// drops it and challenges the claimed epoch at b's address, where the real
+/// b reads the challenge as addressed to an epoch it never had. Nothing
+/// confirms the claim: the message in flight is acknowledged as usual, the
+/// real b's later datagrams are delivered, and the claim is forgotten after
+/// `peer_timeout`.
+#[test]
+fn a_forged_new_epoch_neither_resets_nor_fails_outstanding_messages() {
+    let mut p = Pair::new();
+    let (id, data) = p.handshake_with(b"request".to_vec());
+    let forged = forged_from(FORGED, 0, Kind::Probe, 0);
+    let heard = p.now;
+    feed(&mut p.a, p.now, std::slice::from_ref(&forged));
+    assert!(events(&mut p.a).is_empty(), "nothing failed, no reset");
+    let snap = p.a.snapshot();
+    assert_eq!(snap.peer_epoch, Some(B));
+    assert_eq!(snap.in_flight, 1);
+    assert_eq!(
+        (snap.stats.unconfirmed_epoch, snap.stats.peer_restarts),
+        (1, 0)
+    );
+    assert_eq!(snap.stats.datagrams_received, 1, "a claim is not heard");
+    let challenge = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&challenge), [Kind::Probe]);
+    assert!(challenge[0].len() <= forged.len(), "no amplification");
+    let c = parse(&challenge[0]);
+    assert_eq!((c.sender_epoch, c.receiver_epoch), (A, FORGED));
+    assert_ne!(c.nonce, 0);
+    assert_eq!(p.a.snapshot().stats.epoch_challenges, 1);
+    // The real b: the challenge is stale to it, the request is not.
+    feed(&mut p.b, p.now, &challenge);
+    feed(&mut p.b, p.now, &data);
+    assert_eq!(delivered(&events(&mut p.b)), [b"request".to_vec()]);
+    assert_eq!(p.b.snapshot().stats.stale_epoch, 1);
+    p.b.send(p.now, b"reply".to_vec()).expect("queued");
+    p.settle(ms(100));
+    let ev = events(&mut p.a);
+    assert_eq!(
+        ev,
+        [
+            Event::Acked { msg_id: id },
+            Event::Delivered {
+                msg_id: MsgId(1),
+                data: b"reply".to_vec()
+            }
+        ]
+    );
+    // The forged floors were never applied either.
+    p.a.send(p.now, b"later".to_vec()).expect("queued");
+    p.settle(ms(100));
+    assert_eq!(delivered(&events(&mut p.b)), [b"later".to_vec()]);
+    // The unconfirmed claim arms no timer (it expires when next consulted,
+    // `peer_timeout` after it was heard).
+    p.settle(Duration::from_secs(10));
+    assert_eq!(events(&mut p.a), [Event::Acked { msg_id: MsgId(2) }]);
+    assert!(p.a.is_idle() && p.b.is_idle());
+    assert_eq!(p.a.poll_timeout(), None);
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
+    // Past it, even the right echo (had the forger seen the challenge) no
+    // longer confirms: it is a new claim, challenged afresh.
+    p.now = heard + cfg().peer_timeout;
+    feed(
+        &mut p.a,
+        p.now,
+        &[forged_from(FORGED, A, Kind::Ack, c.nonce)],
+    );
+    assert!(events(&mut p.a).is_empty());
+    let again = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&again), [Kind::Probe]);
+    assert_ne!(parse(&again[0]).nonce, c.nonce);
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
+}
+
+/// Only an Ack from the claimed epoch, addressed to a's epoch and echoing
+/// the challenge confirms a claim: a guess, no echo, an answer to no one,
+/// another epoch, or a probe carrying the value, all fail.
+#[test]
+fn a_wrong_echo_does_not_confirm_a_claimed_epoch() {
+    let mut p = Pair::new();
+    let (id, _data) = p.handshake_with(b"request".to_vec());
+    feed(&mut p.a, p.now, &[forged_from(FORGED, 0, Kind::Probe, 0)]);
+    let challenge = drain(&mut p.a, p.now);
+    let nonce = parse(&challenge[0]).nonce;
+    let wrong = [
+        forged_from(FORGED, A, Kind::Ack, nonce ^ 1),
+        forged_from(FORGED, A, Kind::Ack, nonce.wrapping_add(1)),
+        forged_from(FORGED, A, Kind::Ack, 0),
+        forged_from(FORGED, 0, Kind::Ack, nonce),
+        forged_from(FORGED + 1, A, Kind::Ack, nonce),
+        forged_from(FORGED, A, Kind::Probe, nonce),
+    ];
+    for w in &wrong {
+        feed(&mut p.a, p.now, std::slice::from_ref(w));
+        assert!(events(&mut p.a).is_empty(), "{:?}", parse(w));
+        assert_eq!(p.a.snapshot().peer_epoch, Some(B));
+    }
+    // The probe was a challenge to a's epoch: a echoes it, in a bare
+    // header (nothing of the incarnation it knows), and sends nothing else.
+    let out = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&out), [Kind::Ack]);
+    let e = parse(&out[0]);
+    assert_eq!(
+        (e.receiver_epoch, e.nonce, e.ack, e.send_floor, e.msg_floor),
+        (FORGED, nonce, None, Seq(0), 0)
+    );
+    let snap = p.a.snapshot();
+    assert_eq!(snap.stats.unconfirmed_epoch, 1 + wrong.len() as u64);
+    assert_eq!(
+        snap.stats.epoch_challenges, 1,
+        "one challenge outstanding, not re-sent before its answer is overdue"
+    );
+    // The right echo confirms (an on-path attacker reads the challenge:
+    // without keys nothing more is promised).
+    feed(&mut p.a, p.now, &[forged_from(FORGED, A, Kind::Ack, nonce)]);
+    assert_eq!(
+        events(&mut p.a),
+        [
+            Event::Failed {
+                msg_id: id,
+                reason: FailReason::PeerRestarted,
+                maybe_delivered: true
+            },
+            Event::PeerRestarted
+        ]
+    );
+    assert_eq!(p.a.snapshot().peer_epoch, Some(FORGED));
+}
+
+/// b restarts while a's request waits for its acknowledgement. a's
+/// retransmission meets the new b, whose answer is a claim; a's challenge
+/// and b's echo take one round trip, then the request fails "peer
+/// restarted", once, and the next message reaches the new b. A late
+/// datagram of the old b changes nothing.
+#[test]
+fn a_real_restart_is_confirmed_within_a_round_trip_and_reported_once() {
+    let one_way = ms(3);
+    let mut p = Pair::new();
+    let (id, _lost) = p.handshake_over(b"request".to_vec(), one_way * 2);
+    p.b.send(p.now, b"old".to_vec()).expect("queued");
+    let late = drain(&mut p.b, p.now);
+    assert_eq!(kinds(&late), [Kind::Data]);
+    p.b = Channel::new(cfg(), B + 1, seed(B + 1));
+    let t = p.a.poll_timeout().expect("the request is retransmitted");
+    p.now = t;
+    p.a.handle_timeout(t);
+    let again = drain(&mut p.a, p.now);
+    p.advance(one_way);
+    feed(&mut p.b, p.now, &again);
+    let stale_answer = drain(&mut p.b, p.now);
+    p.advance(one_way);
+    let heard = p.now;
+    feed(&mut p.a, p.now, &stale_answer);
+    assert!(events(&mut p.a).is_empty());
+    let challenge = drain(&mut p.a, p.now);
+    p.advance(one_way);
+    feed(&mut p.b, p.now, &challenge);
+    let echo = drain(&mut p.b, p.now);
+    p.advance(one_way);
+    feed(&mut p.a, p.now, &echo);
+    assert_eq!(p.now - heard, one_way * 2, "one round trip");
+    assert_eq!(
+        events(&mut p.a),
+        [
+            Event::Failed {
+                msg_id: id,
+                reason: FailReason::PeerRestarted,
+                maybe_delivered: true
+            },
+            Event::PeerRestarted
+        ]
+    );
+    p.a.send(p.now, b"next".to_vec()).expect("queued");
+    p.settle(Duration::from_secs(10));
+    feed(&mut p.a, p.now, &late);
+    p.settle(Duration::from_secs(10));
+    assert_eq!(delivered(&events(&mut p.b)), [b"next".to_vec()]);
+    let ev = events(&mut p.a);
+    assert_eq!(ev, [Event::Acked { msg_id: MsgId(2) }], "no second reset");
+    let snap = p.a.snapshot();
+    assert_eq!(
+        (
+            snap.peer_epoch,
+            snap.stats.peer_restarts,
+            snap.stats.epoch_challenges
+        ),
+        (Some(B + 1), 1, 1)
+    );
+    assert!(p.a.is_idle() && p.b.is_idle());
+}
+
+/// A thousand claims, each with a new epoch, at once: one claim is kept (the
+/// last) and one challenge sent; another claim within the challenge's backed-off RTO sends
+/// nothing; once its answer is overdue a newer claim replaces it.
+#[test]
+fn epoch_claims_are_bounded_and_challenges_rate_limited() {
+    let mut p = Pair::new();
+    let (_, data) = p.handshake_with(b"x".to_vec());
+    feed(&mut p.b, p.now, &data);
+    p.settle(ms(100));
+    let _ = events(&mut p.a);
+    let _ = events(&mut p.b);
+    assert!(p.a.is_idle());
+    let first = p.now;
+    for i in 0..1000 {
+        feed(&mut p.a, p.now, &[forged_from(FORGED + i, 0, Kind::Ack, 0)]);
+    }
+    let out = drain(&mut p.a, p.now);
+    assert_eq!(kinds(&out), [Kind::Probe]);
+    let c = parse(&out[0]);
+    assert_eq!(
+        c.receiver_epoch,
+        FORGED + 999,
+        "each claim replaced the last until a challenge went out"
+    );
+    feed(&mut p.a, p.now, &[forged_from(FORGED, 0, Kind::Ack, 0)]);
+    assert!(drain(&mut p.a, p.now).is_empty(), "rate limited");
+    let rto = p.a.snapshot().rto;
+    p.advance(rto - Duration::from_micros(1));
+    feed(&mut p.a, p.now, &[forged_from(FORGED + 1, 0, Kind::Ack, 0)]);
+    assert!(drain(&mut p.a, p.now).is_empty(), "not yet overdue");
+    p.advance(Duration::from_micros(1));
+    feed(&mut p.a, p.now, &[forged_from(FORGED + 1, 0, Kind::Ack, 0)]);
+    let out = drain(&mut p.a, p.now);
+    let c2 = parse(&out[0]);
+    assert_eq!((out.len(), c2.receiver_epoch), (1, FORGED + 1));
+    assert_ne!(c2.nonce, c.nonce, "a new claim, a new challenge");
+    // The same claim again, every RTO: re-challenged with the same
+    // challenge one RTO after the first, then two, then four (backoff).
+    let mut resent = Vec::new();
+    for _ in 0..7 {
+        p.advance(rto);
+        feed(&mut p.a, p.now, &[forged_from(FORGED + 1, 0, Kind::Ack, 0)]);
+        for d in drain(&mut p.a, p.now) {
+            assert_eq!(parse(&d).nonce, c2.nonce);
+            resent.push(p.now);
+        }
+    }
+    let challenged = resent[0] - rto;
+    assert_eq!(
+        resent,
+        [challenged + rto, challenged + rto * 3, challenged + rto * 7]
+    );
+    let snap = p.a.snapshot();
+    assert_eq!(snap.stats.unconfirmed_epoch, 1003 + 7);
+    assert_eq!(snap.stats.epoch_challenges, 2 + 3);
+    assert_eq!(snap.peer_epoch, Some(B));
+    // It arms no timer, and expires `peer_timeout` after it was first
+    // heard: from then on even its echo does not confirm it.
+    assert!(p.a.is_idle());
+    assert_eq!(p.a.poll_timeout(), None);
+    p.now = first + rto + cfg().peer_timeout;
+    feed(
+        &mut p.a,
+        p.now,
+        &[forged_from(FORGED + 1, A, Kind::Ack, c2.nonce)],
+    );
+    assert!(events(&mut p.a).is_empty());
+    assert_eq!(p.a.snapshot().peer_epoch, Some(B));
 }
 
 #[test]
@@ -1164,7 +1497,7 @@ fn cancelled_queued_message_is_never_sent() {
     let _ = events(&mut p.a);
     assert!(p.a.is_idle() && p.b.is_idle());
     // Cancelled before the handshake: nothing goes out at all.
-    let mut ch = Channel::new(cfg(), A);
+    let mut ch = Channel::new(cfg(), A, seed(A));
     let now = Instant::now();
     let id = ch.send(now, b"x".to_vec()).expect("queued");
     assert!(ch.cancel(id));
@@ -1197,11 +1530,12 @@ fn both_restarted_with_stale_epochs_converge() {
         ack: None,
         ack_now: true,
         fragment: None,
+        nonce: 0,
         key_id: 0,
     }
     .to_vec();
-    let mut a2 = Channel::new(cfg(), A + 1);
-    let mut b2 = Channel::new(cfg(), B + 1);
+    let mut a2 = Channel::new(cfg(), A + 1, seed(A + 1));
+    let mut b2 = Channel::new(cfg(), B + 1, seed(B + 1));
     feed(&mut a2, now, &late_b);
     feed(&mut b2, now, &[late_a]);
     assert_eq!(a2.snapshot().peer_epoch, Some(B));
@@ -1229,6 +1563,12 @@ fn both_restarted_with_stale_epochs_converge() {
             "{ev:?}"
         );
     }
+    // Each saw the other's live epoch as a claim and confirmed it with a
+    // challenge, each answering the other's.
+    for ch in [&p.a, &p.b] {
+        let s = ch.snapshot().stats;
+        assert_eq!((s.peer_restarts, s.epoch_challenges), (1, 1), "{s:?}");
+    }
     // And the next messages get through.
     p.a.send(p.now, b"again from a2".to_vec()).expect("queued");
     p.b.send(p.now, b"again from b2".to_vec()).expect("queued");
@@ -1250,7 +1590,7 @@ fn quiet_peer_restart_is_revalidated_before_data() {
     let _ = events(&mut p.a);
     let _ = events(&mut p.b);
     // b restarts silently; a waits past revalidate_after.
-    p.b = Channel::new(cfg(), B + 7);
+    p.b = Channel::new(cfg(), B + 7, seed(B + 7));
     p.advance(cfg().revalidate_after + ms(1));
     let now = p.now;
     p.a.send(now, b"after restart".to_vec()).expect("queued");
@@ -1406,10 +1746,10 @@ fn keepalive_and_peer_timeout_timers_fire_at_reported_deadlines() {
     assert!(events(&mut p.a).contains(&Event::PeerUnreachable));
 }
 
-/// A forged floor (`msg_floor` = 2^64 - 1, as an off-path attacker would
-/// send) must not make the receiver treat every later message as
-/// abandoned: the floor never passes the messages it has seen. (The counter
-/// floor, `send_floor`, already never moves more than a window.)
+/// A forged floor (`msg_floor` = 2^64 - 1, with the peer's epoch, as an
+/// on-path forger could send it) must not make the receiver treat every
+/// later message as abandoned: the floor never passes the messages it has
+/// seen. (The counter floor: the next test.)
 #[test]
 fn a_bogus_message_floor_does_not_swallow_later_messages() {
     let mut p = Pair::new();
@@ -1434,4 +1774,39 @@ fn a_bogus_message_floor_does_not_swallow_later_messages() {
         [b"m2".to_vec(), b"m3".to_vec()],
         "later messages are still delivered"
     );
+}
+
+/// A forged counter floor (`send_floor` = 2^64 - 1, again and again, with
+/// the peer's epoch) never moves the receiver past the counters it has
+/// received, so never past its window: later datagrams are delivered, not
+/// taken for duplicates (which are acknowledged and dropped: lost for good).
+#[test]
+fn a_bogus_send_floor_does_not_swallow_later_datagrams() {
+    let mut p = Pair::new();
+    let (_, first) = p.handshake_with(b"m1".to_vec());
+    feed(&mut p.b, p.now, &first);
+    assert_eq!(delivered(&events(&mut p.b)), [b"m1".to_vec()]);
+    let mut forged = parse(&first[0]);
+    forged.send_floor = Seq(u64::MAX);
+    forged.fragment = None;
+    forged.seq = Seq(0);
+    forged.kind = Kind::Probe;
+    let forged = forged.to_vec();
+    for _ in 0..10 {
+        feed(&mut p.b, p.now, std::slice::from_ref(&forged));
+    }
+    let acks = drain(&mut p.b, p.now);
+    let a = parse(&acks[acks.len() - 1]).ack.expect("ack state");
+    assert_eq!(a.ack, Seq(2), "the next counter expected is still 2");
+    for m in [b"m2".to_vec(), b"m3".to_vec()] {
+        p.a.send(p.now, m).expect("queued");
+    }
+    let later = drain(&mut p.a, p.now);
+    feed(&mut p.b, p.now, &later);
+    assert_eq!(
+        delivered(&events(&mut p.b)),
+        [b"m2".to_vec(), b"m3".to_vec()],
+        "later datagrams are still delivered"
+    );
+    assert_eq!(p.b.snapshot().stats.duplicates, 0);
 }

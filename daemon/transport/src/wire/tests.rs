@@ -29,6 +29,7 @@ fn data_sample() -> Datagram<'static> {
             count: 2,
             payload: b"hi",
         }),
+        nonce: 0,
         key_id: 0,
     }
 }
@@ -65,6 +66,7 @@ fn ack_datagram_literal_bytes() {
         }),
         ack_now: false,
         fragment: None,
+        nonce: 0,
         key_id: 0,
     };
     let bytes = d.to_vec();
@@ -94,6 +96,7 @@ fn probe_datagram_literal_bytes() {
         ack: None,
         ack_now: true,
         fragment: None,
+        nonce: 0,
         key_id: 0,
     };
     let bytes = d.to_vec();
@@ -108,6 +111,70 @@ fn probe_datagram_literal_bytes() {
     ));
     assert_eq!(bytes, expected);
     assert_eq!(Datagram::parse(&bytes), Ok(d));
+}
+
+/// A challenge probe (§7.1 of the wire document): the challenge rides in the
+/// `msg_id` field; no acknowledgement state, no floors. 96 bytes, like any
+/// datagram without a payload.
+#[test]
+fn challenge_probe_and_echo_literal_bytes() {
+    let probe = Datagram {
+        sender_epoch: 0xAB,
+        receiver_epoch: 0xCD,
+        kind: Kind::Probe,
+        seq: Seq(0),
+        send_floor: Seq(0),
+        msg_floor: 0,
+        ack: None,
+        ack_now: true,
+        fragment: None,
+        nonce: 0x0123_4567_89ab_cdef,
+        key_id: 0,
+    };
+    let bytes = probe.to_vec();
+    assert_eq!(bytes.len(), HEADER_LEN);
+    let expected = hex(&format!(
+        "5244 01 03 02 00 00 00
+         00000000000000ab 00000000000000cd
+         0000000000000000 0000000000000000 0000000000000000
+         0000000000000000 0000000000000000
+         0123456789abcdef 00000000 00000000 00000000 0000 0000
+         {:08x} 00000000",
+        crc_of(&bytes)
+    ));
+    assert_eq!(bytes, expected);
+    assert_eq!(
+        bytes,
+        include_bytes!("../../fuzz/seeds/datagram/challenge-probe"),
+        "the fuzz seed"
+    );
+    assert_eq!(Datagram::parse(&bytes), Ok(probe.clone()));
+    // The answer echoes it in the same field of an Ack.
+    let echo = Datagram {
+        sender_epoch: 0xCD,
+        receiver_epoch: 0xAB,
+        kind: Kind::Ack,
+        ack_now: false,
+        ack: Some(AckInfo {
+            ack: Seq(1),
+            sack: 0,
+            window: 64,
+        }),
+        send_floor: Seq(1),
+        msg_floor: 1,
+        ..probe
+    };
+    let bytes = echo.to_vec();
+    assert_eq!(be_u64(&bytes, OFF_MSG_ID), 0x0123_4567_89ab_cdef);
+    assert_eq!(Datagram::parse(&bytes), Ok(echo));
+    // The other fragment fields stay reserved on Ack and Probe.
+    let mut b = bytes;
+    put_u32(&mut b, OFF_FRAG_COUNT, 1);
+    reseal(&mut b);
+    assert_eq!(
+        Datagram::parse(&b),
+        Err(DecodeError::UnexpectedData(Kind::Ack))
+    );
 }
 
 #[test]
@@ -215,6 +282,9 @@ fn arb_datagram() -> impl Strategy<Value = (Datagram<'static>, Vec<u8>)> {
                     }),
                     ack_now,
                     fragment: None,
+                    // The msg_id field: the fragment's message on Data, the
+                    // challenge or its echo otherwise.
+                    nonce: if kind == Kind::Data { 0 } else { mid },
                     key_id: 0,
                 };
                 let fragment = (kind == Kind::Data).then_some(Fragment {
