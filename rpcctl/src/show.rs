@@ -86,13 +86,15 @@ pub fn stats(stats: &Stats) -> String {
             .into_iter()
             .chain(stats.peers.iter().map(|p| epoch(p.epoch))),
     );
-    let counters: [Counter; 9] = [
+    let counters: [Counter; 11] = [
         ("datagrams sent", |c| c.datagrams_sent),
         ("datagrams received", |c| c.datagrams_received),
         ("retransmissions", |c| c.retransmissions),
         ("duplicates dropped", |c| c.duplicates),
         ("stale epoch dropped", |c| c.stale_epoch),
         ("out of window dropped", |c| c.out_of_window),
+        ("unconfirmed epoch dropped", |c| c.unconfirmed_epoch),
+        ("epoch challenges sent", |c| c.epoch_challenges),
         ("messages sent", |c| c.messages_sent),
         ("messages delivered", |c| c.messages_delivered),
         ("messages failed", |c| c.messages_failed),

@@ -69,6 +69,12 @@ pub struct PeerCounters {
     pub stale_epoch: u64,
     /// Datagrams dropped for falling outside the receive window.
     pub out_of_window: u64,
+    /// Datagrams dropped for claiming a new epoch not (yet) confirmed by a
+    /// challenge round trip (a forged "restart", or the first datagrams of a
+    /// real one).
+    pub unconfirmed_epoch: u64,
+    /// Challenges sent to confirm a claimed new epoch.
+    pub epoch_challenges: u64,
     /// Messages handed to the channel for sending.
     pub messages_sent: u64,
     /// Messages delivered complete.
@@ -121,6 +127,8 @@ pub(crate) mod tests {
             duplicates: 4,
             stale_epoch: 5,
             out_of_window: 6,
+            unconfirmed_epoch: 9,
+            epoch_challenges: 10,
             messages_sent: 7,
             messages_delivered: 8,
             messages_failed: u64::MAX,

@@ -24,6 +24,8 @@ impl Router {
                 duplicates: s.duplicates,
                 stale_epoch: s.stale_epoch,
                 out_of_window: s.out_of_window,
+                unconfirmed_epoch: s.unconfirmed_epoch,
+                epoch_challenges: s.epoch_challenges,
                 messages_sent: s.messages_sent,
                 messages_delivered: s.messages_delivered,
                 messages_failed: s.messages_failed,
@@ -85,6 +87,8 @@ fn add_counters(t: &mut PeerCounters, c: &PeerCounters) {
     t.duplicates += c.duplicates;
     t.stale_epoch += c.stale_epoch;
     t.out_of_window += c.out_of_window;
+    t.unconfirmed_epoch += c.unconfirmed_epoch;
+    t.epoch_challenges += c.epoch_challenges;
     t.messages_sent += c.messages_sent;
     t.messages_delivered += c.messages_delivered;
     t.messages_failed += c.messages_failed;

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::channel::{self, Channel, MsgId, Snapshot};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
 use crate::config::Config;
 use crate::secure::sessions::{Opened, Sealed, Sessions};
 use crate::secure::{PeerKey, PublicKey, Security, SecurityStats};
@@ -91,6 +94,8 @@ pub struct Endpoint {
     /// state, and a new channel speaking the old epoch with counters from 1
     /// would look to it like duplicates.
     generation: u64,
+    /// Seeded by the owner: the channels' challenge seeds.
+    rng: ChaCha20Rng,
 }
 
 #[derive(Debug)]
@@ -134,10 +139,13 @@ impl Endpoint {
         wall_clock: Duration,
     ) -> Self {
         debug_assert!(cfg.validate().is_ok());
+        let mut rng = ChaCha20Rng::from_seed(seed);
         let sessions = match security {
             Security::Plaintext => None,
             Security::Keys { local, peers } => {
-                Some(Sessions::new(cfg, local, peers, seed, wall_clock))
+                let mut sessions_seed = [0; 32];
+                rng.fill_bytes(&mut sessions_seed);
+                Some(Sessions::new(cfg, local, peers, sessions_seed, wall_clock))
             }
         };
         Endpoint {
@@ -151,6 +159,7 @@ impl Endpoint {
             reassembly_total: 0,
             sessions,
             generation: 0,
+            rng,
         }
     }
 
@@ -456,13 +465,11 @@ impl Endpoint {
 
     fn slot(&mut self, peer: SocketAddr, now: Instant) -> &mut Slot {
         let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
-        // A deterministic placeholder mix, until the endpoint's seeded RNG feeds it.
-        let seed = mix(
-            epoch ^ u64::from(peer.port()),
-            self.channels.len() as u64 + 1,
-        );
+        let rng = &mut self.rng;
         self.channels.entry(peer).or_insert_with(|| Slot {
-            channel: Channel::new(cfg, epoch, seed),
+            // The seed of the channel's epoch challenges: unpredictable to
+            // anyone without the owner's seed.
+            channel: Channel::new(cfg, epoch, rng.next_u64()),
             scheduled: None,
             in_ready: false,
             active: now,
