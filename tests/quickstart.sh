@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# rpcd quick start: build, start two daemons on loopback, serve the kv example
-# behind one, call it across the daemons with rpcctl and with the typed
-# client, show stats and a bench summary, and clean up after itself.
+# rpcd quick start: build, give two daemons a key each (each trusting the
+# other's public key), start them on loopback, serve the kv example behind one,
+# call it across the daemons by peer name with rpcctl and with the typed client,
+# show stats and a bench summary, and clean up after itself.
 #
 #   bash tests/quickstart.sh
 #
@@ -35,32 +36,6 @@ port_a=$(free_port)
 port_b=$(free_port)
 while [ "$port_b" = "$port_a" ]; do port_b=$(free_port); done
 
-start_daemon() { # name port
-  "$bin/rpcd" --listen "127.0.0.1:$2" --socket "$work/$1.sock" 2>"$work/$1.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    "$bin/rpcctl" --socket "$work/$1.sock" list >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "rpcd $1 did not start; its log:" >&2
-  cat "$work/$1.log" >&2
-  exit 1
-}
-
-echo "==> starting rpcd A on 127.0.0.1:$port_a and rpcd B on 127.0.0.1:$port_b"
-start_daemon a "$port_a"
-start_daemon b "$port_b"
-
-echo "==> starting kv_server behind B"
-"$examples/kv_server" --socket "$work/b.sock" >"$work/kv.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 200); do
-  "$bin/rpcctl" --socket "$work/b.sock" list 2>/dev/null | grep -q '^kv.get$' && break
-  sleep 0.05
-done
-
-A="$bin/rpcctl --socket $work/a.sock"
-B=127.0.0.1:$port_b
 # Show each command as it could be pasted into a shell, then run it.
 run() {
   printf '$'
@@ -74,8 +49,56 @@ run() {
   "$@"
 }
 
+# NAME's config: its private key, and its one peer PEER (public key, address).
+write_config() { # name peer peer_public_key peer_port
+  cat >"$work/$1.toml" <<EOF
+[security]
+private_key_file = "$work/$1.key"
+
+[peers.$2]
+public_key = "$3"
+addresses = ["127.0.0.1:$4"]
+EOF
+}
+
+echo "==> keys: a private key for each daemon; each trusts the other's public key as a peer"
+run "$bin/rpcctl" keys generate --out "$work/a.key"
+run "$bin/rpcctl" keys generate --out "$work/b.key"
+write_config a b "$("$bin/rpcctl" keys public "$work/b.key")" "$port_b"
+write_config b a "$("$bin/rpcctl" keys public "$work/a.key")" "$port_a"
+run cat "$work/a.toml"
+run cat "$work/b.toml"
+
+start_daemon() { # name port
+  "$bin/rpcd" --config "$work/$1.toml" --listen "127.0.0.1:$2" --socket "$work/$1.sock" 2>"$work/$1.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    "$bin/rpcctl" --socket "$work/$1.sock" list >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "rpcd $1 did not start; its log:" >&2
+  cat "$work/$1.log" >&2
+  exit 1
+}
+
 echo
-echo "==> rpcctl on A calls functions served behind B (JSON in, MessagePack on the wire)"
+echo "==> starting rpcd A on 127.0.0.1:$port_a and rpcd B on 127.0.0.1:$port_b"
+start_daemon a "$port_a"
+start_daemon b "$port_b"
+
+echo "==> starting kv_server behind B"
+"$examples/kv_server" --socket "$work/b.sock" >"$work/kv.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 200); do
+  "$bin/rpcctl" --socket "$work/b.sock" list 2>/dev/null | grep -q '^kv.get$' && break
+  sleep 0.05
+done
+
+A="$bin/rpcctl --socket $work/a.sock"
+B=b # B by its peer name in A's config
+
+echo
+echo "==> rpcctl on A calls functions served behind B, by its peer name (JSON in, MessagePack on the wire, sealed between the daemons)"
 run $A ping "$B" -c 3 -i 100ms
 run $A call "$B" rpcd.echo '"hello"' '{"n":[1,2,3]}'
 run $A call "$B" kv.put '"greeting"' '"hello from A"'

@@ -8,6 +8,14 @@
 //! DIR/NS.sock`); Unix sockets are filesystem objects, so the test process and serving
 //! apps in the root namespace reach every daemon through its socket path.
 //!
+//! Keys: by default every host has a private key of its own (`rpcctl keys generate`, a
+//! 0600 file in the network's directory, kept for the network's life, so a restarted
+//! daemon keeps its identity), and every daemon's config gets `[security]` with that key
+//! and a `[peers.NAME]` (`a`, `b`, `c`) for every other host, with its public key and
+//! its address `10.77.0.N:7400`, appended to the config the test passes (which must
+//! define neither). With `RPCD_TEST_PLAINTEXT=1` the daemons run in plaintext instead
+//! (no key, no peers, `daemon.plaintext = true`). [`Net::start`] prints which.
+//!
 //! Faults are kernel packet filters in a host's namespace, on its link only (never its
 //! loopback): random loss with `iptables -m statistic`, and partitions (drop everything).
 //! They live in two chains of their own (`FAULT_IN`, `FAULT_OUT`), so healing is a flush.
@@ -64,9 +72,12 @@ impl Direction {
     }
 }
 
-/// One test host: a namespace, its address, and its `rpcd` when running.
+/// One test host: a namespace, its address, its key, and its `rpcd` when running.
 #[derive(Debug)]
 pub struct Host {
+    /// The host's name (`a`, `b`, `c`): its name in the other daemons' `[peers]` with
+    /// keys.
+    pub name: String,
     /// The namespace's name.
     pub ns: String,
     /// The host's address on the test network.
@@ -75,6 +86,10 @@ pub struct Host {
     pub socket: PathBuf,
     /// The daemon's stderr log.
     pub log: PathBuf,
+    /// The daemon's public key (base64) with keys; `None` in plaintext.
+    pub public_key: Option<String>,
+    /// The daemon's private key file, with keys.
+    key_file: Option<PathBuf>,
     config: PathBuf,
     daemon: Option<ProcessGuard>,
 }
@@ -102,6 +117,7 @@ impl Host {
 pub struct Net {
     /// The hosts, `a`, `b`, `c` in order; addresses `10.77.0.2`, `.3`, `.4`.
     pub hosts: Vec<Host>,
+    keyed: bool,
     bridge_ns: String,
     helpers: Vec<ProcessGuard>,
     dir: tempfile::TempDir,
@@ -109,7 +125,8 @@ pub struct Net {
 
 impl Net {
     /// Build a network of `hosts` (1..=3) namespaces, or `None` (test skipped, reason
-    /// printed) when this machine cannot: see the module doc. Daemons are not started.
+    /// printed) when this machine cannot: see the module doc. Daemons are not started;
+    /// with keys (unless `RPCD_TEST_PLAINTEXT=1`), every host's key is made here.
     pub fn start(hosts: usize) -> Option<Net> {
         assert!((1..=3).contains(&hosts), "1 to 3 hosts");
         if let Err(reason) = available() {
@@ -119,6 +136,7 @@ impl Net {
             eprintln!("skipped: network namespace tests need {reason}");
             return None;
         }
+        let keyed = keyed_mode();
         remove_stale_namespaces();
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let base = format!(
@@ -129,6 +147,7 @@ impl Net {
         let dir = tempdir();
         let mut net = Net {
             hosts: Vec::new(),
+            keyed,
             bridge_ns: format!("{base}-br"),
             helpers: Vec::new(),
             dir,
@@ -143,7 +162,17 @@ impl Net {
             let ns = format!("{base}-{letter}");
             let addr = Ipv4Addr::new(10, 77, 0, 2 + i as u8);
             ip(&["netns", "add", &ns]);
+            let (key_file, public_key) = if keyed {
+                let file = net.dir.path().join(format!("{letter}.key"));
+                let public = generate_key(&file);
+                (Some(file), Some(public))
+            } else {
+                (None, None)
+            };
             net.hosts.push(Host {
+                name: (*letter).to_owned(),
+                public_key,
+                key_file,
                 socket: net.dir.path().join(format!("{letter}.sock")),
                 log: net.dir.path().join(format!("{letter}.log")),
                 config: net.dir.path().join(format!("{letter}.toml")),
@@ -174,7 +203,21 @@ impl Net {
                 iptables(&ns, &["-A", hook, flag, "eth0", "-j", chain]);
             }
         }
+        eprintln!(
+            "netns {base}: {hosts} host(s), {}",
+            if keyed {
+                "keys (each host its own; RPCD_TEST_PLAINTEXT=1 for plaintext)"
+            } else {
+                "plaintext (RPCD_TEST_PLAINTEXT=1)"
+            }
+        );
         Some(net)
+    }
+
+    /// Whether the daemons run with keys (the default), not in plaintext
+    /// (`RPCD_TEST_PLAINTEXT=1`).
+    pub fn keyed(&self) -> bool {
+        self.keyed
     }
 
     /// The temporary directory holding sockets, configs and logs.
@@ -188,9 +231,43 @@ impl Net {
     }
 
     /// Start `rpcd` on host `i` with `config` (TOML) and wait until its socket answers.
+    /// With keys, the harness appends `[security]` and a `[peers.NAME]` for every other
+    /// host: `config` must have neither.
     pub fn start_daemon(&mut self, i: usize, config: &str) {
-        std::fs::write(&self.hosts[i].config, config).expect("write config");
+        for line in config.lines().map(str::trim_start) {
+            assert!(
+                !["[security", "[peers", "security.", "peers."]
+                    .iter()
+                    .any(|p| line.starts_with(p)),
+                "a test's config may not set the daemon's key or peers (the harness does): {line:?}"
+            );
+        }
+        let text = format!("{config}\n{}", self.identity_config(i));
+        std::fs::write(&self.hosts[i].config, text).expect("write config");
         self.spawn_daemon(i);
+    }
+
+    /// Host `i`'s `[security]` and `[peers]` with keys; nothing in plaintext.
+    fn identity_config(&self, i: usize) -> String {
+        let Some(key) = &self.hosts[i].key_file else {
+            return String::new();
+        };
+        let mut text = format!(
+            "[security]\nprivate_key_file = {:?}\n",
+            key.display().to_string()
+        );
+        for (j, peer) in self.hosts.iter().enumerate() {
+            if j == i {
+                continue;
+            }
+            let public = peer.public_key.as_deref().expect("every host has a key");
+            text.push_str(&format!(
+                "\n[peers.{}]\npublic_key = \"{public}\"\naddresses = [\"{}\"]\n",
+                peer.name,
+                peer.listen()
+            ));
+        }
+        text
     }
 
     /// SIGKILL host `i`'s `rpcd` (no cleanup: its socket file stays).
@@ -419,11 +496,12 @@ impl Net {
             .open(&h.log)
             .expect("log file");
         let mut cmd = self.command(i, &bin("rpcd"));
-        crate::isolate(&mut cmd)
-            .env("RUST_LOG", "info")
-            // The namespace hosts' addresses are not loopback, and these
-            // daemons have no keys: consent to plaintext explicitly.
-            .env("RPCD_DAEMON__PLAINTEXT", "true");
+        crate::isolate(&mut cmd).env("RUST_LOG", "info");
+        if !self.keyed {
+            // The namespace hosts' addresses are not loopback, and these daemons have no
+            // keys: consent to plaintext explicitly.
+            cmd.env("RPCD_DAEMON__PLAINTEXT", "true");
+        }
         let child = cmd
             .arg("--listen")
             .arg(h.listen().to_string())
@@ -449,6 +527,9 @@ impl Net {
             }
             if let Ok(c) = Connection::connect(&h.socket, "harness") {
                 assert_eq!(c.daemon().listen, h.listen().to_string());
+                // The mode is the harness's: its key, or plaintext.
+                let stats = c.stats().expect("stats of a new daemon");
+                assert_eq!(stats.public_key, h.public_key, "rpcd on {}", h.ns);
                 break;
             }
             assert!(
@@ -540,6 +621,31 @@ fn check() -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether the daemons get keys: yes unless `RPCD_TEST_PLAINTEXT=1`.
+fn keyed_mode() -> bool {
+    match std::env::var("RPCD_TEST_PLAINTEXT").as_deref() {
+        Err(_) | Ok("" | "0") => true,
+        Ok("1") => false,
+        Ok(other) => panic!("RPCD_TEST_PLAINTEXT={other:?}: set it to 1 (plaintext) or unset it"),
+    }
+}
+
+/// A new private key in `file` (`rpcctl keys generate`: mode 0600); its public key.
+fn generate_key(file: &Path) -> String {
+    let mut cmd = Command::new(bin("rpcctl"));
+    crate::isolate(&mut cmd)
+        .args(["keys", "generate", "--out"])
+        .arg(file);
+    let out = crate::output_within(&mut cmd, Duration::from_secs(20));
+    assert!(
+        out.status.success(),
+        "rpcctl keys generate --out {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Delete namespaces named by a test process that no longer runs.

@@ -1,5 +1,6 @@
 //! The README's quick-start script runs end to end (against the binaries this
-//! test run built, instead of a release build) and cleans up after itself.
+//! test run built, instead of a release build): its two daemons get keys and call each
+//! other by peer name; it cleans up after itself.
 
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -20,8 +21,8 @@ fn quickstart_script_runs_and_cleans_up() {
     }
     let tmp = rpcd_tests::tempdir();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/quickstart.sh");
-    // The script's daemons read the system config file like an operator's would; the
-    // test's environment (settings overrides, socket path, log filter) stays out.
+    // The script's daemons read the configs it writes (a key each, the other as a peer);
+    // the test's environment (settings overrides, socket path, log filter) stays out.
     let mut cmd = Command::new("bash");
     rpcd_tests::isolate(&mut cmd)
         .arg(script)
@@ -35,11 +36,18 @@ fn quickstart_script_runs_and_cleans_up() {
         "quickstart failed:\n{stdout}\n{stderr}"
     );
     for expect in [
+        "==> keys:",
+        "keys generate --out",
+        "[peers.a]",
+        "[peers.b]",
         "3 probes sent, 3 received, 0% loss",
         "\"hello from A\"",
         "kv.incr",
         "ok           2000",
         "calls ok",
+        // A's stats: with keys, B authenticated by its peer name.
+        "keys: public key",
+        "peer name",
         "quick start done",
     ] {
         assert!(stdout.contains(expect), "missing {expect:?} in:\n{stdout}");
