@@ -189,6 +189,8 @@ struct PeerSession {
     /// The first send since then: a peer silent since long after we spoke
     /// may have restarted and lost the session, so we start a new one.
     unanswered_since: Option<Instant>,
+    /// The round trip of our last completed initiation.
+    handshake_rtt: Option<Duration>,
     scheduled: Option<Instant>,
 }
 
@@ -205,21 +207,43 @@ impl PeerSession {
             answered: None,
             last_heard: None,
             unanswered_since: None,
+            handshake_rtt: None,
             scheduled: None,
         }
+    }
+
+    /// How long the peer may stay silent after we sent it something it
+    /// answers before we suspect it restarted and lost the session: four
+    /// handshake round trips (the initial RTO until one is measured), at
+    /// least two initial RTOs, at most a quarter of the peer timeout. A
+    /// wrong suspicion costs one handshake; the old session keeps working.
+    fn stale_after(&self, cfg: &Config) -> Duration {
+        let rtt = self.handshake_rtt.unwrap_or(cfg.rto_initial);
+        rtt.saturating_mul(4)
+            .max(cfg.rto_initial.saturating_mul(2))
+            .min(cfg.peer_timeout / 4)
+    }
+
+    /// The peer has been silent too long after we spoke (see `stale_after`).
+    fn stale(&self, cfg: &Config, now: Instant) -> bool {
+        self.unanswered_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.stale_after(cfg))
     }
 
     fn keypairs_mut(&mut self) -> impl Iterator<Item = &mut Option<Keypair>> {
         [&mut self.current, &mut self.previous, &mut self.next].into_iter()
     }
 
-    /// The next moment something is due: a handshake retry or a keypair's
-    /// expiry.
+    /// The next moment something is due: a handshake retry, a suspected
+    /// restart of the peer, or a keypair's expiry.
     fn deadline(&self, cfg: &Config) -> Option<Instant> {
-        let retry = self
-            .pending
-            .as_ref()
-            .map(|p| p.sent_at + retry_delay(cfg, p.attempt));
+        let retry = match &self.pending {
+            Some(p) => Some(p.sent_at + retry_delay(cfg, p.attempt)),
+            None => self
+                .unanswered_since
+                .filter(|_| self.current.is_some())
+                .map(|t| t + self.stale_after(cfg)),
+        };
         let expiry = [&self.current, &self.previous, &self.next]
             .into_iter()
             .flatten()
@@ -638,6 +662,7 @@ impl Sessions {
             }
             return;
         };
+        s.handshake_rtt = Some(now.saturating_duration_since(pending.sent_at));
         s.pending = None;
         s.previous = s.current.take();
         s.current = Some(Keypair::new(keys, index, sender, now));
@@ -777,15 +802,10 @@ impl Sessions {
         // Only a datagram the peer answers starts the silence that suggests
         // it lost the session: an acknowledgement alone elicits nothing.
         let elicits = inner.get(INNER_KIND_AT) != Some(&INNER_KIND_ACK);
-        let since = match s.unanswered_since {
-            Some(t) => Some(t),
-            None if elicits => {
-                s.unanswered_since = Some(now);
-                Some(now)
-            }
-            None => None,
-        };
-        let stale = since.is_some_and(|t| now.saturating_duration_since(t) >= cfg.peer_timeout / 4);
+        if s.unanswered_since.is_none() && elicits {
+            s.unanswered_since = Some(now);
+        }
+        let stale = s.stale(&cfg, now);
         let wants_rekey = s.current.as_ref().is_some_and(|k| {
             now.saturating_duration_since(k.born) >= cfg.rekey_after
                 || k.send_counter >= cfg.rekey_after_datagrams
@@ -809,6 +829,8 @@ impl Sessions {
                 s.unanswered_since = None;
             }
             self.initiate(now, to, 1, now, epoch);
+        } else {
+            self.reschedule(to);
         }
         Some(sealed)
     }
@@ -902,7 +924,11 @@ impl Sessions {
             let retry = s.pending.as_ref().and_then(|p| {
                 (now >= p.sent_at + retry_delay(&cfg, p.attempt)).then_some((p.attempt, p.started))
             });
-            if let Some((attempt, started)) = retry {
+            if s.pending.is_none() && s.current.is_some() && s.stale(&cfg, now) {
+                // Silent since we spoke: it may have restarted.
+                s.unanswered_since = None;
+                self.initiate(now, a, 1, now, epoch);
+            } else if let Some((attempt, started)) = retry {
                 if now.saturating_duration_since(started) >= cfg.peer_timeout {
                     s.pending = None;
                     self.stats.handshake_timeouts += 1;
