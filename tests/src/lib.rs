@@ -499,3 +499,232 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 pub mod netns;
+
+/// Which way a datagram crossed a [`Tap`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Toward {
+    /// From the client daemon to the server daemon.
+    Server,
+    /// From the server daemon back to the client daemon.
+    Client,
+}
+
+/// What a [`Tap`] recorded: each datagram with its direction, in order.
+type TapLog = Arc<std::sync::Mutex<Vec<(Toward, Vec<u8>)>>>;
+
+/// A UDP forwarder that records every datagram, for an on-path attacker: the client
+/// daemon sends to `front`; the tap forwards to the server from `back` (the address the
+/// server knows the client by) and the server's datagrams back to the client (the first
+/// sender to `front`). What it recorded can be sent again, from `back`, as the client
+/// would.
+#[derive(Debug)]
+pub struct Tap {
+    /// Address the client daemon targets.
+    pub front: SocketAddr,
+    /// Address the server daemon sees the client at.
+    pub back: SocketAddr,
+    back_tx: UdpSocket,
+    server: SocketAddr,
+    captured: TapLog,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Tap {
+    /// Start a tap in front of `server`.
+    pub fn start(server: SocketAddr) -> Tap {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("bind tap front");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("bind tap back");
+        let (front_addr, back_addr) = (
+            front.local_addr().expect("addr"),
+            back.local_addr().expect("addr"),
+        );
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(1)))
+                .expect("timeout");
+        }
+        let back_tx = back.try_clone().expect("clone the back socket");
+        let stop = Arc::new(AtomicBool::new(false));
+        let captured: TapLog = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, captured2) = (stop.clone(), captured.clone());
+        let thread = std::thread::spawn(move || {
+            let mut client: Option<SocketAddr> = None;
+            let mut buf = vec![0u8; 65_536];
+            while !stop2.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    // The first sender is the client; strays (to a reused port) are not.
+                    if *client.get_or_insert(from) != from {
+                        continue;
+                    }
+                    captured2
+                        .lock()
+                        .expect("tap log")
+                        .push((Toward::Server, buf[..n].to_vec()));
+                    let _ = back.send_to(&buf[..n], server);
+                }
+                if let Ok((n, from)) = back.recv_from(&mut buf) {
+                    if from != server {
+                        continue;
+                    }
+                    captured2
+                        .lock()
+                        .expect("tap log")
+                        .push((Toward::Client, buf[..n].to_vec()));
+                    if let Some(c) = client {
+                        let _ = front.send_to(&buf[..n], c);
+                    }
+                }
+            }
+        });
+        Tap {
+            front: front_addr,
+            back: back_addr,
+            back_tx,
+            server,
+            captured,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Every datagram forwarded `toward`, in order, so far.
+    pub fn captured(&self, toward: Toward) -> Vec<Vec<u8>> {
+        self.captured
+            .lock()
+            .expect("tap log")
+            .iter()
+            .filter(|(t, _)| *t == toward)
+            .map(|(_, d)| d.clone())
+            .collect()
+    }
+
+    /// Bytes forwarded `toward` so far.
+    pub fn bytes(&self, toward: Toward) -> usize {
+        self.captured
+            .lock()
+            .expect("tap log")
+            .iter()
+            .filter(|(t, _)| *t == toward)
+            .map(|(_, d)| d.len())
+            .sum()
+    }
+
+    /// Send `bytes` to the server from `back`, as if the client had sent them.
+    pub fn inject_to_server(&self, bytes: &[u8]) {
+        self.back_tx
+            .send_to(bytes, self.server)
+            .expect("send from the tap");
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends UDP datagrams with any IPv4 source address and port, through a raw socket
+/// (`IPPROTO_RAW`: the IP header is ours). Needs `CAP_NET_RAW` (root).
+#[derive(Debug)]
+pub struct Spoofer {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Spoofer {
+    /// A raw socket, or why there is none (not root).
+    pub fn new() -> Result<Spoofer, String> {
+        use nix::sys::socket::{socket, AddressFamily, SockFlag, SockProtocol, SockType};
+        socket(
+            AddressFamily::Inet,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Raw,
+        )
+        .map(|fd| Spoofer { fd })
+        .map_err(|e| format!("no raw socket ({e}): spoofing a source address needs CAP_NET_RAW"))
+    }
+
+    /// Send `payload` in a UDP datagram that claims to come from `from`.
+    pub fn send(
+        &self,
+        from: std::net::SocketAddrV4,
+        to: std::net::SocketAddrV4,
+        payload: &[u8],
+    ) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let udp_len = 8 + payload.len();
+        let total = 20 + udp_len;
+        let total16 = u16::try_from(total).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+        let mut p = Vec::with_capacity(total);
+        // IPv4 header: the kernel fills in the checksum (and the id, left zero).
+        p.extend_from_slice(&[0x45, 0]);
+        p.extend_from_slice(&total16.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]);
+        p.extend_from_slice(&from.ip().octets());
+        p.extend_from_slice(&to.ip().octets());
+        // UDP header, checksum zero (none, valid over IPv4).
+        p.extend_from_slice(&from.port().to_be_bytes());
+        p.extend_from_slice(&to.port().to_be_bytes());
+        p.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        p.extend_from_slice(&[0, 0]);
+        p.extend_from_slice(payload);
+        let dest = nix::sys::socket::SockaddrIn::from(std::net::SocketAddrV4::new(*to.ip(), 0));
+        nix::sys::socket::sendto(
+            self.fd.as_raw_fd(),
+            &p,
+            &dest,
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .map(|_| ())
+        .map_err(std::io::Error::from)
+    }
+}
+
+/// Bytes and datagrams from `from` waiting on `sock`, read without blocking. Datagrams
+/// from elsewhere are read and ignored: a port just closed by another test may be
+/// reused, and its old peer may still be sending to it.
+pub fn drain(sock: &UdpSocket, from: SocketAddr) -> (usize, usize) {
+    sock.set_nonblocking(true).expect("nonblocking");
+    let mut buf = vec![0u8; 65_536];
+    let (mut bytes, mut datagrams) = (0, 0);
+    while let Ok((n, sender)) = sock.recv_from(&mut buf) {
+        if sender == from {
+            bytes += n;
+            datagrams += 1;
+        }
+    }
+    (bytes, datagrams)
+}
+
+/// Peak resident memory of a process, in bytes (VmHWM of `/proc/PID/status`).
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in kB");
+    kb * 1024
+}
+
+/// Raise this process's soft limit on open files towards `want` (up to the hard limit);
+/// the soft limit now in force. Tests that hold thousands of sockets call it (a normal
+/// user's soft limit is often 1,024).
+pub fn raise_fd_limit(want: u64) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    let new = want.min(hard);
+    match setrlimit(Resource::RLIMIT_NOFILE, new, hard) {
+        Ok(()) => new,
+        Err(_) => soft,
+    }
+}
