@@ -333,6 +333,7 @@ fn plain_data(
             payload: message,
         }),
         key_id: 0,
+        nonce: 0,
     }
     .to_vec()
 }
@@ -362,6 +363,7 @@ fn plain_fragment(
             payload,
         }),
         key_id: 0,
+        nonce: 0,
     }
     .to_vec()
 }
@@ -379,6 +381,7 @@ fn plain_probe(sender_epoch: u64, receiver_epoch: u64) -> Vec<u8> {
         ack_now: true,
         fragment: None,
         key_id: 0,
+        nonce: 0,
     }
     .to_vec()
 }
@@ -400,6 +403,7 @@ fn plain_forged_ack(sender_epoch: u64, receiver_epoch: u64) -> Vec<u8> {
         ack_now: false,
         fragment: None,
         key_id: 0,
+        nonce: 0,
     }
     .to_vec()
 }
@@ -1250,14 +1254,12 @@ fn a_peer_removed_on_reload_is_cut_off_at_once() {
 
 /// After the removal above, re-adding A and reloading lets A's calls through again.
 ///
-/// Fails today: `Endpoint::set_peers` drops the removed peer's channel without moving the
-/// endpoint's channel generation (as `evict_idle` does), so B's new channel to A has the
-/// old channel's epoch. A, which kept its channel, takes B's new datagrams (sequence
-/// numbers from 1 again) for duplicates of the old ones: B runs A's call and replies, A
-/// acknowledges the reply as a duplicate and drops it, and the call ends
-/// `deadline_exceeded` (A's `duplicates` grows by one per reply).
+/// The regression it guards: `Endpoint::set_peers` once dropped the removed peer's channel
+/// without moving the endpoint's channel generation (as `evict_idle` does), so B's new
+/// channel to A had the old channel's epoch; A, which kept its channel, took B's new
+/// datagrams (sequence numbers from 1 again) for duplicates: B ran A's call and replied, A
+/// dropped the reply, and the call ended `deadline_exceeded`.
 #[test]
-#[ignore = "bug: a re-added peer's replies are dropped as duplicates (set_peers keeps the channel epoch)"]
 fn a_peer_added_back_on_reload_is_answered_again() {
     let p = pair();
     let from_a = Client::connect_to(&p.a.socket).unwrap();

@@ -233,6 +233,9 @@ impl Endpoint {
                     self.events.push_back(Event { peer: addr, kind });
                 }
                 self.reassembly_total -= slot.channel.reassembly_bytes();
+                // The peer may keep its channel: a new one to it (if it is
+                // added back) must not look like the old one's duplicates.
+                self.generation += 1;
             }
         }
     }
