@@ -13,7 +13,15 @@
 //! fault-only runs lose nothing; retransmission stops once everything is
 //! acknowledged; every endpoint ends idle.
 //!
-//! Rerun one seed: `SIM_SEED=1234 cargo test -p rpcd-transport --test sim`.
+//! About half the seeds (bit 2 of the seed, independent of the fault class
+//! in its two low bits) run keyed: every node has a key and speaks
+//! authenticated mode, and the network also injects forged datagrams
+//! (plaintext ones, junk, replays, strangers), each checked to be dropped
+//! and counted without effect. See `sim/net/keyed.rs`, which also lists the
+//! wire-level checks that only plaintext runs can make.
+//!
+//! Rerun one seed: `SIM_SEED=1234 cargo test -p rpcd-transport --test sim`
+//! (its mode follows from the seed; `SIM_MODE=plain|keyed` forces one).
 //! Sweep size: `SIM_SEEDS` (default 200), `SIM_MESSAGES` per seed (1000).
 //! Soak: `SIM_SOAK_MESSAGES=5000000 cargo test --release -p rpcd-transport
 //! --test sim -- --ignored --nocapture`.
@@ -22,7 +30,7 @@ mod sim {
     pub mod net;
 }
 
-use sim::net::{run_seed, Outcome, Totals};
+use sim::net::{mode_name, run_seed, Outcome, Totals};
 use std::time::Instant as WallInstant;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -83,9 +91,16 @@ fn sweep(seeds: Vec<u64>, messages: u64) -> Totals {
         }
     }
     if let Some((seed, e)) = failures.first() {
-        let list: Vec<String> = failures.iter().map(|(s, _)| s.to_string()).collect();
+        let list: Vec<String> = failures
+            .iter()
+            .map(|(s, _)| format!("{s} ({})", mode_name(*s)))
+            .collect();
+        let mode = mode_name(*seed);
+        let forced = std::env::var("SIM_MODE")
+            .map(|m| format!("SIM_MODE={m} "))
+            .unwrap_or_default();
         panic!(
-            "{} of the seeds failed ({}).\nfirst: seed {seed}: {e}\nrerun it with: SIM_SEED={seed} cargo test -p rpcd-transport --test sim -- --nocapture",
+            "{} of the seeds failed ({}).\nfirst: seed {seed} ({mode}): {e}\nrerun it ({mode}) with: {forced}SIM_SEED={seed} cargo test -p rpcd-transport --test sim -- --nocapture",
             failures.len(),
             list.join(", ")
         );
