@@ -572,6 +572,7 @@ impl Sim {
                             payload: &payload,
                         }),
                         key_id: 0,
+                        nonce: 0,
                     },
                 )
             }
@@ -592,6 +593,7 @@ impl Sim {
                     ack_now: false,
                     fragment: None,
                     key_id: 0,
+                    nonce: 0,
                 },
             ),
             _ => (
@@ -607,6 +609,7 @@ impl Sim {
                     ack_now: true,
                     fragment: None,
                     key_id: 0,
+                    nonce: 0,
                 },
             ),
         };
