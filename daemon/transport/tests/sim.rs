@@ -17,8 +17,10 @@
 //! in its two low bits) run keyed: every node has a key and speaks
 //! authenticated mode, and the network also injects forged datagrams
 //! (plaintext ones, junk, replays, strangers), each checked to be dropped
-//! and counted without effect. See `sim/net/keyed.rs`, which also lists the
-//! wire-level checks that only plaintext runs can make.
+//! and counted without effect. A keyed seed sends half of `SIM_MESSAGES`
+//! (its crypto makes a message about three times dearer). See
+//! `sim/net/keyed.rs`, which also lists the wire-level checks that only
+//! plaintext runs can make.
 //!
 //! Rerun one seed: `SIM_SEED=1234 cargo test -p rpcd-transport --test sim`
 //! (its mode follows from the seed; `SIM_MODE=plain|keyed` forces one).
