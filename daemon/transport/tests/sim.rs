@@ -98,9 +98,10 @@ fn sweep(seeds: Vec<u64>, messages: u64) -> Totals {
             .map(|(s, _)| format!("{s} ({})", mode_name(*s)))
             .collect();
         let mode = mode_name(*seed);
-        let forced = std::env::var("SIM_MODE")
-            .map(|m| format!("SIM_MODE={m} "))
-            .unwrap_or_default();
+        let forced: String = ["SIM_MODE", "SIM_MESSAGES"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok().map(|x| format!("{v}={x} ")))
+            .collect();
         panic!(
             "{} of the seeds failed ({}).\nfirst: seed {seed} ({mode}): {e}\nrerun it ({mode}) with: {forced}SIM_SEED={seed} cargo test -p rpcd-transport --test sim -- --nocapture",
             failures.len(),
