@@ -17,8 +17,10 @@
 //! in its two low bits) run keyed: every node has a key and speaks
 //! authenticated mode, and the network also injects forged datagrams
 //! (plaintext ones, junk, replays, strangers), each checked to be dropped
-//! and counted without effect. See `sim/net/keyed.rs`, which also lists the
-//! wire-level checks that only plaintext runs can make.
+//! and counted without effect. A keyed seed sends half of `SIM_MESSAGES`
+//! (its crypto makes a message about three times dearer). See
+//! `sim/net/keyed.rs`, which also lists the wire-level checks that only
+//! plaintext runs can make.
 //!
 //! Rerun one seed: `SIM_SEED=1234 cargo test -p rpcd-transport --test sim`
 //! (its mode follows from the seed; `SIM_MODE=plain|keyed` forces one).
@@ -96,9 +98,10 @@ fn sweep(seeds: Vec<u64>, messages: u64) -> Totals {
             .map(|(s, _)| format!("{s} ({})", mode_name(*s)))
             .collect();
         let mode = mode_name(*seed);
-        let forced = std::env::var("SIM_MODE")
-            .map(|m| format!("SIM_MODE={m} "))
-            .unwrap_or_default();
+        let forced: String = ["SIM_MODE", "SIM_MESSAGES"]
+            .iter()
+            .filter_map(|v| std::env::var(v).ok().map(|x| format!("{v}={x} ")))
+            .collect();
         panic!(
             "{} of the seeds failed ({}).\nfirst: seed {seed} ({mode}): {e}\nrerun it ({mode}) with: {forced}SIM_SEED={seed} cargo test -p rpcd-transport --test sim -- --nocapture",
             failures.len(),
