@@ -494,8 +494,22 @@ impl Endpoint {
 
     fn drain_events(&mut self, peer: SocketAddr) {
         if let Some(slot) = self.channels.get_mut(&peer) {
+            let mut failed = false;
             while let Some(kind) = slot.channel.poll_event() {
+                failed |= matches!(
+                    kind,
+                    channel::Event::Failed { .. } | channel::Event::PeerUnreachable
+                );
                 self.events.push_back(Event { peer, kind });
+            }
+            if failed {
+                // Datagrams held for a handshake may belong to a message the
+                // channel just gave up on: sent after the failure, they could
+                // deliver it after its owner was told it failed. The channel
+                // retransmits whatever still matters.
+                if let Some(s) = self.sessions.as_mut() {
+                    s.drop_queued(peer);
+                }
             }
         }
     }

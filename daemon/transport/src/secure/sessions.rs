@@ -398,6 +398,14 @@ impl Sessions {
         self.configured_at(addr).is_some()
     }
 
+    /// Drop the datagrams held for `addr`'s handshake (counted).
+    pub(crate) fn drop_queued(&mut self, addr: SocketAddr) {
+        if let Some(s) = self.sessions.get_mut(&addr) {
+            self.stats.queue_dropped += s.queued.len() as u64;
+            s.queued.clear();
+        }
+    }
+
     /// Forget `addr` entirely (its channel was evicted): the next datagram
     /// either way needs a new handshake.
     pub(crate) fn forget(&mut self, addr: SocketAddr) {
