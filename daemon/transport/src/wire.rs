@@ -73,7 +73,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Kind::Data => 1,
             Kind::Ack => 2,
@@ -204,6 +204,12 @@ pub enum DecodeError {
     /// A data datagram with sequence zero (zero is never assigned).
     #[error("data datagram with sequence zero")]
     ZeroSeq,
+}
+
+/// Whether encoded datagram bytes are an acknowledgement alone (read from
+/// the kind byte without parsing; anything else, or too short, is not).
+pub(crate) fn is_ack_only(bytes: &[u8]) -> bool {
+    bytes.get(OFF_KIND) == Some(&Kind::Ack.code())
 }
 
 impl<'a> Datagram<'a> {

@@ -39,11 +39,6 @@ pub const COOKIE_LIFETIME: Duration = Duration::from_secs(120);
 /// beyond it, new sources are rate-limited until the second rolls over.
 pub const SOURCES_MAX: usize = 4096;
 
-/// Where an inner datagram's kind is, and the kind of an acknowledgement
-/// alone (see `wire::Kind`).
-const INNER_KIND_AT: usize = 3;
-const INNER_KIND_ACK: u8 = 2;
-
 /// Counters of the authenticated layer: every drop has a reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SecurityStats {
@@ -406,7 +401,7 @@ impl Sessions {
         });
         // Only a datagram the peer answers starts the silence that suggests
         // it lost the session: an acknowledgement alone elicits nothing.
-        let elicits = inner.get(INNER_KIND_AT) != Some(&INNER_KIND_ACK);
+        let elicits = !crate::wire::is_ack_only(inner);
         if s.unanswered_since.is_none() && elicits {
             s.unanswered_since = Some(now);
         }
