@@ -20,7 +20,9 @@
 //! loopback): random loss with `iptables -m statistic`, and partitions (drop everything).
 //! They live in two chains of their own (`FAULT_IN`, `FAULT_OUT`), so healing is a flush.
 //! Duplication (`dup to`) and corruption (a payload byte rewritten, UDP checksum zeroed)
-//! are nftables rules in a table of their own, deleted on healing.
+//! are nftables rules in a table of their own, deleted on healing. Reordering (the kernel
+//! has no `netem`) steers a fraction of datagrams into a slow HTB lane on the host's link
+//! (`tc`) by an nftables rule in that table: see [`Net::reorder`].
 //!
 //! Cleanup: dropping the [`Net`] kills its processes by pid and deletes its namespaces,
 //! also when a test panics. Namespaces left by a test process that was killed outright are
@@ -41,6 +43,9 @@ use std::time::{Duration, Instant};
 use rpcd_client::conn::Connection;
 
 use crate::{bin, example, tempdir, wait_until, ProcessGuard};
+
+mod chaos;
+pub use chaos::{REORDER_LANE_PACKETS, REORDER_LANE_RATE};
 
 /// The UDP port every host's `rpcd` listens on.
 pub const PORT: u16 = 7400;
@@ -337,10 +342,15 @@ impl Net {
     /// `log`, and wait until `oracle.run` is registered there. The caller owns the
     /// process; a new one on the same `log` keeps the record.
     pub fn oracle_server(&self, i: usize, log: &Path) -> ProcessGuard {
+        self.spawn_oracle(i, log, &[])
+    }
+
+    fn spawn_oracle(&self, i: usize, log: &Path, extra: &[&str]) -> ProcessGuard {
         let child = Command::new(bin("fault_helper"))
             .arg("oracle")
             .arg(&self.hosts[i].socket)
             .arg(log)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

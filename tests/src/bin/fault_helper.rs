@@ -7,6 +7,8 @@
 //! fault_helper hang SOCKET FUNCTION                     # register FUNCTION, never answer
 //!                                                       # (prints one line per call taken)
 //! fault_helper oracle SOCKET LOG                        # serve `oracle.run`, log each run
+//! fault_helper oracle SOCKET LOG --double-every N       # the same, a deliberately broken
+//!                                                       # app: every Nth run logged twice
 //! ```
 //!
 //! `tcp-client` runs COUNT request/response exchanges of SIZE bytes over CONNS
@@ -20,6 +22,11 @@
 //! nonce of its own, so LOG is the exact list of executions: a test asserts no nonce
 //! ran twice and every `ok` ran exactly once, whatever else happened. It reconnects and
 //! registers again when its daemon restarts, and appends to LOG across its own restarts.
+//!
+//! `--double-every N` (N >= 1) breaks the oracle on purpose: every Nth invocation this
+//! app takes is recorded as two executions, as if it had run twice. Only a test that
+//! proves a checker catches a double execution passes it (there is no environment
+//! switch, so it is never on by accident).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -38,7 +45,11 @@ fn main() -> ExitCode {
             tcp_client(addr, conns, count, size, timeout_ms)
         }
         ["hang", socket, function] => hang(socket, function),
-        ["oracle", socket, log] => oracle(socket, log),
+        ["oracle", socket, log] => oracle(socket, log, None),
+        ["oracle", socket, log, "--double-every", n] => match n.parse::<u64>() {
+            Ok(n) if n >= 1 => oracle(socket, log, Some(n)),
+            _ => Err(format!("--double-every {n:?}: a count >= 1").into()),
+        },
         _ => Err("usage: see the doc comment of tests/src/bin/fault_helper.rs".into()),
     };
     match result {
@@ -180,9 +191,11 @@ fn hang(socket: &str, function: &str) -> Result<()> {
     Ok(())
 }
 
-fn oracle(socket: &str, log: &str) -> Result<()> {
+fn oracle(socket: &str, log: &str, double_every: Option<u64>) -> Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Mutex;
 
+    let taken = AtomicU64::new(0);
     let log = Mutex::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -202,7 +215,12 @@ fn oracle(socket: &str, log: &str) -> Result<()> {
         },
     )?;
     let handler = rpcd_client::Handler::typed("oracle.run", move |(nonce,): (u64,)| {
-        let line = format!("{nonce}\n");
+        let mut line = format!("{nonce}\n");
+        let k = taken.fetch_add(1, Ordering::Relaxed) + 1;
+        if double_every.is_some_and(|n| k.is_multiple_of(n)) {
+            // The deliberate bug: this run is recorded twice.
+            line = format!("{nonce}\n{nonce}\n");
+        }
         // The execution is the write: once it returns, the run is on record.
         log.lock()
             .map_err(|_| "log lock poisoned".to_owned())?
