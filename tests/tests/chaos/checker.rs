@@ -229,22 +229,27 @@ fn check_liveness(h: &History, b: &Bounds, bad: &mut Vec<Violation>) -> String {
             match first {
                 Some(after) if after <= b.liveness => slowest = slowest.max(after),
                 _ => {
-                    let tried: Vec<String> = h
+                    let mut tried = BTreeMap::new();
+                    let mut last = None;
+                    for c in h
                         .calls
                         .iter()
                         .filter(|c| c.liveness && c.from == from && c.to == to)
-                        .map(|c| format!("{} after {:?}", c.outcome, c.took))
-                        .collect();
+                    {
+                        *tried.entry(c.outcome.as_str()).or_insert(0usize) += 1;
+                        last = Some(format!("{} at {:?}", c.outcome, c.end()));
+                    }
                     bad.push(Violation {
                         nonce: None,
                         at: healed,
                         what: format!(
                             "after the final heal, {} got no answer from {} within {:?} \
-                             (first ok: {first:?}; tries: {})",
+                             (first ok after the heal: {first:?}; calls {tried:?}, the last \
+                             {})",
                             name(from),
                             name(to),
                             b.liveness,
-                            tried.join(", ")
+                            last.as_deref().unwrap_or("none")
                         ),
                     });
                 }
