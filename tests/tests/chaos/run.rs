@@ -21,7 +21,7 @@ use super::faultlib::{base_config, executions, record, run_once};
 use super::schedule::{name, schedule, Action, Episode, Kind, HOSTS};
 
 /// Concurrent callers per ordered pair of hosts (each with its own connection).
-pub const CALLERS_PER_PAIR: usize = 2;
+pub const CALLERS_PER_PAIR: usize = 4;
 
 /// The deadlines calls draw from: shorter and longer than the faults' holds.
 pub const DEADLINES_MS: [u64; 4] = [500, 1000, 2000, 3000];
