@@ -112,15 +112,22 @@ fn chaos(test: &str, ignored: bool, length: Duration, pace: Duration) {
         "chaos: faults applied {:?}; {} datagrams through the reordering lanes",
         counts.faults, counts.reordered
     );
+    let timeline: Vec<String> = history
+        .faults
+        .iter()
+        .map(|f| format!("  {:>10.3?} {}", f.at, f.what))
+        .collect();
+    eprintln!("chaos: the faults\n{}", timeline.join("\n"));
     match check(&history, &bounds()) {
         Ok(summary) => eprintln!("chaos seed {seed}: {summary}"),
         Err(violations) => {
             let file = std::env::temp_dir().join(format!("rpcd-chaos-{seed}.log"));
-            let saved = match std::fs::write(&file, dump(&history)) {
+            let text = report(&history, &violations, &rerun);
+            let saved = match std::fs::write(&file, format!("{text}\n{}", dump(&history))) {
                 Ok(()) => format!("whole history in {}", file.display()),
                 Err(e) => format!("could not save the history to {}: {e}", file.display()),
             };
-            panic!("{}\n{saved}", report(&history, &violations, &rerun));
+            panic!("{text}\n{saved}");
         }
     }
     // The run did what it claims: every kind of fault, reordering that took effect,

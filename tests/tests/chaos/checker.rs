@@ -383,7 +383,8 @@ fn line(c: &Call) -> String {
     )
 }
 
-/// The whole history, one event a line in time order (written to a file on failure).
+/// The whole history, one event a line in time order, each call with its executions
+/// hosts; executions no call asked for first (written to a file on failure).
 pub fn dump(h: &History) -> String {
     let mut events: Vec<(Duration, String)> = h
         .faults
@@ -391,9 +392,29 @@ pub fn dump(h: &History) -> String {
         .map(|f| (f.at, format!("FAULT {}", f.what)))
         .collect();
     events.extend(h.calls.iter().map(|c| {
-        let ran = h.executions.get(&c.nonce).map_or(0, Vec::len);
-        (c.start, format!("{} ran {ran}", line(c)))
+        let ran = h.executions.get(&c.nonce).map_or(&[][..], Vec::as_slice);
+        let reply = match c.value {
+            Some(v) if v != c.nonce => format!(" reply {v}"),
+            _ => String::new(),
+        };
+        (
+            c.start,
+            format!("{}{reply} ran {} ({})", line(c), ran.len(), names(ran)),
+        )
     }));
+    let called: std::collections::HashSet<u64> = h.calls.iter().map(|c| c.nonce).collect();
+    let mut strays: Vec<(&u64, &Vec<usize>)> = h
+        .executions
+        .iter()
+        .filter(|(n, _)| !called.contains(n))
+        .collect();
+    strays.sort();
+    for (n, hosts) in strays {
+        events.push((
+            Duration::ZERO,
+            format!("EXECUTION of {n} by no call, on {}", names(hosts)),
+        ));
+    }
     if let Some(at) = h.healed_at {
         events.push((at, "HEALED".into()));
     }
