@@ -14,7 +14,8 @@
 //! `chaos_10_minutes` is ignored. The seed comes from `CHAOS_SEED` or is drawn at
 //! random and printed; the length from `CHAOS_SECS`. A failure prints the seed, the
 //! command replaying it, and the history around each violation, and writes the whole
-//! history to `$TMPDIR/rpcd-chaos-SEED.log`. A seed replays the fault schedule; the
+//! history to `$TMPDIR/rpcd-chaos-SEED.log` and each daemon's log (every instance) to
+//! `$TMPDIR/rpcd-chaos-SEED-HOST.log`. A seed replays the fault schedule; the
 //! calls' interleaving with it is real time.
 //!
 //! `chaos_checker_catches_an_injected_double_execution` (ignored) runs the chaos with
@@ -123,10 +124,17 @@ fn chaos(test: &str, ignored: bool, length: Duration, pace: Duration) {
         Err(violations) => {
             let file = std::env::temp_dir().join(format!("rpcd-chaos-{seed}.log"));
             let text = report(&history, &violations, &rerun);
-            let saved = match std::fs::write(&file, format!("{text}\n{}", dump(&history))) {
+            let mut saved = match std::fs::write(&file, format!("{text}\n{}", dump(&history))) {
                 Ok(()) => format!("whole history in {}", file.display()),
                 Err(e) => format!("could not save the history to {}: {e}", file.display()),
             };
+            for (host, log) in history.daemon_logs.iter().enumerate() {
+                let name = schedule::name(host);
+                let file = std::env::temp_dir().join(format!("rpcd-chaos-{seed}-{name}.log"));
+                if std::fs::write(&file, log).is_ok() {
+                    saved.push_str(&format!("\nrpcd {name}'s log in {}", file.display()));
+                }
+            }
             panic!("{text}\n{saved}");
         }
     }

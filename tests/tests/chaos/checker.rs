@@ -82,6 +82,8 @@ pub struct History {
     pub hosts: usize,
     /// What went wrong outside the schedule (a daemon that exited on its own).
     pub unexpected: Vec<String>,
+    /// Each host's daemon log (every instance, appended), kept for a failure report.
+    pub daemon_logs: Vec<String>,
 }
 
 /// The checker's time bounds.

@@ -120,6 +120,7 @@ pub fn run(plan: &Plan) -> Option<(History, Counts)> {
     let after = liveness(&sockets, &targets, t0, healed + plan.liveness);
     history.calls.extend(after);
     drop(apps);
+    history.daemon_logs = net.hosts.iter().map(|h| h.log_text()).collect();
     for (host, log) in logs.iter().enumerate() {
         for (nonce, k) in executions(log) {
             history
