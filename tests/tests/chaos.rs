@@ -92,7 +92,10 @@ fn length(default: u64) -> Duration {
 
 /// Run the chaos for `length` and judge it; panics with the report on a violation.
 fn chaos(test: &str, ignored: bool, length: Duration, pace: Duration) {
-    let seed = seed();
+    chaos_with(seed(), test, ignored, length, pace);
+}
+
+fn chaos_with(seed: u64, test: &str, ignored: bool, length: Duration, pace: Duration) {
     let plan = Plan {
         seed,
         length,
@@ -180,6 +183,32 @@ fn chaos_20s() {
 #[ignore = "10 minutes: run with --ignored"]
 fn chaos_10_minutes() {
     chaos("chaos_10_minutes", true, length(LONG_SECS), LONG_PACE);
+}
+
+/// Seeds whose runs failed only on a heavily overloaded machine (load average ~50 on 2
+/// cores: five chaos runs at once beside other builds); a replay repeats their faults,
+/// not their timing, so these pass on a quiet machine. Kept for whoever investigates:
+/// - 10632602938232783001: right after a 28 ms burst of corruption on its datagrams to
+///   b, rpcd c answered almost nothing for 178 s (about 230 calls through it against
+///   150,000 between a and b), its own apps' calls got no reply and no
+///   `deadline_exceeded` from it (the library gave up at deadline + 2 s), until the
+///   schedule SIGKILLed it; its log shows nothing in that time.
+/// - 8510604098574366462: a restarted rpcd a accepted its apps' calls and answered none
+///   of them, not even at their deadlines, for 3.2 s until SIGKILLed, while b and c served
+///   about 1,000 calls a second.
+#[test]
+#[ignore = "failed only under heavy overload; run several at once to load the machine"]
+fn chaos_overload_regression_seeds() {
+    for seed in [10632602938232783001, 8510604098574366462] {
+        eprintln!("chaos seed {seed}");
+        chaos_with(
+            seed,
+            "chaos_overload_regression_seeds",
+            true,
+            Duration::from_secs(DEFAULT_SECS),
+            Duration::ZERO,
+        );
+    }
 }
 
 /// How often the broken apps of the double-execution run log a run twice.
