@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rpcd_transport::secure::wire::Outer;
-use rpcd_transport::wire::{Datagram, Kind};
+use rpcd_transport::wire::{Bundle, Datagram, Kind};
 use rpcd_transport::{
     ChannelEvent, ChannelSendError, Config, Endpoint, FailReason, MsgId, SendError,
 };
@@ -68,6 +68,8 @@ pub struct Outcome {
     pub duplicates_delivered: u64,
     pub lost: u64,
     pub datagrams: u64,
+    /// Channel datagrams in the plaintext runs' bundles.
+    pub bundled: u64,
     pub data_datagrams: u64,
     pub retransmissions: u64,
     pub fast_retransmissions: u64,
@@ -166,6 +168,7 @@ impl Totals {
         s.duplicates_delivered += o.duplicates_delivered;
         s.lost += o.lost;
         s.datagrams += o.datagrams;
+        s.bundled += o.bundled;
         s.data_datagrams += o.data_datagrams;
         s.retransmissions += o.retransmissions;
         s.fast_retransmissions += o.fast_retransmissions;
@@ -243,7 +246,7 @@ impl Totals {
         format!(
             "sim: {} seeds ({} fault-only, {} with partitions, {} with restarts), {} messages ({} MB), \
              delivered {}, acked {}, failed {} (definite {}, ambiguous {} of which delivered {}), sender-died {}, \
-             duplicates delivered {}, lost {}, touch rounds {}, datagrams {} (data {} in plaintext runs), retransmissions {} (fast {}), \
+             duplicates delivered {}, lost {}, touch rounds {}, datagrams {} (channel datagrams {} of which data {} in plaintext runs), retransmissions {} (fast {}), \
              injected: dropped {} dup {} corrupt {} truncated {}; rates up to loss {:.0}% dup {:.0}% reorder {:.0}% \
              corrupt {:.1}% truncate {:.1}% one-way {:?}; virtual {:?}, wall {:.1?}{}",
             self.seeds,
@@ -263,6 +266,7 @@ impl Totals {
             s.lost,
             s.touch_rounds,
             s.datagrams,
+            s.bundled,
             s.data_datagrams,
             s.retransmissions,
             s.fast_retransmissions,
@@ -1029,8 +1033,21 @@ impl Sim {
 
     /// Plaintext-only checks of a datagram on the wire (see keyed.rs).
     fn route_plaintext(&mut self, from: usize, to: usize, bytes: &[u8]) {
-        match Datagram::parse(bytes) {
-            Ok(d) => {
+        match Bundle::parse(bytes) {
+            Ok(bundle) => {
+                self.out.bundled += bundle.datagrams.len() as u64;
+                for d in &bundle.datagrams {
+                    self.check_plaintext(from, to, d);
+                }
+            }
+            Err(e) => self.violation(format!("node {from} emitted an invalid bundle: {e}")),
+        }
+    }
+
+    /// One channel datagram of a bundle on the wire.
+    fn check_plaintext(&mut self, from: usize, to: usize, d: &Datagram<'_>) {
+        {
+            {
                 if d.kind == Kind::Data {
                     self.out.data_datagrams += 1;
                     // Data names the receiver's incarnation, always the same
@@ -1067,7 +1084,6 @@ impl Sim {
                     )
                 });
             }
-            Err(e) => self.violation(format!("node {from} emitted an invalid datagram: {e}")),
         }
     }
 
