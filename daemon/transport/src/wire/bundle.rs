@@ -17,6 +17,12 @@ pub const BUNDLE_HEADER_LEN: usize = 4;
 pub const BUNDLE_COUNT_MAX: usize = 255;
 
 const OFF_COUNT: usize = 3;
+// The largest bundle the endpoint builds (one full fragment's datagram),
+// sealed with keys, still fits a UDP datagram.
+const _: () = assert!(
+    BUNDLE_HEADER_LEN + HEADER_LEN + super::PAYLOAD_MAX + crate::secure::wire::TRANSPORT_OVERHEAD
+        <= 65_507
+);
 
 /// A validated bundle: the channel datagrams of one UDP datagram, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +66,16 @@ impl<'a> Bundle<'a> {
         for d in &self.datagrams {
             b.push(&d.to_vec());
         }
+        b.finish()
+    }
+}
+
+impl Datagram<'_> {
+    /// Encode as a bundle of this datagram alone: the UDP payload a lone
+    /// datagram travels in (hand-made datagrams in tests and tools).
+    pub fn to_bundle(&self) -> Vec<u8> {
+        let mut b = BundleBuilder::new(usize::MAX);
+        b.push(&self.to_vec());
         b.finish()
     }
 }
