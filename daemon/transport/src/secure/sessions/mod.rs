@@ -27,7 +27,7 @@ mod peer;
 
 use peer::{nonce, retry_delay, PeerSession};
 
-/// Inner datagrams held per peer while its session is being set up; older
+/// Inner datagrams (bundles) held per peer while its session is being set up; older
 /// ones are dropped first (the channel retransmits what matters).
 pub const QUEUED_MAX: usize = 64;
 /// Forged responses (right index, valid mac1, bad Noise) after which an
