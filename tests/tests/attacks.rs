@@ -271,7 +271,7 @@ fn blind_reset_with_a_forged_new_epoch_leaves_calls_in_flight_alone() {
         nonce: 0,
         key_id: 0,
     }
-    .to_vec();
+    .to_bundle();
     for _ in 0..3 {
         b.sock.send_to(&forged, a_addr).unwrap();
     }

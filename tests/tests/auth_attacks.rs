@@ -335,7 +335,7 @@ fn plain_data(
         key_id: 0,
         nonce: 0,
     }
-    .to_vec()
+    .to_bundle()
 }
 
 /// A plaintext fragment `index` of a message of `count` fragments.
@@ -365,7 +365,7 @@ fn plain_fragment(
         key_id: 0,
         nonce: 0,
     }
-    .to_vec()
+    .to_bundle()
 }
 
 /// A plaintext probe: "I am a peer with this epoch" (a new epoch: the blind reset).
@@ -383,7 +383,7 @@ fn plain_probe(sender_epoch: u64, receiver_epoch: u64) -> Vec<u8> {
         key_id: 0,
         nonce: 0,
     }
-    .to_vec()
+    .to_bundle()
 }
 
 /// A plaintext ack that acknowledges everything and moves every floor to the end.
@@ -405,7 +405,7 @@ fn plain_forged_ack(sender_epoch: u64, receiver_epoch: u64) -> Vec<u8> {
         key_id: 0,
         nonce: 0,
     }
-    .to_vec()
+    .to_bundle()
 }
 
 /// An authenticated-mode transport datagram for a guessed session and counter, with
@@ -1047,7 +1047,7 @@ fn a_handshake_flood_meets_cookies_and_the_real_peer_still_connects() {
     assert_eq!(service.runs(), 1);
 }
 
-/// A 169-byte `rpcd.stats` request forged as a plaintext datagram, and every other kind
+/// A 173-byte `rpcd.stats` request forged as a plaintext datagram, and every other kind
 /// of unauthenticated input, sent to a keyed daemon from a victim's socket: not one byte
 /// comes back. (The same request to a plaintext daemon is answered.)
 #[test]
@@ -1066,7 +1066,7 @@ fn unauthenticated_input_is_never_answered_let_alone_amplified() {
             &request_envelope(1, "rpcd.stats", args.clone(), 100_000),
         )
     };
-    assert_eq!(stats_request(0).len(), 169);
+    assert_eq!(stats_request(0).len(), 173);
 
     // Control: a plaintext daemon answers it.
     let victim = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1078,7 +1078,7 @@ fn unauthenticated_input_is_never_answered_let_alone_amplified() {
     let (n, _) = victim
         .recv_from(&mut buf)
         .expect("the plaintext daemon answers");
-    println!("control: a plaintext daemon answers the 169-byte request with {n} bytes first");
+    println!("control: a plaintext daemon answers the 173-byte request with {n} bytes first");
     drop(plain);
 
     let sb = b.connect("stats");

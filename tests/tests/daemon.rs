@@ -416,11 +416,11 @@ fn garbage_does_not_disturb_good_calls() {
     // counted it, so no burst overflows B's receive buffer and every datagram
     // must be counted exactly once: 906 malformed, 300 corrupt.
     let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let mut bad_crc = vec![0u8; 96];
-    bad_crc[0] = b'R';
-    bad_crc[1] = b'D';
-    bad_crc[2] = 1;
-    bad_crc[3] = 1;
+    // A bundle (wire v2: "RD", version 2, one datagram) whose one 96-byte
+    // datagram has the right magic and version and a zero CRC.
+    let mut bad_crc = b"RD\x02\x01".to_vec();
+    bad_crc.extend_from_slice(&[0u8; 96]);
+    bad_crc[4..8].copy_from_slice(b"RD\x02\x01");
     let stats_conn = b.connect("stats");
     let (mut malformed, mut corrupt) = (0u64, 0u64);
     for batch in 0..10u32 {

@@ -92,11 +92,18 @@ fn loss_10_percent_both_ways_10000_calls_all_succeed() {
         stop: None,
     });
     eprintln!("10% loss both ways: {}", tally.summary());
-    assert!(net.dropped(B) > 1000, "the loss rules dropped too little");
     tally.assert_all_ok();
     oracle.check(&tally.records);
     assert_eq!(oracle.total(), tally.ok(), "executions != successes");
     let stats = net.connect(A, "stats").stats().unwrap();
+    // UDP datagrams (coalesced: several messages share one) both ways
+    // through B's rules, 10 % of which were dropped.
+    let udp = stats.totals.datagrams_sent + stats.totals.datagrams_received;
+    let dropped = net.dropped(B);
+    assert!(
+        dropped * 20 > udp,
+        "the loss rules dropped too little: {dropped} of about {udp}"
+    );
     assert!(
         stats.totals.retransmissions > 0,
         "loss caused no retransmission"

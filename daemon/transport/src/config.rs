@@ -11,6 +11,8 @@ use crate::wire::PAYLOAD_MAX;
 pub struct Config {
     /// Bytes of message data per datagram (the fragment size). 1200 fits any
     /// path MTU of 1280 or more after the 96-byte header and UDP/IP headers.
+    /// Also the bound of a bundle (one UDP datagram carrying several
+    /// datagrams for a peer): `BUNDLE_HEADER_LEN + HEADER_LEN + payload_max`.
     pub payload_max: usize,
     /// Largest message accepted for sending or reassembled on receipt.
     pub message_max: usize,

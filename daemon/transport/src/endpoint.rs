@@ -1,7 +1,15 @@
 //! The endpoint: one local epoch, one channel per peer address.
 //!
-//! It parses every datagram once (counting what fails to parse), routes it
-//! to its peer's channel, and keeps a heap of the channels' deadlines so the
+//! Every UDP datagram is a bundle (`wire::bundle`): the channel datagrams
+//! queued for one peer when `poll_transmit` is drained leave together, as
+//! many as fit in `HEADER_LEN + payload_max` bytes (the size of one full
+//! fragment's datagram, so bundling never needs a larger path MTU), and with
+//! keys a bundle is sealed once. Nothing waits for company: a lone datagram
+//! leaves at once, alone. On receipt a bundle is validated whole, then each
+//! datagram is handed to the channel as if it had come alone.
+//!
+//! It parses every bundle once (counting what fails to parse, once per UDP
+//! datagram), routes its datagrams to their peer's channel, and keeps a heap of the channels' deadlines so the
 //! next timer is found in O(log peers), never by scanning every channel.
 //! Call order: feed inputs (`handle_datagram`, `send`, `handle_timeout`), then
 //! drain `poll_transmit` and `poll_event`, then sleep until `poll_timeout`.
@@ -20,7 +28,7 @@ use rand_core::{RngCore, SeedableRng};
 use crate::config::Config;
 use crate::secure::sessions::{Opened, Sealed, Sessions};
 use crate::secure::{PeerKey, PublicKey, Security, SecurityStats};
-use crate::wire::{Datagram, DecodeError};
+use crate::wire::{Bundle, BundleBuilder, DecodeError, BUNDLE_HEADER_LEN, HEADER_LEN};
 
 /// A datagram to put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +77,16 @@ pub struct EndpointStats {
     pub evicted_peers: u64,
     /// With keys: the authenticated layer's counters (zero in plaintext).
     pub security: SecurityStats,
+    /// Bundles (UDP datagrams, sealed or not) built from the channels'
+    /// datagrams; handshake messages are not counted.
+    pub bundles_sent: u64,
+    /// Channel datagrams those bundles carried: `/ bundles_sent` is the
+    /// coalescing ratio.
+    pub bundled_sent: u64,
+    /// Bundles received that parsed (and, with keys, authenticated).
+    pub bundles_received: u64,
+    /// Channel datagrams those bundles carried.
+    pub bundled_received: u64,
 }
 
 /// The transport endpoint of one daemon.
@@ -96,6 +114,10 @@ pub struct Endpoint {
     generation: u64,
     /// Seeded by the owner: the channels' challenge seeds.
     rng: ChaCha20Rng,
+    /// A datagram taken from the channel of the peer at the front of
+    /// `ready` that did not fit in the bundle just built: it starts the
+    /// next one.
+    carry: Option<(SocketAddr, Vec<u8>)>,
 }
 
 #[derive(Debug)]
@@ -105,6 +127,20 @@ struct Slot {
     in_ready: bool,
     /// When the peer was last heard from or sent to.
     active: Instant,
+    /// UDP datagrams (bundles) sent to and accepted from the peer: what
+    /// [`Endpoint::peer`] reports as `datagrams_sent`/`datagrams_received`.
+    bundles_sent: u64,
+    bundles_received: u64,
+}
+
+impl Slot {
+    /// The channel's snapshot, with the datagram counts in UDP datagrams.
+    fn snapshot(&self) -> Snapshot {
+        let mut snap = self.channel.snapshot();
+        snap.stats.datagrams_sent = self.bundles_sent;
+        snap.stats.datagrams_received = self.bundles_received;
+        snap
+    }
 }
 
 /// SplitMix64's finaliser: a channel epoch from the endpoint's epoch and
@@ -160,6 +196,7 @@ impl Endpoint {
             sessions,
             generation: 0,
             rng,
+            carry: None,
         }
     }
 
@@ -227,6 +264,9 @@ impl Endpoint {
             return;
         };
         for addr in sessions.set_peers(peers) {
+            if self.carry.as_ref().is_some_and(|(p, _)| *p == addr) {
+                self.carry = None;
+            }
             if let Some(mut slot) = self.channels.remove(&addr) {
                 slot.channel.end(now);
                 while let Some(kind) = slot.channel.poll_event() {
@@ -250,7 +290,9 @@ impl Endpoint {
         &self.cfg
     }
 
-    /// Feed a received datagram. Invalid ones are dropped and counted.
+    /// Feed a received UDP datagram (a bundle). Invalid ones are dropped
+    /// and counted, once each, whatever is wrong in them and however many
+    /// channel datagrams they hold.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let inner;
         let bytes = match self.sessions.as_mut() {
@@ -267,8 +309,8 @@ impl Endpoint {
                 }
             }
         };
-        let d = match Datagram::parse(bytes) {
-            Ok(d) => d,
+        let bundle = match Bundle::parse(bytes) {
+            Ok(b) => b,
             Err(DecodeError::BadChecksum) => {
                 self.stats.corrupt += 1;
                 return;
@@ -282,6 +324,8 @@ impl Endpoint {
             self.stats.refused_peers += 1;
             return;
         }
+        self.stats.bundles_received += 1;
+        self.stats.bundled_received += bundle.datagrams.len() as u64;
         let room = self
             .cfg
             .reassembly_total_max
@@ -289,8 +333,14 @@ impl Endpoint {
         let slot = self.slot(from, now);
         slot.active = now;
         let before = slot.channel.reassembly_bytes();
+        let heard = slot.channel.snapshot().stats.datagrams_received;
         slot.channel.set_shared_reassembly_room(room);
-        slot.channel.handle_datagram(now, &d);
+        for d in &bundle.datagrams {
+            slot.channel.handle_datagram(now, d);
+        }
+        if slot.channel.snapshot().stats.datagrams_received != heard {
+            slot.bundles_received += 1;
+        }
         let after = slot.channel.reassembly_bytes();
         self.reassembly_total = self.reassembly_total - before + after;
         debug_assert!(self.reassembly_total <= self.cfg.reassembly_total_max);
@@ -380,7 +430,8 @@ impl Endpoint {
         }
     }
 
-    /// The next datagram to send. Call until `None`.
+    /// The next UDP datagram to send: a bundle of every channel datagram
+    /// queued for one peer that fits (see the module doc). Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
         loop {
             // Handshake messages, and datagrams a new session released.
@@ -388,26 +439,71 @@ impl Endpoint {
                 return Some(Transmit { to, bytes });
             }
             let &peer = self.ready.front()?;
-            let Some(slot) = self.channels.get_mut(&peer) else {
-                self.ready.pop_front();
+            let Some(bundle) = self.gather(now, peer) else {
                 continue;
             };
-            if let Some(bytes) = slot.channel.poll_transmit(now) {
-                self.reschedule(peer);
-                let Some(sessions) = self.sessions.as_mut() else {
-                    return Some(Transmit { to: peer, bytes });
-                };
-                match sessions.seal(now, peer, &bytes, self.epoch) {
-                    Some(Sealed::Ready(bytes)) => return Some(Transmit { to: peer, bytes }),
-                    // Held for the handshake, or (the peer was removed) dropped.
-                    Some(Sealed::Queued) | None => continue,
+            let Some(sessions) = self.sessions.as_mut() else {
+                return Some(Transmit {
+                    to: peer,
+                    bytes: bundle,
+                });
+            };
+            match sessions.seal(now, peer, &bundle, self.epoch) {
+                Some(Sealed::Ready(bytes)) => return Some(Transmit { to: peer, bytes }),
+                // Held for the handshake, or (the peer was removed) dropped.
+                Some(Sealed::Queued) | None => continue,
+            }
+        }
+    }
+
+    /// The most bytes of one bundle: a header and one full fragment's
+    /// datagram, the largest a channel emits.
+    fn bundle_max(&self) -> usize {
+        BUNDLE_HEADER_LEN + HEADER_LEN + self.cfg.payload_max
+    }
+
+    /// Take `peer`'s queued datagrams into one bundle, up to the size limit
+    /// (a datagram that does not fit is carried to the next bundle). Takes
+    /// `peer` off the ready queue once its channel has nothing more. `None`:
+    /// nothing to send to `peer`.
+    fn gather(&mut self, now: Instant, peer: SocketAddr) -> Option<Vec<u8>> {
+        let mut b = BundleBuilder::new(self.bundle_max());
+        let carried = self.carry.take();
+        let Some(slot) = self.channels.get_mut(&peer) else {
+            // Removed (keys reloaded): whatever was carried for it goes too.
+            self.ready.pop_front();
+            return None;
+        };
+        if let Some((p, bytes)) = carried {
+            debug_assert_eq!(p, peer, "a carried datagram belongs to the front peer");
+            b.push(&bytes);
+        }
+        let mut done = false;
+        loop {
+            match slot.channel.poll_transmit(now) {
+                Some(bytes) if b.fits(bytes.len()) => b.push(&bytes),
+                Some(bytes) => {
+                    self.carry = Some((peer, bytes));
+                    break;
+                }
+                None => {
+                    done = true;
+                    break;
                 }
             }
+        }
+        if b.count() > 0 {
+            slot.bundles_sent += 1;
+            self.stats.bundles_sent += 1;
+            self.stats.bundled_sent += b.count() as u64;
+        }
+        if done {
             slot.in_ready = false;
             self.ready.pop_front();
             self.drain_events(peer);
-            self.reschedule(peer);
         }
+        self.reschedule(peer);
+        (b.count() > 0).then(|| b.finish())
     }
 
     /// The next event. Call after `poll_transmit` returned `None`.
@@ -432,9 +528,12 @@ impl Endpoint {
         secure
     }
 
-    /// Counters and estimators of one peer's channel.
+    /// Counters and estimators of one peer's channel. Its
+    /// `datagrams_sent`/`datagrams_received` count UDP datagrams (bundles)
+    /// to and from the peer, not the channel datagrams inside them (those
+    /// are in [`EndpointStats`], for all peers together).
     pub fn peer(&self, peer: SocketAddr) -> Option<Snapshot> {
-        self.channels.get(&peer).map(|s| s.channel.snapshot())
+        self.channels.get(&peer).map(Slot::snapshot)
     }
 
     /// How many peers have a channel.
@@ -444,9 +543,7 @@ impl Endpoint {
 
     /// Every peer with its snapshot.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Snapshot)> + '_ {
-        self.channels
-            .iter()
-            .map(|(a, s)| (*a, s.channel.snapshot()))
+        self.channels.iter().map(|(a, s)| (*a, s.snapshot()))
     }
 
     /// Endpoint-wide counters.
@@ -476,6 +573,8 @@ impl Endpoint {
             scheduled: None,
             in_ready: false,
             active: now,
+            bundles_sent: 0,
+            bundles_received: 0,
         })
     }
 

@@ -8,7 +8,8 @@
 //! virtual clock and a seed.
 //!
 //! Modules, in the direction data flows:
-//! - [`wire`]: bytes ⇄ [`wire::Datagram`] (parse once, typed errors);
+//! - [`wire`]: bytes ⇄ [`wire::Bundle`] of [`wire::Datagram`]s (parse once,
+//!   typed errors; one bundle per UDP datagram);
 //! - [`channel`]: the per-peer state machine (sequence counters, duplicate
 //!   detection, cumulative + selective acks, RTT and RTO per RFC 6298 in
 //!   [`rtt`], loss detection and recovery per RFC 9002 / RACK-TLP, the

@@ -1,5 +1,6 @@
 //! Datagram wire format: one fixed header, an optional payload, an optional
-//! (reserved) authentication tag.
+//! (reserved) authentication tag. Several such channel datagrams for one
+//! peer travel in one UDP datagram as a [`bundle`].
 //!
 //! `Datagram::parse` turns untrusted bytes into a validated [`Datagram`] or a
 //! typed [`DecodeError`]; nothing downstream re-checks. `Datagram::emit`
@@ -12,10 +13,15 @@
 use crate::seq::Seq;
 use thiserror::Error;
 
+pub mod bundle;
+
+pub use bundle::{Bundle, BundleBuilder, BUNDLE_COUNT_MAX, BUNDLE_HEADER_LEN};
+
 /// First two bytes of every datagram: ASCII "RD".
 pub const MAGIC: [u8; 2] = *b"RD";
-/// The only wire version this build speaks.
-pub const VERSION: u8 = 1;
+/// The only wire version this build speaks: 2, the bundle (version 1 sent
+/// one channel datagram per UDP datagram; see `docs/wire-protocol.md`).
+pub const VERSION: u8 = 2;
 /// Size of the fixed header in bytes.
 pub const HEADER_LEN: usize = 96;
 /// Largest payload a single datagram may carry, whatever the configuration.
@@ -204,18 +210,36 @@ pub enum DecodeError {
     /// A data datagram with sequence zero (zero is never assigned).
     #[error("data datagram with sequence zero")]
     ZeroSeq,
-}
-
-/// Whether encoded datagram bytes are an acknowledgement alone (read from
-/// the kind byte without parsing; anything else, or too short, is not).
-pub(crate) fn is_ack_only(bytes: &[u8]) -> bool {
-    bytes.get(OFF_KIND) == Some(&Kind::Ack.code())
+    /// A bundle whose count is zero, or disagrees with the datagrams its
+    /// bytes hold.
+    #[error("bundle announces {claimed} datagrams but holds {found}")]
+    BadCount {
+        /// The count byte.
+        claimed: usize,
+        /// Datagrams found before the bytes ran out (or the count was passed).
+        found: usize,
+    },
 }
 
 impl<'a> Datagram<'a> {
     /// Parse and validate untrusted bytes. Total: never panics, never
     /// allocates.
+    ///
+    /// `buf` must hold exactly one datagram; [`Bundle::parse`] reads several.
     pub fn parse(buf: &'a [u8]) -> Result<Self, DecodeError> {
+        let (d, len) = Self::parse_prefix(buf)?;
+        if len != buf.len() {
+            return Err(DecodeError::LengthMismatch {
+                claimed: len - HEADER_LEN,
+                actual: buf.len() - HEADER_LEN,
+            });
+        }
+        Ok(d)
+    }
+
+    /// Parse the datagram at the start of `buf`; returns it and its length
+    /// (the header's payload length says where it ends).
+    pub(crate) fn parse_prefix(buf: &'a [u8]) -> Result<(Self, usize), DecodeError> {
         if buf.len() < HEADER_LEN {
             return Err(DecodeError::TooShort(buf.len()));
         }
@@ -225,6 +249,18 @@ impl<'a> Datagram<'a> {
         if buf[OFF_VERSION] != VERSION {
             return Err(DecodeError::UnsupportedVersion(buf[OFF_VERSION]));
         }
+        // Where the datagram ends is all that is read before the checksum,
+        // and only to bound what the checksum covers.
+        let payload_len = usize::from(be_u16(buf, OFF_PAYLOAD_LEN));
+        let tag_len = usize::from(buf[OFF_TAG_LEN]);
+        let len = HEADER_LEN + payload_len + tag_len;
+        if len > buf.len() {
+            return Err(DecodeError::LengthMismatch {
+                claimed: payload_len,
+                actual: buf.len() - HEADER_LEN,
+            });
+        }
+        let buf = &buf[..len];
         // The checksum is checked before any other field is trusted.
         let claimed_crc = be_u32(buf, OFF_CRC);
         if crc_of(buf) != claimed_crc {
@@ -236,7 +272,6 @@ impl<'a> Datagram<'a> {
             return Err(DecodeError::UnknownFlags(flags));
         }
         let key_id = buf[OFF_KEY_ID];
-        let tag_len = usize::from(buf[OFF_TAG_LEN]);
         if key_id != 0 || tag_len != 0 {
             return Err(DecodeError::AuthUnsupported(key_id));
         }
@@ -245,14 +280,6 @@ impl<'a> Datagram<'a> {
             || be_u32(buf, OFF_RESERVED3) != 0
         {
             return Err(DecodeError::ReservedNotZero);
-        }
-        let payload_len = usize::from(be_u16(buf, OFF_PAYLOAD_LEN));
-        let actual = buf.len() - HEADER_LEN - tag_len;
-        if payload_len != actual {
-            return Err(DecodeError::LengthMismatch {
-                claimed: payload_len,
-                actual,
-            });
         }
         if payload_len > PAYLOAD_MAX {
             return Err(DecodeError::PayloadTooLarge(payload_len));
@@ -302,7 +329,7 @@ impl<'a> Datagram<'a> {
         {
             return Err(DecodeError::ReservedNotZero);
         }
-        Ok(Datagram {
+        let d = Datagram {
             sender_epoch,
             receiver_epoch: be_u64(buf, OFF_RECEIVER_EPOCH),
             kind,
@@ -314,7 +341,8 @@ impl<'a> Datagram<'a> {
             fragment,
             nonce,
             key_id,
-        })
+        };
+        Ok((d, len))
     }
 
     /// Number of bytes [`Datagram::emit`] writes.

@@ -3,8 +3,10 @@
 //! The input is a script. Two endpoints, A and B, talk to each other through
 //! a network the script controls (deliver, drop, duplicate, reorder, corrupt),
 //! while strangers — and a forger using B's address — throw arbitrary bytes
-//! at A: raw, raw with a valid CRC patched in, or well-formed datagrams built
-//! field by field. Time only moves when the script says so.
+//! at A: raw, raw shaped as a bundle with valid CRCs patched in, or
+//! well-formed bundles of datagrams built field by field. Time only moves
+//! when the script says so. Every bundle A emits is checked valid and within
+//! the size limit.
 //!
 //! Beyond "never panics, never hangs" (libFuzzer's `-timeout` catches a hang),
 //! it checks what the channel promises:
@@ -15,7 +17,7 @@
 //! - B delivers each of A's messages at most once, across B's restarts, with
 //!   the bytes A sent (only A's genuine datagrams ever reach B);
 //! - `Acked` means B delivered it, unless a datagram forged as B that parses (a
-//!   valid CRC: nothing authenticates v1) reached A; unparseable bytes from B's
+//!   valid CRC: nothing authenticates plaintext) reached A; unparseable bytes from B's
 //!   address are dropped before any state and never excuse an unfounded ack;
 //! - a datagram corrupted in flight to B is counted (`corrupt` or `malformed`) and
 //!   changes nothing else: no delivery, no new peer;
@@ -29,7 +31,10 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libfuzzer_sys::fuzz_target;
-use rpcd_transport::wire::{AckInfo, Datagram, Fragment, Kind, HEADER_LEN, PAYLOAD_MAX};
+use rpcd_transport::wire::{
+    AckInfo, Bundle, BundleBuilder, Datagram, Fragment, Kind, BUNDLE_HEADER_LEN, HEADER_LEN,
+    PAYLOAD_MAX,
+};
 use rpcd_transport::{ChannelEvent, Config, Endpoint, MsgId, Seq};
 
 #[path = "crc32c.rs"]
@@ -159,7 +164,11 @@ impl World {
             let Some(t) = self.a.poll_transmit(self.now) else {
                 break;
             };
-            assert!(t.bytes.len() >= HEADER_LEN);
+            assert!(t.bytes.len() >= BUNDLE_HEADER_LEN + HEADER_LEN);
+            let b = Bundle::parse(&t.bytes).expect("A emits valid bundles");
+            let limit = BUNDLE_HEADER_LEN + HEADER_LEN + self.a.config().payload_max;
+            assert!(t.bytes.len() <= limit, "a bundle over the size limit");
+            assert!(!b.datagrams.is_empty());
             if t.to == addr(2) && self.to_b.len() < QUEUE_MAX {
                 self.to_b.push_back(t.bytes);
             }
@@ -399,8 +408,9 @@ fuzz_target!(|data: &[u8]| {
                     w.a.handle_datagram(w.now, addr(2), &bytes);
                 }
             }
-            // Corrupt a datagram in flight to B: one byte changed, which CRC32C
-            // always detects, so B counts it and nothing else happens.
+            // Corrupt a bundle in flight to B: one byte changed, which the
+            // bundle's count and its datagrams' CRC32Cs detect, so B counts it
+            // once and nothing else happens.
             7 => {
                 let pos = usize::from(s.u16());
                 let flip = s.u8().max(1);
@@ -429,18 +439,22 @@ fuzz_target!(|data: &[u8]| {
                 let who = s.u8();
                 let len = usize::from(s.u16()) % 1500;
                 let mut bytes = s.bytes(len).to_vec();
-                if who & 0x80 != 0 && bytes.len() >= HEADER_LEN {
-                    bytes[0..3].copy_from_slice(b"RD\x01");
-                    crc::reseal(&mut bytes);
+                if who & 0x80 != 0 {
+                    crc::reseal_bundle(&mut bytes);
                 }
                 let from = addr(2 + who % 4);
-                w.forged_as_b |= from == addr(2) && Datagram::parse(&bytes).is_ok();
+                w.forged_as_b |= from == addr(2) && Bundle::parse(&bytes).is_ok();
                 w.a.handle_datagram(w.now, from, &bytes);
             }
-            // A well-formed datagram to A, from a stranger or forged as B.
+            // A well-formed bundle of 1 to 4 datagrams to A, from a stranger
+            // or forged as B.
             10 | 11 => {
                 let who = s.u8();
-                let bytes = w.forged(&mut s);
+                let mut b = BundleBuilder::new(usize::MAX);
+                for _ in 0..=(who >> 5) % 4 {
+                    b.push(&w.forged(&mut s));
+                }
+                let bytes = b.finish();
                 let from = addr(2 + who % 4);
                 w.forged_as_b |= from == addr(2);
                 w.a.handle_datagram(w.now, from, &bytes);

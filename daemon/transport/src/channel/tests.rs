@@ -911,8 +911,7 @@ fn reassembly_is_bounded_across_peers() {
         let from: std::net::SocketAddr = ([127, 0, 0, 1], 1000 + peer).into();
         for i in 0..100_000u64 {
             let d = first_fragment(A + u64::from(peer), 1 + i, 2, &payload);
-            let mut bytes = Vec::new();
-            d.emit(&mut bytes);
+            let bytes = crate::wire::Bundle { datagrams: vec![d] }.to_vec();
             ep.handle_datagram(now, from, &bytes);
             assert!(ep.reassembly_bytes() <= c.reassembly_total_max);
             if ep.peer(from).is_some_and(|s| s.stats.out_of_window > 0) {

@@ -9,7 +9,7 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn data_sample() -> Datagram<'static> {
+pub(super) fn data_sample() -> Datagram<'static> {
     Datagram {
         sender_epoch: 0x0102_0304_0506_0708,
         receiver_epoch: 0x1112_1314_1516_1718,
@@ -38,7 +38,7 @@ fn data_sample() -> Datagram<'static> {
 #[test]
 fn data_datagram_literal_bytes() {
     let bytes = data_sample().to_vec();
-    let expected = hex("5244 01 01 01 00 00 00
+    let expected = hex("5244 02 01 01 00 00 00
          0102030405060708 1112131415161718
          0000000000000005 0000000000000009 0000000000000005
          0000000000000003 0000000000000002
@@ -72,7 +72,7 @@ fn ack_datagram_literal_bytes() {
     let bytes = d.to_vec();
     assert_eq!(bytes.len(), HEADER_LEN);
     let expected = hex(&format!(
-        "5244 01 02 01 00 00 00
+        "5244 02 02 01 00 00 00
          0000000000000001 0000000000000002
          0000000000000000 0000000000000004 8000000000000000
          0000000000000001 0000000000000001
@@ -101,7 +101,7 @@ fn probe_datagram_literal_bytes() {
     };
     let bytes = d.to_vec();
     let expected = hex(&format!(
-        "5244 01 03 02 00 00 00
+        "5244 02 03 02 00 00 00
          00000000000000ab 0000000000000000
          0000000000000000 0000000000000000 0000000000000000
          0000000000000001 0000000000000001
@@ -134,7 +134,7 @@ fn challenge_probe_and_echo_literal_bytes() {
     let bytes = probe.to_vec();
     assert_eq!(bytes.len(), HEADER_LEN);
     let expected = hex(&format!(
-        "5244 01 03 02 00 00 00
+        "5244 02 03 02 00 00 00
          00000000000000ab 00000000000000cd
          0000000000000000 0000000000000000 0000000000000000
          0000000000000000 0000000000000000
@@ -143,11 +143,6 @@ fn challenge_probe_and_echo_literal_bytes() {
         crc_of(&bytes)
     ));
     assert_eq!(bytes, expected);
-    assert_eq!(
-        bytes,
-        include_bytes!("../../fuzz/seeds/datagram/challenge-probe"),
-        "the fuzz seed"
-    );
     assert_eq!(Datagram::parse(&bytes), Ok(probe.clone()));
     // The answer echoes it in the same field of an Ack.
     let echo = Datagram {
@@ -249,12 +244,12 @@ fn rejects_each_kind_of_bad_input() {
     assert_eq!(Datagram::parse(&b), Err(DecodeError::UnknownFlags(0x81)));
 }
 
-fn reseal(b: &mut [u8]) {
+pub(super) fn reseal(b: &mut [u8]) {
     let c = crc_of(b);
     put_u32(b, OFF_CRC, c);
 }
 
-fn arb_datagram() -> impl Strategy<Value = (Datagram<'static>, Vec<u8>)> {
+pub(super) fn arb_datagram() -> impl Strategy<Value = (Datagram<'static>, Vec<u8>)> {
     (
         1..u64::MAX,
         any::<u64>(),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rpcd_transport::secure::wire::Outer;
-use rpcd_transport::wire::{Datagram, Kind};
+use rpcd_transport::wire::{Bundle, Datagram, Kind};
 use rpcd_transport::{
     ChannelEvent, ChannelSendError, Config, Endpoint, FailReason, MsgId, SendError,
 };
@@ -68,6 +68,12 @@ pub struct Outcome {
     pub duplicates_delivered: u64,
     pub lost: u64,
     pub datagrams: u64,
+    /// Plaintext runs: the UDP datagrams (bundles) on the wire, and the
+    /// channel datagrams in them.
+    pub bundles: u64,
+    pub bundled: u64,
+    /// Of the bundles, those carrying more than one channel datagram.
+    pub multi_bundles: u64,
     pub data_datagrams: u64,
     pub retransmissions: u64,
     pub fast_retransmissions: u64,
@@ -166,6 +172,9 @@ impl Totals {
         s.duplicates_delivered += o.duplicates_delivered;
         s.lost += o.lost;
         s.datagrams += o.datagrams;
+        s.bundles += o.bundles;
+        s.bundled += o.bundled;
+        s.multi_bundles += o.multi_bundles;
         s.data_datagrams += o.data_datagrams;
         s.retransmissions += o.retransmissions;
         s.fast_retransmissions += o.fast_retransmissions;
@@ -243,7 +252,7 @@ impl Totals {
         format!(
             "sim: {} seeds ({} fault-only, {} with partitions, {} with restarts), {} messages ({} MB), \
              delivered {}, acked {}, failed {} (definite {}, ambiguous {} of which delivered {}), sender-died {}, \
-             duplicates delivered {}, lost {}, touch rounds {}, datagrams {} (data {} in plaintext runs), retransmissions {} (fast {}), \
+             duplicates delivered {}, lost {}, touch rounds {}, datagrams {} (in plaintext runs: {} bundles ({} of several datagrams) of {} channel datagrams, of which data {}), retransmissions {} (fast {}), \
              injected: dropped {} dup {} corrupt {} truncated {}; rates up to loss {:.0}% dup {:.0}% reorder {:.0}% \
              corrupt {:.1}% truncate {:.1}% one-way {:?}; virtual {:?}, wall {:.1?}{}",
             self.seeds,
@@ -263,6 +272,9 @@ impl Totals {
             s.lost,
             s.touch_rounds,
             s.datagrams,
+            s.bundles,
+            s.multi_bundles,
+            s.bundled,
             s.data_datagrams,
             s.retransmissions,
             s.fast_retransmissions,
@@ -411,6 +423,10 @@ struct Sim {
     strict: bool,
     reply_p: f64,
     burst_p: f64,
+    /// Chance that a message is small (at most 16 bytes), so that bursts
+    /// coalesce several datagrams per bundle (two data datagrams, or three
+    /// acks, fill a bundle of `PAYLOAD_MAX` = 200): zero for half the seeds.
+    small_p: f64,
     gap_mean_us: u64,
     budget: u64,
     msgs: Ledger,
@@ -571,6 +587,7 @@ impl Sim {
             seed,
             reply_p: rng.gen_range(0.0..=0.6),
             burst_p: rng.gen_range(0.0..=0.05),
+            small_p: 0.0,
             gap_mean_us,
             rng,
             origin,
@@ -653,6 +670,10 @@ impl Sim {
                 sim.push(at, What::Crash { node });
                 sim.push(at + down, What::Boot { node });
             }
+        }
+        if sim.rng.gen_bool(0.5) {
+            sim.small_p = sim.rng.gen_range(0.5..=1.0);
+            sim.burst_p = sim.rng.gen_range(0.05..=0.3);
         }
         sim.push(Duration::ZERO, What::AppTick);
         sim
@@ -882,6 +903,9 @@ impl Sim {
     }
 
     fn message_len(&mut self) -> usize {
+        if self.small_p > 0.0 && self.rng.gen_bool(self.small_p) {
+            return self.rng.gen_range(0..=16);
+        }
         let r: f64 = self.rng.gen();
         if r < 0.1 {
             self.rng.gen_range(0..=16)
@@ -1029,8 +1053,25 @@ impl Sim {
 
     /// Plaintext-only checks of a datagram on the wire (see keyed.rs).
     fn route_plaintext(&mut self, from: usize, to: usize, bytes: &[u8]) {
-        match Datagram::parse(bytes) {
-            Ok(d) => {
+        match Bundle::parse(bytes) {
+            Ok(bundle) => {
+                self.out.bundles += 1;
+                self.out.bundled += bundle.datagrams.len() as u64;
+                if bundle.datagrams.len() > 1 {
+                    self.out.multi_bundles += 1;
+                }
+                for d in &bundle.datagrams {
+                    self.check_plaintext(from, to, d);
+                }
+            }
+            Err(e) => self.violation(format!("node {from} emitted an invalid bundle: {e}")),
+        }
+    }
+
+    /// One channel datagram of a bundle on the wire.
+    fn check_plaintext(&mut self, from: usize, to: usize, d: &Datagram<'_>) {
+        {
+            {
                 if d.kind == Kind::Data {
                     self.out.data_datagrams += 1;
                     // Data names the receiver's incarnation, always the same
@@ -1067,7 +1108,6 @@ impl Sim {
                     )
                 });
             }
-            Err(e) => self.violation(format!("node {from} emitted an invalid datagram: {e}")),
         }
     }
 

@@ -27,7 +27,7 @@ mod peer;
 
 use peer::{nonce, retry_delay, PeerSession};
 
-/// Inner datagrams held per peer while its session is being set up; older
+/// Inner datagrams (bundles) held per peer while its session is being set up; older
 /// ones are dropped first (the channel retransmits what matters).
 pub const QUEUED_MAX: usize = 64;
 /// Forged responses (right index, valid mac1, bad Noise) after which an
@@ -380,7 +380,8 @@ impl Sessions {
         Some(plain)
     }
 
-    /// Seal an inner datagram for `to`, or hold it until a session is up.
+    /// Seal a bundle (the inner datagram) for `to`, or hold it until a
+    /// session is up.
     /// `None`: no configured peer at `to` (the caller checked `can_reach`).
     pub(crate) fn seal(
         &mut self,
@@ -401,7 +402,7 @@ impl Sessions {
         });
         // Only a datagram the peer answers starts the silence that suggests
         // it lost the session: an acknowledgement alone elicits nothing.
-        let elicits = !crate::wire::is_ack_only(inner);
+        let elicits = !crate::wire::bundle::is_ack_only(inner);
         if s.unanswered_since.is_none() && elicits {
             s.unanswered_since = Some(now);
         }

@@ -75,7 +75,7 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rpcd_transport::secure::wire::{Outer, COOKIE_LEN, INIT_LEN, MAC_LEN, RESP_LEN};
 use rpcd_transport::secure::{PeerKey, PrivateKey, Security, SecurityStats};
-use rpcd_transport::wire::{AckInfo, Datagram, Fragment, Kind};
+use rpcd_transport::wire::{AckInfo, Bundle, Datagram, Fragment, Kind};
 use rpcd_transport::{Config, Endpoint, Seq};
 
 use super::{content, ms, us, Sim, What, T};
@@ -629,7 +629,7 @@ impl Sim {
         Forgery {
             from: self.nodes[src].addr,
             to,
-            bytes: d.to_vec(),
+            bytes: Bundle { datagrams: vec![d] }.to_vec(),
             delay,
             variant,
             allowed: &["not_authenticated"],
