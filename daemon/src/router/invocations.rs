@@ -8,6 +8,7 @@ use std::time::Instant;
 use rpcd_client::ipc::{DaemonMsg, ErrorCode, Outcome, LOCAL_CALLER};
 
 use super::builtins::{self, Builtin};
+use super::policy::Want;
 use super::types::{ConnId, Failure, InvId, Origin};
 use super::{Deadline, Router};
 
@@ -107,6 +108,13 @@ impl Router {
         args: Vec<u8>,
         deadline: Instant,
     ) {
+        if let Origin::Remote { peer, .. } = origin {
+            if let Some(want) = Want::of_call(function) {
+                if let Err(f) = self.check_remote(now, peer, want) {
+                    return self.answer(now, origin, Err(f));
+                }
+            }
+        }
         if let Some(b) = Builtin::parse(function) {
             let result = match b {
                 Builtin::Ping => Ok(builtins::ping()),
