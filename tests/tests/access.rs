@@ -8,11 +8,11 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use rpcd_client::conn::{ConnectError, Connection, RequestError};
-use rpcd_client::ipc::ErrorCode;
+use rpcd_client::conn::Connection;
+use rpcd_client::{CallError, Client, Handler, Outcome, Server};
 use rpcd_tests::{as_nobody, bin, output_within, root_or_skip, tempdir, Daemon, NOBODY};
 
 const RUN_MAX: Duration = Duration::from_secs(30);
@@ -141,5 +141,157 @@ fn created_socket_directory_is_0750() {
     assert_eq!(mode, 0o750);
 }
 
-#[allow(dead_code)]
-fn unused(_: Command, _: ConnectError, _: RequestError, _: ErrorCode) {}
+/// A server on `d` whose functions answer who called them: `uid=U gid=G pid=P` for a
+/// local caller (from the invoke frame's credentials), else the identity.
+fn whoami_server(d: &Daemon, functions: &[&str]) -> (Server, Client) {
+    let client = Client::connect_to(&d.socket).unwrap();
+    let server = Server::new(&client).unwrap();
+    for f in functions {
+        server
+            .register(
+                f,
+                Handler::with_request(|req| {
+                    let who = match req.credentials {
+                        Some(c) => format!("uid={} gid={} pid={}", c.uid, c.gid, c.pid),
+                        None => req.identity().to_string(),
+                    };
+                    Outcome::Ok(rmp_serde::to_vec(&who).unwrap())
+                }),
+            )
+            .unwrap();
+    }
+    (server, client)
+}
+
+/// `text` without terminal colour sequences.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The policy for local users, end to end: root may register `svc.*` and do anything;
+/// `nobody` may call `svc.open` only. Refused requests fail `access_denied` (rpcctl
+/// status 6), are counted by reason and logged with the caller's uid; the handler sees
+/// the caller's uid, gid and pid. After a SIGHUP with a wider policy, `nobody` may call
+/// `svc.secret` too.
+#[test]
+fn policy_allows_and_denies_register_call_and_stats() {
+    if !root_or_skip("a policy on another user") {
+        return;
+    }
+    let dir = open_dir();
+    let policy = |nobody_calls: &str| {
+        format!(
+            "[access]\nsocket_group = {NOBODY}\n\
+             [[access.allow]]\nusers = [0]\nregister = [\"svc.*\"]\ncall = [\"*\"]\nstats = true\n\
+             [[access.allow]]\nusers = [{NOBODY}]\ncall = [{nobody_calls}]\n"
+        )
+    };
+    let d = Daemon::start(
+        dir.path(),
+        "a",
+        "127.0.0.1:0",
+        Some(&policy("\"svc.open\"")),
+    );
+    let (server, _client) = whoami_server(&d, &["svc.open", "svc.secret"]);
+    // Register outside the allowed globs: refused.
+    let err = server
+        .register("other.f", Handler::new(|_| Outcome::Ok(Vec::new())))
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::AccessDenied(_)),
+        "register other.f: {err}"
+    );
+    let udp = d.udp.to_string();
+    // Allowed: the handler sees nobody's credentials.
+    let out = rpcctl_as_nobody(&d.socket, &["call", &udp, "svc.open", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with("\"uid=65534 gid=65534 pid="),
+        "{}",
+        text(&out)
+    );
+    // Denied: a function not granted, the function list, the stats.
+    for args in [
+        &["call", &udp, "svc.secret"][..],
+        &["list"],
+        &["stats"],
+        &["call", &udp, "rpcd.stats"],
+    ] {
+        let out = rpcctl_as_nobody(&d.socket, args);
+        assert_eq!(out.status.code(), Some(6), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("access_denied"), "{args:?}: {}", text(&out));
+    }
+    // Root may read the stats: the refusals by reason.
+    let c = Connection::connect(&d.socket, "root").unwrap();
+    let stats = c.stats().unwrap();
+    let denied = |k: &str| stats.access_denied.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        (denied("register"), denied("call"), denied("stats")),
+        (1, 1, 3),
+        "{:?}",
+        stats.access_denied
+    );
+    // Refusals are logged at most once a second, with the caller's credentials; the
+    // next line counts those left out.
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = rpcctl_as_nobody(&d.socket, &["call", &udp, "svc.secret"]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let log = strip_ansi(&d.log_text());
+    let denied_lines = log
+        .lines()
+        .filter(|l| l.contains("access denied by"))
+        .count();
+    assert_eq!(denied_lines, 2, "{log}");
+    assert!(log.contains("uid=65534 gid=65534 pid="), "{log}");
+    assert!(log.contains("access denied 4 more times"), "{log}");
+    // Reloaded: nobody may call svc.secret now.
+    std::fs::write(dir.path().join("a.toml"), policy("\"svc.*\"")).unwrap();
+    d.process.signal(nix::sys::signal::Signal::SIGHUP);
+    assert!(
+        rpcd_tests::wait_until(Duration::from_secs(20), || {
+            rpcctl_as_nobody(&d.socket, &["call", &udp, "svc.secret"])
+                .status
+                .code()
+                == Some(0)
+        }),
+        "after the reload: {}",
+        d.log_text()
+    );
+    drop(server);
+}
+
+/// Without any rule, nothing is refused (today's behaviour), and a local caller's
+/// credentials still reach the handler.
+#[test]
+fn no_policy_allows_everything_and_handlers_see_the_caller() {
+    let dir = tempdir();
+    let d = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let (_server, client) = whoami_server(&d, &["any.f"]);
+    let who: String = client.call(&d.udp.to_string(), "any.f", &()).unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    let pid = std::process::id();
+    assert!(
+        who.starts_with(&format!("uid={uid} ")) && who.ends_with(&format!("pid={pid}")),
+        "{who}"
+    );
+    let c = Connection::connect(&d.socket, "t").unwrap();
+    assert!(c.stats().unwrap().access_denied.is_empty());
+}
