@@ -285,7 +285,7 @@ fn no_policy_allows_everything_and_handlers_see_the_caller() {
     let dir = tempdir();
     let d = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let (_server, client) = whoami_server(&d, &["any.f"]);
-    let who: String = client.call(&d.udp.to_string(), "any.f", &()).unwrap();
+    let who: String = client.call(d.udp.to_string(), "any.f", &()).unwrap();
     let uid = nix::unistd::geteuid().as_raw();
     let pid = std::process::id();
     assert!(
