@@ -53,8 +53,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// `[peers]`: the daemons this one trusts, by name.
     pub peers: BTreeMap<String, PeerSettings>,
-    /// `[access]`: the socket's group, the access policy, and the bounds on
-    /// what local connections hold.
+    /// `[access]`: the socket's group and the access policy.
     pub access: AccessSettings,
 }
 
@@ -305,12 +304,6 @@ impl Settings {
         if l.connection_output_max < l.frame_max {
             return Err(invalid(
                 "limits.connection_output_max",
-                "must be at least limits.frame_max".into(),
-            ));
-        }
-        if self.access.buffered_bytes_max < l.frame_max {
-            return Err(invalid(
-                "access.buffered_bytes_max",
                 "must be at least limits.frame_max".into(),
             ));
         }

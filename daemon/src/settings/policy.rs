@@ -5,8 +5,6 @@
 //! start and on SIGHUP), so that the router decides from numbers alone and
 //! never calls into NSS on the event loop.
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 /// Rules `[[access.allow]]` may list.
@@ -15,31 +13,14 @@ pub const RULES_MAX: usize = 1024;
 pub const RULE_ENTRIES_MAX: usize = 1024;
 
 /// `[access]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccessSettings {
     /// `access.socket_group`: the group given the socket file (mode 0660);
     /// `None` keeps rpcd's own group.
     pub socket_group: Option<u32>,
-    /// `access.name_grace_ms`: how long the names of an app that
-    /// disconnected stay reserved for a new connection of the same user.
-    pub name_grace: Duration,
-    /// `access.buffered_bytes_max`: bytes buffered across every local
-    /// connection (partial input frames and pending output).
-    pub buffered_bytes_max: usize,
     /// `[[access.allow]]`: empty means no policy (whoever reaches the socket
     /// may do anything); otherwise what no rule allows is denied.
     pub rules: Vec<Rule>,
-}
-
-impl Default for AccessSettings {
-    fn default() -> Self {
-        AccessSettings {
-            socket_group: None,
-            name_grace: Duration::from_millis(2000),
-            buffered_bytes_max: 256 * 1024 * 1024,
-            rules: Vec::new(),
-        }
-    }
 }
 
 /// One `[[access.allow]]` rule: a subject (local users and groups, or remote
@@ -86,8 +67,6 @@ pub(super) enum NameOrId {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileAccess {
     socket_group: Option<NameOrId>,
-    name_grace_ms: Option<u64>,
-    buffered_bytes_max: Option<usize>,
     #[serde(default)]
     allow: Vec<FileRule>,
 }
@@ -120,12 +99,6 @@ impl FileAccess {
                     .map_err(|e| format!("`access.socket_group`: {e}"))?
                     .gid,
             );
-        }
-        if let Some(ms) = self.name_grace_ms {
-            a.name_grace = Duration::from_millis(ms);
-        }
-        if let Some(b) = self.buffered_bytes_max {
-            a.buffered_bytes_max = b;
         }
         if self.allow.is_empty() {
             return Ok(());
