@@ -14,6 +14,7 @@ use std::time::Duration;
 use rpcd_client::conn::Connection;
 use rpcd_client::{CallError, Client, Handler, Outcome, Server};
 use rpcd_tests::{as_nobody, bin, output_within, root_or_skip, tempdir, Daemon, NOBODY};
+use rpcd_transport::secure::PrivateKey;
 
 const RUN_MAX: Duration = Duration::from_secs(30);
 
@@ -294,4 +295,63 @@ fn no_policy_allows_everything_and_handlers_see_the_caller() {
     );
     let c = Connection::connect(&d.socket, "t").unwrap();
     assert!(c.stats().unwrap().access_denied.is_empty());
+}
+
+/// The configuration of a keyed daemon `name` with key `me` (written 0600 into `dir`),
+/// trusting `peer` (its name, key, and address if known), and `extra` TOML.
+fn keyed_config(
+    dir: &Path,
+    name: &str,
+    me: &PrivateKey,
+    peer: (&str, &PrivateKey, Option<std::net::SocketAddr>),
+    extra: &str,
+) -> String {
+    let file = dir.join(format!("{name}.key"));
+    std::fs::write(&file, me.to_base64()).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut c = format!(
+        "[security]\nprivate_key_file = {:?}\n[peers.{}]\npublic_key = \"{}\"\n",
+        file.display().to_string(),
+        peer.0,
+        peer.1.public()
+    );
+    if let Some(at) = peer.2 {
+        c.push_str(&format!("addresses = [\"{at}\"]\n"));
+    }
+    c.push_str(extra);
+    c
+}
+
+/// A remote peer, named by the key configuration, may call the one function its rule
+/// grants and is refused `access_denied` for another, counted as `remote_call`.
+#[test]
+fn a_remote_peer_may_call_one_function_and_not_another() {
+    let dir = tempdir();
+    let (ka, kb) = (
+        PrivateKey::from_bytes([0xa1; 32]),
+        PrivateKey::from_bytes([0xb2; 32]),
+    );
+    let policy = "[[access.allow]]\npeers = [\"a\"]\ncall = [\"svc.open\"]\n\
+                  [[access.allow]]\nusers = [\"*\"]\nregister = [\"svc.*\"]\nstats = true\n";
+    let b_cfg = keyed_config(dir.path(), "b", &kb, ("a", &ka, None), policy);
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", Some(&b_cfg));
+    let a_cfg = keyed_config(dir.path(), "a", &ka, ("b", &kb, Some(b.udp)), "");
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(&a_cfg));
+    let (_server, _server_client) = whoami_server(&b, &["svc.open", "svc.secret"]);
+    let client = Client::connect_to(&a.socket).unwrap();
+    let who: String = client.call("b", "svc.open", &()).unwrap();
+    assert_eq!(who, "peer a");
+    let err = client
+        .call::<_, String>("b", "svc.secret", &())
+        .unwrap_err();
+    assert!(matches!(err, CallError::AccessDenied(_)), "{err}");
+    let stats = Connection::connect(&b.socket, "t")
+        .unwrap()
+        .stats()
+        .unwrap();
+    assert_eq!(
+        stats.access_denied.get("remote_call"),
+        Some(&1),
+        "{stats:?}"
+    );
 }
