@@ -3,7 +3,23 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::ipc::LOCAL_CALLER;
+
+/// The kernel's word on which local process called (`SO_PEERCRED` of its connection to
+/// the daemon), as an `invoke` frame's `credentials` carries it for a call from an app on
+/// the same daemon. [`Request::credentials`](crate::Request::credentials) gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// User id of the calling process.
+    pub uid: u32,
+    /// Group id of the calling process (its primary group at connect time).
+    pub gid: u32,
+    /// Process id of the calling process when it connected.
+    pub pid: u32,
+}
 
 /// Who called a served function. [`Request::identity`](crate::Request::identity) and
 /// [`Invocation::identity`](crate::Invocation::identity) give it.

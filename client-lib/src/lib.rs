@@ -53,7 +53,7 @@ pub use client::{
 };
 pub use conn::{CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
 pub use error::CallError;
-pub use identity::Identity;
+pub use identity::{Credentials, Identity};
 pub use ipc::{default_socket_path, ErrorCode, Outcome, Stats};
 pub use rpcd_macros::service;
 pub use server::{

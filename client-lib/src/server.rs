@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::client::{lock, read, write, Client};
 use crate::conn::{Connection, Invocation};
 use crate::error::CallError;
-use crate::identity::Identity;
+use crate::identity::{Credentials, Identity};
 use crate::ipc::{ErrorCode, Outcome};
 
 /// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
@@ -86,6 +86,9 @@ pub struct Request<'a> {
     pub peer: &'a str,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
+    /// For a call from an app on this daemon ([`Identity::Local`]): the calling process's
+    /// uid, gid and pid, from the kernel (`SO_PEERCRED`). `None` for a remote caller.
+    pub credentials: Option<Credentials>,
     /// Set by the connection's reader thread when the daemon cancels the invocation.
     cancelled: &'a AtomicBool,
 }
@@ -537,6 +540,7 @@ fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
                     caller: &work.caller,
                     peer: &work.peer,
                     deadline: work.deadline,
+                    credentials: work.credentials,
                     cancelled: work.cancelled(),
                 };
                 let outcome =

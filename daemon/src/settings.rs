@@ -20,8 +20,10 @@ use rpcd_transport::secure::{PeerKey, Security};
 use thiserror::Error;
 
 mod file;
+pub mod policy;
 pub mod security;
 
+pub use policy::{AccessSettings, Rule};
 pub use security::{
     KeyFileError, KeySource, LoadedKey, PeerSettings, SecuritySettings, PEERS_CONFIGURED_MAX,
     PEER_ADDRESSES_MAX,
@@ -51,6 +53,8 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// `[peers]`: the daemons this one trusts, by name.
     pub peers: BTreeMap<String, PeerSettings>,
+    /// `[access]`: the socket's group and the access policy.
+    pub access: AccessSettings,
 }
 
 /// Default settings file, read when it exists and no `--config` is given.
@@ -132,6 +136,7 @@ impl Default for Settings {
             names: BTreeMap::new(),
             security: SecuritySettings::default(),
             peers: BTreeMap::new(),
+            access: AccessSettings::default(),
         }
     }
 }
@@ -256,6 +261,18 @@ impl Settings {
         let own = self.security.key.as_ref().map(|k| k.key.public());
         security::validate_peers(&self.peers, own.as_ref())
             .map_err(|(key, problem)| invalid(&key, problem))?;
+        for (i, rule) in self.access.rules.iter().enumerate() {
+            if let Some(p) = rule
+                .peers
+                .iter()
+                .find(|p| *p != "*" && !self.peers.contains_key(*p))
+            {
+                return Err(invalid(
+                    &format!("access.allow[{i}].peers"),
+                    format!("{p:?} is not a peer in [peers] (nor \"*\")"),
+                ));
+            }
+        }
         let l = &self.limits;
         let positive = [
             ("limits.connections_max", l.connections_max),

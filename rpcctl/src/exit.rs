@@ -22,6 +22,9 @@ pub const UNREACHABLE: u8 = 3;
 pub const TRANSPORT: u8 = 4;
 /// The remote handler returned an application error (`app_error`).
 pub const APPLICATION: u8 = 5;
+/// Access denied: the kernel refused the socket (its mode and group), or the daemon's
+/// policy refused the request (`access_denied`).
+pub const ACCESS_DENIED: u8 = 6;
 
 /// The exit-status table for `--help`; docs/cli.md holds the same table.
 pub const HELP: &str = "\
@@ -36,6 +39,8 @@ Exit status:
      (unknown_function, peer_unreachable, peer_restarted, deadline_exceeded,
      overloaded, message_too_large, server_app_gone, bad_request, ...)
   5  application error: the remote handler returned an error (app_error)
+  6  access denied: this user may not connect to the socket, or the
+     daemon's policy refused the request (access_denied)
 
 A closed standard output (e.g. `rpcctl stats | head -1`) ends rpcctl quietly
 with status 0. The socket is --socket, else $RPCD_SOCKET, else the default
@@ -83,8 +88,8 @@ pub fn status(err: &anyhow::Error) -> u8 {
         if cause.is::<Usage>() {
             return USAGE;
         }
-        if cause.is::<ConnectError>() {
-            return UNREACHABLE;
+        if let Some(err) = cause.downcast_ref::<ConnectError>() {
+            return for_connect(err);
         }
         if let Some(err) = cause.downcast_ref::<RequestError>() {
             return for_call(err);
@@ -105,12 +110,28 @@ pub fn for_call(err: &RequestError) -> u8 {
     }
 }
 
+/// The exit status for a connection that could not be opened.
+pub fn for_connect(err: &ConnectError) -> u8 {
+    match err {
+        ConnectError::NotRunning { source, .. } | ConnectError::Io { source, .. }
+            if source.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            ACCESS_DENIED
+        }
+        ConnectError::Refused {
+            code: ErrorCode::AccessDenied,
+            ..
+        } => ACCESS_DENIED,
+        _ => UNREACHABLE,
+    }
+}
+
 /// The exit status for a call that failed with `code`.
 pub fn for_code(code: ErrorCode) -> u8 {
-    if code == ErrorCode::AppError {
-        APPLICATION
-    } else {
-        TRANSPORT
+    match code {
+        ErrorCode::AppError => APPLICATION,
+        ErrorCode::AccessDenied => ACCESS_DENIED,
+        _ => TRANSPORT,
     }
 }
 
@@ -162,10 +183,10 @@ mod tests {
                 code,
                 message: String::new(),
             });
-            let want = if code == ErrorCode::AppError {
-                APPLICATION
-            } else {
-                TRANSPORT
+            let want = match code {
+                ErrorCode::AppError => APPLICATION,
+                ErrorCode::AccessDenied => ACCESS_DENIED,
+                _ => TRANSPORT,
             };
             assert_eq!(status(&err), want, "{code}");
         }
@@ -174,6 +195,16 @@ mod tests {
             UNREACHABLE
         );
         assert_eq!(status(&anyhow::anyhow!("other")), FAILURE);
+        let refused = ConnectError::Io {
+            path: "/x.sock".into(),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        assert_eq!(status(&anyhow::Error::new(refused)), ACCESS_DENIED);
+        let absent = ConnectError::NotRunning {
+            path: "/x.sock".into(),
+            source: io::Error::from(io::ErrorKind::NotFound),
+        };
+        assert_eq!(status(&anyhow::Error::new(absent)), UNREACHABLE);
     }
 
     #[test]

@@ -173,13 +173,26 @@ impl Daemon {
     /// Start `rpcd` in `dir` named `name`, listening on `listen` (use
     /// `127.0.0.1:0` for an ephemeral port), with `config` TOML if given.
     pub fn start(dir: &Path, name: &str, listen: &str, config: Option<&str>) -> Daemon {
+        Self::start_wrapped(dir, name, listen, config, &[])
+    }
+
+    /// [`Daemon::start`], with `rpcd` run through `wrapper`, a command that sets something
+    /// up and then execs its arguments (so the process id stays rpcd's): e.g.
+    /// `["prlimit", "--nofile=64", "--"]`, or `["sh", "-c", "umask 000; exec \"$@\"", "sh"]`.
+    pub fn start_wrapped(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        config: Option<&str>,
+        wrapper: &[&str],
+    ) -> Daemon {
         let socket = dir.join(format!("{name}.sock"));
         let cfg_path = config.map(|text| {
             let p = dir.join(format!("{name}.toml"));
             std::fs::write(&p, text).expect("write config");
             p
         });
-        Self::spawn(dir, name, listen, socket, cfg_path)
+        Self::spawn_with(dir, name, listen, socket, cfg_path, wrapper)
     }
 
     fn spawn(
@@ -189,6 +202,17 @@ impl Daemon {
         socket: PathBuf,
         config: Option<PathBuf>,
     ) -> Daemon {
+        Self::spawn_with(dir, name, listen, socket, config, &[])
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        name: &str,
+        listen: &str,
+        socket: PathBuf,
+        config: Option<PathBuf>,
+        wrapper: &[&str],
+    ) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -196,13 +220,22 @@ impl Daemon {
             .open(&log)
             .expect("log file");
         let mut cmd = rpcd_command(dir, config.as_deref());
-        cmd.arg("--listen")
-            .arg(listen)
-            .arg("--socket")
-            .arg(&socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf);
+        cmd.arg("--listen").arg(listen).arg("--socket").arg(&socket);
+        if let Some((program, args)) = wrapper.split_first() {
+            let mut wrapped = Command::new(program);
+            wrapped
+                .args(args)
+                .arg(cmd.get_program())
+                .args(cmd.get_args());
+            for (key, value) in cmd.get_envs() {
+                match value {
+                    Some(v) => wrapped.env(key, v),
+                    None => wrapped.env_remove(key),
+                };
+            }
+            cmd = wrapped;
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(logf);
         let child = cmd.spawn().expect("spawn rpcd");
         let mut process = ProcessGuard::new(name, child);
         // Ready when the socket answers the handshake.
@@ -727,4 +760,34 @@ pub fn raise_fd_limit(want: u64) -> u64 {
         Ok(()) => new,
         Err(_) => soft,
     }
+}
+
+/// The uid and gid [`as_nobody`] runs commands as.
+pub const NOBODY: u32 = 65_534;
+
+/// True when this test can change uids (it runs as root). Otherwise prints why the test is
+/// skipped and returns false, unless `RPCD_REQUIRE_NETNS=1` (CI, as root), where it panics.
+pub fn root_or_skip(what: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    if std::env::var("RPCD_REQUIRE_NETNS").is_ok_and(|v| v == "1") {
+        panic!("RPCD_REQUIRE_NETNS=1 but this test is not root: {what} needs another uid");
+    }
+    eprintln!("skipped: {what} needs root (to run a client as another uid)");
+    false
+}
+
+/// `program` run as uid and gid [`NOBODY`] with no supplementary groups (`setpriv`),
+/// its environment cleaned by [`isolate`].
+pub fn as_nobody(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        format!("--reuid={NOBODY}"),
+        format!("--regid={NOBODY}"),
+        "--clear-groups".to_owned(),
+    ])
+    .arg(program);
+    isolate(&mut cmd);
+    cmd
 }

@@ -124,10 +124,12 @@ impl Shared {
                 caller,
                 peer,
                 deadline_ms,
+                credentials,
             } => {
                 let deadline =
                     Instant::now() + Duration::from_millis(deadline_ms.min(u32::MAX.into()));
-                let work = Invocation::new(invocation, function, args, caller, peer, deadline);
+                let mut work = Invocation::new(invocation, function, args, caller, peer, deadline);
+                work.credentials = credentials;
                 let Err(refusal) = self.accept(work, invocations) else {
                     return None;
                 };

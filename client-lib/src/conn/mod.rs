@@ -99,6 +99,8 @@ pub struct Invocation {
     pub peer: String,
     /// When the caller gives up; a result after this is dropped by the daemon.
     pub deadline: Instant,
+    /// For a call from an app on this daemon, the calling process's uid, gid and pid.
+    pub credentials: Option<crate::identity::Credentials>,
     /// Set when the daemon says the caller is gone; shared by every clone.
     cancelled: CancelFlag,
 }
@@ -119,6 +121,7 @@ impl Invocation {
             caller,
             peer,
             deadline,
+            credentials: None,
             cancelled: CancelFlag::default(),
         }
     }

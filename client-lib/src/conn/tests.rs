@@ -321,6 +321,7 @@ fn invocations_are_queued_and_answered() {
         caller: "10.0.0.1:7000".into(),
         peer: "db-1".into(),
         deadline_ms: 1000,
+        credentials: None,
     });
     let work = conn
         .next_invocation(Some(Duration::from_secs(5)))
@@ -358,6 +359,7 @@ fn invoke(invocation: u64) -> DaemonMsg {
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,
+        credentials: None,
     }
 }
 

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ErrorCode, Stats};
+pub use crate::identity::Credentials;
 
 /// Version of this protocol, sent in `Hello` and echoed in `HelloOk`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -117,6 +118,9 @@ pub struct NameEntry {
 }
 
 /// A message from the daemon to an application.
+// `Stats` is the large one and the rare one; boxing it would change the public type of
+// every match on it for no measurable gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DaemonMsg {
@@ -194,6 +198,10 @@ pub enum DaemonMsg {
         peer: String,
         /// Milliseconds left before the caller gives up; a later result is dropped.
         deadline_ms: u64,
+        /// For a call from an app on this daemon: the kernel's credentials of the calling
+        /// process (`SO_PEERCRED`). Absent for a remote caller, whose identity is `peer`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        credentials: Option<Credentials>,
     },
     /// The caller of an invocation is gone (it disconnected, or its call was cancelled): stop
     /// working on it. A `Result` still sent for it is dropped by the daemon and counted as a

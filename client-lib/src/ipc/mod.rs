@@ -30,7 +30,9 @@ pub use frame::{
     decode_frame, encode_frame, try_encode_frame, FrameError, FrameReader, FRAME_MAX_DEFAULT,
     LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
-pub use message::{ClientMsg, DaemonMsg, NameEntry, Outcome, LOCAL_CALLER, PROTOCOL_VERSION};
+pub use message::{
+    ClientMsg, Credentials, DaemonMsg, NameEntry, Outcome, LOCAL_CALLER, PROTOCOL_VERSION,
+};
 pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
 pub use socket_path::default_socket_path;
 pub use stats::{PeerCounters, PeerStats, Stats};

@@ -51,6 +51,11 @@ pub struct Stats {
     pub calls: BTreeMap<String, u64>,
     /// One entry per known peer daemon.
     pub peers: Vec<PeerStats>,
+    /// Requests refused `access_denied` by the `[access]` policy, by reason: `register`,
+    /// `call`, `stats` (local apps), `remote_call`, `remote_stats` (peer daemons). Empty
+    /// until the first refusal; absent from an older daemon's stats.
+    #[serde(default)]
+    pub access_denied: BTreeMap<String, u64>,
 }
 
 /// Transport counters for one peer, or summed over all peers.
@@ -167,6 +172,7 @@ pub(crate) mod tests {
                 },
                 PeerStats::default(),
             ],
+            access_denied: BTreeMap::from([("call".into(), 2)]),
         }
     }
 

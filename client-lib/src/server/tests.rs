@@ -56,6 +56,7 @@ fn cancelled_invocations_are_seen_by_handlers_or_never_run() {
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,
+        credentials: None,
     };
     peer.send(&invoke(1, b"wait"));
     assert_eq!(
@@ -99,6 +100,7 @@ fn typed_handler_refuses_undecodable_arguments() {
             caller: "x",
             peer: "",
             deadline: Instant::now(),
+            credentials: None,
             cancelled: &AtomicBool::new(false),
         })
     };
@@ -157,6 +159,7 @@ fn handlers_see_who_called() {
             caller: caller.into(),
             peer: who.into(),
             deadline_ms: 10_000,
+            credentials: None,
         });
         assert_eq!(
             peer.recv(),

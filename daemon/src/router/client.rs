@@ -7,6 +7,7 @@ use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, PROTOCOL_VERSION};
 use tracing::debug;
 
 use super::calls::CallRequest;
+use super::policy::Want;
 use super::types::{ConnId, InvId};
 use super::Router;
 
@@ -25,7 +26,9 @@ impl Router {
             ),
             ClientMsg::Register { id, function } => {
                 let max = self.settings.limits.functions_max;
-                let result = self.registry.register(conn, &function, max);
+                let result = self
+                    .check_local(now, conn, Want::Register(&function))
+                    .and_then(|()| self.registry.register(conn, &function, max));
                 if result.is_ok() {
                     if let Some(a) = self.apps.get_mut(conn) {
                         a.functions.insert(function);
@@ -49,27 +52,40 @@ impl Router {
                 args,
                 deadline_ms,
                 idempotent,
-            } => self.start_call(
-                now,
-                conn,
-                CallRequest {
-                    client_id: id,
-                    target,
-                    function,
-                    args,
-                    deadline_ms,
-                    idempotent,
-                },
-            ),
+            } => {
+                if let Some(want) = Want::of_call(&function) {
+                    if let Err(f) = self.check_local(now, conn, want) {
+                        return self.frame(conn, done_or_failed(id, Err(f)));
+                    }
+                }
+                self.start_call(
+                    now,
+                    conn,
+                    CallRequest {
+                        client_id: id,
+                        target,
+                        function,
+                        args,
+                        deadline_ms,
+                        idempotent,
+                    },
+                )
+            }
             ClientMsg::Result {
                 invocation,
                 outcome,
             } => self.on_result(now, conn, InvId(invocation), outcome),
             ClientMsg::List { id } => {
+                if let Err(f) = self.check_local(now, conn, Want::Stats) {
+                    return self.frame(conn, done_or_failed(id, Err(f)));
+                }
                 let functions = self.registry.list();
                 self.frame(conn, DaemonMsg::List { id, functions });
             }
             ClientMsg::Stats { id } => {
+                if let Err(f) = self.check_local(now, conn, Want::Stats) {
+                    return self.frame(conn, done_or_failed(id, Err(f)));
+                }
                 let stats = self.stats(now);
                 self.frame(conn, DaemonMsg::Stats { id, stats });
             }

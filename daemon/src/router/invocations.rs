@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rpcd_client::ipc::{DaemonMsg, ErrorCode, Outcome, LOCAL_CALLER};
+use rpcd_client::ipc::{Credentials, DaemonMsg, ErrorCode, Outcome, LOCAL_CALLER};
 
 use super::builtins::{self, Builtin};
+use super::policy::Want;
 use super::types::{ConnId, Failure, InvId, Origin};
 use super::{Deadline, Router};
 
@@ -107,6 +108,13 @@ impl Router {
         args: Vec<u8>,
         deadline: Instant,
     ) {
+        if let Origin::Remote { peer, .. } = origin {
+            if let Some(want) = Want::of_call(function) {
+                if let Err(f) = self.check_remote(now, peer, want) {
+                    return self.answer(now, origin, Err(f));
+                }
+            }
+        }
         if let Some(b) = Builtin::parse(function) {
             let result = match b {
                 Builtin::Ping => Ok(builtins::ping()),
@@ -147,6 +155,7 @@ impl Router {
         let id = InvId(self.invocations.next);
         self.invocations.next += 1;
         let (caller, peer) = self.who_called(origin);
+        let credentials = self.local_credentials(origin);
         self.invocations.map.insert(
             id,
             Invocation {
@@ -169,8 +178,24 @@ impl Router {
                 caller,
                 peer,
                 deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
+                credentials,
             },
         );
+    }
+
+    /// For a call from an app of this daemon, the kernel's credentials of
+    /// the calling process; None for a remote caller (or a caller gone).
+    fn local_credentials(&self, origin: Origin) -> Option<Credentials> {
+        let Origin::Local { call } = origin else {
+            return None;
+        };
+        let app = self.calls.get(call)?.app;
+        let cred = self.apps.get(app)?.cred;
+        Some(Credentials {
+            uid: cred.uid,
+            gid: cred.gid,
+            pid: u32::try_from(cred.pid).unwrap_or(0),
+        })
     }
 
     /// An invocation's `caller` and `peer` (`docs/ipc-protocol.md` §6): a

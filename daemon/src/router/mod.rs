@@ -27,6 +27,7 @@ mod deadlines;
 mod invocations;
 mod lookups;
 mod network;
+mod policy;
 mod registry;
 mod stats;
 mod targets;
@@ -88,6 +89,8 @@ pub struct Router {
     /// Peers recently declared unreachable, and when.
     peer_down: HashMap<SocketAddr, Instant>,
     counters: Counters,
+    /// `access_denied` refusals by reason (see `policy`).
+    denials: policy::Denials,
     outputs: VecDeque<Output>,
     shutdown: Shutdown,
     /// When idle peers were last looked for (see `sweep_idle_peers`).
@@ -173,6 +176,7 @@ impl Router {
             lookups: Lookups::default(),
             peer_down: HashMap::new(),
             counters: Counters::default(),
+            denials: policy::Denials::default(),
             outputs: VecDeque::new(),
             shutdown: Shutdown::Running,
             last_sweep: None,

@@ -76,6 +76,7 @@ impl Router {
             totals,
             calls: self.calls.outcomes.clone(),
             peers,
+            access_denied: self.denials.counts.clone(),
         }
     }
 }

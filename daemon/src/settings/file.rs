@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{security, Settings, SettingsError};
+use super::{policy, security, Settings, SettingsError};
 
 // The file's shape: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -26,6 +26,8 @@ struct FileSettings {
     security: FileSecurity,
     #[serde(default)]
     peers: BTreeMap<String, security::FilePeer>,
+    #[serde(default)]
+    access: policy::FileAccess,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +230,7 @@ impl Settings {
             let peer = peer.overlay(&name, self.peers.get(&name))?;
             self.peers.insert(name, peer);
         }
+        f.access.overlay(&mut self.access)?;
         Ok(())
     }
 }

@@ -116,7 +116,14 @@ fn example_file_is_the_defaults() {
     let sections: Vec<&str> = f.keys().map(String::as_str).collect();
     assert_eq!(
         sections,
-        ["daemon", "limits", "names", "security", "transport"],
+        [
+            "access",
+            "daemon",
+            "limits",
+            "names",
+            "security",
+            "transport"
+        ],
         "a section is missing from etc/rpcd.toml"
     );
     let keys = |section: &str| f[section].as_table().map_or(0, toml::Table::len);
@@ -124,13 +131,27 @@ fn example_file_is_the_defaults() {
     // depends on the user) and security.private_key_file (no default: none
     // means plaintext). [names] is empty by default and shown commented out,
     // and so is a [peers.NAME] table (peers have no defaults).
-    let counts = ["daemon", "limits", "transport", "names", "security"].map(keys);
+    let counts = [
+        "daemon",
+        "limits",
+        "transport",
+        "names",
+        "security",
+        "access",
+    ]
+    .map(keys);
     assert_eq!(
         counts,
-        [3, 15, 27, 0, 0],
+        [3, 15, 27, 0, 0, 0],
         "a key is missing from etc/rpcd.toml"
     );
-    for example in ["# private_key_file = ", "# [peers.east]", "# public_key = "] {
+    for example in [
+        "# private_key_file = ",
+        "# [peers.east]",
+        "# public_key = ",
+        "# socket_group = ",
+        "# [[access.allow]]",
+    ] {
         assert!(text.contains(example), "etc/rpcd.toml lacks {example:?}");
     }
 }

@@ -13,16 +13,16 @@ mod local;
 pub mod notify;
 pub mod resolver;
 mod signals;
+mod socket_file;
 mod udp;
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use mio::net::{UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{info, warn};
@@ -71,7 +71,7 @@ impl Bound {
         set_buffers(&udp, &settings);
         udp.set_nonblocking(true)?;
         let local_addr = udp.local_addr()?;
-        let listener = bind_unix(&settings.socket)?;
+        let listener = socket_file::bind_unix(&settings.socket, settings.access.socket_group)?;
         listener.set_nonblocking(true)?;
         Ok(Bound {
             settings,
@@ -422,39 +422,6 @@ fn host_ips() -> Vec<IpAddr> {
             Vec::new()
         }
     }
-}
-
-/// Bind the local socket, replacing a stale file but never a live daemon's.
-fn bind_unix(path: &Path) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the socket directory {}", dir.display()))?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-        }
-    }
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            bail!(
-                "{} exists and is not a socket; refusing to replace it",
-                path.display()
-            );
-        }
-        match std::os::unix::net::UnixStream::connect(path) {
-            Ok(_) => bail!(
-                "another rpcd is serving {} (connect succeeded); stop it first or choose another --socket",
-                path.display()
-            ),
-            Err(_) => {
-                info!(path = %path.display(), "replacing a stale socket file");
-                std::fs::remove_file(path)
-                    .with_context(|| format!("removing the stale socket {}", path.display()))?;
-            }
-        }
-    }
-    let listener = std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("binding the socket {}", path.display()))?;
-    Ok(listener)
 }
 
 /// The OS's randomness and wall clock for this run of the daemon.

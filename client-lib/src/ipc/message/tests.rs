@@ -230,6 +230,7 @@ fn invoke_literal_bytes_peer_follows_caller() {
         caller: "h:1".into(),
         peer: String::new(),
         deadline_ms: 9,
+        credentials: None,
     });
     #[rustfmt::skip]
     let body = [
@@ -284,6 +285,7 @@ fn invoke_holds_fifteen_values() {
         caller: "[::1]:65535".into(),
         peer: "p".repeat(300),
         deadline_ms: u64::MAX,
+        credentials: None,
     })
     .expect("encodes");
     assert!(check_values(&body, 15).is_ok());
@@ -347,6 +349,7 @@ fn protocol_doc_invoke_example_matches() {
         caller: "10.0.0.2:7400".into(),
         peer: "b".into(),
         deadline_ms: 500,
+        credentials: None,
     };
     #[rustfmt::skip]
     let expected = [
@@ -444,6 +447,7 @@ fn every_daemon_msg_round_trips() {
             caller: "10.0.0.1:7000".into(),
             peer: String::new(),
             deadline_ms: 250,
+            credentials: None,
         },
         DaemonMsg::Invoke {
             invocation: 9,
@@ -452,6 +456,7 @@ fn every_daemon_msg_round_trips() {
             caller: LOCAL_CALLER.into(),
             peer: LOCAL_CALLER.into(),
             deadline_ms: 0,
+            credentials: None,
         },
         DaemonMsg::Invoke {
             invocation: u64::MAX,
@@ -460,6 +465,7 @@ fn every_daemon_msg_round_trips() {
             caller: "[2001:db8::1]:7000".into(),
             peer: "db-1".into(),
             deadline_ms: u64::MAX,
+            credentials: None,
         },
         DaemonMsg::Cancel {
             invocation: u64::MAX,
@@ -505,7 +511,7 @@ proptest! {
         peer in "\\PC{0,40}",
         deadline_ms: u64,
     ) {
-        let msg = DaemonMsg::Invoke { invocation, function, args, caller, peer, deadline_ms };
+        let msg = DaemonMsg::Invoke { invocation, function, args, caller, peer, deadline_ms, credentials: None };
         let frame = encode_frame(&msg);
         let decoded = decode_frame::<DaemonMsg>(&frame, FRAME_MAX_DEFAULT);
         prop_assert_eq!(decoded, Ok(Some((msg, frame.len()))));
