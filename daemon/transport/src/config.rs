@@ -32,6 +32,12 @@ pub struct Config {
     pub cwnd_min: u32,
     /// Ceiling of the congestion window, in datagrams.
     pub cwnd_max: u32,
+    /// A datagram declared lost goes twice (back to back) while the sender
+    /// is application-limited (nothing waits for the window) with at most
+    /// this many datagrams in flight: a light RPC load then recovers a loss
+    /// in one round trip even when the repair is lost too, as thin-stream
+    /// TCP's redundant bundling does. 0 never sends a second copy.
+    pub redundant_flight_max: u32,
     /// Retransmission timeout before any RTT sample.
     pub rto_initial: Duration,
     /// Floor of the retransmission timeout (RFC 6298 says 1 s; LANs want ms).
@@ -92,6 +98,7 @@ impl Default for Config {
             cwnd_initial: 10,
             cwnd_min: 2,
             cwnd_max: 1024,
+            redundant_flight_max: 16,
             rto_initial: Duration::from_millis(100),
             rto_min: Duration::from_millis(4),
             rto_max: Duration::from_secs(1),

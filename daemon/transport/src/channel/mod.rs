@@ -175,6 +175,8 @@ enum Next {
     Probe,
     /// A datagram declared lost, with its original counter.
     Retransmission,
+    /// The second copy of the retransmission just sent (a thin flight).
+    RedundantCopy,
     /// The next fragment not yet transmitted.
     NewFragment,
     /// A keepalive probe to a silent peer.
@@ -379,7 +381,18 @@ impl Channel {
             }
             Next::Retransmission => {
                 let seq = self.send.lost.pop_first().expect("a datagram is lost");
-                self.transmit(now, seq, true)
+                let thin = self.thin_flight();
+                let bytes = self.transmit(now, seq, true);
+                if thin {
+                    self.send.recovery.copy = Some(bytes.clone());
+                }
+                bytes
+            }
+            Next::RedundantCopy => {
+                self.stats.retransmissions += 1;
+                self.stats.redundant_copies += 1;
+                self.stats.datagrams_sent += 1;
+                self.send.recovery.copy.take().expect("a copy is due")
             }
             Next::NewFragment => {
                 let seq = self.next_new_fragment(now);
@@ -458,6 +471,8 @@ impl Channel {
             if self.probe_now || start {
                 return Some(Next::HandshakeProbe);
             }
+        } else if self.send.recovery.copy.is_some() {
+            return Some(Next::RedundantCopy);
         } else if self.send.recovery.probes > 0 && self.probe_target().is_some() {
             return Some(Next::Probe);
         } else if self.can_retransmit() {

@@ -264,7 +264,7 @@ impl Channel {
         let window_limited = self.send.flight() * 2 >= self.send.cc.window();
         let min_rtt = self.rtt.min_rtt();
         let mut sample: Option<(Instant, Seq)> = None;
-        let mut newest_sent: Option<Instant> = None;
+        let mut newest_sent: Option<(Instant, Seq)> = None;
         let mut oldest_sent: Option<Instant> = None;
         for q in newly {
             let Some(s) = self.forget_sent(q) else {
@@ -286,7 +286,7 @@ impl Channel {
             let unambiguous = s.transmissions == 1
                 || min_rtt.is_some_and(|m| now.saturating_duration_since(s.sent_at) >= m);
             if unambiguous {
-                newest_sent = newest_sent.max(Some(s.sent_at));
+                newest_sent = newest_sent.max(Some((s.sent_at, q)));
             }
             oldest_sent = Some(oldest_sent.map_or(s.sent_at, |o| o.min(s.sent_at)));
             self.send

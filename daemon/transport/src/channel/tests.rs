@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::wire::{AckInfo, Fragment, Kind, HEADER_LEN};
 
+mod rack;
+
 const A: u64 = 0xA0;
 const B: u64 = 0xB0;
 
@@ -20,6 +22,9 @@ fn ms(n: u64) -> Duration {
 fn cfg() -> Config {
     let mut c = Config {
         payload_max: 100,
+        // A thin flight's repair goes twice (tests in `rack.rs`); here each
+        // rule is seen alone, one datagram per repair.
+        redundant_flight_max: 0,
         ..Config::default()
     };
     // Small fragments cost more overhead per byte: the budget grows to fit.
