@@ -32,6 +32,7 @@
 mod challenge;
 mod congestion;
 mod liveness;
+mod pacing;
 mod recovery;
 pub(crate) mod recv;
 mod send;
@@ -227,7 +228,12 @@ impl Channel {
             events: VecDeque::new(),
             send: SendState::new(&cfg, MsgId::FIRST),
             recv: RecvState::new(),
-            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            rtt: RttEstimator::new(
+                cfg.rto_initial,
+                cfg.rto_min,
+                cfg.rto_max,
+                cfg.min_rtt_window,
+            ),
             live: Liveness::new(),
             probe_now: false,
             answer_stranger: false,
@@ -303,7 +309,7 @@ impl Channel {
             self.live.end_revalidation();
             if let Some((sent_at, attempt)) = self.live.handshake.take() {
                 if attempt == 1 {
-                    self.rtt.sample(now.saturating_duration_since(sent_at));
+                    self.rtt.sample(now, now.saturating_duration_since(sent_at));
                 }
             }
             if let Some(ack) = d.ack {
@@ -381,8 +387,9 @@ impl Channel {
             }
             Next::Retransmission => {
                 let seq = self.send.lost.pop_first().expect("a datagram is lost");
-                let thin = self.thin_flight();
+                let thin = self.thin_flight(seq);
                 let bytes = self.transmit(now, seq, true);
+                self.on_paced_send(now);
                 if thin {
                     self.send.recovery.copy = Some(bytes.clone());
                 }
@@ -396,7 +403,9 @@ impl Channel {
             }
             Next::NewFragment => {
                 let seq = self.next_new_fragment(now);
-                self.transmit(now, seq, false)
+                let bytes = self.transmit(now, seq, false);
+                self.on_paced_send(now);
+                bytes
             }
             Next::Keepalive => {
                 self.probe_now = false;

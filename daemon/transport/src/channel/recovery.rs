@@ -261,29 +261,40 @@ impl Channel {
             && r.batch_oldest_sent.is_none_or(|b| b >= latest)
     }
 
-    /// Whether a retransmission about to go should go twice: the
-    /// application limits the sender (no new data waits for the window) and
-    /// the flight is thin. Such a sender recovers a loss only when a later
-    /// datagram is acknowledged, about a round trip plus the gap to its next
-    /// message; a lost repair doubles that. A second copy makes a lost
-    /// repair as rare as two losses in a row, for one datagram per loss; a
-    /// window-limited sender (a bulk transfer, a queue overflowing) never
-    /// sends one.
-    pub(super) fn thin_flight(&self) -> bool {
-        !self.send.has_new_data() && self.send.flight() < self.cfg.redundant_flight_max
+    /// Whether the retransmission of `seq` about to go should go twice: it
+    /// carries a whole message (an RPC-sized one), the application limits
+    /// the sender (no new data waits for the window) and the flight is
+    /// thin. Such a sender recovers a loss only when a later datagram is
+    /// acknowledged, about a round trip plus the gap to its next message; a
+    /// lost repair doubles that. A second copy makes a lost repair as rare
+    /// as two losses in a row, for one datagram per loss; a window-limited
+    /// or bulk sender (a queue overflowing) never sends one.
+    pub(super) fn thin_flight(&self, seq: Seq) -> bool {
+        let whole = self
+            .send
+            .in_flight
+            .get(&seq)
+            .and_then(|s| self.send.messages.get(&s.msg_id))
+            .is_some_and(|m| m.count == 1);
+        whole && !self.send.has_new_data() && self.send.flight() < self.cfg.redundant_flight_max
     }
 
-    /// A lost datagram may go again: while the window has room, and always
-    /// when nothing else is in flight (so one datagram probes the path).
+    /// A lost datagram may go again: when the pacer lets it, while the
+    /// window has room, and always when nothing else is in flight (so one
+    /// datagram probes the path).
     pub(super) fn can_retransmit(&self) -> bool {
         !self.send.lost.is_empty()
+            && !self.paced()
             && (self.send.flight() < self.send.cc.window() || self.send.flight() == 0)
     }
 
     /// A fragment not yet transmitted may take the next counter: the
-    /// congestion window and the peer's receive window both have room.
+    /// congestion window and the peer's receive window both have room, and
+    /// the pacer lets it go.
     pub(super) fn can_send_new(&self) -> bool {
         let window_end = self.send.peer_ack.plus(u64::from(self.send.peer_window));
-        self.send.flight() < self.send.cc.window() && self.send.next_seq < window_end
+        self.send.flight() < self.send.cc.window()
+            && self.send.next_seq < window_end
+            && !self.paced()
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::congestion::{Controller, DeliveryMark};
 use super::liveness::Phase;
+use super::pacing::Pacer;
 use super::recovery::Recovery;
 use super::{Channel, Event, FailReason, MsgId, SendError};
 use crate::config::Config;
@@ -68,6 +69,7 @@ pub(super) struct SendState {
     pub(super) peer_window: u32,
     pub(super) cc: Controller,
     pub(super) recovery: Recovery,
+    pub(super) pacer: Pacer,
 }
 
 impl SendState {
@@ -91,6 +93,7 @@ impl SendState {
             peer_window: cfg.recv_window,
             cc: Controller::new(cfg.cwnd_initial, cfg.cwnd_min, cfg.cwnd_max),
             recovery: Recovery::default(),
+            pacer: Pacer::default(),
         }
     }
 
@@ -303,7 +306,7 @@ impl Channel {
             }
         }
         if let Some((t, _)) = sample {
-            self.rtt.sample(now.saturating_duration_since(t));
+            self.rtt.sample(now, now.saturating_duration_since(t));
         }
         if oldest_sent.is_some() {
             self.on_new_ack(newest_sent, oldest_sent);

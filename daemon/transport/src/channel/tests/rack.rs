@@ -115,3 +115,24 @@ fn a_window_limited_sender_repairs_once() {
     assert_eq!(out.iter().filter(|d| parse(d).seq == lost).count(), 1);
     assert_eq!(p.a.snapshot().stats.redundant_copies, 0);
 }
+
+/// A fragment of a larger message is bulk, not an RPC's lone datagram: its
+/// repair goes once, whatever the flight.
+#[test]
+fn a_fragment_of_a_larger_message_is_repaired_once() {
+    let c = Config {
+        redundant_flight_max: 16,
+        ..wan()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, frags) = p.handshake_over(vec![7; 250], ms(10));
+    assert_eq!(frags.len(), 3);
+    p.advance(ms(5));
+    // The first fragment is lost, the others arrive.
+    let ack = acks_for(&mut p, &frags[1..]);
+    p.advance(ms(6));
+    feed(&mut p.a, p.now, &ack);
+    let out = drain(&mut p.a, p.now);
+    assert_eq!(seqs(&out), [parse(&frags[0]).seq]);
+    assert_eq!(p.a.snapshot().stats.redundant_copies, 0);
+}
