@@ -127,7 +127,7 @@ fn example_file_is_the_defaults() {
     let counts = ["daemon", "limits", "transport", "names", "security"].map(keys);
     assert_eq!(
         counts,
-        [3, 15, 27, 0, 0],
+        [3, 15, 31, 0, 0],
         "a key is missing from etc/rpcd.toml"
     );
     for example in ["# private_key_file = ", "# [peers.east]", "# public_key = "] {
