@@ -17,7 +17,8 @@
 //! message every 20 ms, echoed. KCP's own figures are printed for reference.
 //! Environment: `KCP_N` (messages, default 1000), `KCP_LOSS` (round-trip
 //! loss in percent, default 10), `KCP_RTT_MIN_MS` / `KCP_RTT_MAX_MS` (60,
-//! 125), `KCP_KEYS=1` (both daemons with keys; plaintext by default). The
+//! 125), `KCP_KEYS=1` (both daemons with keys, plaintext by default; it
+//! needs `rpcctl` built too: `cargo build --release -p rpcd -p rpcctl`). The
 //! TCP half needs root, `ip` and VXLAN; without them it is skipped.
 //!
 //! `congestion_bottleneck`: a relay with a bandwidth limit and a bounded
