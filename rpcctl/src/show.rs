@@ -86,10 +86,16 @@ pub fn stats(stats: &Stats) -> String {
             .into_iter()
             .chain(stats.peers.iter().map(|p| epoch(p.epoch))),
     );
-    let counters: [Counter; 11] = [
+    let counters: [Counter; 17] = [
         ("datagrams sent", |c| c.datagrams_sent),
         ("datagrams received", |c| c.datagrams_received),
         ("retransmissions", |c| c.retransmissions),
+        ("  after loss detected", |c| c.fast_retransmissions),
+        ("  as probes (timeouts)", |c| c.probes),
+        ("  redundant copies", |c| c.redundant_copies),
+        ("congestion events", |c| c.congestion_events),
+        ("persistent congestion", |c| c.persistent_congestion),
+        ("paced delays", |c| c.paced_delays),
         ("duplicates dropped", |c| c.duplicates),
         ("stale epoch dropped", |c| c.stale_epoch),
         ("out of window dropped", |c| c.out_of_window),

@@ -204,6 +204,24 @@ fn at_most_once_through_a_lossy_relay() {
         stats.totals.retransmissions > 0,
         "loss caused no retransmission"
     );
+    // The loss-recovery counters, through the socket: every retransmission
+    // is accounted for by loss detection, a probe or a redundant copy, and a
+    // detected loss is a congestion event.
+    let t = &stats.totals;
+    assert!(
+        t.fast_retransmissions + t.probes + t.redundant_copies >= t.retransmissions,
+        "{t:?}"
+    );
+    assert!(
+        t.fast_retransmissions > 0 && t.congestion_events > 0,
+        "10 % loss: losses detected, the window reduced: {t:?}"
+    );
+    let peer_sum: u64 = stats
+        .peers
+        .iter()
+        .map(|p| p.counters.congestion_events)
+        .sum();
+    assert_eq!(peer_sum, t.congestion_events, "totals sum the peers");
 }
 
 /// B is killed and restarted on the same address: calls in flight end

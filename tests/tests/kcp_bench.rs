@@ -17,7 +17,9 @@
 //! message every 20 ms, echoed. KCP's own figures are printed for reference.
 //! Environment: `KCP_N` (messages, default 1000), `KCP_LOSS` (round-trip
 //! loss in percent, default 10), `KCP_RTT_MIN_MS` / `KCP_RTT_MAX_MS` (60,
-//! 125). The TCP half needs root, `ip` and VXLAN; without them it is skipped.
+//! 125), `KCP_KEYS=1` (both daemons with keys, plaintext by default; it
+//! needs `rpcctl` built too: `cargo build --release -p rpcd -p rpcctl`). The
+//! TCP half needs root, `ip` and VXLAN; without them it is skipped.
 //!
 //! `congestion_bottleneck`: a relay with a bandwidth limit and a bounded
 //! drop-tail queue per direction (no random loss), loaded by callers that
@@ -343,11 +345,39 @@ impl Harness {
     }
 }
 
+/// A new private key in `file` (`rpcctl keys generate`); its public key.
+fn generate_key(file: &std::path::Path) -> String {
+    let out = Command::new(rpcd_tests::bin("rpcctl"))
+        .args(["keys", "generate", "--out"])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "rpcctl keys generate: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 fn rpcd_over_relay(h: &Harness) -> (Vec<Duration>, usize, String) {
     let dir = tempdir();
     let config = "# KCP harness: the built-in transport defaults.\n[transport]\n";
-    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(config));
-    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", Some(config));
+    // KCP_KEYS=1: both daemons run with keys (Noise IK; the first call
+    // waits for one handshake round trip), each the other's [peers] entry.
+    let keys = std::env::var("KCP_KEYS").is_ok_and(|v| v == "1");
+    let key_of = |name: &str| {
+        let file = dir.path().join(format!("{name}.key"));
+        let public = generate_key(&file);
+        (file, public)
+    };
+    let ((ka, pa), (kb, pb)) = if keys {
+        (key_of("a"), key_of("b"))
+    } else {
+        Default::default()
+    };
+    let b_config = if keys {
+        format!("{config}[security]\nprivate_key_file = {kb:?}\n[peers.a]\npublic_key = {pa:?}\n")
+    } else {
+        config.to_owned()
+    };
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", Some(&b_config));
     let relay = PathRelay::start(
         "127.0.0.1:0".parse().unwrap(),
         "127.0.0.1:0".parse().unwrap(),
@@ -357,6 +387,15 @@ fn rpcd_over_relay(h: &Harness) -> (Vec<Duration>, usize, String) {
         11,
         None,
     );
+    let a_config = if keys {
+        format!(
+            "{config}[security]\nprivate_key_file = {ka:?}\n[peers.b]\npublic_key = {pb:?}\naddresses = [\"{}\"]\n",
+            relay.front
+        )
+    } else {
+        config.to_owned()
+    };
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(&a_config));
     let client = Arc::new(a.connect("kcp-bench"));
     let target = relay.front.to_string();
     let opts = CallOptions {
@@ -390,8 +429,10 @@ fn rpcd_over_relay(h: &Harness) -> (Vec<Duration>, usize, String) {
     let sa = client.stats().unwrap().totals;
     let sb = b.connect("kcp-bench-b").stats().unwrap().totals;
     let note = format!(
-        "failed={failed} retransmissions={} datagrams={} relay drops={}",
+        "failed={failed} {} retransmissions={} (redundant {}) datagrams={} relay drops={}",
+        if keys { "keyed" } else { "plaintext" },
         sa.retransmissions + sb.retransmissions,
+        sa.redundant_copies + sb.redundant_copies,
         sa.datagrams_sent + sb.datagrams_sent,
         relay.up.random_drops.load(Ordering::Relaxed)
             + relay.down.random_drops.load(Ordering::Relaxed)

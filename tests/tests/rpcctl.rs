@@ -248,6 +248,11 @@ fn stats_human_and_json_local_and_remote() {
     for row in [
         "datagrams sent",
         "retransmissions",
+        "  after loss detected",
+        "  as probes (timeouts)",
+        "congestion events",
+        "persistent congestion",
+        "paced delays",
         "srtt",
         "rto",
         "calls ok",

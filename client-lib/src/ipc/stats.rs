@@ -86,6 +86,21 @@ pub struct PeerCounters {
     pub messages_delivered: u64,
     /// Messages given up on (retries exhausted, deadline, peer restart).
     pub messages_failed: u64,
+    /// Of the retransmissions: datagrams declared lost by loss detection (a
+    /// selective-ack gap or RACK's time threshold) and sent again.
+    pub fast_retransmissions: u64,
+    /// Of the retransmissions: datagrams sent again as a probe after a
+    /// probe timeout (tail-loss probe, RTO).
+    pub probes: u64,
+    /// Of the retransmissions: second copies of a repair sent while the
+    /// flight was thin (`transport.redundant_flight_max`).
+    pub redundant_copies: u64,
+    /// Losses that reduced the congestion window (one per recovery period).
+    pub congestion_events: u64,
+    /// Times persistent congestion collapsed the window to its minimum.
+    pub persistent_congestion: u64,
+    /// Times data waited for the pacer while the window had room.
+    pub paced_delays: u64,
 }
 
 /// The state of the channel to one peer daemon.
@@ -137,6 +152,12 @@ pub(crate) mod tests {
             messages_sent: 7,
             messages_delivered: 8,
             messages_failed: u64::MAX,
+            fast_retransmissions: 11,
+            probes: 12,
+            redundant_copies: 13,
+            congestion_events: 14,
+            persistent_congestion: 15,
+            paced_delays: 16,
         };
         Stats {
             epoch: 0xdead_beef_dead_beef,

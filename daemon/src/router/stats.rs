@@ -29,6 +29,12 @@ impl Router {
                 messages_sent: s.messages_sent,
                 messages_delivered: s.messages_delivered,
                 messages_failed: s.messages_failed,
+                fast_retransmissions: s.fast_retransmissions,
+                probes: s.probes,
+                redundant_copies: s.redundant_copies,
+                congestion_events: s.congestion_events,
+                persistent_congestion: s.persistent_congestion,
+                paced_delays: s.paced_delays,
             };
             add_counters(&mut totals, &counters);
             let key = self.endpoint.peer_key(addr);
@@ -93,6 +99,12 @@ fn add_counters(t: &mut PeerCounters, c: &PeerCounters) {
     t.messages_sent += c.messages_sent;
     t.messages_delivered += c.messages_delivered;
     t.messages_failed += c.messages_failed;
+    t.fast_retransmissions += c.fast_retransmissions;
+    t.probes += c.probes;
+    t.redundant_copies += c.redundant_copies;
+    t.congestion_events += c.congestion_events;
+    t.persistent_congestion += c.persistent_congestion;
+    t.paced_delays += c.paced_delays;
 }
 
 /// The authenticated layer's counters by name; empty in plaintext mode.

@@ -85,6 +85,10 @@ struct FileTransport {
     cwnd_initial: Option<u32>,
     cwnd_min: Option<u32>,
     cwnd_max: Option<u32>,
+    redundant_flight_max: Option<u32>,
+    pacing_gain_percent: Option<u32>,
+    pacing_burst: Option<u32>,
+    min_rtt_window_ms: Option<u64>,
     rto_initial_ms: Option<u64>,
     rto_min_ms: Option<u64>,
     rto_max_ms: Option<u64>,
@@ -197,6 +201,10 @@ impl Settings {
         set!(t.cwnd_initial, ft.cwnd_initial);
         set!(t.cwnd_min, ft.cwnd_min);
         set!(t.cwnd_max, ft.cwnd_max);
+        set!(t.redundant_flight_max, ft.redundant_flight_max);
+        set!(t.pacing_gain_percent, ft.pacing_gain_percent);
+        set!(t.pacing_burst, ft.pacing_burst);
+        set!(t.min_rtt_window, ft.min_rtt_window_ms, ms);
         set!(t.rto_initial, ft.rto_initial_ms, ms);
         set!(t.rto_min, ft.rto_min_ms, ms);
         set!(t.rto_max, ft.rto_max_ms, ms);

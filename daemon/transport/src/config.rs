@@ -34,6 +34,22 @@ pub struct Config {
     pub cwnd_min: u32,
     /// Ceiling of the congestion window, in datagrams.
     pub cwnd_max: u32,
+    /// A datagram declared lost that carries a whole message goes twice
+    /// (back to back) while the sender is application-limited (nothing
+    /// waits for the window) with fewer than this many datagrams in flight: a light RPC load then recovers a loss
+    /// in one round trip even when the repair is lost too, as thin-stream
+    /// TCP's redundant bundling does. 0 never sends a second copy.
+    pub redundant_flight_max: u32,
+    /// Pacing rate, in percent of the congestion window per smoothed RTT
+    /// (RFC 9002 §7.7 suggests 125: a little above the window, so pacing
+    /// does not itself limit the sender).
+    pub pacing_gain_percent: u32,
+    /// Datagrams the pacer lets go at once (its bucket's size): the initial
+    /// window goes in one burst, and a lone message never waits.
+    pub pacing_burst: u32,
+    /// The minimum RTT is the smallest sample of about this long (BBR's
+    /// min_rtt filter: 10 s), so a path whose RTT rises is followed.
+    pub min_rtt_window: Duration,
     /// Retransmission timeout before any RTT sample.
     pub rto_initial: Duration,
     /// Floor of the retransmission timeout (RFC 6298 says 1 s; LANs want ms).
@@ -94,6 +110,10 @@ impl Default for Config {
             cwnd_initial: 10,
             cwnd_min: 2,
             cwnd_max: 1024,
+            redundant_flight_max: 16,
+            pacing_gain_percent: 125,
+            pacing_burst: 10,
+            min_rtt_window: Duration::from_secs(10),
             rto_initial: Duration::from_millis(100),
             rto_min: Duration::from_millis(4),
             rto_max: Duration::from_secs(1),
@@ -184,6 +204,15 @@ impl Config {
         }
         if self.cwnd_initial > self.cwnd_max {
             return Err(bad("cwnd_initial", "must be cwnd_min..=cwnd_max"));
+        }
+        if !(100..=1000).contains(&self.pacing_gain_percent) {
+            return Err(bad("pacing_gain_percent", "must be 100..=1000"));
+        }
+        if self.pacing_burst == 0 {
+            return Err(bad("pacing_burst", "must be at least 1"));
+        }
+        if self.min_rtt_window < Duration::from_millis(100) {
+            return Err(bad("min_rtt_window", "must be at least 100 ms"));
         }
         if self.rto_min.is_zero() || self.rto_min > self.rto_max {
             return Err(bad("rto_min", "must be above zero and at most rto_max"));

@@ -140,16 +140,20 @@ impl Controller {
     /// `newest_lost_sent`. Starts a recovery period and reduces the window unless
     /// one is in progress (one reduction per round trip). Returns whether
     /// it started one.
+    /// `srtt`: the smoothed RTT, which an application-limited sender's
+    /// floor spans (see below).
     pub(super) fn on_congestion_event(
         &mut self,
         now: Instant,
         newest_lost_sent: Instant,
         min_rtt: Option<Duration>,
+        srtt: Option<Duration>,
     ) -> bool {
         if self.in_recovery(newest_lost_sent) {
             return false;
         }
         self.recovery_start = Some(now);
+        let window_full = std::mem::take(&mut self.window_full);
         // The floor held the window at the last event, losses came back
         // within the next rounds, and the window was full: not random drops
         // but a queue that the floor keeps overflowing (shallower than a
@@ -157,12 +161,23 @@ impl Controller {
         // without a queue. (A sender the application limits cannot be
         // overflowing a queue with its window.)
         let round = self.model.round;
-        let repeated = std::mem::take(&mut self.window_full)
+        let repeated = window_full
             && self
                 .held_at_round
                 .is_some_and(|r| round <= r + HELD_LOSS_ROUNDS);
         let gain = if repeated { 1.0 } else { BDP_FLOOR_GAIN };
-        let floor = self.model.floor(min_rtt, gain).min(self.window);
+        // The BDP spans the minimum RTT while data waits for the window, so
+        // a standing queue the sender built is not taken for path. A sender
+        // the application limits (nothing waited since the last event)
+        // built no queue: its flight must span the RTT the path actually
+        // takes, jitter included, or a loss that holds the flight open
+        // stalls the next calls behind the window.
+        let rtt = if window_full {
+            min_rtt
+        } else {
+            srtt.max(min_rtt)
+        };
+        let floor = self.model.floor(rtt, gain).min(self.window);
         let reduced = (self.window / 2).max(floor).max(self.min);
         self.held_at_round = (reduced >= self.window).then_some(round);
         self.window = reduced;
@@ -211,10 +226,10 @@ impl DeliveryModel {
     }
 
     /// The smallest window a reduction leaves: a multiple of the measured
-    /// bandwidth-delay product, in datagrams.
-    fn floor(&self, min_rtt: Option<Duration>, gain: f64) -> u32 {
-        let Some(min_rtt) = min_rtt else { return 0 };
-        let bdp = self.bw * min_rtt.as_secs_f64() * gain;
+    /// delivery rate times `rtt`, in datagrams.
+    fn floor(&self, rtt: Option<Duration>, gain: f64) -> u32 {
+        let Some(rtt) = rtt else { return 0 };
+        let bdp = self.bw * rtt.as_secs_f64() * gain;
         bdp.ceil().min(f64::from(u32::MAX)) as u32
     }
 }
@@ -245,17 +260,22 @@ mod tests {
         let mut c = Controller::new(10, 2, 1000);
         deliver(&mut c, t0, 0, 10);
         assert_eq!(c.window(), 50, "slow start: +1 per acknowledged datagram");
-        assert!(c.on_congestion_event(t0 + ms(100), t0 + ms(95), Some(ms(10))));
+        assert!(c.on_congestion_event(t0 + ms(100), t0 + ms(95), Some(ms(10)), Some(ms(10))));
         assert_eq!(c.window(), 25);
         // Another loss from the same flight: no second reduction.
-        assert!(!c.on_congestion_event(t0 + ms(101), t0 + ms(99), Some(ms(10))));
+        assert!(!c.on_congestion_event(t0 + ms(101), t0 + ms(99), Some(ms(10)), Some(ms(10))));
         assert_eq!(c.window(), 25);
         // Losses now and then, rounds apart (random drops): reductions
         // stop at twice the BDP, not at the minimum.
         for k in 1..10u64 {
             let at = 100 + 100 * k;
             deliver(&mut c, t0, at, 5);
-            c.on_congestion_event(t0 + ms(at + 50), t0 + ms(at + 45), Some(ms(10)));
+            c.on_congestion_event(
+                t0 + ms(at + 50),
+                t0 + ms(at + 45),
+                Some(ms(10)),
+                Some(ms(10)),
+            );
         }
         assert!((8..=9).contains(&c.window()), "window {}", c.window());
         c.on_persistent_congestion();
@@ -270,7 +290,12 @@ mod tests {
         for k in 0..6u64 {
             let at = 100 + 20 * k;
             c.on_window_full();
-            c.on_congestion_event(t0 + ms(at + 10), t0 + ms(at + 5), Some(ms(10)));
+            c.on_congestion_event(
+                t0 + ms(at + 10),
+                t0 + ms(at + 5),
+                Some(ms(10)),
+                Some(ms(10)),
+            );
             deliver(&mut c, t0, at, 1);
         }
         assert!((4..=5).contains(&c.window()), "window {}", c.window());
@@ -280,9 +305,36 @@ mod tests {
         deliver(&mut c, t0, 0, 10);
         for k in 0..6u64 {
             let at = 100 + 20 * k;
-            c.on_congestion_event(t0 + ms(at + 10), t0 + ms(at + 5), Some(ms(10)));
+            c.on_congestion_event(
+                t0 + ms(at + 10),
+                t0 + ms(at + 5),
+                Some(ms(10)),
+                Some(ms(10)),
+            );
             deliver(&mut c, t0, at, 1);
         }
         assert!((8..=9).contains(&c.window()), "window {}", c.window());
+    }
+
+    /// A loss while data waited for the window keeps twice the BDP over the
+    /// minimum RTT (a standing queue is not path); a loss while the
+    /// application limited the sender keeps twice the delivery rate over the
+    /// smoothed RTT, which a jittery path's flight really spans.
+    #[test]
+    fn an_application_limited_floor_spans_the_smoothed_rtt() {
+        let t0 = Instant::now();
+        let reduce = |window_full: bool| {
+            let mut c = Controller::new(2, 2, 1000);
+            deliver(&mut c, t0, 0, 10);
+            assert_eq!(c.window(), 42, "slow start");
+            if window_full {
+                c.on_window_full();
+            }
+            // 400 datagrams/s; minimum RTT 10 ms, smoothed 30 ms.
+            c.on_congestion_event(t0 + ms(200), t0 + ms(195), Some(ms(10)), Some(ms(30)));
+            c.window()
+        };
+        assert_eq!(reduce(true), 21, "half of 42, above 2 x 400/s x 10 ms");
+        assert_eq!(reduce(false), 24, "2 x 400/s x 30 ms, above half of 42");
     }
 }

@@ -32,6 +32,7 @@
 mod challenge;
 mod congestion;
 mod liveness;
+mod pacing;
 mod recovery;
 pub(crate) mod recv;
 mod send;
@@ -175,6 +176,8 @@ enum Next {
     Probe,
     /// A datagram declared lost, with its original counter.
     Retransmission,
+    /// The second copy of the retransmission just sent (a thin flight).
+    RedundantCopy,
     /// The next fragment not yet transmitted.
     NewFragment,
     /// A keepalive probe to a silent peer.
@@ -225,7 +228,12 @@ impl Channel {
             events: VecDeque::new(),
             send: SendState::new(&cfg, MsgId::FIRST),
             recv: RecvState::new(),
-            rtt: RttEstimator::new(cfg.rto_initial, cfg.rto_min, cfg.rto_max),
+            rtt: RttEstimator::new(
+                cfg.rto_initial,
+                cfg.rto_min,
+                cfg.rto_max,
+                cfg.min_rtt_window,
+            ),
             live: Liveness::new(),
             probe_now: false,
             answer_stranger: false,
@@ -301,7 +309,7 @@ impl Channel {
             self.live.end_revalidation();
             if let Some((sent_at, attempt)) = self.live.handshake.take() {
                 if attempt == 1 {
-                    self.rtt.sample(now.saturating_duration_since(sent_at));
+                    self.rtt.sample(now, now.saturating_duration_since(sent_at));
                 }
             }
             if let Some(ack) = d.ack {
@@ -379,11 +387,25 @@ impl Channel {
             }
             Next::Retransmission => {
                 let seq = self.send.lost.pop_first().expect("a datagram is lost");
-                self.transmit(now, seq, true)
+                let thin = self.thin_flight(seq);
+                let bytes = self.transmit(now, seq, true);
+                self.on_paced_send(now);
+                if thin {
+                    self.send.recovery.copy = Some(bytes.clone());
+                }
+                bytes
+            }
+            Next::RedundantCopy => {
+                self.stats.retransmissions += 1;
+                self.stats.redundant_copies += 1;
+                self.stats.datagrams_sent += 1;
+                self.send.recovery.copy.take().expect("a copy is due")
             }
             Next::NewFragment => {
                 let seq = self.next_new_fragment(now);
-                self.transmit(now, seq, false)
+                let bytes = self.transmit(now, seq, false);
+                self.on_paced_send(now);
+                bytes
             }
             Next::Keepalive => {
                 self.probe_now = false;
@@ -458,6 +480,8 @@ impl Channel {
             if self.probe_now || start {
                 return Some(Next::HandshakeProbe);
             }
+        } else if self.send.recovery.copy.is_some() {
+            return Some(Next::RedundantCopy);
         } else if self.send.recovery.probes > 0 && self.probe_target().is_some() {
             return Some(Next::Probe);
         } else if self.can_retransmit() {

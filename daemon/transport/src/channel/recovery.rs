@@ -40,17 +40,20 @@ const PERSISTENT_CONGESTION_PTOS: u32 = 3;
 /// Loss-recovery state of the sending half.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Recovery {
-    /// When the most recently sent datagram that was acknowledged was sent
-    /// (RACK.xmit_ts): datagrams sent before it are judged for loss.
-    pub(super) newest_acked_sent: Option<Instant>,
-    /// `newest_acked_sent` before the latest acknowledgement that acked
+    /// The most recently sent datagram that was acknowledged, as its key in
+    /// `by_time` (RACK.xmit_ts, with the counter breaking ties between
+    /// datagrams sent at the same instant, which go in counter order):
+    /// datagrams sent before it — retransmissions included — are judged for
+    /// loss.
+    pub(super) newest_acked: Option<(Instant, Seq)>,
+    /// `newest_acked` before the latest acknowledgement that acked
     /// something, and the oldest send time that acknowledgement covered:
     /// together they say whether any datagram sent in a span was acknowledged
     /// (persistent congestion).
     acked_before_batch: Option<Instant>,
     batch_oldest_sent: Option<Instant>,
     /// The loss-detection timer: when the oldest datagram sent before
-    /// `newest_acked_sent` passes the time threshold.
+    /// `newest_acked` passes the time threshold.
     pub(super) loss_time: Option<Instant>,
     /// The last transmission of data: the probe timeout counts from it.
     pub(super) last_sent: Option<Instant>,
@@ -62,17 +65,21 @@ pub(super) struct Recovery {
     /// Probe datagrams owed: sent at the next `poll_transmit`, whatever the
     /// congestion window says.
     pub(super) probes: u32,
+    /// The second copy of a retransmission, sent at the next
+    /// `poll_transmit` (see `thin_flight`).
+    pub(super) copy: Option<Vec<u8>>,
 }
 
 impl Channel {
     /// An acknowledgement acknowledged datagrams sent between `oldest` and
-    /// (among those whose transmission is unambiguous) `newest`.
-    pub(super) fn on_new_ack(&mut self, newest: Option<Instant>, oldest: Option<Instant>) {
+    /// (among those whose transmission is unambiguous) `newest`, given as
+    /// its `by_time` key.
+    pub(super) fn on_new_ack(&mut self, newest: Option<(Instant, Seq)>, oldest: Option<Instant>) {
         let r = &mut self.send.recovery;
-        r.acked_before_batch = r.newest_acked_sent;
+        r.acked_before_batch = r.newest_acked.map(|(t, _)| t);
         r.batch_oldest_sent = oldest;
-        if newest > r.newest_acked_sent {
-            r.newest_acked_sent = newest;
+        if newest > r.newest_acked {
+            r.newest_acked = newest;
         }
         // The path delivers: the probe backoff starts over.
         r.pto_count = 0;
@@ -103,10 +110,10 @@ impl Channel {
         // Time threshold, oldest transmission first: the first one not yet
         // due arms the timer, and every later one is due later still.
         self.send.recovery.loss_time = None;
-        if let Some(newest) = self.send.recovery.newest_acked_sent {
+        if let Some(newest) = self.send.recovery.newest_acked {
             let delay = self.loss_delay();
             for &(sent, q) in &self.send.by_time {
-                if sent >= newest {
+                if (sent, q) >= newest {
                     break;
                 }
                 if sent + delay <= now {
@@ -226,7 +233,11 @@ impl Channel {
             return;
         };
         let min_rtt = self.rtt.min_rtt();
-        if self.send.cc.on_congestion_event(now, latest, min_rtt) {
+        if self
+            .send
+            .cc
+            .on_congestion_event(now, latest, min_rtt, self.rtt.srtt())
+        {
             self.stats.congestion_events += 1;
         }
         if self.is_persistent_congestion(earliest, latest) {
@@ -250,17 +261,40 @@ impl Channel {
             && r.batch_oldest_sent.is_none_or(|b| b >= latest)
     }
 
-    /// A lost datagram may go again: while the window has room, and always
-    /// when nothing else is in flight (so one datagram probes the path).
+    /// Whether the retransmission of `seq` about to go should go twice: it
+    /// carries a whole message (an RPC-sized one), the application limits
+    /// the sender (no new data waits for the window) and the flight is
+    /// thin. Such a sender recovers a loss only when a later datagram is
+    /// acknowledged, about a round trip plus the gap to its next message; a
+    /// lost repair doubles that. A second copy makes a lost repair as rare
+    /// as two losses in a row, for one datagram per loss; a window-limited
+    /// or bulk sender (a queue overflowing) never sends one.
+    pub(super) fn thin_flight(&self, seq: Seq) -> bool {
+        let whole = self
+            .send
+            .in_flight
+            .get(&seq)
+            .and_then(|s| self.send.messages.get(&s.msg_id))
+            .is_some_and(|m| m.count == 1);
+        whole && !self.send.has_new_data() && self.send.flight() < self.cfg.redundant_flight_max
+    }
+
+    /// A lost datagram may go again: when the pacer lets it, while the
+    /// window has room, and always when nothing else is in flight (so one
+    /// datagram probes the path).
     pub(super) fn can_retransmit(&self) -> bool {
         !self.send.lost.is_empty()
+            && !self.paced()
             && (self.send.flight() < self.send.cc.window() || self.send.flight() == 0)
     }
 
     /// A fragment not yet transmitted may take the next counter: the
-    /// congestion window and the peer's receive window both have room.
+    /// congestion window and the peer's receive window both have room, and
+    /// the pacer lets it go.
     pub(super) fn can_send_new(&self) -> bool {
         let window_end = self.send.peer_ack.plus(u64::from(self.send.peer_window));
-        self.send.flight() < self.send.cc.window() && self.send.next_seq < window_end
+        self.send.flight() < self.send.cc.window()
+            && self.send.next_seq < window_end
+            && !self.paced()
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::congestion::{Controller, DeliveryMark};
 use super::liveness::Phase;
+use super::pacing::Pacer;
 use super::recovery::Recovery;
 use super::{Channel, Event, FailReason, MsgId, SendError};
 use crate::config::Config;
@@ -68,6 +69,7 @@ pub(super) struct SendState {
     pub(super) peer_window: u32,
     pub(super) cc: Controller,
     pub(super) recovery: Recovery,
+    pub(super) pacer: Pacer,
 }
 
 impl SendState {
@@ -91,6 +93,7 @@ impl SendState {
             peer_window: cfg.recv_window,
             cc: Controller::new(cfg.cwnd_initial, cfg.cwnd_min, cfg.cwnd_max),
             recovery: Recovery::default(),
+            pacer: Pacer::default(),
         }
     }
 
@@ -264,7 +267,7 @@ impl Channel {
         let window_limited = self.send.flight() * 2 >= self.send.cc.window();
         let min_rtt = self.rtt.min_rtt();
         let mut sample: Option<(Instant, Seq)> = None;
-        let mut newest_sent: Option<Instant> = None;
+        let mut newest_sent: Option<(Instant, Seq)> = None;
         let mut oldest_sent: Option<Instant> = None;
         for q in newly {
             let Some(s) = self.forget_sent(q) else {
@@ -286,7 +289,7 @@ impl Channel {
             let unambiguous = s.transmissions == 1
                 || min_rtt.is_some_and(|m| now.saturating_duration_since(s.sent_at) >= m);
             if unambiguous {
-                newest_sent = newest_sent.max(Some(s.sent_at));
+                newest_sent = newest_sent.max(Some((s.sent_at, q)));
             }
             oldest_sent = Some(oldest_sent.map_or(s.sent_at, |o| o.min(s.sent_at)));
             self.send
@@ -303,7 +306,7 @@ impl Channel {
             }
         }
         if let Some((t, _)) = sample {
-            self.rtt.sample(now.saturating_duration_since(t));
+            self.rtt.sample(now, now.saturating_duration_since(t));
         }
         if oldest_sent.is_some() {
             self.on_new_ack(newest_sent, oldest_sent);

@@ -18,6 +18,12 @@ pub struct Stats {
     pub fast_retransmissions: u64,
     /// Of those, sent as probes after a probe timeout (tail-loss probes).
     pub probes: u64,
+    /// Of the retransmissions, second copies of a datagram declared lost,
+    /// sent while the flight was thin (`Config::redundant_flight_max`).
+    pub redundant_copies: u64,
+    /// Times data waited for the pacer (its bucket ran dry while the window
+    /// had room).
+    pub paced_delays: u64,
     /// Losses that reduced the congestion window (one per recovery period).
     pub congestion_events: u64,
     /// Times persistent congestion collapsed the window to its minimum.

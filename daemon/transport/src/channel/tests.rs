@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::wire::{AckInfo, Fragment, Kind, HEADER_LEN};
 
+mod pacing;
+mod rack;
+
 const A: u64 = 0xA0;
 const B: u64 = 0xB0;
 
@@ -20,6 +23,12 @@ fn ms(n: u64) -> Duration {
 fn cfg() -> Config {
     let mut c = Config {
         payload_max: 100,
+        // A thin flight's repair goes twice (tests in `rack.rs`); here each
+        // rule is seen alone, one datagram per repair.
+        redundant_flight_max: 0,
+        // Pacing has its own tests (`pacing.rs`); these scenarios send
+        // whole windows at one instant.
+        pacing_burst: 1 << 20,
         ..Config::default()
     };
     // Small fragments cost more overhead per byte: the budget grows to fit.

@@ -19,6 +19,8 @@ pub(super) enum Timer {
     /// transmission: probe with the oldest datagram in flight (a tail-loss
     /// probe first, then the backed-off RTO).
     Probe,
+    /// The pacer's bucket ran dry: data may go again at its next-send time.
+    Pacing,
     /// Received data waits at most `ack_delay` for an acknowledgement.
     DelayedAck,
     /// The probe that learns or confirms the peer's epoch is retried with
@@ -36,9 +38,10 @@ impl Timer {
     /// Every timer, in the order `handle_timeout` fires them. The order is
     /// part of the behaviour: a handshake or a peer timeout that gives up
     /// fails the messages whose retransmissions fired before it.
-    pub(super) const ALL: [Timer; 6] = [
+    pub(super) const ALL: [Timer; 7] = [
         Timer::LossDetection,
         Timer::Probe,
+        Timer::Pacing,
         Timer::DelayedAck,
         Timer::Handshake,
         Timer::PeerTimeout,
@@ -87,6 +90,7 @@ impl Channel {
         match timer {
             Timer::LossDetection => self.send.recovery.loss_time,
             Timer::Probe => self.probe_deadline(),
+            Timer::Pacing => self.send.pacer.next_send,
             Timer::DelayedAck => self.recv.ack_deadline,
             Timer::Handshake => {
                 if self.probe_now {
@@ -117,6 +121,7 @@ impl Channel {
         match timer {
             Timer::LossDetection => self.detect_losses(now),
             Timer::Probe => self.on_probe_timeout(),
+            Timer::Pacing => self.on_pacing_timer(),
             Timer::DelayedAck => {
                 self.recv.ack_now = true;
                 self.recv.ack_deadline = None;
