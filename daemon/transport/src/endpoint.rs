@@ -479,9 +479,16 @@ impl Endpoint {
             b.push(&bytes);
         }
         let mut done = false;
+        // The last datagram taken: a redundant copy of a repair (the channel
+        // sends it right behind the first, byte for byte) must not share the
+        // first's UDP datagram, or one loss would take both.
+        let mut last: Option<Vec<u8>> = None;
         loop {
             match slot.channel.poll_transmit(now) {
-                Some(bytes) if b.fits(bytes.len()) => b.push(&bytes),
+                Some(bytes) if b.fits(bytes.len()) && last.as_ref() != Some(&bytes) => {
+                    b.push(&bytes);
+                    last = Some(bytes);
+                }
                 Some(bytes) => {
                     self.carry = Some((peer, bytes));
                     break;

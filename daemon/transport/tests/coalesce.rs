@@ -39,8 +39,11 @@ enum Mode {
 
 fn cfg() -> Config {
     Config {
-        // Enough window that the window never decides a bundle's size here.
+        // Enough window, and a pacing burst as large, that neither the window
+        // nor the pacer decides a bundle's size here; no redundant copies.
         cwnd_initial: 256,
+        pacing_burst: 1024,
+        redundant_flight_max: 0,
         ..Config::default()
     }
 }
@@ -295,6 +298,7 @@ fn a_bundle_never_holds_more_than_its_count_byte() {
     let c = Config {
         payload_max: 60_000,
         cwnd_initial: 1024,
+        pacing_burst: 1024,
         ..cfg()
     };
     let mut p = Pair::new(Mode::Plain, c);
@@ -447,4 +451,61 @@ fn keyed_bundles_cannot_smuggle_unauthenticated_datagrams() {
     let s = p.b.stats();
     assert_eq!(s.security.replayed - after.security.replayed, 1);
     assert_eq!(s.bundled_received - after.bundled_received, 3);
+}
+
+#[test]
+fn a_redundant_copy_of_a_repair_goes_in_a_udp_datagram_of_its_own() {
+    // A light load (application-limited, thin flight) repairs a lost whole
+    // message twice, back to back. The copies must travel in different UDP
+    // datagrams: in one bundle, one loss would take both.
+    for mode in [Mode::Plain, Mode::Keyed] {
+        let c = Config {
+            redundant_flight_max: 16,
+            ..cfg()
+        };
+        let mut p = Pair::new(mode, c);
+        let lost = p.drain_a();
+        assert!(lost.is_empty(), "{mode:?}: nothing queued yet");
+        p.a.send(p.now, B, msg(0, 100)).expect("send");
+        let dropped = p.drain_a();
+        assert_eq!(dropped.len(), 1, "{mode:?}: the first message alone");
+        // Three later messages, one per iteration, reach B and are acknowledged:
+        // the first is lost by counter (three later ones acknowledged).
+        for i in 1..=3 {
+            p.now += Duration::from_millis(1);
+            p.a.send(p.now, B, msg(i, 100)).expect("send");
+            for t in p.drain_a() {
+                p.b.handle_datagram(p.now, A, &t.bytes);
+            }
+        }
+        p.now += Duration::from_millis(1);
+        p.b.handle_timeout(p.now);
+        while let Some(t) = p.b.poll_transmit(p.now) {
+            p.a.handle_datagram(p.now, B, &t.bytes);
+        }
+        let before = p.a.stats();
+        let repair = p.drain_a();
+        let after = p.a.stats();
+        assert_eq!(
+            after.bundles_sent - before.bundles_sent,
+            repair.len() as u64,
+            "{mode:?}"
+        );
+        assert!(
+            repair.len() >= 2,
+            "{mode:?}: the repair and its copy share one UDP datagram ({} sent)",
+            repair.len()
+        );
+        // Every UDP datagram B receives now delivers the lost message at most once;
+        // dropping the first of them still delivers it.
+        for t in &repair[1..] {
+            p.b.handle_datagram(p.now, A, &t.bytes);
+        }
+        p.collect();
+        let got = p.take_delivered();
+        assert!(
+            got.contains(&msg(0, 100)),
+            "{mode:?}: the copy alone repaired the loss"
+        );
+    }
 }
