@@ -155,6 +155,22 @@ fn sleep_until(t: Instant) {
     }
 }
 
+/// Taking longer than this to apply a fault is reported with the fault.
+pub const SLOW_FAULT: Duration = Duration::from_millis(500);
+
+/// A fault applied from `issued` until `done` (run times), logged at `issued`: a SIGKILL
+/// takes effect when sent, though the process may be reaped much later (its sockets stay
+/// open, so its peers and apps see silence, not a reset). Slow application is said.
+pub fn issued_fault(what: String, issued: Duration, done: Duration) -> Fault {
+    let took = done.saturating_sub(issued);
+    let what = if took > SLOW_FAULT {
+        format!("{what} (issued here; applied, or the process reaped, {took:.1?} later)")
+    } else {
+        what
+    };
+    Fault { at: issued, what }
+}
+
 /// Apply `ep`'s faults at its start, undo them after its hold; every step logged.
 fn episode(
     net: &mut Net,
@@ -167,6 +183,7 @@ fn episode(
 ) {
     sleep_until(t0 + ep.start);
     for a in &ep.actions {
+        let issued = t0.elapsed();
         match *a {
             Action::Loss { host, dir, p } => net.loss(host, dir, p),
             Action::Partition { host } => net.partition(host),
@@ -176,10 +193,7 @@ fn episode(
             Action::KillDaemon { host } => net.kill_daemon(host),
             Action::KillApp { host } => apps[host].kill(),
         }
-        faults.push(Fault {
-            at: t0.elapsed(),
-            what: a.to_string(),
-        });
+        faults.push(issued_fault(a.to_string(), issued, t0.elapsed()));
     }
     sleep_until(t0 + ep.start + ep.hold);
     for a in &ep.actions {
@@ -337,4 +351,29 @@ fn liveness(sockets: &[PathBuf], targets: &[String], t0: Instant, until: Duratio
         }
     });
     out.into_inner().expect("liveness calls")
+}
+
+/// A SIGKILL whose process took 178 s to be reaped (seed 10632602938232783001 on an
+/// overloaded machine) is logged when it was sent, and says it was slow; a quick one
+/// is logged as before.
+#[test]
+fn a_fault_is_logged_when_issued_and_a_slow_one_says_so() {
+    let slow = issued_fault(
+        "SIGKILL rpcd c".into(),
+        Duration::from_millis(280_410),
+        Duration::from_millis(458_403),
+    );
+    assert_eq!(slow.at, Duration::from_millis(280_410));
+    assert!(
+        slow.what.starts_with("SIGKILL rpcd c (issued here;") && slow.what.contains("178.0s"),
+        "{}",
+        slow.what
+    );
+    let quick = issued_fault(
+        "SIGKILL rpcd c".into(),
+        Duration::from_millis(22_377),
+        Duration::from_millis(22_444),
+    );
+    assert_eq!(quick.at, Duration::from_millis(22_377));
+    assert_eq!(quick.what, "SIGKILL rpcd c");
 }
