@@ -19,7 +19,10 @@ use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader,
 /// State shared between the callers and the reader thread.
 #[derive(Debug)]
 pub(super) struct Shared {
+    /// Held by the one thread writing at a time.
     writer: Mutex<UnixStream>,
+    /// Frames that came while another thread was writing: that thread writes them too.
+    outbox: Mutex<Outbox>,
     waiters: Mutex<Waiters>,
     /// Invocations handed to the app and not answered yet, so that a `cancel` reaches them.
     /// Weak: an invocation the app drops without answering leaves nothing behind to find
@@ -28,6 +31,21 @@ pub(super) struct Shared {
     pub(super) next_id: AtomicU64,
     pub(super) frame_max: usize,
 }
+
+/// Frames waiting for the thread that is writing, so that concurrent callers share one
+/// `write` instead of queueing on the socket one frame at a time.
+#[derive(Debug, Default)]
+struct Outbox {
+    /// Whether a thread is writing now (it writes `queued` before it stops).
+    writing: bool,
+    /// Whole frames, back to back.
+    queued: Vec<u8>,
+    /// The buffer written last, kept for reuse.
+    spare: Vec<u8>,
+}
+
+/// Largest buffer kept for reuse between writes: a bulk frame's is given back.
+const SPARE_MAX: usize = 64 * 1024;
 
 /// Requests waiting for a reply, and whether the connection is closed. One mutex covers
 /// both, so a request is either registered before the close (and woken by it) or sees it.
@@ -41,6 +59,7 @@ impl Shared {
     pub(super) fn new(stream: UnixStream, next_id: AtomicU64, frame_max: usize) -> Shared {
         Shared {
             writer: Mutex::new(stream),
+            outbox: Mutex::new(Outbox::default()),
             waiters: Mutex::new(Waiters::default()),
             live: Mutex::new(HashMap::new()),
             next_id,
@@ -52,10 +71,42 @@ impl Shared {
         lock(&self.waiters)
     }
 
-    /// Writes one whole frame (or raw bytes). A failed write may leave half a frame on the
-    /// stream, so it closes the connection.
+    /// Writes one whole frame (or raw bytes). When another thread is writing, the frame
+    /// joins its queue and that thread writes it with the others in one `write`; else this
+    /// thread writes it, then whatever queued meanwhile. A failed write may leave half a
+    /// frame on the stream, so it closes the connection (which wakes every waiting request,
+    /// also those whose frames were queued).
     pub(super) fn write(&self, bytes: &[u8]) -> Result<(), RequestError> {
-        let result = lock(&self.writer).write_all(bytes);
+        {
+            let mut outbox = lock(&self.outbox);
+            if outbox.writing {
+                outbox.queued.extend_from_slice(bytes);
+                return Ok(());
+            }
+            outbox.writing = true;
+        }
+        let mut result = lock(&self.writer).write_all(bytes);
+        while result.is_ok() {
+            let mut batch = {
+                let mut outbox = lock(&self.outbox);
+                if outbox.queued.is_empty() {
+                    outbox.writing = false;
+                    return Ok(());
+                }
+                let spare = std::mem::take(&mut outbox.spare);
+                std::mem::replace(&mut outbox.queued, spare)
+            };
+            result = lock(&self.writer).write_all(&batch);
+            batch.clear();
+            if batch.capacity() <= SPARE_MAX {
+                lock(&self.outbox).spare = batch;
+            }
+        }
+        {
+            let mut outbox = lock(&self.outbox);
+            outbox.writing = false;
+            outbox.queued.clear();
+        }
         result.map_err(|err| {
             let kind = err.kind();
             self.close(Closed::Disconnected);

@@ -1,0 +1,3 @@
+//! The parts of `perf_bench`.
+
+pub mod setups;
