@@ -62,7 +62,10 @@ impl Channel {
             p.tokens = p.tokens.max(-1.0);
         }
         if p.tokens < 1.0 - 1e-9 {
-            let wait = Duration::from_secs_f64((1.0 - p.tokens) / rate);
+            // At least a microsecond: a fast path's wait can round to
+            // nothing, and a deadline at `now` would be due again at once.
+            let wait =
+                Duration::from_secs_f64((1.0 - p.tokens) / rate).max(Duration::from_micros(1));
             p.next_send = Some(now + wait);
         }
     }
