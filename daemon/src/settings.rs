@@ -316,6 +316,12 @@ impl Settings {
                 "must be at least limits.frame_max".into(),
             ));
         }
+        if l.local_buffer_total_max < l.frame_max {
+            return Err(invalid(
+                "limits.local_buffer_total_max",
+                "must be at least limits.frame_max".into(),
+            ));
+        }
         if l.deadline_default.is_zero() || l.deadline_default > l.deadline_max {
             return Err(invalid(
                 "limits.deadline_default_ms",

@@ -25,6 +25,9 @@ pub enum ConnInput {
     Msg(ClientMsg),
     /// Bytes that are not a frame; reading stops.
     BadFrame(FrameError),
+    /// Its partial frame took the bytes buffered across all connections
+    /// past `local_buffer_total_max`; reading stops.
+    OverBudget,
 }
 
 /// An app's connection.
@@ -38,9 +41,19 @@ struct Conn {
     flush_pending: bool,
     /// A bad frame was read: nothing more is read from it.
     stopped: bool,
+    /// Bytes of this connection counted in `Local::total`.
+    charged: usize,
 }
 
-/// The connection's output would exceed `connection_output_max`.
+impl Conn {
+    /// Bytes it holds now: partial input and output not yet written.
+    fn held(&self) -> usize {
+        self.reader.buffered() + (self.out.len() - self.out_pos)
+    }
+}
+
+/// The connection's output would exceed `connection_output_max`, or the
+/// bytes buffered across all connections `local_buffer_total_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlowReader;
 
@@ -53,6 +66,10 @@ pub struct Local {
     frame_max: usize,
     output_max: usize,
     read_batch: usize,
+    /// `local_buffer_total_max`.
+    total_max: usize,
+    /// Bytes held across all connections (the sum of their `charged`).
+    total: usize,
     to_flush: Vec<ConnId>,
     /// The listener may have connections waiting.
     pub listener_ready: bool,
@@ -69,6 +86,7 @@ impl Local {
         frame_max: usize,
         output_max: usize,
         read_batch: usize,
+        total_max: usize,
     ) -> io::Result<Local> {
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(Local {
@@ -78,6 +96,8 @@ impl Local {
             frame_max,
             output_max,
             read_batch: read_batch.max(1),
+            total_max,
+            total: 0,
             to_flush: Vec::new(),
             listener_ready: true,
             ready: BTreeSet::new(),
@@ -87,7 +107,14 @@ impl Local {
     /// Limits after a reload. The output bound and the read batch apply at
     /// once; `frame_max` to connections accepted from now on (a reader's
     /// buffer is sized by the bound it started with).
-    pub fn set_limits(&mut self, frame_max: usize, output_max: usize, read_batch: usize) {
+    pub fn set_limits(
+        &mut self,
+        frame_max: usize,
+        output_max: usize,
+        read_batch: usize,
+        total_max: usize,
+    ) {
+        self.total_max = total_max;
         self.frame_max = frame_max;
         self.output_max = output_max;
         self.read_batch = read_batch.max(1);
@@ -124,6 +151,7 @@ impl Local {
                             writable_wanted: false,
                             flush_pending: false,
                             stopped: false,
+                            charged: 0,
                         },
                     );
                     // Bytes may already be waiting: read them this turn.
@@ -159,17 +187,31 @@ impl Local {
             }
             match conn.reader.read_from(&mut conn.stream) {
                 Ok(0) => return false,
-                Ok(_) => loop {
-                    match conn.reader.next_frame::<ClientMsg>() {
-                        Ok(None) => break,
-                        Ok(Some(msg)) => on(ConnInput::Msg(msg)),
-                        Err(e) => {
-                            conn.stopped = true;
-                            on(ConnInput::BadFrame(e));
-                            return true;
+                Ok(_) => {
+                    loop {
+                        match conn.reader.next_frame::<ClientMsg>() {
+                            Ok(None) => break,
+                            Ok(Some(msg)) => on(ConnInput::Msg(msg)),
+                            Err(e) => {
+                                conn.stopped = true;
+                                on(ConnInput::BadFrame(e));
+                                return true;
+                            }
                         }
                     }
-                },
+                    // What stays is a partial frame: charge it.
+                    if !recharge(&mut self.total, self.total_max, conn) {
+                        conn.stopped = true;
+                        // Its partial frame is dropped with it.
+                        conn.reader = FrameReader::new(0);
+                        warn!(
+                            conn = %id, held = conn.held(), budget = self.total_max,
+                            "closing a connection: local_buffer_total_max reached"
+                        );
+                        on(ConnInput::OverBudget);
+                        return true;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -189,7 +231,15 @@ impl Local {
             warn!(conn = %id, "closing a connection that does not read its replies");
             return Err(SlowReader);
         }
+        if self.total + frame.len() > self.total_max {
+            warn!(
+                conn = %id, held = conn.held(), budget = self.total_max,
+                "closing a connection: local_buffer_total_max reached by its output"
+            );
+            return Err(SlowReader);
+        }
         conn.out.extend_from_slice(&frame);
+        recharge(&mut self.total, usize::MAX, conn);
         // Written at the end of the loop iteration, so that every frame the
         // iteration produced for this app goes out in one write.
         if !conn.flush_pending {
@@ -219,7 +269,9 @@ impl Local {
         let Some(conn) = self.conns.get_mut(&id) else {
             return true;
         };
-        if write_some(conn).is_err() {
+        let written = write_some(conn);
+        recharge(&mut self.total, usize::MAX, conn);
+        if written.is_err() {
             return false;
         }
         let want = conn.out_pos < conn.out.len();
@@ -237,15 +289,26 @@ impl Local {
     pub fn close(&mut self, registry: &Registry, id: ConnId) {
         self.ready.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
+            self.total -= conn.charged;
             let _ = write_some(&mut conn);
             let _ = registry.deregister(&mut conn.stream);
         }
+    }
+
+    /// Write `msg` to `id` (one best-effort attempt, outside the budgets: it
+    /// is one small frame) and close it.
+    pub fn fail(&mut self, registry: &Registry, id: ConnId, msg: &DaemonMsg) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.out.extend_from_slice(&ipc::encode_frame(msg));
+        }
+        self.close(registry, id);
     }
 
     /// Close `id` without writing anything more.
     pub fn drop_conn(&mut self, registry: &Registry, id: ConnId) {
         self.ready.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
+            self.total -= conn.charged;
             let _ = registry.deregister(&mut conn.stream);
         }
     }
@@ -254,6 +317,19 @@ impl Local {
     pub fn ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
     }
+}
+
+/// Count what `conn` holds now in `total`. False, and nothing changed, if
+/// that would take `total` past `max`.
+fn recharge(total: &mut usize, max: usize, conn: &mut Conn) -> bool {
+    let held = conn.held();
+    let others = *total - conn.charged;
+    if held > conn.charged && others + held > max {
+        return false;
+    }
+    *total = others + held;
+    conn.charged = held;
+    true
 }
 
 /// Write what is queued until the socket would block.

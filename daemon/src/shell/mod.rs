@@ -27,6 +27,8 @@ use mio::net::{UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{info, warn};
 
+use rpcd_client::ipc::{DaemonMsg, ErrorCode};
+
 use crate::router::{Incarnation, LookupAnswer, Output, Router};
 use crate::settings::Settings;
 use local::{ConnInput, Local};
@@ -111,6 +113,7 @@ impl Bound {
             limits.frame_max,
             limits.connection_output_max,
             limits.connection_read_batch,
+            limits.local_buffer_total_max,
         )?;
         let signals =
             Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
@@ -234,10 +237,23 @@ impl Shell {
         let ready: Vec<_> = self.local.ready.iter().copied().collect();
         for id in ready {
             let router = &mut self.router;
+            let mut over_budget = false;
             let open = self.local.read(id, |input| match input {
                 ConnInput::Msg(msg) => router.handle_client_msg(now, id, msg),
                 ConnInput::BadFrame(e) => router.handle_bad_frame(now, id, &e),
+                ConnInput::OverBudget => over_budget = true,
             });
+            if over_budget {
+                let fatal = DaemonMsg::Fatal {
+                    code: ErrorCode::Overloaded,
+                    message: "the daemon's buffers for local connections are full \
+                              (limits.local_buffer_total_max)"
+                        .into(),
+                };
+                self.local.fail(self.poll.registry(), id, &fatal);
+                self.router.handle_conn_closed(now, id);
+                continue;
+            }
             if !open {
                 self.conn_failed(now, id);
             }
@@ -330,6 +346,7 @@ impl Shell {
                     l.frame_max,
                     l.connection_output_max,
                     l.connection_read_batch,
+                    l.local_buffer_total_max,
                 );
                 self.udp
                     .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
