@@ -2,7 +2,9 @@
 //! nothing else. What the frames mean is the router's business.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -15,6 +17,8 @@ use crate::router::{ConnId, PeerCred};
 pub const FIRST_CONN: u64 = 16;
 /// Connections accepted per wakeup; the rest wait for the next turn.
 const ACCEPT_BATCH: usize = 64;
+/// How long accept waits after the descriptor limit before trying again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Drop the written prefix of an output buffer once it is this large.
 const OUT_COMPACT: usize = 1024 * 1024;
 
@@ -71,6 +75,11 @@ pub struct Local {
     /// Bytes held across all connections (the sum of their `charged`).
     total: usize,
     to_flush: Vec<ConnId>,
+    /// A descriptor kept in reserve (`/dev/null`): at the descriptor limit it
+    /// is closed to accept one client, tell it why, and close it.
+    spare: Option<File>,
+    /// After the descriptor limit: when to try accepting again.
+    pub retry_at: Option<Instant>,
     /// The listener may have connections waiting.
     pub listener_ready: bool,
     /// Connections that may have bytes to read.
@@ -99,6 +108,8 @@ impl Local {
             total_max,
             total: 0,
             to_flush: Vec::new(),
+            spare: File::open("/dev/null").ok(),
+            retry_at: None,
             listener_ready: true,
             ready: BTreeSet::new(),
         })
@@ -163,6 +174,16 @@ impl Local {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_fd_limit(&e) => {
+                    if !self.refuse_one() {
+                        // No spare descriptor: wait, without spinning, for
+                        // some to be closed.
+                        warn!(error = %e, "accept: descriptor limit; retrying shortly");
+                        self.listener_ready = false;
+                        self.retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     self.listener_ready = false;
@@ -171,6 +192,39 @@ impl Local {
             }
         }
         self.listener_ready = true;
+    }
+
+    /// At the descriptor limit: close the spare descriptor, accept one
+    /// client, tell it `overloaded` and close it, then take the spare back.
+    /// False if there was no spare or no client.
+    fn refuse_one(&mut self) -> bool {
+        if self.spare.take().is_none() {
+            return false;
+        }
+        let refused = match self.listener.accept() {
+            Ok((mut stream, _)) => {
+                let frame = ipc::encode_frame(&DaemonMsg::Fatal {
+                    code: ipc::ErrorCode::Overloaded,
+                    message: "rpcd is at its limit of open files; try again later".into(),
+                });
+                // A new socket's buffer takes one small frame.
+                let _ = stream.write(&frame);
+                warn!("connection refused: descriptor limit");
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = File::open("/dev/null").ok();
+        // The spare could not be had back: accepting would fail again.
+        refused && self.spare.is_some()
+    }
+
+    /// Time to try accepting again after the descriptor limit.
+    pub fn retry_due(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            self.listener_ready = true;
+        }
     }
 
     /// Read at most one batch from `id`, handing each whole frame to `on`.
@@ -317,6 +371,14 @@ impl Local {
     pub fn ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
     }
+}
+
+/// `EMFILE` or `ENFILE`: no descriptor for a new connection.
+fn is_fd_limit(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == nix::libc::EMFILE || c == nix::libc::ENFILE
+    )
 }
 
 /// Count what `conn` holds now in `total`. False, and nothing changed, if

@@ -165,6 +165,7 @@ impl Shell {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            self.local.retry_due(now);
             self.router.handle_timeout(now);
             self.drive(now);
             self.flush();
@@ -176,7 +177,11 @@ impl Shell {
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.router.poll_timeout().map(|t| {
+                let next = match (self.router.poll_timeout(), self.local.retry_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|t| {
                     // epoll has millisecond resolution: round up so a timer
                     // is never polled early and spun on.
                     let d = t.saturating_duration_since(now);
