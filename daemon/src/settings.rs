@@ -100,6 +100,13 @@ pub struct Limits {
     /// Reads (of up to 64 KiB) from one connection per wakeup before the
     /// other sources get their turn.
     pub connection_read_batch: usize,
+    /// How long a disconnected owner's user keeps first claim on its
+    /// function names; zero turns the grace off.
+    pub name_grace: Duration,
+    /// Bytes buffered across all local connections (partial input frames
+    /// and pending output); the connection whose growth would pass it is
+    /// told `overloaded` and closed.
+    pub local_buffer_total_max: usize,
 }
 
 impl Default for Limits {
@@ -120,6 +127,8 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(5),
             udp_receive_batch: 256,
             connection_read_batch: 16,
+            name_grace: Duration::from_secs(2),
+            local_buffer_total_max: 256 * 1024 * 1024,
         }
     }
 }
@@ -304,6 +313,12 @@ impl Settings {
         if l.connection_output_max < l.frame_max {
             return Err(invalid(
                 "limits.connection_output_max",
+                "must be at least limits.frame_max".into(),
+            ));
+        }
+        if l.local_buffer_total_max < l.frame_max {
+            return Err(invalid(
+                "limits.local_buffer_total_max",
                 "must be at least limits.frame_max".into(),
             ));
         }

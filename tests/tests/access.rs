@@ -355,3 +355,69 @@ fn a_remote_peer_may_call_one_function_and_not_another() {
         "{stats:?}"
     );
 }
+
+/// Whether `function` is registered on `d` now.
+fn registered(d: &Daemon, function: &str) -> bool {
+    let c = Connection::connect(&d.socket, "probe").unwrap();
+    c.list().unwrap().iter().any(|f| f == function)
+}
+
+/// The name grace (`limits.name_grace_ms`): root's server disconnects without
+/// unregistering; within the grace
+/// `nobody`'s kv_server is refused `kv.get` with `name_taken`, while root's reconnecting
+/// server gets it back; once the grace after root's next disconnect is over, `nobody`
+/// registers it.
+#[test]
+fn a_disconnected_owners_user_gets_its_names_back_first() {
+    if !root_or_skip("registering as another user") {
+        return;
+    }
+    const GRACE_MS: u64 = 3000;
+    let dir = open_dir();
+    let cfg = format!("[access]\nsocket_group = {NOBODY}\n[limits]\nname_grace_ms = {GRACE_MS}\n");
+    let d = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(&cfg));
+    let kv_server_as_nobody = || {
+        let mut cmd = as_nobody(&rpcd_tests::example("kv_server"));
+        cmd.arg("--socket").arg(&d.socket).arg("--workers").arg("1");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
+        cmd
+    };
+    // A raw connection: it ends without unregistering, as a crashed server's does (a
+    // `Server` unregisters its names when dropped, and an unregister holds nothing).
+    let root_serves = || {
+        let c = Connection::connect(&d.socket, "owner").unwrap();
+        c.register("kv.get").unwrap();
+        c
+    };
+
+    let owner = root_serves();
+    drop(owner);
+    assert!(
+        rpcd_tests::wait_until(RUN_MAX, || !registered(&d, "kv.get")),
+        "kv.get released"
+    );
+    let out = output_within(&mut kv_server_as_nobody(), RUN_MAX);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kv.get") && err.contains("held for its previous owner"),
+        "{}",
+        text(&out)
+    );
+
+    // Root's server reconnects within the grace: kv.get is its again.
+    let back = root_serves();
+    assert!(registered(&d, "kv.get"));
+    drop(back);
+    assert!(
+        rpcd_tests::wait_until(RUN_MAX, || !registered(&d, "kv.get")),
+        "kv.get released again"
+    );
+    std::thread::sleep(Duration::from_millis(GRACE_MS + 300));
+    let child = kv_server_as_nobody().spawn().unwrap();
+    let _nobody = rpcd_tests::ProcessGuard::new("kv_server", child);
+    assert!(
+        rpcd_tests::wait_until(RUN_MAX, || registered(&d, "kv.get")),
+        "nobody's kv_server registers kv.get after the grace"
+    );
+}

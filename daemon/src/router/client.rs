@@ -26,9 +26,10 @@ impl Router {
             ),
             ClientMsg::Register { id, function } => {
                 let max = self.settings.limits.functions_max;
+                let uid = self.apps.get(conn).map_or(u32::MAX, |a| a.cred.uid);
                 let result = self
                     .check_local(now, conn, Want::Register(&function))
-                    .and_then(|()| self.registry.register(conn, &function, max));
+                    .and_then(|()| self.registry.register(now, conn, uid, &function, max));
                 if result.is_ok() {
                     if let Some(a) = self.apps.get_mut(conn) {
                         a.functions.insert(function);

@@ -35,6 +35,8 @@ mod types;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_grace;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -260,6 +262,7 @@ impl Router {
         self.drain_events(now);
         self.sweep_idle_peers(now);
         self.expire(now);
+        self.registry.expire(now);
         self.advance_shutdown(now);
         self.drain_events(now);
     }
@@ -441,8 +444,12 @@ impl Router {
         let Some(app) = self.apps.close(conn) else {
             return;
         };
+        let (grace, cap) = (
+            self.settings.limits.name_grace,
+            self.settings.limits.functions_max,
+        );
         for f in &app.functions {
-            self.registry.remove(f);
+            self.registry.release(f, app.cred.uid, now, grace, cap);
         }
         for inv in app.invocations {
             if let Some(i) = self.take_invocation(inv) {

@@ -2,6 +2,7 @@
 //! daemon-wide limit.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::ErrorCode;
 
@@ -23,14 +24,28 @@ pub const BUILTINS: [&str; 5] = [
 #[derive(Debug, Default)]
 pub struct Registry {
     owners: HashMap<String, ConnId>,
+    /// Names whose owner disconnected, held for the owner's user until the
+    /// instant given (the name grace). At most `functions_max` entries.
+    released: HashMap<String, Released>,
+}
+
+/// A name released by a disconnected owner.
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    uid: u32,
+    until: Instant,
 }
 
 impl Registry {
-    /// Register `function` for `app`; registering one's own name again is
-    /// a no-op. `functions_max` bounds the table.
+    /// Register `function` for `app`, whose process runs as `uid`;
+    /// registering one's own name again is a no-op. A name released less
+    /// than the grace ago (see [`Registry::release`]) is refused to other
+    /// users with `name_taken`. `functions_max` bounds the table.
     pub fn register(
         &mut self,
+        now: Instant,
         app: ConnId,
+        uid: u32,
         function: &str,
         functions_max: usize,
     ) -> Result<(), Failure> {
@@ -59,12 +74,25 @@ impl Registry {
             }
             None => {}
         }
+        if let Some(r) = self.released.get(function) {
+            if r.uid != uid && now < r.until {
+                let left = r.until.saturating_duration_since(now).as_millis();
+                return Err(Failure::new(
+                    ErrorCode::NameTaken,
+                    format!(
+                        "{function} is held for its previous owner's user for {left} ms more \
+                         (limits.name_grace_ms)"
+                    ),
+                ));
+            }
+        }
         if self.owners.len() >= functions_max {
             return Err(Failure::new(
                 ErrorCode::Overloaded,
                 format!("too many registered functions (limit {functions_max})"),
             ));
         }
+        self.released.remove(function);
         self.owners.insert(function.to_owned(), app);
         Ok(())
     }
@@ -81,9 +109,35 @@ impl Registry {
         Ok(())
     }
 
-    /// Forget `function` whoever owns it (its owner is gone).
-    pub fn remove(&mut self, function: &str) {
-        self.owners.remove(function);
+    /// Forget `function` whoever owns it (its owner, running as `uid`, is
+    /// gone) and hold the name for `uid` for `grace` from `now`. A zero
+    /// grace holds nothing. The held names are at most `cap`: expired ones
+    /// are dropped first, and when all are live the name is not held.
+    pub fn release(&mut self, function: &str, uid: u32, now: Instant, grace: Duration, cap: usize) {
+        if self.owners.remove(function).is_none() || grace.is_zero() {
+            return;
+        }
+        if self.released.len() >= cap && !self.released.contains_key(function) {
+            self.expire(now);
+            if self.released.len() >= cap {
+                return;
+            }
+        }
+        let until = now + grace;
+        self.released
+            .insert(function.to_owned(), Released { uid, until });
+    }
+
+    /// Drop the held names whose grace ended by `now`.
+    pub fn expire(&mut self, now: Instant) {
+        self.released.retain(|_, r| now < r.until);
+    }
+
+    /// Names held for a disconnected owner's user (expired ones included
+    /// until the next [`Registry::expire`]).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.released.len()
     }
 
     /// The app serving `function`.
@@ -112,28 +166,32 @@ mod tests {
     #[test]
     fn names_are_owned_checked_and_bounded() {
         let mut r = Registry::default();
+        let t = Instant::now();
         let (a, b) = (ConnId(1), ConnId(2));
-        assert!(r.register(a, "kv.get", 2).is_ok());
-        assert!(r.register(a, "kv.get", 2).is_ok(), "again by its owner");
+        assert!(r.register(t, a, 0, "kv.get", 2).is_ok());
+        assert!(
+            r.register(t, a, 0, "kv.get", 2).is_ok(),
+            "again by its owner"
+        );
         assert_eq!(
-            r.register(b, "kv.get", 2).map_err(|f| f.code),
+            r.register(t, b, 1, "kv.get", 2).map_err(|f| f.code),
             Err(ErrorCode::NameTaken)
         );
         assert_eq!(
-            r.register(a, "rpcd.x", 2).map_err(|f| f.code),
+            r.register(t, a, 0, "rpcd.x", 2).map_err(|f| f.code),
             Err(ErrorCode::NameTaken)
         );
         assert_eq!(
-            r.register(a, "", 2).map_err(|f| f.code),
+            r.register(t, a, 0, "", 2).map_err(|f| f.code),
             Err(ErrorCode::BadRequest)
         );
         assert_eq!(
-            r.register(a, "a\nb", 2).map_err(|f| f.code),
+            r.register(t, a, 0, "a\nb", 2).map_err(|f| f.code),
             Err(ErrorCode::BadRequest)
         );
-        assert!(r.register(b, "kv.put", 2).is_ok());
+        assert!(r.register(t, b, 1, "kv.put", 2).is_ok());
         assert_eq!(
-            r.register(b, "kv.del", 2).map_err(|f| f.code),
+            r.register(t, b, 1, "kv.del", 2).map_err(|f| f.code),
             Err(ErrorCode::Overloaded)
         );
         assert_eq!(

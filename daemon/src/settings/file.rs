@@ -70,6 +70,8 @@ struct FileLimits {
     shutdown_grace_ms: Option<u64>,
     udp_receive_batch: Option<usize>,
     connection_read_batch: Option<usize>,
+    name_grace_ms: Option<u64>,
+    local_buffer_total_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +191,8 @@ impl Settings {
         set!(l.shutdown_grace, f.limits.shutdown_grace_ms, ms);
         set!(l.udp_receive_batch, f.limits.udp_receive_batch);
         set!(l.connection_read_batch, f.limits.connection_read_batch);
+        set!(l.name_grace, f.limits.name_grace_ms, ms);
+        set!(l.local_buffer_total_max, f.limits.local_buffer_total_max);
         let t = &mut self.transport;
         let ft = f.transport;
         set!(t.payload_max, ft.payload_max);

@@ -2,7 +2,9 @@
 //! nothing else. What the frames mean is the router's business.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
 use std::io::{self, Write};
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
@@ -15,6 +17,8 @@ use crate::router::{ConnId, PeerCred};
 pub const FIRST_CONN: u64 = 16;
 /// Connections accepted per wakeup; the rest wait for the next turn.
 const ACCEPT_BATCH: usize = 64;
+/// How long accept waits after the descriptor limit before trying again.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Drop the written prefix of an output buffer once it is this large.
 const OUT_COMPACT: usize = 1024 * 1024;
 
@@ -25,6 +29,9 @@ pub enum ConnInput {
     Msg(ClientMsg),
     /// Bytes that are not a frame; reading stops.
     BadFrame(FrameError),
+    /// Its partial frame took the bytes buffered across all connections
+    /// past `local_buffer_total_max`; reading stops.
+    OverBudget,
 }
 
 /// An app's connection.
@@ -38,9 +45,19 @@ struct Conn {
     flush_pending: bool,
     /// A bad frame was read: nothing more is read from it.
     stopped: bool,
+    /// Bytes of this connection counted in `Local::total`.
+    charged: usize,
 }
 
-/// The connection's output would exceed `connection_output_max`.
+impl Conn {
+    /// Bytes it holds now: partial input and output not yet written.
+    fn held(&self) -> usize {
+        self.reader.buffered() + (self.out.len() - self.out_pos)
+    }
+}
+
+/// The connection's output would exceed `connection_output_max`, or the
+/// bytes buffered across all connections `local_buffer_total_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlowReader;
 
@@ -53,7 +70,16 @@ pub struct Local {
     frame_max: usize,
     output_max: usize,
     read_batch: usize,
+    /// `local_buffer_total_max`.
+    total_max: usize,
+    /// Bytes held across all connections (the sum of their `charged`).
+    total: usize,
     to_flush: Vec<ConnId>,
+    /// A descriptor kept in reserve (`/dev/null`): at the descriptor limit it
+    /// is closed to accept one client, tell it why, and close it.
+    spare: Option<File>,
+    /// After the descriptor limit: when to try accepting again.
+    pub retry_at: Option<Instant>,
     /// The listener may have connections waiting.
     pub listener_ready: bool,
     /// Connections that may have bytes to read.
@@ -69,6 +95,7 @@ impl Local {
         frame_max: usize,
         output_max: usize,
         read_batch: usize,
+        total_max: usize,
     ) -> io::Result<Local> {
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(Local {
@@ -78,7 +105,11 @@ impl Local {
             frame_max,
             output_max,
             read_batch: read_batch.max(1),
+            total_max,
+            total: 0,
             to_flush: Vec::new(),
+            spare: File::open("/dev/null").ok(),
+            retry_at: None,
             listener_ready: true,
             ready: BTreeSet::new(),
         })
@@ -87,7 +118,14 @@ impl Local {
     /// Limits after a reload. The output bound and the read batch apply at
     /// once; `frame_max` to connections accepted from now on (a reader's
     /// buffer is sized by the bound it started with).
-    pub fn set_limits(&mut self, frame_max: usize, output_max: usize, read_batch: usize) {
+    pub fn set_limits(
+        &mut self,
+        frame_max: usize,
+        output_max: usize,
+        read_batch: usize,
+        total_max: usize,
+    ) {
+        self.total_max = total_max;
         self.frame_max = frame_max;
         self.output_max = output_max;
         self.read_batch = read_batch.max(1);
@@ -124,6 +162,7 @@ impl Local {
                             writable_wanted: false,
                             flush_pending: false,
                             stopped: false,
+                            charged: 0,
                         },
                     );
                     // Bytes may already be waiting: read them this turn.
@@ -135,6 +174,16 @@ impl Local {
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_fd_limit(&e) => {
+                    if !self.refuse_one() {
+                        // No spare descriptor: wait, without spinning, for
+                        // some to be closed.
+                        warn!(error = %e, "accept: descriptor limit; retrying shortly");
+                        self.listener_ready = false;
+                        self.retry_at = Some(Instant::now() + ACCEPT_BACKOFF);
+                        return;
+                    }
+                }
                 Err(e) => {
                     warn!(error = %e, "accept failed");
                     self.listener_ready = false;
@@ -143,6 +192,39 @@ impl Local {
             }
         }
         self.listener_ready = true;
+    }
+
+    /// At the descriptor limit: close the spare descriptor, accept one
+    /// client, tell it `overloaded` and close it, then take the spare back.
+    /// False if there was no spare or no client.
+    fn refuse_one(&mut self) -> bool {
+        if self.spare.take().is_none() {
+            return false;
+        }
+        let refused = match self.listener.accept() {
+            Ok((mut stream, _)) => {
+                let frame = ipc::encode_frame(&DaemonMsg::Fatal {
+                    code: ipc::ErrorCode::Overloaded,
+                    message: "rpcd is at its limit of open files; try again later".into(),
+                });
+                // A new socket's buffer takes one small frame.
+                let _ = stream.write(&frame);
+                warn!("connection refused: descriptor limit");
+                true
+            }
+            Err(_) => false,
+        };
+        self.spare = File::open("/dev/null").ok();
+        // The spare could not be had back: accepting would fail again.
+        refused && self.spare.is_some()
+    }
+
+    /// Time to try accepting again after the descriptor limit.
+    pub fn retry_due(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|t| now >= t) {
+            self.retry_at = None;
+            self.listener_ready = true;
+        }
     }
 
     /// Read at most one batch from `id`, handing each whole frame to `on`.
@@ -159,17 +241,31 @@ impl Local {
             }
             match conn.reader.read_from(&mut conn.stream) {
                 Ok(0) => return false,
-                Ok(_) => loop {
-                    match conn.reader.next_frame::<ClientMsg>() {
-                        Ok(None) => break,
-                        Ok(Some(msg)) => on(ConnInput::Msg(msg)),
-                        Err(e) => {
-                            conn.stopped = true;
-                            on(ConnInput::BadFrame(e));
-                            return true;
+                Ok(_) => {
+                    loop {
+                        match conn.reader.next_frame::<ClientMsg>() {
+                            Ok(None) => break,
+                            Ok(Some(msg)) => on(ConnInput::Msg(msg)),
+                            Err(e) => {
+                                conn.stopped = true;
+                                on(ConnInput::BadFrame(e));
+                                return true;
+                            }
                         }
                     }
-                },
+                    // What stays is a partial frame: charge it.
+                    if !recharge(&mut self.total, self.total_max, conn) {
+                        conn.stopped = true;
+                        // Its partial frame is dropped with it.
+                        conn.reader = FrameReader::new(0);
+                        warn!(
+                            conn = %id, held = conn.held(), budget = self.total_max,
+                            "closing a connection: local_buffer_total_max reached"
+                        );
+                        on(ConnInput::OverBudget);
+                        return true;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -189,7 +285,15 @@ impl Local {
             warn!(conn = %id, "closing a connection that does not read its replies");
             return Err(SlowReader);
         }
+        if self.total + frame.len() > self.total_max {
+            warn!(
+                conn = %id, held = conn.held(), budget = self.total_max,
+                "closing a connection: local_buffer_total_max reached by its output"
+            );
+            return Err(SlowReader);
+        }
         conn.out.extend_from_slice(&frame);
+        recharge(&mut self.total, usize::MAX, conn);
         // Written at the end of the loop iteration, so that every frame the
         // iteration produced for this app goes out in one write.
         if !conn.flush_pending {
@@ -219,7 +323,9 @@ impl Local {
         let Some(conn) = self.conns.get_mut(&id) else {
             return true;
         };
-        if write_some(conn).is_err() {
+        let written = write_some(conn);
+        recharge(&mut self.total, usize::MAX, conn);
+        if written.is_err() {
             return false;
         }
         let want = conn.out_pos < conn.out.len();
@@ -237,15 +343,26 @@ impl Local {
     pub fn close(&mut self, registry: &Registry, id: ConnId) {
         self.ready.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
+            self.total -= conn.charged;
             let _ = write_some(&mut conn);
             let _ = registry.deregister(&mut conn.stream);
         }
+    }
+
+    /// Write `msg` to `id` (one best-effort attempt, outside the budgets: it
+    /// is one small frame) and close it.
+    pub fn fail(&mut self, registry: &Registry, id: ConnId, msg: &DaemonMsg) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.out.extend_from_slice(&ipc::encode_frame(msg));
+        }
+        self.close(registry, id);
     }
 
     /// Close `id` without writing anything more.
     pub fn drop_conn(&mut self, registry: &Registry, id: ConnId) {
         self.ready.remove(&id);
         if let Some(mut conn) = self.conns.remove(&id) {
+            self.total -= conn.charged;
             let _ = registry.deregister(&mut conn.stream);
         }
     }
@@ -254,6 +371,27 @@ impl Local {
     pub fn ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
     }
+}
+
+/// `EMFILE` or `ENFILE`: no descriptor for a new connection.
+fn is_fd_limit(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == nix::libc::EMFILE || c == nix::libc::ENFILE
+    )
+}
+
+/// Count what `conn` holds now in `total`. False, and nothing changed, if
+/// that would take `total` past `max`.
+fn recharge(total: &mut usize, max: usize, conn: &mut Conn) -> bool {
+    let held = conn.held();
+    let others = *total - conn.charged;
+    if held > conn.charged && others + held > max {
+        return false;
+    }
+    *total = others + held;
+    conn.charged = held;
+    true
 }
 
 /// Write what is queued until the socket would block.

@@ -27,6 +27,8 @@ use mio::net::{UdpSocket, UnixListener};
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use tracing::{info, warn};
 
+use rpcd_client::ipc::{DaemonMsg, ErrorCode};
+
 use crate::router::{Incarnation, LookupAnswer, Output, Router};
 use crate::settings::Settings;
 use local::{ConnInput, Local};
@@ -111,6 +113,7 @@ impl Bound {
             limits.frame_max,
             limits.connection_output_max,
             limits.connection_read_batch,
+            limits.local_buffer_total_max,
         )?;
         let signals =
             Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
@@ -162,6 +165,7 @@ impl Shell {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            self.local.retry_due(now);
             self.router.handle_timeout(now);
             self.drive(now);
             self.flush();
@@ -173,7 +177,11 @@ impl Shell {
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                self.router.poll_timeout().map(|t| {
+                let next = match (self.router.poll_timeout(), self.local.retry_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                next.map(|t| {
                     // epoll has millisecond resolution: round up so a timer
                     // is never polled early and spun on.
                     let d = t.saturating_duration_since(now);
@@ -234,10 +242,23 @@ impl Shell {
         let ready: Vec<_> = self.local.ready.iter().copied().collect();
         for id in ready {
             let router = &mut self.router;
+            let mut over_budget = false;
             let open = self.local.read(id, |input| match input {
                 ConnInput::Msg(msg) => router.handle_client_msg(now, id, msg),
                 ConnInput::BadFrame(e) => router.handle_bad_frame(now, id, &e),
+                ConnInput::OverBudget => over_budget = true,
             });
+            if over_budget {
+                let fatal = DaemonMsg::Fatal {
+                    code: ErrorCode::Overloaded,
+                    message: "the daemon's buffers for local connections are full \
+                              (limits.local_buffer_total_max)"
+                        .into(),
+                };
+                self.local.fail(self.poll.registry(), id, &fatal);
+                self.router.handle_conn_closed(now, id);
+                continue;
+            }
             if !open {
                 self.conn_failed(now, id);
             }
@@ -330,6 +351,7 @@ impl Shell {
                     l.frame_max,
                     l.connection_output_max,
                     l.connection_read_batch,
+                    l.local_buffer_total_max,
                 );
                 self.udp
                     .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
