@@ -1,0 +1,94 @@
+//! The send path: `poll_transmit` gathers what a peer's channel has queued
+//! into one bundle (see the parent module's doc) and seals it with keys.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Endpoint, Transmit};
+use crate::secure::sessions::{Sealed, Sessions};
+use crate::wire::{BundleBuilder, BUNDLE_HEADER_LEN, HEADER_LEN};
+
+impl Endpoint {
+    /// The next UDP datagram to send: a bundle of every channel datagram
+    /// queued for one peer that fits (see the module doc). Call until `None`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        loop {
+            // Handshake messages, and datagrams a new session released.
+            if let Some((to, bytes)) = self.sessions.as_mut().and_then(Sessions::poll_out) {
+                return Some(Transmit { to, bytes });
+            }
+            let &peer = self.ready.front()?;
+            let Some(bundle) = self.gather(now, peer) else {
+                continue;
+            };
+            let Some(sessions) = self.sessions.as_mut() else {
+                return Some(Transmit {
+                    to: peer,
+                    bytes: bundle,
+                });
+            };
+            match sessions.seal(now, peer, &bundle, self.epoch) {
+                Some(Sealed::Ready(bytes)) => return Some(Transmit { to: peer, bytes }),
+                // Held for the handshake, or (the peer was removed) dropped.
+                Some(Sealed::Queued) | None => continue,
+            }
+        }
+    }
+
+    /// The most bytes of one bundle: a header and one full fragment's
+    /// datagram, the largest a channel emits.
+    fn bundle_max(&self) -> usize {
+        BUNDLE_HEADER_LEN + HEADER_LEN + self.cfg.payload_max
+    }
+
+    /// Take `peer`'s queued datagrams into one bundle, up to the size limit
+    /// (a datagram that does not fit is carried to the next bundle). Takes
+    /// `peer` off the ready queue once its channel has nothing more. `None`:
+    /// nothing to send to `peer`.
+    fn gather(&mut self, now: Instant, peer: SocketAddr) -> Option<Vec<u8>> {
+        let mut b = BundleBuilder::new(self.bundle_max());
+        let carried = self.carry.take();
+        let Some(slot) = self.channels.get_mut(&peer) else {
+            // Removed (keys reloaded): whatever was carried for it goes too.
+            self.ready.pop_front();
+            return None;
+        };
+        if let Some((p, bytes)) = carried {
+            debug_assert_eq!(p, peer, "a carried datagram belongs to the front peer");
+            b.push(&bytes);
+        }
+        let mut done = false;
+        // The last datagram taken: a redundant copy of a repair (the channel
+        // sends it right behind the first, byte for byte) must not share the
+        // first's UDP datagram, or one loss would take both.
+        let mut last: Option<Vec<u8>> = None;
+        loop {
+            match slot.channel.poll_transmit(now) {
+                Some(bytes) if b.fits(bytes.len()) && last.as_ref() != Some(&bytes) => {
+                    b.push(&bytes);
+                    last = Some(bytes);
+                }
+                Some(bytes) => {
+                    self.carry = Some((peer, bytes));
+                    break;
+                }
+                None => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if b.count() > 0 {
+            slot.bundles_sent += 1;
+            self.stats.bundles_sent += 1;
+            self.stats.bundled_sent += b.count() as u64;
+        }
+        if done {
+            slot.in_ready = false;
+            self.ready.pop_front();
+            self.drain_events(peer);
+        }
+        self.reschedule(peer);
+        (b.count() > 0).then(|| b.finish())
+    }
+}
