@@ -19,6 +19,7 @@
 //!           → Router::poll_transmit → shell::udp → UDP
 //! ```
 
+pub mod cli;
 pub mod envelope;
 pub mod router;
 pub mod settings;

@@ -1,53 +1,15 @@
 //! `rpcd` binary: parse flags, load settings, bind, maybe daemonize, serve.
 
 use std::fs::OpenOptions;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use rpcd::cli::Args;
 use rpcd::settings::Settings;
 use rpcd::shell::{Bound, RunOptions};
 use tracing_subscriber::EnvFilter;
-
-/// rpcd: reliable RPC over UDP for local applications.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    about,
-    after_help = "Settings: built-in defaults, then the file (--config, else /etc/rpcd/rpcd.toml \
-                  if present), then RPCD_<SECTION>__<KEY> environment variables, then flags. \
-                  RPCD_SOCKET sets the socket path for the daemon and every client.\n\
-                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names, peers and limits.\n\
-                  Exit status: 0 after a clean shutdown or a valid --check-config; 1 on any error."
-)]
-struct Args {
-    /// TOML settings file (see etc/rpcd.toml).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// UDP address to listen on (overrides the file).
-    #[arg(long, value_name = "ADDR:PORT")]
-    listen: Option<SocketAddr>,
-    /// Local socket path (overrides RPCD_SOCKET and the file).
-    #[arg(long, value_name = "PATH")]
-    socket: Option<PathBuf>,
-    /// Validate the settings (file and environment) and exit.
-    #[arg(long)]
-    check_config: bool,
-    /// Stay in the foreground (the default; for systemd).
-    #[arg(long, conflicts_with = "daemonize")]
-    foreground: bool,
-    /// Detach into the background after binding; needs --pid-file.
-    #[arg(long, requires = "pid_file")]
-    daemonize: bool,
-    /// Where --daemonize writes the daemon's pid (removed at shutdown).
-    #[arg(long, value_name = "PATH")]
-    pid_file: Option<PathBuf>,
-    /// With --daemonize: append logs to this file (default: discarded).
-    #[arg(long, value_name = "PATH", requires = "daemonize")]
-    log_file: Option<PathBuf>,
-}
 
 fn main() -> ExitCode {
     match try_main() {

@@ -1,0 +1,45 @@
+//! The `rpcd` command line: its flags and help text, in the library so that man pages and
+//! completions can be generated from the same definition the binary parses.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// rpcd: reliable RPC over UDP for local applications.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about,
+    after_help = "Settings: built-in defaults, then the file (--config, else /etc/rpcd/rpcd.toml \
+                  if present), then RPCD_<SECTION>__<KEY> environment variables, then flags. \
+                  RPCD_SOCKET sets the socket path for the daemon and every client.\n\
+                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names, peers and limits.\n\
+                  Exit status: 0 after a clean shutdown or a valid --check-config; 1 on any error."
+)]
+pub struct Args {
+    /// TOML settings file (see etc/rpcd.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// UDP address to listen on (overrides the file).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Local socket path (overrides RPCD_SOCKET and the file).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Validate the settings (file and environment) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Stay in the foreground (the default; for systemd).
+    #[arg(long, conflicts_with = "daemonize")]
+    pub foreground: bool,
+    /// Detach into the background after binding; needs --pid-file.
+    #[arg(long, requires = "pid_file")]
+    pub daemonize: bool,
+    /// Where --daemonize writes the daemon's pid (removed at shutdown).
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// With --daemonize: append logs to this file (default: discarded).
+    #[arg(long, value_name = "PATH", requires = "daemonize")]
+    pub log_file: Option<PathBuf>,
+}
