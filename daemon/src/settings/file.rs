@@ -88,6 +88,7 @@ struct FileTransport {
     cwnd_min: Option<u32>,
     cwnd_max: Option<u32>,
     redundant_flight_max: Option<u32>,
+    forward_copies: Option<bool>,
     pacing_gain_percent: Option<u32>,
     pacing_burst: Option<u32>,
     min_rtt_window_ms: Option<u64>,
@@ -206,6 +207,7 @@ impl Settings {
         set!(t.cwnd_min, ft.cwnd_min);
         set!(t.cwnd_max, ft.cwnd_max);
         set!(t.redundant_flight_max, ft.redundant_flight_max);
+        set!(t.forward_copies, ft.forward_copies);
         set!(t.pacing_gain_percent, ft.pacing_gain_percent);
         set!(t.pacing_burst, ft.pacing_burst);
         set!(t.min_rtt_window, ft.min_rtt_window_ms, ms);

@@ -142,7 +142,7 @@ fn example_file_is_the_defaults() {
     .map(keys);
     assert_eq!(
         counts,
-        [3, 17, 31, 0, 0, 0],
+        [3, 17, 32, 0, 0, 0],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [

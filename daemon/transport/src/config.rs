@@ -40,6 +40,12 @@ pub struct Config {
     /// in one round trip even when the repair is lost too, as thin-stream
     /// TCP's redundant bundling does. 0 never sends a second copy.
     pub redundant_flight_max: u32,
+    /// On a thin flight (fewer than `redundant_flight_max` in flight, the
+    /// window not limiting), each new datagram carrying a whole message is
+    /// sent again with the next new datagram at a later instant, while
+    /// unacknowledged: a light RPC load then recovers a single loss at its
+    /// next message, not a round trip later. false never sends one.
+    pub forward_copies: bool,
     /// Pacing rate, in percent of the congestion window per smoothed RTT
     /// (RFC 9002 §7.7 suggests 125: a little above the window, so pacing
     /// does not itself limit the sender).
@@ -111,6 +117,7 @@ impl Default for Config {
             cwnd_min: 2,
             cwnd_max: 1024,
             redundant_flight_max: 16,
+            forward_copies: true,
             pacing_gain_percent: 125,
             pacing_burst: 10,
             min_rtt_window: Duration::from_secs(10),

@@ -461,6 +461,7 @@ fn a_redundant_copy_of_a_repair_goes_in_a_udp_datagram_of_its_own() {
     for mode in [Mode::Plain, Mode::Keyed] {
         let c = Config {
             redundant_flight_max: 16,
+            forward_copies: false,
             ..cfg()
         };
         let mut p = Pair::new(mode, c);
@@ -507,5 +508,36 @@ fn a_redundant_copy_of_a_repair_goes_in_a_udp_datagram_of_its_own() {
             got.contains(&msg(0, 100)),
             "{mode:?}: the copy alone repaired the loss"
         );
+    }
+}
+
+#[test]
+fn a_forward_copy_travels_in_the_next_messages_udp_datagram() {
+    // A light load: message 0 goes alone; a millisecond later message 1
+    // goes, and a copy of message 0 (unacknowledged) rides in the same UDP
+    // datagram. When the first UDP datagram is lost, the second alone
+    // delivers both messages, with no retransmission.
+    for mode in [Mode::Plain, Mode::Keyed] {
+        let c = Config {
+            redundant_flight_max: 16,
+            forward_copies: true,
+            ..cfg()
+        };
+        let mut p = Pair::new(mode, c);
+        assert!(p.drain_a().is_empty(), "{mode:?}: nothing queued yet");
+        p.a.send(p.now, B, msg(0, 100)).expect("send");
+        let dropped = p.drain_a();
+        assert_eq!(dropped.len(), 1, "{mode:?}: the first message alone");
+        p.now += Duration::from_millis(1);
+        p.a.send(p.now, B, msg(1, 100)).expect("send");
+        let next = p.drain_a();
+        assert_eq!(next.len(), 1, "{mode:?}: one UDP datagram");
+        let before = p.b.stats().bundled_received;
+        p.b.handle_datagram(p.now, A, &next[0].bytes);
+        p.collect();
+        let mut got = p.take_delivered();
+        got.sort();
+        assert_eq!(got, [msg(0, 100), msg(1, 100)], "{mode:?}");
+        assert_eq!(p.b.stats().bundled_received - before, 2, "{mode:?}");
     }
 }

@@ -21,7 +21,9 @@ struct Link {
     rng: ChaCha8Rng,
     loss: f64,
     delay: (Duration, Duration),
-    line: VecDeque<(Instant, Vec<u8>)>,
+    /// In flight: the channel datagrams of one UDP datagram (a bundle, as
+    /// the endpoint gathers them), lost or delivered together.
+    line: VecDeque<(Instant, Vec<Vec<u8>>)>,
     drops: u64,
     name: &'static str,
     log: Vec<(Instant, String)>,
@@ -53,17 +55,19 @@ impl Link {
             drops: 0,
         }
     }
-    fn enter(&mut self, now: Instant, d: Vec<u8>) {
+    fn enter(&mut self, now: Instant, d: Vec<Vec<u8>>) {
         let lost = self.rng.gen_bool(self.loss);
-        self.log.push((
-            now,
-            format!(
-                "{} {} {}",
-                self.name,
-                if lost { "LOST" } else { "sent" },
-                describe(&d)
-            ),
-        ));
+        for one in &d {
+            self.log.push((
+                now,
+                format!(
+                    "{} {} {}",
+                    self.name,
+                    if lost { "LOST" } else { "sent" },
+                    describe(one)
+                ),
+            ));
+        }
         if lost {
             self.drops += 1;
             return;
@@ -78,9 +82,24 @@ impl Link {
     fn arrivals(&mut self, now: Instant) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         while self.line.front().is_some_and(|(t, _)| *t <= now) {
-            out.push(self.line.pop_front().expect("non-empty").1);
+            out.extend(self.line.pop_front().expect("non-empty").1);
         }
         out
+    }
+    /// Everything `c` has to send now, gathered the way the endpoint does:
+    /// one bundle per drain, except that a datagram identical to the one
+    /// before it (a repair's redundant copy) starts a bundle of its own.
+    fn drain(&mut self, now: Instant, c: &mut Channel) {
+        let mut bundle: Vec<Vec<u8>> = Vec::new();
+        while let Some(d) = c.poll_transmit(now) {
+            if bundle.last() == Some(&d) {
+                self.enter(now, std::mem::take(&mut bundle));
+            }
+            bundle.push(d);
+        }
+        if !bundle.is_empty() {
+            self.enter(now, bundle);
+        }
     }
     fn next_event(&self) -> Option<Instant> {
         self.line.front().map(|(t, _)| *t)
@@ -140,12 +159,8 @@ fn run(seed: u64, n: u64, loss: f64) -> (Vec<Call>, u64) {
                 call.back = Some(now);
             }
         }
-        while let Some(d) = a.poll_transmit(now) {
-            ab.enter(now, d);
-        }
-        while let Some(d) = b.poll_transmit(now) {
-            ba.enter(now, d);
-        }
+        ab.drain(now, &mut a);
+        ba.drain(now, &mut b);
         if next_call == n && calls.values().all(|c| c.back.is_some()) {
             break;
         }

@@ -176,7 +176,8 @@ enum Next {
     Probe,
     /// A datagram declared lost, with its original counter.
     Retransmission,
-    /// The second copy of the retransmission just sent (a thin flight).
+    /// A redundant copy: of the retransmission just sent, or of the
+    /// previous new datagram (a thin flight).
     RedundantCopy,
     /// The next fragment not yet transmitted.
     NewFragment,
@@ -391,20 +392,31 @@ impl Channel {
                 let bytes = self.transmit(now, seq, true);
                 self.on_paced_send(now);
                 if thin {
-                    self.send.recovery.copy = Some(bytes.clone());
+                    self.send.recovery.copies.push_back((bytes.clone(), true));
                 }
                 bytes
             }
             Next::RedundantCopy => {
-                self.stats.retransmissions += 1;
-                self.stats.redundant_copies += 1;
+                let (bytes, repair) = self
+                    .send
+                    .recovery
+                    .copies
+                    .pop_front()
+                    .expect("a copy is due");
+                if repair {
+                    self.stats.retransmissions += 1;
+                    self.stats.redundant_copies += 1;
+                } else {
+                    self.stats.forward_copies += 1;
+                }
                 self.stats.datagrams_sent += 1;
-                self.send.recovery.copy.take().expect("a copy is due")
+                bytes
             }
             Next::NewFragment => {
                 let seq = self.next_new_fragment(now);
                 let bytes = self.transmit(now, seq, false);
                 self.on_paced_send(now);
+                self.queue_forward_copy(now, seq);
                 bytes
             }
             Next::Keepalive => {
@@ -480,7 +492,7 @@ impl Channel {
             if self.probe_now || start {
                 return Some(Next::HandshakeProbe);
             }
-        } else if self.send.recovery.copy.is_some() {
+        } else if !self.send.recovery.copies.is_empty() {
             return Some(Next::RedundantCopy);
         } else if self.send.recovery.probes > 0 && self.probe_target().is_some() {
             return Some(Next::Probe);

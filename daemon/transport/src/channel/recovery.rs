@@ -23,6 +23,7 @@
 //! persistent congestion — every datagram sent over three PTOs lost, nothing
 //! in between acknowledged — collapses the window.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{Channel, FailReason};
@@ -65,9 +66,14 @@ pub(super) struct Recovery {
     /// Probe datagrams owed: sent at the next `poll_transmit`, whatever the
     /// congestion window says.
     pub(super) probes: u32,
-    /// The second copy of a retransmission, sent at the next
-    /// `poll_transmit` (see `thin_flight`).
-    pub(super) copy: Option<Vec<u8>>,
+    /// Redundant copies sent at the next `poll_transmit`, each with whether
+    /// it repeats a repair (`thin_flight`) rather than a datagram sent once
+    /// (`queue_forward_copy`).
+    pub(super) copies: VecDeque<(Vec<u8>, bool)>,
+    /// Whole-message datagrams sent new on a thin flight and not yet
+    /// copied: the next new datagram sent at a later instant carries a copy
+    /// of each (`queue_forward_copy`).
+    pub(super) uncopied: Vec<Seq>,
 }
 
 impl Channel {
@@ -277,6 +283,59 @@ impl Channel {
             .and_then(|s| self.send.messages.get(&s.msg_id))
             .is_some_and(|m| m.count == 1);
         whole && !self.send.has_new_data() && self.send.flight() < self.cfg.redundant_flight_max
+    }
+
+    /// A new datagram `seq` just went at `now`. On a thin flight, a copy of
+    /// each whole-message datagram sent new at an earlier instant and not
+    /// copied yet goes with it (the endpoint bundles them into one UDP
+    /// datagram), if it is still unacknowledged, sent once and not declared
+    /// lost. A light RPC load (a message every few milliseconds, a round
+    /// trip of tens) then recovers a single loss at its next message,
+    /// without waiting a round trip for the acknowledgement that reveals it;
+    /// losing a message then takes two losses in a row. A copy changes no
+    /// sending state: if both are lost, loss detection repairs the original
+    /// as before. The copies go with the last datagram of a burst (those
+    /// sent at one instant share a UDP datagram anyway); a window-limited
+    /// (bulk) sender sends none.
+    pub(super) fn queue_forward_copy(&mut self, now: Instant, seq: Seq) {
+        if !self.cfg.forward_copies {
+            return;
+        }
+        let whole = self
+            .send
+            .in_flight
+            .get(&seq)
+            .and_then(|s| self.send.messages.get(&s.msg_id))
+            .is_some_and(|m| m.count == 1);
+        let window_limited = self.send.has_new_data() && !self.can_send_new();
+        if window_limited || self.send.flight() >= self.cfg.redundant_flight_max {
+            self.send.recovery.uncopied.clear();
+            return;
+        }
+        if !whole || self.send.has_new_data() {
+            // Copies go with the last datagram of a burst.
+            if whole {
+                self.send.recovery.uncopied.push(seq);
+            }
+            return;
+        }
+        let mut uncopied = std::mem::take(&mut self.send.recovery.uncopied);
+        uncopied.retain(|&q| {
+            let Some(s) = self.send.in_flight.get(&q) else {
+                return false;
+            };
+            if s.first_sent >= now {
+                // Sent in this same instant: the same UDP datagram.
+                return true;
+            }
+            if !s.lost && s.transmissions == 1 {
+                let bytes = self.data_datagram(q, false);
+                self.send.recovery.copies.push_back((bytes, false));
+            }
+            false
+        });
+        uncopied.push(seq);
+        self.send.recovery.uncopied = uncopied;
     }
 
     /// A lost datagram may go again: when the pacer lets it, while the

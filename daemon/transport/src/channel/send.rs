@@ -387,10 +387,23 @@ impl Channel {
         s.fast = false;
         self.send.by_time.insert((now, seq));
         self.send.recovery.last_sent = Some(now);
-        let (msg_id, index) = (s.msg_id, s.index);
         if retransmission {
             self.stats.retransmissions += 1;
         }
+        // Ask for an immediate ack when this datagram fills the window.
+        let ack_now = !self.can_send_new() && self.send.lost.is_empty();
+        let bytes = self.data_datagram(seq, ack_now);
+        self.ack_sent();
+        self.stats.datagrams_sent += 1;
+        bytes
+    }
+
+    /// The bytes of in-flight datagram `seq` with the current
+    /// acknowledgement state and floors. Changes nothing: `transmit` records
+    /// the transmission, a forward copy (`queue_forward_copy`) records none.
+    pub(super) fn data_datagram(&self, seq: Seq, ack_now: bool) -> Vec<u8> {
+        let s = &self.send.in_flight[&seq];
+        let (msg_id, index) = (s.msg_id, s.index);
         let m = self
             .send
             .messages
@@ -398,10 +411,7 @@ impl Channel {
             .expect("in-flight datagram's message is live");
         let start = index as usize * self.cfg.payload_max;
         let end = (start + self.cfg.payload_max).min(m.data.len());
-        let count = m.count;
-        // Ask for an immediate ack when this datagram fills the window.
-        let ack_now = !self.can_send_new() && self.send.lost.is_empty();
-        let d = Datagram {
+        Datagram {
             sender_epoch: self.local_epoch,
             receiver_epoch: self.peer_epoch.unwrap_or(0),
             kind: Kind::Data,
@@ -413,15 +423,12 @@ impl Channel {
             fragment: Some(Fragment {
                 msg_id: msg_id.into(),
                 index,
-                count,
+                count: m.count,
                 payload: &m.data[start..end],
             }),
             nonce: 0,
             key_id: 0,
-        };
-        let bytes = d.to_vec();
-        self.ack_sent();
-        self.stats.datagrams_sent += 1;
-        bytes
+        }
+        .to_vec()
     }
 }

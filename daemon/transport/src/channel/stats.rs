@@ -21,6 +21,10 @@ pub struct Stats {
     /// Of the retransmissions, second copies of a datagram declared lost,
     /// sent while the flight was thin (`Config::redundant_flight_max`).
     pub redundant_copies: u64,
+    /// Copies of a datagram sent once and not yet acknowledged, sent with
+    /// the next new datagram on a thin flight (not retransmissions: the
+    /// original's state is untouched; `Config::redundant_flight_max`).
+    pub forward_copies: u64,
     /// Times data waited for the pacer (its bucket ran dry while the window
     /// had room).
     pub paced_delays: u64,

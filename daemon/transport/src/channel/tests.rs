@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::wire::{AckInfo, Fragment, Kind, HEADER_LEN};
 
+mod forward;
 mod pacing;
 mod rack;
 

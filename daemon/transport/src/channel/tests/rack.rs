@@ -71,6 +71,7 @@ fn a_lost_retransmission_is_detected_by_time_once_a_later_datagram_is_acknowledg
 fn a_thin_flights_repair_goes_twice() {
     let c = Config {
         redundant_flight_max: 16,
+        forward_copies: false,
         ..wan()
     };
     let (mut p, lost) = lost_first(c);
@@ -99,6 +100,7 @@ fn a_thin_flights_repair_goes_twice() {
 fn a_window_limited_sender_repairs_once() {
     let c = Config {
         redundant_flight_max: 16,
+        forward_copies: false,
         cwnd_initial: 4,
         ..wan()
     };
@@ -122,6 +124,7 @@ fn a_window_limited_sender_repairs_once() {
 fn a_fragment_of_a_larger_message_is_repaired_once() {
     let c = Config {
         redundant_flight_max: 16,
+        forward_copies: false,
         ..wan()
     };
     let mut p = Pair::with(c, c);
