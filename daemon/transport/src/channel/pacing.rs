@@ -2,9 +2,10 @@
 //! smoothed RTT instead of leaving in one burst that a bottleneck's queue
 //! must absorb.
 //!
-//! A token bucket: it holds at most `Config::pacing_burst` datagrams (the
-//! initial window may go at once, and a lone message after a quiet spell
-//! never waits) and refills at `pacing_gain_percent` of the congestion
+//! A token bucket: it holds at most `Config::pacing_burst` datagrams, or
+//! what the rate refills in a timer granularity (1 ms) if that is more (the
+//! initial window may go at once, a lone message after a quiet spell never
+//! waits, and no wait is shorter than the event loop's timers can keep) and refills at `pacing_gain_percent` of the congestion
 //! window per smoothed RTT. Only data that fills the window meets it: a
 //! sender whose flight stays below the burst never waits. When the bucket
 //! is empty the pacer's next-send time is a `Timer::Pacing` in the one
@@ -13,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use super::Channel;
+use crate::rtt::GRANULARITY;
 
 /// The pacer's state.
 #[derive(Debug, Clone, Default)]
@@ -42,15 +44,20 @@ impl Channel {
     /// A data datagram goes at `now`: take a token; if none is left, say
     /// when the next one will be there.
     pub(super) fn on_paced_send(&mut self, now: Instant) {
-        let burst = f64::from(self.cfg.pacing_burst);
         let Some(rate) = self.pacing_rate() else {
             self.send.pacer = Pacer {
-                tokens: burst,
+                tokens: f64::from(self.cfg.pacing_burst),
                 at: Some(now),
                 next_send: None,
             };
             return;
         };
+        // The bucket holds at least a timer granularity's worth at the
+        // rate: a wait shorter than that would last a whole granularity in
+        // the event loop (its timers have millisecond resolution), so on a
+        // path whose RTT is far below it (loopback, a LAN) the pacer would
+        // cap the sender at `pacing_burst` datagrams per millisecond.
+        let burst = f64::from(self.cfg.pacing_burst).max(rate * GRANULARITY.as_secs_f64());
         let p = &mut self.send.pacer;
         let elapsed =
             p.at.map_or(Duration::MAX, |at| now.saturating_duration_since(at));

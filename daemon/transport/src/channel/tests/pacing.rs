@@ -74,3 +74,27 @@ fn the_initial_window_and_a_lone_message_go_at_once() {
     }
     assert_eq!(p.a.snapshot().stats.paced_delays, 0);
 }
+
+/// On a path whose RTT is far below the event loop's timer granularity
+/// (1 ms: loopback, a LAN), a wait for the pacer would last a whole
+/// millisecond and cap the sender at a burst per millisecond. The bucket
+/// holds a granularity's worth at the rate instead: the window goes at once.
+#[test]
+fn a_fast_path_is_not_capped_at_a_burst_per_timer_tick() {
+    let mut p = Pair::with(paced(4), paced(4));
+    let (_, first) = p.handshake_over(vec![0], Duration::from_micros(100));
+    assert_eq!(first.len(), 1);
+    let snap = p.a.snapshot();
+    assert_eq!(
+        (snap.srtt, snap.cwnd),
+        (Some(Duration::from_micros(100)), 10)
+    );
+    for i in 1..10u8 {
+        p.a.send(p.now, vec![i]).expect("queued");
+    }
+    // 10 datagrams per 100 µs at 125 %: 125 per millisecond, so the rest of
+    // the window (9) goes now, with no pacing timer.
+    assert_eq!(drain(&mut p.a, p.now).len(), 9);
+    assert_eq!(p.a.snapshot().stats.paced_delays, 0);
+    assert_eq!(p.a.snapshot().in_flight, 10);
+}
