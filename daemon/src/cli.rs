@@ -42,4 +42,8 @@ pub struct Args {
     /// With --daemonize: append logs to this file (default: discarded).
     #[arg(long, value_name = "PATH", requires = "daemonize")]
     pub log_file: Option<PathBuf>,
+    /// Log format: auto (journald on the journal's stream, else text), text, json or
+    /// journald (overrides daemon.log_format).
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<crate::settings::LogFormat>,
 }

@@ -8,8 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use rpcd::cli::Args;
 use rpcd::settings::Settings;
-use rpcd::shell::{Bound, RunOptions};
-use tracing_subscriber::EnvFilter;
+use rpcd::shell::{logging, Bound, RunOptions};
 
 fn main() -> ExitCode {
     match try_main() {
@@ -64,13 +63,13 @@ fn try_main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.log_level))
-        .context("log level")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    // --daemonize redirects stderr (to --log-file or /dev/null) after this:
+    // no colour and no journal's stream then.
+    logging::init(
+        &settings,
+        args.log_format,
+        &logging::Stderr::current(args.daemonize),
+    )?;
     // Bind before detaching, so that bind errors reach the terminal.
     let bound = Bound::bind(settings)?;
     if args.daemonize {

@@ -37,7 +37,10 @@ pub struct Settings {
     /// Path of the local socket.
     pub socket: PathBuf,
     /// Log filter (tracing-subscriber syntax), unless `RUST_LOG` is set.
+    /// Reloaded on SIGHUP.
     pub log_level: String,
+    /// How log lines are written (read at start).
+    pub log_format: LogFormat,
     /// Without a private key, accept unauthenticated peers on an address
     /// beyond loopback: listening anywhere else in plaintext needs this
     /// explicit consent. No effect with a key.
@@ -55,6 +58,23 @@ pub struct Settings {
     pub peers: BTreeMap<String, PeerSettings>,
     /// `[access]`: the socket's group and the access policy.
     pub access: AccessSettings,
+}
+
+/// How the daemon writes its log lines to stderr (`daemon.log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// `journald` when stderr is the stream systemd named in `JOURNAL_STREAM`,
+    /// else `text`.
+    #[default]
+    Auto,
+    /// One line per event with a timestamp; ANSI colour only on a terminal.
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, the fields).
+    Json,
+    /// Each line prefixed with its syslog priority (`<3>` error ... `<7>`
+    /// debug), no timestamp: journald adds both.
+    Journald,
 }
 
 /// Default settings file, read when it exists and no `--config` is given.
@@ -139,6 +159,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7400)),
             socket: rpcd_client::ipc::default_socket_path(),
             log_level: "info".into(),
+            log_format: LogFormat::Auto,
             plaintext: false,
             limits: Limits::default(),
             transport: rpcd_transport::Config::default(),
@@ -253,6 +274,8 @@ impl Settings {
         self.transport
             .validate()
             .map_err(|e| invalid(&format!("transport.{}", e.key), e.problem))?;
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| invalid("daemon.log_level", e.to_string()))?;
         if self.security.key.is_none()
             && !self.plaintext
             && !self.listen.ip().to_canonical().is_loopback()

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use rpcd_client::ipc::{Credentials, DaemonMsg, ErrorCode, Outcome, LOCAL_CALLER};
+use tracing::debug;
 
 use super::builtins::{self, Builtin};
 use super::policy::Want;
@@ -116,6 +117,7 @@ impl Router {
             }
         }
         if let Some(b) = Builtin::parse(function) {
+            debug!(call = %self.origin_tag(origin), %function, "serving a built-in");
             let result = match b {
                 Builtin::Ping => Ok(builtins::ping()),
                 Builtin::Echo => Ok(args),
@@ -169,6 +171,7 @@ impl Router {
             a.invocations.insert(id);
         }
         self.arm(deadline, Deadline::Invocation(id));
+        debug!(call = %self.origin_tag(origin), %function, invocation = %id, app = %owner, "invoked");
         self.frame(
             owner,
             DaemonMsg::Invoke {
@@ -277,6 +280,7 @@ impl Router {
     /// tell the serving app to stop (a late result is dropped and counted).
     pub(super) fn withdraw(&mut self, id: InvId) {
         if let Some(inv) = self.take_invocation(id) {
+            debug!(call = %self.origin_tag(inv.origin), invocation = %id, "invocation withdrawn");
             self.cancel_frame(inv.owner, id);
         }
     }

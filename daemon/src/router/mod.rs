@@ -21,6 +21,7 @@
 
 mod apps;
 mod builtins;
+mod call_log;
 mod calls;
 mod client;
 mod deadlines;
@@ -415,6 +416,13 @@ impl Router {
                 if let Err(e) = self.endpoint.send(now, peer, env.encode()) {
                     // The caller's deadline will fire; nothing else can tell it.
                     warn!(%peer, error = %e, "cannot send a reply");
+                }
+                if let Envelope::Reply { outcome, .. } = &env {
+                    let code = match outcome {
+                        RemoteOutcome::Ok(_) => "ok",
+                        RemoteOutcome::Err { code, .. } => code.as_str(),
+                    };
+                    debug!(call = %self.origin_tag(origin), %peer, outcome = code, "reply sent");
                 }
             }
         }

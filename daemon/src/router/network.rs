@@ -94,6 +94,7 @@ impl Router {
                     peer,
                     call: RemoteCallId(call_id),
                 };
+                debug!(call = %self.origin_tag(origin), %peer, %function, deadline_ms, "request received");
                 if self.shutdown != Shutdown::Running {
                     let f = Failure::new(
                         ErrorCode::ShuttingDown,
@@ -109,10 +110,14 @@ impl Router {
             Envelope::Reply { call_id, outcome } => {
                 self.on_reply(now, peer, CallId(call_id), outcome)
             }
-            Envelope::Cancel { call_id } => self.withdraw_origin(Origin::Remote {
-                peer,
-                call: RemoteCallId(call_id),
-            }),
+            Envelope::Cancel { call_id } => {
+                let origin = Origin::Remote {
+                    peer,
+                    call: RemoteCallId(call_id),
+                };
+                debug!(call = %self.origin_tag(origin), %peer, "cancel received");
+                self.withdraw_origin(origin)
+            }
         }
     }
 }

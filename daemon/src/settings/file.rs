@@ -49,6 +49,7 @@ struct FileDaemon {
     listen: Option<SocketAddr>,
     socket: Option<PathBuf>,
     log_level: Option<String>,
+    log_format: Option<super::LogFormat>,
     plaintext: Option<bool>,
 }
 
@@ -172,6 +173,7 @@ impl Settings {
         set!(self.listen, f.daemon.listen);
         set!(self.socket, f.daemon.socket);
         set!(self.log_level, f.daemon.log_level);
+        set!(self.log_format, f.daemon.log_format);
         set!(self.plaintext, f.daemon.plaintext);
         let l = &mut self.limits;
         set!(l.connections_max, f.limits.connections_max);

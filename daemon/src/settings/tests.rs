@@ -142,7 +142,7 @@ fn example_file_is_the_defaults() {
     .map(keys);
     assert_eq!(
         counts,
-        [3, 17, 32, 0, 0, 0],
+        [4, 17, 32, 0, 0, 0],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [
@@ -488,4 +488,26 @@ mod keys {
             "{e}"
         );
     }
+}
+
+/// `daemon.log_format` from the file and the environment; a bad value or
+/// log filter names its key.
+#[test]
+fn log_format_and_level_are_read_and_checked() {
+    let mut s = Settings::default();
+    assert_eq!(s.log_format, LogFormat::Auto);
+    s.apply_toml("[daemon]\nlog_format = \"json\"\n").unwrap();
+    assert_eq!(s.log_format, LogFormat::Json);
+    let env = [("RPCD_DAEMON__LOG_FORMAT".to_owned(), "journald".to_owned())];
+    assert!(s.apply_env(env).unwrap());
+    assert_eq!(s.log_format, LogFormat::Journald);
+    let e = s
+        .apply_toml("[daemon]\nlog_format = \"xml\"\n")
+        .unwrap_err();
+    assert!(e.contains("`daemon.log_format`"), "{e}");
+    s.log_level = "rpcd=loud".into();
+    let e = s.validate("x").unwrap_err().to_string();
+    assert!(e.contains("daemon.log_level"), "{e}");
+    s.log_level = "warn,rpcd::router=debug".into();
+    s.validate("x").unwrap();
 }

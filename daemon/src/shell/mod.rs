@@ -10,6 +10,7 @@
 //! finished; nothing sleeps inside it.
 
 mod local;
+pub mod logging;
 pub mod notify;
 pub mod resolver;
 mod signals;
@@ -355,6 +356,7 @@ impl Shell {
                 );
                 self.udp
                     .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
+                logging::reload(&new);
                 self.router.reload(Instant::now(), new);
             }
             Err(e) => warn!(error = %e, "reload failed; the previous settings stay in force"),

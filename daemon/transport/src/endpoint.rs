@@ -462,6 +462,13 @@ impl Endpoint {
         self.channels.get(&peer).map(Slot::snapshot)
     }
 
+    /// This endpoint's epoch on its channel to `peer` (after evictions it is
+    /// not [`Endpoint::epoch`]) and the peer's epoch there, once known: the
+    /// same pair in reverse at the peer. None without a channel.
+    pub fn channel_epochs(&self, peer: SocketAddr) -> Option<(u64, Option<u64>)> {
+        self.channels.get(&peer).map(|s| s.channel.epochs())
+    }
+
     /// How many peers have a channel.
     pub fn peer_count(&self) -> usize {
         self.channels.len()

@@ -183,6 +183,7 @@ impl Router {
                 let Some(r) = call.retry.take() else { return };
                 call.target = Target::Local;
                 call.state = CallState::Local;
+                debug!(call = %self.call_tag(None, id), function = %r.function, "call served by this daemon");
                 self.serve_local(now, id, &r.function, r.args, deadline);
                 return;
             }
@@ -218,6 +219,14 @@ impl Router {
                     }
                     self.calls.by_msg.insert((addr, msg), id);
                     self.calls.by_peer.entry(addr).or_default().insert(id);
+                    if let Envelope::Request {
+                        function,
+                        deadline_ms,
+                        ..
+                    } = &env
+                    {
+                        debug!(call = %self.call_tag(Some(addr), id), peer = %addr, %function, deadline_ms, "call sent");
+                    }
                     return;
                 }
                 Err(e @ SendError::NoKey(_)) => {
@@ -258,6 +267,7 @@ impl Router {
             return;
         }
         if let Some(mut call) = self.calls.map.remove(&id) {
+            let tag = self.call_tag(peer_of(call.target), id);
             self.detach_peer(id, &call);
             if let (Target::Remote(peer), CallState::Sending(msg)) = (call.target, call.state) {
                 self.endpoint.cancel(peer, msg);
@@ -265,7 +275,7 @@ impl Router {
             call.state = CallState::Resolving;
             call.target = Target::Local;
             self.calls.map.insert(id, call);
-            debug!(call = %id, "failing over to the next address");
+            debug!(call = %tag, "failing over to the next address");
             self.send_to_next(now, id, Some(failure));
         }
     }
@@ -311,6 +321,12 @@ impl Router {
             Err(f) => f.code.as_str(),
         };
         self.calls.count(call.target, code);
+        let what = match &result {
+            Ok(_) => "answered",
+            Err(f) if f.code == ErrorCode::DeadlineExceeded => "timed out",
+            Err(_) => "failed",
+        };
+        debug!(call = %self.call_tag(peer_of(call.target), id), outcome = code, "call {what}");
         let msg = match result {
             Ok(data) => DaemonMsg::CallOk {
                 id: call.client_id,
@@ -332,6 +348,7 @@ impl Router {
             return;
         };
         self.unlink_call(id, &call);
+        debug!(call = %self.call_tag(peer_of(call.target), id), "call abandoned: the calling app is gone");
         self.stop_remote_work(now, id, &call);
         if call.state == CallState::Local {
             self.local_call_ended(id);
@@ -440,6 +457,7 @@ impl Router {
             .get(id)
             .is_some_and(|c| c.target == Target::Remote(peer));
         if !ours {
+            debug!(call = %self.call_tag(Some(peer), id), "late reply dropped");
             self.counters.late_replies += 1;
             return;
         }
@@ -484,5 +502,13 @@ impl Router {
                 ),
             );
         }
+    }
+}
+
+/// The peer a call was sent to, if it was.
+fn peer_of(target: Target) -> Option<SocketAddr> {
+    match target {
+        Target::Remote(peer) => Some(peer),
+        Target::Local => None,
     }
 }

@@ -427,6 +427,12 @@ impl Channel {
         })
     }
 
+    /// This side's epoch on the channel and the peer's, once known: what
+    /// each side knows the other by.
+    pub fn epochs(&self) -> (u64, Option<u64>) {
+        (self.local_epoch, self.peer_epoch)
+    }
+
     /// The next event for the owner.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
