@@ -47,6 +47,7 @@ fn to_value<T: serde::Serialize>(value: &T) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)] // see show.rs
 mod tests {
     use super::*;
 
