@@ -95,18 +95,17 @@ pub fn stats(stats: &Stats) -> String {
     out
 }
 
-/// The peer daemons, one row each under a header, every cell one word (`-` when unknown):
-/// address, name (with keys: also key fingerprint and session age), epoch, round-trip
-/// times, window, datagrams and calls in flight, calls finished, datagrams sent, received
-/// and retransmitted.
+/// The peer daemons, one row each under a header, every cell one word (`-` when unknown),
+/// the same columns in every mode so that a script can count them: address, name, key
+/// fingerprint and session age (with keys), epoch, round-trip times, window, datagrams and
+/// calls in flight, calls finished, datagrams sent, received and retransmitted.
 pub fn peers(stats: &Stats) -> String {
-    let keyed = stats.public_key.is_some();
     let mut table = Table::new();
-    let mut header = vec!["PEER", "NAME"];
-    if keyed {
-        header.extend(["KEY", "SESSION_S"]);
-    }
-    header.extend([
+    let header = [
+        "PEER",
+        "NAME",
+        "KEY",
+        "SESSION_S",
         "EPOCH",
         "SRTT_MS",
         "RTO_MS",
@@ -118,22 +117,19 @@ pub fn peers(stats: &Stats) -> String {
         "SENT",
         "RECEIVED",
         "RETRANSMITTED",
-    ]);
+    ];
     table.row(header.into_iter().map(str::to_owned));
     let dash = || "-".to_owned();
     let millis = |us: u64| format!("{:.3}", us as f64 / 1000.0);
     for p in &stats.peers {
         let ok = p.calls.get("ok").copied().unwrap_or(0);
         let finished: u64 = p.calls.values().sum();
-        let mut row = vec![p.addr.clone(), p.name.clone().unwrap_or_else(dash)];
-        if keyed {
-            row.push(p.key_fingerprint.clone().unwrap_or_else(dash));
-            row.push(
-                p.session_age_ms
-                    .map_or_else(dash, |ms| (ms / 1000).to_string()),
-            );
-        }
-        row.extend([
+        table.row([
+            p.addr.clone(),
+            p.name.clone().unwrap_or_else(dash),
+            p.key_fingerprint.clone().unwrap_or_else(dash),
+            p.session_age_ms
+                .map_or_else(dash, |ms| (ms / 1000).to_string()),
             p.epoch.map_or_else(dash, |e| format!("{e:016x}")),
             p.srtt_us.map_or_else(dash, millis),
             millis(p.rto_us),
@@ -146,7 +142,6 @@ pub fn peers(stats: &Stats) -> String {
             p.counters.datagrams_received.to_string(),
             p.counters.retransmissions.to_string(),
         ]);
-        table.row(row);
     }
     table.left_aligned = true;
     table.render()
@@ -337,6 +332,8 @@ mod tests {
             [
                 "PEER",
                 "NAME",
+                "KEY",
+                "SESSION_S",
                 "EPOCH",
                 "SRTT_MS",
                 "RTO_MS",
@@ -355,6 +352,8 @@ mod tests {
             [
                 "127.0.0.1:7401",
                 "-",
+                "-",
+                "-",
                 "0000000000000abc",
                 "0.120",
                 "2.000",
@@ -368,7 +367,7 @@ mod tests {
                 "1"
             ]
         );
-        assert_eq!(rows[2][..4], ["127.0.0.1:7402", "-", "-", "-"]);
+        assert_eq!(rows[2][..6], ["127.0.0.1:7402", "-", "-", "-", "-", "-"]);
         assert_eq!(peers(&Stats::default()).lines().count(), 1, "header only");
     }
 
@@ -419,6 +418,5 @@ mod tests {
         );
         let plain = super::stats(&Stats::default());
         assert!(plain.contains("plaintext: no authentication"), "{plain}");
-        assert!(!plain.contains("KEY"), "{plain}");
     }
 }

@@ -446,11 +446,15 @@ fn stats_peers_has_one_row_per_peer() {
         .map(|l| l.split_whitespace().collect())
         .collect();
     assert_eq!(rows.len(), 3, "{text}");
-    assert_eq!(rows[0][..3], ["PEER", "NAME", "EPOCH"], "{text}");
+    assert_eq!(
+        rows[0][..5],
+        ["PEER", "NAME", "KEY", "SESSION_S", "EPOCH"],
+        "{text}"
+    );
     for (row, (daemon, _)) in rows[1..].iter().zip(want) {
         assert_eq!(row.len(), rows[0].len(), "{text}");
         assert_eq!(row[0], daemon.udp.to_string(), "{text}");
-        assert_eq!(row[2], format!("{:016x}", epoch_of(daemon)), "{text}");
+        assert_eq!(row[4], format!("{:016x}", epoch_of(daemon)), "{text}");
     }
     let failed_col = rows[0]
         .iter()
