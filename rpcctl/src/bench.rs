@@ -5,7 +5,8 @@
 //! whatever the concurrency. Each thread records the latency of its successful calls in its
 //! own HDR histogram (nanoseconds, 3 significant digits), merged at the end; failed calls
 //! are counted by error code. While it runs for more than a second, a progress line is
-//! rewritten in place on stderr, only when stderr is a terminal.
+//! rewritten in place on stderr, only when stderr is a terminal and the output is not JSON
+//! (with `--json`, standard error holds nothing but the error object).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -34,7 +35,12 @@ const PROGRESS_AFTER: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs the benchmark and prints its report; fails (after the report) if any call failed.
-pub fn run(conn: &Connection, args: &BenchArgs, payload: Vec<u8>) -> anyhow::Result<u8> {
+pub fn run(
+    conn: &Connection,
+    args: &BenchArgs,
+    payload: Vec<u8>,
+    json: bool,
+) -> anyhow::Result<u8> {
     let opts = CallOptions {
         deadline: args.opts.deadline,
         idempotent: args.opts.idempotent,
@@ -42,7 +48,7 @@ pub fn run(conn: &Connection, args: &BenchArgs, payload: Vec<u8>) -> anyhow::Res
     let claimed = AtomicU64::new(0);
     let finished = AtomicU64::new(0);
     let concurrency = args.concurrency.max(1);
-    let progress = std::io::stderr().is_terminal();
+    let progress = !json && std::io::stderr().is_terminal();
     let started = Instant::now();
 
     let results: Vec<Worker> = std::thread::scope(|s| -> anyhow::Result<Vec<Worker>> {
@@ -109,7 +115,7 @@ pub fn run(conn: &Connection, args: &BenchArgs, payload: Vec<u8>) -> anyhow::Res
             first_error = worker.first_error;
         }
     }
-    let text = if args.json {
+    let text = if json {
         crate::value::render(&report.json(), true)
     } else {
         report.text()
@@ -157,14 +163,7 @@ impl Worker {
                     worker.latency.saturating_record(ns.max(1));
                 }
                 Err(err) => {
-                    let code = match err.code() {
-                        Some(code) => code.as_str().to_owned(),
-                        None => match err {
-                            RequestError::Disconnected => "disconnected".to_owned(),
-                            RequestError::Io(_) => "socket_error".to_owned(),
-                            _ => "protocol_error".to_owned(),
-                        },
-                    };
+                    let code = exit::call_code(&err).to_owned();
                     *worker.errors.entry(code).or_default() += 1;
                     worker.first_error.get_or_insert(err);
                 }

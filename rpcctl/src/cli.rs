@@ -22,6 +22,12 @@ pub struct Cli {
     )]
     pub socket: Option<PathBuf>,
 
+    /// Print JSON for scripts: each verb's output as one JSON document on standard output
+    /// (`ping`: one JSON object per line), and an error as one JSON object on standard
+    /// error, `{"error":{"code":..,"message":..,"exit_status":..}}`
+    #[arg(long, global = true)]
+    pub json: bool,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -37,9 +43,6 @@ pub enum Command {
     List {
         /// A daemon (`host:port` or a configured name); without it, the local daemon
         target: Option<String>,
-        /// Print one compact JSON array instead of one name per line
-        #[arg(long)]
-        json: bool,
     },
     /// Probe TARGET's daemon with `rpcd.ping` and report round-trip times
     #[command(after_help = exit::HELP)]
@@ -49,17 +52,19 @@ pub enum Command {
     Stats {
         /// A daemon (`host:port` or a configured name); without it, the local daemon
         target: Option<String>,
-        /// Print the counters as one compact JSON line
+        /// Show only the peer daemons, one row (or JSON object) per peer
         #[arg(long)]
-        json: bool,
+        peers: bool,
     },
     /// Show the local daemon's naming table as resolved now
     #[command(after_help = exit::HELP)]
-    Names {
-        /// Print the table as one compact JSON line
-        #[arg(long)]
-        json: bool,
-    },
+    Names,
+    /// Show the local daemon at a glance: versions, uptime, addresses, peers and calls
+    #[command(after_help = exit::HELP)]
+    Status,
+    /// Show rpcctl's version, and the local daemon's when one answers
+    #[command(after_help = exit::HELP)]
+    Version,
     /// Print a shell completion script to standard output
     Completions {
         /// The shell
@@ -133,9 +138,6 @@ pub struct CallArgs {
     pub payload: Payload,
     #[command(flatten)]
     pub opts: CallOpts,
-    /// Print the reply as one compact JSON line instead of pretty JSON
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `rpcctl ping`.
@@ -177,9 +179,19 @@ pub struct BenchArgs {
     pub concurrency: u16,
     #[command(flatten)]
     pub opts: CallOpts,
-    /// Print the report as one compact JSON line
-    #[arg(long)]
-    pub json: bool,
+}
+
+/// Whether `--json` is among the options of `args` (the program name first), for reporting
+/// a command line that clap refused: the flag is global, so it counts anywhere before `--`.
+pub fn json_requested<I, T>(args: I) -> bool
+where
+    I: IntoIterator<Item = T>,
+    T: AsRef<std::ffi::OsStr>,
+{
+    args.into_iter()
+        .skip(1)
+        .map_while(|arg| (arg.as_ref() != "--").then_some(arg))
+        .any(|arg| arg.as_ref() == "--json")
 }
 
 /// A positive duration: `humantime` syntax (`5s`, `300ms`, `1m 30s`) or bare milliseconds.
@@ -227,7 +239,37 @@ mod tests {
             panic!("expected call");
         };
         assert_eq!(call.payload.args, ["-1"]);
-        assert!(call.json);
+        assert!(cli.json, "--json after the verb is the global flag");
+    }
+
+    #[test]
+    fn json_is_global_before_or_after_the_verb() {
+        for args in [
+            &["rpcctl", "--json", "stats", "--peers"][..],
+            &["rpcctl", "stats", "--json", "--peers"],
+            &["rpcctl", "keys", "public", "-", "--json"],
+        ] {
+            let cli = Cli::try_parse_from(args).unwrap();
+            assert!(cli.json, "{args:?}");
+        }
+        assert!(!Cli::try_parse_from(["rpcctl", "status"]).unwrap().json);
+    }
+
+    #[test]
+    fn json_is_found_in_a_refused_command_line_before_the_end_of_options() {
+        assert!(json_requested(["rpcctl", "call", "--json", "--bogus"]));
+        assert!(json_requested(["rpcctl", "--json"]));
+        assert!(!json_requested([
+            "rpcctl", "call", "h:1", "f", "--", "--json"
+        ]));
+        assert!(!json_requested(["--json", "stats"]), "the program name");
+        assert!(!json_requested([
+            "rpcctl",
+            "call",
+            "h:1",
+            "f",
+            r#""--json""#
+        ]));
     }
 
     #[test]

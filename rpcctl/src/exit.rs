@@ -1,7 +1,9 @@
-//! Exit statuses, and how an error maps to one.
+//! Exit statuses and error codes, and how an error maps to them.
 //!
-//! Errors travel up to `main` as `anyhow::Error`; the status is read off the typed error at the
-//! root of the chain, so no code path has to remember to pick one.
+//! Errors travel up to `main` as `anyhow::Error`; the status and the code are read off the
+//! typed error at the root of the chain, so no code path has to remember to pick one. The
+//! code is what `--json` puts in its error object: the daemon's code (docs/ipc-protocol.md
+//! §7) when the daemon gave one, otherwise one of rpcctl's own (the `CODE_*` constants).
 
 use std::fmt;
 use std::io::{self, Write};
@@ -26,6 +28,21 @@ pub const APPLICATION: u8 = 5;
 /// policy refused the request (`access_denied`).
 pub const ACCESS_DENIED: u8 = 6;
 
+/// Error code: bad command line or input ([`USAGE`]).
+pub const CODE_USAGE: &str = "usage";
+/// Error code: no daemon could be reached on the socket, or the handshake failed
+/// ([`UNREACHABLE`]).
+pub const CODE_DAEMON_UNREACHABLE: &str = "daemon_unreachable";
+/// Error code: the connection to the daemon closed or broke during a request
+/// ([`UNREACHABLE`]); a call in flight may or may not have run.
+pub const CODE_DAEMON_DISCONNECTED: &str = "daemon_disconnected";
+/// Error code: a reply that is not what the request returns ([`FAILURE`]).
+pub const CODE_BAD_REPLY: &str = "bad_reply";
+/// Error code: standard output could not be written ([`FAILURE`]).
+pub const CODE_OUTPUT_ERROR: &str = "output_error";
+/// Error code: anything else ([`FAILURE`]).
+pub const CODE_FAILURE: &str = "failure";
+
 /// The exit-status table for `--help`; docs/cli.md holds the same table.
 pub const HELP: &str = "\
 Exit status:
@@ -44,7 +61,9 @@ Exit status:
 
 A closed standard output (e.g. `rpcctl stats | head -1`) ends rpcctl quietly
 with status 0. The socket is --socket, else $RPCD_SOCKET, else the default
-path (see docs/cli.md).";
+path (see docs/cli.md). With --json an error is one JSON object on standard
+error: {\"error\":{\"code\":\"peer_unreachable\",\"message\":\"...\",
+\"exit_status\":4}} (codes in docs/cli.md).";
 
 /// Bad input from the user: exit status [`USAGE`].
 #[derive(Debug)]
@@ -57,6 +76,19 @@ impl fmt::Display for Usage {
 }
 
 impl std::error::Error for Usage {}
+
+/// A reply that is not what the request returns (not MessagePack, or not the expected
+/// shape): exit status [`FAILURE`], code [`CODE_BAD_REPLY`].
+#[derive(Debug)]
+pub struct BadReply(pub String);
+
+impl fmt::Display for BadReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadReply {}
 
 /// Writing to standard output failed. Kept apart from other I/O errors so that only a broken
 /// pipe on *our* output counts as a clean exit, not one on the daemon's socket.
@@ -84,18 +116,72 @@ pub fn print(text: &str) -> Result<(), Output> {
 
 /// The exit status for `err`.
 pub fn status(err: &anyhow::Error) -> u8 {
+    classify(err).1
+}
+
+/// The error code and exit status of the first typed error in the chain: the daemon's code,
+/// or one of the `CODE_*` constants.
+fn classify(err: &anyhow::Error) -> (&'static str, u8) {
     for cause in err.chain() {
         if cause.is::<Usage>() {
-            return USAGE;
+            return (CODE_USAGE, USAGE);
         }
         if let Some(err) = cause.downcast_ref::<ConnectError>() {
-            return for_connect(err);
+            return (connect_code(err), for_connect(err));
         }
         if let Some(err) = cause.downcast_ref::<RequestError>() {
-            return for_call(err);
+            return (call_code(err), for_call(err));
+        }
+        if cause.is::<BadReply>() {
+            return (CODE_BAD_REPLY, FAILURE);
+        }
+        if cause.is::<Output>() {
+            return (CODE_OUTPUT_ERROR, FAILURE);
         }
     }
-    FAILURE
+    (CODE_FAILURE, FAILURE)
+}
+
+/// The error code for a connection that could not be opened.
+fn connect_code(err: &ConnectError) -> &'static str {
+    match err {
+        ConnectError::Refused { code, .. } => code.as_str(),
+        ConnectError::VersionMismatch { .. } => ErrorCode::VersionMismatch.as_str(),
+        ConnectError::Protocol(_) => ErrorCode::ProtocolError.as_str(),
+        _ if for_connect(err) == ACCESS_DENIED => ErrorCode::AccessDenied.as_str(),
+        _ => CODE_DAEMON_UNREACHABLE,
+    }
+}
+
+/// The error code for a failed request: the daemon's (or the library's) code, else the
+/// connection broke.
+pub fn call_code(err: &RequestError) -> &'static str {
+    match (err.code(), err) {
+        (Some(code), _) => code.as_str(),
+        (None, RequestError::Protocol(_)) => ErrorCode::ProtocolError.as_str(),
+        (None, _) => CODE_DAEMON_DISCONNECTED,
+    }
+}
+
+/// Reports `err` on standard error: `rpcctl: what failed: why`, or with `json` one line
+/// `{"error":{"code":..,"message":..,"exit_status":..}}` (message: the same text).
+pub fn report(err: &anyhow::Error, json: bool) {
+    let (code, status) = classify(err);
+    report_parts(code, &describe(err), status, json);
+}
+
+/// [`report`] from its parts, for errors that are no `anyhow::Error` (a refused command line).
+pub fn report_parts(code: &str, message: &str, status: u8, json: bool) {
+    let line = if json {
+        serde_json::json!({
+            "error": {"code": code, "message": message, "exit_status": status}
+        })
+        .to_string()
+    } else {
+        format!("rpcctl: {message}")
+    };
+    // If stderr is gone too there is no one left to tell.
+    let _ = writeln!(io::stderr(), "{line}");
 }
 
 /// The exit status for a failed request on a connection.
@@ -167,10 +253,14 @@ mod tests {
     use super::*;
     use anyhow::Context;
 
+    fn code(err: &anyhow::Error) -> &'static str {
+        classify(err).0
+    }
+
     #[test]
     fn statuses_follow_the_error_class() {
-        let usage = anyhow::Error::new(Usage("argument 1 is not JSON".into()));
-        assert_eq!(status(&usage.context("call")), USAGE);
+        let usage = || anyhow::Error::new(Usage("argument 1 is not JSON".into()));
+        assert_eq!(status(&usage().context("call")), USAGE);
         let app = Err::<(), _>(RequestError::Remote {
             code: ErrorCode::AppError,
             message: "boom".into(),
@@ -189,22 +279,44 @@ mod tests {
                 _ => TRANSPORT,
             };
             assert_eq!(status(&err), want, "{code}");
+            assert_eq!(classify(&err).0, code.as_str());
         }
         assert_eq!(
             status(&anyhow::Error::new(RequestError::Disconnected)),
             UNREACHABLE
         );
         assert_eq!(status(&anyhow::anyhow!("other")), FAILURE);
+        assert_eq!(code(&anyhow::anyhow!("other")), CODE_FAILURE);
+        assert_eq!(code(&usage().context("x")), CODE_USAGE);
         let refused = ConnectError::Io {
             path: "/x.sock".into(),
             source: io::Error::from(io::ErrorKind::PermissionDenied),
         };
-        assert_eq!(status(&anyhow::Error::new(refused)), ACCESS_DENIED);
+        let refused = anyhow::Error::new(refused);
+        assert_eq!(status(&refused), ACCESS_DENIED);
+        assert_eq!(code(&refused), "access_denied");
         let absent = ConnectError::NotRunning {
             path: "/x.sock".into(),
             source: io::Error::from(io::ErrorKind::NotFound),
         };
-        assert_eq!(status(&anyhow::Error::new(absent)), UNREACHABLE);
+        let absent = anyhow::Error::new(absent).context("list");
+        assert_eq!(status(&absent), UNREACHABLE);
+        assert_eq!(code(&absent), CODE_DAEMON_UNREACHABLE);
+        let gone = anyhow::Error::new(RequestError::Disconnected).context("f on h:1 failed");
+        assert_eq!(
+            (code(&gone), status(&gone)),
+            (CODE_DAEMON_DISCONNECTED, UNREACHABLE)
+        );
+        let fatal = anyhow::Error::new(RequestError::Fatal {
+            code: ErrorCode::ProtocolError,
+            message: "bad frame".into(),
+        });
+        assert_eq!(
+            (code(&fatal), status(&fatal)),
+            ("protocol_error", UNREACHABLE)
+        );
+        let bad = anyhow::Error::new(BadReply("not MessagePack".into())).context("f replied");
+        assert_eq!((code(&bad), status(&bad)), (CODE_BAD_REPLY, FAILURE));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! A key file is what `rpcd` reads from `security.private_key_file`: one line of base64, mode
 //! 0600. Keys come from the OS's randomness (getrandom) and never pass through the daemon.
+//! With `--json` each verb prints one JSON object on standard output and nothing else.
 
 use std::fs::OpenOptions;
 use std::io::{self, Read, Write};
@@ -10,6 +11,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use rpcd_transport::secure::{PrivateKey, KEY_LEN};
+use serde_json::json;
 
 use crate::exit::{self, Usage};
 
@@ -18,14 +20,32 @@ const KEY_FILE_MAX: u64 = 1024;
 
 /// `rpcctl keys generate [--out FILE]`: with FILE, write the private key there (a new file,
 /// mode 0600) and print the public key; without, print the private key on standard output and
-/// the public key on standard error.
-pub fn generate(out: Option<&Path>) -> anyhow::Result<u8> {
+/// the public key on standard error. With `json`, standard output gets one object instead:
+/// `{"public_key", "private_key_file"}` with FILE, `{"private_key", "public_key"}` without.
+pub fn generate(out: Option<&Path>, json: bool) -> anyhow::Result<u8> {
     let key = new_key()?;
     let line = format!("{}\n", key.to_base64());
     match out {
         Some(path) => {
             write_new(path, line.as_bytes())?;
-            exit::print(&format!("{}\n", key.public()))?;
+            exit::print(&if json {
+                crate::value::render(
+                    &json!({
+                        "public_key": key.public().to_string(),
+                        "private_key_file": path.display().to_string(),
+                    }),
+                    true,
+                )
+            } else {
+                format!("{}\n", key.public())
+            })?;
+        }
+        None if json => {
+            let doc = json!({
+                "private_key": key.to_base64(),
+                "public_key": key.public().to_string(),
+            });
+            exit::print(&crate::value::render(&doc, true))?;
         }
         None => {
             exit::print(&line)?;
@@ -39,9 +59,13 @@ pub fn generate(out: Option<&Path>) -> anyhow::Result<u8> {
 
 /// `rpcctl keys public FILE`: print the public key of the private key in FILE (`-`: standard
 /// input).
-pub fn public(file: &Path) -> anyhow::Result<u8> {
+pub fn public(file: &Path, json: bool) -> anyhow::Result<u8> {
     let key = read_key(file)?;
-    exit::print(&format!("{}\n", key.public()))?;
+    exit::print(&if json {
+        crate::value::render(&json!({"public_key": key.public().to_string()}), true)
+    } else {
+        format!("{}\n", key.public())
+    })?;
     Ok(exit::SUCCESS)
 }
 

@@ -1,20 +1,22 @@
 //! `rpcctl`: the operator's command line for rpcd.
 //!
 //! A thin binary over `rpcd-client`'s blocking [`Connection`]: parse the command line, turn
-//! JSON arguments into MessagePack, make requests, print what comes back. `try_main` does the
-//! work and returns an error with context; `main` maps it to a documented exit status
-//! ([`exit`]) and treats a broken pipe on standard output as a clean end. `keys` needs no
-//! daemon: it makes and reads key files.
+//! JSON arguments into MessagePack, make requests, print what comes back. `run` does the
+//! work and returns an error with context; `main` maps it to a documented exit status and
+//! error code ([`exit`]), reported as text or, with the global `--json`, as one JSON object
+//! on standard error, and treats a broken pipe on standard output as a clean end. `keys`
+//! needs no daemon: it makes and reads key files.
 
 mod bench;
 mod cli;
 mod exit;
+mod json;
 mod keys;
 mod ping;
 mod show;
+mod status;
 mod value;
 
-use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -30,48 +32,68 @@ use crate::cli::{CallArgs, Cli, Command, KeysCommand, Payload};
 const CLIENT_NAME: &str = "rpcctl";
 
 fn main() -> ExitCode {
-    match try_main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return refused(&err),
+    };
+    let json = cli.json;
+    match run(cli) {
         Ok(status) => ExitCode::from(status),
         Err(err) if exit::is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            // If stderr is gone too there is no one left to tell.
-            let _ = writeln!(std::io::stderr(), "rpcctl: {}", exit::describe(&err));
+            exit::report(&err, json);
             ExitCode::from(exit::status(&err))
         }
     }
 }
 
-fn try_main() -> anyhow::Result<u8> {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            // `--help` and `--version` land here too, with status 0. A failed print (closed
-            // pipe) changes nothing about the status.
-            let _ = err.print();
-            return Ok(if err.exit_code() == 0 {
-                exit::SUCCESS
-            } else {
-                exit::USAGE
-            });
-        }
-    };
+/// A command line clap did not run: `--help` and `--version` (status 0, always text), or a
+/// usage error, reported as JSON when `--json` is among the options.
+fn refused(err: &clap::Error) -> ExitCode {
+    if err.exit_code() == 0 || !cli::json_requested(std::env::args_os()) {
+        // A failed print (closed pipe) changes nothing about the status.
+        let _ = err.print();
+        return ExitCode::from(if err.exit_code() == 0 {
+            exit::SUCCESS
+        } else {
+            exit::USAGE
+        });
+    }
+    // clap's text: `error: what`, indented details, then a usage section after a blank
+    // line. The message is the part before the blank line, on one line.
+    let text = err.render().to_string();
+    let message = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    exit::report_parts(exit::CODE_USAGE, message, exit::USAGE, true);
+    ExitCode::from(exit::USAGE)
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let json = cli.json;
     let socket = cli
         .socket
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(rpcd_client::ipc::default_socket_path);
     match cli.command {
-        Command::Call(args) => call(&socket, args),
-        Command::List { target, json } => list(&socket, target.as_deref(), json),
-        Command::Ping(args) => ping::run(&connect(&socket)?, &args),
-        Command::Stats { target, json } => stats(&socket, target.as_deref(), json),
-        Command::Names { json } => names(&socket, json),
-        Command::Completions { shell } => completions(shell),
+        Command::Call(args) => call(&socket, args, json),
+        Command::List { target } => list(&socket, target.as_deref(), json),
+        Command::Ping(args) => ping::run(&connect(&socket)?, &args, json),
+        Command::Stats { target, peers } => stats(&socket, target.as_deref(), peers, json),
+        Command::Names => names(&socket, json),
+        Command::Status => status::status(&connect(&socket)?, json),
+        Command::Version => status::version(connect(&socket).ok().as_ref(), json),
+        Command::Completions { shell } => completions(shell, json),
         Command::Bench(args) => {
             let payload = encode_payload(&args.payload)?;
-            bench::run(&connect(&socket)?, &args, payload)
+            bench::run(&connect(&socket)?, &args, payload, json)
         }
-        Command::Keys(KeysCommand::Generate { out }) => keys::generate(out.as_deref()),
-        Command::Keys(KeysCommand::Public { file }) => keys::public(&file),
+        Command::Keys(KeysCommand::Generate { out }) => keys::generate(out.as_deref(), json),
+        Command::Keys(KeysCommand::Public { file }) => keys::public(&file, json),
     }
 }
 
@@ -89,7 +111,7 @@ fn encode_payload(payload: &Payload) -> anyhow::Result<Vec<u8>> {
     value::encode_args(&args)
 }
 
-fn call(socket: &Path, args: CallArgs) -> anyhow::Result<u8> {
+fn call(socket: &Path, args: CallArgs, json: bool) -> anyhow::Result<u8> {
     let payload = encode_payload(&args.payload)?;
     let conn = connect(socket)?;
     let opts = CallOptions {
@@ -101,7 +123,7 @@ fn call(socket: &Path, args: CallArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("{} on {} failed", args.function, args.target))?;
     let reply = value::decode_reply(&reply)
         .with_context(|| format!("{} on {} replied", args.function, args.target))?;
-    exit::print(&value::render(&reply, args.json))?;
+    exit::print(&value::render(&reply, json))?;
     Ok(exit::SUCCESS)
 }
 
@@ -120,17 +142,20 @@ fn list(socket: &Path, target: Option<&str>, json: bool) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn stats(socket: &Path, target: Option<&str>, json: bool) -> anyhow::Result<u8> {
+fn stats(socket: &Path, target: Option<&str>, peers: bool, json: bool) -> anyhow::Result<u8> {
     let conn = connect(socket)?;
     let stats: Stats = match target {
         None => conn.stats().context("stats on the local rpcd failed")?,
         Some(target) => call_builtin(&conn, target, "rpcd.stats")?,
     };
-    let text = if json {
-        let value = serde_json::to_value(&stats).context("cannot show the counters as JSON")?;
-        value::render(&value, true)
-    } else {
-        show::stats(&stats)
+    let text = match (peers, json) {
+        (false, false) => show::stats(&stats),
+        (true, false) => show::peers(&stats),
+        (false, true) => value::render(&json::stats(&stats), true),
+        (true, true) => {
+            let rows = stats.peers.iter().map(json::peer).collect();
+            value::render(&Value::Array(rows), true)
+        }
     };
     exit::print(&text)?;
     Ok(exit::SUCCESS)
@@ -150,13 +175,18 @@ fn names(socket: &Path, json: bool) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+fn completions(shell: clap_complete::Shell, json: bool) -> anyhow::Result<u8> {
     // Generated into memory first: clap_complete panics on a failed write, and a closed
     // pipe must end quietly.
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut Cli::command(), "rpcctl", &mut script);
     let script = String::from_utf8(script).context("completion script is not UTF-8")?;
-    exit::print(&script)?;
+    if json {
+        let doc = serde_json::json!({"shell": shell.to_string(), "script": script});
+        exit::print(&value::render(&doc, true))?;
+    } else {
+        exit::print(&script)?;
+    }
     Ok(exit::SUCCESS)
 }
 
@@ -174,6 +204,10 @@ fn call_builtin<T: serde::de::DeserializeOwned>(
             CallOptions::default(),
         )
         .with_context(|| format!("{function} on {target} failed"))?;
-    rmp_serde::from_slice(&reply)
-        .with_context(|| format!("{function} on {target} returned an unexpected reply"))
+    rmp_serde::from_slice(&reply).map_err(|err| {
+        exit::BadReply(format!(
+            "{function} on {target} returned an unexpected reply: {err}"
+        ))
+        .into()
+    })
 }

@@ -2,14 +2,17 @@
 //!
 //! One line per probe, then a summary: probes sent and answered, loss, and min/avg/max/mdev of
 //! the round-trip times. Without `-c` it runs until SIGINT, which ends it with the summary.
+//! With `--json` each of those lines is one JSON object (JSON lines), so a script can read
+//! the probes as they come.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rpcd_client::conn::{CallOptions, Connection};
+use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::ErrorCode;
+use serde_json::{json, Value};
 
 use crate::cli::PingArgs;
 use crate::{exit, value};
@@ -18,7 +21,7 @@ use crate::{exit, value};
 const STOP_CHECK: Duration = Duration::from_millis(20);
 
 /// Runs the probes; succeeds when at least one was answered.
-pub fn run(conn: &Connection, args: &PingArgs) -> anyhow::Result<u8> {
+pub fn run(conn: &Connection, args: &PingArgs, json: bool) -> anyhow::Result<u8> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
         .context("cannot install the SIGINT handler")?;
@@ -28,10 +31,12 @@ pub fn run(conn: &Connection, args: &PingArgs) -> anyhow::Result<u8> {
         idempotent: true,
     };
     let probe_args = value::encode_args(&[])?;
-    exit::print(&format!(
-        "RPCD PING {target} (rpcd.ping via {})\n",
-        conn.daemon().listen
-    ))?;
+    let via = &conn.daemon().listen;
+    exit::print(&if json {
+        line(json!({"event": "start", "target": target, "via": via}))
+    } else {
+        format!("RPCD PING {target} (rpcd.ping via {via})\n")
+    })?;
 
     let started = Instant::now();
     let mut rtts = Summary::default();
@@ -45,13 +50,21 @@ pub fn run(conn: &Connection, args: &PingArgs) -> anyhow::Result<u8> {
         match result {
             Ok(_) => {
                 rtts.add(rtt);
-                exit::print(&format!(
-                    "reply from {target}: seq={seq} time={:.3} ms\n",
-                    millis(rtt)
-                ))?;
+                exit::print(&if json {
+                    line(json!({"event": "reply", "seq": seq, "rtt_ms": round3(millis(rtt))}))
+                } else {
+                    format!(
+                        "reply from {target}: seq={seq} time={:.3} ms\n",
+                        millis(rtt)
+                    )
+                })?;
             }
             Err(err) => {
-                exit::print(&format!("no reply from {target}: seq={seq}: {err}\n"))?;
+                exit::print(&if json {
+                    line(json!({"event": "no_reply", "seq": seq, "error": error_json(&err)}))
+                } else {
+                    format!("no reply from {target}: seq={seq}: {err}\n")
+                })?;
                 let hopeless = exit::for_call(&err) == exit::UNREACHABLE
                     || matches!(
                         err.code(),
@@ -81,21 +94,47 @@ pub fn run(conn: &Connection, args: &PingArgs) -> anyhow::Result<u8> {
 
     let received = rtts.count;
     let loss = (sent - received) as f64 * 100.0 / sent as f64;
-    let mut summary = format!(
-        "--- {target} rpcd.ping statistics ---\n\
-         {sent} probes sent, {received} received, {loss:.0}% loss, time {} ms\n",
-        started.elapsed().as_millis()
-    );
-    if let Some((min, avg, max, mdev)) = rtts.min_avg_max_mdev() {
-        summary.push_str(&format!(
-            "rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms\n"
-        ));
-    }
+    let time_ms = started.elapsed().as_millis();
+    let summary = if json {
+        let rtt = rtts.min_avg_max_mdev().map(|(min, avg, max, mdev)| {
+            json!({"min": round3(min), "avg": round3(avg), "max": round3(max),
+                   "mdev": round3(mdev)})
+        });
+        line(json!({
+            "event": "summary", "target": target, "sent": sent, "received": received,
+            "loss_percent": round3(loss), "time_ms": time_ms, "rtt_ms": rtt,
+        }))
+    } else {
+        let mut summary = format!(
+            "--- {target} rpcd.ping statistics ---\n\
+             {sent} probes sent, {received} received, {loss:.0}% loss, time {time_ms} ms\n"
+        );
+        if let Some((min, avg, max, mdev)) = rtts.min_avg_max_mdev() {
+            summary.push_str(&format!(
+                "rtt min/avg/max/mdev = {min:.3}/{avg:.3}/{max:.3}/{mdev:.3} ms\n"
+            ));
+        }
+        summary
+    };
     exit::print(&summary)?;
     match (received, last_error) {
         (0, Some(err)) => Err(err).with_context(|| format!("no reply from {target}")),
         _ => Ok(exit::SUCCESS),
     }
+}
+
+/// One JSON line.
+fn line(value: Value) -> String {
+    value::render(&value, true)
+}
+
+/// A failed probe's error: its code (as in the error object of `--json`) and message.
+fn error_json(err: &RequestError) -> Value {
+    json!({"code": exit::call_code(err), "message": err.to_string()})
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 /// Running sums of round-trip times, in milliseconds.

@@ -1,13 +1,13 @@
 //! Human-readable tables for `stats` and `names`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
 use rpcd_client::ipc::{NameEntry, PeerCounters, Stats};
 
-/// The daemon's counters: a summary, then one row per counter with a column for the total
-/// and one per peer.
+/// The daemon's counters: a summary, one row per counter with its total over all peers,
+/// then the peers table ([`peers`]).
 pub fn stats(stats: &Stats) -> String {
     let mut out = String::new();
     let uptime = humantime::format_duration(Duration::from_secs(stats.uptime_ms / 1000));
@@ -53,39 +53,7 @@ pub fn stats(stats: &Stats) -> String {
     out.push('\n');
 
     let mut table = Table::new();
-    let mut header = vec![String::new(), "total".to_owned()];
-    header.extend(stats.peers.iter().map(|p| p.addr.clone()));
-    table.row(header);
-    let epoch = |e: Option<u64>| e.map_or_else(|| "-".to_owned(), |e| format!("{e:016x}"));
-    if stats.public_key.is_some() {
-        let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-        table.row(
-            ["peer name".to_owned(), "-".to_owned()]
-                .into_iter()
-                .chain(stats.peers.iter().map(|p| text(&p.name))),
-        );
-        table.row(
-            ["key fingerprint".to_owned(), "-".to_owned()]
-                .into_iter()
-                .chain(stats.peers.iter().map(|p| text(&p.key_fingerprint))),
-        );
-        let age = |ms: Option<u64>| {
-            ms.map_or_else(
-                || "-".to_owned(),
-                |ms| humantime::format_duration(Duration::from_secs(ms / 1000)).to_string(),
-            )
-        };
-        table.row(
-            ["session age".to_owned(), "-".to_owned()]
-                .into_iter()
-                .chain(stats.peers.iter().map(|p| age(p.session_age_ms))),
-        );
-    }
-    table.row(
-        ["peer epoch".to_owned(), "-".to_owned()]
-            .into_iter()
-            .chain(stats.peers.iter().map(|p| epoch(p.epoch))),
-    );
+    table.row([String::new(), "total".to_owned()]);
     let counters: [Counter; 17] = [
         ("datagrams sent", |c| c.datagrams_sent),
         ("datagrams received", |c| c.datagrams_received),
@@ -106,69 +74,92 @@ pub fn stats(stats: &Stats) -> String {
         ("messages failed", |c| c.messages_failed),
     ];
     for (label, get) in counters {
-        table.row(
-            [label.to_owned(), get(&stats.totals).to_string()]
-                .into_iter()
-                .chain(stats.peers.iter().map(|p| get(&p.counters).to_string())),
-        );
+        table.row([label.to_owned(), get(&stats.totals).to_string()]);
     }
-    let micros = |us: Option<u64>| {
-        us.map_or_else(
-            || "-".to_owned(),
-            |us| format!("{:.3} ms", us as f64 / 1000.0),
-        )
-    };
-    let sum =
-        |get: fn(&rpcd_client::ipc::PeerStats) -> u64| -> u64 { stats.peers.iter().map(get).sum() };
-    table.row(
-        ["srtt".to_owned(), "-".to_owned()]
-            .into_iter()
-            .chain(stats.peers.iter().map(|p| micros(p.srtt_us))),
-    );
-    table.row(
-        ["rto".to_owned(), "-".to_owned()]
-            .into_iter()
-            .chain(stats.peers.iter().map(|p| micros(Some(p.rto_us)))),
-    );
-    table.row(
-        [
-            "datagrams in flight".to_owned(),
-            sum(|p| p.in_flight).to_string(),
-        ]
-        .into_iter()
-        .chain(stats.peers.iter().map(|p| p.in_flight.to_string())),
-    );
-    table.row(
-        ["congestion window".to_owned(), "-".to_owned()]
-            .into_iter()
-            .chain(stats.peers.iter().map(|p| p.cwnd.to_string())),
-    );
-    table.row(
-        [
-            "calls in flight".to_owned(),
-            sum(|p| p.calls_in_flight).to_string(),
-        ]
-        .into_iter()
-        .chain(stats.peers.iter().map(|p| p.calls_in_flight.to_string())),
-    );
-    // Calls by outcome: "ok" first, then the error codes in order.
-    let mut outcomes: BTreeSet<&str> = stats.calls.keys().map(String::as_str).collect();
-    for peer in &stats.peers {
-        outcomes.extend(peer.calls.keys().map(String::as_str));
-    }
-    let ok = outcomes.take("ok");
-    for outcome in ok.into_iter().chain(outcomes) {
-        let count = |calls: &std::collections::BTreeMap<String, u64>| {
-            calls.get(outcome).copied().unwrap_or(0).to_string()
-        };
-        table.row(
-            [format!("calls {outcome}"), count(&stats.calls)]
-                .into_iter()
-                .chain(stats.peers.iter().map(|p| count(&p.calls))),
-        );
+    let in_flight: u64 = stats.peers.iter().map(|p| p.in_flight).sum();
+    table.row(["datagrams in flight".to_owned(), in_flight.to_string()]);
+    table.row([
+        "calls in flight".to_owned(),
+        calls_in_flight(stats).to_string(),
+    ]);
+    table.row([
+        "invocations running".to_owned(),
+        stats.invocations_in_flight.to_string(),
+    ]);
+    for (outcome, n) in by_outcome(&stats.calls) {
+        table.row([format!("calls {outcome}"), n.to_string()]);
     }
     out.push_str(&table.render());
+    out.push('\n');
+    out.push_str(&peers(stats));
     out
+}
+
+/// The peer daemons, one row each under a header, every cell one word (`-` when unknown),
+/// the same columns in every mode so that a script can count them: address, name, key
+/// fingerprint and session age (with keys), epoch, round-trip times, window, datagrams and
+/// calls in flight, calls finished, datagrams sent, received and retransmitted.
+pub fn peers(stats: &Stats) -> String {
+    let mut table = Table::new();
+    let header = [
+        "PEER",
+        "NAME",
+        "KEY",
+        "SESSION_S",
+        "EPOCH",
+        "SRTT_MS",
+        "RTO_MS",
+        "CWND",
+        "IN_FLIGHT",
+        "CALLS_IN_FLIGHT",
+        "CALLS_OK",
+        "CALLS_FAILED",
+        "SENT",
+        "RECEIVED",
+        "RETRANSMITTED",
+    ];
+    table.row(header.into_iter().map(str::to_owned));
+    let dash = || "-".to_owned();
+    let millis = |us: u64| format!("{:.3}", us as f64 / 1000.0);
+    for p in &stats.peers {
+        let ok = p.calls.get("ok").copied().unwrap_or(0);
+        let finished: u64 = p.calls.values().sum();
+        table.row([
+            p.addr.clone(),
+            p.name.clone().unwrap_or_else(dash),
+            p.key_fingerprint.clone().unwrap_or_else(dash),
+            p.session_age_ms
+                .map_or_else(dash, |ms| (ms / 1000).to_string()),
+            p.epoch.map_or_else(dash, |e| format!("{e:016x}")),
+            p.srtt_us.map_or_else(dash, millis),
+            millis(p.rto_us),
+            p.cwnd.to_string(),
+            p.in_flight.to_string(),
+            p.calls_in_flight.to_string(),
+            ok.to_string(),
+            finished.saturating_sub(ok).to_string(),
+            p.counters.datagrams_sent.to_string(),
+            p.counters.datagrams_received.to_string(),
+            p.counters.retransmissions.to_string(),
+        ]);
+    }
+    table.left_aligned = true;
+    table.render()
+}
+
+/// Calls in flight from this daemon's apps, to any target. An older daemon does not report
+/// it: then the sum over its peers, the calls that left the host.
+pub fn calls_in_flight(stats: &Stats) -> u64 {
+    let to_peers: u64 = stats.peers.iter().map(|p| p.calls_in_flight).sum();
+    stats.calls_in_flight.max(to_peers)
+}
+
+/// Finished calls by outcome: `ok` first, then the error codes in order.
+pub fn by_outcome(calls: &BTreeMap<String, u64>) -> impl Iterator<Item = (&str, u64)> {
+    let ok = calls.get_key_value("ok");
+    ok.into_iter()
+        .chain(calls.iter().filter(|(k, _)| *k != "ok"))
+        .map(|(k, n)| (k.as_str(), *n))
 }
 
 /// A row label and how to read its counter.
@@ -250,61 +241,134 @@ impl Table {
 }
 
 #[cfg(test)]
+// Field by field, not with struct update syntax: the daemon's structures may become
+// `#[non_exhaustive]`, which forbids that syntax outside their crate.
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use rpcd_client::ipc::PeerStats;
 
+    fn peer(addr: &str) -> PeerStats {
+        let mut peer = PeerStats::default();
+        peer.addr = addr.into();
+        peer.rto_us = 2000;
+        peer
+    }
+
+    /// The words after `prefix` on the line that starts with it.
+    fn words(text: &str, prefix: &str) -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} row in\n{text}"));
+        line[prefix.len()..]
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
-    fn stats_table_has_a_column_per_peer_and_a_row_per_outcome() {
-        let peer = PeerStats {
-            addr: "127.0.0.1:7401".into(),
-            epoch: Some(0xabc),
-            counters: PeerCounters {
-                datagrams_sent: 12,
-                ..PeerCounters::default()
-            },
-            srtt_us: Some(120),
-            rto_us: 2000,
-            calls: [("ok".to_owned(), 5), ("peer_unreachable".to_owned(), 1)].into(),
-            ..PeerStats::default()
-        };
-        let stats = Stats {
-            listen: "127.0.0.1:7400".into(),
-            uptime_ms: 62_500,
-            totals: peer.counters.clone(),
-            calls: [("ok".to_owned(), 7), ("app_error".to_owned(), 2)].into(),
-            peers: vec![peer],
-            ..Stats::default()
-        };
+    fn stats_has_a_total_column_a_row_per_outcome_and_a_row_per_peer() {
+        let mut a = peer("127.0.0.1:7401");
+        a.epoch = Some(0xabc);
+        a.counters.datagrams_sent = 12;
+        a.srtt_us = Some(120);
+        a.calls = [("ok".to_owned(), 5), ("peer_unreachable".to_owned(), 1)].into();
+        let mut b = peer("127.0.0.1:7402");
+        b.counters.datagrams_sent = 3;
+        b.calls_in_flight = 1;
+        let mut stats = Stats::default();
+        stats.listen = "127.0.0.1:7400".into();
+        stats.uptime_ms = 62_500;
+        stats.totals.datagrams_sent = 15;
+        stats.calls = [("ok".to_owned(), 7), ("app_error".to_owned(), 2)].into();
+        stats.calls_in_flight = 4;
+        stats.peers = vec![a, b];
         let text = super::stats(&stats);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
             "rpcd at 127.0.0.1:7400, epoch 0000000000000000, up 1m 2s"
         );
-        let words = |prefix: &str| -> Vec<String> {
-            let line = lines
-                .iter()
-                .find(|l| l.starts_with(prefix))
-                .unwrap_or_else(|| panic!("no {prefix:?} row in\n{text}"));
-            line[prefix.len()..]
-                .split_whitespace()
-                .map(str::to_owned)
-                .collect()
-        };
-        assert_eq!(words(" "), ["total", "127.0.0.1:7401"]);
-        assert_eq!(words("datagrams sent"), ["12", "12"]);
-        assert_eq!(words("srtt"), ["-", "0.120", "ms"]);
-        assert_eq!(words("rto"), ["-", "2.000", "ms"]);
+        assert_eq!(
+            words(&text, " "),
+            ["total"],
+            "one column, whatever the peers"
+        );
+        assert_eq!(words(&text, "datagrams sent"), ["15"]);
+        assert_eq!(words(&text, "calls in flight"), ["4"]);
         let calls: Vec<&str> = lines
             .iter()
             .filter_map(|l| l.strip_prefix("calls "))
             .map(|l| l.split_whitespace().next().unwrap_or(""))
             .collect();
-        // "ok" first, then the codes in order, each with a total and a per-peer count.
-        assert_eq!(calls, ["in", "ok", "app_error", "peer_unreachable"]);
-        assert_eq!(words("calls app_error"), ["2", "0"]);
-        assert_eq!(words("calls peer_unreachable"), ["0", "1"]);
+        // "ok" first, then the codes in order.
+        assert_eq!(calls, ["in", "ok", "app_error"]);
+        assert_eq!(words(&text, "calls app_error"), ["2"]);
+        assert!(text.ends_with(&peers(&stats)), "{text}");
+    }
+
+    #[test]
+    fn peers_table_has_one_row_of_one_word_cells_per_peer() {
+        let mut a = peer("127.0.0.1:7401");
+        a.epoch = Some(0xabc);
+        a.counters.datagrams_sent = 12;
+        a.counters.datagrams_received = 10;
+        a.counters.retransmissions = 1;
+        a.srtt_us = Some(120);
+        a.cwnd = 22;
+        a.calls = [("ok".to_owned(), 5), ("peer_unreachable".to_owned(), 1)].into();
+        let b = peer("127.0.0.1:7402");
+        let mut stats = Stats::default();
+        stats.peers = vec![a, b];
+        let text = peers(&stats);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows.len(), 3, "{text}");
+        assert_eq!(
+            rows[0],
+            [
+                "PEER",
+                "NAME",
+                "KEY",
+                "SESSION_S",
+                "EPOCH",
+                "SRTT_MS",
+                "RTO_MS",
+                "CWND",
+                "IN_FLIGHT",
+                "CALLS_IN_FLIGHT",
+                "CALLS_OK",
+                "CALLS_FAILED",
+                "SENT",
+                "RECEIVED",
+                "RETRANSMITTED"
+            ]
+        );
+        assert_eq!(
+            rows[1],
+            [
+                "127.0.0.1:7401",
+                "-",
+                "-",
+                "-",
+                "0000000000000abc",
+                "0.120",
+                "2.000",
+                "22",
+                "0",
+                "0",
+                "5",
+                "1",
+                "12",
+                "10",
+                "1"
+            ]
+        );
+        assert_eq!(rows[2][..6], ["127.0.0.1:7402", "-", "-", "-", "-", "-"]);
+        assert_eq!(peers(&Stats::default()).lines().count(), 1, "header only");
     }
 
     #[test]
@@ -325,19 +389,14 @@ mod tests {
 
     #[test]
     fn keyed_stats_show_the_key_the_drops_by_reason_and_each_peers_identity() {
-        let peer = PeerStats {
-            addr: "10.0.0.2:7000".into(),
-            name: Some("db1".into()),
-            key_fingerprint: Some("0123456789abcdef".into()),
-            session_age_ms: Some(61_000),
-            ..PeerStats::default()
-        };
-        let stats = Stats {
-            public_key: Some("A".repeat(43) + "="),
-            security: [("replayed".to_owned(), 4), ("unknown_key".to_owned(), 9)].into(),
-            peers: vec![peer],
-            ..Stats::default()
-        };
+        let mut p = peer("10.0.0.2:7000");
+        p.name = Some("db1".into());
+        p.key_fingerprint = Some("0123456789abcdef".into());
+        p.session_age_ms = Some(61_000);
+        let mut stats = Stats::default();
+        stats.public_key = Some("A".repeat(43) + "=");
+        stats.security = [("replayed".to_owned(), 4), ("unknown_key".to_owned(), 9)].into();
+        stats.peers = vec![p];
         let text = super::stats(&stats);
         assert!(
             text.contains(&format!("keys: public key {}=", "A".repeat(43))),
@@ -347,22 +406,17 @@ mod tests {
             text.contains("security: replayed 4, unknown key 9"),
             "{text}"
         );
-        let row = |prefix: &str| {
-            text.lines()
-                .find(|l| l.starts_with(prefix))
-                .map(|l| {
-                    l[prefix.len()..]
-                        .split_whitespace()
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_else(|| panic!("no {prefix:?} row in\n{text}"))
-        };
-        assert_eq!(row("peer name"), "- db1");
-        assert_eq!(row("key fingerprint"), "- 0123456789abcdef");
-        assert_eq!(row("session age"), "- 1m 1s");
+        let table = peers(&stats);
+        let rows: Vec<Vec<&str>> = table
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][..5], ["PEER", "NAME", "KEY", "SESSION_S", "EPOCH"]);
+        assert_eq!(
+            rows[1][..5],
+            ["10.0.0.2:7000", "db1", "0123456789abcdef", "61", "-"]
+        );
         let plain = super::stats(&Stats::default());
         assert!(plain.contains("plaintext: no authentication"), "{plain}");
-        assert!(!plain.contains("peer name"), "{plain}");
     }
 }

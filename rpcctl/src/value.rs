@@ -21,7 +21,7 @@ use anyhow::Context;
 use base64::Engine;
 use serde_json::{Map, Number, Value};
 
-use crate::exit::Usage;
+use crate::exit::{BadReply, Usage};
 
 /// Largest `--args-file` read, in bytes. Far above the daemon's message cap (16 MiB of
 /// MessagePack), so it only stops a runaway input such as `/dev/zero`.
@@ -84,19 +84,23 @@ pub fn encode_args(args: &[Value]) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Decodes a reply: exactly one MessagePack value (or nothing at all), shown as JSON.
-pub fn decode_reply(bytes: &[u8]) -> anyhow::Result<Value> {
+pub fn decode_reply(bytes: &[u8]) -> Result<Value, BadReply> {
     if bytes.is_empty() {
         return Ok(Value::Null);
     }
     let mut cursor = Cursor::new(bytes);
-    let value = rmpv::decode::read_value(&mut cursor)
-        .with_context(|| format!("the reply ({} bytes) is not valid MessagePack", bytes.len()))?;
+    let value = rmpv::decode::read_value(&mut cursor).map_err(|err| {
+        BadReply(format!(
+            "the reply ({} bytes) is not valid MessagePack: {err}",
+            bytes.len()
+        ))
+    })?;
     let used = usize::try_from(cursor.position()).unwrap_or(usize::MAX);
     if used != bytes.len() {
-        anyhow::bail!(
+        return Err(BadReply(format!(
             "the reply holds {} bytes after its MessagePack value",
             bytes.len().saturating_sub(used)
-        );
+        )));
     }
     Ok(to_json(value))
 }

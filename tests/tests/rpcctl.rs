@@ -217,7 +217,7 @@ fn ping_three_probes_with_summary() {
 }
 
 /// `stats` prints counters per peer, locally or from a remote daemon's `rpcd.stats`;
-/// `--json` is the `Stats` structure itself.
+/// `--json` is the `Stats` structure itself, its epochs as strings.
 #[test]
 fn stats_human_and_json_local_and_remote() {
     let dir = tempdir();
@@ -227,7 +227,13 @@ fn stats_human_and_json_local_and_remote() {
 
     let run = rpcctl(&a.socket, &["stats", "--json"]).ok();
     assert_eq!(run.stdout.lines().count(), 1);
-    let stats: Stats = serde_json::from_str(&run.stdout).expect("stats JSON is ipc::Stats");
+    let mut stats = run.json();
+    // Epochs are strings in rpcctl's JSON (jq would round a u64); the rest is ipc::Stats.
+    stats["epoch"] = json!(0);
+    for peer in stats["peers"].as_array_mut().expect("peers") {
+        peer["epoch"] = Value::Null;
+    }
+    let stats: Stats = serde_json::from_value(stats).expect("stats JSON is ipc::Stats");
     assert_eq!(stats.listen, a.udp.to_string());
     let peer = stats
         .peers
@@ -253,21 +259,19 @@ fn stats_human_and_json_local_and_remote() {
         "congestion events",
         "persistent congestion",
         "paced delays",
-        "srtt",
-        "rto",
         "calls ok",
+        "PEER ",
     ] {
         assert!(
             human.lines().any(|l| l.starts_with(row)),
             "{row} missing:\n{human}"
         );
     }
-    assert!(human.contains(&b_addr), "a column for b:\n{human}");
+    assert!(human.contains(&b_addr), "a row for b:\n{human}");
 
     // b's counters, fetched through a with rpcd.stats.
     let remote = rpcctl(&a.socket, &["stats", &b_addr, "--json"]).ok();
-    let remote: Stats = serde_json::from_str(&remote.stdout).expect("remote stats JSON");
-    assert_eq!(remote.listen, b_addr);
+    assert_eq!(remote.json()["listen"], b_addr);
     let remote_human = rpcctl(&a.socket, &["stats", &b_addr]).ok().stdout;
     assert!(
         remote_human.starts_with(&format!("rpcd at {b_addr}, ")),

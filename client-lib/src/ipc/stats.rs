@@ -56,6 +56,18 @@ pub struct Stats {
     /// until the first refusal; absent from an older daemon's stats.
     #[serde(default)]
     pub access_denied: BTreeMap<String, u64>,
+    /// The daemon's version (its crate version, e.g. `0.1.0`). Empty from an older daemon,
+    /// whose stats lack it.
+    #[serde(default)]
+    pub version: String,
+    /// Calls from this daemon's apps awaiting their outcome now, whatever their target
+    /// (this daemon's own functions included). Zero from an older daemon.
+    #[serde(default)]
+    pub calls_in_flight: u64,
+    /// Invocations this daemon's serving apps are running now, for local and remote
+    /// callers. Zero from an older daemon.
+    #[serde(default)]
+    pub invocations_in_flight: u64,
 }
 
 /// Transport counters for one peer, or summed over all peers.
@@ -194,6 +206,9 @@ pub(crate) mod tests {
                 PeerStats::default(),
             ],
             access_denied: BTreeMap::from([("call".into(), 2)]),
+            version: "0.1.0".into(),
+            calls_in_flight: 3,
+            invocations_in_flight: u64::MAX,
         }
     }
 
@@ -201,5 +216,28 @@ pub(crate) mod tests {
     fn stats_round_trip() {
         round_trip(sample_stats());
         round_trip(Stats::default());
+    }
+
+    /// An older daemon's stats lack the fields added later: they decode as empty and zero.
+    #[test]
+    fn stats_without_the_later_fields_decode() {
+        let mut value = serde_json::to_value(sample_stats()).expect("stats as a value");
+        let map = value.as_object_mut().expect("stats is a map");
+        for key in [
+            "access_denied",
+            "version",
+            "calls_in_flight",
+            "invocations_in_flight",
+        ] {
+            assert!(map.remove(key).is_some(), "{key} is a field");
+        }
+        let bytes = rmp_serde::to_vec_named(&value).expect("encode");
+        let decoded: Stats = rmp_serde::from_slice(&bytes).expect("older stats decode");
+        let mut expected = sample_stats();
+        expected.access_denied.clear();
+        expected.version.clear();
+        expected.calls_in_flight = 0;
+        expected.invocations_in_flight = 0;
+        assert_eq!(decoded, expected);
     }
 }

@@ -83,6 +83,9 @@ impl Router {
             calls: self.calls.outcomes.clone(),
             peers,
             access_denied: self.denials.counts.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            calls_in_flight: self.calls.len() as u64,
+            invocations_in_flight: self.invocations.len() as u64,
         }
     }
 }
