@@ -122,7 +122,10 @@ impl From<conn::ConnectError> for CallError {
                 message: source.to_string(),
             },
             conn::ConnectError::VersionMismatch { ours, message } => {
-                CallError::VersionMismatch(format!("this client speaks version {ours}; {message}"))
+                CallError::VersionMismatch(format!(
+                "this client speaks versions {} to {ours}; {message}",
+                crate::ipc::PROTOCOL_VERSION_MIN
+            ))
             }
             conn::ConnectError::Refused { code, message } => CallError::from_code(code, message),
             conn::ConnectError::Protocol(message) => CallError::Protocol(message),

@@ -256,26 +256,21 @@ mod tests {
 
     #[test]
     fn stats_table_has_a_column_per_peer_and_a_row_per_outcome() {
-        let peer = PeerStats {
-            addr: "127.0.0.1:7401".into(),
-            epoch: Some(0xabc),
-            counters: PeerCounters {
-                datagrams_sent: 12,
-                ..PeerCounters::default()
-            },
-            srtt_us: Some(120),
-            rto_us: 2000,
-            calls: [("ok".to_owned(), 5), ("peer_unreachable".to_owned(), 1)].into(),
-            ..PeerStats::default()
-        };
-        let stats = Stats {
-            listen: "127.0.0.1:7400".into(),
-            uptime_ms: 62_500,
-            totals: peer.counters.clone(),
-            calls: [("ok".to_owned(), 7), ("app_error".to_owned(), 2)].into(),
-            peers: vec![peer],
-            ..Stats::default()
-        };
+        // Field by field: the stats types are `#[non_exhaustive]`.
+        let mut peer = PeerStats::default();
+        peer.addr = "127.0.0.1:7401".into();
+        peer.epoch = Some(0xabc);
+        peer.counters = PeerCounters::default();
+        peer.counters.datagrams_sent = 12;
+        peer.srtt_us = Some(120);
+        peer.rto_us = 2000;
+        peer.calls = [("ok".to_owned(), 5), ("peer_unreachable".to_owned(), 1)].into();
+        let mut stats = Stats::default();
+        stats.listen = "127.0.0.1:7400".into();
+        stats.uptime_ms = 62_500;
+        stats.totals = peer.counters.clone();
+        stats.calls = [("ok".to_owned(), 7), ("app_error".to_owned(), 2)].into();
+        stats.peers = vec![peer];
         let text = super::stats(&stats);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -309,12 +304,12 @@ mod tests {
 
     #[test]
     fn names_table_lists_each_entry() {
-        let text = super::names(&[NameEntry {
-            name: "kv".into(),
-            targets: vec!["localhost:7400".into(), "nowhere:1".into()],
-            resolved: vec!["127.0.0.1:7400".into()],
-            errors: vec!["nowhere:1: not found".into()],
-        }]);
+        let mut entry = NameEntry::default();
+        entry.name = "kv".into();
+        entry.targets = vec!["localhost:7400".into(), "nowhere:1".into()];
+        entry.resolved = vec!["127.0.0.1:7400".into()];
+        entry.errors = vec!["nowhere:1: not found".into()];
+        let text = super::names(&[entry]);
         assert_eq!(
             text,
             "NAME  TARGETS                    RESOLVED        ERRORS\n\
@@ -325,19 +320,15 @@ mod tests {
 
     #[test]
     fn keyed_stats_show_the_key_the_drops_by_reason_and_each_peers_identity() {
-        let peer = PeerStats {
-            addr: "10.0.0.2:7000".into(),
-            name: Some("db1".into()),
-            key_fingerprint: Some("0123456789abcdef".into()),
-            session_age_ms: Some(61_000),
-            ..PeerStats::default()
-        };
-        let stats = Stats {
-            public_key: Some("A".repeat(43) + "="),
-            security: [("replayed".to_owned(), 4), ("unknown_key".to_owned(), 9)].into(),
-            peers: vec![peer],
-            ..Stats::default()
-        };
+        let mut peer = PeerStats::default();
+        peer.addr = "10.0.0.2:7000".into();
+        peer.name = Some("db1".into());
+        peer.key_fingerprint = Some("0123456789abcdef".into());
+        peer.session_age_ms = Some(61_000);
+        let mut stats = Stats::default();
+        stats.public_key = Some("A".repeat(43) + "=");
+        stats.security = [("replayed".to_owned(), 4), ("unknown_key".to_owned(), 9)].into();
+        stats.peers = vec![peer];
         let text = super::stats(&stats);
         assert!(
             text.contains(&format!("keys: public key {}=", "A".repeat(43))),

@@ -35,10 +35,13 @@ pub enum ConnectError {
         /// The underlying error.
         source: io::Error,
     },
-    /// The daemon speaks another protocol version.
-    #[error("protocol version mismatch: this client speaks version {ours}; rpcd: {message}")]
+    /// The daemon speaks none of the protocol versions this library speaks.
+    #[error(
+        "protocol version mismatch: this client speaks versions {} to {ours}; rpcd: {message}",
+        crate::ipc::PROTOCOL_VERSION_MIN
+    )]
     VersionMismatch {
-        /// [`PROTOCOL_VERSION`].
+        /// [`PROTOCOL_VERSION`], the highest this library speaks.
         ours: u32,
         /// The daemon's explanation, or the version it announced.
         message: String,

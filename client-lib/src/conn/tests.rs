@@ -34,6 +34,7 @@ fn handshake_reports_the_daemon() {
             daemon: "fake 0".into(),
             listen: "127.0.0.1:7000".into(),
             epoch: 42,
+            limits: Some(fake_daemon::limits()),
         }
     );
     assert!(!conn.is_closed());
@@ -468,14 +469,14 @@ fn version_mismatch_is_reported_clearly() {
     peer.recv();
     peer.send(&DaemonMsg::Fatal {
         code: ErrorCode::VersionMismatch,
-        message: "rpcd speaks version 2, client sent 1".into(),
+        message: "protocol versions 1 to 2 are not supported; this daemon speaks 3 to 3".into(),
     });
     let err = app.join().unwrap().unwrap_err();
-    assert!(matches!(err, ConnectError::VersionMismatch { ours: 1, .. }));
+    assert!(matches!(err, ConnectError::VersionMismatch { ours: 2, .. }));
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: this client speaks version 1; \
-         rpcd: rpcd speaks version 2, client sent 1"
+        "protocol version mismatch: this client speaks versions 1 to 2; \
+         rpcd: protocol versions 1 to 2 are not supported; this daemon speaks 3 to 3"
     );
 }
 
@@ -494,6 +495,7 @@ fn hello_ok_with_another_version_is_a_mismatch() {
         daemon: "rpcd 9".into(),
         listen: "x".into(),
         epoch: 1,
+        limits: None,
     });
     let err = app.join().unwrap().unwrap_err();
     assert!(matches!(err, ConnectError::VersionMismatch { .. }), "{err}");
