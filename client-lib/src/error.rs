@@ -123,9 +123,9 @@ impl From<conn::ConnectError> for CallError {
             },
             conn::ConnectError::VersionMismatch { ours, message } => {
                 CallError::VersionMismatch(format!(
-                "this client speaks versions {} to {ours}; {message}",
-                crate::ipc::PROTOCOL_VERSION_MIN
-            ))
+                    "this client speaks versions {} to {ours}; {message}",
+                    crate::ipc::PROTOCOL_VERSION_MIN
+                ))
             }
             conn::ConnectError::Refused { code, message } => CallError::from_code(code, message),
             conn::ConnectError::Protocol(message) => CallError::Protocol(message),

@@ -231,10 +231,8 @@ mod tests {
 
     #[test]
     fn a_missing_key_a_wrong_type_or_an_unknown_t_is_still_refused() {
-        let missing = rmp_serde::to_vec_named(&std::collections::BTreeMap::from([(
-            "t", "cancel",
-        )]))
-        .unwrap();
+        let missing =
+            rmp_serde::to_vec_named(&std::collections::BTreeMap::from([("t", "cancel")])).unwrap();
         assert!(Envelope::decode(&missing).is_err());
         #[derive(Serialize)]
         struct Cancel<'a> {

@@ -69,6 +69,7 @@ fn messagepack_bomb_over_the_socket_is_refused_with_bounded_memory() {
     s.write_all(&encode_frame(&ClientMsg::Hello {
         id: 1,
         version: PROTOCOL_VERSION,
+        version_min: None,
         name: "bomber".into(),
     }))
     .unwrap();

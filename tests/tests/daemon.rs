@@ -636,6 +636,7 @@ fn calling_app_disconnect_cancels_its_calls() {
     raw.write_all(&encode_frame(&ClientMsg::Hello {
         id: 1,
         version: PROTOCOL_VERSION,
+        version_min: None,
         name: "vanishing".into(),
     }))
     .unwrap();
@@ -716,6 +717,7 @@ fn slow_reader_is_disconnected_others_unaffected() {
     raw.write_all(&encode_frame(&ClientMsg::Hello {
         id: 1,
         version: PROTOCOL_VERSION,
+        version_min: None,
         name: "slow".into(),
     }))
     .unwrap();

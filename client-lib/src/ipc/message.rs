@@ -28,7 +28,12 @@ pub const PROTOCOL_VERSION_MIN: u32 = 1;
 /// The version a session speaks: the highest version in both the app's range
 /// (`version_min..=version` of its `hello`) and the daemon's, or `None` when the two do not
 /// meet (the daemon then answers `fatal` / `version_mismatch`).
-pub fn session_version(app_min: u32, app_max: u32, daemon_min: u32, daemon_max: u32) -> Option<u32> {
+pub fn session_version(
+    app_min: u32,
+    app_max: u32,
+    daemon_min: u32,
+    daemon_max: u32,
+) -> Option<u32> {
     let low = app_min.max(daemon_min);
     let high = app_max.min(daemon_max);
     (low <= high).then_some(high)

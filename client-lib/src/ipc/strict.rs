@@ -101,7 +101,10 @@ mod tests {
     #[test]
     fn bin_and_str_are_read() {
         let ok = decode("bin:ab".into(), "x".into(), "overloaded").unwrap();
-        assert_eq!((ok.b, ok.s, ok.c), (b"ab".to_vec(), "x".into(), ErrorCode::Overloaded));
+        assert_eq!(
+            (ok.b, ok.s, ok.c),
+            (b"ab".to_vec(), "x".into(), ErrorCode::Overloaded)
+        );
     }
 
     #[test]

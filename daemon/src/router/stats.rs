@@ -69,9 +69,8 @@ impl Router {
         stats.uptime_ms = now.saturating_duration_since(self.started).as_millis() as u64;
         stats.connections = self.apps.len() as u64;
         stats.functions = self.registry.len() as u64;
-        stats.malformed = ep.malformed
-            + self.counters.oversize_datagrams
-            + self.counters.bad_envelopes;
+        stats.malformed =
+            ep.malformed + self.counters.oversize_datagrams + self.counters.bad_envelopes;
         stats.corrupt = ep.corrupt;
         stats.refused_peers = ep.refused_peers;
         stats.late_replies = self.counters.late_replies;

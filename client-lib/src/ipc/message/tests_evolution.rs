@@ -13,7 +13,11 @@ use crate::ipc::{decode_frame, FrameError, PeerCounters, PeerStats, FRAME_MAX_DE
 fn with_extra_key(body: &[u8]) -> Vec<u8> {
     let extra = rmp_serde::to_vec_named(&json!({"x_new": {"a": [1, "s", null]}})).unwrap();
     let mut out = body.to_vec();
-    assert!(matches!(out[0], 0x80..=0x8e), "a fixmap with room: {:x}", out[0]);
+    assert!(
+        matches!(out[0], 0x80..=0x8e),
+        "a fixmap with room: {:x}",
+        out[0]
+    );
     out[0] += 1;
     // Drop the extra's own map header: its key joins the message's map.
     out.extend_from_slice(&extra[1..]);
