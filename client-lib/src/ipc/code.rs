@@ -170,6 +170,27 @@ mod tests {
         assert_eq!(ErrorCode::ALL[14], ErrorCode::VersionMismatch);
     }
 
+    /// `docs/ipc-protocol.md` §7 marks "outcome unknown" exactly the codes whose
+    /// `outcome_unknown()` is true, and lists every code.
+    #[test]
+    fn the_protocol_doc_table_agrees() {
+        let doc = include_str!("../../../docs/ipc-protocol.md");
+        let section = doc
+            .split("## 7. Error codes")
+            .nth(1)
+            .and_then(|rest| rest.split("## 8.").next())
+            .expect("section 7");
+        for code in ErrorCode::ALL {
+            let row = section
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", code.as_str())))
+                .unwrap_or_else(|| panic!("no row for {code}"));
+            let marked = row.trim_end().trim_end_matches('|').rsplit('|').next();
+            let marked = marked.is_some_and(|cell| cell.contains("**yes**"));
+            assert_eq!(marked, code.outcome_unknown(), "{code}: {row}");
+        }
+    }
+
     #[test]
     fn outcome_unknown_codes() {
         let unknown: Vec<_> = ErrorCode::ALL
