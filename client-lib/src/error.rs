@@ -21,6 +21,7 @@ macro_rules! define_call_error {
         /// code, and [`CallError::outcome_unknown`] tells whether the call may nevertheless
         /// have run.
         #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[non_exhaustive]
         pub enum CallError {
             $(
                 $(#[$doc])*

@@ -36,6 +36,7 @@ impl Credentials {
 /// [`Identity::Unauthenticated`] caller is an address anyone able to send UDP datagrams
 /// could have used, so access decisions should not rest on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Identity<'a> {
     /// An app on this same daemon: the call came over the daemon's own Unix socket and
     /// never crossed the network (wire: `peer` = `"local"`).

@@ -35,10 +35,9 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs the benchmark and prints its report; fails (after the report) if any call failed.
 pub fn run(conn: &Connection, args: &BenchArgs, payload: Vec<u8>) -> anyhow::Result<u8> {
-    let opts = CallOptions {
-        deadline: args.opts.deadline,
-        idempotent: args.opts.idempotent,
-    };
+    let mut opts = CallOptions::default();
+    opts.deadline = args.opts.deadline;
+    opts.idempotent = args.opts.idempotent;
     let claimed = AtomicU64::new(0);
     let finished = AtomicU64::new(0);
     let concurrency = args.concurrency.max(1);

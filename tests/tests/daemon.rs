@@ -16,10 +16,7 @@ use rpcd_client::ipc::{ErrorCode, Outcome};
 use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay};
 
 fn opts(deadline_ms: u64) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(deadline_ms)),
-        idempotent: false,
-    }
+    CallOptions::new(Some(Duration::from_millis(deadline_ms)), false)
 }
 
 fn code(e: &RequestError) -> Option<ErrorCode> {

@@ -9,12 +9,12 @@ mod wire;
 
 use std::time::Duration;
 
-use wire::{msgpack, FakeDaemon, Raw};
 use rpcd_client::conn::{CallOptions, Connection};
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, Outcome, Stats};
 use rpcd_client::{Client, Handler, Server};
 use rpcd_tests::{bin, output_within, tempdir, Daemon};
 use serde_json::json;
+use wire::{msgpack, FakeDaemon, Raw};
 
 fn opts(ms: u64) -> CallOptions {
     let mut o = CallOptions::default();
@@ -48,7 +48,9 @@ fn the_client_library_reads_a_later_daemon() {
     let limits = client.daemon().limits.expect("limits");
     assert_eq!(limits.payload_max, 65536);
     client.ping().expect("ping");
-    let echoed: Vec<u32> = client.call("127.0.0.1:7999", "rpcd.echo", &vec![1u32, 2]).expect("echo");
+    let echoed: Vec<u32> = client
+        .call("127.0.0.1:7999", "rpcd.echo", &vec![1u32, 2])
+        .expect("echo");
     assert_eq!(echoed, [1, 2]);
     assert_eq!(client.list().expect("list"), ["rpcd.echo", "rpcd.ping"]);
     let stats: Stats = client.stats().expect("stats");
@@ -58,7 +60,10 @@ fn the_client_library_reads_a_later_daemon() {
     assert_eq!(stats.calls.get("new_code"), Some(&1));
     let server = Server::new(&client).expect("server");
     server
-        .register("t.f", Handler::new(|args: &[u8]| Outcome::Ok(args.to_vec())))
+        .register(
+            "t.f",
+            Handler::new(|args: &[u8]| Outcome::Ok(args.to_vec())),
+        )
         .expect("register");
     server.stop();
 }
@@ -69,14 +74,20 @@ fn rpcctl_reads_a_later_daemon() {
     let fake = FakeDaemon::start();
     let run = |args: &[&str]| {
         let mut cmd = std::process::Command::new(bin("rpcctl"));
-        rpcd_tests::isolate(&mut cmd).arg("--socket").arg(&fake.path).args(args);
+        rpcd_tests::isolate(&mut cmd)
+            .arg("--socket")
+            .arg(&fake.path)
+            .args(args);
         let out = output_within(&mut cmd, Duration::from_secs(30));
         assert!(out.status.success(), "{args:?}: {out:?}");
         String::from_utf8(out.stdout).expect("utf-8")
     };
     let stats: serde_json::Value = serde_json::from_str(&run(&["stats", "--json"])).expect("json");
     assert_eq!(stats["uptime_ms"], 1000);
-    assert_eq!(run(&["call", "127.0.0.1:7999", "rpcd.ping"]).trim(), "\"pong\"");
+    assert_eq!(
+        run(&["call", "127.0.0.1:7999", "rpcd.ping"]).trim(),
+        "\"pong\""
+    );
     assert!(run(&["list"]).contains("rpcd.echo"));
 }
 
@@ -99,7 +110,10 @@ fn daemons_of_adjacent_versions_call_each_other() {
         let client = Client::connect_to(&d.socket).expect("connect");
         let server = Server::new(&client).expect("server");
         server
-            .register("t.where", Handler::new(|args: &[u8]| Outcome::Ok(args.to_vec())))
+            .register(
+                "t.where",
+                Handler::new(|args: &[u8]| Outcome::Ok(args.to_vec())),
+            )
             .expect("register");
         servers.push((client, server));
     }
@@ -174,7 +188,10 @@ fn hello_negotiates_a_version_range() {
     );
     let mut raw = Raw::connect(&next.socket);
     raw.send_json(&json!({"op": "hello", "id": 1, "version": 9, "version_min": 1, "name": "n"}));
-    assert!(matches!(raw.recv(), Some(DaemonMsg::HelloOk { version: 3, .. })));
+    assert!(matches!(
+        raw.recv(),
+        Some(DaemonMsg::HelloOk { version: 3, .. })
+    ));
 }
 
 /// `hello_ok` reports the limits, and `payload_max` is the real bound on a call's `args`
@@ -321,7 +338,10 @@ fn duplicate_ids_in_flight_each_get_their_reply() {
     raw.send(&ClientMsg::List { id: 5 });
     let mut got = [raw.recv(), raw.recv()];
     got.sort_by_key(|m| m.as_ref().map(DaemonMsg::op));
-    assert!(matches!(got[0], Some(DaemonMsg::List { id: 5, .. })), "{got:?}");
+    assert!(
+        matches!(got[0], Some(DaemonMsg::List { id: 5, .. })),
+        "{got:?}"
+    );
     assert!(matches!(got[1], Some(DaemonMsg::Pong { id: 5 })), "{got:?}");
 }
 
@@ -374,7 +394,12 @@ fn own_address_spellings_short_circuit_and_bad_hosts_are_unreachable() {
     assert_eq!(stats.totals.datagrams_sent, 0, "{stats:?}");
     assert!(stats.peers.is_empty());
     let err = c
-        .call("nonexistent.invalid:7000", "rpcd.ping", vec![], opts(20_000))
+        .call(
+            "nonexistent.invalid:7000",
+            "rpcd.ping",
+            vec![],
+            opts(20_000),
+        )
         .expect_err("no such host");
     assert_eq!(err.code(), Some(ErrorCode::PeerUnreachable), "{err}");
 }
@@ -387,14 +412,22 @@ fn builtins_ignore_their_arguments() {
     let c = d.connect("builtins");
     let target = d.udp.to_string();
     let junk = vec![0xc1, 0xff, 0x00];
-    let pong = c.call(&target, "rpcd.ping", junk.clone(), opts(5000)).expect("ping");
+    let pong = c
+        .call(&target, "rpcd.ping", junk.clone(), opts(5000))
+        .expect("ping");
     assert_eq!(rmp_serde::from_slice::<String>(&pong).expect("str"), "pong");
-    let list = c.call(&target, "rpcd.list", junk.clone(), opts(5000)).expect("list");
+    let list = c
+        .call(&target, "rpcd.list", junk.clone(), opts(5000))
+        .expect("list");
     let list: Vec<String> = rmp_serde::from_slice(&list).expect("array");
     assert!(list.contains(&"rpcd.names".to_owned()));
-    let stats = c.call(&target, "rpcd.stats", junk.clone(), opts(5000)).expect("stats");
+    let stats = c
+        .call(&target, "rpcd.stats", junk.clone(), opts(5000))
+        .expect("stats");
     rmp_serde::from_slice::<Stats>(&stats).expect("stats");
-    let names = c.call(&target, "rpcd.names", junk, opts(5000)).expect("names");
+    let names = c
+        .call(&target, "rpcd.names", junk, opts(5000))
+        .expect("names");
     rmp_serde::from_slice::<Vec<rpcd_client::ipc::NameEntry>>(&names).expect("names");
 }
 
@@ -409,13 +442,18 @@ fn stats_calls_counts_the_calls_of_this_daemons_apps() {
     let ca = a.connect("a");
     let cb = b.connect("b");
     for _ in 0..2 {
-        ca.call(&b.udp.to_string(), "rpcd.ping", vec![], opts(5000)).expect("remote");
+        ca.call(&b.udp.to_string(), "rpcd.ping", vec![], opts(5000))
+            .expect("remote");
     }
-    ca.call(&a.udp.to_string(), "rpcd.ping", vec![], opts(5000)).expect("local");
-    ca.call(&a.udp.to_string(), "no.such", vec![], opts(5000)).expect_err("unknown");
+    ca.call(&a.udp.to_string(), "rpcd.ping", vec![], opts(5000))
+        .expect("local");
+    ca.call(&a.udp.to_string(), "no.such", vec![], opts(5000))
+        .expect_err("unknown");
     // Refused at admission: not counted.
-    ca.call(&a.udp.to_string(), "rpcd.ping", vec![], opts(0)).expect_err("zero");
-    ca.call("no colon", "rpcd.ping", vec![], opts(5000)).expect_err("bad target");
+    ca.call(&a.udp.to_string(), "rpcd.ping", vec![], opts(0))
+        .expect_err("zero");
+    ca.call("no colon", "rpcd.ping", vec![], opts(5000))
+        .expect_err("bad target");
     let sa = ca.stats().expect("stats");
     assert_eq!(sa.calls.get("ok"), Some(&3), "{:?}", sa.calls);
     assert_eq!(sa.calls.get("unknown_function"), Some(&1));

@@ -17,6 +17,7 @@ use crate::ipc::PROTOCOL_VERSION;
 
 /// Why [`Connection::connect`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// Nothing listens on the socket path (no file, or a stale one).
     #[error("is rpcd running? tried {}: {source}", .path.display())]
@@ -61,6 +62,7 @@ pub enum ConnectError {
 
 /// Why a request on a [`Connection`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The daemon answered with an error: a transport error, a refusal, or (code
     /// `app_error`) the handler's error message.

@@ -60,11 +60,35 @@ pub const LIVE_INVOCATIONS_MAX: usize = 64 * INVOCATION_QUEUE_MAX;
 
 /// Options of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// Time budget of the call; `None` takes the daemon's configured default.
     pub deadline: Option<Duration>,
     /// Whether the call may be retried on another daemon of a service.
     pub idempotent: bool,
+}
+
+impl CallOptions {
+    /// Options with a time budget (`None`: the daemon's default) and whether the call may
+    /// be retried on another daemon of a service.
+    pub fn new(deadline: Option<Duration>, idempotent: bool) -> CallOptions {
+        CallOptions {
+            deadline,
+            idempotent,
+        }
+    }
+
+    /// These options with a time budget of `deadline`.
+    pub fn with_deadline(mut self, deadline: Duration) -> CallOptions {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// These options with `idempotent` set as given.
+    pub fn with_idempotent(mut self, idempotent: bool) -> CallOptions {
+        self.idempotent = idempotent;
+        self
+    }
 }
 
 /// What the daemon said about itself in the handshake.

@@ -86,6 +86,7 @@ macro_rules! define_error_code {
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
         )]
+        #[non_exhaustive]
         pub enum ErrorCode {
             $(
                 $(#[$doc])*

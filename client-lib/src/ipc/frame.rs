@@ -38,6 +38,7 @@ const _: () = assert!(FRAME_MAX_DEFAULT <= u32::MAX as usize);
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The length prefix announces a body larger than the frame maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
