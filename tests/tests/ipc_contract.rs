@@ -91,6 +91,30 @@ fn rpcctl_reads_a_later_daemon() {
     assert!(run(&["list"]).contains("rpcd.echo"));
 }
 
+/// An empty `RPCD_SOCKET` is ignored, as if unset (the default path is tried); a set one
+/// is used.
+#[test]
+fn an_empty_rpcd_socket_is_ignored() {
+    let fake = FakeDaemon::start();
+    let run = |value: &std::ffi::OsStr| {
+        let mut cmd = std::process::Command::new(bin("rpcctl"));
+        rpcd_tests::isolate(&mut cmd)
+            .env("RPCD_SOCKET", value)
+            .arg("list");
+        output_within(&mut cmd, Duration::from_secs(30))
+    };
+    let set = run(fake.path.as_os_str());
+    assert!(set.status.success(), "{set:?}");
+    let empty = run(std::ffi::OsStr::new(""));
+    let stderr = String::from_utf8_lossy(&empty.stderr);
+    assert!(!stderr.contains("value is required"), "{stderr}");
+    let default = rpcd_client::default_socket_path();
+    assert!(
+        empty.status.success() || stderr.contains(&default.display().to_string()),
+        "{stderr}"
+    );
+}
+
 /// Two daemons, one of the next version (the test hook `RPCD_TEST_WIRE_EXTRA=1`: its
 /// envelopes carry `v: 2` and a key no version defines), serve each other's calls both
 /// ways, and neither drops an envelope as malformed.

@@ -308,6 +308,45 @@ fn oversized_args_are_refused_before_sending() {
     });
 }
 
+/// The daemon's reported `frame_max` is the bound: a request over it fails locally,
+/// before anything is written, instead of making the daemon close the connection.
+#[test]
+fn the_daemons_reported_frame_max_bounds_requests() {
+    let fake = FakeDaemon::start();
+    let path = fake.path.clone();
+    let app = thread::spawn(move || Connection::connect(&path, "app"));
+    let mut peer = fake.accept();
+    let ClientMsg::Hello {
+        id,
+        version,
+        version_min,
+        ..
+    } = peer.recv()
+    else {
+        panic!("expected hello");
+    };
+    assert_eq!((version, version_min), (PROTOCOL_VERSION, Some(1)));
+    let mut hello_ok = fake_daemon::hello_ok(id);
+    if let DaemonMsg::HelloOk { limits, .. } = &mut hello_ok {
+        *limits = Some(crate::ipc::Limits {
+            frame_max: 2048,
+            ..crate::ipc::Limits::default()
+        });
+    }
+    peer.send(&hello_ok);
+    let conn = app.join().unwrap().unwrap();
+    let err = conn
+        .call("h:1", "f", vec![0; 4096], CallOptions::default())
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+    thread::scope(|s| {
+        let ping = s.spawn(|| conn.ping());
+        assert!(matches!(peer.recv(), ClientMsg::Ping { .. }));
+        drop(peer);
+        let _ = ping.join().unwrap();
+    });
+}
+
 #[test]
 fn invocations_are_queued_and_answered() {
     let fake = FakeDaemon::start();
