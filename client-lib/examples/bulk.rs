@@ -120,14 +120,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let socket = args.socket.unwrap_or_else(rpcd_client::default_socket_path);
-    let options = ClientOptions {
-        name: "bulk".into(),
-        call: CallOptions {
-            deadline: Some(Duration::from_secs(60)),
-            idempotent: false,
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::named("bulk")
+        .with_call(CallOptions::new(Some(Duration::from_secs(60)), false));
     let client = Client::connect_with(&socket, options)?;
     let serving = if args.serve || args.target.is_none() {
         let server = Server::with_options(&client, ServerOptions::default())?;

@@ -66,14 +66,10 @@ fn show(value: Option<String>) -> String {
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let socket = args.socket.unwrap_or_else(rpcd_client::default_socket_path);
-    let options = ClientOptions {
-        name: "kv_client".into(),
-        call: CallOptions {
-            deadline: args.deadline_ms.map(Duration::from_millis),
-            idempotent: false,
-        },
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::named("kv_client").with_call(CallOptions::new(
+        args.deadline_ms.map(Duration::from_millis),
+        false,
+    ));
     let client = Client::connect_with(&socket, options)?;
     let kv = KvClient::new(&client, args.target.as_str());
     match args.verb {

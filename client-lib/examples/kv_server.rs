@@ -48,17 +48,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Register the handlers before anything can call them.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     let socket = args.socket.unwrap_or_else(rpcd_client::default_socket_path);
-    let options = ClientOptions {
-        name: "kv_server".into(),
-        ..ClientOptions::default()
-    };
+    let options = ClientOptions::named("kv_server");
     let client = Client::connect_with(&socket, options)?;
     let server = Server::with_options(
         &client,
-        ServerOptions {
-            workers: args.workers.unwrap_or_else(rpcd_client::workers_default),
-            queue_max: args.queue,
-        },
+        ServerOptions::new(
+            args.workers.unwrap_or_else(rpcd_client::workers_default),
+            args.queue,
+        ),
     )?;
     MemKv::default().serve(&server)?;
     println!(

@@ -37,6 +37,7 @@ pub const RECONNECT_ATTEMPTS_MAX: u32 = 12;
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// The app's name, shown in the daemon's logs.
     pub name: String,
@@ -49,6 +50,22 @@ pub struct ClientOptions {
     /// Connect attempts per reconnect before the call fails with `DaemonUnavailable`
     /// (at least 1).
     pub reconnect_attempts_max: u32,
+}
+
+impl ClientOptions {
+    /// The default options for an app called `name`.
+    pub fn named(name: impl Into<String>) -> ClientOptions {
+        ClientOptions {
+            name: name.into(),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// These options with `call` as the options of calls that name none.
+    pub fn with_call(mut self, call: CallOptions) -> ClientOptions {
+        self.call = call;
+        self
+    }
 }
 
 impl Default for ClientOptions {

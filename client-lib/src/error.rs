@@ -21,6 +21,7 @@ macro_rules! define_call_error {
         /// code, and [`CallError::outcome_unknown`] tells whether the call may nevertheless
         /// have run.
         #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+        #[non_exhaustive]
         pub enum CallError {
             $(
                 $(#[$doc])*
@@ -122,7 +123,10 @@ impl From<conn::ConnectError> for CallError {
                 message: source.to_string(),
             },
             conn::ConnectError::VersionMismatch { ours, message } => {
-                CallError::VersionMismatch(format!("this client speaks version {ours}; {message}"))
+                CallError::VersionMismatch(format!(
+                    "this client speaks versions {} to {ours}; {message}",
+                    crate::ipc::PROTOCOL_VERSION_MIN
+                ))
             }
             conn::ConnectError::Refused { code, message } => CallError::from_code(code, message),
             conn::ConnectError::Protocol(message) => CallError::Protocol(message),

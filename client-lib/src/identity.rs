@@ -9,9 +9,10 @@ use crate::ipc::LOCAL_CALLER;
 
 /// The kernel's word on which local process called (`SO_PEERCRED` of its connection to
 /// the daemon), as an `invoke` frame's `credentials` carries it for a call from an app on
-/// the same daemon. [`Request::credentials`](crate::Request::credentials) gives it.
+/// the same daemon. [`Request::credentials`](crate::Request::credentials) gives it. Keys a
+/// reader does not know are ignored (a newer daemon may add some).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Credentials {
     /// User id of the calling process.
     pub uid: u32,
@@ -21,6 +22,13 @@ pub struct Credentials {
     pub pid: u32,
 }
 
+impl Credentials {
+    /// The credentials of a process running as `uid` and `gid` with id `pid`.
+    pub fn new(uid: u32, gid: u32, pid: u32) -> Credentials {
+        Credentials { uid, gid, pid }
+    }
+}
+
 /// Who called a served function. [`Request::identity`](crate::Request::identity) and
 /// [`Invocation::identity`](crate::Invocation::identity) give it.
 ///
@@ -28,6 +36,7 @@ pub struct Credentials {
 /// [`Identity::Unauthenticated`] caller is an address anyone able to send UDP datagrams
 /// could have used, so access decisions should not rest on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Identity<'a> {
     /// An app on this same daemon: the call came over the daemon's own Unix socket and
     /// never crossed the network (wire: `peer` = `"local"`).

@@ -50,12 +50,20 @@ pub fn workers_default() -> usize {
 
 /// How a [`Server`] runs its handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerOptions {
     /// Worker threads running handlers (1 to [`WORKERS_MAX`]; default: one per core).
     pub workers: usize,
     /// Invocations waiting for a free worker; one more is refused as `overloaded`.
     /// Zero means an invocation is accepted only when a worker is idle.
     pub queue_max: usize,
+}
+
+impl ServerOptions {
+    /// `workers` threads behind a queue of `queue_max` invocations.
+    pub fn new(workers: usize, queue_max: usize) -> ServerOptions {
+        ServerOptions { workers, queue_max }
+    }
 }
 
 impl Default for ServerOptions {
@@ -171,6 +179,7 @@ impl fmt::Debug for Handler {
 
 /// Counters of a [`Server`], for tests and operators.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ServerStats {
     /// Worker threads.
     pub workers: usize,

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 /// daemon validates and resolves it at call time, answering `bad_request` for text that is
 /// neither an address nor a configured name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Target {
     /// A daemon's UDP address: `host:port`, where `host` is an IP address (IPv6 in
     /// brackets) or a host name for the system resolver.

@@ -6,14 +6,25 @@
 //! request is executed at most once: the daemon runs every request it is
 //! delivered, exactly when it is delivered, and needs no reply cache.
 
+use std::sync::OnceLock;
+
 use rpcd_client::ipc::ErrorCode;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// The version of the RPC layer this build speaks (`docs/rpc-layer.md`, "Versions and
+/// compatible changes"). A daemon of this version sends no `v` key (absent means 1) and
+/// ignores one it receives, like every key it does not know.
+pub const RPC_VERSION: u32 = 1;
+
 /// A message between daemons. MessagePack, maps with field names, tagged by
 /// `"t"`: `"req"`, `"rep"` or `"cancel"`.
+///
+/// Decoded tolerantly: keys this build does not know are ignored, so a daemon of a later
+/// version may add them. What must be there is checked as strictly as before: a missing
+/// key, a value of the wrong type or an unknown `t` is no envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "t", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "t", rename_all = "snake_case")]
 pub enum Envelope {
     /// Run `function` with `args` and reply with the same `call_id`.
     #[serde(rename = "req")]
@@ -75,12 +86,18 @@ pub const REQUEST_OVERHEAD: usize = 128;
 pub const ENVELOPE_VALUES_MAX: usize = 32;
 
 impl Envelope {
-    /// Encode as MessagePack.
+    /// Encode as MessagePack (with the test hook's extra keys when it is on, see
+    /// [`test_wire_extra`]).
     pub fn encode(&self) -> Vec<u8> {
-        rmp_serde::to_vec_named(self).expect("an envelope always serialises")
+        let bytes = rmp_serde::to_vec_named(self).expect("an envelope always serialises");
+        if test_wire_extra() {
+            with_test_keys(bytes)
+        } else {
+            bytes
+        }
     }
 
-    /// Decode strictly: the whole input must be one envelope.
+    /// Decode: the whole input must be one envelope; keys it does not know are ignored.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         rpcd_client::ipc::check_values(bytes, ENVELOPE_VALUES_MAX)
             .map_err(|e| EnvelopeError(e.to_string()))?;
@@ -98,8 +115,148 @@ impl Envelope {
     }
 }
 
+/// The test hook `RPCD_TEST_WIRE_EXTRA=1` (read once, from the daemon's environment): the
+/// daemon behaves as one of the next protocol versions would towards this one. Each
+/// envelope it sends carries `v` = [`RPC_VERSION`] + 1 and a key no version defines, and it
+/// accepts apps up to the next IPC protocol version. Tests run two daemons, one with the
+/// hook, to check that adjacent versions interoperate; it is for tests only
+/// (`docs/rpc-layer.md`).
+pub fn test_wire_extra() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("RPCD_TEST_WIRE_EXTRA").is_some_and(|v| v == "1"))
+}
+
+/// `bytes` (one encoded envelope, a map of at most 6 keys) with the test hook's two keys
+/// added: `"v": RPC_VERSION + 1` and `"x_test_extra": {"n": [1, 2]}`.
+fn with_test_keys(mut bytes: Vec<u8>) -> Vec<u8> {
+    const EXTRA_KEYS: u8 = 2;
+    match bytes.first_mut() {
+        // A fixmap with room for two more keys: every envelope is one.
+        Some(header @ 0x80..=0x8d) => *header += EXTRA_KEYS,
+        _ => return bytes,
+    }
+    #[derive(Serialize)]
+    struct Extra {
+        v: u32,
+        x_test_extra: Nested,
+    }
+    #[derive(Serialize)]
+    struct Nested {
+        n: [u8; 2],
+    }
+    let extra = rmp_serde::to_vec_named(&Extra {
+        v: RPC_VERSION + 1,
+        x_test_extra: Nested { n: [1, 2] },
+    })
+    .expect("the test keys serialise");
+    // Their own map header (0x82) is dropped: the keys join the envelope's map.
+    bytes.extend_from_slice(&extra[1..]);
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_keys_are_ignored_in_every_envelope() {
+        for env in [
+            Envelope::Request {
+                call_id: 9,
+                function: "kv.get".into(),
+                args: vec![1, 2, 3],
+                deadline_ms: 5000,
+                idempotent: true,
+            },
+            Envelope::Reply {
+                call_id: 9,
+                outcome: RemoteOutcome::Ok(vec![0xc0]),
+            },
+            Envelope::Reply {
+                call_id: 10,
+                outcome: RemoteOutcome::Err {
+                    code: ErrorCode::AppError,
+                    message: "no".into(),
+                },
+            },
+            Envelope::Cancel { call_id: 11 },
+        ] {
+            let plain = rmp_serde::to_vec_named(&env).unwrap();
+            let extended = with_test_keys(plain.clone());
+            assert_eq!(extended[0], plain[0] + 2);
+            assert!(extended.len() > plain.len());
+            assert_eq!(Envelope::decode(&extended).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_inside_an_error_outcome_is_ignored() {
+        #[derive(Serialize)]
+        struct Rep {
+            t: &'static str,
+            call_id: u64,
+            outcome: Outer,
+        }
+        #[derive(Serialize)]
+        struct Outer {
+            err: Err,
+        }
+        #[derive(Serialize)]
+        struct Err {
+            code: &'static str,
+            message: &'static str,
+            retry_after_ms: u64,
+        }
+        let b = rmp_serde::to_vec_named(&Rep {
+            t: "rep",
+            call_id: 1,
+            outcome: Outer {
+                err: Err {
+                    code: "overloaded",
+                    message: "m",
+                    retry_after_ms: 5,
+                },
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            Envelope::decode(&b).unwrap(),
+            Envelope::Reply {
+                call_id: 1,
+                outcome: RemoteOutcome::Err {
+                    code: ErrorCode::Overloaded,
+                    message: "m".into()
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_key_a_wrong_type_or_an_unknown_t_is_still_refused() {
+        let missing =
+            rmp_serde::to_vec_named(&std::collections::BTreeMap::from([("t", "cancel")])).unwrap();
+        assert!(Envelope::decode(&missing).is_err());
+        #[derive(Serialize)]
+        struct Cancel<'a> {
+            t: &'a str,
+            call_id: &'a str,
+        }
+        let wrong = rmp_serde::to_vec_named(&Cancel {
+            t: "cancel",
+            call_id: "1",
+        })
+        .unwrap();
+        assert!(Envelope::decode(&wrong).is_err());
+        #[derive(Serialize)]
+        struct Other {
+            t: &'static str,
+            call_id: u64,
+        }
+        let other = rmp_serde::to_vec_named(&Other {
+            t: "stream",
+            call_id: 1,
+        })
+        .unwrap();
+        assert!(Envelope::decode(&other).is_err());
+    }
 
     #[test]
     fn an_envelope_of_millions_of_tiny_values_is_refused_before_decoding() {

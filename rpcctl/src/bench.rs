@@ -41,10 +41,9 @@ pub fn run(
     payload: Vec<u8>,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let opts = CallOptions {
-        deadline: args.opts.deadline,
-        idempotent: args.opts.idempotent,
-    };
+    let mut opts = CallOptions::default();
+    opts.deadline = args.opts.deadline;
+    opts.idempotent = args.opts.idempotent;
     let claimed = AtomicU64::new(0);
     let finished = AtomicU64::new(0);
     let concurrency = args.concurrency.max(1);

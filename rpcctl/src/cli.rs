@@ -12,14 +12,11 @@ use crate::exit;
 #[derive(Debug, Parser)]
 #[command(name = "rpcctl", version, after_help = exit::HELP)]
 pub struct Cli {
-    /// Path of the local rpcd socket [default: the daemon's default path]
-    #[arg(
-        long,
-        global = true,
-        env = "RPCD_SOCKET",
-        hide_env_values = true,
-        value_name = "PATH"
-    )]
+    /// Path of the local rpcd socket [default: $RPCD_SOCKET if set and not empty, else the
+    /// daemon's default path]
+    // Not clap's `env`: it refuses an empty RPCD_SOCKET, which the docs say is ignored;
+    // `default_socket_path` reads the variable as documented.
+    #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     /// Print JSON for scripts: each verb's output as one JSON document on standard output

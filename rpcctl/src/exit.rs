@@ -188,11 +188,9 @@ pub fn report_parts(code: &str, message: &str, status: u8, json: bool) {
 pub fn for_call(err: &RequestError) -> u8 {
     match err {
         RequestError::Remote { code, .. } | RequestError::Local { code, .. } => for_code(*code),
-        // The daemon went away or broke the protocol: it is no longer reachable.
-        RequestError::Fatal { .. }
-        | RequestError::Disconnected
-        | RequestError::Io(_)
-        | RequestError::Protocol(_) => UNREACHABLE,
+        // The daemon went away or broke the protocol (`Fatal`, `Disconnected`, `Io`,
+        // `Protocol`, and whatever a later library adds): it is no longer reachable.
+        _ => UNREACHABLE,
     }
 }
 

@@ -114,10 +114,9 @@ fn encode_payload(payload: &Payload) -> anyhow::Result<Vec<u8>> {
 fn call(socket: &Path, args: CallArgs, json: bool) -> anyhow::Result<u8> {
     let payload = encode_payload(&args.payload)?;
     let conn = connect(socket)?;
-    let opts = CallOptions {
-        deadline: args.opts.deadline,
-        idempotent: args.opts.idempotent,
-    };
+    let mut opts = CallOptions::default();
+    opts.deadline = args.opts.deadline;
+    opts.idempotent = args.opts.idempotent;
     let reply = conn
         .call(&args.target, &args.function, payload, opts)
         .with_context(|| format!("{} on {} failed", args.function, args.target))?;

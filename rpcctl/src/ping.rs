@@ -26,10 +26,9 @@ pub fn run(conn: &Connection, args: &PingArgs, json: bool) -> anyhow::Result<u8>
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))
         .context("cannot install the SIGINT handler")?;
     let target = args.target.as_str();
-    let opts = CallOptions {
-        deadline: Some(args.deadline),
-        idempotent: true,
-    };
+    let opts = CallOptions::default()
+        .with_deadline(args.deadline)
+        .with_idempotent(true);
     let probe_args = value::encode_args(&[])?;
     let via = &conn.daemon().listen;
     exit::print(&if json {

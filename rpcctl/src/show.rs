@@ -373,12 +373,12 @@ mod tests {
 
     #[test]
     fn names_table_lists_each_entry() {
-        let text = super::names(&[NameEntry {
-            name: "kv".into(),
-            targets: vec!["localhost:7400".into(), "nowhere:1".into()],
-            resolved: vec!["127.0.0.1:7400".into()],
-            errors: vec!["nowhere:1: not found".into()],
-        }]);
+        let mut entry = NameEntry::default();
+        entry.name = "kv".into();
+        entry.targets = vec!["localhost:7400".into(), "nowhere:1".into()];
+        entry.resolved = vec!["127.0.0.1:7400".into()];
+        entry.errors = vec!["nowhere:1: not found".into()];
+        let text = super::names(&[entry]);
         assert_eq!(
             text,
             "NAME  TARGETS                    RESOLVED        ERRORS\n\

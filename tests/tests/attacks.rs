@@ -69,6 +69,7 @@ fn messagepack_bomb_over_the_socket_is_refused_with_bounded_memory() {
     s.write_all(&encode_frame(&ClientMsg::Hello {
         id: 1,
         version: PROTOCOL_VERSION,
+        version_min: None,
         name: "bomber".into(),
     }))
     .unwrap();
@@ -237,10 +238,7 @@ fn blind_reset_with_a_forged_new_epoch_leaves_calls_in_flight_alone() {
     let target = b.addr().to_string();
     let client = a.connect("client");
     let caller = std::thread::spawn(move || {
-        let opts = CallOptions {
-            deadline: Some(Duration::from_secs(20)),
-            idempotent: false,
-        };
+        let opts = CallOptions::new(Some(Duration::from_secs(20)), false);
         client.call(&target, "test.fn", b"args".to_vec(), opts)
     });
     // B receives the request (and acknowledges it): the call is in flight.

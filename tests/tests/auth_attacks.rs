@@ -115,10 +115,7 @@ fn pair() -> Pair {
 }
 
 fn deadline(ms: u64) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(ms)),
-        idempotent: false,
-    }
+    CallOptions::new(Some(Duration::from_millis(ms)), false)
 }
 
 /// The functions B serves: `test.count` (counts, returns its argument), `test.hold`
@@ -136,14 +133,7 @@ struct Service {
 impl Service {
     fn on(d: &Daemon) -> Service {
         let client = Client::connect_to(&d.socket).unwrap();
-        let server = Server::with_options(
-            &client,
-            ServerOptions {
-                workers: 4,
-                queue_max: 64,
-            },
-        )
-        .unwrap();
+        let server = Server::with_options(&client, ServerOptions::new(4, 64)).unwrap();
         let runs = Arc::new(AtomicU64::new(0));
         let held = Arc::new(AtomicU64::new(0));
         let gate = Arc::new((Mutex::new(false), Condvar::new()));

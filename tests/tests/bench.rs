@@ -68,10 +68,7 @@ fn rpcd_echo() -> Vec<Duration> {
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let client = a.connect("bench");
     let target = b.udp.to_string();
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(5)),
-        idempotent: true,
-    };
+    let opts = CallOptions::new(Some(Duration::from_secs(5)), true);
     let mut out = Vec::with_capacity(ROUNDS);
     for i in 0..ROUNDS + WARMUP {
         let t = Instant::now();

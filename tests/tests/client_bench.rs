@@ -60,10 +60,7 @@ fn calls_per_second_with_1_and_32_callers() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(30)),
-        idempotent: false,
-    };
+    let opts = CallOptions::new(Some(Duration::from_secs(30)), false);
     let client_a = Client::connect_to(&a.socket).expect("client on a");
     let server_a =
         Server::new(&Client::connect_to(&a.socket).expect("server on a")).expect("server");

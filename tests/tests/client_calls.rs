@@ -123,10 +123,7 @@ impl Types for TypesImpl {
 }
 
 fn deadline(ms: u64) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(ms)),
-        idempotent: false,
-    }
+    CallOptions::new(Some(Duration::from_millis(ms)), false)
 }
 
 /// Two daemons; `TypesImpl` served on B through the stub generator, a client on A.
@@ -494,14 +491,12 @@ fn daemon_unavailable_is_reported_clearly() {
     );
 
     let mut a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-    let client = Client::connect_with(
-        &a.socket,
-        ClientOptions {
-            reconnect_attempts_max: 3,
-            reconnect_backoff_initial: Duration::from_millis(5),
-            ..ClientOptions::default()
-        },
-    )
+    let client = Client::connect_with(&a.socket, {
+        let mut o = ClientOptions::default();
+        o.reconnect_attempts_max = 3;
+        o.reconnect_backoff_initial = Duration::from_millis(5);
+        o
+    })
     .unwrap();
     client.ping().unwrap();
     a.process.kill();

@@ -11,10 +11,7 @@ use rpcd_client::{CallError, CallOptions, Client, Handler, Outcome, Server, Serv
 use rpcd_tests::{tempdir, wait_until, Daemon};
 
 fn deadline(ms: u64) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(ms)),
-        idempotent: false,
-    }
+    CallOptions::new(Some(Duration::from_millis(ms)), false)
 }
 
 /// A handler that panics fails that call with an application error naming the panic;
@@ -24,14 +21,7 @@ fn handler_panic_is_an_app_error_and_the_worker_survives() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let client = Client::connect_to(&a.socket).unwrap();
-    let server = Server::with_options(
-        &client,
-        ServerOptions {
-            workers: 1,
-            queue_max: 4,
-        },
-    )
-    .unwrap();
+    let server = Server::with_options(&client, ServerOptions::new(1, 4)).unwrap();
     server
         .register_fn("test.div", |(a, b): (i64, i64)| {
             if b == 0 {
@@ -70,14 +60,7 @@ fn pool_saturation_answers_overloaded() {
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let server_client = Client::connect_to(&b.socket).unwrap();
-    let server = Server::with_options(
-        &server_client,
-        ServerOptions {
-            workers: 1,
-            queue_max: 1,
-        },
-    )
-    .unwrap();
+    let server = Server::with_options(&server_client, ServerOptions::new(1, 1)).unwrap();
     let (started_tx, started_rx) = mpsc::channel::<u64>();
     let started_tx = Mutex::new(started_tx);
     let gate = Arc::new(Mutex::new(()));
@@ -133,14 +116,7 @@ fn graceful_stop_finishes_running_handlers_then_unregisters() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let client = Client::connect_to(&a.socket).unwrap();
-    let server = Server::with_options(
-        &client,
-        ServerOptions {
-            workers: 2,
-            queue_max: 8,
-        },
-    )
-    .unwrap();
+    let server = Server::with_options(&client, ServerOptions::new(2, 8)).unwrap();
     let (started_tx, started_rx) = mpsc::channel::<()>();
     let started_tx = Mutex::new(started_tx);
     server
@@ -179,14 +155,7 @@ fn daemon_restart_client_reconnects_and_server_reregisters() {
     let dir = tempdir();
     let mut a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let server_client = Client::connect_to(&a.socket).unwrap();
-    let server = Server::with_options(
-        &server_client,
-        ServerOptions {
-            workers: 2,
-            queue_max: 8,
-        },
-    )
-    .unwrap();
+    let server = Server::with_options(&server_client, ServerOptions::new(2, 8)).unwrap();
     let count = Arc::new(AtomicU64::new(0));
     {
         let count = Arc::clone(&count);

@@ -54,10 +54,7 @@ fn thirty_two_concurrent_calls_share_datagrams_both_ways() {
         .collect();
     let client = Arc::new(a.connect("callers"));
     let target = b.udp.to_string();
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(20)),
-        idempotent: true,
-    };
+    let opts = CallOptions::new(Some(Duration::from_secs(20)), true);
     // One call first: the channel is up before the counting starts.
     client
         .call(&target, "test.echo", b"warm".to_vec(), opts)

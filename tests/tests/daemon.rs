@@ -16,10 +16,7 @@ use rpcd_client::ipc::{ErrorCode, Outcome};
 use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay};
 
 fn opts(deadline_ms: u64) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(deadline_ms)),
-        idempotent: false,
-    }
+    CallOptions::new(Some(Duration::from_millis(deadline_ms)), false)
 }
 
 fn code(e: &RequestError) -> Option<ErrorCode> {
@@ -636,6 +633,7 @@ fn calling_app_disconnect_cancels_its_calls() {
     raw.write_all(&encode_frame(&ClientMsg::Hello {
         id: 1,
         version: PROTOCOL_VERSION,
+        version_min: None,
         name: "vanishing".into(),
     }))
     .unwrap();
@@ -716,6 +714,7 @@ fn slow_reader_is_disconnected_others_unaffected() {
     raw.write_all(&encode_frame(&ClientMsg::Hello {
         id: 1,
         version: PROTOCOL_VERSION,
+        version_min: None,
         name: "slow".into(),
     }))
     .unwrap();

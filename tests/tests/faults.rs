@@ -65,10 +65,7 @@ fn all_up(net: &mut Net, hosts: &[usize]) {
                 &net.host(i).target(),
                 "rpcd.ping",
                 Vec::new(),
-                CallOptions {
-                    deadline: Some(Duration::from_secs(5)),
-                    idempotent: true,
-                },
+                CallOptions::new(Some(Duration::from_secs(5)), true),
             )
             .unwrap_or_else(|e| panic!("rpcd.ping to host {i}: {e}"));
     }
@@ -819,8 +816,5 @@ fn ok_calls(conn: &Connection, target: &str, n: usize) -> Vec<faultlib::Record> 
 }
 
 fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(deadline_ms)),
-        idempotent,
-    }
+    CallOptions::new(Some(Duration::from_millis(deadline_ms)), idempotent)
 }

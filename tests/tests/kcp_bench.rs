@@ -398,10 +398,7 @@ fn rpcd_over_relay(h: &Harness) -> (Vec<Duration>, usize, String) {
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(&a_config));
     let client = Arc::new(a.connect("kcp-bench"));
     let target = relay.front.to_string();
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(30)),
-        idempotent: true,
-    };
+    let opts = CallOptions::new(Some(Duration::from_secs(30)), true);
     let (tx, rx) = mpsc::channel();
     let start = Instant::now();
     for i in 0..h.n {
@@ -720,10 +717,7 @@ fn congestion_bottleneck() {
             let (client, target) = (client.clone(), target.clone());
             std::thread::spawn(move || {
                 let payload = vec![w as u8; size];
-                let opts = CallOptions {
-                    deadline: Some(Duration::from_secs(30)),
-                    idempotent: true,
-                };
+                let opts = CallOptions::new(Some(Duration::from_secs(30)), true);
                 let (mut ok, mut failed, mut lat) = (0u64, 0u64, Vec::new());
                 while Instant::now() < end {
                     let t = Instant::now();

@@ -248,10 +248,7 @@ fn a_peer_name_is_a_call_target() {
         b.udp
     );
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(&a_config));
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(5)),
-        idempotent: false,
-    };
+    let opts = CallOptions::new(Some(Duration::from_secs(5)), false);
     let conn = a.connect("test");
     let echoed = conn
         .call("b", "rpcd.echo", rmp_serde::to_vec(&["hi"]).unwrap(), opts)

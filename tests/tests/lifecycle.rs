@@ -17,10 +17,7 @@ use rpcd_client::ipc::{ErrorCode, NameEntry, Outcome};
 use rpcd_tests::{output_within, rpcd_command, tempdir, wait_until, Daemon, ProcessGuard};
 
 fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_millis(deadline_ms)),
-        idempotent,
-    }
+    CallOptions::new(Some(Duration::from_millis(deadline_ms)), idempotent)
 }
 
 fn code(e: &RequestError) -> Option<ErrorCode> {

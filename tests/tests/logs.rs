@@ -56,10 +56,8 @@ fn call_id(line: &str) -> String {
 }
 
 fn echo(conn: &Connection, target: &str) {
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(10)),
-        idempotent: false,
-    };
+    let mut opts = CallOptions::default();
+    opts.deadline = Some(Duration::from_secs(10));
     let reply = conn.call(target, "rpcd.echo", vec![0xc0], opts).unwrap();
     assert_eq!(reply, vec![0xc0]);
 }
@@ -88,10 +86,8 @@ fn both_daemons_log_one_call_under_one_id() {
         })
     };
     let client = a.connect("client");
-    let opts = CallOptions {
-        deadline: Some(Duration::from_secs(10)),
-        idempotent: false,
-    };
+    let mut opts = CallOptions::default();
+    opts.deadline = Some(Duration::from_secs(10));
     let reply = client
         .call(&b.udp.to_string(), "logs.double", vec![0x01], opts)
         .unwrap();

@@ -351,10 +351,8 @@ fn status_reports_the_daemon_this_test_started() {
     let caller = a.connect("caller");
     let target = b_addr.clone();
     let call = thread::spawn(move || {
-        let opts = CallOptions {
-            deadline: Some(Duration::from_secs(30)),
-            idempotent: false,
-        };
+        let mut opts = CallOptions::default();
+        opts.deadline = Some(Duration::from_secs(30));
         caller.call(&target, "test.hold", vec![0x90], opts)
     });
     let inv = server

@@ -17,6 +17,7 @@ use crate::ipc::PROTOCOL_VERSION;
 
 /// Why [`Connection::connect`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// Nothing listens on the socket path (no file, or a stale one).
     #[error("is rpcd running? tried {}: {source}", .path.display())]
@@ -35,10 +36,13 @@ pub enum ConnectError {
         /// The underlying error.
         source: io::Error,
     },
-    /// The daemon speaks another protocol version.
-    #[error("protocol version mismatch: this client speaks version {ours}; rpcd: {message}")]
+    /// The daemon speaks none of the protocol versions this library speaks.
+    #[error(
+        "protocol version mismatch: this client speaks versions {} to {ours}; rpcd: {message}",
+        crate::ipc::PROTOCOL_VERSION_MIN
+    )]
     VersionMismatch {
-        /// [`PROTOCOL_VERSION`].
+        /// [`PROTOCOL_VERSION`], the highest this library speaks.
         ours: u32,
         /// The daemon's explanation, or the version it announced.
         message: String,
@@ -58,6 +62,7 @@ pub enum ConnectError {
 
 /// Why a request on a [`Connection`] failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RequestError {
     /// The daemon answered with an error: a transport error, a refusal, or (code
     /// `app_error`) the handler's error message.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::Connection;
 use crate::ipc::{
-    encode_frame, ClientMsg, DaemonMsg, FrameReader, FRAME_MAX_DEFAULT, PROTOCOL_VERSION,
+    encode_frame, ClientMsg, DaemonMsg, FrameReader, Limits, FRAME_MAX_DEFAULT, PROTOCOL_VERSION,
 };
 
 /// A test-only daemon: a listener in a temp dir, driven by hand from the test.
@@ -67,6 +67,15 @@ pub fn hello_ok(id: u64) -> DaemonMsg {
         daemon: "fake 0".into(),
         listen: "127.0.0.1:7000".into(),
         epoch: 42,
+        limits: Some(limits()),
+    }
+}
+
+/// The limits the fake daemon reports.
+pub fn limits() -> Limits {
+    Limits {
+        frame_max: FRAME_MAX_DEFAULT as u64,
+        ..Limits::default()
     }
 }
 

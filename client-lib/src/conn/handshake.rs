@@ -11,7 +11,7 @@ use std::path::Path;
 use super::{ConnectError, DaemonInfo, HANDSHAKE_TIMEOUT, WRITE_TIMEOUT};
 use crate::ipc::{
     try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader, FRAME_MAX_DEFAULT,
-    PROTOCOL_VERSION,
+    PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 
 /// A connected, greeted socket (blocking, no read timeout, writes bounded by
@@ -45,6 +45,7 @@ pub(super) fn handshake(path: &Path, name: &str, hello_id: u64) -> Result<Greete
     let hello = ClientMsg::Hello {
         id: hello_id,
         version: PROTOCOL_VERSION,
+        version_min: Some(PROTOCOL_VERSION_MIN),
         name: name.to_owned(),
     };
     let frame = try_encode_frame(&hello, FRAME_MAX_DEFAULT)
@@ -79,11 +80,14 @@ fn greeting(reply: DaemonMsg, hello_id: u64) -> Result<DaemonInfo, ConnectError>
             daemon,
             listen,
             epoch,
+            limits,
         } if id == hello_id => {
-            if version != PROTOCOL_VERSION {
+            // The daemon picks a version in the range we sent; anything else is a daemon
+            // that did not understand the range.
+            if !(PROTOCOL_VERSION_MIN..=PROTOCOL_VERSION).contains(&version) {
                 return Err(ConnectError::VersionMismatch {
                     ours: PROTOCOL_VERSION,
-                    message: format!("{daemon} speaks version {version}"),
+                    message: format!("{daemon} chose version {version}"),
                 });
             }
             Ok(DaemonInfo {
@@ -91,6 +95,7 @@ fn greeting(reply: DaemonMsg, hello_id: u64) -> Result<DaemonInfo, ConnectError>
                 daemon,
                 listen,
                 epoch,
+                limits,
             })
         }
         DaemonMsg::Fatal { code, message } | DaemonMsg::Failed { code, message, .. } => {

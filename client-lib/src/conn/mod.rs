@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::client::lock;
 use crate::identity::Identity;
 use crate::ipc::{
-    try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, Outcome, Stats,
+    try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, Limits, Outcome, Stats,
     FRAME_MAX_DEFAULT,
 };
 
@@ -60,6 +60,7 @@ pub const LIVE_INVOCATIONS_MAX: usize = 64 * INVOCATION_QUEUE_MAX;
 
 /// Options of one call.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CallOptions {
     /// Time budget of the call; `None` takes the daemon's configured default.
     pub deadline: Option<Duration>,
@@ -67,10 +68,35 @@ pub struct CallOptions {
     pub idempotent: bool,
 }
 
+impl CallOptions {
+    /// Options with a time budget (`None`: the daemon's default) and whether the call may
+    /// be retried on another daemon of a service.
+    pub fn new(deadline: Option<Duration>, idempotent: bool) -> CallOptions {
+        CallOptions {
+            deadline,
+            idempotent,
+        }
+    }
+
+    /// These options with a time budget of `deadline`.
+    pub fn with_deadline(mut self, deadline: Duration) -> CallOptions {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// These options with `idempotent` set as given.
+    pub fn with_idempotent(mut self, idempotent: bool) -> CallOptions {
+        self.idempotent = idempotent;
+        self
+    }
+}
+
 /// What the daemon said about itself in the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DaemonInfo {
-    /// The protocol version it speaks.
+    /// The protocol version of the session: the highest both this library and the daemon
+    /// speak.
     pub version: u32,
     /// Its name and version, e.g. `rpcd 0.1.0`.
     pub daemon: String,
@@ -78,6 +104,9 @@ pub struct DaemonInfo {
     pub listen: String,
     /// Its current epoch.
     pub epoch: u64,
+    /// The bounds it holds this connection to; `None` from a daemon of protocol version 1,
+    /// which does not report them.
+    pub limits: Option<Limits>,
 }
 
 /// One request for a serving app to run a registered function; answer it with
@@ -185,7 +214,15 @@ impl Connection {
             source,
         };
         let read_half = greeted.stream.try_clone().map_err(io_err)?;
-        let shared = Arc::new(Shared::new(greeted.stream, next_id, FRAME_MAX_DEFAULT));
+        // Frames over the daemon's maximum would make it close the connection: refuse
+        // them here instead, as `message_too_large` for that request only.
+        let frame_max = greeted
+            .daemon
+            .limits
+            .and_then(|l| usize::try_from(l.frame_max).ok())
+            .filter(|&max| max > 0)
+            .unwrap_or(FRAME_MAX_DEFAULT);
+        let shared = Arc::new(Shared::new(greeted.stream, next_id, frame_max));
         let (invocation_tx, invocation_rx) = mpsc::sync_channel(INVOCATION_QUEUE_MAX);
         let reader_shared = Arc::clone(&shared);
         let frames = greeted.frames;

@@ -34,6 +34,7 @@ fn handshake_reports_the_daemon() {
             daemon: "fake 0".into(),
             listen: "127.0.0.1:7000".into(),
             epoch: 42,
+            limits: Some(fake_daemon::limits()),
         }
     );
     assert!(!conn.is_closed());
@@ -307,6 +308,45 @@ fn oversized_args_are_refused_before_sending() {
     });
 }
 
+/// The daemon's reported `frame_max` is the bound: a request over it fails locally,
+/// before anything is written, instead of making the daemon close the connection.
+#[test]
+fn the_daemons_reported_frame_max_bounds_requests() {
+    let fake = FakeDaemon::start();
+    let path = fake.path.clone();
+    let app = thread::spawn(move || Connection::connect(&path, "app"));
+    let mut peer = fake.accept();
+    let ClientMsg::Hello {
+        id,
+        version,
+        version_min,
+        ..
+    } = peer.recv()
+    else {
+        panic!("expected hello");
+    };
+    assert_eq!((version, version_min), (PROTOCOL_VERSION, Some(1)));
+    let mut hello_ok = fake_daemon::hello_ok(id);
+    if let DaemonMsg::HelloOk { limits, .. } = &mut hello_ok {
+        *limits = Some(crate::ipc::Limits {
+            frame_max: 2048,
+            ..crate::ipc::Limits::default()
+        });
+    }
+    peer.send(&hello_ok);
+    let conn = app.join().unwrap().unwrap();
+    let err = conn
+        .call("h:1", "f", vec![0; 4096], CallOptions::default())
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+    thread::scope(|s| {
+        let ping = s.spawn(|| conn.ping());
+        assert!(matches!(peer.recv(), ClientMsg::Ping { .. }));
+        drop(peer);
+        let _ = ping.join().unwrap();
+    });
+}
+
 #[test]
 fn invocations_are_queued_and_answered() {
     let fake = FakeDaemon::start();
@@ -468,14 +508,14 @@ fn version_mismatch_is_reported_clearly() {
     peer.recv();
     peer.send(&DaemonMsg::Fatal {
         code: ErrorCode::VersionMismatch,
-        message: "rpcd speaks version 2, client sent 1".into(),
+        message: "protocol versions 1 to 2 are not supported; this daemon speaks 3 to 3".into(),
     });
     let err = app.join().unwrap().unwrap_err();
-    assert!(matches!(err, ConnectError::VersionMismatch { ours: 1, .. }));
+    assert!(matches!(err, ConnectError::VersionMismatch { ours: 2, .. }));
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: this client speaks version 1; \
-         rpcd: rpcd speaks version 2, client sent 1"
+        "protocol version mismatch: this client speaks versions 1 to 2; \
+         rpcd: protocol versions 1 to 2 are not supported; this daemon speaks 3 to 3"
     );
 }
 
@@ -494,6 +534,7 @@ fn hello_ok_with_another_version_is_a_mismatch() {
         daemon: "rpcd 9".into(),
         listen: "x".into(),
         epoch: 1,
+        limits: None,
     });
     let err = app.join().unwrap().unwrap_err();
     assert!(matches!(err, ConnectError::VersionMismatch { .. }), "{err}");

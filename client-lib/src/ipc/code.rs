@@ -86,6 +86,7 @@ macro_rules! define_error_code {
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
         )]
+        #[non_exhaustive]
         pub enum ErrorCode {
             $(
                 $(#[$doc])*
@@ -168,6 +169,27 @@ mod tests {
         assert!(ErrorCode::ALL.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(ErrorCode::ALL[0], ErrorCode::UnknownFunction);
         assert_eq!(ErrorCode::ALL[14], ErrorCode::VersionMismatch);
+    }
+
+    /// `docs/ipc-protocol.md` §7 marks "outcome unknown" exactly the codes whose
+    /// `outcome_unknown()` is true, and lists every code.
+    #[test]
+    fn the_protocol_doc_table_agrees() {
+        let doc = include_str!("../../../docs/ipc-protocol.md");
+        let section = doc
+            .split("## 7. Error codes")
+            .nth(1)
+            .and_then(|rest| rest.split("## 8.").next())
+            .expect("section 7");
+        for code in ErrorCode::ALL {
+            let row = section
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", code.as_str())))
+                .unwrap_or_else(|| panic!("no row for {code}"));
+            let marked = row.trim_end().trim_end_matches('|').rsplit('|').next();
+            let marked = marked.is_some_and(|cell| cell.contains("**yes**"));
+            assert_eq!(marked, code.outcome_unknown(), "{code}: {row}");
+        }
     }
 
     #[test]

@@ -38,6 +38,7 @@ const _: () = assert!(FRAME_MAX_DEFAULT <= u32::MAX as usize);
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FrameError {
     /// The length prefix announces a body larger than the frame maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
@@ -136,6 +137,7 @@ fn decode_frame_bounded<T: DeserializeOwned>(
     };
     // Always: a claim beyond the bytes left is refused before serde preallocates from it.
     super::shape::check_values(body, values_max.unwrap_or(usize::MAX))?;
+    check_is_map(body)?;
     let msg = decode_body(body)?;
     Ok(Some((msg, LENGTH_PREFIX_LEN + len)))
 }
@@ -291,6 +293,33 @@ fn announced_len(buf: &[u8], frame_max: usize) -> Result<Option<usize>, FrameErr
         });
     }
     Ok(Some(len))
+}
+
+/// Every message is a map (`docs/ipc-protocol.md` §3). serde would also read an internally
+/// tagged message from an array whose first element is the `op`; that is refused here.
+fn check_is_map(body: &[u8]) -> Result<(), FrameError> {
+    match body.first() {
+        // Empty or the reserved byte: the decoder names the problem.
+        None | Some(0x80..=0x8f | 0xde | 0xdf | 0xc1) => Ok(()),
+        Some(&marker) => Err(FrameError::Invalid(format!(
+            "a message is a MessagePack map, not {}",
+            marker_kind(marker)
+        ))),
+    }
+}
+
+/// What a MessagePack value starting with `marker` is, for an error message.
+fn marker_kind(marker: u8) -> &'static str {
+    match marker {
+        0x90..=0x9f | 0xdc | 0xdd => "an array",
+        0xa0..=0xbf | 0xd9..=0xdb => "a string",
+        0xc4..=0xc6 => "a bin",
+        0xc0 => "nil",
+        0xc2 | 0xc3 => "a boolean",
+        0xca | 0xcb => "a float",
+        0xc7..=0xc9 | 0xd4..=0xd8 => "an ext",
+        _ => "an integer",
+    }
 }
 
 /// Decodes exactly one message from a whole frame body.

@@ -2,21 +2,51 @@
 //! sends ([`DaemonMsg`]), and the values inside them.
 //!
 //! Each message is a MessagePack map with string keys whose `"op"` key names it; serde's
-//! internally tagged enums give exactly that shape, and `deny_unknown_fields` makes decoding
-//! strict, as `docs/ipc-protocol.md` §3 requires.
+//! internally tagged enums give exactly that shape.
+//!
+//! Decoding is strict one way and tolerant the other (`docs/ipc-protocol.md` §3): the
+//! daemon refuses an app's message with an unknown key or a value of the wrong type
+//! (`deny_unknown_fields` and the [`strict`](super::strict) readers on [`ClientMsg`]), as
+//! that is a bug in the app; an app ignores keys it does not know in what the daemon sends
+//! ([`DaemonMsg`], [`Stats`], [`NameEntry`], [`Credentials`], [`Limits`]), so that a newer
+//! daemon may add them without breaking it.
 
 use serde::{Deserialize, Serialize};
 
+use super::strict;
 use super::{ErrorCode, Stats};
 pub use crate::identity::Credentials;
 
-/// Version of this protocol, sent in `Hello` and echoed in `HelloOk`.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The highest version of this protocol this build speaks: sent as `Hello::version`, and
+/// the version of a session with a daemon that speaks it too.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The lowest version of this protocol this build speaks: sent as `Hello::version_min`;
+/// the daemon still accepts apps that speak only this one.
+pub const PROTOCOL_VERSION_MIN: u32 = 1;
+
+/// The version a session speaks: the highest version in both the app's range
+/// (`version_min..=version` of its `hello`) and the daemon's, or `None` when the two do not
+/// meet (the daemon then answers `fatal` / `version_mismatch`).
+pub fn session_version(
+    app_min: u32,
+    app_max: u32,
+    daemon_min: u32,
+    daemon_max: u32,
+) -> Option<u32> {
+    let low = app_min.max(daemon_min);
+    let high = app_max.min(daemon_max);
+    (low <= high).then_some(high)
+}
 
 /// The `caller` and `peer` of an `Invoke` for a call from an app on the same daemon.
 pub const LOCAL_CALLER: &str = "local";
 
 /// A message from an application to the daemon.
+///
+/// Read strictly by the daemon: an unknown `op` or key, a missing key or a value of the
+/// wrong type is a protocol violation. Not `#[non_exhaustive]`: the daemon must handle
+/// every variant, and a new one comes with a new protocol version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMsg {
@@ -24,9 +54,14 @@ pub enum ClientMsg {
     Hello {
         /// Request id, echoed in the reply.
         id: u64,
-        /// The [`PROTOCOL_VERSION`] the app speaks.
+        /// The highest protocol version the app speaks ([`PROTOCOL_VERSION`]).
         version: u32,
+        /// The lowest version the app also speaks ([`PROTOCOL_VERSION_MIN`]); absent (as
+        /// from an app of version 1): `version` only.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version_min: Option<u32>,
         /// The app's name, for logs and stats.
+        #[serde(deserialize_with = "strict::string")]
         name: String,
     },
     /// Claims `function` for this connection. Answered by `Done` or `Failed`.
@@ -34,6 +69,7 @@ pub enum ClientMsg {
         /// Request id, echoed in the reply.
         id: u64,
         /// The function name to serve.
+        #[serde(deserialize_with = "strict::string")]
         function: String,
     },
     /// Releases `function`. Answered by `Done` or `Failed`.
@@ -41,6 +77,7 @@ pub enum ClientMsg {
         /// Request id, echoed in the reply.
         id: u64,
         /// The function name to release.
+        #[serde(deserialize_with = "strict::string")]
         function: String,
     },
     /// Invokes `function` on `target`. Answered by `CallOk` or `Failed`.
@@ -48,11 +85,16 @@ pub enum ClientMsg {
         /// Request id, echoed in the reply.
         id: u64,
         /// `host:port`, a configured service name, or the local daemon's own address.
+        #[serde(deserialize_with = "strict::string")]
         target: String,
         /// The function name.
+        #[serde(deserialize_with = "strict::string")]
         function: String,
         /// The arguments, opaque to the daemon (MessagePack by convention).
-        #[serde(with = "serde_bytes")]
+        #[serde(
+            serialize_with = "serde_bytes::serialize",
+            deserialize_with = "strict::bytes"
+        )]
         args: Vec<u8>,
         /// Time budget in milliseconds from receipt; `None` takes the daemon's default.
         deadline_ms: Option<u64>,
@@ -86,26 +128,40 @@ pub enum ClientMsg {
 /// What a handler produced for one invocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+// Not `#[non_exhaustive]`, like `ClientMsg`: the daemon reads it and must handle every
+// variant; a new one comes with a new protocol version.
 pub enum Outcome {
     /// The handler's reply bytes.
-    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    Ok(
+        #[serde(
+            serialize_with = "serde_bytes::serialize",
+            deserialize_with = "strict::bytes"
+        )]
+        Vec<u8>,
+    ),
     /// An application error message from the handler.
-    Error(String),
+    Error(#[serde(deserialize_with = "strict::string")] String),
     /// The serving app refused the work without running it, with a code:
-    /// `overloaded` (its worker queue is full) or `bad_request` (arguments it
-    /// cannot decode). Any other code is reported to the caller as `app_error`.
+    /// `overloaded` (its worker queue is full), `bad_request` (arguments it
+    /// cannot decode) or `server_app_gone` (it is stopping). The caller gets that
+    /// code; any other code, also a string that is no code at all (read as
+    /// [`ErrorCode::AppError`]), reaches the caller as `app_error`.
     Refused {
-        /// Why: `overloaded` or `bad_request`.
+        /// Why: `overloaded`, `bad_request` or `server_app_gone`.
+        #[serde(deserialize_with = "strict::refused_code")]
         code: ErrorCode,
         /// Human-readable detail.
+        #[serde(deserialize_with = "strict::string")]
         message: String,
     },
 }
 
 /// One entry of the daemon's naming table, as the built-in `rpcd.names`
-/// returns it (a MessagePack array of these maps).
+/// returns it (a MessagePack array of these maps). Keys a reader does not know are
+/// ignored, keys it misses read as empty.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct NameEntry {
     /// The service name.
     pub name: String,
@@ -120,15 +176,19 @@ pub struct NameEntry {
 /// A message from the daemon to an application.
 // `Stats` is the large one and the rare one; boxing it would change the public type of
 // every match on it for no measurable gain.
+///
+/// Read tolerantly: keys this build does not know are ignored, so a newer daemon may add
+/// them (`docs/ipc-protocol.md` §3). A new `op` comes only with a new protocol version.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum DaemonMsg {
     /// The handshake succeeded.
     HelloOk {
         /// The `Hello`'s id.
         id: u64,
-        /// The [`PROTOCOL_VERSION`] the daemon speaks.
+        /// The version of this session: the highest both the app and the daemon speak.
         version: u32,
         /// The daemon's name and version, e.g. `rpcd 0.1.0`.
         daemon: String,
@@ -136,6 +196,9 @@ pub enum DaemonMsg {
         listen: String,
         /// The daemon's current epoch (random at each start).
         epoch: u64,
+        /// From version 2: the bounds the app must respect. Absent in a version-1 session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limits: Option<Limits>,
     },
     /// A `Register` or `Unregister` succeeded.
     Done {
@@ -220,6 +283,40 @@ pub enum DaemonMsg {
     },
 }
 
+/// The bounds a daemon holds an app to, as `hello_ok` reports them from version 2
+/// (`docs/ipc-protocol.md` §9). Keys a reader does not know are ignored; keys it misses
+/// (from an older daemon) read as 0, meaning "not reported".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct Limits {
+    /// The largest frame body (`N`) the daemon reads from an app (`limits.frame_max`); a
+    /// larger one is a protocol violation that closes the connection.
+    pub frame_max: u64,
+    /// The most bytes of a call's `args` and `function` together, and of a result's `ok`
+    /// bytes: more fails the call with `message_too_large`.
+    pub payload_max: u64,
+    /// The longest function name, in bytes.
+    pub name_max: u64,
+    /// The most MessagePack values one app→daemon frame may hold.
+    pub values_max: u64,
+    /// The deepest nesting of arrays and maps in a frame.
+    pub nesting_max: u64,
+    /// Calls in flight on one connection (`limits.calls_per_connection_max`); more fail
+    /// with `overloaded`.
+    pub calls_max: u64,
+    /// Invocations one serving connection may have pending
+    /// (`limits.invocations_per_app_max`); more fail at their callers with `overloaded`.
+    pub invocations_max: u64,
+    /// Function names registered on the daemon, all connections together
+    /// (`limits.functions_max`); more fail with `overloaded`.
+    pub functions_max: u64,
+    /// The deadline of a call whose `deadline_ms` is nil (`limits.deadline_default_ms`).
+    pub deadline_default_ms: u64,
+    /// The cap on a call's `deadline_ms` (`limits.deadline_max_ms`).
+    pub deadline_max_ms: u64,
+}
+
 impl DaemonMsg {
     /// The message's `op` name as on the wire, for logs and error messages.
     pub fn op(&self) -> &'static str {
@@ -240,3 +337,5 @@ impl DaemonMsg {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_evolution;

@@ -13,6 +13,7 @@
 //! - `frame`: the framing, [`decode_frame`] and [`FrameReader`];
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
+//! - `strict`: the strict readers of [`ClientMsg`]'s fields (`bin` is bytes, `str` is text);
 //! - `socket_path`: [`default_socket_path`].
 //!
 //! Everything is re-exported here: `rpcd_client::ipc::X` is the path to use.
@@ -23,6 +24,7 @@ mod message;
 mod shape;
 mod socket_path;
 pub(crate) mod stats;
+mod strict;
 
 pub(crate) use code::for_each_error_code;
 pub use code::{ErrorCode, UnknownErrorCode};
@@ -31,7 +33,8 @@ pub use frame::{
     LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
 pub use message::{
-    ClientMsg, Credentials, DaemonMsg, NameEntry, Outcome, LOCAL_CALLER, PROTOCOL_VERSION,
+    session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, LOCAL_CALLER,
+    PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
 pub use socket_path::default_socket_path;

@@ -1,4 +1,8 @@
 //! The daemon's counters, as the `stats` reply and the built-in `rpcd.stats` carry them.
+//!
+//! Read tolerantly (`docs/ipc-protocol.md` §3): keys a reader does not know are ignored and
+//! keys it misses read as zero or empty, so a daemon and a client of different builds
+//! still understand each other's counters.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +13,8 @@ use super::ErrorCode;
 
 /// The daemon's counters, as returned by the `stats` operation and `rpcd.stats`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct Stats {
     /// The daemon's current epoch.
     pub epoch: u64,
@@ -72,7 +77,8 @@ pub struct Stats {
 
 /// Transport counters for one peer, or summed over all peers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct PeerCounters {
     /// Datagrams sent, retransmissions included.
     pub datagrams_sent: u64,
@@ -117,7 +123,8 @@ pub struct PeerCounters {
 
 /// The state of the channel to one peer daemon.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default)]
+#[non_exhaustive]
 pub struct PeerStats {
     /// The peer's `host:port`.
     pub addr: String,

@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, PROTOCOL_VERSION};
+use rpcd_client::ipc::{
+    session_version, ClientMsg, DaemonMsg, ErrorCode, Limits, CLIENT_MSG_VALUES_MAX, NESTING_MAX,
+    PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+};
 use tracing::debug;
 
 use super::calls::CallRequest;
@@ -96,7 +99,13 @@ impl Router {
 
     /// Before the handshake only `hello` is allowed.
     fn on_first_msg(&mut self, now: Instant, conn: ConnId, msg: ClientMsg) {
-        let ClientMsg::Hello { id, version, name } = msg else {
+        let ClientMsg::Hello {
+            id,
+            version: app_max,
+            version_min,
+            name,
+        } = msg
+        else {
             return self.fatal(
                 now,
                 conn,
@@ -104,29 +113,71 @@ impl Router {
                 "the first frame must be hello".into(),
             );
         };
-        if version != PROTOCOL_VERSION {
+        let app_min = version_min.unwrap_or(app_max);
+        let ours = protocol_version_max();
+        let Some(version) = session_version(app_min, app_max, PROTOCOL_VERSION_MIN, ours) else {
+            let theirs = if app_min == app_max {
+                format!("protocol version {app_max} is")
+            } else {
+                format!("protocol versions {app_min} to {app_max} are")
+            };
             return self.fatal(
                 now,
                 conn,
                 ErrorCode::VersionMismatch,
                 format!(
-                    "protocol version {version} is not supported; this daemon speaks {PROTOCOL_VERSION}"
+                    "{theirs} not supported; this daemon speaks {PROTOCOL_VERSION_MIN} to {ours}"
                 ),
             );
-        }
+        };
         if let Some(a) = self.apps.get_mut(conn) {
-            debug!(conn = %conn, %name, pid = a.cred.pid, uid = a.cred.uid, "app connected");
+            debug!(conn = %conn, %name, version, pid = a.cred.pid, uid = a.cred.uid, "app connected");
             a.name = Some(name);
         }
         let reply = DaemonMsg::HelloOk {
             id,
-            version: PROTOCOL_VERSION,
+            version,
             daemon: format!("rpcd {}", env!("CARGO_PKG_VERSION")),
             listen: self.me.to_string(),
             epoch: self.endpoint.epoch(),
+            // Version 1 had no limits in hello_ok, and its readers refuse unknown keys.
+            limits: (version >= 2).then(|| self.limits()),
         };
         self.frame(conn, reply);
     }
+
+    /// The bounds an app must respect, as `hello_ok` reports them.
+    fn limits(&self) -> Limits {
+        let l = &self.settings.limits;
+        let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let mut limits = Limits::default();
+        limits.frame_max = wide(l.frame_max);
+        limits.payload_max = wide(self.settings.payload_max());
+        limits.name_max = wide(super::FUNCTION_NAME_MAX);
+        limits.values_max = wide(CLIENT_MSG_VALUES_MAX);
+        limits.nesting_max = wide(NESTING_MAX);
+        limits.calls_max = wide(l.calls_per_connection_max);
+        limits.invocations_max = wide(l.invocations_per_app_max);
+        limits.functions_max = wide(l.functions_max);
+        limits.deadline_default_ms = millis(l.deadline_default);
+        limits.deadline_max_ms = millis(l.deadline_max);
+        limits
+    }
+}
+
+/// The highest protocol version this daemon accepts in a `hello`: [`PROTOCOL_VERSION`],
+/// or one more under the test hook `RPCD_TEST_WIRE_EXTRA=1` (`docs/ipc-protocol.md` §4),
+/// which lets a test check that the negotiation picks the highest common version.
+fn protocol_version_max() -> u32 {
+    if crate::envelope::test_wire_extra() {
+        PROTOCOL_VERSION + 1
+    } else {
+        PROTOCOL_VERSION
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The answer to a request that either succeeds with nothing to say or fails.

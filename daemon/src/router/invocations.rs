@@ -194,11 +194,11 @@ impl Router {
         };
         let app = self.calls.get(call)?.app;
         let cred = self.apps.get(app)?.cred;
-        Some(Credentials {
-            uid: cred.uid,
-            gid: cred.gid,
-            pid: u32::try_from(cred.pid).unwrap_or(0),
-        })
+        Some(Credentials::new(
+            cred.uid,
+            cred.gid,
+            u32::try_from(cred.pid).unwrap_or(0),
+        ))
     }
 
     /// An invocation's `caller` and `peer` (`docs/ipc-protocol.md` §6): a
@@ -253,10 +253,13 @@ impl Router {
                 }
             }
             Outcome::Error(message) => Err(Failure::new(ErrorCode::AppError, message)),
+            // A code the caller may get from a refusal passes; any other (a string that is
+            // no code at all was read as app_error) reaches it as app_error.
             Outcome::Refused { code, message } => match code {
                 ErrorCode::Overloaded | ErrorCode::BadRequest | ErrorCode::ServerAppGone => {
                     Err(Failure::new(code, message))
                 }
+                ErrorCode::AppError => Err(Failure::new(ErrorCode::AppError, message)),
                 other => Err(Failure::new(
                     ErrorCode::AppError,
                     format!("refused with {}: {message}", other.as_str()),

@@ -163,11 +163,9 @@ impl Router {
                 let entries: Vec<NameEntry> = table
                     .into_iter()
                     .map(|row| {
-                        let mut e = NameEntry {
-                            name: row.name,
-                            targets: row.targets,
-                            ..Default::default()
-                        };
+                        let mut e = NameEntry::default();
+                        e.name = row.name;
+                        e.targets = row.targets;
                         for _ in row.lookups.iter().flatten() {
                             match results.next() {
                                 Some(Ok(a)) => e.resolved.push(a.to_string()),

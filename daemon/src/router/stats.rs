@@ -17,76 +17,76 @@ impl Router {
         let mut peers = Vec::new();
         for (addr, snap) in self.endpoint.peers() {
             let s = snap.stats;
-            let counters = PeerCounters {
-                datagrams_sent: s.datagrams_sent,
-                datagrams_received: s.datagrams_received,
-                retransmissions: s.retransmissions,
-                duplicates: s.duplicates,
-                stale_epoch: s.stale_epoch,
-                out_of_window: s.out_of_window,
-                unconfirmed_epoch: s.unconfirmed_epoch,
-                epoch_challenges: s.epoch_challenges,
-                messages_sent: s.messages_sent,
-                messages_delivered: s.messages_delivered,
-                messages_failed: s.messages_failed,
-                fast_retransmissions: s.fast_retransmissions,
-                probes: s.probes,
-                redundant_copies: s.redundant_copies,
-                congestion_events: s.congestion_events,
-                persistent_congestion: s.persistent_congestion,
-                paced_delays: s.paced_delays,
-            };
+            // Field by field: the type is `#[non_exhaustive]` (it grows).
+            let mut counters = PeerCounters::default();
+            counters.datagrams_sent = s.datagrams_sent;
+            counters.datagrams_received = s.datagrams_received;
+            counters.retransmissions = s.retransmissions;
+            counters.duplicates = s.duplicates;
+            counters.stale_epoch = s.stale_epoch;
+            counters.out_of_window = s.out_of_window;
+            counters.unconfirmed_epoch = s.unconfirmed_epoch;
+            counters.epoch_challenges = s.epoch_challenges;
+            counters.messages_sent = s.messages_sent;
+            counters.messages_delivered = s.messages_delivered;
+            counters.messages_failed = s.messages_failed;
+            counters.fast_retransmissions = s.fast_retransmissions;
+            counters.probes = s.probes;
+            counters.redundant_copies = s.redundant_copies;
+            counters.congestion_events = s.congestion_events;
+            counters.persistent_congestion = s.persistent_congestion;
+            counters.paced_delays = s.paced_delays;
             add_counters(&mut totals, &counters);
             let key = self.endpoint.peer_key(addr);
-            peers.push(PeerStats {
-                addr: addr.to_string(),
-                name: key.map(|k| k.name.clone()),
-                key_fingerprint: key.map(|k| k.public.fingerprint()),
-                session_age_ms: self
-                    .endpoint
-                    .session_age(now, addr)
-                    .map(|d| d.as_millis() as u64),
-                epoch: snap.peer_epoch,
-                counters,
-                srtt_us: snap.srtt.map(|d| d.as_micros() as u64),
-                rto_us: snap.rto.as_micros() as u64,
-                in_flight: snap.in_flight as u64,
-                cwnd: snap.cwnd,
-                calls_in_flight: self.calls.to_peer(addr) as u64,
-                calls: self
-                    .calls
-                    .peer_outcomes
-                    .get(&addr)
-                    .cloned()
-                    .unwrap_or_default(),
-            });
+            let mut peer = PeerStats::default();
+            peer.addr = addr.to_string();
+            peer.name = key.map(|k| k.name.clone());
+            peer.key_fingerprint = key.map(|k| k.public.fingerprint());
+            peer.session_age_ms = self
+                .endpoint
+                .session_age(now, addr)
+                .map(|d| d.as_millis() as u64);
+            peer.epoch = snap.peer_epoch;
+            peer.counters = counters;
+            peer.srtt_us = snap.srtt.map(|d| d.as_micros() as u64);
+            peer.rto_us = snap.rto.as_micros() as u64;
+            peer.in_flight = snap.in_flight as u64;
+            peer.cwnd = snap.cwnd;
+            peer.calls_in_flight = self.calls.to_peer(addr) as u64;
+            peer.calls = self
+                .calls
+                .peer_outcomes
+                .get(&addr)
+                .cloned()
+                .unwrap_or_default();
+            peers.push(peer);
         }
         peers.sort_by(|a, b| a.addr.cmp(&b.addr));
-        Stats {
-            epoch: self.endpoint.epoch(),
-            listen: self.me.to_string(),
-            uptime_ms: now.saturating_duration_since(self.started).as_millis() as u64,
-            connections: self.apps.len() as u64,
-            functions: self.registry.len() as u64,
-            malformed: ep.malformed
-                + self.counters.oversize_datagrams
-                + self.counters.bad_envelopes,
-            corrupt: ep.corrupt,
-            refused_peers: ep.refused_peers,
-            late_replies: self.counters.late_replies,
-            late_results: self.counters.late_results,
-            dropped_transmits: self.counters.dropped_transmits,
-            public_key: self.endpoint.public_key().map(|k| k.to_string()),
-            evicted_peers: ep.evicted_peers,
-            security: security_counters(&self.endpoint),
-            totals,
-            calls: self.calls.outcomes.clone(),
-            peers,
-            access_denied: self.denials.counts.clone(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            calls_in_flight: self.calls.len() as u64,
-            invocations_in_flight: self.invocations.len() as u64,
-        }
+        // Field by field: `Stats` is `#[non_exhaustive]` (it grows).
+        let mut stats = Stats::default();
+        stats.epoch = self.endpoint.epoch();
+        stats.listen = self.me.to_string();
+        stats.uptime_ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        stats.connections = self.apps.len() as u64;
+        stats.functions = self.registry.len() as u64;
+        stats.malformed =
+            ep.malformed + self.counters.oversize_datagrams + self.counters.bad_envelopes;
+        stats.corrupt = ep.corrupt;
+        stats.refused_peers = ep.refused_peers;
+        stats.late_replies = self.counters.late_replies;
+        stats.late_results = self.counters.late_results;
+        stats.dropped_transmits = self.counters.dropped_transmits;
+        stats.public_key = self.endpoint.public_key().map(|k| k.to_string());
+        stats.evicted_peers = ep.evicted_peers;
+        stats.security = security_counters(&self.endpoint);
+        stats.totals = totals;
+        stats.calls = self.calls.outcomes.clone();
+        stats.peers = peers;
+        stats.access_denied = self.denials.counts.clone();
+        stats.version = env!("CARGO_PKG_VERSION").to_owned();
+        stats.calls_in_flight = self.calls.len() as u64;
+        stats.invocations_in_flight = self.invocations.len() as u64;
+        stats
     }
 }
 

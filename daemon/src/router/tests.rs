@@ -154,6 +154,7 @@ impl Net {
             ClientMsg::Hello {
                 id: 0,
                 version: PROTOCOL_VERSION,
+                version_min: None,
                 name: format!("app{conn}"),
             },
         );
@@ -886,6 +887,7 @@ fn connection_refusal_and_fatal_frames() {
         ClientMsg::Hello {
             id: 9,
             version: PROTOCOL_VERSION,
+            version_min: None,
             name: "again".into(),
         },
     );
@@ -907,6 +909,7 @@ fn connection_refusal_and_fatal_frames() {
         ClientMsg::Hello {
             id: 1,
             version: PROTOCOL_VERSION + 1,
+            version_min: None,
             name: "future".into(),
         },
     );

@@ -57,6 +57,7 @@ fn connect(r: &mut Router, now: Instant, conn: u64, uid: u32) -> ConnId {
         ClientMsg::Hello {
             id: 0,
             version: PROTOCOL_VERSION,
+            version_min: None,
             name: format!("app{conn}"),
         },
     );

@@ -202,18 +202,13 @@ fn oracle(socket: &str, log: &str, double_every: Option<u64>) -> Result<()> {
             .append(true)
             .open(log)?,
     );
-    let options = rpcd_client::ClientOptions {
-        name: "oracle".into(),
-        ..rpcd_client::ClientOptions::default()
-    };
+    let options = rpcd_client::ClientOptions::named("oracle");
     let client = rpcd_client::Client::connect_with(std::path::Path::new(socket), options)?;
-    let server = rpcd_client::Server::with_options(
-        &client,
-        rpcd_client::ServerOptions {
-            workers: 4,
-            ..rpcd_client::ServerOptions::default()
-        },
-    )?;
+    let server = rpcd_client::Server::with_options(&client, {
+        let mut o = rpcd_client::ServerOptions::default();
+        o.workers = 4;
+        o
+    })?;
     let handler = rpcd_client::Handler::typed("oracle.run", move |(nonce,): (u64,)| {
         let mut line = format!("{nonce}\n");
         let k = taken.fetch_add(1, Ordering::Relaxed) + 1;

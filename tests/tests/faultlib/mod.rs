@@ -31,10 +31,7 @@ pub fn base_config() -> String {
 }
 
 fn options(deadline: Duration, idempotent: bool) -> CallOptions {
-    CallOptions {
-        deadline: Some(deadline),
-        idempotent,
-    }
+    CallOptions::new(Some(deadline), idempotent)
 }
 
 /// A nonce no other call of this test process uses.
@@ -319,6 +316,7 @@ pub fn outcome_name(e: &RequestError) -> String {
         RequestError::Disconnected => "disconnected".into(),
         RequestError::Io(_) => "io".into(),
         RequestError::Protocol(_) => "protocol".into(),
+        other => format!("{other}"),
     }
 }
 

@@ -322,10 +322,7 @@ impl Rpcd {
 
 /// Call options with a deadline of `secs`.
 pub fn opts(secs: u64) -> CallOptions {
-    CallOptions {
-        deadline: Some(Duration::from_secs(secs)),
-        idempotent: false,
-    }
+    CallOptions::new(Some(Duration::from_secs(secs)), false)
 }
 
 impl Setup for Rpcd {

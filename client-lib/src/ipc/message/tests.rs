@@ -30,6 +30,7 @@ fn hello_literal_bytes() {
     let frame = encode_frame(&ClientMsg::Hello {
         id: 1,
         version: 1,
+        version_min: None,
         name: "a".into(),
     });
     #[rustfmt::skip]
@@ -145,6 +146,7 @@ fn protocol_doc_examples_match() {
     let hello = ClientMsg::Hello {
         id: 1,
         version: 1,
+        version_min: None,
         name: "demo".into(),
     };
     assert_eq!(
@@ -160,6 +162,7 @@ fn protocol_doc_examples_match() {
         daemon: "rpcd 0.1.0".into(),
         listen: "127.0.0.1:7000".into(),
         epoch: 0x1122_3344_5566_7788,
+        limits: None,
     };
     assert_eq!(
         encode_frame(&hello_ok),
@@ -373,11 +376,25 @@ fn protocol_doc_invoke_example_matches() {
 
 #[test]
 fn every_client_msg_round_trips() {
-    let msgs = [
+    for msg in client_msgs() {
+        round_trip(msg);
+    }
+}
+
+/// One of each app→daemon message, and a few variations.
+pub(super) fn client_msgs() -> Vec<ClientMsg> {
+    vec![
         ClientMsg::Hello {
             id: 1,
             version: PROTOCOL_VERSION,
+            version_min: Some(PROTOCOL_VERSION_MIN),
             name: "app".into(),
+        },
+        ClientMsg::Hello {
+            id: 1,
+            version: 1,
+            version_min: None,
+            name: "old".into(),
         },
         ClientMsg::Register {
             id: 2,
@@ -403,17 +420,28 @@ fn every_client_msg_round_trips() {
             invocation: 5,
             outcome: Outcome::Error("boom".into()),
         },
+        ClientMsg::Result {
+            invocation: 6,
+            outcome: Outcome::Refused {
+                code: ErrorCode::Overloaded,
+                message: "queue full".into(),
+            },
+        },
         ClientMsg::List { id: 6 },
         ClientMsg::Stats { id: 7 },
         ClientMsg::Ping { id: 8 },
-    ];
-    for msg in msgs {
-        round_trip(msg);
-    }
+    ]
 }
 
 #[test]
 fn every_daemon_msg_round_trips() {
+    for msg in daemon_msgs() {
+        round_trip(msg);
+    }
+}
+
+/// One of each daemon→app message, and a few variations.
+pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
     let mut msgs = vec![
         DaemonMsg::HelloOk {
             id: 1,
@@ -421,6 +449,26 @@ fn every_daemon_msg_round_trips() {
             daemon: "rpcd 0.1.0".into(),
             listen: "0.0.0.0:7000".into(),
             epoch: u64::MAX,
+            limits: Some(Limits {
+                frame_max: 1 << 24,
+                payload_max: 1 << 20,
+                name_max: 256,
+                values_max: 64,
+                nesting_max: 32,
+                calls_max: 4096,
+                invocations_max: 1024,
+                functions_max: 4096,
+                deadline_default_ms: 10_000,
+                deadline_max_ms: u64::MAX,
+            }),
+        },
+        DaemonMsg::HelloOk {
+            id: 1,
+            version: 1,
+            daemon: "rpcd 0.1.0".into(),
+            listen: "0.0.0.0:7000".into(),
+            epoch: 1,
+            limits: None,
         },
         DaemonMsg::Done { id: 2 },
         DaemonMsg::CallOk {
@@ -482,9 +530,7 @@ fn every_daemon_msg_round_trips() {
             message: "bye".into(),
         });
     }
-    for msg in msgs {
-        round_trip(msg);
-    }
+    msgs
 }
 
 proptest! {

@@ -49,6 +49,12 @@ impl Router {
                     limits.calls_per_connection_max
                 ),
             ))
+        } else if req.deadline_ms == Some(0) {
+            // A budget of nothing: refused before anything runs (docs/ipc-protocol.md §5).
+            Some(Failure::new(
+                ErrorCode::DeadlineExceeded,
+                "deadline_ms is 0: the call's time was up before it started; it was not sent",
+            ))
         } else if req.args.len() + req.function.len() > self.settings.payload_max() {
             Some(Failure::new(
                 ErrorCode::MessageTooLarge,
