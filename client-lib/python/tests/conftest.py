@@ -3,7 +3,7 @@
 The binaries come from ``$RPCD_BIN_DIR`` (default ``<repo>/target/debug``): ``rpcd``,
 ``rpcctl`` and the examples ``kv_server`` and ``kv_client`` in ``examples/``. Build them
 with ``cargo build -p rpcd -p rpcctl -p rpcd-client --bins --examples``; without them the
-tests skip, saying which is missing. Every daemon gets a temp dir, an empty config (so the
+tests skip, saying which is missing (they fail instead with ``RPCD_REQUIRE_BINARIES=1``). Every daemon gets a temp dir, an empty config (so the
 system's is never read), ``127.0.0.1:0`` and its own socket.
 """
 
@@ -20,9 +20,14 @@ from typing import Callable, Dict, List, Optional
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "src"))  # the package under test, installed or not
+try:
+    import rpcd  # the installed package (CI installs it with pip)
+except ImportError:  # not installed: the source tree
+    sys.path.insert(0, str(HERE.parent / "src"))
+    import rpcd
 
-import rpcd  # noqa: E402
+#: The directory holding the imported package, for Python apps the tests start.
+PACKAGE_ROOT = str(Path(rpcd.__file__).resolve().parent.parent)
 
 REPO = HERE.parents[2]
 BIN_DIR = Path(os.environ.get("RPCD_BIN_DIR") or REPO / "target" / "debug")
@@ -32,10 +37,13 @@ def binary(name: str) -> Path:
     """Path of a workspace binary or example; skips the test when it is not built."""
     path = BIN_DIR / name
     if not path.is_file():
-        pytest.skip(
+        why = (
             f"{path} is missing: build it with `cargo build -p rpcd -p rpcctl -p rpcd-client "
             "--bins --examples` (or set RPCD_BIN_DIR)"
         )
+        if os.environ.get("RPCD_REQUIRE_BINARIES") == "1":
+            pytest.fail(why)  # CI: a missing binary is a failure, not a skip
+        pytest.skip(why)
     return path
 
 
@@ -151,15 +159,16 @@ def daemon(procs: Processes) -> Daemon:
     return procs.daemon()
 
 
-def run(args: List[str], timeout: float = 30, **kwargs) -> subprocess.CompletedProcess:
+def run(
+    args: List[str], timeout: float = 30, env_extra: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
     """Runs a command to completion (killed if it outlives ``timeout``)."""
     return subprocess.run(
         [str(a) for a in args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=clean_env(),
-        **kwargs,
+        env=clean_env(**(env_extra or {})),
     )
 
 
@@ -176,4 +185,3 @@ def rpcctl(daemon: Daemon, *args: str, timeout: float = 30) -> subprocess.Comple
     return run([binary("rpcctl"), "--socket", daemon.socket, *args], timeout=timeout)
 
 
-__all__ = ["Daemon", "Processes", "binary", "run", "rpcctl", "wait_until", "Optional"]

@@ -13,9 +13,7 @@ import pytest
 import rpcd
 from rpcd import client as client_module
 from rpcd.protocol import encode_frame
-from conftest import Processes, clean_env, wait_until
-
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+from conftest import PACKAGE_ROOT, Processes, clean_env
 
 
 def test_every_code_has_its_class():
@@ -170,7 +168,7 @@ def test_server_app_gone(procs: Processes, daemon):
         [sys.executable, "-c", SERVER_SCRIPT, daemon.socket],
         stdout=subprocess.PIPE,
         text=True,
-        env=clean_env(PYTHONPATH=SRC),
+        env=clean_env(PYTHONPATH=PACKAGE_ROOT),
     )
     assert server.stdout.readline().strip() == "ready"
     with daemon.client() as c:
@@ -276,11 +274,12 @@ def test_peer_restarted(procs: Processes):
     """The serving daemon is killed and restarted on the same port while a call waits on it:
     the caller's daemon sees the new epoch and fails the call with peer_restarted."""
     a, b = procs.daemon(), procs.daemon()
-    started = threading.Event()
+    started, ended = threading.Event(), threading.Event()
 
     def until_cancelled(request):
         started.set()
-        request.cancelled.wait(30)  # set when the connection to the killed daemon ends
+        if request.cancelled.wait(30):  # set when the connection to the killed daemon ends
+            ended.set()
 
     with b.client("server") as s:
         s.register("py.forever", until_cancelled, with_request=True)
@@ -289,6 +288,7 @@ def test_peer_restarted(procs: Processes):
             assert started.wait(20)
             b.proc.kill()
             b.proc.wait()
+            assert ended.wait(10), "the handler was not told its connection ended"
             procs.daemon(listen=b.listen)
             with pytest.raises(rpcd.PeerRestartedError) as err:
                 future.result(timeout=30)

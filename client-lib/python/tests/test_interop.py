@@ -1,6 +1,7 @@
 """Python and Rust apps calling each other through real daemons."""
 
 import json
+import subprocess
 import threading
 
 import pytest
@@ -124,3 +125,27 @@ def test_rust_stub_calls_python_through_two_daemons(procs: Processes):
         # The demo (no verb) exercises every function; it must succeed end to end.
         code, out, err = kv_client()
         assert code == 0, err
+
+
+def test_examples_run(procs: Processes):
+    """The README's examples: serve_add.py on one daemon, call_add.py through another."""
+    import os
+    import sys
+
+    from conftest import PACKAGE_ROOT, clean_env
+
+    examples = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+    a, b = procs.daemon(), procs.daemon()
+    server = procs.spawn(
+        [sys.executable, os.path.join(examples, "serve_add.py"), b.socket],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=clean_env(PYTHONPATH=PACKAGE_ROOT),
+    )
+    assert server.stdout.readline().startswith(f"serve_add: serving py.add, py.divide at {b.listen}")
+    out = run([sys.executable, os.path.join(examples, "call_add.py"), b.listen, a.socket],
+              env_extra={"PYTHONPATH": PACKAGE_ROOT})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "2 + 3 = 5\n1 / 0 failed: division by zero\n"
+    server.terminate()
+    assert server.wait(10) == 0
