@@ -1,6 +1,4 @@
-"""The daemon's own requests: ping, list, stats, built-ins, and connection errors."""
-
-import pytest
+"""The daemon's own requests: ping, list, stats, and the built-in functions."""
 
 import rpcd
 from conftest import Daemon
