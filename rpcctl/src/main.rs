@@ -7,8 +7,6 @@
 //! daemon: it makes and reads key files.
 
 mod bench;
-mod cli;
-mod exit;
 mod keys;
 mod ping;
 mod show;
@@ -23,6 +21,8 @@ use clap::{CommandFactory, Parser};
 use rpcd_client::conn::{CallOptions, Connection};
 use rpcd_client::ipc::{NameEntry, Stats};
 use serde_json::Value;
+
+use rpcctl::{cli, exit};
 
 use crate::cli::{CallArgs, Cli, Command, KeysCommand, Payload};
 
