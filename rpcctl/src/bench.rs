@@ -22,9 +22,6 @@ use serde_json::json;
 use crate::cli::BenchArgs;
 use crate::exit;
 
-/// Most threads a bench may run.
-pub const CONCURRENCY_MAX: u16 = 1024;
-
 /// Largest latency the histogram tracks exactly (longer ones are recorded as this): one hour.
 const LATENCY_MAX_NS: u64 = 3_600_000_000_000;
 

@@ -156,6 +156,9 @@ pub struct PingArgs {
     pub deadline: Duration,
 }
 
+/// Most threads a bench may run.
+pub const CONCURRENCY_MAX: u16 = 1024;
+
 /// `rpcctl bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -172,7 +175,7 @@ pub struct BenchArgs {
     pub calls: u64,
     /// Threads calling at once, sharing one connection
     #[arg(short = 'c', long, value_name = "CONCURRENCY", default_value_t = 1,
-          value_parser = clap::value_parser!(u16).range(1..=crate::bench::CONCURRENCY_MAX as i64))]
+          value_parser = clap::value_parser!(u16).range(1..=CONCURRENCY_MAX as i64))]
     pub concurrency: u16,
     #[command(flatten)]
     pub opts: CallOpts,

@@ -8,8 +8,6 @@
 //! needs no daemon: it makes and reads key files.
 
 mod bench;
-mod cli;
-mod exit;
 mod json;
 mod keys;
 mod ping;
@@ -25,6 +23,8 @@ use clap::{CommandFactory, Parser};
 use rpcd_client::conn::{CallOptions, Connection};
 use rpcd_client::ipc::{NameEntry, Stats};
 use serde_json::Value;
+
+use rpcctl::{cli, exit};
 
 use crate::cli::{CallArgs, Cli, Command, KeysCommand, Payload};
 
