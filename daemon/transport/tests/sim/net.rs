@@ -3,12 +3,16 @@
 //! and which checks are plaintext-only) are in `keyed.rs`.
 
 mod keyed;
-pub use keyed::{keyed_mode, mode_name, KeyedOutcome};
+pub use keyed::KeyedOutcome;
 mod check;
+mod class;
+mod fast_rng;
 mod run;
 mod setup;
 mod totals;
+use fast_rng::FastRng;
 mod traffic;
+pub use class::Class;
 pub use totals::Totals;
 
 use std::cmp::Ordering;
@@ -17,8 +21,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::{Rng, RngCore};
 use rpcd_transport::{Config, Endpoint, FailReason, MsgId};
 
 /// Virtual time: an offset from the run's origin.
@@ -56,6 +59,7 @@ impl Faults {
 /// What one seed did.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
+    pub class: Option<Class>,
     pub faults: Faults,
     pub messages: u64,
     pub bytes: u64,
@@ -78,7 +82,15 @@ pub struct Outcome {
     pub data_datagrams: u64,
     pub retransmissions: u64,
     pub fast_retransmissions: u64,
+    /// Datagrams the network dropped at random (loss), and those it
+    /// dropped because their link was cut.
     pub dropped: u64,
+    pub cut_dropped: u64,
+    /// Datagrams delayed by the extra reordering delay.
+    pub reordered: u64,
+    /// Links cut (partitions applied) and nodes crashed.
+    pub cuts: u64,
+    pub crashes: u64,
     pub duplicated: u64,
     pub corrupted: u64,
     pub truncated: u64,
@@ -212,7 +224,7 @@ struct Node {
 
 struct Sim {
     seed: u64,
-    rng: ChaCha8Rng,
+    rng: FastRng,
     origin: Instant,
     now: T,
     order: u64,
@@ -260,8 +272,8 @@ struct Sim {
 }
 
 /// Run one seed; `Err` describes every violated rule.
-pub fn run_seed(seed: u64, messages: u64) -> Result<Outcome, String> {
-    let mut sim = Sim::new(seed, messages);
+pub fn run_seed(seed: u64, class: Class) -> Result<Outcome, String> {
+    let mut sim = Sim::new(seed, class);
     sim.stop_at_idle_channels = sim.keyed.is_some() && !sim.strict;
     sim.run();
     // A channel that gave up on a silent peer keeps its (bounded) receive
@@ -321,13 +333,13 @@ impl Sim {
     }
 }
 
-fn rand_time(rng: &mut ChaCha8Rng, phase: Duration) -> Duration {
+fn rand_time(rng: &mut FastRng, phase: Duration) -> Duration {
     us(rng.gen_range(0..=phase.as_micros() as u64))
 }
 
 /// Pseudo-random contents of a message, determined by its nonce and length.
 fn content(nonce: u64, len: usize) -> Vec<u8> {
-    let mut r = ChaCha8Rng::seed_from_u64(nonce);
+    let mut r = FastRng::new(nonce);
     let mut v = vec![0; len];
     r.fill_bytes(&mut v);
     // A readable header where there is room, for traces.

@@ -115,6 +115,7 @@ impl Sim {
                     cut,
                 } => {
                     let d: i64 = if cut { 1 } else { -1 };
+                    self.out.cuts += u64::from(cut);
                     self.note(|| format!("link {a}->{b} sym {symmetric} cut {cut}"));
                     self.cut[a][b] = (i64::from(self.cut[a][b]) + d) as u32;
                     if symmetric {
@@ -132,6 +133,7 @@ impl Sim {
             return;
         };
         self.note(|| format!("crash node {node}"));
+        self.out.crashes += 1;
         self.nodes[node].timeout = None;
         self.absorb_stats(&ep);
         let epoch = self.nodes[node].epoch;

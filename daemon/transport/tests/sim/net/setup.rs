@@ -5,26 +5,18 @@ use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rpcd_transport::Config;
 
 use super::{
-    keyed, keyed_mode, ms, rand_time, us, Faults, Ledger, Node, Outcome, Sim, What, MESSAGE_MAX,
-    PAYLOAD_MAX,
+    keyed, ms, rand_time, us, Class, FastRng, Faults, Ledger, Node, Outcome, Sim, What,
+    MESSAGE_MAX, PAYLOAD_MAX,
 };
 
 impl Sim {
-    pub(super) fn new(seed: u64, messages: u64) -> Self {
-        // A keyed seed sends half as many messages: its handshakes (X25519)
-        // and per-datagram AEAD make it about three times dearer per message,
-        // and the sweep's run time is kept within half again of plaintext's.
-        let messages = if keyed_mode(seed) {
-            messages.div_ceil(2)
-        } else {
-            messages
-        };
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    pub(super) fn new(seed: u64, class: Class) -> Self {
+        let messages = class.messages();
+        let mut rng = FastRng::new(seed);
         let nodes_n = rng.gen_range(2..=4);
         // A quarter of the seeds are clean apart from the odd fault; the
         // others draw every rate.
@@ -40,19 +32,20 @@ impl Sim {
             partitions: 0,
             restarts: 0,
         };
-        if seed.is_multiple_of(4) {
+        if class.clean {
             faults.loss = 0.0;
             faults.dup = 0.0;
             faults.corrupt = 0.0;
             faults.truncate = 0.0;
         }
-        // Half the seeds: only datagram faults, and nothing may fail.
-        let strict = seed.is_multiple_of(2);
-        if !strict {
+        // Seeds without partitions or restarts: only datagram faults, and
+        // nothing may fail.
+        let strict = class.strict();
+        if class.partitions {
             faults.partitions = rng.gen_range(1..=6);
-            if seed % 4 == 3 {
-                faults.restarts = rng.gen_range(1..=3);
-            }
+        }
+        if class.restarts {
+            faults.restarts = rng.gen_range(1..=3);
         }
         let recv_window = rng.gen_range(16..=256);
         let cwnd_max = rng.gen_range(4..=256);
@@ -92,7 +85,9 @@ impl Sim {
         cfg.reassembly_total_max = 2 * cfg.reassembly_bytes_max;
         // Keyed runs draw their own parameters from their own stream: the
         // network's draws above and below stay those of the seed.
-        let keyed = keyed_mode(seed).then(|| Box::new(keyed::Keyed::new(seed, nodes_n, &mut cfg)));
+        let keyed = class
+            .keyed
+            .then(|| Box::new(keyed::Keyed::new(seed, nodes_n, &mut cfg)));
         cfg.validate().expect("simulated config is valid");
         let origin = Instant::now();
         let nodes = (0..nodes_n)
@@ -129,6 +124,7 @@ impl Sim {
             tampered_handed: 0,
             dead_stats: (0, 0, 0, 0),
             out: Outcome {
+                class: Some(class),
                 faults,
                 ..Outcome::default()
             },

@@ -24,11 +24,21 @@ pub struct Totals {
     pub max_truncate: f64,
     pub max_one_way: Duration,
     pub virtual_time: Duration,
+    /// Seeds by class: [plain, keyed] x [datagram faults only, partitions,
+    /// restarts, both].
+    pub classes: [[u64; 4]; 2],
+    /// Seeds without loss, duplication, corruption or truncation.
+    pub clean_seeds: u64,
 }
 
 impl Totals {
     pub fn add(&mut self, o: &Outcome) {
         self.seeds += 1;
+        if let Some(c) = o.class {
+            let f = usize::from(c.partitions) + 2 * usize::from(c.restarts);
+            self.classes[usize::from(c.keyed)][f] += 1;
+            self.clean_seeds += u64::from(c.clean);
+        }
         if o.faults.partitions == 0 && o.faults.restarts == 0 {
             self.strict_seeds += 1;
         }
@@ -88,6 +98,10 @@ impl Totals {
         s.retransmissions += o.retransmissions;
         s.fast_retransmissions += o.fast_retransmissions;
         s.dropped += o.dropped;
+        s.cut_dropped += o.cut_dropped;
+        s.reordered += o.reordered;
+        s.cuts += o.cuts;
+        s.crashes += o.crashes;
         s.duplicated += o.duplicated;
         s.corrupted += o.corrupted;
         s.truncated += o.truncated;
@@ -103,6 +117,95 @@ impl Totals {
         self.max_truncate = self.max_truncate.max(o.faults.truncate);
         self.max_one_way = self.max_one_way.max(o.faults.max_one_way());
         self.virtual_time += o.virtual_time;
+    }
+
+    /// The headline: seeds, messages and their fates, and every fault
+    /// injected, by kind.
+    pub fn headline(&self, wall: Duration) -> String {
+        let s = &self.sum;
+        let k = &self.keyed;
+        let c = &self.classes;
+        format!(
+            "sim totals: {} seeds, {} messages, delivered {}, failed {}, lost {}, duplicated deliveries {}; wall {:.1?}\n\
+             sim seeds by class: plain {}/{}/{}/{}, keyed {}/{}/{}/{} (datagram faults only / partitions / restarts / both), {} without loss\n\
+             sim faults injected: loss {}, duplication {}, reordering {}, corruption {}, truncation {}, \
+             link cuts {} (dropping {} datagrams), crashes {}, forgeries plain {} junk {} replay {} stranger {}",
+            self.seeds,
+            s.messages,
+            s.delivered,
+            s.failed,
+            s.lost,
+            s.duplicates_delivered,
+            wall,
+            c[0][0],
+            c[0][1],
+            c[0][2],
+            c[0][3],
+            c[1][0],
+            c[1][1],
+            c[1][2],
+            c[1][3],
+            self.clean_seeds,
+            s.dropped,
+            s.duplicated,
+            s.reordered,
+            s.corrupted,
+            s.truncated,
+            s.cuts,
+            s.cut_dropped,
+            s.crashes,
+            k.injected[0],
+            k.injected[1],
+            k.injected[2],
+            k.injected[3],
+        )
+    }
+
+    /// A sweep that injected too few of some fault proves little: each
+    /// kind must have been injected at least once per `per` seeds (and
+    /// every class of seed must have occurred), or an injector is broken.
+    pub fn check_fault_counts(&self, per: u64) -> Result<(), String> {
+        let s = &self.sum;
+        let k = &self.keyed;
+        let min = self.seeds / per;
+        let kinds = [
+            ("loss", s.dropped),
+            ("duplication", s.duplicated),
+            ("reordering", s.reordered),
+            ("corruption", s.corrupted),
+            ("truncation", s.truncated),
+            ("link cuts", s.cuts),
+            ("datagrams dropped by cut links", s.cut_dropped),
+            ("crashes", s.crashes),
+            ("plaintext forgeries", k.injected[0]),
+            ("junk forgeries", k.injected[1]),
+            ("replays", k.injected[2]),
+            ("strangers", k.injected[3]),
+        ];
+        let mut short: Vec<String> = kinds
+            .iter()
+            .filter(|(_, n)| *n < min)
+            .map(|(what, n)| format!("{what}: {n}"))
+            .collect();
+        for (m, mode) in self.classes.iter().zip(["plain", "keyed"]) {
+            for (n, class) in m
+                .iter()
+                .zip(["faults only", "partitions", "restarts", "both"])
+            {
+                if *n == 0 {
+                    short.push(format!("no {mode} seed with {class}"));
+                }
+            }
+        }
+        if short.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "too few faults injected over {} seeds (at least {min} of each expected): {}",
+                self.seeds,
+                short.join(", ")
+            ))
+        }
     }
 
     pub fn summary(&self, wall: Duration) -> String {

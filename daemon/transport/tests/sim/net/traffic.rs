@@ -245,7 +245,11 @@ impl Sim {
 
     /// The network's faults, then the copies that arrive.
     pub(super) fn transmit(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
-        if self.cut[from][to] > 0 || self.rng.gen_bool(self.faults.loss) {
+        if self.cut[from][to] > 0 {
+            self.out.cut_dropped += 1;
+            return;
+        }
+        if self.rng.gen_bool(self.faults.loss) {
             self.out.dropped += 1;
             return;
         }
@@ -260,6 +264,7 @@ impl Sim {
             let f = self.faults;
             let mut delay = f.delay + f.jitter.mul_f64(self.rng.gen::<f64>());
             if self.rng.gen_bool(f.reorder) {
+                self.out.reordered += 1;
                 delay += f.reorder_extra.mul_f64(self.rng.gen::<f64>());
             }
             let mut b = bytes.clone();
