@@ -7,6 +7,7 @@ pub use keyed::KeyedOutcome;
 mod check;
 mod class;
 mod fast_rng;
+mod oracle;
 mod run;
 mod setup;
 mod totals;
@@ -88,6 +89,15 @@ pub struct Outcome {
     pub cut_dropped: u64,
     /// Datagrams delayed by the extra reordering delay.
     pub reordered: u64,
+    /// Failures the schedule explained, and the longest time after its
+    /// explaining fault ended that one came.
+    pub explained: u64,
+    pub explained_lag_max: Duration,
+    /// Seeds with faults: the longest time from the end of the last fault
+    /// (or the last send) until every message had its outcome, and that
+    /// time over the seed's bound, at most (per mille).
+    pub settle_max: Duration,
+    pub settle_permille_max: u64,
     /// Links cut (partitions applied) and nodes crashed.
     pub cuts: u64,
     pub crashes: u64,
@@ -210,6 +220,8 @@ struct MsgRec {
     acked: bool,
     failed: Option<(T, FailReason, bool)>,
     sender_died: bool,
+    /// When `send` accepted it.
+    sent: T,
 }
 
 #[derive(Debug)]
@@ -224,6 +236,15 @@ struct Node {
 
 struct Sim {
     seed: u64,
+    /// Partitions and crashes, as scheduled (see `oracle.rs`).
+    schedule: Vec<oracle::Fault>,
+    /// `oracle::give_up` for this seed.
+    give_up: Duration,
+    /// When the last message was sent.
+    last_sent: T,
+    /// The first time every message had its outcome (before the recovery
+    /// rounds), and the liveness bound then in force.
+    settled: Option<(T, T)>,
     rng: FastRng,
     origin: Instant,
     now: T,

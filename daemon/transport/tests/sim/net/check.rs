@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use rand::Rng;
 use rpcd_transport::{ChannelEvent, FailReason};
 
-use super::{content, MsgRec, Outcome, Sim};
+use super::{content, oracle, MsgRec, Outcome, Sim};
 
 impl Sim {
     pub(super) fn on_event(&mut self, i: usize, ev: rpcd_transport::Event) {
@@ -104,7 +104,7 @@ impl Sim {
                     return;
                 }
                 m.failed = Some((now, reason, maybe_delivered));
-                let delivered = m.delivered;
+                let (delivered, addressed, sent) = (m.delivered, m.addressed, m.sent);
                 self.outstanding -= 1;
                 if !maybe_delivered && delivered > 0 {
                     self.violation(format!(
@@ -115,6 +115,28 @@ impl Sim {
                     self.violation(format!(
                         "{key:?} failed ({reason:?}) in a run without partitions or restarts"
                     ));
+                } else {
+                    // Plaintext: the data named an incarnation of the
+                    // receiver that is gone.
+                    let unseen = self.keyed.is_none()
+                        && addressed.is_some_and(|e| e != self.nodes[peer].epoch);
+                    match oracle::explain(
+                        &self.schedule,
+                        self.give_up,
+                        i,
+                        peer,
+                        now,
+                        reason,
+                        unseen,
+                    ) {
+                        Ok(lag) => {
+                            self.out.explained += 1;
+                            self.out.explained_lag_max = self.out.explained_lag_max.max(lag);
+                        }
+                        Err(why) => self.violation(format!(
+                            "{key:?} (sent at {sent:?}) failed ({reason:?}): {why}"
+                        )),
+                    }
                 }
                 self.check_done();
             }
@@ -161,6 +183,23 @@ impl Sim {
 
     pub(super) fn check_done(&mut self) {
         if self.all_done.is_none() && self.out.messages >= self.budget && self.outstanding == 0 {
+            if self.settled.is_none() {
+                // Liveness (oracle.rs): within `give_up` of the last fault's
+                // end or the last send, whichever is later.
+                let last_fault = self.schedule.iter().map(|f| f.end).max();
+                let from = last_fault.unwrap_or_default().max(self.last_sent);
+                self.settled = Some((self.now, from + self.give_up));
+                let took = self.now.saturating_sub(from);
+                self.out.settle_max = took;
+                self.out.settle_permille_max =
+                    (took.as_micros() * 1000 / self.give_up.as_micros().max(1)) as u64;
+                if self.now > from + self.give_up {
+                    let g = self.give_up;
+                    self.violation(format!(
+                        "every message had its outcome only {took:?} after the last fault ended or the last send (at {from:?}): over the bound {g:?}"
+                    ));
+                }
+            }
             self.all_done = Some(self.now);
             self.retx_at_done = Some(self.retransmissions_total());
         }
@@ -207,6 +246,9 @@ impl Sim {
         if self.out.messages < self.budget {
             let (m, b) = (self.out.messages, self.budget);
             self.violation(format!("only {m} of {b} messages were sent"));
+        }
+        if self.settled.is_none() {
+            self.violation("the messages never all had their outcome".into());
         }
         let mut problems = Vec::new();
         for (key, m) in &self.msgs {

@@ -9,7 +9,7 @@ use rand::Rng;
 use rpcd_transport::Config;
 
 use super::{
-    keyed, ms, rand_time, us, Class, FastRng, Faults, Ledger, Node, Outcome, Sim, What,
+    keyed, ms, oracle, rand_time, us, Class, FastRng, Faults, Ledger, Node, Outcome, Sim, What,
     MESSAGE_MAX, PAYLOAD_MAX,
 };
 
@@ -75,11 +75,14 @@ impl Sim {
             ..Config::default()
         };
         if !strict {
-            cfg.retransmits_max = rng.gen_range(3..=16);
-            cfg.rto_max = ms(rng.gen_range(50..=500));
-            cfg.keepalive_interval = ms(rng.gen_range(20..=200));
-            cfg.peer_timeout = ms(rng.gen_range(300..=3_000));
+            // Datagram faults alone must not explain a give-up (oracle.rs).
+            faults.loss *= 0.3;
+            cfg.retransmits_max = rng.gen_range(30..=48);
+            cfg.rto_max = ms(rng.gen_range(50..=300));
+            cfg.peer_timeout = cfg.rto_max * rng.gen_range(25..=40);
+            cfg.keepalive_interval = cfg.peer_timeout / rng.gen_range(25..=40);
             cfg.revalidate_after = cfg.revalidate_after.min(cfg.peer_timeout);
+            cfg.peer_idle_timeout = cfg.peer_idle_timeout.max(cfg.peer_timeout * 2);
         }
         cfg.reassembly_bytes_max += cfg.reassembly_floor();
         cfg.reassembly_total_max = 2 * cfg.reassembly_bytes_max;
@@ -101,6 +104,10 @@ impl Sim {
         let gap_mean_us = rng.gen_range(10..=2_000);
         let mut sim = Sim {
             seed,
+            schedule: Vec::new(),
+            give_up: oracle::give_up(&cfg, faults.max_one_way()),
+            last_sent: Duration::ZERO,
+            settled: None,
             reply_p: rng.gen_range(0.0..=0.6),
             burst_p: rng.gen_range(0.0..=0.05),
             small_p: 0.0,
@@ -149,6 +156,13 @@ impl Sim {
             let symmetric = sim.rng.gen_bool(0.7);
             let max_len = (cfg.peer_timeout * 2).as_micros() as u64;
             let len = us(sim.rng.gen_range(1_000..=max_len));
+            sim.schedule.push(oracle::Fault {
+                a,
+                b,
+                start: at,
+                end: at + len,
+                crash: false,
+            });
             sim.push(
                 at,
                 What::Link {
@@ -184,6 +198,13 @@ impl Sim {
                 let down = us(sim
                     .rng
                     .gen_range(0..=if together { 5_000 } else { 300_000 }));
+                sim.schedule.push(oracle::Fault {
+                    a: node,
+                    b: node,
+                    start: at,
+                    end: at + down,
+                    crash: true,
+                });
                 sim.push(at, What::Crash { node });
                 sim.push(at + down, What::Boot { node });
             }

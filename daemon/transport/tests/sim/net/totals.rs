@@ -101,6 +101,10 @@ impl Totals {
         s.cut_dropped += o.cut_dropped;
         s.reordered += o.reordered;
         s.cuts += o.cuts;
+        s.explained += o.explained;
+        s.explained_lag_max = s.explained_lag_max.max(o.explained_lag_max);
+        s.settle_max = s.settle_max.max(o.settle_max);
+        s.settle_permille_max = s.settle_permille_max.max(o.settle_permille_max);
         s.crashes += o.crashes;
         s.duplicated += o.duplicated;
         s.corrupted += o.corrupted;
@@ -129,7 +133,9 @@ impl Totals {
             "sim totals: {} seeds, {} messages, delivered {}, failed {}, lost {}, duplicated deliveries {}; wall {:.1?}\n\
              sim seeds by class: plain {}/{}/{}/{}, keyed {}/{}/{}/{} (datagram faults only / partitions / restarts / both), {} without loss\n\
              sim faults injected: loss {}, duplication {}, reordering {}, corruption {}, truncation {}, \
-             link cuts {} (dropping {} datagrams), crashes {}, forgeries plain {} junk {} replay {} stranger {}",
+             link cuts {} (dropping {} datagrams), crashes {}, forgeries plain {} junk {} replay {} stranger {}\n\
+             sim oracle: {} failures, each explained by a scheduled fault (latest {:?} after its fault ended); \
+             outcomes settled at most {:?} after the last fault or send ({}.{}% of the seed's bound at most)",
             self.seeds,
             s.messages,
             s.delivered,
@@ -158,6 +164,11 @@ impl Totals {
             k.injected[1],
             k.injected[2],
             k.injected[3],
+            s.explained,
+            s.explained_lag_max,
+            s.settle_max,
+            s.settle_permille_max / 10,
+            s.settle_permille_max % 10,
         )
     }
 

@@ -69,6 +69,7 @@ impl Sim {
             Ok(id) => {
                 let key = (key_base.0, key_base.1, key_base.2, id);
                 self.out.messages += 1;
+                self.last_sent = self.now;
                 self.out.bytes += len as u64;
                 self.outstanding += 1;
                 self.note(|| format!("send {key:?} len {len}"));
@@ -87,6 +88,7 @@ impl Sim {
                             acked: false,
                             failed: None,
                             sender_died: false,
+                            sent: self.now,
                         },
                     )
                     .is_some()
