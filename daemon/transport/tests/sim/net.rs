@@ -4,6 +4,7 @@
 
 mod keyed;
 pub use keyed::KeyedOutcome;
+mod app;
 mod check;
 mod class;
 mod fast_rng;
@@ -98,6 +99,10 @@ pub struct Outcome {
     /// time over the seed's bound, at most (per mille).
     pub settle_max: Duration,
     pub settle_permille_max: u64,
+    /// Holds taken, cancels that failed a message, cancels too late.
+    pub holds: u64,
+    pub cancelled: u64,
+    pub cancels_late: u64,
     /// Links cut (partitions applied) and nodes crashed.
     pub cuts: u64,
     pub crashes: u64,
@@ -141,6 +146,19 @@ enum What {
         b: usize,
         symmetric: bool,
         cut: bool,
+    },
+    /// The application cancels a message.
+    Cancel {
+        node: usize,
+        epoch: u64,
+        peer: usize,
+        id: MsgId,
+    },
+    /// The application releases a hold.
+    Release {
+        node: usize,
+        epoch: u64,
+        peer: usize,
     },
     /// Node goes down (its endpoint is discarded).
     Crash { node: usize },
@@ -222,6 +240,8 @@ struct MsgRec {
     sender_died: bool,
     /// When `send` accepted it.
     sent: T,
+    /// The application cancelled it (see `app.rs`).
+    cancel_requested: bool,
 }
 
 #[derive(Debug)]
@@ -242,6 +262,10 @@ struct Sim {
     give_up: Duration,
     /// When the last message was sent.
     last_sent: T,
+    /// Per message sent, the chance the application cancels it; per tick,
+    /// the chance it holds a peer (see `app.rs`).
+    cancel_p: f64,
+    hold_p: f64,
     /// The first time every message had its outcome (before the recovery
     /// rounds), and the liveness bound then in force.
     settled: Option<(T, T)>,

@@ -105,13 +105,21 @@ impl Sim {
                 }
                 m.failed = Some((now, reason, maybe_delivered));
                 let (delivered, addressed, sent) = (m.delivered, m.addressed, m.sent);
+                let cancel_requested = m.cancel_requested;
                 self.outstanding -= 1;
                 if !maybe_delivered && delivered > 0 {
                     self.violation(format!(
                         "{key:?} failed ({reason:?}) with maybe_delivered = false but was delivered"
                     ));
                 }
-                if self.strict {
+                if reason == FailReason::Cancelled || cancel_requested {
+                    // Checked by the cancel itself (app.rs).
+                    if !cancel_requested {
+                        self.violation(format!(
+                            "{key:?} failed as cancelled, but nobody cancelled it"
+                        ));
+                    }
+                } else if self.strict {
                     self.violation(format!(
                         "{key:?} failed ({reason:?}) in a run without partitions or restarts"
                     ));
@@ -147,6 +155,16 @@ impl Sim {
                     self.violation(format!(
                         "node {i}: peer {peer} unreachable in a run without partitions"
                     ));
+                } else if let Err(why) = oracle::explain(
+                    &self.schedule,
+                    self.give_up,
+                    i,
+                    peer,
+                    self.now,
+                    FailReason::PeerUnreachable,
+                    false,
+                ) {
+                    self.violation(format!("node {i}: peer {peer} unreachable: {why}"));
                 }
             }
         }
@@ -310,8 +328,10 @@ impl Sim {
         for p in problems.into_iter().take(10) {
             self.violation(p);
         }
+        let cancelled = self.out.cancelled;
         if self.strict
-            && (self.out.acked != self.out.messages || self.out.delivered != self.out.messages)
+            && (self.out.acked + cancelled != self.out.messages
+                || (cancelled == 0 && self.out.delivered != self.out.messages))
         {
             let (a, d, m) = (self.out.acked, self.out.delivered, self.out.messages);
             self.violation(format!("fault-only run: {a} acked, {d} delivered of {m}"));

@@ -122,6 +122,13 @@ impl Sim {
                         self.cut[b][a] = (i64::from(self.cut[b][a]) + d) as u32;
                     }
                 }
+                What::Cancel {
+                    node,
+                    epoch,
+                    peer,
+                    id,
+                } => self.cancel(node, epoch, peer, id),
+                What::Release { node, epoch, peer } => self.release(node, epoch, peer),
                 What::Crash { node } => self.crash(node),
                 What::Boot { node } => self.boot(node),
             }

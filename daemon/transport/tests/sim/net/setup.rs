@@ -107,6 +107,8 @@ impl Sim {
             schedule: Vec::new(),
             give_up: oracle::give_up(&cfg, faults.max_one_way()),
             last_sent: Duration::ZERO,
+            cancel_p: 0.0,
+            hold_p: 0.0,
             settled: None,
             reply_p: rng.gen_range(0.0..=0.6),
             burst_p: rng.gen_range(0.0..=0.05),
@@ -212,6 +214,12 @@ impl Sim {
         if sim.rng.gen_bool(0.5) {
             sim.small_p = sim.rng.gen_range(0.5..=1.0);
             sim.burst_p = sim.rng.gen_range(0.05..=0.3);
+        }
+        if sim.rng.gen_bool(0.5) {
+            sim.cancel_p = sim.rng.gen_range(0.002..=0.03);
+        }
+        if sim.rng.gen_bool(0.5) {
+            sim.hold_p = sim.rng.gen_range(0.01..=0.1);
         }
         sim.push(Duration::ZERO, What::AppTick);
         sim

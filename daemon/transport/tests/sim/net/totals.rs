@@ -101,6 +101,9 @@ impl Totals {
         s.cut_dropped += o.cut_dropped;
         s.reordered += o.reordered;
         s.cuts += o.cuts;
+        s.holds += o.holds;
+        s.cancelled += o.cancelled;
+        s.cancels_late += o.cancels_late;
         s.explained += o.explained;
         s.explained_lag_max = s.explained_lag_max.max(o.explained_lag_max);
         s.settle_max = s.settle_max.max(o.settle_max);
@@ -133,7 +136,7 @@ impl Totals {
             "sim totals: {} seeds, {} messages, delivered {}, failed {}, lost {}, duplicated deliveries {}; wall {:.1?}\n\
              sim seeds by class: plain {}/{}/{}/{}, keyed {}/{}/{}/{} (datagram faults only / partitions / restarts / both), {} without loss\n\
              sim faults injected: loss {}, duplication {}, reordering {}, corruption {}, truncation {}, \
-             link cuts {} (dropping {} datagrams), crashes {}, forgeries plain {} junk {} replay {} stranger {}\n\
+             link cuts {} (dropping {} datagrams), crashes {}, holds {}, cancels {} (and {} too late), forgeries plain {} junk {} replay {} stranger {}\n\
              sim oracle: {} failures, each explained by a scheduled fault (latest {:?} after its fault ended); \
              outcomes settled at most {:?} after the last fault or send ({}.{}% of the seed's bound at most)",
             self.seeds,
@@ -160,6 +163,9 @@ impl Totals {
             s.cuts,
             s.cut_dropped,
             s.crashes,
+            s.holds,
+            s.cancelled,
+            s.cancels_late,
             k.injected[0],
             k.injected[1],
             k.injected[2],
@@ -188,6 +194,9 @@ impl Totals {
             ("link cuts", s.cuts),
             ("datagrams dropped by cut links", s.cut_dropped),
             ("crashes", s.crashes),
+            ("holds", s.holds),
+            ("cancels", s.cancelled),
+            ("cancels after the outcome", s.cancels_late),
             ("plaintext forgeries", k.injected[0]),
             ("junk forgeries", k.injected[1]),
             ("replays", k.injected[2]),

@@ -28,6 +28,7 @@ impl Sim {
         for _ in 0..burst {
             self.app_send(from, to);
         }
+        self.maybe_hold(from, to);
         let gap = us(self.rng.gen_range(0..=2 * self.gap_mean_us));
         let at = self.now + gap;
         self.push(at, What::AppTick);
@@ -89,12 +90,14 @@ impl Sim {
                             failed: None,
                             sender_died: false,
                             sent: self.now,
+                            cancel_requested: false,
                         },
                     )
                     .is_some()
                 {
                     self.violation(format!("msg id {key:?} returned twice by send"));
                 }
+                self.maybe_schedule_cancel(from, to, id);
                 if self.msgs.len() > self.touch_from {
                     self.touch_keys.push(key);
                 }
