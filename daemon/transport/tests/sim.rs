@@ -11,7 +11,12 @@
 //! message delivered at most once, never after a definite failure, delivered
 //! or failed (unless its sender died), with the bytes it was sent with;
 //! fault-only runs lose nothing; retransmission stops once everything is
-//! acknowledged; every endpoint ends idle.
+//! acknowledged; every endpoint ends idle. In runs with partitions or
+//! restarts every failure must be explained by a scheduled fault on its
+//! pair, within a stated give-up bound, and every message has its outcome
+//! within that bound of the last fault (`sim/net/oracle.rs`); cancels and
+//! holds keep their promises (`sim/net/app.rs`); the sweep asserts every
+//! fault kind was injected many times.
 //!
 //! Each seed draws its class from its own RNG stream (`sim/net/class.rs`):
 //! plain or keyed (about 30 %: every node has a key and speaks
