@@ -12,14 +12,9 @@ use crate::exit;
 #[derive(Debug, Parser)]
 #[command(name = "rpcctl", version, after_help = exit::HELP)]
 pub struct Cli {
-    /// Path of the local rpcd socket [default: the daemon's default path]
-    #[arg(
-        long,
-        global = true,
-        env = "RPCD_SOCKET",
-        hide_env_values = true,
-        value_name = "PATH"
-    )]
+    /// Path of the local rpcd socket [default: the first that answers of $RPCD_SOCKET,
+    /// /run/rpcd/rpcd.sock and the per-user socket]
+    #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -58,7 +58,7 @@ fn try_main() -> anyhow::Result<u8> {
     let socket = cli
         .socket
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(rpcd_client::ipc::default_socket_path);
+        .unwrap_or_default();
     match cli.command {
         Command::Call(args) => call(&socket, args),
         Command::List { target, json } => list(&socket, target.as_deref(), json),
@@ -76,6 +76,10 @@ fn try_main() -> anyhow::Result<u8> {
 }
 
 fn connect(socket: &Path) -> anyhow::Result<Connection> {
+    // No --socket (an empty path): look where a daemon may listen.
+    if socket.as_os_str().is_empty() {
+        return Ok(Connection::connect_default(CLIENT_NAME)?);
+    }
     Ok(Connection::connect(socket, CLIENT_NAME)?)
 }
 
