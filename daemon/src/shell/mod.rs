@@ -80,7 +80,14 @@ impl Bound {
         udp.set_nonblocking(true)?;
         let local_addr = udp.local_addr()?;
         let (listener, inherited) = match inherited {
-            Some(i) => (i.listener, true),
+            Some(i) => {
+                info!(
+                    path = %i.path.as_deref().map_or("(unnamed)".into(), |p| p.display().to_string()),
+                    name = i.name.as_deref().unwrap_or(""),
+                    "serving the socket passed by socket activation"
+                );
+                (i.listener, true)
+            }
             None => (
                 socket_file::bind_unix(&settings.socket, settings.access.socket_group)?,
                 false,
