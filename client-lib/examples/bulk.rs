@@ -91,7 +91,7 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 #[derive(Debug, Parser)]
 #[command(about = "Move multi-megabyte payloads through rpcd and check them end to end")]
 struct Args {
-    /// rpcd's socket (default: RPCD_SOCKET, then the daemon's default path).
+    /// rpcd's socket (default: RPCD_SOCKET, the system socket, then the per-user one).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Serve `bulk.*` only, until SIGINT/SIGTERM.
@@ -119,10 +119,12 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let socket = args.socket.unwrap_or_else(rpcd_client::default_socket_path);
     let options = ClientOptions::named("bulk")
         .with_call(CallOptions::new(Some(Duration::from_secs(60)), false));
-    let client = Client::connect_with(&socket, options)?;
+    let client = match &args.socket {
+        Some(socket) => Client::connect_with(socket, options)?,
+        None => Client::connect_default_with(options)?,
+    };
     let serving = if args.serve || args.target.is_none() {
         let server = Server::with_options(&client, ServerOptions::default())?;
         BulkServer.serve(&server)?;

@@ -26,7 +26,7 @@ use rpcd_client::{CallOptions, Client, ClientOptions};
 #[derive(Debug, Parser)]
 #[command(about = "Call the kv service through rpcd")]
 struct Args {
-    /// rpcd's socket (default: RPCD_SOCKET, then the daemon's default path).
+    /// rpcd's socket (default: RPCD_SOCKET, the system socket, then the per-user one).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Deadline of each call, in milliseconds (default: the daemon's).
@@ -65,12 +65,14 @@ fn show(value: Option<String>) -> String {
 }
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let socket = args.socket.unwrap_or_else(rpcd_client::default_socket_path);
     let options = ClientOptions::named("kv_client").with_call(CallOptions::new(
         args.deadline_ms.map(Duration::from_millis),
         false,
     ));
-    let client = Client::connect_with(&socket, options)?;
+    let client = match &args.socket {
+        Some(socket) => Client::connect_with(socket, options)?,
+        None => Client::connect_default_with(options)?,
+    };
     let kv = KvClient::new(&client, args.target.as_str());
     match args.verb {
         Some(Verb::Put { key, value }) => println!("{}", show(kv.put(key, value)?)),

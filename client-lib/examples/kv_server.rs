@@ -5,7 +5,7 @@
 //! cargo run -p rpcd-client --example kv_server -- --socket /tmp/rpcd-1000/rpcd.sock
 //! ```
 //!
-//! Without `--socket` it uses `RPCD_SOCKET`, then the daemon's default path. Once serving
+//! Without `--socket` it tries `RPCD_SOCKET`, the system socket, then the per-user one. Once serving
 //! it prints one line starting `kv_server: serving` on stdout. If rpcd restarts, the server
 //! reconnects and registers the functions again; the store itself lives in this process.
 
@@ -23,7 +23,7 @@ use signal_hook::iterator::Signals;
 #[derive(Debug, Parser)]
 #[command(about = "Serve the kv service through rpcd until SIGINT/SIGTERM")]
 struct Args {
-    /// rpcd's socket (default: RPCD_SOCKET, then the daemon's default path).
+    /// rpcd's socket (default: RPCD_SOCKET, the system socket, then the per-user one).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Worker threads (default: one per core).
@@ -47,9 +47,11 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // Register the handlers before anything can call them.
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let socket = args.socket.unwrap_or_else(rpcd_client::default_socket_path);
     let options = ClientOptions::named("kv_server");
-    let client = Client::connect_with(&socket, options)?;
+    let client = match &args.socket {
+        Some(socket) => Client::connect_with(socket, options)?,
+        None => Client::connect_default_with(options)?,
+    };
     let server = Server::with_options(
         &client,
         ServerOptions::new(
@@ -61,7 +63,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "kv_server: serving {} through {} (rpcd at {}, {} workers)",
         KvClient::FUNCTIONS.join(", "),
-        socket.display(),
+        client.path().display(),
         client.daemon().listen,
         server.options().workers,
     );

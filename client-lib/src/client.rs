@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::conn::{CallOptions, ConnectError, Connection, DaemonInfo};
 use crate::error::CallError;
-use crate::ipc::{default_socket_path, Stats};
+use crate::ipc::Stats;
 use crate::target::Target;
 
 /// The app name announced to the daemon unless [`ClientOptions::name`] says otherwise.
@@ -103,10 +103,21 @@ struct Current {
 }
 
 impl Client {
-    /// Connects to the daemon's socket as the daemon resolves it
-    /// ([`default_socket_path`]: `RPCD_SOCKET`, then the per-user defaults).
+    /// Connects to the local daemon wherever it listens: the first of `RPCD_SOCKET`, the
+    /// system socket and this user's own socket where a daemon accepts
+    /// ([`Connection::connect_default`]). Reconnects go to the path found.
     pub fn connect() -> Result<Client, ConnectError> {
-        Client::connect_to(default_socket_path())
+        Client::connect_default_with(ClientOptions::default())
+    }
+
+    /// [`Client::connect`] with `options`.
+    pub fn connect_default_with(options: ClientOptions) -> Result<Client, ConnectError> {
+        let conn = Connection::connect_default(&options.name)?;
+        Ok(Client::with_connection(
+            conn.path().to_owned(),
+            options,
+            conn,
+        ))
     }
 
     /// Connects to the daemon's socket at `path`.
@@ -122,7 +133,11 @@ impl Client {
     ) -> Result<Client, ConnectError> {
         let path = path.as_ref().to_owned();
         let conn = Connection::connect(&path, &options.name)?;
-        Ok(Client {
+        Ok(Client::with_connection(path, options, conn))
+    }
+
+    fn with_connection(path: PathBuf, options: ClientOptions, conn: Connection) -> Client {
+        Client {
             inner: Arc::new(Inner {
                 path,
                 options,
@@ -132,7 +147,7 @@ impl Client {
                 }),
                 reconnecting: Mutex::new(()),
             }),
-        })
+        }
     }
 
     /// Calls `function` on `target` with `args` (encoded with rmp-serde) and decodes the

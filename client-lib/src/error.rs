@@ -122,6 +122,24 @@ impl From<conn::ConnectError> for CallError {
                 path,
                 message: source.to_string(),
             },
+            conn::ConnectError::NoDaemon { tried } => match tried.split_first() {
+                Some((first, rest)) => CallError::DaemonUnavailable {
+                    path: first.path.clone(),
+                    message: if rest.is_empty() {
+                        first.error.to_string()
+                    } else {
+                        format!(
+                            "{}; also tried {}",
+                            first.error,
+                            conn::TriedSocket::list(rest)
+                        )
+                    },
+                },
+                None => CallError::DaemonUnavailable {
+                    path: PathBuf::new(),
+                    message: "no socket path to try".to_owned(),
+                },
+            },
             conn::ConnectError::VersionMismatch { ours, message } => {
                 CallError::VersionMismatch(format!(
                     "this client speaks versions {} to {ours}; {message}",

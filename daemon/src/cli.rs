@@ -12,10 +12,17 @@ use clap::Parser;
     version,
     about,
     after_help = "Settings: built-in defaults, then the file (--config, else /etc/rpcd/rpcd.toml \
-                  if present), then RPCD_<SECTION>__<KEY> environment variables, then flags. \
-                  RPCD_SOCKET sets the socket path for the daemon and every client.\n\
+                  if present), then RPCD_<SECTION>__<KEY> environment variables, then flags.\n\
+                  Socket: --socket, else RPCD_SOCKET (if non-empty), else daemon.socket from the \
+                  file, else /run/rpcd/rpcd.sock as root and $XDG_RUNTIME_DIR/rpcd/rpcd.sock \
+                  (or /tmp/rpcd-$UID/rpcd.sock) otherwise. Under socket activation \
+                  (LISTEN_PID/LISTEN_FDS, e.g. rpcd.socket) rpcd serves the socket passed as \
+                  fd 3 instead and leaves its file alone.\n\
                   Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names, peers and limits.\n\
-                  Exit status: 0 after a clean shutdown or a valid --check-config; 1 on any error."
+                  Exit status: 0 after a clean shutdown or a valid --check-config; 78 (EX_CONFIG) \
+                  when the settings (file, environment, flags) or the socket activation variables \
+                  cannot work, --check-config included; 2 for a malformed command line; 1 on any \
+                  other error (e.g. an address already in use)."
 )]
 pub struct Args {
     /// TOML settings file (see etc/rpcd.toml).
@@ -24,7 +31,8 @@ pub struct Args {
     /// UDP address to listen on (overrides the file).
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// Local socket path (overrides RPCD_SOCKET and the file).
+    /// Local socket path (overrides RPCD_SOCKET and the file; informational under socket
+    /// activation).
     #[arg(long, value_name = "PATH")]
     pub socket: Option<PathBuf>,
     /// Validate the settings (file and environment) and exit.

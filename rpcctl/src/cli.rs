@@ -12,10 +12,8 @@ use crate::exit;
 #[derive(Debug, Parser)]
 #[command(name = "rpcctl", version, after_help = exit::HELP)]
 pub struct Cli {
-    /// Path of the local rpcd socket [default: $RPCD_SOCKET if set and not empty, else the
-    /// daemon's default path]
-    // Not clap's `env`: it refuses an empty RPCD_SOCKET, which the docs say is ignored;
-    // `default_socket_path` reads the variable as documented.
+    /// Path of the local rpcd socket [default: the first that answers of $RPCD_SOCKET,
+    /// /run/rpcd/rpcd.sock and the per-user socket]
     #[arg(long, global = true, value_name = "PATH")]
     pub socket: Option<PathBuf>,
 

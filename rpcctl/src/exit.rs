@@ -60,10 +60,11 @@ Exit status:
      daemon's policy refused the request (access_denied)
 
 A closed standard output (e.g. `rpcctl stats | head -1`) ends rpcctl quietly
-with status 0. The socket is --socket, else $RPCD_SOCKET, else the default
-path (see docs/cli.md). With --json an error is one JSON object on standard
-error: {\"error\":{\"code\":\"peer_unreachable\",\"message\":\"...\",
-\"exit_status\":4}} (codes in docs/cli.md).";
+with status 0. Without --socket, rpcctl uses the first socket that answers of
+$RPCD_SOCKET, /run/rpcd/rpcd.sock and the per-user one (see docs/cli.md). With
+--json an error is one JSON object on standard error:
+{\"error\":{\"code\":\"peer_unreachable\",\"message\":\"...\",\"exit_status\":4}}
+(codes in docs/cli.md).";
 
 /// Bad input from the user: exit status [`USAGE`].
 #[derive(Debug)]
@@ -199,6 +200,14 @@ pub fn for_connect(err: &ConnectError) -> u8 {
     match err {
         ConnectError::NotRunning { source, .. } | ConnectError::Io { source, .. }
             if source.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            ACCESS_DENIED
+        }
+        // A daemon is there, but this user may not connect to it.
+        ConnectError::NoDaemon { tried }
+            if tried
+                .iter()
+                .any(|t| t.error.kind() == io::ErrorKind::PermissionDenied) =>
         {
             ACCESS_DENIED
         }

@@ -78,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
     let socket = cli
         .socket
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or_else(rpcd_client::ipc::default_socket_path);
+        .unwrap_or_default();
     match cli.command {
         Command::Call(args) => call(&socket, args, json),
         Command::List { target } => list(&socket, target.as_deref(), json),
@@ -98,6 +98,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn connect(socket: &Path) -> anyhow::Result<Connection> {
+    // No --socket (an empty path): look where a daemon may listen.
+    if socket.as_os_str().is_empty() {
+        return Ok(Connection::connect_default(CLIENT_NAME)?);
+    }
     Ok(Connection::connect(socket, CLIENT_NAME)?)
 }
 

@@ -176,20 +176,20 @@ fn rpcd_uses_only_a_private_key_file_that_is_private_and_a_key() {
 
     let exposed = key_file(dir.path(), "exposed.key", &line, 0o644);
     let (code, err) = refused_start(dir.path(), &key_config(&exposed));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("security.private_key_file"), "{err}");
     assert!(err.contains(&exposed.display().to_string()), "{err}");
     assert!(err.contains("0644"), "{err}");
 
     let bad = key_file(dir.path(), "bad.key", "not a key\n", 0o600);
     let (code, err) = refused_start(dir.path(), &key_config(&bad));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains(&bad.display().to_string()), "{err}");
     assert!(err.contains("does not hold a private key"), "{err}");
 
     let missing = dir.path().join("missing.key");
     let (code, err) = refused_start(dir.path(), &key_config(&missing));
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains(&missing.display().to_string()), "{err}");
 
     let good = key_file(dir.path(), "good.key", &line, 0o600);
@@ -208,7 +208,7 @@ fn rpcd_uses_only_a_private_key_file_that_is_private_and_a_key() {
 fn rpcd_refuses_a_bad_peer_key_and_warns_in_plaintext() {
     let dir = tempdir();
     let (code, err) = refused_start(dir.path(), "[peers.x]\npublic_key = \"bad\"\n");
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("`peers.x.public_key`"), "{err}");
     let (code, err) = refused_start(
         dir.path(),
@@ -217,7 +217,7 @@ fn rpcd_refuses_a_bad_peer_key_and_warns_in_plaintext() {
             PrivateKey::from_bytes([1; 32]).public()
         ),
     );
-    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(code, Some(78), "{err}");
     assert!(err.contains("`peers.x.addresses`"), "{err}");
     let d = Daemon::start(dir.path(), "plain", "127.0.0.1:0", None);
     let log = d.log_text();

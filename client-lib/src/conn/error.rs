@@ -8,7 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::ipc::ErrorCode;
+use crate::ipc::{ErrorCode, SocketSource};
 
 #[cfg(doc)]
 use super::{Connection, REPLY_GRACE};
@@ -26,6 +26,13 @@ pub enum ConnectError {
         path: PathBuf,
         /// The error from `connect`.
         source: io::Error,
+    },
+    /// No daemon accepted a connection at any of the paths a client looks at
+    /// ([`crate::ipc::socket_candidates`]); each is listed with why it failed.
+    #[error("is rpcd running? tried {}", TriedSocket::list(.tried))]
+    NoDaemon {
+        /// Every path tried, in order.
+        tried: Vec<TriedSocket>,
     },
     /// Connecting, or the handshake's reads and writes, failed otherwise (permissions,
     /// timeout, reset).
@@ -58,6 +65,28 @@ pub enum ConnectError {
     /// The daemon's answer to `Hello` made no sense, or it closed the connection.
     #[error("handshake with rpcd failed: {0}")]
     Protocol(String),
+}
+
+/// One socket path a client tried, and why nothing answered there.
+#[derive(Debug)]
+pub struct TriedSocket {
+    /// The path.
+    pub path: PathBuf,
+    /// Where the path came from.
+    pub source: SocketSource,
+    /// Why connecting failed: no file, nothing listening, or no permission.
+    pub error: io::Error,
+}
+
+impl TriedSocket {
+    /// `PATH (SOURCE): ERROR; ...`.
+    pub(crate) fn list(tried: &[TriedSocket]) -> String {
+        tried
+            .iter()
+            .map(|t| format!("{} ({}): {}", t.path.display(), t.source, t.error))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 /// Why a request on a [`Connection`] failed.

@@ -29,7 +29,7 @@ mod handshake;
 
 use demux::Shared;
 use error::Closed;
-pub use error::{ConnectError, RequestError};
+pub use error::{ConnectError, RequestError, TriedSocket};
 
 /// How long past a call's deadline the client still waits for the daemon's answer (the
 /// daemon reports `deadline_exceeded` itself; this only guards against a lost reply).
@@ -239,9 +239,38 @@ impl Connection {
         })
     }
 
-    /// Connects to [`crate::ipc::default_socket_path`].
+    /// Connects to the first of [`crate::ipc::socket_candidates`] where a daemon accepts
+    /// the connection: `RPCD_SOCKET`, the system socket, then this user's own. A path with
+    /// no socket, nobody listening or no permission to connect is passed over; once a daemon
+    /// accepts, its handshake decides. With no daemon anywhere the error
+    /// ([`ConnectError::NoDaemon`]) lists every path and why it failed.
     pub fn connect_default(name: &str) -> Result<Connection, ConnectError> {
-        Connection::connect(&crate::ipc::default_socket_path(), name)
+        let mut tried = Vec::new();
+        for (source, path) in crate::ipc::socket_candidates() {
+            match Connection::connect(&path, name) {
+                Ok(conn) => return Ok(conn),
+                Err(ConnectError::NotRunning {
+                    path,
+                    source: error,
+                }) => tried.push(TriedSocket {
+                    path,
+                    source,
+                    error,
+                }),
+                Err(ConnectError::Io {
+                    path,
+                    source: error,
+                }) if error.kind() == std::io::ErrorKind::PermissionDenied => {
+                    tried.push(TriedSocket {
+                        path,
+                        source,
+                        error,
+                    })
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(ConnectError::NoDaemon { tried })
     }
 
     /// What the daemon said about itself in the handshake.

@@ -14,7 +14,8 @@
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
 //! - `strict`: the strict readers of [`ClientMsg`]'s fields (`bin` is bytes, `str` is text);
-//! - `socket_path`: [`default_socket_path`].
+//! - `socket_path`: [`default_socket_path`] (the daemon's) and [`socket_candidates`] (the
+//!   paths a client tries).
 //!
 //! Everything is re-exported here: `rpcd_client::ipc::X` is the path to use.
 
@@ -37,7 +38,9 @@ pub use message::{
     PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
-pub use socket_path::default_socket_path;
+pub use socket_path::{
+    default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
+};
 pub use stats::{PeerCounters, PeerStats, Stats};
 
 /// Helpers shared by the tests of the submodules.

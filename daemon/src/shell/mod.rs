@@ -9,6 +9,7 @@
 //! A graceful stop is the same loop running until the router says it has
 //! finished; nothing sleeps inside it.
 
+pub mod activation;
 mod local;
 pub mod logging;
 pub mod notify;
@@ -32,8 +33,9 @@ use rpcd_client::ipc::{DaemonMsg, ErrorCode};
 
 use crate::router::{Incarnation, LookupAnswer, Output, Router};
 use crate::settings::Settings;
+use activation::Inherited;
 use local::{ConnInput, Local};
-use notify::notify;
+use notify::{notify, Watchdog};
 use resolver::Resolver;
 use signals::{Signal, Signals};
 use udp::{Received, Sent, Udp};
@@ -64,23 +66,41 @@ pub struct Bound {
     udp: std::net::UdpSocket,
     listener: std::os::unix::net::UnixListener,
     local_addr: SocketAddr,
+    /// The local socket came from socket activation: its file is not ours.
+    inherited: bool,
 }
 
 impl Bound {
-    /// Bind the UDP socket and the local socket.
-    pub fn bind(settings: Settings) -> anyhow::Result<Bound> {
+    /// Bind the UDP socket, and the local socket unless socket activation
+    /// passed one (`inherited`, from [`activation::take_listener`]), whose
+    /// file rpcd then leaves as the service manager made it.
+    pub fn bind(settings: Settings, inherited: Option<Inherited>) -> anyhow::Result<Bound> {
         let udp = std::net::UdpSocket::bind(settings.listen)
             .with_context(|| format!("binding UDP {}", settings.listen))?;
         set_buffers(&udp, &settings);
         udp.set_nonblocking(true)?;
         let local_addr = udp.local_addr()?;
-        let listener = socket_file::bind_unix(&settings.socket, settings.access.socket_group)?;
+        let (listener, inherited) = match inherited {
+            Some(i) => {
+                info!(
+                    path = %i.path.as_deref().map_or("(unnamed)".into(), |p| p.display().to_string()),
+                    name = i.name.as_deref().unwrap_or(""),
+                    "serving the socket passed by socket activation"
+                );
+                (i.listener, true)
+            }
+            None => (
+                socket_file::bind_unix(&settings.socket, settings.access.socket_group)?,
+                false,
+            ),
+        };
         listener.set_nonblocking(true)?;
         Ok(Bound {
             settings,
             udp,
             listener,
             local_addr,
+            inherited,
         })
     }
 
@@ -97,6 +117,7 @@ impl Bound {
             udp,
             listener,
             local_addr,
+            inherited,
         } = self;
         let poll = Poll::new().context("creating the poll instance")?;
         let limits = settings.limits;
@@ -122,7 +143,7 @@ impl Bound {
         let resolver = Resolver::start(waker.clone()).context("starting the resolver thread")?;
         let incarnation = incarnation()?;
         let socket_path = settings.socket.clone();
-        info!(udp = %local_addr, socket = %socket_path.display(), epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
+        info!(udp = %local_addr, socket = %socket_path.display(), inherited, epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
         let router = Router::new(
             settings,
             local_addr,
@@ -141,8 +162,16 @@ impl Bound {
             router,
             opts,
             socket_path,
+            inherited,
+            watchdog: Watchdog::from_env(Instant::now()),
         };
-        notify("READY=1");
+        if let Some(w) = &shell.watchdog {
+            info!(
+                every_ms = w.every().as_millis() as u64,
+                "systemd watchdog enabled"
+            );
+        }
+        notify::ready(&shell.status_line("serving"));
         shell.run()
     }
 }
@@ -159,6 +188,9 @@ struct Shell {
     router: Router,
     opts: RunOptions,
     socket_path: PathBuf,
+    /// The socket came from socket activation: its file is left in place.
+    inherited: bool,
+    watchdog: Option<Watchdog>,
 }
 
 impl Shell {
@@ -166,6 +198,9 @@ impl Shell {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            if let Some(w) = &mut self.watchdog {
+                w.tick(now);
+            }
             self.local.retry_due(now);
             self.router.handle_timeout(now);
             self.drive(now);
@@ -178,10 +213,11 @@ impl Shell {
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
-                let next = match (self.router.poll_timeout(), self.local.retry_at) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
+                let watchdog = self.watchdog.as_ref().map(Watchdog::next_at);
+                let next = [self.router.poll_timeout(), self.local.retry_at, watchdog]
+                    .into_iter()
+                    .flatten()
+                    .min();
                 next.map(|t| {
                     // epoll has millisecond resolution: round up so a timer
                     // is never polled early and spun on.
@@ -344,7 +380,7 @@ impl Shell {
 
     /// SIGHUP: re-read the settings; on any error keep the old ones.
     fn reload(&mut self) {
-        notify("RELOADING=1");
+        notify::reloading();
         match self.load_settings() {
             Ok(new) => {
                 let l = new.limits;
@@ -358,10 +394,32 @@ impl Shell {
                     .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
                 logging::reload(&new);
                 self.router.reload(Instant::now(), new);
+                notify::ready(&self.status_line("serving (reloaded)"));
             }
-            Err(e) => warn!(error = %e, "reload failed; the previous settings stay in force"),
+            Err(e) => {
+                warn!(error = %e, "reload failed; the previous settings stay in force");
+                notify::ready(&format!(
+                    "reload failed, the previous settings stay in force: {e:#}"
+                ));
+            }
         }
-        notify("READY=1");
+    }
+
+    /// `STATUS=` for the service manager: what is served, under `what`.
+    fn status_line(&self, what: &str) -> String {
+        let s = self.router.settings();
+        format!(
+            "{what}: udp {}, socket {}{}; {} service names, {} peers",
+            self.router.local_addr(),
+            self.socket_path.display(),
+            if self.inherited {
+                " (socket activation)"
+            } else {
+                ""
+            },
+            s.names.len(),
+            s.peers.len()
+        )
     }
 
     fn load_settings(&self) -> anyhow::Result<Settings> {
@@ -388,7 +446,11 @@ impl Shell {
         for id in self.local.ids() {
             self.local.close(self.poll.registry(), id);
         }
-        let _ = std::fs::remove_file(&self.socket_path);
+        // An inherited socket's file belongs to the .socket unit, which keeps
+        // listening (and starts rpcd again on the next connection).
+        if !self.inherited {
+            let _ = std::fs::remove_file(&self.socket_path);
+        }
         if let Some(p) = &self.opts.pid_file {
             let _ = std::fs::remove_file(p);
         }
