@@ -114,6 +114,8 @@ impl<'a> Request<'a> {
     ///     Identity::Unauthenticated(addr) => {
     ///         Outcome::Error(format!("{addr} is not authenticated"))
     ///     }
+    ///     // `Identity` is `#[non_exhaustive]`: a later version may add kinds of caller.
+    ///     _ => Outcome::Error("unknown caller".into()),
     /// });
     /// # let _ = whoami;
     /// ```

@@ -10,7 +10,7 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(
     version,
-    about,
+    about = "rpcd: reliable RPC over UDP for local applications",
     after_help = "Settings: built-in defaults, then the file (--config, else /etc/rpcd/rpcd.toml \
                   if present), then RPCD_<SECTION>__<KEY> environment variables, then flags.\n\
                   Socket: --socket, else RPCD_SOCKET (if non-empty), else daemon.socket from the \
@@ -18,7 +18,7 @@ use clap::Parser;
                   (or /tmp/rpcd-$UID/rpcd.sock) otherwise. Under socket activation \
                   (LISTEN_PID/LISTEN_FDS, e.g. rpcd.socket) rpcd serves the socket passed as \
                   fd 3 instead and leaves its file alone.\n\
-                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names, peers and limits.\n\
+                  Signals: SIGTERM/SIGINT shut down gracefully; SIGHUP reloads names, peers, limits and the log level.\n\
                   Exit status: 0 after a clean shutdown or a valid --check-config; 78 (EX_CONFIG) \
                   when the settings (file, environment, flags) or the socket activation variables \
                   cannot work, --check-config included; 2 for a malformed command line; 1 on any \

@@ -54,7 +54,7 @@ pub fn stats(stats: &Stats) -> String {
 
     let mut table = Table::new();
     table.row([String::new(), "total".to_owned()]);
-    let counters: [Counter; 17] = [
+    let counters: [Counter; 18] = [
         ("datagrams sent", |c| c.datagrams_sent),
         ("datagrams received", |c| c.datagrams_received),
         ("retransmissions", |c| c.retransmissions),
@@ -64,6 +64,7 @@ pub fn stats(stats: &Stats) -> String {
         ("congestion events", |c| c.congestion_events),
         ("persistent congestion", |c| c.persistent_congestion),
         ("paced delays", |c| c.paced_delays),
+        ("forward copies", |c| c.forward_copies),
         ("duplicates dropped", |c| c.duplicates),
         ("stale epoch dropped", |c| c.stale_epoch),
         ("out of window dropped", |c| c.out_of_window),

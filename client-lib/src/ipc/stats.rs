@@ -119,6 +119,10 @@ pub struct PeerCounters {
     pub persistent_congestion: u64,
     /// Times data waited for the pacer while the window had room.
     pub paced_delays: u64,
+    /// Copies of an unacknowledged datagram sent with the next new one on a
+    /// thin flight (`transport.forward_copies`); not retransmissions. Zero
+    /// from an older daemon.
+    pub forward_copies: u64,
 }
 
 /// The state of the channel to one peer daemon.
@@ -177,6 +181,7 @@ pub(crate) mod tests {
             congestion_events: 14,
             persistent_congestion: 15,
             paced_delays: 16,
+            forward_copies: 17,
         };
         Stats {
             epoch: 0xdead_beef_dead_beef,

@@ -36,6 +36,7 @@ impl Router {
             counters.congestion_events = s.congestion_events;
             counters.persistent_congestion = s.persistent_congestion;
             counters.paced_delays = s.paced_delays;
+            counters.forward_copies = s.forward_copies;
             add_counters(&mut totals, &counters);
             let key = self.endpoint.peer_key(addr);
             let mut peer = PeerStats::default();
@@ -108,6 +109,7 @@ fn add_counters(t: &mut PeerCounters, c: &PeerCounters) {
     t.congestion_events += c.congestion_events;
     t.persistent_congestion += c.persistent_congestion;
     t.paced_delays += c.paced_delays;
+    t.forward_copies += c.forward_copies;
 }
 
 /// The authenticated layer's counters by name; empty in plaintext mode.

@@ -50,7 +50,7 @@ fn unknown_keys_anywhere_in_stats_are_ignored() {
     };
     let mut v = serde_json::to_value(&msg).unwrap();
     v["x_top"] = json!(1);
-    v["stats"]["version"] = json!("rpcd 9.9.9");
+    v["stats"]["build_info"] = json!("rpcd 9.9.9");
     v["stats"]["totals"]["new_counter"] = json!(7);
     v["stats"]["peers"][0]["new_peer_field"] = json!({"k": [1]});
     v["stats"]["peers"][0]["counters"]["new_counter"] = json!(8);
