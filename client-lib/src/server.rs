@@ -111,11 +111,7 @@ impl<'a> Request<'a> {
     /// let whoami = Handler::with_request(|req| match req.identity() {
     ///     Identity::Local => Outcome::Ok(b"an app on this host".to_vec()),
     ///     Identity::Peer(name) => Outcome::Ok(name.as_bytes().to_vec()),
-    ///     Identity::Unauthenticated(addr) => {
-    ///         Outcome::Error(format!("{addr} is not authenticated"))
-    ///     }
-    ///     // `Identity` is `#[non_exhaustive]`: a later version may add kinds of caller.
-    ///     _ => Outcome::Error("unknown caller".into()),
+    ///     other => Outcome::Error(format!("{other:?} is not authenticated")),
     /// });
     /// # let _ = whoami;
     /// ```

@@ -156,9 +156,11 @@ fn with_test_keys(mut bytes: Vec<u8>) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn unknown_keys_are_ignored_in_every_envelope() {
-        for env in [
+    use super::*;
+
+    /// One envelope of each kind (both reply outcomes).
+    fn samples() -> [Envelope; 4] {
+        [
             Envelope::Request {
                 call_id: 9,
                 function: "kv.get".into(),
@@ -173,12 +175,17 @@ mod tests {
             Envelope::Reply {
                 call_id: 10,
                 outcome: RemoteOutcome::Err {
-                    code: ErrorCode::AppError,
-                    message: "no".into(),
+                    code: ErrorCode::UnknownFunction,
+                    message: "no function kv.x".into(),
                 },
             },
             Envelope::Cancel { call_id: 11 },
-        ] {
+        ]
+    }
+
+    #[test]
+    fn unknown_keys_are_ignored_in_every_envelope() {
+        for env in samples() {
             let plain = rmp_serde::to_vec_named(&env).unwrap();
             let extended = with_test_keys(plain.clone());
             assert_eq!(extended[0], plain[0] + 2);
@@ -279,31 +286,10 @@ mod tests {
         };
         assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
     }
-    use super::*;
 
     #[test]
     fn round_trip_each_variant() {
-        for e in [
-            Envelope::Request {
-                call_id: 9,
-                function: "kv.get".into(),
-                args: vec![1, 2, 3],
-                deadline_ms: 5000,
-                idempotent: true,
-            },
-            Envelope::Reply {
-                call_id: 9,
-                outcome: RemoteOutcome::Ok(vec![0xc0]),
-            },
-            Envelope::Reply {
-                call_id: 10,
-                outcome: RemoteOutcome::Err {
-                    code: ErrorCode::UnknownFunction,
-                    message: "no function kv.x".into(),
-                },
-            },
-            Envelope::Cancel { call_id: 11 },
-        ] {
+        for e in samples() {
             assert_eq!(Envelope::decode(&e.encode()).unwrap(), e);
         }
     }
