@@ -89,7 +89,8 @@ impl Envelope {
     /// Encode as MessagePack (with the test hook's extra keys when it is on, see
     /// [`test_wire_extra`]).
     pub fn encode(&self) -> Vec<u8> {
-        let bytes = rmp_serde::to_vec_named(self).expect("an envelope always serialises");
+        // Exactly sized: a large argument is copied once into the envelope.
+        let bytes = rpcd_client::ipc::encode_value(self).expect("an envelope always serialises");
         if test_wire_extra() {
             with_test_keys(bytes)
         } else {
@@ -99,19 +100,10 @@ impl Envelope {
 
     /// Decode: the whole input must be one envelope; keys it does not know are ignored.
     pub fn decode(bytes: &[u8]) -> Result<Self, EnvelopeError> {
-        rpcd_client::ipc::check_values(bytes, ENVELOPE_VALUES_MAX)
-            .map_err(|e| EnvelopeError(e.to_string()))?;
-        let mut cursor = std::io::Cursor::new(bytes);
-        let mut de = rmp_serde::Deserializer::new(&mut cursor);
-        let env = Envelope::deserialize(&mut de).map_err(|e| EnvelopeError(e.to_string()))?;
-        let used = cursor.position() as usize;
-        if used != bytes.len() {
-            return Err(EnvelopeError(format!(
-                "{} trailing bytes after the envelope",
-                bytes.len() - used
-            )));
-        }
-        Ok(env)
+        // Borrowing decode: `args` or the reply's bytes are copied once, not also into
+        // serde's buffer of the tagged map.
+        rpcd_client::ipc::decode_value(bytes, ENVELOPE_VALUES_MAX)
+            .map_err(|e| EnvelopeError(e.to_string()))
     }
 }
 

@@ -4,7 +4,7 @@
 //! typed [`FrameError`]; [`FrameReader`] is the one buffer both the daemon and the client read
 //! a stream of frames through.
 
-use std::io::{self, Cursor, Read};
+use std::io::{self, Read};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -94,18 +94,68 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
 }
 
 /// Encodes `msg` as a whole frame, length prefix included, refusing a body over `frame_max`.
+///
+/// The body is measured first (an encoding pass that counts bytes and copies none), so a
+/// large message is refused before any memory is taken for it, and written into a buffer of
+/// exactly its size: a 16 MiB argument is copied once, not again by each growth of the
+/// buffer.
 pub fn try_encode_frame<T: Serialize>(msg: &T, frame_max: usize) -> Result<Vec<u8>, FrameError> {
-    let mut frame = vec![0u8; LENGTH_PREFIX_LEN];
-    rmp_serde::encode::write_named(&mut frame, msg)
-        .map_err(|err| FrameError::Invalid(err.to_string()))?;
-    let len = frame.len() - LENGTH_PREFIX_LEN;
+    let invalid = |err: rmp_serde::encode::Error| FrameError::Invalid(err.to_string());
+    let mut counter = ByteCounter(0);
+    rmp_serde::encode::write_named(&mut counter, msg).map_err(invalid)?;
     let max = frame_max.min(u32::MAX as usize);
+    if counter.0 > max {
+        return Err(FrameError::TooLarge {
+            len: counter.0,
+            max,
+        });
+    }
+    let mut frame = Vec::with_capacity(LENGTH_PREFIX_LEN + counter.0);
+    frame.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    rmp_serde::encode::write_named(&mut frame, msg).map_err(invalid)?;
+    let len = frame.len() - LENGTH_PREFIX_LEN;
+    debug_assert_eq!(len, counter.0, "both passes encode the same message");
     if len > max {
         return Err(FrameError::TooLarge { len, max });
     }
     let prefix = u32::try_from(len).map_err(|_| FrameError::TooLarge { len, max })?;
     frame[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
     Ok(frame)
+}
+
+/// Encodes `value` as one MessagePack value (maps with field names, as frames), into a
+/// buffer of exactly its size (see [`try_encode_frame`]). For payloads that are not frames,
+/// such as the daemons' envelopes.
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
+    let invalid = |err: rmp_serde::encode::Error| FrameError::Invalid(err.to_string());
+    let mut counter = ByteCounter(0);
+    rmp_serde::encode::write_named(&mut counter, value).map_err(invalid)?;
+    let mut out = Vec::with_capacity(counter.0);
+    rmp_serde::encode::write_named(&mut out, value).map_err(invalid)?;
+    Ok(out)
+}
+
+/// Decodes `bytes` as exactly one MessagePack value of type `T`, refusing more than
+/// `values_max` values before decoding and trailing bytes after; strings and `bin` values
+/// are borrowed while decoding, so a large payload is copied once (see `decode_body`). For
+/// payloads that are not frames, such as the daemons' envelopes.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8], values_max: usize) -> Result<T, FrameError> {
+    let value_len = super::shape::walk(bytes, values_max)?;
+    decode_body(bytes, value_len)
+}
+
+/// Counts the bytes written to it, keeping none.
+struct ByteCounter(usize);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes the first frame in `buf`.
@@ -136,9 +186,9 @@ fn decode_frame_bounded<T: DeserializeOwned>(
         return Ok(None);
     };
     // Always: a claim beyond the bytes left is refused before serde preallocates from it.
-    super::shape::check_values(body, values_max.unwrap_or(usize::MAX))?;
+    let value_len = super::shape::walk(body, values_max.unwrap_or(usize::MAX))?;
     check_is_map(body)?;
-    let msg = decode_body(body)?;
+    let msg = decode_body(body, value_len)?;
     Ok(Some((msg, LENGTH_PREFIX_LEN + len)))
 }
 
@@ -185,13 +235,16 @@ impl FrameReader {
         self
     }
 
-    /// One `read()` from `r` into the buffer, of at most [`READ_CHUNK`] bytes. `Ok(0)` is the
-    /// end of the stream. `WouldBlock` and `Interrupted` are returned as errors for the caller
+    /// One `read()` from `r` into the buffer, of at most [`READ_CHUNK`] bytes, or of what is
+    /// missing of a larger frame whose length prefix is in (one read, not one per chunk, can
+    /// then take what the socket holds of it). `Ok(0)` is the end of the stream. `WouldBlock` and `Interrupted` are returned as errors for the caller
     /// to handle (stop until readable, retry). If the buffer is already at its bound because
     /// the caller did not take the buffered frames, nothing is read and the error is of kind
     /// `OutOfMemory`: take the frames, then read again.
     pub fn read_from<R: Read>(&mut self, r: &mut R) -> io::Result<usize> {
-        let want = READ_CHUNK.min(self.limit() - self.buffered());
+        let want = READ_CHUNK
+            .max(self.missing())
+            .min(self.limit() - self.buffered());
         if want == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
@@ -232,6 +285,16 @@ impl FrameReader {
         self.end - self.start
     }
 
+    /// Bytes still to come of the frame at the front, once its length prefix is in (0 before,
+    /// and for a prefix over the maximum, which [`FrameReader::next_frame`] reports).
+    fn missing(&self) -> usize {
+        let pending = &self.buf[self.start..self.end];
+        match announced_len(pending, self.frame_max) {
+            Ok(Some(len)) => (LENGTH_PREFIX_LEN + len).saturating_sub(pending.len()),
+            _ => 0,
+        }
+    }
+
     /// The most bytes the buffer ever holds: one partial frame of the largest size, plus one
     /// read.
     fn limit(&self) -> usize {
@@ -261,18 +324,19 @@ impl FrameReader {
             self.start = 0;
         }
         if self.buf.len() - self.end < enough {
-            // Grow towards the whole announced frame (when its prefix is in), so a large
-            // frame is not reallocated and copied once per read. Doubling keeps the copies
-            // amortized; the cap keeps a peer that announces a large frame and sends little
-            // from making us commit memory it never fills.
+            // Grow once to the whole announced frame (when its prefix is in: compacted above,
+            // it is at the front), so a large frame is neither reallocated nor copied once per
+            // read. The new buffer comes zeroed from the allocator (`calloc`: for a large one,
+            // fresh pages the kernel maps on first touch), so a peer that announces a large
+            // frame and sends little commits only the memory it fills.
             let frame_len = announced_len(&self.buf[..self.end], self.frame_max)
                 .ok()
                 .flatten()
                 .map_or(0, |len| LENGTH_PREFIX_LEN + len);
-            let doubled = self.buf.len().saturating_mul(2).min(frame_len);
-            let len = (self.end + want).max(doubled).min(self.limit());
-            self.buf.reserve_exact(len - self.buf.len());
-            self.buf.resize(len, 0);
+            let len = (self.end + want).max(frame_len).min(self.limit());
+            let mut grown = vec![0u8; len];
+            grown[..self.end].copy_from_slice(&self.buf[..self.end]);
+            self.buf = grown;
         }
         debug_assert!(self.buf.len() <= self.limit());
         (self.buf.len() - self.end).min(want)
@@ -322,14 +386,23 @@ fn marker_kind(marker: u8) -> &'static str {
     }
 }
 
-/// Decodes exactly one message from a whole frame body.
-fn decode_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
-    // `rmp_serde::from_slice` ignores bytes after the value; a cursor tells how far it got.
-    let mut de = rmp_serde::Deserializer::new(Cursor::new(body));
+/// Decodes exactly one message from a whole frame body, whose first value is `value_len`
+/// bytes long (from [`walk`](super::shape::walk)).
+///
+/// The decoder reads from the slice, so strings and `bin` values are borrowed from it: serde
+/// buffers an internally tagged message's map (its `Content`) before it knows the variant,
+/// and borrowing keeps that buffer to references, so a large `args` or `data` is copied once,
+/// from the frame into the message, not also into the buffer.
+fn decode_body<T: DeserializeOwned>(
+    body: &[u8],
+    value_len: Option<usize>,
+) -> Result<T, FrameError> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(body);
     // rmp-serde counts down from the limit and fails when it reaches zero.
     de.set_max_depth(NESTING_MAX + 1);
     let msg = T::deserialize(&mut de).map_err(frame_error_of)?;
-    let used = usize::try_from(de.position()).unwrap_or(usize::MAX);
+    // A value decoded whole is a whole value to the walk too; `None` would mean they differ.
+    let used = value_len.unwrap_or(usize::MAX);
     match body.len().checked_sub(used) {
         Some(0) => Ok(msg),
         Some(extra) => Err(FrameError::TrailingBytes(extra)),

@@ -30,8 +30,8 @@ mod strict;
 pub(crate) use code::for_each_error_code;
 pub use code::{ErrorCode, UnknownErrorCode};
 pub use frame::{
-    decode_frame, encode_frame, try_encode_frame, FrameError, FrameReader, FRAME_MAX_DEFAULT,
-    LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
+    decode_frame, decode_value, encode_frame, encode_value, try_encode_frame, FrameError,
+    FrameReader, FRAME_MAX_DEFAULT, LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
 pub use message::{
     session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, LOCAL_CALLER,

@@ -19,13 +19,20 @@ pub const CLIENT_MSG_VALUES_MAX: usize = 64;
 /// decoder preallocates from such claims. Other truncated or malformed input is left to the
 /// decoder, which names the problem precisely.
 pub fn check_values(body: &[u8], max: usize) -> Result<(), FrameError> {
+    walk(body, max).map(|_| ())
+}
+
+/// [`check_values`], also telling where the first value ends: `Some(len)` when `body`
+/// holds a whole value in its first `len` bytes, `None` when it is truncated or holds the
+/// reserved marker (the decoder then names the problem).
+pub(crate) fn walk(body: &[u8], max: usize) -> Result<Option<usize>, FrameError> {
     let mut pos = 0usize;
     // Values still to read: containers add their elements as they are met.
     let mut pending: u64 = 1;
     let mut seen = 0usize;
     while pending > 0 {
         let Some(&marker) = body.get(pos) else {
-            return Ok(());
+            return Ok(None);
         };
         pending -= 1;
         seen += 1;
@@ -49,7 +56,7 @@ pub fn check_values(body: &[u8], max: usize) -> Result<(), FrameError> {
                 0
             }
             0xa0..=0xbf => u64::from(marker & 0x1f),
-            0xc1 => return Ok(()),
+            0xc1 => return Ok(None),
             0xc4 | 0xd9 => with_len(body, &mut pos, 1, &be)?,
             0xc5 | 0xda => with_len(body, &mut pos, 2, &be)?,
             0xc6 | 0xdb => with_len(body, &mut pos, 4, &be)?,
@@ -92,10 +99,10 @@ pub fn check_values(body: &[u8], max: usize) -> Result<(), FrameError> {
         }
         pos = match usize::try_from(skip).ok().and_then(|s| pos.checked_add(s)) {
             Some(p) => p,
-            None => return Ok(()),
+            None => return Ok(None),
         };
     }
-    Ok(())
+    Ok((pos <= body.len()).then_some(pos))
 }
 
 /// Reads an `n`-byte big-endian length at `pos` and moves past it; truncation ends the
@@ -113,7 +120,7 @@ fn with_len(
         }
         // Truncated: past the end, so the loop's next read ends the pass.
         None => {
-            *pos = body.len();
+            *pos = body.len().saturating_add(1);
             Ok(0)
         }
     }

@@ -79,6 +79,7 @@ struct FileLimits {
 #[serde(deny_unknown_fields)]
 struct FileTransport {
     payload_max: Option<usize>,
+    payload_max_loopback: Option<usize>,
     message_max: Option<usize>,
     send_queue_max: Option<usize>,
     send_queue_bytes_max: Option<usize>,
@@ -199,6 +200,7 @@ impl Settings {
         let t = &mut self.transport;
         let ft = f.transport;
         set!(t.payload_max, ft.payload_max);
+        set!(t.payload_max_loopback, ft.payload_max_loopback);
         set!(t.message_max, ft.message_max);
         set!(t.send_queue_max, ft.send_queue_max);
         set!(t.send_queue_bytes_max, ft.send_queue_bytes_max);

@@ -1,5 +1,6 @@
 //! Every bound and timer of the transport, as one value with defaults.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -14,6 +15,11 @@ pub struct Config {
     /// Also the bound of a bundle (one UDP datagram carrying several
     /// datagrams for a peer): `BUNDLE_HEADER_LEN + HEADER_LEN + payload_max`.
     pub payload_max: usize,
+    /// `payload_max` for a peer at a loopback address (127.0.0.0/8, `::1`):
+    /// datagrams to it never leave the host, whose loopback device takes
+    /// 64 KiB, so a large message goes in a few large datagrams rather than
+    /// thousands of small ones. 0: `payload_max` for every peer.
+    pub payload_max_loopback: usize,
     /// Largest message accepted for sending or reassembled on receipt.
     pub message_max: usize,
     /// Messages accepted for sending per peer and not yet acknowledged or failed.
@@ -107,6 +113,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             payload_max: 1200,
+            payload_max_loopback: 60_000,
             message_max: 16 * 1024 * 1024,
             send_queue_max: 4096,
             send_queue_bytes_max: 64 * 1024 * 1024,
@@ -162,16 +169,44 @@ fn bad(key: &'static str, problem: impl Into<String>) -> ConfigError {
 impl Config {
     /// The least `reassembly_bytes_max` that lets a largest message complete
     /// with 64 datagrams of other messages in flight.
+    /// (Whichever fragment size a peer gets, `payload_max` or
+    /// `payload_max_loopback`: the larger one's floor.)
     pub fn reassembly_floor(&self) -> usize {
         use crate::channel::recv::{charge, PARTIAL_OVERHEAD};
-        let fragments = self.message_max.div_ceil(self.payload_max);
-        self.message_max + fragments * charge(0) + PARTIAL_OVERHEAD + 64 * charge(self.payload_max)
+        let floor = |payload: usize| {
+            let fragments = self.message_max.div_ceil(payload.max(1));
+            self.message_max + fragments * charge(0) + PARTIAL_OVERHEAD + 64 * charge(payload)
+        };
+        floor(self.payload_max).max(floor(self.payload_max_loopback))
+    }
+
+    /// The settings of the channel to `peer`: `payload_max` is
+    /// `payload_max_loopback` when `peer` is a loopback address (an
+    /// IPv4-mapped one too) and that is set.
+    pub fn for_peer(&self, peer: SocketAddr) -> Config {
+        let loopback = peer.ip().to_canonical().is_loopback();
+        if loopback && self.payload_max_loopback != 0 {
+            Config {
+                payload_max: self.payload_max_loopback,
+                ..*self
+            }
+        } else {
+            *self
+        }
     }
 
     /// Check every range and relation; the channel relies on them.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !(64..=PAYLOAD_MAX).contains(&self.payload_max) {
             return Err(bad("payload_max", format!("must be 64..={PAYLOAD_MAX}")));
+        }
+        if self.payload_max_loopback != 0
+            && !(64..=PAYLOAD_MAX).contains(&self.payload_max_loopback)
+        {
+            return Err(bad(
+                "payload_max_loopback",
+                format!("must be 0 or 64..={PAYLOAD_MAX}"),
+            ));
         }
         if self.message_max == 0 {
             return Err(bad("message_max", "must be at least 1"));
@@ -317,5 +352,47 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(c.validate().map_err(|e| e.key), Err("payload_max"));
+        let c = Config {
+            payload_max_loopback: 65_001,
+            ..Config::default()
+        };
+        assert_eq!(c.validate().map_err(|e| e.key), Err("payload_max_loopback"));
+        // The reassembly budget must hold a largest message in the larger fragments too.
+        let c = Config {
+            payload_max_loopback: 65_000,
+            reassembly_bytes_max: Config::default().reassembly_floor(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().map_err(|e| e.key), Err("reassembly_bytes_max"));
+    }
+
+    #[test]
+    fn loopback_peers_get_the_loopback_payload() {
+        let c = Config::default();
+        let payload = |addr: &str| c.for_peer(addr.parse().expect("an address")).payload_max;
+        assert_eq!(payload("127.0.0.1:7"), 60_000);
+        assert_eq!(payload("127.9.0.1:7"), 60_000);
+        assert_eq!(payload("[::1]:7"), 60_000);
+        assert_eq!(payload("[::ffff:127.0.0.1]:7"), 60_000);
+        assert_eq!(payload("192.0.2.1:7"), 1200);
+        assert_eq!(payload("[2001:db8::1]:7"), 1200);
+        let off = Config {
+            payload_max_loopback: 0,
+            ..c
+        };
+        assert_eq!(
+            off.for_peer("127.0.0.1:7".parse().expect("addr"))
+                .payload_max,
+            1200
+        );
+        // Everything else is the endpoint's.
+        let lo = c.for_peer("127.0.0.1:7".parse().expect("addr"));
+        assert_eq!(
+            Config {
+                payload_max: 1200,
+                ..lo
+            },
+            c
+        );
     }
 }

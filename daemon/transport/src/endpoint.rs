@@ -2,7 +2,8 @@
 //!
 //! Every UDP datagram is a bundle (`wire::bundle`): the channel datagrams
 //! queued for one peer when `poll_transmit` is drained leave together, as
-//! many as fit in `HEADER_LEN + payload_max` bytes (the size of one full
+//! many as fit in `HEADER_LEN + payload_max` bytes (the peer's payload_max,
+//! see `Config::for_peer`: the size of one full
 //! fragment's datagram, so bundling never needs a larger path MTU), and with
 //! keys a bundle is sealed once. Nothing waits for company: a lone datagram
 //! leaves at once, alone. On receipt a bundle is validated whole, then each
@@ -502,7 +503,7 @@ impl Endpoint {
         self.channels.entry(peer).or_insert_with(|| Slot {
             // The seed of the channel's epoch challenges: unpredictable to
             // anyone without the owner's seed.
-            channel: Channel::new(cfg, epoch, rng.next_u64()),
+            channel: Channel::new(cfg.for_peer(peer), epoch, rng.next_u64()),
             scheduled: None,
             in_ready: false,
             active: now,

@@ -420,3 +420,58 @@ fn reader_passes_would_block_and_end_of_stream_through() {
     assert_eq!(reader.read_from(&mut std::io::empty()).unwrap(), 0);
     assert_eq!(reader.next_frame::<DaemonMsg>().unwrap(), None);
 }
+
+#[test]
+fn reader_sizes_its_buffer_from_a_large_frame_prefix_and_reads_it_in_few_reads() {
+    // A 1 MiB call arriving in reads of at most 300,000 bytes (what a socket may hold).
+    let msg = ClientMsg::Call {
+        id: 9,
+        target: "t".into(),
+        function: "f".into(),
+        args: vec![7; 1 << 20],
+        deadline_ms: None,
+        idempotent: false,
+    };
+    let frame = encode_frame(&msg);
+    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT);
+    let mut source = Pieces::new(frame.clone(), &[]);
+    source.max_read = 300_000;
+    // Before the prefix is in, one read chunk.
+    assert_eq!(reader.read_from(&mut source).unwrap(), READ_CHUNK);
+    let (mut reads, mut front) = (1, None);
+    let got = loop {
+        if let Some(got) = reader.next_frame::<ClientMsg>().unwrap() {
+            break got;
+        }
+        assert!(reader.read_from(&mut source).unwrap() > 0);
+        reads += 1;
+        // Sized once from the prefix: never grown or moved again.
+        assert_eq!(reader.buf.len(), frame.len());
+        let at = reader.buf.as_ptr();
+        assert!(
+            front.is_none_or(|f| f == at),
+            "read {reads} moved the buffer"
+        );
+        front = Some(at);
+    };
+    assert_eq!(got, msg);
+    // Each read takes what the source has of the frame, not a read chunk at a time.
+    assert_eq!(reads, 1 + (frame.len() - READ_CHUNK).div_ceil(300_000));
+}
+
+#[test]
+fn an_encoded_frame_is_allocated_at_its_exact_size() {
+    let big = ClientMsg::Call {
+        id: 1,
+        target: "t".into(),
+        function: "f".into(),
+        args: vec![1; 3 * READ_CHUNK + 5],
+        deadline_ms: Some(5),
+        idempotent: true,
+    };
+    for msg in [ClientMsg::Ping { id: 1 }, big] {
+        let frame = encode_frame(&msg);
+        assert_eq!(frame.capacity(), frame.len(), "{}", frame.len());
+        assert_eq!(decode_client(&frame), Ok(Some((msg, frame.len()))));
+    }
+}

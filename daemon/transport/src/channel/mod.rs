@@ -249,6 +249,11 @@ impl Channel {
         self.shared_reassembly_room = room;
     }
 
+    /// Bytes of message data per datagram to this peer (the fragment size).
+    pub fn payload_max(&self) -> usize {
+        self.cfg.payload_max
+    }
+
     /// Bytes charged for partly reassembled messages (payload plus
     /// per-fragment and per-message overhead).
     pub fn reassembly_bytes(&self) -> usize {

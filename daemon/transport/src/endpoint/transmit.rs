@@ -35,24 +35,20 @@ impl Endpoint {
         }
     }
 
-    /// The most bytes of one bundle: a header and one full fragment's
-    /// datagram, the largest a channel emits.
-    fn bundle_max(&self) -> usize {
-        BUNDLE_HEADER_LEN + HEADER_LEN + self.cfg.payload_max
-    }
-
     /// Take `peer`'s queued datagrams into one bundle, up to the size limit
     /// (a datagram that does not fit is carried to the next bundle). Takes
     /// `peer` off the ready queue once its channel has nothing more. `None`:
     /// nothing to send to `peer`.
     fn gather(&mut self, now: Instant, peer: SocketAddr) -> Option<Vec<u8>> {
-        let mut b = BundleBuilder::new(self.bundle_max());
         let carried = self.carry.take();
         let Some(slot) = self.channels.get_mut(&peer) else {
             // Removed (keys reloaded): whatever was carried for it goes too.
             self.ready.pop_front();
             return None;
         };
+        // The most bytes of one bundle: a header and one full fragment's
+        // datagram, the largest this peer's channel emits.
+        let mut b = BundleBuilder::new(BUNDLE_HEADER_LEN + HEADER_LEN + slot.channel.payload_max());
         if let Some((p, bytes)) = carried {
             debug_assert_eq!(p, peer, "a carried datagram belongs to the front peer");
             b.push(&bytes);

@@ -1,0 +1,247 @@
+//! Bulk through the endpoint's real interface, on a virtual clock and a
+//! lossless wire with a fixed one-way delay: a peer at a loopback address
+//! gets `payload_max_loopback`-sized fragments (a 16 MiB message in a few
+//! hundred datagrams, not thousands), any other peer keeps `payload_max`, a
+//! bundle never exceeds the peer's one full fragment (sealed, within the UDP
+//! limit), and the window lets a large message cross in a handful of round
+//! trips (slow start, not a window cap, decides how many). Plaintext and
+//! with keys.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rpcd_transport::secure::wire::TRANSPORT_OVERHEAD;
+use rpcd_transport::secure::{PeerKey, PrivateKey, Security};
+use rpcd_transport::wire::{BUNDLE_HEADER_LEN, HEADER_LEN};
+use rpcd_transport::{ChannelEvent, Config, Endpoint};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Keyed,
+}
+
+/// Two endpoints and the datagrams between them, each delivered `delay`
+/// after it was sent.
+struct Wire {
+    now: Instant,
+    delay: Duration,
+    a: (SocketAddr, Endpoint),
+    b: (SocketAddr, Endpoint),
+    /// (due, to B?, bytes)
+    flying: VecDeque<(Instant, bool, Vec<u8>)>,
+    /// Sizes of the UDP datagrams A sent.
+    a_sent: Vec<usize>,
+    delivered: Vec<Vec<u8>>,
+}
+
+impl Wire {
+    fn new(mode: Mode, c: Config, a: SocketAddr, b: SocketAddr, delay: Duration) -> Wire {
+        let (ka, kb) = (
+            PrivateKey::from_bytes([1; 32]),
+            PrivateKey::from_bytes([2; 32]),
+        );
+        let keys =
+            |local: &PrivateKey, name: &str, other: &PrivateKey, at: SocketAddr| Security::Keys {
+                local: local.clone(),
+                peers: vec![PeerKey {
+                    name: name.into(),
+                    public: other.public(),
+                    addresses: vec![at],
+                }],
+            };
+        let (sa, sb) = match mode {
+            Mode::Plain => (Security::Plaintext, Security::Plaintext),
+            Mode::Keyed => (keys(&ka, "b", &kb, b), keys(&kb, "a", &ka, a)),
+        };
+        let wall = Duration::from_secs(1_800_000_000);
+        let mut w = Wire {
+            now: Instant::now(),
+            delay,
+            a: (a, Endpoint::with_security(c, 0xA1, sa, [1; 32], wall)),
+            b: (b, Endpoint::with_security(c, 0xB2, sb, [2; 32], wall)),
+            flying: VecDeque::new(),
+            a_sent: Vec::new(),
+            delivered: Vec::new(),
+        };
+        // Learn each other's epoch (with keys: set the session up) first.
+        let now = w.now;
+        w.a.1.send(now, b, b"hello".to_vec()).expect("send");
+        w.run(Duration::from_secs(10));
+        assert_eq!(std::mem::take(&mut w.delivered), vec![b"hello".to_vec()]);
+        w.a_sent.clear();
+        w
+    }
+
+    /// Move datagrams and fire timers until a message has been delivered
+    /// and both sides are quiet, or `limit` of virtual time has passed.
+    /// Returns the virtual time taken.
+    fn run(&mut self, limit: Duration) -> Duration {
+        let start = self.now;
+        loop {
+            while let Some(t) = self.a.1.poll_transmit(self.now) {
+                assert_eq!(t.to, self.b.0);
+                self.a_sent.push(t.bytes.len());
+                self.flying
+                    .push_back((self.now + self.delay, true, t.bytes));
+            }
+            while let Some(t) = self.b.1.poll_transmit(self.now) {
+                assert_eq!(t.to, self.a.0);
+                self.flying
+                    .push_back((self.now + self.delay, false, t.bytes));
+            }
+            while let Some(e) = self.b.1.poll_event() {
+                if let ChannelEvent::Delivered { data, .. } = e.kind {
+                    self.delivered.push(data);
+                }
+            }
+            while self.a.1.poll_event().is_some() {}
+            let quiet = self.flying.is_empty() && self.a.1.is_idle() && self.b.1.is_idle();
+            if quiet && !self.delivered.is_empty() {
+                return self.now - start;
+            }
+            let next = [
+                self.flying.front().map(|f| f.0),
+                self.a.1.poll_timeout(),
+                self.b.1.poll_timeout(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next.filter(|&t| t <= start + limit) else {
+                return self.now - start;
+            };
+            self.now = self.now.max(next);
+            while self.flying.front().is_some_and(|f| f.0 <= self.now) {
+                let (_, to_b, bytes) = self.flying.pop_front().expect("just seen");
+                if to_b {
+                    self.b.1.handle_datagram(self.now, self.a.0, &bytes);
+                } else {
+                    self.a.1.handle_datagram(self.now, self.b.0, &bytes);
+                }
+            }
+            self.a.1.handle_timeout(self.now);
+            self.b.1.handle_timeout(self.now);
+        }
+    }
+
+    /// Send one message of `len` bytes from A to B and run until it is
+    /// delivered; checks it arrived intact and returns the time it took.
+    fn bulk(&mut self, len: usize) -> Duration {
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 251) as u8).collect();
+        let now = self.now;
+        self.a.1.send(now, self.b.0, data.clone()).expect("send");
+        let took = self.run(Duration::from_secs(60));
+        assert_eq!(self.delivered.len(), 1, "delivered once");
+        assert!(self.delivered[0] == data, "delivered intact");
+        self.delivered.clear();
+        took
+    }
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("an address")
+}
+
+/// Datagrams A sent that carried fragments (larger than any ack or probe).
+fn data_datagrams(sizes: &[usize]) -> usize {
+    sizes.iter().filter(|&&n| n > 1000).count()
+}
+
+fn overhead(mode: Mode) -> usize {
+    match mode {
+        Mode::Plain => 0,
+        Mode::Keyed => TRANSPORT_OVERHEAD,
+    }
+}
+
+#[test]
+fn a_loopback_peer_gets_large_datagrams() {
+    let c = Config::default();
+    let len = 16 * 1024 * 1024 - 4096;
+    for mode in [Mode::Plain, Mode::Keyed] {
+        for (a, b) in [
+            ("127.0.0.1:7001", "127.0.0.1:7002"),
+            ("[::1]:7001", "[::1]:7002"),
+        ] {
+            let mut w = Wire::new(mode, c, addr(a), addr(b), Duration::from_micros(50));
+            w.bulk(len);
+            let fragments = len.div_ceil(c.payload_max_loopback);
+            assert_eq!(fragments, 280);
+            let largest = w.a_sent.iter().copied().max().unwrap_or(0);
+            assert_eq!(
+                largest,
+                BUNDLE_HEADER_LEN + HEADER_LEN + c.payload_max_loopback + overhead(mode),
+                "{mode:?} {a}: one full fragment per UDP datagram"
+            );
+            assert!(largest <= 65_507, "within the UDP limit");
+            let data = data_datagrams(&w.a_sent);
+            assert!(
+                (fragments..fragments + 8).contains(&data),
+                "{mode:?} {a}: {data} data datagrams for {fragments} fragments"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_remote_peer_keeps_payload_max() {
+    let c = Config::default();
+    let len = 2 * 1024 * 1024;
+    for mode in [Mode::Plain, Mode::Keyed] {
+        let mut w = Wire::new(
+            mode,
+            c,
+            addr("10.0.0.1:7001"),
+            addr("10.0.0.2:7002"),
+            Duration::from_micros(50),
+        );
+        w.bulk(len);
+        let fragments = len.div_ceil(c.payload_max);
+        let largest = w.a_sent.iter().copied().max().unwrap_or(0);
+        assert_eq!(
+            largest,
+            BUNDLE_HEADER_LEN + HEADER_LEN + c.payload_max + overhead(mode)
+        );
+        assert!(data_datagrams(&w.a_sent) >= fragments, "{mode:?}");
+    }
+}
+
+#[test]
+fn payload_max_loopback_zero_keeps_payload_max_on_loopback() {
+    let c = Config {
+        payload_max_loopback: 0,
+        ..Config::default()
+    };
+    let mut w = Wire::new(
+        Mode::Plain,
+        c,
+        addr("127.0.0.1:7001"),
+        addr("127.0.0.1:7002"),
+        Duration::from_micros(50),
+    );
+    w.bulk(1024 * 1024);
+    let largest = w.a_sent.iter().copied().max().unwrap_or(0);
+    assert_eq!(largest, BUNDLE_HEADER_LEN + HEADER_LEN + c.payload_max);
+}
+
+/// With a round trip of 2 ms, a 16 MiB message in 60 KB fragments takes
+/// slow start's handful of round trips (10, 20, 40, 80, 160 datagrams): the
+/// receive window and the reassembly budget, counted in the peer's own
+/// fragment size, never cap the flight below what slow start reaches.
+#[test]
+fn a_large_message_crosses_a_loopback_path_in_a_few_round_trips() {
+    let c = Config::default();
+    let delay = Duration::from_millis(1);
+    let mut w = Wire::new(
+        Mode::Plain,
+        c,
+        addr("127.0.0.1:7001"),
+        addr("127.0.0.1:7002"),
+        delay,
+    );
+    let took = w.bulk(16 * 1024 * 1024 - 4096);
+    let rtts = took.as_secs_f64() / (2.0 * delay.as_secs_f64());
+    assert!(rtts <= 8.0, "{rtts:.1} round trips");
+}
