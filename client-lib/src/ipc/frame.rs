@@ -30,6 +30,9 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// to the front before the next read.
 const COMPACT_AT: usize = READ_CHUNK / 2;
 
+/// A [`FrameReader`]'s buffer never grows past this many times the bytes it holds.
+const GROWTH_MAX: usize = 8;
+
 /// The least room worth a `read`: with less, the reader compacts or grows first.
 const ROOM_MIN: usize = READ_CHUNK / 4;
 
@@ -324,16 +327,21 @@ impl FrameReader {
             self.start = 0;
         }
         if self.buf.len() - self.end < enough {
-            // Grow once to the whole announced frame (when its prefix is in: compacted above,
-            // it is at the front), so a large frame is neither reallocated nor copied once per
-            // read. The new buffer comes zeroed from the allocator (`calloc`: for a large one,
-            // fresh pages the kernel maps on first touch), so a peer that announces a large
-            // frame and sends little commits only the memory it fills.
+            // Grow to the whole announced frame (when its prefix is in: compacted above, it
+            // is at the front) as soon as that is at most `GROWTH_MAX` times what is in, so
+            // a large frame is reallocated a few times, not once per read, and the reads
+            // that follow go straight into its final place. The bound keeps a peer that
+            // announces a large frame and sends little from making us hold memory it never
+            // fills. The new buffer comes zeroed from the allocator (`calloc`), not written
+            // over a second time.
             let frame_len = announced_len(&self.buf[..self.end], self.frame_max)
                 .ok()
                 .flatten()
                 .map_or(0, |len| LENGTH_PREFIX_LEN + len);
-            let len = (self.end + want).max(frame_len).min(self.limit());
+            let len = frame_len
+                .min(self.end.saturating_mul(GROWTH_MAX))
+                .max(self.end + want.min(READ_CHUNK))
+                .min(self.limit());
             let mut grown = vec![0u8; len];
             grown[..self.end].copy_from_slice(&self.buf[..self.end]);
             self.buf = grown;

@@ -177,7 +177,10 @@ impl Config {
             let fragments = self.message_max.div_ceil(payload.max(1));
             self.message_max + fragments * charge(0) + PARTIAL_OVERHEAD + 64 * charge(payload)
         };
-        floor(self.payload_max).max(floor(self.payload_max_loopback))
+        match self.payload_max_loopback {
+            0 => floor(self.payload_max),
+            loopback => floor(self.payload_max).max(floor(loopback)),
+        }
     }
 
     /// The settings of the channel to `peer`: `payload_max` is

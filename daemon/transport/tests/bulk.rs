@@ -204,7 +204,8 @@ fn a_remote_peer_keeps_payload_max() {
             largest,
             BUNDLE_HEADER_LEN + HEADER_LEN + c.payload_max + overhead(mode)
         );
-        assert!(data_datagrams(&w.a_sent) >= fragments, "{mode:?}");
+        // Every full fragment in a UDP datagram of its own (the last, short one may share).
+        assert!(data_datagrams(&w.a_sent) >= fragments - 1, "{mode:?}");
     }
 }
 
