@@ -206,8 +206,8 @@ class Client:
         return self._request(
             "call",
             "call_ok",
-            future=CallFuture(self),
             lambda m: field(m, "data", bytes),
+            future=CallFuture(self),
             target=self.daemon.listen if target is None else str(target),
             function=function,
             args=bytes(args),
