@@ -14,6 +14,9 @@
 //!   called ([`Identity`]: an app on the same daemon, an authenticated peer daemon by its
 //!   configured name, or an unauthenticated one).
 //! - [`service`]: the stub generator, `#[rpcd_client::service]` on a trait.
+//! - [`PendingCall`]: a call sent with [`Client::submit`], to wait on or cancel.
+//! - `tokio` (cargo feature `tokio`): the async client, async handlers and the async stubs
+//!   `#[service]` then also emits (`KvAsyncClient`), on the same protocol code.
 //!
 //! Call order: [`Client::connect`] (or [`Client::connect_to`]), then any number of
 //! concurrent [`Client::call`]s or generated stub calls from any thread. A serving app
@@ -44,8 +47,11 @@ pub mod conn;
 mod error;
 mod identity;
 pub mod ipc;
+mod pending;
 mod server;
 mod target;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 pub use client::{
     Client, ClientOptions, APP_NAME_DEFAULT, RECONNECT_ATTEMPTS_MAX, RECONNECT_BACKOFF_INITIAL,
@@ -55,7 +61,9 @@ pub use conn::{CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
 pub use error::CallError;
 pub use identity::{Credentials, Identity};
 pub use ipc::{default_socket_path, ErrorCode, Outcome, Stats};
+pub use pending::PendingCall;
 pub use rpcd_macros::service;
+pub use server::cancel::CANCEL_POLL_MAX;
 pub use server::{
     workers_default, Handler, Request, Server, ServerOptions, ServerStats, DISPATCH_POLL,
     QUEUE_MAX_DEFAULT, SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX, WORKERS_MAX,

@@ -47,3 +47,22 @@ pub fn reply_result<R: Serialize, E: Display>(result: Result<R, E>) -> Outcome {
         Err(err) => Outcome::Error(err.to_string()),
     }
 }
+
+/// Keeps its input when `rpcd_client` has its `tokio` feature (the async stubs
+/// `#[service]` emits), drops it otherwise: a proc-macro cannot see features itself.
+#[cfg(feature = "tokio")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __rpcd_if_tokio {
+    ($($tokens:tt)*) => { $($tokens)* };
+}
+
+/// Keeps its input when `rpcd_client` has its `tokio` feature; here it has not.
+#[cfg(not(feature = "tokio"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __rpcd_if_tokio {
+    ($($tokens:tt)*) => {};
+}
+
+pub use crate::__rpcd_if_tokio as if_tokio;

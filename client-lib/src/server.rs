@@ -596,5 +596,6 @@ fn sleep_unless_stopping(inner: &Inner, total: Duration) {
     }
 }
 
+pub(crate) mod cancel;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,8 @@
 //!
 //! Misuse is a compile error pointing at the offending tokens (see `client-lib/tests/ui/`).
 
+mod async_stub;
+
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote, quote_spanned};
@@ -386,9 +388,12 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
         "__rpcd_check_{}_wire_types",
         snake_case(&trait_ident.to_string())
     );
+    let async_client = async_stub::emit_async(service, item, methods);
     let span = Span::call_site();
     quote_spanned! {span=>
         #trait_out
+
+        #async_client
 
         #[doc = #client_doc]
         #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ def test_every_code_has_its_class():
         "unknown_function", "peer_unreachable", "peer_restarted", "deadline_exceeded",
         "message_too_large", "server_app_gone", "overloaded", "bad_request", "name_taken",
         "not_owner", "app_error", "shutting_down", "access_denied", "protocol_error",
-        "version_mismatch",
+        "version_mismatch", "cancelled",
     ]
     assert list(rpcd.ERROR_CLASSES) == codes
     for code in codes:
@@ -31,6 +31,7 @@ def test_every_code_has_its_class():
     unknown = rpcd.error_for("from_the_future", "m")
     assert type(unknown) is rpcd.RpcdError and unknown.code == "from_the_future"
     assert rpcd.DeadlineExceededError.outcome_unknown and not rpcd.AppError.outcome_unknown
+    assert rpcd.CancelledError.outcome_unknown
 
 
 def test_unknown_function_bad_target_and_app_error(daemon):

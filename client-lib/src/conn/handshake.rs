@@ -72,7 +72,7 @@ pub(super) fn handshake(path: &Path, name: &str, hello_id: u64) -> Result<Greete
 }
 
 /// What the daemon's first frame says: who it is, or why it refuses us.
-fn greeting(reply: DaemonMsg, hello_id: u64) -> Result<DaemonInfo, ConnectError> {
+pub(crate) fn greeting(reply: DaemonMsg, hello_id: u64) -> Result<DaemonInfo, ConnectError> {
     match reply {
         DaemonMsg::HelloOk {
             id,

@@ -25,11 +25,13 @@ use crate::ipc::{
 
 mod demux;
 mod error;
-mod handshake;
+pub(crate) mod handshake;
+mod pending;
 
 use demux::Shared;
 use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
+pub use pending::PendingReply;
 
 /// How long past a call's deadline the client still waits for the daemon's answer (the
 /// daemon reports `deadline_exceeded` itself; this only guards against a lost reply).

@@ -70,6 +70,9 @@ macro_rules! for_each_error_code {
             /// The app and the daemon speak different protocol versions.
             VersionMismatch = "version_mismatch", outcome_unknown: false,
                 call_error: VersionMismatch("protocol version mismatch: {0}");
+            /// The caller cancelled the call (`cancel_call`); it may have run.
+            Cancelled = "cancelled", outcome_unknown: true,
+                call_error: Cancelled("call cancelled: {0}");
         }
     };
 }
@@ -165,10 +168,11 @@ mod tests {
 
     #[test]
     fn all_holds_every_code_once_in_order() {
-        assert_eq!(ErrorCode::ALL.len(), 15);
+        assert_eq!(ErrorCode::ALL.len(), 16);
         assert!(ErrorCode::ALL.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(ErrorCode::ALL[0], ErrorCode::UnknownFunction);
         assert_eq!(ErrorCode::ALL[14], ErrorCode::VersionMismatch);
+        assert_eq!(ErrorCode::ALL[15], ErrorCode::Cancelled);
     }
 
     /// `docs/ipc-protocol.md` §7 marks "outcome unknown" exactly the codes whose
@@ -205,7 +209,8 @@ mod tests {
                 ErrorCode::PeerRestarted,
                 ErrorCode::DeadlineExceeded,
                 ErrorCode::ServerAppGone,
-                ErrorCode::ShuttingDown
+                ErrorCode::ShuttingDown,
+                ErrorCode::Cancelled
             ]
         );
     }

@@ -123,6 +123,14 @@ pub enum ClientMsg {
         /// Request id, echoed in the reply.
         id: u64,
     },
+    /// From version 2: cancels this connection's pending `Call` of request id `id`. Not
+    /// answered itself: the call ends at once with `Failed` code `cancelled` (its serving
+    /// app is told `Cancel`, its in-flight slot freed). For a call that already ended, or an
+    /// id that is no pending call, nothing happens.
+    CancelCall {
+        /// The `Call`'s request id.
+        id: u64,
+    },
 }
 
 /// What a handler produced for one invocation.

@@ -94,6 +94,7 @@ impl Router {
                 self.frame(conn, DaemonMsg::Stats { id, stats });
             }
             ClientMsg::Ping { id } => self.frame(conn, DaemonMsg::Pong { id }),
+            ClientMsg::CancelCall { id } => self.cancel_call(now, conn, id),
         }
     }
 

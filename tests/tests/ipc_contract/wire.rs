@@ -233,6 +233,6 @@ fn reply(msg: ClientMsg) -> Option<Vec<u8>> {
         ClientMsg::Register { id, .. } | ClientMsg::Unregister { id, .. } => {
             with_extra_key(&msgpack(&json!({"op": "done", "id": id})))
         }
-        ClientMsg::Result { .. } => return None,
+        ClientMsg::Result { .. } | ClientMsg::CancelCall { .. } => return None,
     })
 }

@@ -15,12 +15,13 @@ Arguments and replies are MessagePack; every protocol error code is its own exce
 class, a subclass of :class:`RpcdError` with ``.code``.
 """
 
-from .client import Client, DaemonInfo
+from .client import CallFuture, Client, DaemonInfo
 from .errors import (
     ERROR_CLASSES,
     AccessDeniedError,
     AppError,
     BadRequestError,
+    CancelledError,
     ConnectionClosedError,
     DaemonNotRunningError,
     DeadlineExceededError,
@@ -47,6 +48,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Client",
+    "CallFuture",
     "DaemonInfo",
     "Server",
     "Request",
@@ -76,4 +78,5 @@ __all__ = [
     "AccessDeniedError",
     "ProtocolError",
     "VersionMismatchError",
+    "CancelledError",
 ]

@@ -57,6 +57,30 @@ class DaemonInfo:
     """Fields of ``hello_ok`` this client does not know (from a newer daemon)."""
 
 
+class CallFuture(Future):
+    """The future of a call started with :meth:`Client.submit` (or :meth:`Client.submit_raw`).
+
+    :meth:`cancel` asks the daemon to cancel the call (``cancel_call``): the daemon ends it
+    at once, frees its slot and tells the serving app, and the future then fails with
+    :class:`rpcd.CancelledError` (outcome unknown: the handler may have run). Unlike a plain
+    :class:`concurrent.futures.Future`, it does not enter the ``cancelled`` state itself:
+    the daemon's answer settles it, so a call that ended first keeps its result.
+    """
+
+    def __init__(self, client: "Client"):
+        super().__init__()
+        self._client = client
+        self.request_id: Optional[int] = None
+        """The ``id`` of the ``call`` request on its connection."""
+
+    def cancel(self) -> bool:
+        """Sends ``cancel_call`` for the call; False when it has already ended here."""
+        if self.done() or self.request_id is None:
+            return False
+        self._client._cancel_call(self.request_id)
+        return True
+
+
 class Client:
     """A connection to the local rpcd.
 
@@ -145,9 +169,11 @@ class Client:
         deadline: Deadline = None,
         idempotent: bool = False,
     ) -> "Future[Any]":
-        """Starts :meth:`call` and returns at once: a future of the decoded reply."""
+        """Starts :meth:`call` and returns at once: a future of the decoded reply, whose
+        :meth:`CallFuture.cancel` cancels the call."""
         raw = self.submit_raw(target, function, protocol.pack_value(args), deadline, idempotent)
-        decoded: "Future[Any]" = Future()
+        decoded = CallFuture(self)
+        decoded.request_id = raw.request_id
 
         def done(f: "Future[bytes]") -> None:
             err = f.exception()
@@ -169,7 +195,7 @@ class Client:
         args: bytes,
         deadline: Deadline = None,
         idempotent: bool = False,
-    ) -> "Future[bytes]":
+    ) -> CallFuture:
         """Starts :meth:`call_raw` and returns at once: a future of the reply bytes."""
         if not isinstance(args, (bytes, bytearray, memoryview)):
             raise TypeError("args must be bytes (use call() to encode a value)")
@@ -181,6 +207,7 @@ class Client:
             "call",
             "call_ok",
             lambda m: field(m, "data", bytes),
+            future=CallFuture(self),
             target=self.daemon.listen if target is None else str(target),
             function=function,
             args=bytes(args),
@@ -335,14 +362,21 @@ class Client:
                 return info
 
     def _request(
-        self, op: str, reply_op: str, extract: Callable[[Dict[str, Any]], Any], **fields: Any
-    ) -> Future:
-        future: Future = Future()
+        self,
+        op: str,
+        reply_op: str,
+        extract: Callable[[Dict[str, Any]], Any],
+        future: Optional[Future] = None,
+        **fields: Any,
+    ) -> Any:
+        future = Future() if future is None else future
         with self._lock:
             if self._closed:
                 raise ConnectionClosedError(self._close_reason, self._fatal)
             request_id = next(self._ids)
             self._pending[request_id] = (future, reply_op, extract)
+        if isinstance(future, CallFuture):
+            future.request_id = request_id
         try:
             self._send(encode_frame(op, id=request_id, **fields))
         except BaseException:
@@ -350,6 +384,13 @@ class Client:
                 self._pending.pop(request_id, None)
             raise
         return future
+
+    def _cancel_call(self, request_id: int) -> None:
+        """Sends ``cancel_call``; on a closed connection the call has failed already."""
+        try:
+            self._send(encode_frame("cancel_call", id=request_id))
+        except ConnectionClosedError:
+            pass
 
     def _send(self, frame: bytes) -> None:
         try:

@@ -126,6 +126,14 @@ class VersionMismatchError(RpcdError):
     code = "version_mismatch"
 
 
+class CancelledError(RpcdError):
+    """The caller cancelled the call (``cancel_call``); the handler may have run (outcome
+    unknown). Not :class:`concurrent.futures.CancelledError`: the daemon ended the call."""
+
+    code = "cancelled"
+    outcome_unknown = True
+
+
 # The code → class table, in the order of the protocol's error table.
 ERROR_CLASSES: Dict[str, Type[RpcdError]] = {
     cls.code: cls  # type: ignore[misc]
@@ -145,6 +153,7 @@ ERROR_CLASSES: Dict[str, Type[RpcdError]] = {
         AccessDeniedError,
         ProtocolError,
         VersionMismatchError,
+        CancelledError,
     )
 }
 

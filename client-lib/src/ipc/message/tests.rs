@@ -430,6 +430,7 @@ pub(super) fn client_msgs() -> Vec<ClientMsg> {
         ClientMsg::List { id: 6 },
         ClientMsg::Stats { id: 7 },
         ClientMsg::Ping { id: 8 },
+        ClientMsg::CancelCall { id: 9 },
     ]
 }
 

@@ -347,6 +347,32 @@ impl Router {
         self.frame(call.app, msg);
     }
 
+    /// The app cancelled its call `client_id` (`cancel_call`): end it now with
+    /// `cancelled`, freeing its slot, and stop the work wherever it runs (a
+    /// `cancel` envelope to the serving daemon, or `cancel` to the local
+    /// serving app). A call that already ended is not found: nothing to do.
+    pub(super) fn cancel_call(&mut self, now: Instant, app: ConnId, client_id: u64) {
+        let Some(calls) = self.apps.get(app).map(|a| &a.calls) else {
+            return;
+        };
+        // At most `calls_per_connection_max` entries.
+        let found = calls.iter().copied().find(|id| {
+            self.calls
+                .get(*id)
+                .is_some_and(|c| c.client_id == client_id)
+        });
+        let Some(id) = found else {
+            debug!(conn = %app, client_id, "cancel for no pending call ignored");
+            return;
+        };
+        debug!(call = %self.call_tag(None, id), "call cancelled by the app");
+        self.give_up_call(
+            now,
+            id,
+            Failure::new(ErrorCode::Cancelled, "cancelled by the caller"),
+        );
+    }
+
     /// The calling app went away: forget the call without an outcome, and
     /// stop the work it started wherever it runs.
     pub(super) fn abandon_call(&mut self, now: Instant, id: CallId) {

@@ -1,0 +1,563 @@
+//! The async connection: one tokio `UnixStream`, many concurrent requests matched by id.
+//!
+//! The same protocol code as the blocking [`crate::Connection`] (`crate::ipc` framing and
+//! messages, the handshake's reading of `hello_ok`), on two tasks: a reader that routes each
+//! frame from the daemon (a reply to the request waiting under its id, an `invoke` to the
+//! bounded invocation queue, a `cancel` to the invocation it names), and a writer that
+//! writes the frames callers queue, several per `write` when they queue up. Queuing a frame
+//! never waits, so a future dropped mid-call can still send its `cancel_call` from `drop`.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::client::lock;
+use crate::conn::handshake::greeting;
+use crate::conn::{
+    CallOptions, ConnectError, DaemonInfo, RequestError, CALL_WAIT_MAX, HANDSHAKE_TIMEOUT,
+    INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX, REPLY_GRACE, REQUEST_WAIT_MAX,
+};
+use crate::ipc::{
+    try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, FrameReader, Outcome, Stats,
+    FRAME_MAX_DEFAULT, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, READ_CHUNK,
+};
+
+/// Frames queued for the writer are written together up to about this many bytes.
+const WRITE_BATCH_MAX: usize = 64 * 1024;
+
+/// An invocation received for a function this connection registered.
+#[derive(Debug)]
+pub(super) struct Work {
+    pub invocation: u64,
+    pub function: String,
+    pub args: Vec<u8>,
+    pub caller: String,
+    pub peer: String,
+    pub deadline: Instant,
+    pub credentials: Option<crate::Credentials>,
+    /// Becomes true when the daemon cancels the invocation.
+    pub cancelled: watch::Receiver<bool>,
+}
+
+/// Why the connection closed; every request then fails with its error.
+#[derive(Debug, Clone)]
+enum Closed {
+    Disconnected,
+    Fatal { code: ErrorCode, message: String },
+    Protocol(String),
+}
+
+impl Closed {
+    fn to_error(&self) -> RequestError {
+        match self {
+            Closed::Disconnected => RequestError::Disconnected,
+            Closed::Fatal { code, message } => RequestError::Fatal {
+                code: *code,
+                message: message.clone(),
+            },
+            Closed::Protocol(message) => RequestError::Protocol(message.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Waiters {
+    pending: HashMap<u64, oneshot::Sender<DaemonMsg>>,
+    closed: Option<Closed>,
+}
+
+/// What the callers and the two tasks share.
+#[derive(Debug)]
+struct Shared {
+    waiters: Mutex<Waiters>,
+    /// Invocations handed out and not answered, so that a `cancel` reaches them.
+    live: Mutex<HashMap<u64, watch::Sender<bool>>>,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+    next_id: AtomicU64,
+    frame_max: usize,
+}
+
+impl Shared {
+    /// Marks the connection closed (the first reason wins) and wakes every waiting request.
+    fn close(&self, reason: Closed) {
+        let mut waiters = lock(&self.waiters);
+        if waiters.closed.is_none() {
+            waiters.closed = Some(reason);
+        }
+        waiters.pending.clear();
+    }
+
+    fn closed_error(&self) -> RequestError {
+        lock(&self.waiters)
+            .closed
+            .as_ref()
+            .map_or(RequestError::Disconnected, Closed::to_error)
+    }
+
+    /// Queues a whole frame for the writer task; never waits.
+    fn send(&self, frame: Vec<u8>) -> Result<(), RequestError> {
+        self.out.send(frame).map_err(|_| self.closed_error())
+    }
+}
+
+/// An open, greeted async connection to `rpcd`.
+#[derive(Debug)]
+pub(super) struct Conn {
+    shared: Arc<Shared>,
+    invocations: tokio::sync::Mutex<mpsc::Receiver<Work>>,
+    daemon: DaemonInfo,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.shared.close(Closed::Disconnected);
+        // The tasks own the socket's halves: aborting them closes it.
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Conn {
+    /// Connects to `path` and does the `hello` handshake as `name`, bounded by
+    /// [`HANDSHAKE_TIMEOUT`]; the errors are those of [`crate::Connection::connect`].
+    pub(super) async fn open(path: &Path, name: &str) -> Result<Conn, ConnectError> {
+        let io_err = |source: io::Error| ConnectError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut stream = UnixStream::connect(path)
+            .await
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+                    ConnectError::NotRunning {
+                        path: path.to_owned(),
+                        source,
+                    }
+                }
+                _ => io_err(source),
+            })?;
+        let hello_id = 1;
+        let hello = ClientMsg::Hello {
+            id: hello_id,
+            version: PROTOCOL_VERSION,
+            version_min: Some(PROTOCOL_VERSION_MIN),
+            name: name.to_owned(),
+        };
+        let frame = try_encode_frame(&hello, FRAME_MAX_DEFAULT)
+            .map_err(|err| ConnectError::Protocol(format!("cannot send hello: {err}")))?;
+        let mut frames = FrameReader::new(FRAME_MAX_DEFAULT);
+        let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+            stream.write_all(&frame).await.map_err(io_err)?;
+            let mut buf = vec![0u8; READ_CHUNK];
+            loop {
+                match frames.next_frame::<DaemonMsg>() {
+                    Ok(Some(msg)) => return Ok(msg),
+                    Ok(None) => {}
+                    Err(err) => return Err(ConnectError::Protocol(err.to_string())),
+                }
+                let n = stream.read(&mut buf).await.map_err(io_err)?;
+                if n == 0 {
+                    return Err(ConnectError::Protocol(
+                        "rpcd closed the connection during the handshake".into(),
+                    ));
+                }
+                frames.read_from(&mut &buf[..n]).map_err(io_err)?;
+            }
+        })
+        .await
+        .map_err(|_| io_err(io::Error::from(io::ErrorKind::TimedOut)))??;
+        let daemon = greeting(first, hello_id)?;
+        let frame_max = daemon
+            .limits
+            .and_then(|l| usize::try_from(l.frame_max).ok())
+            .filter(|&max| max > 0)
+            .unwrap_or(FRAME_MAX_DEFAULT);
+        let (out, out_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            waiters: Mutex::new(Waiters::default()),
+            live: Mutex::new(HashMap::new()),
+            out,
+            next_id: AtomicU64::new(hello_id + 1),
+            frame_max,
+        });
+        let (work_tx, work_rx) = mpsc::channel(INVOCATION_QUEUE_MAX);
+        let (read_half, write_half) = stream.into_split();
+        let reader = tokio::spawn(read_loop(Arc::clone(&shared), read_half, frames, work_tx));
+        let writer = tokio::spawn(write_loop(Arc::clone(&shared), write_half, out_rx));
+        Ok(Conn {
+            shared,
+            invocations: tokio::sync::Mutex::new(work_rx),
+            daemon,
+            tasks: [reader, writer],
+        })
+    }
+
+    pub(super) fn daemon(&self) -> &DaemonInfo {
+        &self.daemon
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        lock(&self.shared.waiters).closed.is_some()
+    }
+
+    /// A call; dropping the returned future before it completes sends `cancel_call`.
+    pub(super) async fn call(
+        &self,
+        target: &str,
+        function: &str,
+        args: Vec<u8>,
+        opts: CallOptions,
+    ) -> Result<Vec<u8>, RequestError> {
+        let deadline_ms = opts
+            .deadline
+            .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
+        let wait = opts
+            .deadline
+            .unwrap_or(CALL_WAIT_MAX)
+            .saturating_add(REPLY_GRACE);
+        let msg = |id| ClientMsg::Call {
+            id,
+            target: target.to_owned(),
+            function: function.to_owned(),
+            args,
+            deadline_ms,
+            idempotent: opts.idempotent,
+        };
+        match self.request(msg, wait, true).await? {
+            DaemonMsg::CallOk { data, .. } => Ok(data),
+            other => Err(unexpected("call_ok", &other)),
+        }
+    }
+
+    pub(super) async fn register(&self, function: &str) -> Result<(), RequestError> {
+        let msg = |id| ClientMsg::Register {
+            id,
+            function: function.to_owned(),
+        };
+        match self.request(msg, REQUEST_WAIT_MAX, false).await? {
+            DaemonMsg::Done { .. } => Ok(()),
+            other => Err(unexpected("done", &other)),
+        }
+    }
+
+    pub(super) async fn unregister(&self, function: &str) -> Result<(), RequestError> {
+        let msg = |id| ClientMsg::Unregister {
+            id,
+            function: function.to_owned(),
+        };
+        match self.request(msg, REQUEST_WAIT_MAX, false).await? {
+            DaemonMsg::Done { .. } => Ok(()),
+            other => Err(unexpected("done", &other)),
+        }
+    }
+
+    pub(super) async fn list(&self) -> Result<Vec<String>, RequestError> {
+        match self
+            .request(|id| ClientMsg::List { id }, REQUEST_WAIT_MAX, false)
+            .await?
+        {
+            DaemonMsg::List { functions, .. } => Ok(functions),
+            other => Err(unexpected("list", &other)),
+        }
+    }
+
+    pub(super) async fn stats(&self) -> Result<Stats, RequestError> {
+        match self
+            .request(|id| ClientMsg::Stats { id }, REQUEST_WAIT_MAX, false)
+            .await?
+        {
+            DaemonMsg::Stats { stats, .. } => Ok(stats),
+            other => Err(unexpected("stats", &other)),
+        }
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), RequestError> {
+        match self
+            .request(|id| ClientMsg::Ping { id }, REQUEST_WAIT_MAX, false)
+            .await?
+        {
+            DaemonMsg::Pong { .. } => Ok(()),
+            other => Err(unexpected("pong", &other)),
+        }
+    }
+
+    /// The next invocation for a function this connection registered; `None` once the
+    /// connection is closed.
+    pub(super) async fn next_invocation(&self) -> Option<Work> {
+        self.invocations.lock().await.recv().await
+    }
+
+    /// Answers an invocation (a result too large for a frame becomes an application error
+    /// sent to the caller, as with the blocking connection).
+    pub(super) fn send_result(&self, invocation: u64, outcome: Outcome) {
+        lock(&self.shared.live).remove(&invocation);
+        let msg = ClientMsg::Result {
+            invocation,
+            outcome,
+        };
+        let frame = match try_encode_frame(&msg, self.shared.frame_max) {
+            Ok(frame) => frame,
+            Err(err) => {
+                let substitute = ClientMsg::Result {
+                    invocation,
+                    outcome: Outcome::Error(format!("message_too_large: {err}")),
+                };
+                match try_encode_frame(&substitute, self.shared.frame_max) {
+                    Ok(frame) => frame,
+                    Err(_) => return,
+                }
+            }
+        };
+        // A closed connection: the daemon answers the caller itself.
+        let _ = self.shared.send(frame);
+    }
+
+    /// Sends one request and waits up to `wait` for its reply; `Failed` becomes
+    /// [`RequestError::Remote`]. With `cancellable`, a drop before the reply sends
+    /// `cancel_call` for it.
+    async fn request(
+        &self,
+        make: impl FnOnce(u64) -> ClientMsg,
+        wait: Duration,
+        cancellable: bool,
+    ) -> Result<DaemonMsg, RequestError> {
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame =
+            try_encode_frame(&make(id), self.shared.frame_max).map_err(|err| match err {
+                FrameError::TooLarge { len, max } => RequestError::Local {
+                    code: ErrorCode::MessageTooLarge,
+                    message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
+                },
+                other => RequestError::Protocol(other.to_string()),
+            })?;
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let mut waiters = lock(&self.shared.waiters);
+            if let Some(closed) = &waiters.closed {
+                return Err(closed.to_error());
+            }
+            waiters.pending.insert(id, reply_tx);
+        }
+        let mut guard = Outstanding {
+            shared: &self.shared,
+            id,
+            cancellable,
+        };
+        self.shared.send(frame)?;
+        let reply = match tokio::time::timeout(wait, reply_rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => {
+                guard.cancellable = false;
+                return Err(self.shared.closed_error());
+            }
+            Err(_) => {
+                return Err(RequestError::Local {
+                    code: ErrorCode::DeadlineExceeded,
+                    message: format!("no reply from rpcd within {wait:?}"),
+                })
+            }
+        };
+        guard.cancellable = false;
+        match reply {
+            DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// A request whose reply has not come: on drop (the future was dropped, or it timed out)
+/// it forgets the waiter and, for a call, sends `cancel_call`.
+struct Outstanding<'a> {
+    shared: &'a Shared,
+    id: u64,
+    cancellable: bool,
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.waiters).pending.remove(&self.id);
+        if self.cancellable {
+            if let Ok(frame) = try_encode_frame(
+                &ClientMsg::CancelCall { id: self.id },
+                self.shared.frame_max,
+            ) {
+                // A closed connection has no call left to cancel.
+                let _ = self.shared.send(frame);
+            }
+        }
+    }
+}
+
+fn unexpected(wanted: &str, got: &DaemonMsg) -> RequestError {
+    RequestError::Protocol(format!("expected {wanted}, got {}", got.op()))
+}
+
+/// The writer task: writes queued frames, batching those that queued meanwhile, until the
+/// connection is dropped or a write fails (which closes it: a partial frame leaves the
+/// stream out of sync).
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut stream: OwnedWriteHalf,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(mut batch) = frames.recv().await {
+        while batch.len() < WRITE_BATCH_MAX {
+            match frames.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if stream.write_all(&batch).await.is_err() {
+            shared.close(Closed::Disconnected);
+            return;
+        }
+    }
+}
+
+/// The reader task: decodes frames until the connection closes, then wakes everyone.
+async fn read_loop(
+    shared: Arc<Shared>,
+    mut stream: OwnedReadHalf,
+    mut frames: FrameReader,
+    invocations: mpsc::Sender<Work>,
+) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    let reason = 'read: loop {
+        loop {
+            match frames.next_frame::<DaemonMsg>() {
+                Ok(Some(msg)) => {
+                    if let Some(reason) = route(&shared, msg, &invocations) {
+                        break 'read reason;
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => break 'read Closed::Protocol(format!("bad frame from rpcd: {err}")),
+            }
+        }
+        let n = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break Closed::Disconnected,
+            Ok(n) => n,
+        };
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            if frames.read_from(&mut rest).is_err() {
+                break 'read Closed::Protocol("frame buffer overflow".into());
+            }
+            loop {
+                match frames.next_frame::<DaemonMsg>() {
+                    Ok(Some(msg)) => {
+                        if let Some(reason) = route(&shared, msg, &invocations) {
+                            break 'read reason;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(err) => {
+                        break 'read Closed::Protocol(format!("bad frame from rpcd: {err}"))
+                    }
+                }
+            }
+        }
+    };
+    shared.close(reason);
+    // Invocations not answered: nothing will; their handlers are told.
+    for (_, cancel) in lock(&shared.live).drain() {
+        let _ = cancel.send(true);
+    }
+}
+
+/// Routes one frame from the daemon; returns why to close, if it says so.
+fn route(shared: &Shared, msg: DaemonMsg, invocations: &mpsc::Sender<Work>) -> Option<Closed> {
+    match msg {
+        DaemonMsg::Invoke {
+            invocation,
+            function,
+            args,
+            caller,
+            peer,
+            deadline_ms,
+            credentials,
+        } => {
+            let (cancel, cancelled) = watch::channel(false);
+            let work = Work {
+                invocation,
+                function,
+                args,
+                caller,
+                peer,
+                deadline: Instant::now() + Duration::from_millis(deadline_ms.min(u32::MAX.into())),
+                credentials,
+                cancelled,
+            };
+            let refusal = {
+                let mut live = lock(&shared.live);
+                if live.len() >= LIVE_INVOCATIONS_MAX {
+                    Some((ErrorCode::Overloaded, "too many invocations in progress"))
+                } else {
+                    live.insert(invocation, cancel);
+                    match invocations.try_send(work) {
+                        Ok(()) => None,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            live.remove(&invocation);
+                            Some((ErrorCode::Overloaded, "invocation queue full"))
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => {
+                            live.remove(&invocation);
+                            Some((ErrorCode::ServerAppGone, "the serving app is closing"))
+                        }
+                    }
+                }
+            };
+            if let Some((code, message)) = refusal {
+                let answer = ClientMsg::Result {
+                    invocation,
+                    outcome: Outcome::Refused {
+                        code,
+                        message: message.to_owned(),
+                    },
+                };
+                match try_encode_frame(&answer, shared.frame_max) {
+                    Ok(frame) => return shared.send(frame).err().map(|_| Closed::Disconnected),
+                    Err(err) => return Some(Closed::Protocol(err.to_string())),
+                }
+            }
+            None
+        }
+        DaemonMsg::Cancel { invocation } => {
+            if let Some(cancel) = lock(&shared.live).remove(&invocation) {
+                let _ = cancel.send(true);
+            }
+            None
+        }
+        DaemonMsg::Fatal { code, message } => Some(Closed::Fatal { code, message }),
+        other => {
+            let id = match &other {
+                DaemonMsg::HelloOk { id, .. }
+                | DaemonMsg::Done { id }
+                | DaemonMsg::CallOk { id, .. }
+                | DaemonMsg::Failed { id, .. }
+                | DaemonMsg::List { id, .. }
+                | DaemonMsg::Stats { id, .. }
+                | DaemonMsg::Pong { id } => *id,
+                // A newer op this build does not know: not for a request of ours.
+                _ => return None,
+            };
+            let waiter = lock(&shared.waiters).pending.remove(&id);
+            // No waiter: it gave up before the reply came; drop the reply.
+            if let Some(waiter) = waiter {
+                let _ = waiter.send(other);
+            }
+            None
+        }
+    }
+}
