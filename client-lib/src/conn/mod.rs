@@ -305,6 +305,7 @@ impl Connection {
                 args,
                 deadline_ms,
                 idempotent: opts.idempotent,
+                trace: false,
             },
             wait,
         )?;

@@ -56,6 +56,7 @@ impl Router {
                 args,
                 deadline_ms,
                 idempotent,
+                trace,
             } => {
                 if let Some(want) = Want::of_call(&function) {
                     if let Err(f) = self.check_local(now, conn, want) {
@@ -72,6 +73,7 @@ impl Router {
                         args,
                         deadline_ms,
                         idempotent,
+                        trace,
                     },
                 )
             }
@@ -94,6 +96,10 @@ impl Router {
                 self.frame(conn, DaemonMsg::Stats { id, stats });
             }
             ClientMsg::Ping { id } => self.frame(conn, DaemonMsg::Pong { id }),
+            ClientMsg::Monitor { id, function, peer } => {
+                let result = self.start_monitor(now, conn, id, function, peer);
+                self.frame(conn, done_or_failed(id, result));
+            }
         }
     }
 
@@ -188,6 +194,7 @@ fn done_or_failed(id: u64, result: Result<(), super::Failure>) -> DaemonMsg {
             id,
             code: f.code,
             message: f.message,
+            trace: None,
         },
     }
 }

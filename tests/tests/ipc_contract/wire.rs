@@ -227,12 +227,17 @@ fn reply(msg: ClientMsg) -> Option<Vec<u8>> {
                     }))))
                 }
             };
-            let body = rmp_serde::to_vec_named(&DaemonMsg::CallOk { id, data }).expect("encodes");
+            let body = rmp_serde::to_vec_named(&DaemonMsg::CallOk {
+                id,
+                data,
+                trace: None,
+            })
+            .expect("encodes");
             with_extra_key(&body)
         }
         ClientMsg::Register { id, .. } | ClientMsg::Unregister { id, .. } => {
             with_extra_key(&msgpack(&json!({"op": "done", "id": id})))
         }
-        ClientMsg::Result { .. } => return None,
+        ClientMsg::Result { .. } | ClientMsg::Monitor { .. } => return None,
     })
 }
