@@ -92,7 +92,7 @@ pub struct EnvelopeError(String);
 pub const REQUEST_OVERHEAD: usize = 128;
 
 /// The most MessagePack values an envelope may hold (the largest legitimate one, a traced error
-/// reply, holds 9). Checked before decoding, so that a peer's message of millions of tiny
+/// reply, holds 21). Checked before decoding, so that a peer's message of millions of tiny
 /// values is refused in one pass instead of costing some 30 bytes of memory per byte.
 pub const ENVELOPE_VALUES_MAX: usize = 32;
 

@@ -111,15 +111,24 @@ pub fn render(trace: Option<&CallTrace>, function: &str) -> String {
         }
     );
     for (n, a) in t.attempts.iter().enumerate() {
+        let sent = if a.address == "local" {
+            "served by this daemon, no datagram".to_owned()
+        } else if a.datagrams == 0 {
+            "no datagram left this daemon (no answer to its handshake)".to_owned()
+        } else {
+            format!(
+                "waited {} at this daemon, {} datagram(s), {} retransmitted",
+                ms(a.queued_us),
+                a.datagrams,
+                a.retransmissions
+            )
+        };
         let _ = writeln!(
             o,
-            "  {:>10}  attempt {} to {}: waited {} at this daemon, {} datagram(s), {} retransmitted",
+            "  {:>10}  attempt {} to {}: {sent}",
             ms(a.start_us),
             n + 1,
-            a.address,
-            ms(a.queued_us),
-            a.datagrams,
-            a.retransmissions
+            a.address
         );
         if a.acked_us > 0 {
             let rtt: Vec<String> = a.rtt_us.iter().map(|r| ms(*r)).collect();
