@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use rpcd_client::ipc::ErrorCode;
+use rpcd_client::ipc::{ErrorCode, ServingTrace};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -40,6 +40,10 @@ pub enum Envelope {
         deadline_ms: u64,
         /// Whether the caller marked the call safe to repeat.
         idempotent: bool,
+        /// The caller asks for the serving daemon's part of a trace in the reply.
+        /// Absent means false (and a daemon that does not know the key ignores it).
+        #[serde(default, skip_serializing_if = "is_false")]
+        trace: bool,
     },
     /// The outcome of a request.
     #[serde(rename = "rep")]
@@ -48,6 +52,9 @@ pub enum Envelope {
         call_id: u64,
         /// Result bytes, or an error code and message.
         outcome: RemoteOutcome,
+        /// The serving daemon's times, only when the request asked for a trace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<ServingTrace>,
     },
     /// The caller stopped waiting (deadline or caller gone): drop the work
     /// if it has not started, discard its result otherwise.
@@ -72,6 +79,10 @@ pub enum RemoteOutcome {
     },
 }
 
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
 /// Bytes that are not an envelope.
 #[derive(Debug, Error)]
 #[error("bad RPC envelope: {0}")]
@@ -80,8 +91,8 @@ pub struct EnvelopeError(String);
 /// Bytes of envelope around a request's function name and arguments, at most.
 pub const REQUEST_OVERHEAD: usize = 128;
 
-/// The most MessagePack values an envelope may hold (the largest legitimate one, an error
-/// reply, holds 9). Checked before decoding, so that a peer's message of millions of tiny
+/// The most MessagePack values an envelope may hold (the largest legitimate one, a traced error
+/// reply, holds 21). Checked before decoding, so that a peer's message of millions of tiny
 /// values is refused in one pass instead of costing some 30 bytes of memory per byte.
 pub const ENVELOPE_VALUES_MAX: usize = 32;
 
@@ -151,7 +162,7 @@ mod tests {
     use super::*;
 
     /// One envelope of each kind (both reply outcomes).
-    fn samples() -> [Envelope; 4] {
+    fn samples() -> [Envelope; 6] {
         [
             Envelope::Request {
                 call_id: 9,
@@ -159,10 +170,12 @@ mod tests {
                 args: vec![1, 2, 3],
                 deadline_ms: 5000,
                 idempotent: true,
+                trace: false,
             },
             Envelope::Reply {
                 call_id: 9,
                 outcome: RemoteOutcome::Ok(vec![0xc0]),
+                trace: None,
             },
             Envelope::Reply {
                 call_id: 10,
@@ -170,8 +183,22 @@ mod tests {
                     code: ErrorCode::UnknownFunction,
                     message: "no function kv.x".into(),
                 },
+                trace: None,
             },
             Envelope::Cancel { call_id: 11 },
+            Envelope::Request {
+                call_id: 12,
+                function: "kv.get".into(),
+                args: vec![],
+                deadline_ms: 1,
+                idempotent: false,
+                trace: true,
+            },
+            Envelope::Reply {
+                call_id: 12,
+                outcome: RemoteOutcome::Ok(vec![]),
+                trace: Some(ServingTrace::new(1, 2, 3)),
+            },
         ]
     }
 
@@ -223,7 +250,8 @@ mod tests {
                 outcome: RemoteOutcome::Err {
                     code: ErrorCode::Overloaded,
                     message: "m".into()
-                }
+                },
+                trace: None,
             }
         );
     }
@@ -275,8 +303,19 @@ mod tests {
                 code: ErrorCode::AppError,
                 message: "m".repeat(1000),
             },
+            trace: Some(ServingTrace::new(u64::MAX, u64::MAX, u64::MAX)),
         };
         assert_eq!(Envelope::decode(&env.encode()).unwrap(), env);
+    }
+
+    /// A daemon that predates traces reads a traced request as a plain one, and a
+    /// traced reply's `trace` key is ignored by it like any unknown key.
+    #[test]
+    fn trace_keys_are_absent_unless_asked_for() {
+        let plain = &samples()[0];
+        assert!(!plain.encode().windows(5).any(|w| w == b"trace"));
+        let traced = &samples()[4];
+        assert!(traced.encode().windows(5).any(|w| w == b"trace"));
     }
 
     #[test]
@@ -295,6 +334,7 @@ mod tests {
             args: vec![1, 2],
             deadline_ms: 5000,
             idempotent: false,
+            trace: false,
         };
         let mut expect = vec![0x86, 0xa1, b't', 0xa3];
         expect.extend_from_slice(b"req");
@@ -325,6 +365,7 @@ mod tests {
             args: vec![0; 70_000],
             deadline_ms: u64::MAX,
             idempotent: false,
+            trace: true,
         };
         assert!(e.encode().len() <= 70_000 + REQUEST_OVERHEAD);
     }

@@ -127,6 +127,11 @@ pub struct Limits {
     /// and pending output); the connection whose growth would pass it is
     /// told `overloaded` and closed.
     pub local_buffer_total_max: usize,
+    /// Events one monitor's queue holds while it does not read; more are
+    /// dropped and reported as missed.
+    pub monitor_buffer: usize,
+    /// Monitors at once; more get `overloaded`.
+    pub monitors_max: usize,
 }
 
 impl Default for Limits {
@@ -149,6 +154,8 @@ impl Default for Limits {
             connection_read_batch: 16,
             name_grace: Duration::from_secs(2),
             local_buffer_total_max: 256 * 1024 * 1024,
+            monitor_buffer: 4096,
+            monitors_max: 16,
         }
     }
 }
@@ -318,6 +325,8 @@ impl Settings {
             ("limits.transmit_backlog_max", l.transmit_backlog_max),
             ("limits.udp_receive_batch", l.udp_receive_batch),
             ("limits.connection_read_batch", l.connection_read_batch),
+            ("limits.monitor_buffer", l.monitor_buffer),
+            ("limits.monitors_max", l.monitors_max),
         ];
         for (key, v) in positive {
             if v == 0 {

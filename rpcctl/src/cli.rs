@@ -51,6 +51,9 @@ pub enum Command {
         #[arg(long)]
         peers: bool,
     },
+    /// Show the calls passing through the local daemon, live, until interrupted
+    #[command(after_help = exit::HELP)]
+    Monitor(MonitorArgs),
     /// Show the local daemon's naming table as resolved now
     #[command(after_help = exit::HELP)]
     Names,
@@ -133,6 +136,22 @@ pub struct CallArgs {
     pub payload: Payload,
     #[command(flatten)]
     pub opts: CallOpts,
+    /// After the reply, show the call's timeline across both daemons: name resolution,
+    /// failover, time queued, datagrams and retransmissions, RTT, time at the serving
+    /// daemon and in its handler
+    #[arg(long)]
+    pub trace: bool,
+}
+
+/// `rpcctl monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// Only calls of functions matching GLOB (`*` matches any run of characters)
+    #[arg(long, value_name = "GLOB")]
+    pub function: Option<String>,
+    /// Only calls to or from TARGET (a target as the app named it, or a `host:port`)
+    #[arg(long, value_name = "TARGET")]
+    pub peer: Option<String>,
 }
 
 /// `rpcctl ping`.

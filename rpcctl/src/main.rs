@@ -10,9 +10,12 @@
 mod bench;
 mod json;
 mod keys;
+mod monitor;
 mod ping;
+mod session;
 mod show;
 mod status;
+mod trace;
 mod value;
 
 use std::path::Path;
@@ -85,6 +88,14 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ping(args) => ping::run(&connect(&socket)?, &args, json),
         Command::Stats { target, peers } => stats(&socket, target.as_deref(), peers, json),
         Command::Names => names(&socket, json),
+        Command::Monitor(args) => {
+            let path = connect(&socket)?.path().to_owned();
+            let filters = monitor::Filters {
+                function: args.function,
+                peer: args.peer,
+            };
+            monitor::run(&path, filters, json)
+        }
         Command::Status => status::status(&connect(&socket)?, json),
         Command::Version => status::version(connect(&socket).ok().as_ref(), json),
         Command::Completions { shell } => completions(shell, json),
@@ -118,6 +129,19 @@ fn encode_payload(payload: &Payload) -> anyhow::Result<Vec<u8>> {
 fn call(socket: &Path, args: CallArgs, json: bool) -> anyhow::Result<u8> {
     let payload = encode_payload(&args.payload)?;
     let conn = connect(socket)?;
+    if args.trace {
+        // The blocking client has no traced call: a raw session on the same socket.
+        let path = conn.path().to_owned();
+        drop(conn);
+        let call = trace::TracedCall {
+            target: &args.target,
+            function: &args.function,
+            args: payload,
+            deadline: args.opts.deadline,
+            idempotent: args.opts.idempotent,
+        };
+        return trace::run(&path, call, json);
+    }
     let mut opts = CallOptions::default();
     opts.deadline = args.opts.deadline;
     opts.idempotent = args.opts.idempotent;

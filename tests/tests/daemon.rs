@@ -644,6 +644,7 @@ fn calling_app_disconnect_cancels_its_calls() {
         args: Vec::new(),
         deadline_ms: Some(10_000),
         idempotent: false,
+        trace: false,
     }))
     .unwrap();
     let inv = server
@@ -729,6 +730,7 @@ fn slow_reader_is_disconnected_others_unaffected() {
             args: args.clone(),
             deadline_ms: Some(10_000),
             idempotent: false,
+            trace: false,
         });
         if raw.write_all(&frame).is_err() {
             break; // the daemon already hung up on us

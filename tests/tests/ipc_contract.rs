@@ -388,6 +388,7 @@ fn a_zero_deadline_fails_at_once_without_running() {
         args: vec![],
         deadline_ms: Some(0),
         idempotent: false,
+        trace: false,
     });
     let (code, message) = failed_code(caller.recv());
     assert_eq!(code, ErrorCode::DeadlineExceeded, "{message}");

@@ -202,6 +202,8 @@ impl Shared {
                 }
                 None
             }
+            // Only a connection that sent `monitor` gets events; this one never does.
+            DaemonMsg::Event { .. } => None,
             DaemonMsg::Fatal { code, message } => Some(Closed::Fatal { code, message }),
         }
     }

@@ -307,6 +307,7 @@ impl Connection {
                 args,
                 deadline_ms,
                 idempotent: opts.idempotent,
+                trace: false,
             },
             wait,
         )?;

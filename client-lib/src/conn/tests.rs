@@ -54,6 +54,7 @@ fn concurrent_calls_answered_in_reverse_order_reach_their_callers() {
             peer.send(&DaemonMsg::CallOk {
                 id,
                 data: function.into_bytes(),
+                trace: None,
             });
         }
         assert_eq!(first.join().unwrap().unwrap(), b"first");
@@ -80,6 +81,7 @@ fn call_carries_deadline_and_flags() {
             args,
             deadline_ms,
             idempotent,
+            ..
         } = peer.recv()
         else {
             panic!("expected a call");
@@ -94,7 +96,11 @@ fn call_carries_deadline_and_flags() {
             ),
             ("svc", "f", vec![0x90], Some(2), true)
         );
-        peer.send(&DaemonMsg::CallOk { id, data: vec![] });
+        peer.send(&DaemonMsg::CallOk {
+            id,
+            data: vec![],
+            trace: None,
+        });
         assert_eq!(call.join().unwrap().unwrap(), Vec::<u8>::new());
     });
 }
@@ -110,6 +116,7 @@ fn failed_frames_become_remote_errors_with_their_code() {
             id,
             code: ErrorCode::UnknownFunction,
             message: "no function nope on h:1".into(),
+            trace: None,
         });
         let err = call.join().unwrap().unwrap_err();
         assert_eq!(err.code(), Some(ErrorCode::UnknownFunction));
@@ -125,6 +132,7 @@ fn failed_frames_become_remote_errors_with_their_code() {
             id,
             code: ErrorCode::NameTaken,
             message: "taken is owned by another app".into(),
+            trace: None,
         });
         let err = register.join().unwrap().unwrap_err();
         assert!(matches!(
@@ -271,7 +279,11 @@ fn lost_reply_ends_at_deadline_plus_grace() {
         assert_eq!(err.code(), Some(ErrorCode::DeadlineExceeded));
         assert!(err.outcome_unknown());
         // A reply after the caller gave up is dropped, and the connection still works.
-        peer.send(&DaemonMsg::CallOk { id, data: vec![] });
+        peer.send(&DaemonMsg::CallOk {
+            id,
+            data: vec![],
+            trace: None,
+        });
         let ping = s.spawn(|| conn.ping());
         let ClientMsg::Ping { id } = peer.recv() else {
             panic!("expected ping");

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::strict;
-use super::{ErrorCode, Stats};
+use super::{CallTrace, ErrorCode, MonitorEvent, Stats};
 pub use crate::identity::Credentials;
 
 /// The highest version of this protocol this build speaks: sent as `Hello::version`, and
@@ -100,6 +100,10 @@ pub enum ClientMsg {
         deadline_ms: Option<u64>,
         /// Whether the call may be retried on another daemon of a service.
         idempotent: bool,
+        /// Ask for the call's timeline ([`CallTrace`]) in its `call_ok` or `failed`.
+        /// Absent means false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        trace: bool,
     },
     /// A serving app's answer to an `Invoke`. Not answered.
     Result {
@@ -131,6 +135,22 @@ pub enum ClientMsg {
         /// The `Call`'s request id.
         id: u64,
     },
+    /// Turns the connection into a monitor: answered by `Done` (or `Failed`), then an
+    /// `Event` with this id for each call passing through the daemon.
+    Monitor {
+        /// Request id, echoed in the reply and in every `Event`.
+        id: u64,
+        /// Only calls of functions matching this glob (`*` any run of characters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function: Option<String>,
+        /// Only calls whose target or peer address is this string.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer: Option<String>,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a handler produced for one invocation.
@@ -220,6 +240,9 @@ pub enum DaemonMsg {
         /// The handler's reply bytes.
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
+        /// The call's timeline, when the `Call` asked for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<Box<CallTrace>>,
     },
     /// A request failed: a transport error, a refusal, or (code `app_error`) an application
     /// error from the handler.
@@ -230,6 +253,9 @@ pub enum DaemonMsg {
         code: ErrorCode,
         /// Details for a human; for `app_error` the handler's message.
         message: String,
+        /// The call's timeline, when the `Call` asked for it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trace: Option<Box<CallTrace>>,
     },
     /// The registered functions.
     List {
@@ -281,6 +307,13 @@ pub enum DaemonMsg {
     Cancel {
         /// The `invocation` of the `Invoke` whose caller is gone.
         invocation: u64,
+    },
+    /// One call passing through the daemon, for a monitor (see `Monitor`).
+    Event {
+        /// The `Monitor` request's id.
+        id: u64,
+        /// What happened.
+        event: MonitorEvent,
     },
     /// The daemon is closing this connection for a protocol violation.
     Fatal {
@@ -338,6 +371,7 @@ impl DaemonMsg {
             DaemonMsg::Pong { .. } => "pong",
             DaemonMsg::Invoke { .. } => "invoke",
             DaemonMsg::Cancel { .. } => "cancel",
+            DaemonMsg::Event { .. } => "event",
             DaemonMsg::Fatal { .. } => "fatal",
         }
     }

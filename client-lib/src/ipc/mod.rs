@@ -13,6 +13,7 @@
 //! - `frame`: the framing, [`decode_frame`] and [`FrameReader`];
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
+//! - `trace`: [`CallTrace`] (a traced call's timeline) and [`MonitorEvent`];
 //! - `strict`: the strict readers of [`ClientMsg`]'s fields (`bin` is bytes, `str` is text);
 //! - `socket_path`: [`default_socket_path`] (the daemon's) and [`socket_candidates`] (the
 //!   paths a client tries).
@@ -26,6 +27,7 @@ mod shape;
 mod socket_path;
 pub(crate) mod stats;
 mod strict;
+mod trace;
 
 pub(crate) use code::for_each_error_code;
 pub use code::{ErrorCode, UnknownErrorCode};
@@ -42,6 +44,7 @@ pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };
 pub use stats::{PeerCounters, PeerStats, Stats};
+pub use trace::{CallTrace, MonitorEvent, ServingTrace, TraceAttempt};
 
 /// Helpers shared by the tests of the submodules.
 #[cfg(test)]

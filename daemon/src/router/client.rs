@@ -56,6 +56,7 @@ impl Router {
                 args,
                 deadline_ms,
                 idempotent,
+                trace,
             } => {
                 if let Some(want) = Want::of_call(&function) {
                     if let Err(f) = self.check_local(now, conn, want) {
@@ -72,6 +73,7 @@ impl Router {
                         args,
                         deadline_ms,
                         idempotent,
+                        trace,
                     },
                 )
             }
@@ -95,6 +97,10 @@ impl Router {
             }
             ClientMsg::Ping { id } => self.frame(conn, DaemonMsg::Pong { id }),
             ClientMsg::CancelCall { id } => self.cancel_call(now, conn, id),
+            ClientMsg::Monitor { id, function, peer } => {
+                let result = self.start_monitor(now, conn, id, function, peer);
+                self.frame(conn, done_or_failed(id, result));
+            }
         }
     }
 
@@ -189,6 +195,7 @@ fn done_or_failed(id: u64, result: Result<(), super::Failure>) -> DaemonMsg {
             id,
             code: f.code,
             message: f.message,
+            trace: None,
         },
     }
 }

@@ -172,6 +172,7 @@ impl Router {
         }
         self.arm(deadline, Deadline::Invocation(id));
         debug!(call = %self.origin_tag(origin), %function, invocation = %id, app = %owner, "invoked");
+        self.served_invoked(now, origin);
         self.frame(
             owner,
             DaemonMsg::Invoke {
@@ -284,6 +285,9 @@ impl Router {
     pub(super) fn withdraw(&mut self, id: InvId) {
         if let Some(inv) = self.take_invocation(id) {
             debug!(call = %self.origin_tag(inv.origin), invocation = %id, "invocation withdrawn");
+            // Its caller stopped waiting: no trace goes anywhere, and the
+            // monitors learn no duration (no clock here).
+            self.served_ended(None, inv.origin, Err("cancelled"));
             self.cancel_frame(inv.owner, id);
         }
     }

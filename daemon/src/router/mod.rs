@@ -27,17 +27,21 @@ mod client;
 mod deadlines;
 mod invocations;
 mod lookups;
+mod monitor;
 mod network;
 mod policy;
 mod registry;
 mod stats;
 mod targets;
+mod trace;
 mod types;
 
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_grace;
+#[cfg(test)]
+mod tests_monitor;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -98,6 +102,10 @@ pub struct Router {
     shutdown: Shutdown,
     /// When idle peers were last looked for (see `sweep_idle_peers`).
     last_sweep: Option<Instant>,
+    /// Connections that monitor the calls (see `monitor`).
+    monitors: monitor::Monitors,
+    /// Calls served here that a trace or a monitor watches (see `trace`).
+    served: trace::Served,
 }
 
 /// What the shell draws from the OS for one run of the daemon: the router
@@ -183,6 +191,8 @@ impl Router {
             outputs: VecDeque::new(),
             shutdown: Shutdown::Running,
             last_sweep: None,
+            monitors: monitor::Monitors::default(),
+            served: trace::Served::default(),
         }
     }
 
@@ -388,7 +398,10 @@ impl Router {
         args: Vec<u8>,
         deadline: Instant,
     ) {
-        self.serve(now, Origin::Local { call }, function, args, deadline);
+        let origin = Origin::Local { call };
+        let traced = self.call_traced(call);
+        self.served_received(now, origin, function, args.len(), traced);
+        self.serve(now, origin, function, args, deadline);
     }
 
     /// A local call ended (answered, expired or abandoned): withdraw the
@@ -399,8 +412,13 @@ impl Router {
 
     /// Deliver a result to whoever asked: a peer daemon or a local call.
     fn answer(&mut self, now: Instant, origin: Origin, result: Result<Vec<u8>, Failure>) {
+        let size = result.as_ref().map(Vec::len).map_err(|f| f.code.as_str());
+        let serving = self.served_ended(Some(now), origin, size);
         match origin {
-            Origin::Local { call } => self.finish_call(now, call, result),
+            Origin::Local { call } => {
+                self.watch_serving(call, serving);
+                self.finish_call(now, call, result)
+            }
             Origin::Remote { peer, call } => {
                 let outcome = match result {
                     Ok(b) => RemoteOutcome::Ok(b),
@@ -412,6 +430,7 @@ impl Router {
                 let env = Envelope::Reply {
                     call_id: call.0,
                     outcome,
+                    trace: serving,
                 };
                 if let Err(e) = self.endpoint.send(now, peer, env.encode()) {
                     // The caller's deadline will fire; nothing else can tell it.
@@ -449,6 +468,7 @@ impl Router {
     /// Forget an app: its names, its invocations (their callers get
     /// `server_app_gone`) and its calls (cancelled at the serving side).
     fn app_gone(&mut self, now: Instant, conn: ConnId) {
+        self.monitors.remove(conn);
         let Some(app) = self.apps.close(conn) else {
             return;
         };

@@ -88,6 +88,7 @@ impl Router {
                 function,
                 args,
                 deadline_ms,
+                trace,
                 ..
             } => {
                 let origin = Origin::Remote {
@@ -95,6 +96,7 @@ impl Router {
                     call: RemoteCallId(call_id),
                 };
                 debug!(call = %self.origin_tag(origin), %peer, %function, deadline_ms, "request received");
+                self.served_received(now, origin, &function, args.len(), trace);
                 if self.shutdown != Shutdown::Running {
                     let f = Failure::new(
                         ErrorCode::ShuttingDown,
@@ -107,9 +109,11 @@ impl Router {
                     Duration::from_millis(deadline_ms).min(self.settings.limits.deadline_max);
                 self.serve(now, origin, &function, args, now + wait);
             }
-            Envelope::Reply { call_id, outcome } => {
-                self.on_reply(now, peer, CallId(call_id), outcome)
-            }
+            Envelope::Reply {
+                call_id,
+                outcome,
+                trace,
+            } => self.on_reply(now, peer, CallId(call_id), outcome, trace),
             Envelope::Cancel { call_id } => {
                 let origin = Origin::Remote {
                     peer,

@@ -215,6 +215,7 @@ impl Net {
                 args: rmp_serde::to_vec(&id).expect("an id encodes"),
                 deadline_ms: Some(deadline_ms),
                 idempotent,
+                trace: false,
             },
         );
     }

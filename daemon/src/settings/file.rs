@@ -73,6 +73,8 @@ struct FileLimits {
     connection_read_batch: Option<usize>,
     name_grace_ms: Option<u64>,
     local_buffer_total_max: Option<usize>,
+    monitor_buffer: Option<usize>,
+    monitors_max: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +199,8 @@ impl Settings {
         set!(l.connection_read_batch, f.limits.connection_read_batch);
         set!(l.name_grace, f.limits.name_grace_ms, ms);
         set!(l.local_buffer_total_max, f.limits.local_buffer_total_max);
+        set!(l.monitor_buffer, f.limits.monitor_buffer);
+        set!(l.monitors_max, f.limits.monitors_max);
         let t = &mut self.transport;
         let ft = f.transport;
         set!(t.payload_max, ft.payload_max);

@@ -142,7 +142,7 @@ fn example_file_is_the_defaults() {
     .map(keys);
     assert_eq!(
         counts,
-        [4, 17, 33, 0, 0, 0],
+        [4, 19, 33, 0, 0, 0],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [

@@ -84,6 +84,9 @@ pub struct Local {
     pub listener_ready: bool,
     /// Connections that may have bytes to read.
     pub ready: BTreeSet<ConnId>,
+    /// Connections whose output was all written since the last
+    /// [`Local::take_drained`] (a monitor's next batch waits for it).
+    drained: Vec<ConnId>,
 }
 
 impl Local {
@@ -112,6 +115,7 @@ impl Local {
             retry_at: None,
             listener_ready: true,
             ready: BTreeSet::new(),
+            drained: Vec::new(),
         })
     }
 
@@ -328,6 +332,9 @@ impl Local {
         if written.is_err() {
             return false;
         }
+        if conn.out.is_empty() {
+            self.drained.push(id);
+        }
         let want = conn.out_pos < conn.out.len();
         super::want_writable(
             registry,
@@ -337,6 +344,11 @@ impl Local {
             &mut conn.writable_wanted,
         );
         true
+    }
+
+    /// The connections whose output was all written since the last call.
+    pub fn take_drained(&mut self) -> Vec<ConnId> {
+        std::mem::take(&mut self.drained)
     }
 
     /// Write what is queued (one best-effort attempt) and close `id`.

@@ -343,11 +343,16 @@ impl Shell {
     fn flush(&mut self) {
         // A connection failing while written makes the router answer for
         // it (e.g. `server_app_gone` to its callers): write those too before
-        // sleeping. Each round closes at least one connection, so this ends.
+        // sleeping. Each round closes at least one connection or hands a
+        // monitor the next batch of its bounded queue, so this ends.
         loop {
             self.udp.flush(self.poll.registry());
             let failed = self.local.flush(self.poll.registry());
-            if failed.is_empty() {
+            let mut more = false;
+            for id in self.local.take_drained() {
+                more |= self.router.handle_conn_drained(id);
+            }
+            if failed.is_empty() && !more {
                 return;
             }
             let now = Instant::now();

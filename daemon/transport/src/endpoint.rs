@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::channel::{self, Channel, MsgId, Snapshot};
+use crate::channel::{self, Channel, MessageTrace, MsgId, Snapshot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -383,6 +383,21 @@ impl Endpoint {
         let r = slot.channel.cancel(msg_id);
         self.touched(peer);
         r
+    }
+
+    /// Follow a message sent to `peer`; see [`Channel::trace_message`].
+    pub fn trace_message(&mut self, peer: SocketAddr, msg_id: MsgId) -> bool {
+        self.channels
+            .get_mut(&peer)
+            .is_some_and(|slot| slot.channel.trace_message(msg_id))
+    }
+
+    /// What was counted for a followed message; see
+    /// [`Channel::take_message_trace`].
+    pub fn take_message_trace(&mut self, peer: SocketAddr, msg_id: MsgId) -> Option<MessageTrace> {
+        self.channels
+            .get_mut(&peer)
+            .and_then(|slot| slot.channel.take_message_trace(msg_id))
     }
 
     /// Check `peer`'s liveness while waiting for something from it; see

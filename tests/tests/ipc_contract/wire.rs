@@ -227,12 +227,19 @@ fn reply(msg: ClientMsg) -> Option<Vec<u8>> {
                     }))))
                 }
             };
-            let body = rmp_serde::to_vec_named(&DaemonMsg::CallOk { id, data }).expect("encodes");
+            let body = rmp_serde::to_vec_named(&DaemonMsg::CallOk {
+                id,
+                data,
+                trace: None,
+            })
+            .expect("encodes");
             with_extra_key(&body)
         }
         ClientMsg::Register { id, .. } | ClientMsg::Unregister { id, .. } => {
             with_extra_key(&msgpack(&json!({"op": "done", "id": id})))
         }
-        ClientMsg::Result { .. } | ClientMsg::CancelCall { .. } => return None,
+        ClientMsg::Result { .. } | ClientMsg::CancelCall { .. } | ClientMsg::Monitor { .. } => {
+            return None
+        }
     })
 }

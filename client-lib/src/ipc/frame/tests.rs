@@ -56,6 +56,7 @@ fn encoding_over_the_maximum_is_refused() {
         args: vec![0; 100],
         deadline_ms: None,
         idempotent: false,
+        trace: false,
     };
     assert!(matches!(
         try_encode_frame(&msg, 50),
@@ -264,6 +265,7 @@ fn sample_msgs() -> Vec<ClientMsg> {
             args: vec![7; 300],
             deadline_ms: Some(5),
             idempotent: true,
+            trace: false,
         },
         ClientMsg::List { id: 3 },
     ]
@@ -366,6 +368,7 @@ fn reader_memory_stays_within_one_frame_plus_one_read() {
         args: vec![id as u8; 2 * READ_CHUNK + 1000],
         deadline_ms: None,
         idempotent: false,
+        trace: false,
     };
     let msgs = vec![
         big(1),

@@ -3,7 +3,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::ipc::testutil::{decode_client, frame_of, round_trip};
 use crate::ipc::{
-    check_values, decode_frame, encode_frame, FrameError, CLIENT_MSG_VALUES_MAX, FRAME_MAX_DEFAULT,
+    check_values, decode_frame, encode_frame, FrameError, ServingTrace, TraceAttempt,
+    CLIENT_MSG_VALUES_MAX, FRAME_MAX_DEFAULT,
 };
 
 // --- literal bytes -------------------------------------------------------------------
@@ -53,6 +54,7 @@ fn call_literal_bytes_args_are_bin_and_none_is_nil() {
         args: vec![0x90],
         deadline_ms: None,
         idempotent: true,
+        trace: false,
     });
     #[rustfmt::skip]
     let body = [
@@ -96,6 +98,7 @@ fn failed_literal_bytes_code_is_a_string() {
         id: 9,
         code: ErrorCode::NameTaken,
         message: "".into(),
+        trace: None,
     });
     #[rustfmt::skip]
     let body = [
@@ -124,6 +127,7 @@ fn call_ok_literal_bytes() {
     let frame = encode_frame(&DaemonMsg::CallOk {
         id: 1,
         data: vec![1, 2],
+        trace: None,
     });
     #[rustfmt::skip]
     let body = [
@@ -180,6 +184,7 @@ fn protocol_doc_examples_match() {
         args: vec![0x92, 0x01, 0x02],
         deadline_ms: Some(500),
         idempotent: false,
+        trace: false,
     };
     assert_eq!(
         encode_frame(&call),
@@ -193,6 +198,7 @@ fn protocol_doc_examples_match() {
     let call_ok = DaemonMsg::CallOk {
         id: 2,
         data: vec![0x92, 0x01, 0x02],
+        trace: None,
     };
     assert_eq!(
         encode_frame(&call_ok),
@@ -205,6 +211,7 @@ fn protocol_doc_examples_match() {
         id: 2,
         code: ErrorCode::UnknownFunction,
         message: "no f".into(),
+        trace: None,
     };
     assert_eq!(
         encode_frame(&failed),
@@ -411,6 +418,7 @@ pub(super) fn client_msgs() -> Vec<ClientMsg> {
             args: vec![],
             deadline_ms: Some(1500),
             idempotent: false,
+            trace: false,
         },
         ClientMsg::Result {
             invocation: 4,
@@ -431,6 +439,25 @@ pub(super) fn client_msgs() -> Vec<ClientMsg> {
         ClientMsg::Stats { id: 7 },
         ClientMsg::Ping { id: 8 },
         ClientMsg::CancelCall { id: 9 },
+        ClientMsg::Call {
+            id: 9,
+            target: "kv".into(),
+            function: "kv.get".into(),
+            args: vec![0x90],
+            deadline_ms: None,
+            idempotent: true,
+            trace: true,
+        },
+        ClientMsg::Monitor {
+            id: 10,
+            function: None,
+            peer: None,
+        },
+        ClientMsg::Monitor {
+            id: 11,
+            function: Some("kv.*".into()),
+            peer: Some("10.0.0.2:7400".into()),
+        },
     ]
 }
 
@@ -475,6 +502,7 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
         DaemonMsg::CallOk {
             id: 3,
             data: vec![0; 300],
+            trace: None,
         },
         DaemonMsg::List {
             id: 5,
@@ -520,11 +548,39 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
             invocation: u64::MAX,
         },
     ];
+    let mut trace = CallTrace::new("kv");
+    trace.addresses = vec!["10.0.0.2:7400".into(), "10.0.0.3:7400".into()];
+    let mut attempt = TraceAttempt::default();
+    attempt.address = "10.0.0.2:7400".into();
+    attempt.datagrams = 3;
+    attempt.retransmissions = 2;
+    attempt.rtt_us = vec![120];
+    attempt.outcome = "peer_unreachable".into();
+    trace.attempts = vec![attempt.clone(), attempt];
+    trace.serving = Some(ServingTrace::new(1, 2, 3));
+    trace.total_us = 9;
+    msgs.push(DaemonMsg::CallOk {
+        id: 12,
+        data: vec![0xc0],
+        trace: Some(Box::new(trace.clone())),
+    });
+    msgs.push(DaemonMsg::Failed {
+        id: 13,
+        code: ErrorCode::PeerUnreachable,
+        message: "gone".into(),
+        trace: Some(Box::new(trace)),
+    });
+    let mut event = MonitorEvent::default();
+    event.kind = "end".into();
+    event.code = "ok".into();
+    event.duration_us = 5;
+    msgs.push(DaemonMsg::Event { id: 10, event });
     for code in ErrorCode::ALL {
         msgs.push(DaemonMsg::Failed {
             id: 4,
             code,
             message: code.to_string(),
+            trace: None,
         });
         msgs.push(DaemonMsg::Fatal {
             code,
@@ -544,7 +600,7 @@ proptest! {
         deadline_ms: Option<u64>,
         idempotent: bool,
     ) {
-        let msg = ClientMsg::Call { id, target, function, args, deadline_ms, idempotent };
+        let msg = ClientMsg::Call { id, target, function, args, deadline_ms, idempotent, trace: false, };
         let frame = encode_frame(&msg);
         prop_assert_eq!(decode_client(&frame), Ok(Some((msg, frame.len()))));
     }

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rpcd_client::ipc::{DaemonMsg, ErrorCode};
+use rpcd_client::ipc::{CallTrace, DaemonMsg, ErrorCode, ServingTrace};
 use rpcd_transport::{ChannelSendError, FailReason, MsgId, SendError};
 use tracing::debug;
 
@@ -15,6 +15,7 @@ pub(super) use table::Calls;
 use table::{Call, CallState, Retry, Target};
 
 use super::targets::{self, Resolution};
+use super::trace::Watch;
 use super::types::{CallId, ConnId, Failure};
 use super::{Deadline, Router, Shutdown, UNREACHABLE_MEMORY};
 use crate::envelope::{Envelope, RemoteOutcome};
@@ -28,6 +29,8 @@ pub(super) struct CallRequest {
     pub args: Vec<u8>,
     pub deadline_ms: Option<u64>,
     pub idempotent: bool,
+    /// The app asked for the call's trace.
+    pub trace: bool,
 }
 
 impl Router {
@@ -86,6 +89,7 @@ impl Router {
                         id: req.client_id,
                         code: f.code,
                         message: f.message,
+                        trace: None,
                     },
                 );
                 return;
@@ -99,6 +103,22 @@ impl Router {
         let deadline = now + wait;
         let id = CallId(self.calls.next);
         self.calls.next += 1;
+        let watch = self.watching(req.trace).then(|| {
+            Box::new(Watch {
+                started: now,
+                function: req.function.clone(),
+                target: req.target.clone(),
+                args_bytes: req.args.len(),
+                trace: req
+                    .trace
+                    .then(|| Box::new(CallTrace::new(req.target.clone()))),
+                msg: None,
+                address: None,
+            })
+        });
+        if let Some(w) = &watch {
+            self.watch_started(now, id, w);
+        }
         self.calls.map.insert(
             id,
             Call {
@@ -113,6 +133,7 @@ impl Router {
                     idempotent: req.idempotent,
                     candidates: VecDeque::new(),
                 }),
+                watch,
             },
         );
         if let Some(a) = self.apps.get_mut(app) {
@@ -151,6 +172,7 @@ impl Router {
         let mut seen = std::collections::HashSet::new();
         addrs.retain(|a| seen.insert(*a));
         addrs.sort_by_key(down);
+        self.watch_addresses(now, call, &addrs);
         if let Some(r) = self.calls.get_mut(call).and_then(|c| c.retry.as_mut()) {
             r.candidates = addrs.into();
         }
@@ -190,6 +212,7 @@ impl Router {
                 call.target = Target::Local;
                 call.state = CallState::Local;
                 debug!(call = %self.call_tag(None, id), function = %r.function, "call served by this daemon");
+                self.watch_sent(now, id, None);
                 self.serve_local(now, id, &r.function, r.args, deadline);
                 return;
             }
@@ -215,6 +238,7 @@ impl Router {
                 args,
                 deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
                 idempotent: keep,
+                trace: call.watch.as_ref().is_some_and(|w| w.trace.is_some()),
             };
             match self.endpoint.send(now, addr, env.encode()) {
                 Ok(msg) => {
@@ -225,6 +249,7 @@ impl Router {
                     }
                     self.calls.by_msg.insert((addr, msg), id);
                     self.calls.by_peer.entry(addr).or_default().insert(id);
+                    self.watch_sent(now, id, Some((addr, msg)));
                     if let Envelope::Request {
                         function,
                         deadline_ms,
@@ -272,6 +297,7 @@ impl Router {
             self.finish_call(now, id, Err(failure));
             return;
         }
+        self.watch_attempt_ended(now, id, failure.code.as_str());
         if let Some(mut call) = self.calls.map.remove(&id) {
             let tag = self.call_tag(peer_of(call.target), id);
             self.detach_peer(id, &call);
@@ -312,9 +338,18 @@ impl Router {
         result: Result<Vec<u8>, Failure>,
         stop_remote: bool,
     ) {
-        let Some(call) = self.calls.map.remove(&id) else {
+        let code = match &result {
+            Ok(_) => "ok",
+            Err(f) => f.code.as_str(),
+        };
+        self.watch_attempt_ended(now, id, code);
+        let Some(mut call) = self.calls.map.remove(&id) else {
             return;
         };
+        let trace = call
+            .watch
+            .take()
+            .and_then(|w| self.watch_ended(now, id, *w, &result));
         self.unlink_call(id, &call);
         if stop_remote {
             self.stop_remote_work(now, id, &call);
@@ -337,11 +372,13 @@ impl Router {
             Ok(data) => DaemonMsg::CallOk {
                 id: call.client_id,
                 data,
+                trace,
             },
             Err(f) => DaemonMsg::Failed {
                 id: call.client_id,
                 code: f.code,
                 message: f.message,
+                trace,
             },
         };
         self.frame(call.app, msg);
@@ -376,6 +413,8 @@ impl Router {
     /// The calling app went away: forget the call without an outcome, and
     /// stop the work it started wherever it runs.
     pub(super) fn abandon_call(&mut self, now: Instant, id: CallId) {
+        // Frees what the transport counted for a traced request.
+        self.watch_attempt_ended(now, id, "abandoned");
         let Some(call) = self.calls.map.remove(&id) else {
             return;
         };
@@ -483,6 +522,7 @@ impl Router {
         peer: SocketAddr,
         id: CallId,
         outcome: RemoteOutcome,
+        serving: Option<ServingTrace>,
     ) {
         let ours = self
             .calls
@@ -497,6 +537,7 @@ impl Router {
             RemoteOutcome::Ok(b) => Ok(b),
             RemoteOutcome::Err { code, message } => Err(Failure::new(code, message)),
         };
+        self.watch_serving(id, serving);
         self.finish_call(now, id, result);
     }
 

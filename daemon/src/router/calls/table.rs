@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use rpcd_transport::MsgId;
 
+use crate::router::trace::Watch;
 use crate::router::types::{CallId, ConnId};
 
 /// One call an app made, until its one outcome.
@@ -20,6 +21,8 @@ pub(in crate::router) struct Call {
     /// Kept while the target is being resolved, and for idempotent calls
     /// with addresses left to fail over to.
     pub retry: Option<Retry>,
+    /// Kept only for a traced call or while a monitor is on.
+    pub watch: Option<Box<Watch>>,
 }
 
 /// What is needed to send a call (again).

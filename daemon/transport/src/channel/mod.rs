@@ -38,6 +38,7 @@ pub(crate) mod recv;
 mod send;
 mod stats;
 mod timer;
+mod trace;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -55,6 +56,7 @@ use liveness::Liveness;
 use recv::RecvState;
 use send::SendState;
 pub use stats::{Snapshot, Stats};
+pub use trace::MessageTrace;
 
 /// How many earlier epochs of a peer are remembered, so that late datagrams
 /// from them are recognised and dropped.
@@ -210,6 +212,8 @@ pub struct Channel {
     /// Reassembly bytes this channel may still take from the endpoint-wide
     /// budget (set by the owner before each datagram; unbounded when alone).
     shared_reassembly_room: usize,
+    /// Messages the owner follows (see `trace`).
+    traced: trace::Traced,
 }
 
 impl Channel {
@@ -240,6 +244,7 @@ impl Channel {
             answer_stranger: false,
             challenges: Challenges::new(seed),
             shared_reassembly_room: usize::MAX,
+            traced: trace::Traced::default(),
         }
     }
 
@@ -252,6 +257,18 @@ impl Channel {
     /// Bytes of message data per datagram to this peer (the fragment size).
     pub fn payload_max(&self) -> usize {
         self.cfg.payload_max
+    }
+
+    /// Follow message `msg_id` (one `send` returned): count the datagrams
+    /// carrying it, its retransmissions and RTT samples until
+    /// [`Channel::take_message_trace`]. False when too many are followed.
+    pub fn trace_message(&mut self, msg_id: MsgId) -> bool {
+        self.traced.follow(msg_id)
+    }
+
+    /// What was counted for a followed message, and stop following it.
+    pub fn take_message_trace(&mut self, msg_id: MsgId) -> Option<MessageTrace> {
+        self.traced.take(msg_id)
     }
 
     /// Bytes charged for partly reassembled messages (payload plus

@@ -267,6 +267,7 @@ impl Channel {
         let window_limited = self.send.flight() * 2 >= self.send.cc.window();
         let min_rtt = self.rtt.min_rtt();
         let mut sample: Option<(Instant, Seq)> = None;
+        let mut sample_msg: Option<MsgId> = None;
         let mut newest_sent: Option<(Instant, Seq)> = None;
         let mut oldest_sent: Option<Instant> = None;
         for q in newly {
@@ -282,6 +283,7 @@ impl Channel {
             // Karn's rule: only a datagram sent once gives an unambiguous sample.
             if s.transmissions == 1 && sample.is_none_or(|(t, _)| s.sent_at > t) {
                 sample = Some((s.sent_at, q));
+                sample_msg = Some(s.msg_id);
             }
             // RACK's "most recently sent datagram delivered": a
             // retransmitted one counts only if the answer cannot be to an
@@ -301,12 +303,19 @@ impl Channel {
                     let m = self.send.messages.remove(&s.msg_id).expect("present");
                     self.send.queued_bytes -= m.data.len();
                     self.stats.messages_acked += 1;
+                    if !self.traced.is_empty() {
+                        self.traced.on_acked(s.msg_id, now);
+                    }
                     self.events.push_back(Event::Acked { msg_id: s.msg_id });
                 }
             }
         }
         if let Some((t, _)) = sample {
-            self.rtt.sample(now, now.saturating_duration_since(t));
+            let rtt = now.saturating_duration_since(t);
+            self.rtt.sample(now, rtt);
+            if let (false, Some(m)) = (self.traced.is_empty(), sample_msg) {
+                self.traced.on_rtt_sample(m, rtt);
+            }
         }
         if oldest_sent.is_some() {
             self.on_new_ack(newest_sent, oldest_sent);
@@ -389,6 +398,10 @@ impl Channel {
         self.send.recovery.last_sent = Some(now);
         if retransmission {
             self.stats.retransmissions += 1;
+        }
+        if !self.traced.is_empty() {
+            let msg_id = self.send.in_flight[&seq].msg_id;
+            self.traced.on_transmit(msg_id, now, retransmission);
         }
         // Ask for an immediate ack when this datagram fills the window.
         let ack_now = !self.can_send_new() && self.send.lost.is_empty();

@@ -8,6 +8,7 @@ use crate::wire::{AckInfo, Fragment, Kind, HEADER_LEN};
 mod forward;
 mod pacing;
 mod rack;
+mod trace;
 
 const A: u64 = 0xA0;
 const B: u64 = 0xB0;
