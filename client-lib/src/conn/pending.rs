@@ -48,6 +48,7 @@ impl Connection {
             args,
             deadline_ms: opts.deadline.map(millis_ceil),
             idempotent: opts.idempotent,
+            trace: false,
         };
         let frame = try_encode_frame(&msg, self.shared.frame_max).map_err(|err| match err {
             FrameError::TooLarge { len, max } => RequestError::Local {

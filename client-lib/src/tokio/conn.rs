@@ -233,6 +233,7 @@ impl Conn {
             args,
             deadline_ms,
             idempotent: opts.idempotent,
+            trace: false,
         };
         match self.request(msg, wait, true).await? {
             DaemonMsg::CallOk { data, .. } => Ok(data),

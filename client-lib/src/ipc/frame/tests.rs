@@ -434,6 +434,7 @@ fn reader_grows_towards_a_large_frame_in_few_steps_and_reads_it_in_few_reads() {
         args: vec![7; 1 << 20],
         deadline_ms: None,
         idempotent: false,
+        trace: false,
     };
     let frame = encode_frame(&msg);
     let mut reader = FrameReader::new(FRAME_MAX_DEFAULT);
@@ -473,6 +474,7 @@ fn an_encoded_frame_is_allocated_at_its_exact_size() {
         args: vec![1; 3 * READ_CHUNK + 5],
         deadline_ms: Some(5),
         idempotent: true,
+        trace: false,
     };
     for msg in [ClientMsg::Ping { id: 1 }, big] {
         let frame = encode_frame(&msg);
