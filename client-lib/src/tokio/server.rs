@@ -301,12 +301,20 @@ fn start(inner: &Arc<Inner>, conn: &Arc<Conn>, work: Work) {
         let mut running = tokio::spawn((handler.0)(req));
         let mut cancelled = work.cancelled;
         let outcome = tokio::select! {
-            joined = &mut running => match joined {
+            // A cancel first: a handler that returns because it saw the cancel must not
+            // look like one that finished.
+            biased;
+            Ok(_) = cancelled.wait_for(|c| *c) => None,
+            joined = &mut running => Some(match joined {
                 Ok(outcome) => outcome,
                 Err(err) => Outcome::Error(format!("handler of {function} panicked: {err}")),
-            },
-            Ok(_) = cancelled.wait_for(|c| *c) => {
-                // Nobody waits for the result: drop the handler's future.
+            }),
+        };
+        let outcome = match outcome {
+            Some(outcome) if !*cancelled.borrow() => outcome,
+            _ => {
+                // Nobody waits for the result (the daemon would drop it as late): drop the
+                // handler's future.
                 running.abort();
                 inner.cancelled.fetch_add(1, Ordering::Relaxed);
                 return;
