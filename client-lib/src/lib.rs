@@ -13,7 +13,9 @@
 //!   handler made with [`Handler::with_request`] sees its [`Request`], and through it who
 //!   called ([`Identity`]: an app on the same daemon, an authenticated peer daemon by its
 //!   configured name, or an unauthenticated one).
-//! - [`service`]: the stub generator, `#[rpcd_client::service]` on a trait.
+//! - [`service`]: the stub generator, `#[rpcd_client::service]` on a trait; it registers
+//!   each method's attributes and signature, built from the [`Describe`] schemas of its
+//!   types (derivable: `#[derive(rpcd_client::Describe)]`).
 //!
 //! Call order: [`Client::connect`] (or [`Client::connect_to`]), then any number of
 //! concurrent [`Client::call`]s or generated stub calls from any thread. A serving app
@@ -41,6 +43,7 @@ extern crate self as rpcd_client;
 pub mod __private;
 mod client;
 pub mod conn;
+mod describe;
 mod error;
 mod identity;
 pub mod ipc;
@@ -52,10 +55,11 @@ pub use client::{
     RECONNECT_BACKOFF_MAX,
 };
 pub use conn::{CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
+pub use describe::Describe;
 pub use error::CallError;
 pub use identity::{Credentials, Identity};
 pub use ipc::{default_socket_path, ErrorCode, Outcome, Stats};
-pub use rpcd_macros::service;
+pub use rpcd_macros::{service, Describe};
 pub use server::{
     workers_default, Handler, Request, Server, ServerOptions, ServerStats, DISPATCH_POLL,
     QUEUE_MAX_DEFAULT, SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX, WORKERS_MAX,

@@ -14,7 +14,18 @@
 //! A return type spelled `Result<T, E>` is an application result: `T` travels as the reply,
 //! `E` (any `Display`) becomes the caller's `CallError::App(message)`.
 //!
+//! Per-method attributes, `#[rpcd(idempotent)]` and `#[rpcd(deadline = "2s")]` (`attrs`),
+//! are declared at registration with the method's signature — argument names and
+//! [`Describe`](../rpcd_client/trait.Describe.html) schemas, reply schema, doc comment —
+//! and applied by the client stub to each call: the declared deadline when the stub's
+//! options give none, the declared idempotency always.
+//!
+//! `#[derive(Describe)]` (`derive`) describes a struct or enum.
+//!
 //! Misuse is a compile error pointing at the offending tokens (see `client-lib/tests/ui/`).
+
+mod attrs;
+mod derive;
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -66,6 +77,17 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Derives `rpcd_client::Describe` for a struct or enum: its schema with the Rust field and
+/// variant names, each field described by its own `Describe` implementation.
+#[proc_macro_derive(Describe)]
+pub fn derive_describe(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as syn::DeriveInput);
+    match derive::expand(input) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
 /// One RPC method, checked.
 struct Method {
     ident: Ident,
@@ -77,6 +99,10 @@ struct Method {
     /// Whether the return type is an application `Result<T, E>`.
     fallible: bool,
     attrs: Vec<syn::Attribute>,
+    /// Its `#[rpcd(...)]` attributes.
+    declared: attrs::MethodAttrs,
+    /// Its doc comment, lines joined with `\n`.
+    doc: String,
 }
 
 fn expand(name: Option<LitStr>, item: ItemTrait) -> syn::Result<TokenStream2> {
@@ -120,6 +146,7 @@ fn expand(name: Option<LitStr>, item: ItemTrait) -> syn::Result<TokenStream2> {
 
 fn check_method(service: &str, method: &TraitItemFn) -> syn::Result<Method> {
     let sig = &method.sig;
+    let declared = attrs::parse(&method.attrs)?;
     if let Some(asyncness) = &sig.asyncness {
         return Err(syn::Error::new(
             asyncness.span(),
@@ -223,6 +250,8 @@ fn check_method(service: &str, method: &TraitItemFn) -> syn::Result<Method> {
             .filter(|a| a.path().is_ident("doc"))
             .cloned()
             .collect(),
+        declared,
+        doc: doc_text(&method.attrs),
     })
 }
 
@@ -297,6 +326,7 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
         } else {
             (quote!((#(#names,)*)), quote!((#(#types,)*)))
         };
+        let declaration = declaration(m);
         let respond = if m.fallible {
             quote!(::rpcd_client::__private::reply_result(this.#ident(#(#names),*)))
         } else {
@@ -314,7 +344,8 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
                                 ::core::result::Result::Err(refused) => return refused,
                             };
                         #respond
-                    }),
+                    })
+                    .declared(#declaration),
                 )
             }
         }
@@ -346,6 +377,13 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
         };
         let attrs = &m.attrs;
         let doc = format!("Calls `{function}` on the target and waits for its reply.");
+        let idempotent = m.declared.idempotent;
+        let deadline = match m.declared.deadline_ms {
+            Some(ms) => quote!(::core::option::Option::Some(
+                ::std::time::Duration::from_millis(#ms)
+            )),
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #(#attrs)*
             #[doc = ""]
@@ -354,12 +392,20 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
                 -> ::core::result::Result<#reply, ::rpcd_client::CallError>
             {
                 #(#converts)*
-                self.client.call_with(&self.target, #function, #packed, self.options)
+                let options =
+                    ::rpcd_client::__private::declared_options(self.options, #deadline, #idempotent);
+                self.client.call_with(&self.target, #function, #packed, options)
             }
         }
     });
 
     let mut trait_out = item.clone();
+    // `#[rpcd(...)]` is read here; rustc knows no such attribute.
+    for trait_item in &mut trait_out.items {
+        if let TraitItem::Fn(f) = trait_item {
+            f.attrs.retain(|a| !a.path().is_ident("rpcd"));
+        }
+    }
     let serve_doc = format!(
         "Registers every function of the `{service}` service ({}) on `server` and answers \
          their invocations with `self` on the server's worker pool.",
@@ -438,6 +484,89 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
     }
 }
 
+/// The `rpcd_client::ipc::Declaration` of a method: its attributes and signature.
+fn declaration(m: &Method) -> TokenStream2 {
+    let schema_of = |ty: &Type| {
+        let name = type_text(ty);
+        quote_spanned!(ty.span()=> {
+            #[allow(unused_imports)]
+            use ::rpcd_client::__private::{DescribedProbe as _, OpaqueProbe as _};
+            (&::rpcd_client::__private::Probe::<#ty>::new()).schema_of(#name)
+        })
+    };
+    let args = m.args.iter().map(|(name, ty)| {
+        let name = name.to_string();
+        let ty = schema_of(ty);
+        quote!(::rpcd_client::ipc::Field {
+            name: ::std::string::String::from(#name),
+            ty: #ty,
+        })
+    });
+    let returns = schema_of(&m.reply);
+    let fallible = m.fallible;
+    let doc = &m.doc;
+    let idempotent = m.declared.idempotent;
+    let deadline = match m.declared.deadline_ms {
+        Some(ms) => quote!(::core::option::Option::Some(#ms)),
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        ::rpcd_client::ipc::Declaration {
+            idempotent: ::core::option::Option::Some(#idempotent),
+            deadline_ms: #deadline,
+            signature: ::core::option::Option::Some(::rpcd_client::ipc::Signature {
+                args: ::std::vec![#(#args),*],
+                returns: #returns,
+                fallible: #fallible,
+                doc: ::std::string::String::from(#doc),
+            }),
+        }
+    }
+}
+
+/// A doc comment's text: one line per `///` line, the one space after `///` dropped.
+fn doc_text(attrs: &[syn::Attribute]) -> String {
+    let lines: Vec<String> = attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .filter_map(|a| match &a.meta {
+            syn::Meta::NameValue(nv) => match &nv.value {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Str(s),
+                    ..
+                }) => Some(s.value()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flat_map(|text| {
+            text.lines()
+                .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    lines.join("\n").trim().to_owned()
+}
+
+/// A type as written, without the token spacing: `Vec < Point >` → `Vec<Point>`.
+fn type_text(ty: &Type) -> String {
+    let text = quote!(#ty).to_string();
+    let mut out = String::with_capacity(text.len());
+    let chars: Vec<char> = text.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == ' ' {
+            let prev = i.checked_sub(1).and_then(|p| chars.get(p)).copied();
+            let next = chars.get(i + 1).copied();
+            let tight = |c: Option<char>| matches!(c, Some('<' | '>' | ':' | '&'));
+            if tight(prev) && prev != Some('>') || tight(next) || next == Some(',') {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// True for `String`, `std::string::String` and `alloc::string::String`.
 fn is_string(ty: &Type) -> bool {
     let Type::Path(path) = ty else { return false };
@@ -488,7 +617,7 @@ fn snake_case(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::snake_case;
+    use super::{snake_case, type_text};
 
     #[test]
     fn snake_case_of_trait_names() {
@@ -496,5 +625,16 @@ mod tests {
         assert_eq!(snake_case("KeyValue"), "key_value");
         assert_eq!(snake_case("HTTPCache"), "http_cache");
         assert_eq!(snake_case("Bulk2Store"), "bulk2_store");
+    }
+
+    #[test]
+    fn type_text_drops_token_spacing() {
+        let ty: syn::Type = syn::parse_quote!(std::collections::HashMap<String, Vec<Point>>);
+        assert_eq!(
+            type_text(&ty),
+            "std::collections::HashMap<String, Vec<Point>>"
+        );
+        let ty: syn::Type = syn::parse_quote!((u8, Option<Box<Nested>>));
+        assert_eq!(type_text(&ty), "(u8, Option<Box<Nested>>)");
     }
 }
