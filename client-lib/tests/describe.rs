@@ -88,6 +88,8 @@ fn derived_schemas_name_fields_and_variants() {
 }
 
 #[test]
+// The borrow is the probe's point: without it a non-`Describe` type finds no method.
+#[allow(clippy::needless_borrow)]
 fn a_type_without_describe_is_opaque_by_its_written_name() {
     #[allow(unused_imports)]
     use rpcd_client::__private::{DescribedProbe as _, OpaqueProbe as _, Probe};
@@ -107,9 +109,15 @@ fn a_type_without_describe_is_opaque_by_its_written_name() {
 }
 
 /// A service whose types are partly undescribed still compiles and serves.
+#[allow(dead_code)]
 #[rpcd_client::service]
-pub trait Mixed {
+trait Mixed {
     /// Takes a described and an undescribed argument.
     #[rpcd(idempotent, deadline = "1m")]
     fn both(&self, p: Point, q: Plain) -> Shape;
+}
+
+#[test]
+fn a_partly_undescribed_service_compiles() {
+    assert_eq!(MixedClient::FUNCTIONS, ["mixed.both"]);
 }

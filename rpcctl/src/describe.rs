@@ -150,9 +150,9 @@ fn attributes(info: &FunctionInfo) -> Option<String> {
 
 /// `2000` → `2s`, `90000` → `90s`, `120000` → `2m`, `250` → `250ms`.
 fn duration_text(ms: u64) -> String {
-    if ms % 60_000 == 0 {
+    if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")
@@ -173,41 +173,37 @@ fn definitions(sig: &Signature) -> Vec<String> {
                 stack.push(value);
             }
             Schema::Tuple { items } => stack.extend(items),
-            Schema::Struct { name, fields } => {
-                if seen.insert(name.clone()) {
-                    let f: Vec<String> = fields
-                        .iter()
-                        .map(|f| format!("{}: {}", f.name, f.ty))
-                        .collect();
-                    out.push(format!("struct {name} {{ {} }}", f.join(", ")));
-                    stack.extend(fields.iter().map(|f| &f.ty));
-                }
+            Schema::Struct { name, fields } if seen.insert(name.clone()) => {
+                let f: Vec<String> = fields
+                    .iter()
+                    .map(|f| format!("{}: {}", f.name, f.ty))
+                    .collect();
+                out.push(format!("struct {name} {{ {} }}", f.join(", ")));
+                stack.extend(fields.iter().map(|f| &f.ty));
             }
-            Schema::Enum { name, variants } => {
-                if seen.insert(name.clone()) {
-                    let v: Vec<String> = variants
-                        .iter()
-                        .map(|v| match &v.data {
-                            None => v.name.clone(),
-                            Some(Schema::Struct { fields, .. }) => {
-                                let f: Vec<String> = fields
-                                    .iter()
-                                    .map(|f| format!("{}: {}", f.name, f.ty))
-                                    .collect();
-                                format!("{} {{ {} }}", v.name, f.join(", "))
-                            }
-                            Some(data) => format!("{}({data})", v.name),
-                        })
-                        .collect();
-                    out.push(format!("enum {name} {{ {} }}", v.join(", ")));
-                    for v in variants {
-                        match &v.data {
-                            Some(Schema::Struct { fields, .. }) => {
-                                stack.extend(fields.iter().map(|f| &f.ty));
-                            }
-                            Some(data) => stack.push(data),
-                            None => {}
+            Schema::Enum { name, variants } if seen.insert(name.clone()) => {
+                let v: Vec<String> = variants
+                    .iter()
+                    .map(|v| match &v.data {
+                        None => v.name.clone(),
+                        Some(Schema::Struct { fields, .. }) => {
+                            let f: Vec<String> = fields
+                                .iter()
+                                .map(|f| format!("{}: {}", f.name, f.ty))
+                                .collect();
+                            format!("{} {{ {} }}", v.name, f.join(", "))
                         }
+                        Some(data) => format!("{}({data})", v.name),
+                    })
+                    .collect();
+                out.push(format!("enum {name} {{ {} }}", v.join(", ")));
+                for v in variants {
+                    match &v.data {
+                        Some(Schema::Struct { fields, .. }) => {
+                            stack.extend(fields.iter().map(|f| &f.ty));
+                        }
+                        Some(data) => stack.push(data),
+                        None => {}
                     }
                 }
             }

@@ -117,7 +117,7 @@ fn failed_frames_become_remote_errors_with_their_code() {
         assert_eq!(err.to_string(), "unknown_function: no function nope on h:1");
 
         let register = s.spawn(|| conn.register("taken"));
-        let ClientMsg::Register { id, function } = peer.recv() else {
+        let ClientMsg::Register { id, function, .. } = peer.recv() else {
             panic!("expected register");
         };
         assert_eq!(function, "taken");
