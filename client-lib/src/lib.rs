@@ -17,6 +17,9 @@
 //! - [`PendingCall`]: a call sent with [`Client::submit`], to wait on or cancel.
 //! - `tokio` (cargo feature `tokio`): the async client, async handlers and the async stubs
 //!   `#[service]` then also emits (`KvAsyncClient`), on the same protocol code.
+//! - [`service`]: the stub generator, `#[rpcd_client::service]` on a trait; it registers
+//!   each method's attributes and signature, built from the [`Describe`] schemas of its
+//!   types (derivable: `#[derive(rpcd_client::Describe)]`).
 //!
 //! Call order: [`Client::connect`] (or [`Client::connect_to`]), then any number of
 //! concurrent [`Client::call`]s or generated stub calls from any thread. A serving app
@@ -44,6 +47,7 @@ extern crate self as rpcd_client;
 pub mod __private;
 mod client;
 pub mod conn;
+mod describe;
 mod error;
 mod identity;
 pub mod ipc;
@@ -58,11 +62,12 @@ pub use client::{
     RECONNECT_BACKOFF_MAX,
 };
 pub use conn::{CallOptions, ConnectError, Connection, DaemonInfo, Invocation};
+pub use describe::Describe;
 pub use error::CallError;
 pub use identity::{Credentials, Identity};
 pub use ipc::{default_socket_path, ErrorCode, Outcome, Stats};
 pub use pending::PendingCall;
-pub use rpcd_macros::service;
+pub use rpcd_macros::{service, Describe};
 pub use server::cancel::CANCEL_POLL_MAX;
 pub use server::{
     workers_default, Handler, Request, Server, ServerOptions, ServerStats, DISPATCH_POLL,

@@ -66,3 +66,62 @@ macro_rules! __rpcd_if_tokio {
 }
 
 pub use crate::__rpcd_if_tokio as if_tokio;
+/// The schema of `T` when it implements [`Describe`](crate::Describe), else
+/// `opaque` with the name the macro read: "autoref specialisation" on a concrete type —
+/// `(&Probe::<T>::new()).schema_of(name)` picks [`DescribedProbe`] when `T: Describe` (no
+/// autoref needed) and falls back to [`OpaqueProbe`] (one autoref) otherwise.
+pub struct Probe<T: ?Sized>(std::marker::PhantomData<T>);
+
+impl<T: ?Sized> std::fmt::Debug for Probe<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Probe")
+    }
+}
+
+impl<T: ?Sized> Probe<T> {
+    /// A probe of `T`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        Probe(std::marker::PhantomData)
+    }
+}
+
+/// The probe's choice for a type that implements [`Describe`](crate::Describe).
+pub trait DescribedProbe {
+    /// `T::schema()`.
+    fn schema_of(&self, name: &str) -> crate::ipc::Schema;
+}
+
+impl<T: crate::Describe + ?Sized> DescribedProbe for Probe<T> {
+    fn schema_of(&self, _name: &str) -> crate::ipc::Schema {
+        T::schema()
+    }
+}
+
+/// The probe's fallback for any other type.
+pub trait OpaqueProbe {
+    /// `opaque` named `name`.
+    fn schema_of(&self, name: &str) -> crate::ipc::Schema;
+}
+
+impl<T: ?Sized> OpaqueProbe for &Probe<T> {
+    fn schema_of(&self, name: &str) -> crate::ipc::Schema {
+        crate::ipc::Schema::Opaque {
+            name: name.to_owned(),
+        }
+    }
+}
+
+/// The options of a stub call to a method that declares `deadline` and `idempotent`
+/// (`docs/client.md`, attributes): the stub's own deadline wins over the declared one; the
+/// declared idempotency wins over the options' flag.
+pub fn declared_options(
+    options: crate::CallOptions,
+    deadline: Option<std::time::Duration>,
+    idempotent: bool,
+) -> crate::CallOptions {
+    let mut options = options;
+    options.deadline = options.deadline.or(deadline);
+    options.idempotent = idempotent;
+    options
+}

@@ -25,7 +25,7 @@ use crate::client::{lock, read, write, Client};
 use crate::conn::{Connection, Invocation};
 use crate::error::CallError;
 use crate::identity::{Credentials, Identity};
-use crate::ipc::{ErrorCode, Outcome};
+use crate::ipc::{Declaration, ErrorCode, Outcome};
 
 /// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
 pub const QUEUE_MAX_DEFAULT: usize = 256;
@@ -130,19 +130,35 @@ impl<'a> Request<'a> {
 
 type HandlerFn = dyn Fn(&Request<'_>) -> Outcome + Send + Sync;
 
-/// A function body: turns a request into an [`Outcome`]. Cheap to clone.
+/// A function body: turns a request into an [`Outcome`], with what the function declares
+/// at registration ([`Handler::declared`]). Cheap to clone.
 #[derive(Clone)]
-pub struct Handler(Arc<HandlerFn>);
+pub struct Handler(Arc<HandlerFn>, Arc<Declaration>);
 
 impl Handler {
     /// A handler of the raw argument bytes.
     pub fn new(f: impl Fn(&[u8]) -> Outcome + Send + Sync + 'static) -> Handler {
-        Handler(Arc::new(move |req: &Request<'_>| f(req.args)))
+        Handler(
+            Arc::new(move |req: &Request<'_>| f(req.args)),
+            Arc::default(),
+        )
     }
 
     /// A handler that also sees who called and the deadline.
     pub fn with_request(f: impl Fn(&Request<'_>) -> Outcome + Send + Sync + 'static) -> Handler {
-        Handler(Arc::new(f))
+        Handler(Arc::new(f), Arc::default())
+    }
+
+    /// This handler, registered with `declaration`: its attributes (idempotent, default
+    /// deadline) and signature, stored by the daemon and served by `rpcd.describe`. The
+    /// `#[service]` stubs declare every method this way.
+    pub fn declared(self, declaration: Declaration) -> Handler {
+        Handler(self.0, Arc::new(declaration))
+    }
+
+    /// What the function declares at registration (empty unless [`Handler::declared`]).
+    pub fn declaration(&self) -> &Declaration {
+        &self.1
     }
 
     /// A typed handler: arguments decoded from MessagePack as `A` (a decode failure is
@@ -327,8 +343,8 @@ impl Server {
         }
         let result = self.inner.client.connection().and_then(|(conn, _)| {
             let mut done: Vec<&str> = Vec::new();
-            for (name, _) in &functions {
-                if let Err(err) = conn.register(name.as_ref()) {
+            for (name, handler) in &functions {
+                if let Err(err) = conn.register_declared(name.as_ref(), handler.declaration()) {
                     for name in done {
                         let _ = conn.unregister(name);
                     }
@@ -466,14 +482,17 @@ fn reregister(inner: &Inner, conn: &Connection, generation: u64) {
     if *registered_on == generation {
         return;
     }
-    let names: Vec<String> = read(&inner.handlers).keys().cloned().collect();
-    for name in &names {
-        if let Err(err) = conn.register(name) {
+    let functions: Vec<(String, Handler)> = read(&inner.handlers)
+        .iter()
+        .map(|(n, h)| (n.clone(), h.clone()))
+        .collect();
+    for (name, handler) in &functions {
+        if let Err(err) = conn.register_declared(name, handler.declaration()) {
             *lock(&inner.last_error) = Some(CallError::from(err));
         }
     }
     *registered_on = generation;
-    if !names.is_empty() {
+    if !functions.is_empty() {
         inner
             .counters
             .reregistrations

@@ -38,6 +38,18 @@ pub enum Command {
     List {
         /// A daemon (`host:port` or a configured name); without it, the local daemon
         target: Option<String>,
+        /// One line per function with its signature and attributes (from `rpcd.describe`)
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+    },
+    /// Show the signature, doc and attributes of FN on TARGET, or of every function there
+    #[command(after_help = exit::HELP)]
+    Describe {
+        /// A daemon (`host:port` or a configured name)
+        target: String,
+        /// One function [default: every function]
+        #[arg(value_name = "FN")]
+        function: Option<String>,
     },
     /// Probe TARGET's daemon with `rpcd.ping` and report round-trip times
     #[command(after_help = exit::HELP)]
@@ -136,6 +148,10 @@ pub struct CallArgs {
     pub payload: Payload,
     #[command(flatten)]
     pub opts: CallOpts,
+    /// Send without asking TARGET for FN's signature and attributes first (no argument
+    /// check, no declared deadline or idempotency)
+    #[arg(long)]
+    pub no_check: bool,
     /// After the reply, show the call's timeline across both daemons: name resolution,
     /// failover, time queued, datagrams and retransmissions, RTT, time at the serving
     /// daemon and in its handler

@@ -8,6 +8,7 @@
 //! needs no daemon: it makes and reads key files.
 
 mod bench;
+mod describe;
 mod json;
 mod keys;
 mod monitor;
@@ -84,7 +85,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         .unwrap_or_default();
     match cli.command {
         Command::Call(args) => call(&socket, args, json),
-        Command::List { target } => list(&socket, target.as_deref(), json),
+        Command::List { target, long } => list(&socket, target.as_deref(), long, json),
+        Command::Describe { target, function } => {
+            describe_cmd(&socket, &target, function.as_deref(), json)
+        }
         Command::Ping(args) => ping::run(&connect(&socket)?, &args, json),
         Command::Stats { target, peers } => stats(&socket, target.as_deref(), peers, json),
         Command::Names => names(&socket, json),
@@ -119,15 +123,23 @@ fn connect(socket: &Path) -> anyhow::Result<Connection> {
 /// Parses and encodes the arguments of a call, before any connection is made, so bad input
 /// is reported the same whether a daemon runs or not.
 fn encode_payload(payload: &Payload) -> anyhow::Result<Vec<u8>> {
-    let args = match &payload.args_file {
-        Some(path) => value::read_args_file(path)?,
-        None => value::parse_args(&payload.args)?,
-    };
-    value::encode_args(&args)
+    value::encode_args(&parse_payload(payload)?)
 }
 
+fn parse_payload(payload: &Payload) -> anyhow::Result<Vec<Value>> {
+    Ok(match &payload.args_file {
+        Some(path) => value::read_args_file(path)?,
+        None => value::parse_args(&payload.args)?,
+    })
+}
+
+/// Asks the target what the function declares (unless `--no-check`), checks the arguments
+/// against its signature — a mismatch is a usage error and nothing is sent — and takes its
+/// declared deadline (when `--deadline` is not given) and idempotency
+/// (`docs/rpc-layer.md`, declarations).
 fn call(socket: &Path, args: CallArgs, json: bool) -> anyhow::Result<u8> {
-    let payload = encode_payload(&args.payload)?;
+    let values = parse_payload(&args.payload)?;
+    let payload = value::encode_args(&values)?;
     let conn = connect(socket)?;
     if args.trace {
         // The blocking client has no traced call: a raw session on the same socket.
@@ -145,6 +157,43 @@ fn call(socket: &Path, args: CallArgs, json: bool) -> anyhow::Result<u8> {
     let mut opts = CallOptions::default();
     opts.deadline = args.opts.deadline;
     opts.idempotent = args.opts.idempotent;
+    if !args.no_check {
+        let looked_up = describe::fetch(
+            &conn,
+            &args.target,
+            Some(&args.function),
+            args.opts.deadline,
+        );
+        match looked_up {
+            Ok(infos) => {
+                if let Some(info) = infos.iter().find(|i| i.function == args.function) {
+                    if let Some(sig) = &info.signature {
+                        describe::check_args(&args.function, sig, &values)?;
+                    }
+                    if let Some(idempotent) = info.idempotent {
+                        if args.opts.idempotent && !idempotent {
+                            eprintln!(
+                                "rpcctl: note: {} is declared not idempotent: it is not \
+                                 retried on another daemon",
+                                args.function
+                            );
+                        }
+                        opts.idempotent = idempotent;
+                    }
+                    opts.deadline = opts
+                        .deadline
+                        .or(info.deadline_ms.map(std::time::Duration::from_millis));
+                }
+            }
+            Err(err) if describe::lookup_failure_is_benign(&err) => {}
+            Err(err) => {
+                return Err(err.context(format!(
+                    "{} on {} failed (looking up its signature; nothing was sent)",
+                    args.function, args.target
+                )))
+            }
+        }
+    }
     let reply = conn
         .call(&args.target, &args.function, payload, opts)
         .with_context(|| format!("{} on {} failed", args.function, args.target))?;
@@ -154,8 +203,22 @@ fn call(socket: &Path, args: CallArgs, json: bool) -> anyhow::Result<u8> {
     Ok(exit::SUCCESS)
 }
 
-fn list(socket: &Path, target: Option<&str>, json: bool) -> anyhow::Result<u8> {
+fn list(socket: &Path, target: Option<&str>, long: bool, json: bool) -> anyhow::Result<u8> {
     let conn = connect(socket)?;
+    if long {
+        let local = conn.daemon().listen.clone();
+        let target = target.unwrap_or(&local);
+        let infos = describe::fetch(&conn, target, None, None)
+            .with_context(|| format!("rpcd.describe on {target} failed"))?;
+        let text = if json {
+            let value = serde_json::to_value(&infos).context("cannot show the list as JSON")?;
+            value::render(&value, true)
+        } else {
+            describe::long_list(&infos)
+        };
+        exit::print(&text)?;
+        return Ok(exit::SUCCESS);
+    }
     let functions = match target {
         None => conn.list().context("list on the local rpcd failed")?,
         Some(target) => call_builtin(&conn, target, "rpcd.list")?,
@@ -164,6 +227,25 @@ fn list(socket: &Path, target: Option<&str>, json: bool) -> anyhow::Result<u8> {
         value::render(&Value::from(functions), true)
     } else {
         functions.iter().map(|f| format!("{f}\n")).collect()
+    };
+    exit::print(&text)?;
+    Ok(exit::SUCCESS)
+}
+
+fn describe_cmd(
+    socket: &Path,
+    target: &str,
+    function: Option<&str>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    let conn = connect(socket)?;
+    let infos = describe::fetch(&conn, target, function, None)
+        .with_context(|| format!("rpcd.describe on {target} failed"))?;
+    let text = if json {
+        let value = serde_json::to_value(&infos).context("cannot show the functions as JSON")?;
+        value::render(&value, true)
+    } else {
+        describe::text(&infos)
     };
     exit::print(&text)?;
     Ok(exit::SUCCESS)

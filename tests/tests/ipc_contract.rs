@@ -186,23 +186,23 @@ fn hello_negotiates_a_version_range() {
         Some(DaemonMsg::HelloOk {
             version, limits, ..
         }) => {
-            assert_eq!(version, 2);
+            assert_eq!(version, 3);
             assert!(limits.is_some());
         }
         other => panic!("{other:?}"),
     }
     // Ranges that miss: fatal version_mismatch, and the connection closes.
-    for (min, max) in [(3, 9), (0, 0)] {
+    for (min, max) in [(4, 9), (0, 0)] {
         let mut raw = Raw::connect(&d.socket);
         raw.send_json(
             &json!({"op": "hello", "id": 1, "version": max, "version_min": min, "name": "x"}),
         );
         let (code, message) = fatal_code(raw.recv());
         assert_eq!(code, ErrorCode::VersionMismatch, "{message}");
-        assert!(message.contains("this daemon speaks 1 to 2"), "{message}");
+        assert!(message.contains("this daemon speaks 1 to 3"), "{message}");
         assert!(raw.recv().is_none());
     }
-    // A daemon of the next version (the test hook) picks 3 from the same range.
+    // A daemon of the next version (the test hook) picks 4 from the same range.
     let next = Daemon::start_wrapped(
         dir.path(),
         "next",
@@ -214,7 +214,7 @@ fn hello_negotiates_a_version_range() {
     raw.send_json(&json!({"op": "hello", "id": 1, "version": 9, "version_min": 1, "name": "n"}));
     assert!(matches!(
         raw.recv(),
-        Some(DaemonMsg::HelloOk { version: 3, .. })
+        Some(DaemonMsg::HelloOk { version: 4, .. })
     ));
 }
 
@@ -281,6 +281,9 @@ fn a_refusal_with_any_other_code_is_app_error() {
     server.send(&ClientMsg::Register {
         id: 2,
         function: "t.f".into(),
+        idempotent: None,
+        deadline_ms: None,
+        signature: None,
     });
     assert!(matches!(server.recv(), Some(DaemonMsg::Done { id: 2 })));
     let caller = d.connect("caller");
@@ -316,6 +319,9 @@ fn the_lifecycle_of_an_invocation() {
     owner.send(&ClientMsg::Register {
         id: 2,
         function: "t.f".into(),
+        idempotent: None,
+        deadline_ms: None,
+        signature: None,
     });
     assert!(matches!(owner.recv(), Some(DaemonMsg::Done { .. })));
     let caller = d.connect("caller");
@@ -378,6 +384,9 @@ fn a_zero_deadline_fails_at_once_without_running() {
     server.send(&ClientMsg::Register {
         id: 2,
         function: "t.f".into(),
+        idempotent: None,
+        deadline_ms: None,
+        signature: None,
     });
     assert!(matches!(server.recv(), Some(DaemonMsg::Done { .. })));
     let (mut caller, _) = Raw::greeted(&d.socket);

@@ -4,11 +4,17 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// A key-value store over rpcd. Functions: `kv.put`, `kv.get`, `kv.delete`, `kv.incr`.
+///
+/// Each method's doc comment, argument names and types travel with its registration:
+/// `rpcctl describe HOST:PORT kv.get` shows them. `get` only reads, so it is declared
+/// idempotent (a call to a service of several kv daemons fails over) with a short default
+/// deadline; the others change the store and run at most once.
 #[rpcd_client::service]
 pub trait Kv {
     /// Sets `key` to `value`; returns the previous value.
     fn put(&self, key: String, value: String) -> Option<String>;
     /// The value of `key`, if any.
+    #[rpcd(idempotent, deadline = "2s")]
     fn get(&self, key: String) -> Option<String>;
     /// Removes `key`; returns whether it was there.
     fn delete(&self, key: String) -> bool;

@@ -14,9 +14,22 @@
 //! A return type spelled `Result<T, E>` is an application result: `T` travels as the reply,
 //! `E` (any `Display`) becomes the caller's `CallError::App(message)`.
 //!
+//! Per-method attributes, `#[rpcd(idempotent)]` and `#[rpcd(deadline = "2s")]` (`attrs`),
+//! are declared at registration with the method's signature — argument names and
+//! [`Describe`](../rpcd_client/trait.Describe.html) schemas, reply schema, doc comment —
+//! and applied by the client stub to each call: the declared deadline when the stub's
+//! options give none, the declared idempotency always.
+//!
+//! `#[derive(Describe)]` (`derive`) describes a struct or enum.
+//!
 //! Misuse is a compile error pointing at the offending tokens (see `client-lib/tests/ui/`).
 
 mod async_stub;
+mod attrs;
+mod derive;
+mod signature;
+
+use signature::{declaration, doc_text};
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -68,6 +81,17 @@ pub fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
+/// Derives `rpcd_client::Describe` for a struct or enum: its schema with the Rust field and
+/// variant names, each field described by its own `Describe` implementation.
+#[proc_macro_derive(Describe)]
+pub fn derive_describe(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as syn::DeriveInput);
+    match derive::expand(input) {
+        Ok(tokens) => tokens.into(),
+        Err(err) => err.to_compile_error().into(),
+    }
+}
+
 /// One RPC method, checked.
 struct Method {
     ident: Ident,
@@ -79,6 +103,10 @@ struct Method {
     /// Whether the return type is an application `Result<T, E>`.
     fallible: bool,
     attrs: Vec<syn::Attribute>,
+    /// Its `#[rpcd(...)]` attributes.
+    declared: attrs::MethodAttrs,
+    /// Its doc comment, lines joined with `\n`.
+    doc: String,
 }
 
 fn expand(name: Option<LitStr>, item: ItemTrait) -> syn::Result<TokenStream2> {
@@ -122,6 +150,7 @@ fn expand(name: Option<LitStr>, item: ItemTrait) -> syn::Result<TokenStream2> {
 
 fn check_method(service: &str, method: &TraitItemFn) -> syn::Result<Method> {
     let sig = &method.sig;
+    let declared = attrs::parse(&method.attrs)?;
     if let Some(asyncness) = &sig.asyncness {
         return Err(syn::Error::new(
             asyncness.span(),
@@ -225,6 +254,8 @@ fn check_method(service: &str, method: &TraitItemFn) -> syn::Result<Method> {
             .filter(|a| a.path().is_ident("doc"))
             .cloned()
             .collect(),
+        declared,
+        doc: doc_text(&method.attrs),
     })
 }
 
@@ -299,6 +330,7 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
         } else {
             (quote!((#(#names,)*)), quote!((#(#types,)*)))
         };
+        let declaration = declaration(m);
         let respond = if m.fallible {
             quote!(::rpcd_client::__private::reply_result(this.#ident(#(#names),*)))
         } else {
@@ -316,7 +348,8 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
                                 ::core::result::Result::Err(refused) => return refused,
                             };
                         #respond
-                    }),
+                    })
+                    .declared(#declaration),
                 )
             }
         }
@@ -348,6 +381,13 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
         };
         let attrs = &m.attrs;
         let doc = format!("Calls `{function}` on the target and waits for its reply.");
+        let idempotent = m.declared.idempotent;
+        let deadline = match m.declared.deadline_ms {
+            Some(ms) => quote!(::core::option::Option::Some(
+                ::std::time::Duration::from_millis(#ms)
+            )),
+            None => quote!(::core::option::Option::None),
+        };
         quote! {
             #(#attrs)*
             #[doc = ""]
@@ -356,12 +396,20 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
                 -> ::core::result::Result<#reply, ::rpcd_client::CallError>
             {
                 #(#converts)*
-                self.client.call_with(&self.target, #function, #packed, self.options)
+                let options =
+                    ::rpcd_client::__private::declared_options(self.options, #deadline, #idempotent);
+                self.client.call_with(&self.target, #function, #packed, options)
             }
         }
     });
 
     let mut trait_out = item.clone();
+    // `#[rpcd(...)]` is read here; rustc knows no such attribute.
+    for trait_item in &mut trait_out.items {
+        if let TraitItem::Fn(f) = trait_item {
+            f.attrs.retain(|a| !a.path().is_ident("rpcd"));
+        }
+    }
     let serve_doc = format!(
         "Registers every function of the `{service}` service ({}) on `server` and answers \
          their invocations with `self` on the server's worker pool.",
@@ -493,6 +541,7 @@ fn snake_case(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::signature::type_text;
     use super::snake_case;
 
     #[test]
@@ -501,5 +550,16 @@ mod tests {
         assert_eq!(snake_case("KeyValue"), "key_value");
         assert_eq!(snake_case("HTTPCache"), "http_cache");
         assert_eq!(snake_case("Bulk2Store"), "bulk2_store");
+    }
+
+    #[test]
+    fn type_text_drops_token_spacing() {
+        let ty: syn::Type = syn::parse_quote!(std::collections::HashMap<String, Vec<Point>>);
+        assert_eq!(
+            type_text(&ty),
+            "std::collections::HashMap<String, Vec<Point>>"
+        );
+        let ty: syn::Type = syn::parse_quote!((u8, Option<Box<Nested>>));
+        assert_eq!(type_text(&ty), "(u8, Option<Box<Nested>>)");
     }
 }

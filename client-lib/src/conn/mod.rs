@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use crate::client::lock;
 use crate::identity::Identity;
 use crate::ipc::{
-    try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, Limits, Outcome, Stats,
-    FRAME_MAX_DEFAULT,
+    try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode, FrameError, Limits, Outcome,
+    Stats, FRAME_MAX_DEFAULT,
 };
 
 mod demux;
@@ -319,9 +319,26 @@ impl Connection {
 
     /// Claims `function` for this connection: calls to it arrive as invocations.
     pub fn register(&self, function: &str) -> Result<(), RequestError> {
+        self.register_declared(function, &Declaration::default())
+    }
+
+    /// Claims `function` with what it declares: its attributes and signature. A daemon of
+    /// protocol version 3 or later stores them (and serves them through `rpcd.describe`);
+    /// to an older one, which would refuse the keys, the declaration is not sent.
+    pub fn register_declared(
+        &self,
+        function: &str,
+        declaration: &Declaration,
+    ) -> Result<(), RequestError> {
+        let declared = (self.daemon().version >= 3).then_some(declaration);
         self.request_done(|id| ClientMsg::Register {
             id,
             function: function.to_owned(),
+            idempotent: declared.and_then(|d| d.idempotent),
+            deadline_ms: declared.and_then(|d| d.deadline_ms),
+            signature: declared
+                .and_then(|d| d.signature.as_ref())
+                .map(crate::ipc::Signature::encode),
         })
     }
 

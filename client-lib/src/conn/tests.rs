@@ -124,7 +124,7 @@ fn failed_frames_become_remote_errors_with_their_code() {
         assert_eq!(err.to_string(), "unknown_function: no function nope on h:1");
 
         let register = s.spawn(|| conn.register("taken"));
-        let ClientMsg::Register { id, function } = peer.recv() else {
+        let ClientMsg::Register { id, function, .. } = peer.recv() else {
             panic!("expected register");
         };
         assert_eq!(function, "taken");
@@ -520,14 +520,14 @@ fn version_mismatch_is_reported_clearly() {
     peer.recv();
     peer.send(&DaemonMsg::Fatal {
         code: ErrorCode::VersionMismatch,
-        message: "protocol versions 1 to 2 are not supported; this daemon speaks 3 to 3".into(),
+        message: "protocol versions 1 to 3 are not supported; this daemon speaks 4 to 4".into(),
     });
     let err = app.join().unwrap().unwrap_err();
-    assert!(matches!(err, ConnectError::VersionMismatch { ours: 2, .. }));
+    assert!(matches!(err, ConnectError::VersionMismatch { ours: 3, .. }));
     assert_eq!(
         err.to_string(),
-        "protocol version mismatch: this client speaks versions 1 to 2; \
-         rpcd: protocol versions 1 to 2 are not supported; this daemon speaks 3 to 3"
+        "protocol version mismatch: this client speaks versions 1 to 3; \
+         rpcd: protocol versions 1 to 3 are not supported; this daemon speaks 4 to 4"
     );
 }
 

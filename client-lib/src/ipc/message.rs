@@ -19,7 +19,7 @@ pub use crate::identity::Credentials;
 
 /// The highest version of this protocol this build speaks: sent as `Hello::version`, and
 /// the version of a session with a daemon that speaks it too.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The lowest version of this protocol this build speaks: sent as `Hello::version_min`;
 /// the daemon still accepts apps that speak only this one.
@@ -71,6 +71,22 @@ pub enum ClientMsg {
         /// The function name to serve.
         #[serde(deserialize_with = "strict::string")]
         function: String,
+        /// From version 3: whether calls to it may run twice (and fail over); absent: not
+        /// declared.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotent: Option<bool>,
+        /// From version 3: the default time budget of calls to it; absent: none declared.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline_ms: Option<u64>,
+        /// From version 3: its [`Signature`](super::Signature), MessagePack-encoded in one
+        /// `bin`; absent: none.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            serialize_with = "serialize_optional_bin",
+            deserialize_with = "super::signature::optional_bin"
+        )]
+        signature: Option<Vec<u8>>,
     },
     /// Releases `function`. Answered by `Done` or `Failed`.
     Unregister {
@@ -381,3 +397,14 @@ impl DaemonMsg {
 mod tests;
 #[cfg(test)]
 mod tests_evolution;
+
+/// Writes an optional `bytes` field as `bin`.
+fn serialize_optional_bin<S: serde::Serializer>(
+    v: &Option<Vec<u8>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(b) => serde_bytes::serialize(b, s),
+        None => s.serialize_none(),
+    }
+}

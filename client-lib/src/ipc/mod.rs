@@ -14,6 +14,8 @@
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
 //! - `trace`: [`CallTrace`] (a traced call's timeline) and [`MonitorEvent`];
+//! - `signature`: what a function declares at registration ([`Declaration`], [`Signature`],
+//!   [`Schema`]) and what `rpcd.describe` answers ([`FunctionInfo`]);
 //! - `strict`: the strict readers of [`ClientMsg`]'s fields (`bin` is bytes, `str` is text);
 //! - `socket_path`: [`default_socket_path`] (the daemon's) and [`socket_candidates`] (the
 //!   paths a client tries).
@@ -24,6 +26,7 @@ mod code;
 mod frame;
 mod message;
 mod shape;
+mod signature;
 mod socket_path;
 pub(crate) mod stats;
 mod strict;
@@ -40,6 +43,10 @@ pub use message::{
     PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
+pub use signature::{
+    Declaration, Field, FunctionInfo, Schema, Signature, SignatureError, Variant,
+    SIGNATURE_BYTES_MAX, SIGNATURE_VALUES_MAX,
+};
 pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };

@@ -1,3 +1,4 @@
+// expect: cannot be an RPC argument or reply
 pub struct Key(String);
 
 #[rpcd_client::service]

@@ -1,3 +1,4 @@
+// expect: not `self` by value
 #[rpcd_client::service]
 pub trait Kv {
     fn get(self, key: String) -> Option<String>;

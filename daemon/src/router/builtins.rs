@@ -14,6 +14,8 @@ pub enum Builtin {
     Stats,
     /// `rpcd.names`: the naming table, resolved now.
     Names,
+    /// `rpcd.describe`: what the functions served here declared.
+    Describe,
 }
 
 impl Builtin {
@@ -25,6 +27,7 @@ impl Builtin {
             "rpcd.list" => Builtin::List,
             "rpcd.stats" => Builtin::Stats,
             "rpcd.names" => Builtin::Names,
+            "rpcd.describe" => Builtin::Describe,
             _ => return None,
         })
     }
@@ -33,6 +36,23 @@ impl Builtin {
 /// `rpcd.ping`'s result.
 pub fn ping() -> Vec<u8> {
     encode(&"pong")
+}
+
+/// What `rpcd.describe` was asked: its arguments are empty (or an empty array) for every
+/// function, or an array of one string, the function to describe.
+pub fn describe_args(args: &[u8]) -> Result<Option<String>, String> {
+    if args.is_empty() {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = rmp_serde::from_slice(&args[..args.len().min(4096)])
+        .map_err(|e| format!("rpcd.describe takes [] or [function]: {e}"))?;
+    match names.len() {
+        0 => Ok(None),
+        1 => Ok(names.pop()),
+        n => Err(format!(
+            "rpcd.describe takes [] or [function], not {n} arguments"
+        )),
+    }
 }
 
 /// Serialise a built-in's result to MessagePack (maps with field names).
@@ -52,6 +72,17 @@ mod tests {
         }
         assert_eq!(Builtin::parse("rpcd.nosuch"), None);
         assert_eq!(Builtin::parse("kv.get"), None);
+    }
+
+    #[test]
+    fn describe_takes_nothing_or_one_name() {
+        assert_eq!(describe_args(&[]), Ok(None));
+        assert_eq!(describe_args(&[0x90]), Ok(None));
+        let one = rmp_serde::to_vec(&["kv.get"]).expect("encode");
+        assert_eq!(describe_args(&one), Ok(Some("kv.get".into())));
+        let two = rmp_serde::to_vec(&["a", "b"]).expect("encode");
+        assert!(describe_args(&two).is_err());
+        assert!(describe_args(&[0x05]).is_err());
     }
 
     #[test]

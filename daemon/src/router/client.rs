@@ -4,8 +4,8 @@
 use std::time::Instant;
 
 use rpcd_client::ipc::{
-    session_version, ClientMsg, DaemonMsg, ErrorCode, Limits, CLIENT_MSG_VALUES_MAX, NESTING_MAX,
-    PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+    session_version, ClientMsg, DaemonMsg, Declaration, ErrorCode, Limits, Signature,
+    CLIENT_MSG_VALUES_MAX, NESTING_MAX, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 use tracing::debug;
 
@@ -27,12 +27,22 @@ impl Router {
                 ErrorCode::ProtocolError,
                 "hello sent twice".into(),
             ),
-            ClientMsg::Register { id, function } => {
+            ClientMsg::Register {
+                id,
+                function,
+                idempotent,
+                deadline_ms,
+                signature,
+            } => {
                 let max = self.settings.limits.functions_max;
                 let uid = self.apps.get(conn).map_or(u32::MAX, |a| a.cred.uid);
-                let result = self
-                    .check_local(now, conn, Want::Register(&function))
-                    .and_then(|()| self.registry.register(now, conn, uid, &function, max));
+                let declaration = declaration(idempotent, deadline_ms, signature.as_deref());
+                let result = declaration.and_then(|declaration| {
+                    self.check_local(now, conn, Want::Register(&function))
+                        .and_then(|()| self.registry.register(now, conn, uid, &function, max))?;
+                    self.registry.declare(&function, declaration);
+                    Ok(())
+                });
                 if result.is_ok() {
                     if let Some(a) = self.apps.get_mut(conn) {
                         a.functions.insert(function);
@@ -185,6 +195,28 @@ fn protocol_version_max() -> u32 {
 
 fn millis(d: std::time::Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The optional keys of `register`, read: a signature that does not decode, or a
+/// deadline of zero, refuses the registration with `bad_request`.
+fn declaration(
+    idempotent: Option<bool>,
+    deadline_ms: Option<u64>,
+    signature: Option<&[u8]>,
+) -> Result<Declaration, super::Failure> {
+    let bad = |m: String| super::Failure::new(ErrorCode::BadRequest, m);
+    if deadline_ms == Some(0) {
+        return Err(bad("a declared deadline_ms is above 0".into()));
+    }
+    let signature = signature
+        .map(Signature::decode)
+        .transpose()
+        .map_err(|e| bad(format!("register: {e}")))?;
+    Ok(Declaration {
+        idempotent,
+        deadline_ms,
+        signature,
+    })
 }
 
 /// The answer to a request that either succeeds with nothing to say or fails.

@@ -124,6 +124,23 @@ impl Router {
                 Builtin::List => Ok(builtins::encode(&self.registry.list())),
                 Builtin::Stats => Ok(builtins::encode(&self.stats(now))),
                 Builtin::Names => return self.lookup_names(now, origin),
+                Builtin::Describe => builtins::describe_args(&args)
+                    .map_err(|m| Failure::new(ErrorCode::BadRequest, m))
+                    .and_then(|only| {
+                        self.registry
+                            .describe(only.as_deref())
+                            .map(|all| builtins::encode(&all))
+                            .ok_or_else(|| {
+                                Failure::new(
+                                    ErrorCode::UnknownFunction,
+                                    format!(
+                                        "no function {} is registered on {}",
+                                        only.unwrap_or_default(),
+                                        self.me
+                                    ),
+                                )
+                            })
+                    }),
             };
             self.answer(now, origin, result);
             return;

@@ -39,7 +39,9 @@ impl<'a> Want<'a> {
     pub(super) fn of_call(function: &'a str) -> Option<Want<'a>> {
         match Builtin::parse(function) {
             Some(Builtin::Ping | Builtin::Echo) => None,
-            Some(Builtin::List | Builtin::Stats | Builtin::Names) => Some(Want::Stats),
+            Some(Builtin::List | Builtin::Stats | Builtin::Names | Builtin::Describe) => {
+                Some(Want::Stats)
+            }
             None => Some(Want::Call(function)),
         }
     }

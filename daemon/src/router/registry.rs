@@ -1,10 +1,10 @@
-//! Function name → the app that serves it, with the naming rules and the
-//! daemon-wide limit.
+//! Function name → the app that serves it and what it declared (attributes,
+//! signature), with the naming rules and the daemon-wide limit.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use rpcd_client::ipc::ErrorCode;
+use rpcd_client::ipc::{Declaration, ErrorCode, FunctionInfo};
 
 use super::types::{ConnId, Failure};
 
@@ -12,7 +12,8 @@ use super::types::{ConnId, Failure};
 pub const FUNCTION_NAME_MAX: usize = 256;
 
 /// Functions every daemon serves itself.
-pub const BUILTINS: [&str; 5] = [
+pub const BUILTINS: [&str; 6] = [
+    "rpcd.describe",
     "rpcd.echo",
     "rpcd.list",
     "rpcd.names",
@@ -24,6 +25,8 @@ pub const BUILTINS: [&str; 5] = [
 #[derive(Debug, Default)]
 pub struct Registry {
     owners: HashMap<String, ConnId>,
+    /// What registered functions declared; absent for a plain registration.
+    declared: HashMap<String, Declaration>,
     /// Names whose owner disconnected, held for the owner's user until the
     /// instant given (the name grace). At most `functions_max` entries.
     released: HashMap<String, Released>,
@@ -106,7 +109,43 @@ impl Registry {
             ));
         }
         self.owners.remove(function);
+        self.declared.remove(function);
         Ok(())
+    }
+
+    /// Record what `function`, just registered, declares (replacing what it declared
+    /// before; an empty declaration forgets it).
+    pub fn declare(&mut self, function: &str, declaration: Declaration) {
+        if !self.owners.contains_key(function) {
+            return;
+        }
+        if declaration.is_empty() {
+            self.declared.remove(function);
+        } else {
+            self.declared.insert(function.to_owned(), declaration);
+        }
+    }
+
+    /// Every function served here with what it declared, sorted by name (built-ins
+    /// declare nothing). With `only`, that function alone; `None` if it is not served.
+    pub fn describe(&self, only: Option<&str>) -> Option<Vec<FunctionInfo>> {
+        let info = |name: &str| {
+            let d = self.declared.get(name);
+            FunctionInfo {
+                function: name.to_owned(),
+                builtin: BUILTINS.contains(&name),
+                idempotent: d.and_then(|d| d.idempotent),
+                deadline_ms: d.and_then(|d| d.deadline_ms),
+                signature: d.and_then(|d| d.signature.clone()),
+            }
+        };
+        match only {
+            Some(name) if BUILTINS.contains(&name) || self.owners.contains_key(name) => {
+                Some(vec![info(name)])
+            }
+            Some(_) => None,
+            None => Some(self.list().iter().map(|n| info(n)).collect()),
+        }
     }
 
     /// Forget `function` whoever owns it (its owner, running as `uid`, is
@@ -114,6 +153,7 @@ impl Registry {
     /// grace holds nothing. The held names are at most `cap`: expired ones
     /// are dropped first, and when all are live the name is not held.
     pub fn release(&mut self, function: &str, uid: u32, now: Instant, grace: Duration, cap: usize) {
+        self.declared.remove(function);
         if self.owners.remove(function).is_none() || grace.is_zero() {
             return;
         }
@@ -201,5 +241,34 @@ mod tests {
         assert!(r.unregister(a, "kv.get").is_ok());
         assert_eq!(r.owner("kv.put"), Some(b));
         assert!(r.list().contains(&"rpcd.ping".to_owned()));
+    }
+
+    #[test]
+    fn declarations_follow_their_registration() {
+        let mut r = Registry::default();
+        let t = Instant::now();
+        let a = ConnId(1);
+        let declared = Declaration {
+            idempotent: Some(true),
+            deadline_ms: Some(2000),
+            signature: None,
+        };
+        r.declare("kv.get", declared.clone());
+        assert_eq!(r.describe(Some("kv.get")), None, "not registered: ignored");
+        r.register(t, a, 0, "kv.get", 4).expect("register");
+        r.declare("kv.get", declared);
+        let info = r.describe(Some("kv.get")).expect("served");
+        assert_eq!(info[0].idempotent, Some(true));
+        assert_eq!(info[0].deadline_ms, Some(2000));
+        assert!(!info[0].builtin);
+        let all = r.describe(None).expect("all");
+        assert_eq!(all.len(), BUILTINS.len() + 1);
+        assert!(all
+            .iter()
+            .any(|i| i.function == "rpcd.describe" && i.builtin));
+        r.release("kv.get", 0, t, Duration::ZERO, 4);
+        r.register(t, a, 0, "kv.get", 4).expect("register again");
+        let info = r.describe(Some("kv.get")).expect("served");
+        assert_eq!(info[0].idempotent, None, "a new registration declares anew");
     }
 }

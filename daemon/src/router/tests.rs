@@ -179,6 +179,9 @@ impl Net {
             ClientMsg::Register {
                 id: 1,
                 function: function.into(),
+                idempotent: None,
+                deadline_ms: None,
+                signature: None,
             },
         );
         assert_eq!(self.take(a, c), vec![DaemonMsg::Done { id: 1 }]);

@@ -76,6 +76,9 @@ fn register(r: &mut Router, now: Instant, c: ConnId, f: &str) -> Result<(), Erro
         ClientMsg::Register {
             id: 5,
             function: f.into(),
+            idempotent: None,
+            deadline_ms: None,
+            signature: None,
         },
     );
     match frames(r, c).as_slice() {

@@ -406,6 +406,16 @@ pub(super) fn client_msgs() -> Vec<ClientMsg> {
         ClientMsg::Register {
             id: 2,
             function: "svc.f".into(),
+            idempotent: None,
+            deadline_ms: None,
+            signature: None,
+        },
+        ClientMsg::Register {
+            id: 2,
+            function: "svc.g".into(),
+            idempotent: Some(true),
+            deadline_ms: Some(2000),
+            signature: Some(vec![0x80]),
         },
         ClientMsg::Unregister {
             id: 3,
