@@ -7,6 +7,7 @@
 //! `srv:` target is `bad_request`, and `rpcd --check-config` refuses one in
 //! `[names]`.
 
+#[path = "srv/dns.rs"]
 mod dns;
 
 use std::net::Ipv4Addr;
@@ -189,9 +190,10 @@ fn srv_calls_follow_priority_and_fail_over() {
         .find(|l| l.starts_with(TARGET) && l.contains("one.test."))
         .unwrap_or_else(|| panic!("no SRV row for one.test.:\n{text}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
+    let port = b1.udp.port().to_string();
     assert_eq!(
         cells[1..5],
-        ["10", "5", "one.test.", &b1.udp.port().to_string()],
+        ["10", "5", "one.test.", port.as_str()],
         "{text}"
     );
 

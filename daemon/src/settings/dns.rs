@@ -159,4 +159,40 @@ mod tests {
         let long = format!("srv:_kv._udp.{}", "a.".repeat(130));
         assert!(srv_target(&long).expect("srv").is_err());
     }
+
+    /// `[dns]` and `srv:` entries of `[names]` from a file, and what
+    /// validation refuses, naming the key.
+    #[test]
+    fn dns_settings_load_and_bad_ones_name_their_key() {
+        use crate::settings::Settings;
+        let mut s = Settings::default();
+        s.apply_toml(
+            "[dns]\nservers = [\"127.0.0.1:5353\"]\ntimeout_ms = 300\nattempts = 1\n\
+             cache_max = 0\n[names]\nkv = \"srv:_kv._udp.example.\"\n",
+        )
+        .expect("valid file");
+        assert_eq!(s.dns.servers, ["127.0.0.1:5353".parse().expect("addr")]);
+        assert_eq!(s.dns.timeout, Duration::from_millis(300));
+        assert_eq!((s.dns.attempts, s.dns.cache_max), (1, 0));
+        s.validate("test").expect("valid");
+        let refused = |f: &dyn Fn(&mut Settings)| {
+            let mut bad = s.clone();
+            f(&mut bad);
+            bad.validate("test").expect_err("refused").to_string()
+        };
+        let e = refused(&|b| {
+            b.names
+                .insert("db".into(), vec!["srv:db.example.org".into()]);
+        });
+        assert!(
+            e.contains("names.db") && e.contains("_service._proto"),
+            "{e}"
+        );
+        let e = refused(&|b| b.dns.attempts = 0);
+        assert!(e.contains("dns.attempts"), "{e}");
+        let e = refused(&|b| b.dns.timeout = Duration::ZERO);
+        assert!(e.contains("dns.timeout_ms"), "{e}");
+        let e = refused(&|b| b.dns.servers = vec!["127.0.0.1:53".parse().expect("a"); 9]);
+        assert!(e.contains("dns.servers"), "{e}");
+    }
 }
