@@ -19,10 +19,12 @@ use std::time::Duration;
 use rpcd_transport::secure::{PeerKey, Security};
 use thiserror::Error;
 
+pub mod dns;
 mod file;
 pub mod policy;
 pub mod security;
 
+pub use dns::{srv_target, DnsSettings};
 pub use policy::{AccessSettings, Rule};
 pub use security::{
     KeyFileError, KeySource, LoadedKey, PeerSettings, SecuritySettings, PEERS_CONFIGURED_MAX,
@@ -52,6 +54,8 @@ pub struct Settings {
     /// Service names: name → targets (`host:port` or a peer's name), in
     /// order of preference.
     pub names: BTreeMap<String, Vec<String>>,
+    /// `[dns]`: how `srv:` targets are looked up.
+    pub dns: DnsSettings,
     /// `[security]`: this daemon's private key.
     pub security: SecuritySettings,
     /// `[peers]`: the daemons this one trusts, by name.
@@ -171,6 +175,7 @@ impl Default for Settings {
             limits: Limits::default(),
             transport: rpcd_transport::Config::default(),
             names: BTreeMap::new(),
+            dns: DnsSettings::default(),
             security: SecuritySettings::default(),
             peers: BTreeMap::new(),
             access: AccessSettings::default(),
@@ -360,6 +365,9 @@ impl Settings {
                 "must be above zero and at most limits.deadline_max_ms".into(),
             ));
         }
+        self.dns
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         if self.names.len() > NAMES_MAX {
             return Err(invalid("names", format!("at most {NAMES_MAX} names")));
         }
@@ -383,12 +391,14 @@ impl Settings {
                 return Err(invalid(
                     &key,
                     format!(
-                        "must list 1 to {NAME_TARGETS_MAX} targets (host:port or a peer's name)"
+                        "must list 1 to {NAME_TARGETS_MAX} targets (host:port, srv:NAME or a peer's name)"
                     ),
                 ));
             }
             for t in targets {
-                if let Some(peer) = self.peers.get(t) {
+                if let Some(srv) = srv_target(t) {
+                    srv.map_err(|problem| invalid(&key, problem))?;
+                } else if let Some(peer) = self.peers.get(t) {
                     if peer.addresses.is_empty() {
                         return Err(invalid(
                             &key,

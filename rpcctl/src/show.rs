@@ -166,8 +166,57 @@ pub fn by_outcome(calls: &BTreeMap<String, u64>) -> impl Iterator<Item = (&str, 
 /// A row label and how to read its counter.
 type Counter = (&'static str, fn(&PeerCounters) -> u64);
 
-/// The naming table: one row per name, its targets and what they resolved to.
+/// The naming table: one row per name, its targets and what they resolved to;
+/// then, when any target is an `srv:` name, one row per SRV record with the
+/// answer's age and the TTL it has left.
 pub fn names(names: &[NameEntry]) -> String {
+    let mut text = names_table(names);
+    let mut srv = Table::new();
+    srv.row(
+        [
+            "SRV",
+            "PRIORITY",
+            "WEIGHT",
+            "TARGET",
+            "PORT",
+            "ADDRESSES",
+            "AGE",
+            "TTL",
+        ]
+        .map(str::to_owned),
+    );
+    for s in names.iter().flat_map(|e| &e.srv) {
+        for r in &s.records {
+            srv.row([
+                s.target.clone(),
+                r.priority.to_string(),
+                r.weight.to_string(),
+                r.target.clone(),
+                r.port.to_string(),
+                if r.addresses.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.addresses.join(",")
+                },
+                seconds(s.age_ms),
+                seconds(s.ttl_ms),
+            ]);
+        }
+    }
+    if srv.rows.len() > 1 {
+        srv.left_aligned = true;
+        text.push('\n');
+        text.push_str(&srv.render());
+    }
+    text
+}
+
+/// Milliseconds as seconds with one decimal.
+fn seconds(ms: u64) -> String {
+    format!("{}.{}s", ms / 1000, ms % 1000 / 100)
+}
+
+fn names_table(names: &[NameEntry]) -> String {
     let mut table = Table::new();
     table.row(["NAME", "TARGETS", "RESOLVED", "ERRORS"].map(str::to_owned));
     for entry in names {
@@ -386,6 +435,34 @@ mod tests {
              kv    localhost:7400, nowhere:1  127.0.0.1:7400  nowhere:1: not found\n"
         );
         assert_eq!(super::names(&[]), "NAME  TARGETS  RESOLVED  ERRORS\n");
+    }
+
+    #[test]
+    fn srv_records_follow_the_table() {
+        let mut record = rpcd_client::ipc::SrvRecordEntry::default();
+        record.target = "one.test.".into();
+        record.port = 7401;
+        record.priority = 10;
+        record.weight = 5;
+        record.addresses = vec!["127.0.0.1".into()];
+        let mut srv = rpcd_client::ipc::SrvEntry::default();
+        srv.target = "srv:_kv._udp.test.".into();
+        srv.records = vec![record];
+        srv.age_ms = 1250;
+        srv.ttl_ms = 28_750;
+        let mut entry = NameEntry::default();
+        entry.name = "kv".into();
+        entry.targets = vec!["srv:_kv._udp.test.".into()];
+        entry.resolved = vec!["127.0.0.1:7401".into()];
+        entry.srv = vec![srv];
+        assert_eq!(
+            super::names(&[entry]),
+            "NAME  TARGETS             RESOLVED        ERRORS\n\
+             kv    srv:_kv._udp.test.  127.0.0.1:7401  -\n\
+             \n\
+             SRV                 PRIORITY  WEIGHT  TARGET     PORT  ADDRESSES  AGE   TTL\n\
+             srv:_kv._udp.test.  10        5       one.test.  7401  127.0.0.1  1.2s  28.7s\n"
+        );
     }
 
     #[test]

@@ -215,6 +215,42 @@ pub struct NameEntry {
     pub resolved: Vec<String>,
     /// Resolver errors, one per target that did not resolve.
     pub errors: Vec<String>,
+    /// The DNS SRV records behind each `srv:` target, in the order of `targets`.
+    pub srv: Vec<SrvEntry>,
+}
+
+/// The DNS SRV answer behind one `srv:` target of a [`NameEntry`], as the daemon holds
+/// it in its cache.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SrvEntry {
+    /// The target: `srv:` and the SRV name.
+    pub target: String,
+    /// The records, as DNS gave them.
+    pub records: Vec<SrvRecordEntry>,
+    /// Milliseconds since the answer arrived.
+    pub age_ms: u64,
+    /// Milliseconds the answer is still used for (its TTL less its age; 0: expired, the
+    /// next call asks DNS again).
+    pub ttl_ms: u64,
+}
+
+/// One SRV record of an [`SrvEntry`].
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct SrvRecordEntry {
+    /// The target host.
+    pub target: String,
+    /// The service's port on it.
+    pub port: u16,
+    /// Lower is tried first.
+    pub priority: u16,
+    /// Share among the records of one priority.
+    pub weight: u16,
+    /// The addresses the target resolved to.
+    pub addresses: Vec<String>,
 }
 
 /// A message from the daemon to an application.

@@ -39,8 +39,8 @@ pub use frame::{
     FrameReader, FRAME_MAX_DEFAULT, LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
 pub use message::{
-    session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, LOCAL_CALLER,
-    PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+    session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, SrvEntry,
+    SrvRecordEntry, LOCAL_CALLER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
 pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
 pub use signature::{

@@ -31,6 +31,7 @@ mod monitor;
 mod network;
 mod policy;
 mod registry;
+pub mod srv;
 mod stats;
 mod targets;
 mod trace;
@@ -42,6 +43,8 @@ mod tests;
 mod tests_grace;
 #[cfg(test)]
 mod tests_monitor;
+#[cfg(test)]
+mod tests_srv;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -66,7 +69,7 @@ pub use registry::{BUILTINS, FUNCTION_NAME_MAX};
 pub use targets::is_local;
 pub use types::{
     CallId, ConnId, Failure, InvId, LookupAnswer, LookupId, LookupRequest, Origin, Output,
-    PeerCred, RemoteCallId,
+    PeerCred, RemoteCallId, Resolved,
 };
 
 /// How long a peer that was declared unreachable is tried last among a
@@ -184,7 +187,7 @@ impl Router {
             calls: Calls::default(),
             invocations: Invocations::default(),
             deadlines: DeadlineHeap::default(),
-            lookups: Lookups::default(),
+            lookups: Lookups::new(incarnation.seed),
             peer_down: HashMap::new(),
             counters: Counters::default(),
             denials: policy::Denials::default(),
@@ -303,6 +306,10 @@ impl Router {
         }
         if new.transport != self.settings.transport {
             warn!("transport settings take effect at restart");
+        }
+        let dns = |s: &Settings| (s.dns.servers.clone(), s.dns.timeout, s.dns.attempts);
+        if dns(&new) != dns(&self.settings) {
+            warn!("dns servers, timeout_ms and attempts take effect at restart");
         }
         let key = |s: &Settings| s.security.key.as_ref().map(|k| k.key.public());
         if key(&new) != key(&self.settings) {

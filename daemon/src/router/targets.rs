@@ -1,6 +1,6 @@
-//! Targets: what a call names (`host:port`, a service name or a peer's
-//! name) turned into addresses now or a lookup, and whether an address is
-//! this daemon.
+//! Targets: what a call names (`host:port`, `srv:NAME`, a service name or
+//! a peer's name) turned into addresses now or a lookup, and whether an
+//! address is this daemon.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -12,7 +12,7 @@ use crate::settings::{self, PeerSettings};
 pub enum Resolution {
     /// Literal addresses, in the order to try them.
     Ready(Vec<SocketAddr>),
-    /// `host:port` strings for the resolver.
+    /// `host:port` and `srv:NAME` strings for the resolver (or the SRV cache).
     Lookup(Vec<String>),
 }
 
@@ -27,6 +27,10 @@ pub fn resolution(
 ) -> Result<Resolution, String> {
     if let Ok(a) = target.parse::<SocketAddr>() {
         return Ok(Resolution::Ready(vec![a]));
+    }
+    if let Some(srv) = settings::srv_target(target) {
+        srv?;
+        return Ok(Resolution::Lookup(vec![target.to_owned()]));
     }
     if let Some(entries) = names.get(target) {
         let mut targets = Vec::with_capacity(entries.len());
@@ -190,6 +194,12 @@ mod tests {
             Ok(Resolution::Lookup(vec!["h.example:5".into()]))
         );
         assert!(resolution("nosuch", &names, &peers, me).is_err());
+        assert_eq!(
+            resolution("srv:_kv._udp.example.", &names, &peers, me),
+            Ok(Resolution::Lookup(vec!["srv:_kv._udp.example.".into()]))
+        );
+        let e = resolution("srv:kv.example", &names, &peers, me).unwrap_err();
+        assert!(e.contains("_service._proto.domain"), "{e}");
         assert!(resolution("h.example:notaport", &names, &peers, me).is_err());
     }
 

@@ -420,7 +420,10 @@ impl Net {
             now,
             super::LookupAnswer {
                 id: lookup.id,
-                results,
+                results: results
+                    .into_iter()
+                    .map(|r| r.map(super::Resolved::Addr))
+                    .collect(),
             },
         );
         self.settle();
@@ -838,7 +841,7 @@ fn lookups_send_the_call_and_late_answers_are_ignored() {
         now,
         super::LookupAnswer {
             id: lookup.id,
-            results: vec![Ok(addr(B))],
+            results: vec![Ok(super::Resolved::Addr(addr(B)))],
         },
     );
     let inv = net.wait_invocation(B, server);

@@ -101,7 +101,7 @@ pub enum Output {
     /// Write what is queued (best effort), then close the connection. The
     /// router has already forgotten it: do not report it closed.
     Close(ConnId),
-    /// Resolve these `host:port` strings off the event loop and answer with
+    /// Resolve these `host:port` (or `srv:NAME`) strings off the event loop and answer with
     /// [`Router::handle_lookup`](super::Router::handle_lookup).
     Lookup(LookupRequest),
 }
@@ -111,7 +111,7 @@ pub enum Output {
 pub struct LookupRequest {
     /// Returned with the answer.
     pub id: LookupId,
-    /// `host:port` strings, resolved in order.
+    /// `host:port` or `srv:NAME` (a DNS SRV name) strings, resolved in order.
     pub targets: Vec<String>,
 }
 
@@ -120,6 +120,15 @@ pub struct LookupRequest {
 pub struct LookupAnswer {
     /// The request's id.
     pub id: LookupId,
-    /// Per target, in order: its first address, or the resolver's error.
-    pub results: Vec<Result<SocketAddr, String>>,
+    /// Per target, in order: what it resolved to, or the resolver's error.
+    pub results: Vec<Result<Resolved, String>>,
+}
+
+/// What one target of a [`LookupRequest`] resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// A `host:port`: its first address (IPv4 preferred).
+    Addr(SocketAddr),
+    /// An `srv:` name: its records and their TTL.
+    Srv(super::srv::SrvAnswer),
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{policy, security, Settings, SettingsError};
+use super::{dns, policy, security, Settings, SettingsError};
 
 // The file's shape: every key optional, unknown keys rejected.
 #[derive(Debug, Default, Deserialize)]
@@ -22,6 +22,8 @@ struct FileSettings {
     transport: FileTransport,
     #[serde(default)]
     names: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    dns: dns::FileDns,
     #[serde(default)]
     security: FileSecurity,
     #[serde(default)]
@@ -243,6 +245,7 @@ impl Settings {
             };
             self.names.insert(name, targets);
         }
+        f.dns.overlay(&mut self.dns);
         set!(
             self.security.private_key_file,
             f.security.private_key_file,

@@ -119,6 +119,7 @@ fn example_file_is_the_defaults() {
         [
             "access",
             "daemon",
+            "dns",
             "limits",
             "names",
             "security",
@@ -136,13 +137,14 @@ fn example_file_is_the_defaults() {
         "limits",
         "transport",
         "names",
+        "dns",
         "security",
         "access",
     ]
     .map(keys);
     assert_eq!(
         counts,
-        [4, 19, 33, 0, 0, 0],
+        [4, 19, 33, 0, 4, 0, 0],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [

@@ -140,7 +140,8 @@ impl Bound {
         let signals =
             Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let resolver = Resolver::start(waker.clone()).context("starting the resolver thread")?;
+        let resolver = Resolver::start(waker.clone(), &settings.dns)
+            .context("starting the resolver thread")?;
         let incarnation = incarnation()?;
         let socket_path = settings.socket.clone();
         info!(udp = %local_addr, socket = %socket_path.display(), inherited, epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
