@@ -36,8 +36,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rpcd_client::conn::Connection;
@@ -45,37 +44,19 @@ use rpcd_client::conn::Connection;
 use crate::{bin, example, tempdir, wait_until, ProcessGuard};
 
 mod chaos;
+mod faults;
+mod probe;
 pub use chaos::{REORDER_LANE_PACKETS, REORDER_LANE_RATE};
+pub use faults::Direction;
+use faults::{chance, iptables};
+pub use probe::available;
+use probe::{generate_key, keyed_mode, remove_stale_namespaces};
 
 /// The UDP port every host's `rpcd` listens on.
 pub const PORT: u16 = 7400;
 
-/// The nftables table holding duplication and corruption rules.
-const NFT_TABLE: &str = "rpcd_fault";
-
 /// Prefix of every namespace these tests create: `rpcdt-<pid>-<n>-<host>`.
 const NS_PREFIX: &str = "rpcdt-";
-
-/// Which traffic of a host a fault applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Datagrams arriving at the host.
-    In,
-    /// Datagrams leaving the host.
-    Out,
-    /// Both.
-    Both,
-}
-
-impl Direction {
-    fn chains(self) -> &'static [&'static str] {
-        match self {
-            Direction::In => &["FAULT_IN"],
-            Direction::Out => &["FAULT_OUT"],
-            Direction::Both => &["FAULT_IN", "FAULT_OUT"],
-        }
-    }
-}
 
 /// One test host: a namespace, its address, its key, and its `rpcd` when running.
 #[derive(Debug)]
@@ -95,6 +76,8 @@ pub struct Host {
     pub public_key: Option<String>,
     /// The daemon's private key file, with keys.
     key_file: Option<PathBuf>,
+    /// Datagrams sent through reordering lanes deleted since (see [`Net::reordered`]).
+    reordered_earlier: AtomicU64,
     config: PathBuf,
     daemon: Option<ProcessGuard>,
 }
@@ -178,6 +161,7 @@ impl Net {
                 name: (*letter).to_owned(),
                 public_key,
                 key_file,
+                reordered_earlier: AtomicU64::new(0),
                 socket: net.dir.path().join(format!("{letter}.sock")),
                 log: net.dir.path().join(format!("{letter}.log")),
                 config: net.dir.path().join(format!("{letter}.toml")),
@@ -386,118 +370,6 @@ impl Net {
         pid
     }
 
-    /// Drop a random fraction `probability` (0..=1) of host `i`'s traffic in `dir`,
-    /// in addition to any fault already in force.
-    pub fn loss(&self, i: usize, dir: Direction, probability: f64) {
-        assert!((0.0..=1.0).contains(&probability));
-        if probability == 0.0 {
-            return;
-        }
-        let p = format!("{probability:.4}");
-        for chain in dir.chains() {
-            iptables(
-                &self.hosts[i].ns,
-                &[
-                    "-A",
-                    chain,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &p,
-                    "-j",
-                    "DROP",
-                ],
-            );
-        }
-    }
-
-    /// Cut host `i` off the network: drop everything in and out of its link.
-    pub fn partition(&self, i: usize) {
-        for chain in Direction::Both.chains() {
-            iptables(&self.hosts[i].ns, &["-I", chain, "-j", "DROP"]);
-        }
-    }
-
-    /// Remove every fault of host `i`.
-    pub fn heal(&self, i: usize) {
-        for chain in Direction::Both.chains() {
-            iptables(&self.hosts[i].ns, &["-F", chain]);
-        }
-        let _ = run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &self.hosts[i].ns,
-            "nft",
-            "delete",
-            "table",
-            "ip",
-            NFT_TABLE,
-        ]));
-    }
-
-    /// Duplicate a random fraction `probability` of the datagrams host `i` sends to
-    /// host `to`'s `rpcd` (nftables `dup to`: the kernel sends the copy to the same
-    /// next hop, so `to` receives the datagram twice). Needs `nft`.
-    pub fn duplicate(&self, i: usize, to: usize, probability: f64) {
-        let dst = self.hosts[to].addr;
-        self.nft_rule(
-            i,
-            &format!(
-                "ip daddr {dst} udp dport {PORT} {} dup to {dst} device eth0",
-                chance(probability)
-            ),
-        );
-    }
-
-    /// Corrupt a random fraction `probability` of the datagrams host `i` sends to host
-    /// `to`'s `rpcd`: one byte (in the sequence counter, the selective ack, or the
-    /// payload, a third of the time each) is overwritten and the UDP checksum set to 0
-    /// ("none" in IPv4), so the datagram reaches `rpcd` corrupt. Needs `nft`.
-    pub fn corrupt(&self, i: usize, to: usize, probability: f64) {
-        let dst = self.hosts[to].addr;
-        // Offsets in the rpcd datagram (see docs/wire-protocol.md), after the 8-byte
-        // UDP header.
-        for offset in [27u32, 44, 100] {
-            let bits = (8 + offset) * 8;
-            self.nft_rule(
-                i,
-                &format!(
-                    "ip daddr {dst} udp dport {PORT} {} udp checksum set 0 @th,{bits},8 set 0x55",
-                    chance(probability / 3.0)
-                ),
-            );
-        }
-    }
-
-    fn nft_rule(&self, i: usize, rule: &str) {
-        let ns = &self.hosts[i].ns;
-        nft(ns, &format!("add table ip {NFT_TABLE}"));
-        nft(
-            ns,
-            &format!("add chain ip {NFT_TABLE} out {{ type filter hook output priority 0; }}"),
-        );
-        nft(ns, &format!("add rule ip {NFT_TABLE} out {rule}"));
-    }
-
-    /// Packets dropped so far by host `i`'s fault rules.
-    pub fn dropped(&self, i: usize) -> u64 {
-        let mut total = 0;
-        for chain in Direction::Both.chains() {
-            let out = iptables(&self.hosts[i].ns, &["-L", chain, "-v", "-n", "-x"]);
-            // Lines after the two headers: `pkts bytes target ...`.
-            for line in String::from_utf8_lossy(&out.stdout).lines().skip(2) {
-                let mut cols = line.split_whitespace();
-                let packets = cols.next().and_then(|n| n.parse::<u64>().ok());
-                if cols.nth(1) == Some("DROP") {
-                    total += packets.unwrap_or(0);
-                }
-            }
-        }
-        total
-    }
-
     fn spawn_daemon(&mut self, i: usize) {
         let h = &self.hosts[i];
         let logf = std::fs::OpenOptions::new()
@@ -573,110 +445,6 @@ impl Drop for Net {
     }
 }
 
-/// Whether this machine can run the namespace tests: `Err` names what is missing.
-pub fn available() -> Result<(), String> {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    CHECK.get_or_init(check).clone()
-}
-
-fn check() -> Result<(), String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Err("root (to create network namespaces)".into());
-    }
-    for (tool, package) in [
-        ("ip", "iproute2"),
-        ("iptables", "iptables"),
-        ("nft", "nftables"),
-    ] {
-        let found = Command::new(tool)
-            .arg("-V")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Err(format!("`{tool}` (package {package})"));
-        }
-    }
-    // A namespace with a statistic-match rule proves the kernel side works.
-    let ns = format!("{NS_PREFIX}{}-probe", std::process::id());
-    let add = run(Command::new("ip").args(["netns", "add", &ns]));
-    if !add.status.success() {
-        return Err(format!(
-            "`ip netns add` to work: {}",
-            String::from_utf8_lossy(&add.stderr).trim()
-        ));
-    }
-    let rule = run(Command::new("ip").args([
-        "netns",
-        "exec",
-        &ns,
-        "iptables",
-        "-A",
-        "INPUT",
-        "-m",
-        "statistic",
-        "--mode",
-        "random",
-        "--probability",
-        "0.5",
-        "-j",
-        "DROP",
-    ]));
-    let _ = run(Command::new("ip").args(["netns", "del", &ns]));
-    if !rule.status.success() {
-        return Err(format!(
-            "iptables' statistic match in a namespace: {}",
-            String::from_utf8_lossy(&rule.stderr).trim()
-        ));
-    }
-    Ok(())
-}
-
-/// Whether the daemons get keys: yes unless `RPCD_TEST_PLAINTEXT=1`.
-fn keyed_mode() -> bool {
-    match std::env::var("RPCD_TEST_PLAINTEXT").as_deref() {
-        Err(_) | Ok("" | "0") => true,
-        Ok("1") => false,
-        Ok(other) => panic!("RPCD_TEST_PLAINTEXT={other:?}: set it to 1 (plaintext) or unset it"),
-    }
-}
-
-/// A new private key in `file` (`rpcctl keys generate`: mode 0600); its public key.
-fn generate_key(file: &Path) -> String {
-    let mut cmd = Command::new(bin("rpcctl"));
-    crate::isolate(&mut cmd)
-        .args(["keys", "generate", "--out"])
-        .arg(file);
-    let out = crate::output_within(&mut cmd, Duration::from_secs(20));
-    assert!(
-        out.status.success(),
-        "rpcctl keys generate --out {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Delete namespaces named by a test process that no longer runs.
-fn remove_stale_namespaces() {
-    let out = run(Command::new("ip").args(["netns", "list"]));
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let Some(name) = line.split_whitespace().next() else {
-            continue;
-        };
-        let Some(rest) = name.strip_prefix(NS_PREFIX) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = run(Command::new("ip").args(["netns", "del", name]));
-        }
-    }
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null())
         .output()
@@ -692,39 +460,4 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// An nftables match true for a random fraction `probability` of packets.
-fn chance(probability: f64) -> String {
-    assert!((0.0..=1.0).contains(&probability));
-    format!(
-        "numgen random mod 10000 < {}",
-        (probability * 10_000.0).round() as u32
-    )
-}
-
-/// Run `nft COMMAND` in `ns`; panic on failure.
-fn nft(ns: &str, command: &str) {
-    let out = run(Command::new("ip")
-        .args(["netns", "exec", ns, "nft"])
-        .arg(command));
-    assert!(
-        out.status.success(),
-        "nft {command} in {ns}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Run `iptables ARGS` in `ns` (waiting for the xtables lock); panic on failure.
-fn iptables(ns: &str, args: &[&str]) -> Output {
-    let out = run(Command::new("ip")
-        .args(["netns", "exec", ns, "iptables", "-w", "5"])
-        .args(args));
-    assert!(
-        out.status.success(),
-        "iptables {} in {ns}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }

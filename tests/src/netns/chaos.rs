@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::Ordering;
 
 use crate::ProcessGuard;
 
@@ -29,14 +30,12 @@ impl Net {
     /// leave at once, so they arrive late and out of order (the kernel has no `netem`).
     /// The lane is an HTB qdisc on the host's link whose unclassified traffic passes
     /// unshaped; an nftables rule sets the chosen datagrams' priority to the lane's class.
-    /// Healing deletes the rule; datagrams already in the lane still arrive, late. Needs
-    /// `tc` (iproute2) and the kernel's HTB.
+    /// Healing ([`Net::heal`]) deletes the rule and the lane (the qdisc): datagrams still
+    /// queued in it (at most [`REORDER_LANE_PACKETS`]) are lost. Needs `tc` (iproute2)
+    /// and the kernel's HTB.
     pub fn reorder(&self, i: usize, to: usize, probability: f64) {
         let ns = &self.hosts[i].ns;
-        let shows =
-            run(Command::new("ip")
-                .args(["netns", "exec", ns, "tc", "qdisc", "show", "dev", "eth0"]));
-        if !String::from_utf8_lossy(&shows.stdout).contains("htb 1:") {
+        if !self.reorder_lane(i) {
             let lane = REORDER_LANE_PACKETS.to_string();
             for args in [
                 &[
@@ -77,8 +76,41 @@ impl Net {
         );
     }
 
-    /// Datagrams host `i` has sent through its reordering lane so far (0 without one).
+    /// Whether host `i`'s link has a reordering lane (an HTB qdisc) now.
+    pub fn reorder_lane(&self, i: usize) -> bool {
+        let shows = run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.hosts[i].ns,
+            "tc",
+            "qdisc",
+            "show",
+            "dev",
+            "eth0",
+        ]));
+        String::from_utf8_lossy(&shows.stdout).contains("htb 1:")
+    }
+
+    /// Deletes host `i`'s reordering lane, if it has one, after adding what it sent to
+    /// the host's count of [`Net::reordered`] datagrams.
+    pub(super) fn remove_reorder_lane(&self, i: usize) {
+        if !self.reorder_lane(i) {
+            return;
+        }
+        let sent = self.lane_sent(i);
+        self.hosts[i]
+            .reordered_earlier
+            .fetch_add(sent, Ordering::Relaxed);
+        tc(&self.hosts[i].ns, &["qdisc", "del", "dev", "eth0", "root"]);
+    }
+
+    /// Datagrams host `i` has sent through reordering lanes so far, deleted ones included.
     pub fn reordered(&self, i: usize) -> u64 {
+        self.hosts[i].reordered_earlier.load(Ordering::Relaxed) + self.lane_sent(i)
+    }
+
+    /// Datagrams host `i`'s current reordering lane has sent (0 without one).
+    fn lane_sent(&self, i: usize) -> u64 {
         let out = run(Command::new("ip").args([
             "netns",
             "exec",

@@ -18,7 +18,7 @@ use rpcd_tests::ProcessGuard;
 
 use super::checker::{Call, Fault, History};
 use super::faultlib::{base_config, executions, record, run_once};
-use super::schedule::{name, schedule, Action, Episode, Kind, HOSTS};
+use super::schedule::{name, schedule, Action, Episode, Kind, HOSTS, PEER_TIMEOUT_MS};
 
 /// Concurrent callers per ordered pair of hosts (each with its own connection).
 pub const CALLERS_PER_PAIR: usize = 4;
@@ -61,7 +61,11 @@ pub struct Counts {
 /// Run `plan`; `None` when network namespaces are unavailable (skipped).
 pub fn run(plan: &Plan) -> Option<(History, Counts)> {
     let mut net = Net::start(HOSTS)?;
-    let config = base_config();
+    // Long partitions outlast the peer timeout (`schedule::LONG_HOLD_MS`).
+    let config = format!(
+        "{}[transport]\npeer_timeout_ms = {PEER_TIMEOUT_MS}\n",
+        base_config()
+    );
     for i in 0..HOSTS {
         net.start_daemon(i, &config);
     }
@@ -186,7 +190,7 @@ fn episode(
         let issued = t0.elapsed();
         match *a {
             Action::Loss { host, dir, p } => net.loss(host, dir, p),
-            Action::Partition { host } => net.partition(host),
+            Action::Partition { host } | Action::LongPartition { host } => net.partition(host),
             Action::Duplicate { from, to, p } => net.duplicate(from, to, p),
             Action::Corrupt { from, to, p } => net.corrupt(from, to, p),
             Action::Reorder { from, to, p } => net.reorder(from, to, p),
@@ -232,6 +236,11 @@ fn heal_all(
 ) {
     for host in 0..HOSTS {
         net.heal(host);
+        assert!(
+            !net.reorder_lane(host),
+            "host {}'s reordering lane outlived the heal",
+            name(host)
+        );
         if !net.daemon_alive(host) {
             history.faults.push(Fault {
                 at: t0.elapsed(),

@@ -3,10 +3,14 @@
 //! them is real time and does not replay exactly).
 //!
 //! The run is a sequence of episodes. Each episode applies one or two faults, on
-//! distinct hosts, holds them for 0.3–2.5 s, then undoes them (heals the host's link,
-//! restarts what was killed); a gap of 0.1–0.8 s follows. Fault kinds are dealt from a
-//! shuffled deck of all seven, so every kind occurs once in any seven consecutive
-//! faults: a 20 s run (about ten episodes) injects each at least once.
+//! distinct hosts, holds them for 0.3–2.5 s ([`HOLD_MS`]), then undoes them (heals the
+//! host's link, restarts what was killed); a gap of 0.1–0.8 s follows. An episode with a
+//! long partition is held longer than the daemons' peer timeout ([`LONG_HOLD_MS`] against
+//! [`PEER_TIMEOUT_MS`], which the chaos configures), so the other daemons declare the
+//! partitioned one unreachable, fail what waits on it, and must recover after the heal.
+//! Fault kinds are dealt from a shuffled deck of all eight, so every kind occurs once in
+//! any eight consecutive faults: a 20 s run (about nine episodes) injects each at least
+//! once.
 
 use std::fmt;
 use std::time::Duration;
@@ -25,6 +29,14 @@ pub const WARMUP: Duration = Duration::from_millis(500);
 /// Shortest and longest time a fault is held.
 pub const HOLD_MS: (u64, u64) = (300, 2500);
 
+/// The daemons' `transport.peer_timeout_ms` in the chaos: silence after which a peer
+/// with something outstanding is declared unreachable.
+pub const PEER_TIMEOUT_MS: u64 = 1500;
+
+/// Shortest and longest time a long partition is held: longer than [`PEER_TIMEOUT_MS`]
+/// by 0.5–2 s.
+pub const LONG_HOLD_MS: (u64, u64) = (PEER_TIMEOUT_MS + 500, PEER_TIMEOUT_MS + 2000);
+
 /// Shortest and longest quiet gap between episodes.
 pub const GAP_MS: (u64, u64) = (100, 800);
 
@@ -35,6 +47,8 @@ pub enum Kind {
     Loss,
     /// A host cut off the network.
     Partition,
+    /// A host cut off the network for longer than the peer timeout.
+    LongPartition,
     /// Datagrams from one host to another duplicated.
     Duplicate,
     /// Datagrams from one host to another corrupted.
@@ -49,9 +63,10 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Loss,
         Kind::Partition,
+        Kind::LongPartition,
         Kind::Duplicate,
         Kind::Corrupt,
         Kind::Reorder,
@@ -67,6 +82,8 @@ pub enum Action {
     Loss { host: usize, dir: Direction, p: f64 },
     /// Drop everything in and out of `host`.
     Partition { host: usize },
+    /// Drop everything in and out of `host`, for longer than the peer timeout.
+    LongPartition { host: usize },
     /// Duplicate a fraction `p` of what `from` sends to `to`.
     Duplicate { from: usize, to: usize, p: f64 },
     /// Corrupt a fraction `p` of what `from` sends to `to`.
@@ -85,6 +102,7 @@ impl Action {
         match self {
             Action::Loss { .. } => Kind::Loss,
             Action::Partition { .. } => Kind::Partition,
+            Action::LongPartition { .. } => Kind::LongPartition,
             Action::Duplicate { .. } => Kind::Duplicate,
             Action::Corrupt { .. } => Kind::Corrupt,
             Action::Reorder { .. } => Kind::Reorder,
@@ -98,6 +116,7 @@ impl Action {
         match *self {
             Action::Loss { host, .. }
             | Action::Partition { host }
+            | Action::LongPartition { host }
             | Action::KillDaemon { host }
             | Action::KillApp { host } => host,
             Action::Duplicate { from, .. }
@@ -119,6 +138,9 @@ impl fmt::Display for Action {
                 write!(f, "loss {:.0}% {dir:?} on {}", p * 100.0, name(host))
             }
             Action::Partition { host } => write!(f, "partition {}", name(host)),
+            Action::LongPartition { host } => {
+                write!(f, "partition {} (beyond the peer timeout)", name(host))
+            }
             Action::Duplicate { from, to, p } => {
                 write!(
                     f,
@@ -158,10 +180,7 @@ pub fn schedule(seed: u64, length: Duration) -> Vec<Episode> {
     let mut episodes = Vec::new();
     let mut t = WARMUP;
     loop {
-        let hold = Duration::from_millis(rng.gen_range(HOLD_MS.0..=HOLD_MS.1));
-        if t + hold > length {
-            break;
-        }
+        let mut hold = Duration::from_millis(rng.gen_range(HOLD_MS.0..=HOLD_MS.1));
         let mut hosts: Vec<usize> = (0..HOSTS).collect();
         hosts.shuffle(&mut rng);
         let count = if rng.gen_bool(0.35) { 2 } else { 1 };
@@ -182,6 +201,10 @@ pub fn schedule(seed: u64, length: Duration) -> Vec<Episode> {
                     p: rng.gen_range(0.2..0.6),
                 },
                 Kind::Partition => Action::Partition { host },
+                Kind::LongPartition => {
+                    hold = Duration::from_millis(rng.gen_range(LONG_HOLD_MS.0..=LONG_HOLD_MS.1));
+                    Action::LongPartition { host }
+                }
                 Kind::Duplicate => Action::Duplicate {
                     from: host,
                     to: other,
@@ -201,6 +224,9 @@ pub fn schedule(seed: u64, length: Duration) -> Vec<Episode> {
                 Kind::KillApp => Action::KillApp { host },
             };
             actions.push(action);
+        }
+        if t + hold > length {
+            break;
         }
         episodes.push(Episode {
             start: t,

@@ -7,6 +7,8 @@ pub use keyed::KeyedOutcome;
 mod app;
 mod check;
 mod class;
+mod crowd;
+pub use crowd::CrowdOutcome;
 mod fast_rng;
 mod oracle;
 mod run;
@@ -121,6 +123,8 @@ pub struct Outcome {
     pub retx_after_done: u64,
     /// Keyed runs: forgeries and the authenticated layer's counters.
     pub keyed: Option<KeyedOutcome>,
+    /// Seeds of the crowd class: what the crowd run counted.
+    pub crowd: Option<CrowdOutcome>,
 }
 
 // ------------------------------------------------------------------ events
@@ -341,7 +345,11 @@ pub fn run_seed(seed: u64, class: Class) -> Result<Outcome, String> {
         sim.stop_at_idle_channels = false;
         sim.run();
     }
-    sim.finish()
+    let mut out = sim.finish()?;
+    if class.crowd {
+        out.crowd = Some(crowd::run_crowd(seed)?);
+    }
+    Ok(out)
 }
 
 fn ms(n: u64) -> Duration {

@@ -1,7 +1,8 @@
 //! A seed's class: its mode (plain or keyed), which scheduled faults it
 //! has (partitions, restarts, both or neither), whether its datagram faults
-//! are all drawn or only delay and reordering, and how many messages it
-//! sends. Every choice is drawn from the seed's own RNG stream (not from
+//! are all drawn or only delay and reordering, how many messages it
+//! sends, and whether it also runs the crowd (`crowd.rs`: more peers than
+//! `peers_max`, and strangers, at one endpoint). Every choice is drawn from the seed's own RNG stream (not from
 //! its bits), so each combination occurs among any few dozen seeds, in
 //! either mode, and a run of consecutive seeds is no different from a run
 //! of random ones.
@@ -26,8 +27,12 @@ pub struct Class {
     pub restarts: bool,
     /// Messages the seed sends, before the keyed reduction (`messages`).
     pub budget: u64,
+    /// The seed also runs the crowd (`crowd.rs`).
+    pub crowd: bool,
 }
 
+/// Chance that a seed also runs the crowd.
+const CROWD_P: f64 = 0.15;
 /// Chance that a seed is keyed.
 const KEYED_P: f64 = 0.3;
 /// A keyed message costs about ten plaintext ones in this build (X25519
@@ -51,6 +56,8 @@ impl Class {
         } else {
             rng.gen_range(2_000..=8_000)
         };
+        // Drawn last, so the draws above are those of the seeds before it existed.
+        let crowd = rng.gen_bool(CROWD_P);
         let keyed = match std::env::var("SIM_MODE").as_deref() {
             Ok("keyed") => true,
             Ok("plain") => false,
@@ -63,6 +70,7 @@ impl Class {
             partitions,
             restarts,
             budget: forced_messages.unwrap_or(drawn),
+            crowd,
         }
     }
 
@@ -90,6 +98,7 @@ impl Class {
             (true, true) => "partitions+restarts",
         };
         let clean = if self.clean { ", no loss" } else { "" };
-        format!("{mode}, {faults}{clean}")
+        let crowd = if self.crowd { ", crowd" } else { "" };
+        format!("{mode}, {faults}{clean}{crowd}")
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{keyed, KeyedOutcome, Outcome};
+use super::{keyed, CrowdOutcome, KeyedOutcome, Outcome};
 
 /// Sums over a sweep.
 #[derive(Debug, Clone, Default)]
@@ -29,6 +29,9 @@ pub struct Totals {
     pub classes: [[u64; 4]; 2],
     /// Seeds without loss, duplication, corruption or truncation.
     pub clean_seeds: u64,
+    /// Crowd runs (`crowd.rs`), and their sums.
+    pub crowd_runs: u64,
+    pub crowd: CrowdOutcome,
 }
 
 impl Totals {
@@ -77,6 +80,16 @@ impl Totals {
             t.forged_not_authenticated += k.forged_not_authenticated;
             t.forged_unknown_key += k.forged_unknown_key;
             keyed::add_security(&mut t.security, &k.security);
+        }
+        if let Some(c) = &o.crowd {
+            self.crowd_runs += 1;
+            let t = &mut self.crowd;
+            t.admitted += c.admitted;
+            t.contacts += c.contacts;
+            t.refused += c.refused;
+            t.garbage += c.garbage;
+            t.messages += c.messages;
+            t.delivered += c.delivered;
         }
         let s = &mut self.sum;
         s.messages += o.messages;
@@ -138,7 +151,10 @@ impl Totals {
              sim faults injected: loss {}, duplication {}, reordering {}, corruption {}, truncation {}, \
              link cuts {} (dropping {} datagrams), crashes {}, holds {}, cancels {} (and {} too late), forgeries plain {} junk {} replay {} stranger {}\n\
              sim oracle: {} failures, each explained by a scheduled fault (latest {:?} after its fault ended); \
-             outcomes settled at most {:?} after the last fault or send ({}.{}% of the seed's bound at most)",
+             outcomes settled at most {:?} after the last fault or send ({}.{}% of the seed's bound at most)\n\
+             sim crowd (more peers than peers_max, strangers): {} runs, {} addresses contacted a hub, {} admitted, \
+             {} well-formed bundles refused (refused_peers), {} garbage datagrams dropped (malformed + corrupt), \
+             {} of {} real peers' messages delivered (the rest refused)",
             self.seeds,
             s.messages,
             s.delivered,
@@ -175,6 +191,13 @@ impl Totals {
             s.settle_max,
             s.settle_permille_max / 10,
             s.settle_permille_max % 10,
+            self.crowd_runs,
+            self.crowd.contacts,
+            self.crowd.admitted,
+            self.crowd.refused,
+            self.crowd.garbage,
+            self.crowd.delivered,
+            self.crowd.messages,
         )
     }
 
@@ -201,12 +224,18 @@ impl Totals {
             ("junk forgeries", k.injected[1]),
             ("replays", k.injected[2]),
             ("strangers", k.injected[3]),
+            ("crowd refusals (peers_max)", self.crowd.refused),
+            ("crowd garbage from strangers", self.crowd.garbage),
         ];
         let mut short: Vec<String> = kinds
             .iter()
             .filter(|(_, n)| *n < min)
             .map(|(what, n)| format!("{what}: {n}"))
             .collect();
+        // About 15 % of seeds draw the crowd; at least 5 % must have run it.
+        if self.crowd_runs * 20 < self.seeds {
+            short.push(format!("crowd runs: {}", self.crowd_runs));
+        }
         for (m, mode) in self.classes.iter().zip(["plain", "keyed"]) {
             for (n, class) in m
                 .iter()
