@@ -1,19 +1,18 @@
 //! Serving functions: registration, a pool of worker threads behind a bounded queue, and
 //! re-registration after the daemon restarts.
 //!
-//! One dispatcher thread takes invocations from the [`Client`]'s connection and offers each
-//! to the queue; a full queue answers at once with `Outcome::Refused { code: Overloaded }`,
-//! so the caller sees `overloaded` instead of waiting. Workers run handlers under
-//! `catch_unwind`: a panic becomes an application error for that call and the worker
-//! lives on. When the connection breaks, the dispatcher reconnects (with backoff) and
-//! registers every function again on the new connection.
+//! The connection's reader thread offers each invocation straight to the queue (a sink the
+//! dispatcher installs on every connection); a full queue answers at once with
+//! `Outcome::Refused { code: Overloaded }`, so the caller sees `overloaded` instead of
+//! waiting. Workers run handlers under `catch_unwind`: a panic becomes an application error
+//! for that call and the worker lives on. The dispatcher thread keeps the connection: when it
+//! breaks, it reconnects (with backoff), registers every function again on the new
+//! connection and installs the sink there.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,7 +24,7 @@ use crate::client::{lock, read, write, Client};
 use crate::conn::{Connection, Invocation};
 use crate::error::CallError;
 use crate::identity::{Credentials, Identity};
-use crate::ipc::{Declaration, ErrorCode, Outcome};
+use crate::ipc::{Declaration, Outcome};
 
 /// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
 pub const QUEUE_MAX_DEFAULT: usize = 256;
@@ -33,7 +32,7 @@ pub const QUEUE_MAX_DEFAULT: usize = 256;
 /// The most worker threads a server runs, whatever [`ServerOptions::workers`] asks.
 pub const WORKERS_MAX: usize = 1024;
 
-/// How often the dispatcher looks up from an empty queue to check for a stop.
+/// How often the dispatcher looks at its connection and checks for a stop.
 pub const DISPATCH_POLL: Duration = Duration::from_millis(50);
 
 /// First delay between reconnect attempts of a serving app; doubles up to
@@ -294,14 +293,14 @@ impl Server {
             workers.push(
                 std::thread::Builder::new()
                     .name(format!("rpcd-worker-{i}"))
-                    .spawn(move || work(&inner, &rx))?,
+                    .spawn(move || threads::work(&inner, &rx))?,
             );
         }
         let dispatcher = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
                 .name("rpcd-dispatcher".into())
-                .spawn(move || feed_workers(&inner, tx))?
+                .spawn(move || threads::feed_workers(&inner, tx))?
         };
         Ok(Server {
             inner,
@@ -434,186 +433,7 @@ impl Drop for Server {
     }
 }
 
-/// The dispatcher thread: keeps a connection, keeps the functions registered on it, and
-/// moves invocations into the queue.
-fn feed_workers(inner: &Inner, queue: SyncSender<Job>) {
-    let mut delay = SERVER_RECONNECT_BACKOFF_INITIAL;
-    while !inner.stopping.load(Ordering::SeqCst) {
-        let (conn, generation) = match inner.client.connection_within(1) {
-            Ok(open) => {
-                delay = SERVER_RECONNECT_BACKOFF_INITIAL;
-                open
-            }
-            Err(err) => {
-                *lock(&inner.last_error) = Some(err);
-                sleep_unless_stopping(inner, delay);
-                delay = delay.saturating_mul(2).min(SERVER_RECONNECT_BACKOFF_MAX);
-                continue;
-            }
-        };
-        reregister(inner, &conn, generation);
-        if let Some(work) = conn.next_invocation(Some(DISPATCH_POLL)) {
-            offer(inner, &queue, Job { work, conn });
-        }
-    }
-    // Stopping: release the names, then hand what already arrived to the workers (a
-    // blocking send: these were accepted and must be answered).
-    if let Some((conn, _)) = inner.client.open_connection() {
-        let names: Vec<String> = read(&inner.handlers).keys().cloned().collect();
-        for name in names {
-            let _ = conn.unregister(&name);
-        }
-        while let Some(work) = conn.next_invocation(Some(Duration::ZERO)) {
-            inner.counters.queued.fetch_add(1, Ordering::Relaxed);
-            let job = Job {
-                work,
-                conn: Arc::clone(&conn),
-            };
-            if queue.send(job).is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// Registers every function again when the connection is newer than the registration.
-fn reregister(inner: &Inner, conn: &Connection, generation: u64) {
-    let mut registered_on = lock(&inner.registered_on);
-    if *registered_on == generation {
-        return;
-    }
-    let functions: Vec<(String, Handler)> = read(&inner.handlers)
-        .iter()
-        .map(|(n, h)| (n.clone(), h.clone()))
-        .collect();
-    for (name, handler) in &functions {
-        if let Err(err) = conn.register_declared(name, handler.declaration()) {
-            *lock(&inner.last_error) = Some(CallError::from(err));
-        }
-    }
-    *registered_on = generation;
-    if !functions.is_empty() {
-        inner
-            .counters
-            .reregistrations
-            .fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Queues a job, or answers `overloaded` at once when the queue is full.
-fn offer(inner: &Inner, queue: &SyncSender<Job>, job: Job) {
-    // Counted before the send so a worker's decrement never sees it below zero.
-    inner.counters.queued.fetch_add(1, Ordering::Relaxed);
-    let (job, outcome) = match queue.try_send(job) {
-        Ok(()) => return,
-        Err(TrySendError::Full(job)) => {
-            inner
-                .counters
-                .refused_overloaded
-                .fetch_add(1, Ordering::Relaxed);
-            let message = format!(
-                "{}: all {} workers busy and {} invocations queued",
-                job.work.function, inner.options.workers, inner.options.queue_max
-            );
-            (
-                job,
-                Outcome::Refused {
-                    code: ErrorCode::Overloaded,
-                    message,
-                },
-            )
-        }
-        Err(TrySendError::Disconnected(job)) => (
-            job,
-            Outcome::Refused {
-                code: ErrorCode::Overloaded,
-                message: "the serving app is stopping".into(),
-            },
-        ),
-    };
-    inner.counters.queued.fetch_sub(1, Ordering::Relaxed);
-    // A failed send means the connection is gone; the daemon answers the caller.
-    let _ = job.conn.send_result(job.work.invocation, outcome);
-}
-
-/// A worker thread: runs jobs until the queue's sender is gone and the queue is empty.
-fn work(inner: &Inner, queue: &Mutex<Receiver<Job>>) {
-    loop {
-        let job = match lock(queue).recv() {
-            Ok(job) => job,
-            Err(_) => return,
-        };
-        inner.counters.queued.fetch_sub(1, Ordering::Relaxed);
-        let Job { work, conn } = job;
-        if work.is_cancelled() {
-            // The daemon has forgotten it: nobody waits for the result.
-            inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        if Instant::now() >= work.deadline {
-            // The caller has given up; running it now would only waste a worker. The
-            // caller was told `deadline_exceeded` (outcome unknown), which stays true.
-            inner.counters.expired.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        let handler = read(&inner.handlers).get(&work.function).cloned();
-        let outcome = match handler {
-            Some(handler) => {
-                inner.counters.running.fetch_add(1, Ordering::Relaxed);
-                let req = Request {
-                    function: &work.function,
-                    args: &work.args,
-                    caller: &work.caller,
-                    peer: &work.peer,
-                    deadline: work.deadline,
-                    credentials: work.credentials,
-                    cancelled: work.cancelled(),
-                };
-                let outcome =
-                    catch_unwind(AssertUnwindSafe(|| handler.call(&req))).unwrap_or_else(|panic| {
-                        inner.counters.panicked.fetch_add(1, Ordering::Relaxed);
-                        Outcome::Error(format!(
-                            "handler of {} panicked: {}",
-                            work.function,
-                            panic_message(panic.as_ref())
-                        ))
-                    });
-                inner.counters.running.fetch_sub(1, Ordering::Relaxed);
-                inner.counters.completed.fetch_add(1, Ordering::Relaxed);
-                outcome
-            }
-            None => Outcome::Error(format!("{} is not served by this app", work.function)),
-        };
-        if work.is_cancelled() {
-            // Cancelled while it ran: the daemon would drop the result as late.
-            inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        // A failed send means the connection is gone; the daemon answers the caller.
-        let _ = conn.send_result(work.invocation, outcome);
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(a non-string panic payload)".to_owned()
-    }
-}
-
-fn sleep_unless_stopping(inner: &Inner, total: Duration) {
-    let until = Instant::now() + total;
-    while !inner.stopping.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        if now >= until {
-            return;
-        }
-        std::thread::sleep((until - now).min(DISPATCH_POLL));
-    }
-}
+mod threads;
 
 pub(crate) mod cancel;
 #[cfg(test)]

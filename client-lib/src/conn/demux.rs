@@ -1,7 +1,9 @@
-//! The reader side of a connection: routes each frame from the daemon to whoever waits for
-//! it. A reply goes to the request waiting under its id, an `invoke` to the bounded
-//! invocation queue, a `cancel` to the invocation it names, and `fatal` (or a bad frame, or
-//! the end of the stream) closes the connection, waking every waiting request at once.
+//! The state a connection's threads share, and the routing of each frame from the daemon to
+//! whoever waits for it: a reply to the request waiting under its id (its slot, then its
+//! thread is unparked), an `invoke` to the serving app's sink or the bounded invocation
+//! queue, a `cancel` to the invocation it names, and `fatal` (or a bad frame, or the end of
+//! the stream) closes the connection, waking every waiting request at once. Who reads the
+//! socket is `reading`'s business.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -9,12 +11,17 @@ use std::net::Shutdown;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use super::{Closed, Invocation, RequestError, INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX};
 use crate::client::lock;
 use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader, Outcome};
+
+/// Where a serving app wants its invocations delivered, straight from the thread that read
+/// them (no hand-off through the connection's queue); `Err` is the refusal to answer with.
+pub(crate) type InvocationSink = dyn Fn(Invocation) -> Result<(), Outcome> + Send + Sync;
 
 /// State shared between the callers and the reader thread.
 #[derive(Debug)]
@@ -24,6 +31,14 @@ pub(super) struct Shared {
     /// Frames that came while another thread was writing: that thread writes them too.
     outbox: Mutex<Outbox>,
     waiters: Mutex<Waiters>,
+    /// Signalled when the read token is put back while a reader thread serves the
+    /// connection (it waits for the token here).
+    pub(super) token_free: Condvar,
+    /// The read half and its frame buffer, locked only by the thread holding the read
+    /// token (`Waiters::reading`), so never contended.
+    pub(super) read_half: Mutex<ReadHalf>,
+    /// Where invocations go; emptied when the connection closes.
+    invocations: Mutex<InvocationOut>,
     /// Invocations handed to the app and not answered yet, so that a `cancel` reaches them.
     /// Weak: an invocation the app drops without answering leaves nothing behind to find
     /// once the map is full.
@@ -47,20 +62,68 @@ struct Outbox {
 /// Largest buffer kept for reuse between writes: a bulk frame's is given back.
 const SPARE_MAX: usize = 64 * 1024;
 
-/// Requests waiting for a reply, and whether the connection is closed. One mutex covers
-/// both, so a request is either registered before the close (and woken by it) or sees it.
+/// Requests waiting for a reply, whether the connection is closed, and who reads. One mutex
+/// covers them all, so a request is either registered before the close (and woken by it) or
+/// sees it, and the read token changes hands under it.
 #[derive(Debug, Default)]
 pub(super) struct Waiters {
-    pub(super) pending: HashMap<u64, SyncSender<DaemonMsg>>,
+    pub(super) pending: HashMap<u64, Slot>,
     pub(super) closed: Option<Closed>,
+    /// The read token: a thread is reading the socket (or about to).
+    pub(super) reading: bool,
+    /// A reader thread serves this connection (it registered functions or takes
+    /// invocations): it reads everything, and callers only wait.
+    pub(super) serving: bool,
+}
+
+/// One request waiting: its reply once routed, and the thread to unpark then.
+#[derive(Debug)]
+pub(super) struct Slot {
+    pub(super) reply: Option<DaemonMsg>,
+    pub(super) thread: Thread,
+}
+
+/// The socket's read half, with the bytes read from it not yet routed.
+#[derive(Debug)]
+pub(super) struct ReadHalf {
+    pub(super) stream: UnixStream,
+    pub(super) frames: FrameReader,
+}
+
+/// Where routed invocations go: the serving app's sink when it installed one, else the
+/// connection's own queue (for [`super::Connection::next_invocation`]).
+struct InvocationOut {
+    queue: Option<SyncSender<Invocation>>,
+    sink: Option<Arc<InvocationSink>>,
+}
+
+impl std::fmt::Debug for InvocationOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationOut")
+            .field("queue", &self.queue.is_some())
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
 }
 
 impl Shared {
-    pub(super) fn new(stream: UnixStream, next_id: AtomicU64, frame_max: usize) -> Shared {
+    pub(super) fn new(
+        stream: UnixStream,
+        read_half: ReadHalf,
+        next_id: AtomicU64,
+        frame_max: usize,
+        invocations: SyncSender<Invocation>,
+    ) -> Shared {
         Shared {
             writer: Mutex::new(stream),
             outbox: Mutex::new(Outbox::default()),
             waiters: Mutex::new(Waiters::default()),
+            token_free: Condvar::new(),
+            read_half: Mutex::new(read_half),
+            invocations: Mutex::new(InvocationOut {
+                queue: Some(invocations),
+                sink: None,
+            }),
             live: Mutex::new(HashMap::new()),
             next_id,
             frame_max,
@@ -109,6 +172,8 @@ impl Shared {
         }
         result.map_err(|err| {
             let kind = err.kind();
+            // The daemon may have said why before it closed (a `fatal` nobody has read yet).
+            self.check_closed();
             self.close(Closed::Disconnected);
             match kind {
                 io::ErrorKind::BrokenPipe
@@ -137,22 +202,75 @@ impl Shared {
             .map_or(RequestError::Disconnected, Closed::to_error)
     }
 
-    /// Marks the connection closed (the first reason wins), wakes every waiting request by
-    /// dropping its sender, and shuts the socket down so the reader and writers stop.
+    /// Marks the connection closed (the first reason wins), wakes every waiting request and
+    /// a reader thread waiting for the token, drops the invocation queue's sender and the
+    /// sink, and shuts the socket down so the reader and writers stop.
     pub(super) fn close(&self, reason: Closed) {
         {
             let mut waiters = lock(&self.waiters);
             if waiters.closed.is_none() {
                 waiters.closed = Some(reason);
             }
-            waiters.pending.clear();
+            for (_, slot) in waiters.pending.drain() {
+                slot.thread.unpark();
+            }
+            self.token_free.notify_all();
         }
+        let gone = {
+            let mut out = lock(&self.invocations);
+            (out.queue.take(), out.sink.take())
+        };
+        // Dropped outside the lock: the sink may hold what ends the connection's owner.
+        drop(gone);
         // Shutting down an already shut down or reset socket fails harmlessly.
         let _ = lock(&self.writer).shutdown(Shutdown::Both);
     }
 
+    /// Installs (or with `None` removes) the serving app's sink, and moves into it what
+    /// waits in the connection's queue, in order (`queued`: that queue's receiving end).
+    /// Refusals from the sink are answered here.
+    pub(super) fn set_sink(
+        &self,
+        sink: Option<Arc<InvocationSink>>,
+        queued: &std::sync::mpsc::Receiver<Invocation>,
+    ) {
+        let mut refused = Vec::new();
+        {
+            let mut out = lock(&self.invocations);
+            if out.queue.is_none() {
+                // Closed: nothing will be delivered any more.
+                return;
+            }
+            out.sink = sink;
+            if let Some(sink) = &out.sink {
+                while let Ok(work) = queued.try_recv() {
+                    let invocation = work.invocation;
+                    if let Err(outcome) = sink(work) {
+                        refused.push((invocation, outcome));
+                    }
+                }
+            }
+        }
+        for (invocation, outcome) in refused {
+            self.answered(invocation);
+            let _ = self.answer(invocation, outcome);
+        }
+    }
+
+    /// Writes a result the library decided itself (a refusal).
+    fn answer(&self, invocation: u64, outcome: Outcome) -> Option<Closed> {
+        let answer = ClientMsg::Result {
+            invocation,
+            outcome,
+        };
+        match try_encode_frame(&answer, self.frame_max) {
+            Ok(frame) => self.write(&frame).err().map(|_| Closed::Disconnected),
+            Err(err) => Some(Closed::Protocol(err.to_string())),
+        }
+    }
+
     /// Routes one frame from the daemon; returns why to close, if it says so.
-    fn route(&self, msg: DaemonMsg, invocations: &SyncSender<Invocation>) -> Option<Closed> {
+    pub(super) fn route(&self, msg: DaemonMsg) -> Option<Closed> {
         match msg {
             DaemonMsg::HelloOk { id, .. }
             | DaemonMsg::Done { id }
@@ -161,10 +279,13 @@ impl Shared {
             | DaemonMsg::List { id, .. }
             | DaemonMsg::Stats { id, .. }
             | DaemonMsg::Pong { id } => {
-                let waiter = lock(&self.waiters).pending.remove(&id);
+                let mut waiters = lock(&self.waiters);
                 // No waiter: it gave up (timeout) before the reply came; drop the reply.
-                if let Some(waiter) = waiter {
-                    let _ = waiter.try_send(msg);
+                if let Some(slot) = waiters.pending.get_mut(&id) {
+                    slot.reply = Some(msg);
+                    if slot.thread.id() != std::thread::current().id() {
+                        slot.thread.unpark();
+                    }
                 }
                 None
             }
@@ -181,17 +302,10 @@ impl Shared {
                     Instant::now() + Duration::from_millis(deadline_ms.min(u32::MAX.into()));
                 let mut work = Invocation::new(invocation, function, args, caller, peer, deadline);
                 work.credentials = credentials;
-                let Err(refusal) = self.accept(work, invocations) else {
+                let Err(refusal) = self.accept(work) else {
                     return None;
                 };
-                let answer = ClientMsg::Result {
-                    invocation,
-                    outcome: refusal,
-                };
-                match try_encode_frame(&answer, self.frame_max) {
-                    Ok(frame) => self.write(&frame).err().map(|_| Closed::Disconnected),
-                    Err(err) => Some(Closed::Protocol(err.to_string())),
-                }
+                self.answer(invocation, refusal)
             }
             DaemonMsg::Cancel { invocation } => {
                 // Unknown: answered already, dropped by the app, or never ours. The protocol
@@ -210,11 +324,7 @@ impl Shared {
 
     /// Queues an invocation for the app and makes it cancellable; when it cannot be taken,
     /// the refusal to answer it with at once.
-    fn accept(
-        &self,
-        work: Invocation,
-        invocations: &SyncSender<Invocation>,
-    ) -> Result<(), Outcome> {
+    fn accept(&self, work: Invocation) -> Result<(), Outcome> {
         let invocation = work.invocation;
         {
             let mut live = lock(&self.live);
@@ -232,7 +342,28 @@ impl Shared {
             }
             live.insert(invocation, work.cancel_flag());
         }
-        let refusal = match invocations.try_send(work) {
+        // Decided under the lock that `set_sink` holds while it empties the queue, so that
+        // nothing lands in the queue behind its back.
+        let sent = {
+            let out = lock(&self.invocations);
+            match (&out.sink, &out.queue) {
+                (Some(sink), _) => Err((Arc::clone(sink), work)),
+                (None, Some(queue)) => Ok(queue.try_send(work)),
+                (None, None) => Ok(Err(TrySendError::Disconnected(work))),
+            }
+        };
+        let sent = match sent {
+            // Called outside the lock: what the sink drops may end the connection's owner.
+            Err((sink, work)) => match sink(work) {
+                Ok(()) => return Ok(()),
+                Err(refusal) => {
+                    self.answered(invocation);
+                    return Err(refusal);
+                }
+            },
+            Ok(sent) => sent,
+        };
+        let refusal = match sent {
             Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Outcome::Refused {
                 code: ErrorCode::Overloaded,
@@ -247,45 +378,5 @@ impl Shared {
         };
         self.answered(invocation);
         Err(refusal)
-    }
-}
-
-/// The reader thread: decodes frames until the connection closes, then wakes everyone.
-pub(super) fn read_loop(
-    shared: Arc<Shared>,
-    stream: UnixStream,
-    frames: FrameReader,
-    invocations: SyncSender<Invocation>,
-) {
-    let reason = read_frames(&shared, stream, frames, &invocations);
-    shared.close(reason);
-}
-
-fn read_frames(
-    shared: &Shared,
-    mut stream: UnixStream,
-    mut frames: FrameReader,
-    invocations: &SyncSender<Invocation>,
-) -> Closed {
-    loop {
-        // Take every whole frame buffered before reading more: that keeps the reader within
-        // its bound.
-        loop {
-            match frames.next_frame::<DaemonMsg>() {
-                Ok(Some(msg)) => {
-                    if let Some(reason) = shared.route(msg, invocations) {
-                        return reason;
-                    }
-                }
-                Ok(None) => break,
-                Err(err) => return Closed::Protocol(format!("bad frame from rpcd: {err}")),
-            }
-        }
-        match frames.read_from(&mut stream) {
-            Ok(0) => return Closed::Disconnected,
-            Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Closed::Disconnected,
-        }
     }
 }

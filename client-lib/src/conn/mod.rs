@@ -1,9 +1,10 @@
 //! The blocking connection to `rpcd`: one Unix socket, many concurrent requests.
 //!
-//! Every request gets a fresh id and a one-shot channel registered under it; a reader thread
-//! (`demux`) decodes the daemon's frames and hands each reply to the waiting caller, `invoke`
-//! frames to a bounded queue for serving apps, and `cancel` frames to the invocation they
-//! name. Writes share the socket under a mutex, one whole frame at a time.
+//! Every request gets a fresh id and a slot registered under it. Whoever reads the socket
+//! (`reading`: a waiting caller itself, leader/follower, or the reader thread of a serving
+//! connection) routes each frame (`demux`): a reply into its caller's slot, `invoke` frames
+//! to the serving app's sink or a bounded queue, `cancel` frames to the invocation they name.
+//! Writes share the socket: a frame written while another thread writes joins its `write`.
 //!
 //! Nothing waits forever: the handshake (`handshake`) is bounded by [`HANDSHAKE_TIMEOUT`];
 //! when the connection closes every waiting caller is woken with the reason at once; and each
@@ -11,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,8 +28,10 @@ mod demux;
 mod error;
 pub(crate) mod handshake;
 mod pending;
+mod reading;
 
-use demux::Shared;
+pub(crate) use demux::InvocationSink;
+use demux::{ReadHalf, Shared};
 use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
 pub use pending::PendingReply;
@@ -199,7 +202,8 @@ impl Eq for CancelFlag {}
 pub struct Connection {
     shared: Arc<Shared>,
     invocations: Mutex<Receiver<Invocation>>,
-    reader: Option<JoinHandle<()>>,
+    /// The reader thread, started once the connection serves.
+    reader: Mutex<Option<JoinHandle<()>>>,
     daemon: DaemonInfo,
     path: PathBuf,
 }
@@ -216,6 +220,10 @@ impl Connection {
             source,
         };
         let read_half = greeted.stream.try_clone().map_err(io_err)?;
+        // A leading caller's reads wake up now and then to look at its deadline.
+        read_half
+            .set_read_timeout(Some(reading::LEADER_READ_SLICE))
+            .map_err(io_err)?;
         // Frames over the daemon's maximum would make it close the connection: refuse
         // them here instead, as `message_too_large` for that request only.
         let frame_max = greeted
@@ -224,18 +232,22 @@ impl Connection {
             .and_then(|l| usize::try_from(l.frame_max).ok())
             .filter(|&max| max > 0)
             .unwrap_or(FRAME_MAX_DEFAULT);
-        let shared = Arc::new(Shared::new(greeted.stream, next_id, frame_max));
         let (invocation_tx, invocation_rx) = mpsc::sync_channel(INVOCATION_QUEUE_MAX);
-        let reader_shared = Arc::clone(&shared);
-        let frames = greeted.frames;
-        let reader = std::thread::Builder::new()
-            .name("rpcd-client-reader".into())
-            .spawn(move || demux::read_loop(reader_shared, read_half, frames, invocation_tx))
-            .map_err(io_err)?;
+        let read_half = ReadHalf {
+            stream: read_half,
+            frames: greeted.frames,
+        };
+        let shared = Arc::new(Shared::new(
+            greeted.stream,
+            read_half,
+            next_id,
+            frame_max,
+            invocation_tx,
+        ));
         Ok(Connection {
             shared,
             invocations: Mutex::new(invocation_rx),
-            reader: Some(reader),
+            reader: Mutex::new(None),
             daemon: greeted.daemon,
             path: path.to_owned(),
         })
@@ -331,6 +343,7 @@ impl Connection {
         declaration: &Declaration,
     ) -> Result<(), RequestError> {
         let declared = (self.daemon().version >= 3).then_some(declaration);
+        self.serve()?;
         self.request_done(|id| ClientMsg::Register {
             id,
             function: function.to_owned(),
@@ -390,6 +403,9 @@ impl Connection {
     /// caller's decision (the `Server` does; a result sent anyway is counted late).
     pub fn next_invocation(&self, timeout: Option<Duration>) -> Option<Invocation> {
         let started = Instant::now();
+        // Without a reader thread the invocation may wait in the socket: start one. If that
+        // fails the connection is closed, and the queue then says so.
+        let _ = self.serve();
         let queue = lock(&self.invocations);
         match timeout {
             None => queue.recv().ok(),
@@ -435,7 +451,52 @@ impl Connection {
 
     /// True once the connection is closed: every request now fails at once.
     pub fn is_closed(&self) -> bool {
-        self.shared.waiters().closed.is_some()
+        self.shared.check_closed()
+    }
+
+    /// Delivers invocations to `sink` from the thread that reads them, instead of the queue
+    /// of [`Connection::next_invocation`]; what already waits in that queue goes to the sink
+    /// first. `None` puts the queue back. Starts the reader thread.
+    pub(crate) fn set_invocation_sink(
+        &self,
+        sink: Option<Arc<InvocationSink>>,
+    ) -> Result<(), RequestError> {
+        if sink.is_some() {
+            self.serve()?;
+        }
+        self.shared.set_sink(sink, &lock(&self.invocations));
+        Ok(())
+    }
+
+    /// Starts the reader thread, once: a serving connection must read even while no
+    /// caller waits. It takes over the socket when the leading caller (if any) is done.
+    fn serve(&self) -> Result<(), RequestError> {
+        let mut reader = lock(&self.reader);
+        if reader.is_some() {
+            return Ok(());
+        }
+        {
+            let mut waiters = self.shared.waiters();
+            if let Some(closed) = &waiters.closed {
+                return Err(closed.to_error());
+            }
+            waiters.serving = true;
+        }
+        let shared = Arc::clone(&self.shared);
+        match std::thread::Builder::new()
+            .name("rpcd-client-reader".into())
+            .spawn(move || reading::serve(shared))
+        {
+            Ok(handle) => {
+                *reader = Some(handle);
+                Ok(())
+            }
+            Err(err) => {
+                // Callers wait for a reader that will never come: close instead.
+                self.shared.close(Closed::Disconnected);
+                Err(RequestError::Io(err))
+            }
+        }
     }
 
     /// Sends one request and waits up to `wait` for its reply; `Failed` becomes
@@ -454,31 +515,12 @@ impl Connection {
                 },
                 other => RequestError::Protocol(other.to_string()),
             })?;
-        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
-        {
-            let mut waiters = self.shared.waiters();
-            if let Some(closed) = &waiters.closed {
-                return Err(closed.to_error());
-            }
-            waiters.pending.insert(id, reply_tx);
-        }
+        self.shared.expect_reply(id)?;
         if let Err(err) = self.shared.write(&frame) {
             self.shared.forget(id);
             return Err(err);
         }
-        let reply = match reply_rx.recv_timeout(wait) {
-            Ok(reply) => reply,
-            Err(RecvTimeoutError::Timeout) => {
-                self.shared.forget(id);
-                return Err(RequestError::Local {
-                    code: ErrorCode::DeadlineExceeded,
-                    message: format!("no reply from rpcd within {wait:?}"),
-                });
-            }
-            // The reader dropped our sender: the connection closed.
-            Err(RecvTimeoutError::Disconnected) => return Err(self.shared.closed_error()),
-        };
-        match reply {
+        match self.shared.wait_reply(id, wait)? {
             DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
             other => Ok(other),
         }
@@ -488,7 +530,14 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         self.shared.close(Closed::Dropped);
-        if let Some(reader) = self.reader.take() {
+        let reader = self
+            .reader
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        // The reader thread itself may drop the last handle (through a serving app's sink):
+        // it then ends by itself, the socket being shut down.
+        if let Some(reader) = reader.filter(|r| r.thread().id() != std::thread::current().id()) {
             // The socket is shut down, so the reader's `read` returns at once; a panic in it
             // has nothing left to tell anyone.
             let _ = reader.join();
@@ -510,3 +559,5 @@ fn unexpected(wanted: &str, got: &DaemonMsg) -> RequestError {
 pub(crate) mod fake_daemon;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_reading;

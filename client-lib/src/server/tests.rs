@@ -1,4 +1,8 @@
+use std::panic::catch_unwind;
+
+use super::threads::panic_message;
 use super::*;
+use crate::ipc::ErrorCode;
 
 #[test]
 fn panic_messages_are_recovered() {

@@ -1,7 +1,9 @@
 //! Per-app state: one entry per local connection, without the socket (the
 //! shell owns that). "Session" is kept for the transport's peer sessions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::types::{CallId, ConnId, InvId, PeerCred};
 
@@ -15,9 +17,9 @@ pub struct App {
     /// Functions it registered.
     pub functions: HashSet<String>,
     /// Its calls in flight.
-    pub calls: HashSet<CallId>,
+    pub calls: FxHashSet<CallId>,
     /// Invocations it was handed and has not answered.
-    pub invocations: HashSet<InvId>,
+    pub invocations: FxHashSet<InvId>,
 }
 
 impl App {
@@ -30,7 +32,7 @@ impl App {
 /// Every connected app.
 #[derive(Debug, Default)]
 pub struct Apps {
-    apps: HashMap<ConnId, App>,
+    apps: FxHashMap<ConnId, App>,
 }
 
 impl Apps {

@@ -2,6 +2,8 @@
 //! the app serving the function, and its result turned into an outcome.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -24,7 +26,9 @@ pub(super) struct Invocation {
 /// The invocation table, indexed by origin too.
 #[derive(Debug)]
 pub(super) struct Invocations {
-    map: HashMap<InvId, Invocation>,
+    /// Keyed by ids this daemon chooses: a fast hash.
+    map: FxHashMap<InvId, Invocation>,
+    /// Keyed by what a peer chooses (its call ids): the seeded default hash.
     by_origin: HashMap<Origin, InvId>,
     next: u64,
 }
@@ -32,7 +36,7 @@ pub(super) struct Invocations {
 impl Default for Invocations {
     fn default() -> Self {
         Invocations {
-            map: HashMap::new(),
+            map: FxHashMap::default(),
             by_origin: HashMap::new(),
             next: 1,
         }

@@ -1,14 +1,15 @@
 //! The Unix listener and the app connections: a stream and its buffers,
 //! nothing else. What the frames mean is the router's business.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError, FrameReader};
+use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use crate::router::{ConnId, PeerCred};
@@ -65,7 +66,7 @@ pub struct SlowReader;
 #[derive(Debug)]
 pub struct Local {
     listener: UnixListener,
-    conns: HashMap<ConnId, Conn>,
+    conns: FxHashMap<ConnId, Conn>,
     next: u64,
     frame_max: usize,
     output_max: usize,
@@ -103,7 +104,7 @@ impl Local {
         registry.register(&mut listener, token, Interest::READABLE)?;
         Ok(Local {
             listener,
-            conns: HashMap::new(),
+            conns: FxHashMap::default(),
             next: FIRST_CONN,
             frame_max,
             output_max,
@@ -243,7 +244,13 @@ impl Local {
             if conn.stopped {
                 return true;
             }
-            match conn.reader.read_from(&mut conn.stream) {
+            let mut probe = ShortRead {
+                stream: &mut conn.stream,
+                short: false,
+            };
+            let read = conn.reader.read_from(&mut probe);
+            let drained = probe.short;
+            match read {
                 Ok(0) => return false,
                 Ok(_) => {
                     loop {
@@ -269,6 +276,12 @@ impl Local {
                         on(ConnInput::OverBudget);
                         return true;
                     }
+                    if drained {
+                        // Less than asked for: the socket had no more. Reading again
+                        // would only return `WouldBlock`; the next bytes bring a new
+                        // (edge-triggered) event.
+                        return true;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -284,19 +297,23 @@ impl Local {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(());
         };
-        let frame = ipc::encode_frame(msg);
-        if conn.out.len() - conn.out_pos + frame.len() > self.output_max {
+        // Encoded in place at the end of the output buffer (no frame of its own to copy),
+        // then taken back off if it does not fit the bounds.
+        let start = conn.out.len();
+        let frame_len = encode_into(&mut conn.out, msg);
+        if conn.out.len() - conn.out_pos > self.output_max || frame_len.is_none() {
+            conn.out.truncate(start);
             warn!(conn = %id, "closing a connection that does not read its replies");
             return Err(SlowReader);
         }
-        if self.total + frame.len() > self.total_max {
+        if self.total + (conn.out.len() - start) > self.total_max {
+            conn.out.truncate(start);
             warn!(
                 conn = %id, held = conn.held(), budget = self.total_max,
                 "closing a connection: local_buffer_total_max reached by its output"
             );
             return Err(SlowReader);
         }
-        conn.out.extend_from_slice(&frame);
         recharge(&mut self.total, usize::MAX, conn);
         // Written at the end of the loop iteration, so that every frame the
         // iteration produced for this app goes out in one write.
@@ -382,6 +399,38 @@ impl Local {
     /// Every open connection.
     pub fn ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
+    }
+}
+
+/// Appends `msg` to `out` as a whole frame (length prefix, then the MessagePack body, as
+/// [`ipc::encode_frame`] makes it); the frame's length, or `None` (and `out` as it was) if
+/// it cannot be one.
+fn encode_into(out: &mut Vec<u8>, msg: &DaemonMsg) -> Option<usize> {
+    const PREFIX: usize = ipc::LENGTH_PREFIX_LEN;
+    let start = out.len();
+    out.extend_from_slice(&[0; PREFIX]);
+    let body = rmp_serde::encode::write_named(out, msg)
+        .ok()
+        .and_then(|()| u32::try_from(out.len() - start - PREFIX).ok());
+    let Some(body) = body else {
+        out.truncate(start);
+        return None;
+    };
+    out[start..start + PREFIX].copy_from_slice(&body.to_be_bytes());
+    Some(out.len() - start)
+}
+
+/// A connection's stream, noting whether a read returned less than it asked for.
+struct ShortRead<'a> {
+    stream: &'a mut UnixStream,
+    short: bool,
+}
+
+impl Read for ShortRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.stream.read(buf)?;
+        self.short = n < buf.len();
+        Ok(n)
     }
 }
 

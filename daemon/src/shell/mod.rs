@@ -165,6 +165,7 @@ impl Bound {
             socket_path,
             inherited,
             watchdog: Watchdog::from_env(Instant::now()),
+            ready_scratch: Vec::new(),
         };
         if let Some(w) = &shell.watchdog {
             info!(
@@ -192,6 +193,8 @@ struct Shell {
     /// The socket came from socket activation: its file is left in place.
     inherited: bool,
     watchdog: Option<Watchdog>,
+    /// The ready connections of one turn, a buffer kept across turns.
+    ready_scratch: Vec<crate::router::ConnId>,
 }
 
 impl Shell {
@@ -277,8 +280,10 @@ impl Shell {
                 router.handle_conn_opened(id, cred)
             });
         }
-        let ready: Vec<_> = self.local.ready.iter().copied().collect();
-        for id in ready {
+        let mut ready = std::mem::take(&mut self.ready_scratch);
+        ready.clear();
+        ready.extend(self.local.ready.iter().copied());
+        for &id in &ready {
             let router = &mut self.router;
             let mut over_budget = false;
             let open = self.local.read(id, |input| match input {
@@ -301,6 +306,7 @@ impl Shell {
                 self.conn_failed(now, id);
             }
         }
+        self.ready_scratch = ready;
     }
 
     /// Move what the router produced to the sockets and the resolver, until

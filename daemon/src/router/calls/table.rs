@@ -1,10 +1,11 @@
 //! The call table and its indexes: by transport message and by peer.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use rpcd_transport::MsgId;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::router::trace::Watch;
 use crate::router::types::{CallId, ConnId};
@@ -58,9 +59,11 @@ pub(in crate::router) enum CallState {
 /// The call table and its indexes.
 #[derive(Debug)]
 pub(in crate::router) struct Calls {
-    pub map: HashMap<CallId, Call>,
-    pub by_msg: HashMap<(SocketAddr, MsgId), CallId>,
-    pub by_peer: HashMap<SocketAddr, HashSet<CallId>>,
+    // Keyed by ids this daemon chooses (call ids, its own message ids): a fast hash is
+    // safe here; maps keyed by what a peer chooses keep the seeded default.
+    pub map: FxHashMap<CallId, Call>,
+    pub by_msg: FxHashMap<(SocketAddr, MsgId), CallId>,
+    pub by_peer: HashMap<SocketAddr, FxHashSet<CallId>>,
     pub next: u64,
     /// Outcomes by code, in all and per peer.
     pub outcomes: BTreeMap<String, u64>,
@@ -70,8 +73,8 @@ pub(in crate::router) struct Calls {
 impl Default for Calls {
     fn default() -> Self {
         Calls {
-            map: HashMap::new(),
-            by_msg: HashMap::new(),
+            map: FxHashMap::default(),
+            by_msg: FxHashMap::default(),
             by_peer: HashMap::new(),
             next: 1,
             outcomes: BTreeMap::new(),
@@ -103,7 +106,7 @@ impl Calls {
 
     /// Calls in flight to `peer`.
     pub fn to_peer(&self, peer: SocketAddr) -> usize {
-        self.by_peer.get(&peer).map_or(0, HashSet::len)
+        self.by_peer.get(&peer).map_or(0, FxHashSet::len)
     }
 
     /// The calls currently sent to `peer` (a snapshot: the caller may end them).
@@ -162,7 +165,7 @@ impl Calls {
             }
         }
         assert_eq!(
-            self.by_peer.values().map(HashSet::len).sum::<usize>(),
+            self.by_peer.values().map(FxHashSet::len).sum::<usize>(),
             remote,
             "by_peer holds calls that are not remote calls in the table"
         );

@@ -1,0 +1,222 @@
+//! Who reads the socket: leader/follower among the callers, or one reader thread.
+//!
+//! A connection that only calls has no reader thread. A caller waiting for its reply reads
+//! the socket itself when no other thread does (it takes the read token, `Waiters::reading`),
+//! so a lone caller's reply wakes the caller directly, with no hand-off between threads. What
+//! it reads is routed like any frame: replies for other callers fill their slots and unpark
+//! them. When the leader's own reply has come (or it gives up), it puts the token back and
+//! unparks one caller still waiting, which leads next. Nobody reads while nobody waits:
+//! [`Shared::check_closed`] looks at what came meanwhile (the end of the stream, a `fatal`)
+//! without blocking.
+//!
+//! A connection that serves (it registered a function, takes invocations, or has a sink)
+//! needs a reader at all times: [`serve`] runs on its own thread, takes the token once the
+//! current leader puts it back, and keeps it; callers then only wait in their slots.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::{Arc, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+use super::demux::{ReadHalf, Shared, Slot, Waiters};
+use super::{Closed, RequestError};
+use crate::client::lock;
+use crate::ipc::{DaemonMsg, ErrorCode};
+
+/// The longest one read by a leading caller blocks (the socket's read timeout) before it
+/// looks at its own deadline again.
+pub(super) const LEADER_READ_SLICE: Duration = Duration::from_millis(100);
+
+impl Shared {
+    /// Registers a request that is about to be written, unless the connection is closed.
+    pub(super) fn expect_reply(&self, id: u64) -> Result<(), RequestError> {
+        let mut waiters = self.waiters();
+        if let Some(closed) = &waiters.closed {
+            return Err(closed.to_error());
+        }
+        let thread = std::thread::current();
+        waiters.pending.insert(
+            id,
+            Slot {
+                reply: None,
+                thread,
+            },
+        );
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the reply to request `id` (registered by
+    /// [`Shared::expect_reply`]), reading the socket itself while no other thread does.
+    pub(super) fn wait_reply(&self, id: u64, wait: Duration) -> Result<DaemonMsg, RequestError> {
+        let until = Instant::now().checked_add(wait);
+        let mut waiters = self.waiters();
+        // Whether this thread put the token back last, and so owes a hand-off if it leaves.
+        let mut owes_hand_off = false;
+        loop {
+            let reply = waiters.pending.get_mut(&id).and_then(|s| s.reply.take());
+            if let Some(reply) = reply {
+                waiters.pending.remove(&id);
+                if owes_hand_off {
+                    self.hand_off(&waiters);
+                }
+                return Ok(reply);
+            }
+            if let Some(closed) = &waiters.closed {
+                // `close` woke everyone: no hand-off owed.
+                return Err(closed.to_error());
+            }
+            let left = match until {
+                Some(until) => until.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                waiters.pending.remove(&id);
+                if owes_hand_off {
+                    self.hand_off(&waiters);
+                }
+                return Err(RequestError::Local {
+                    code: ErrorCode::DeadlineExceeded,
+                    message: format!("no reply from rpcd within {wait:?}"),
+                });
+            }
+            if !waiters.serving && !waiters.reading {
+                waiters.reading = true;
+                drop(waiters);
+                let reason = self.read_some(&mut lock(&self.read_half));
+                if let Some(reason) = reason {
+                    self.close(reason);
+                }
+                waiters = self.waiters();
+                waiters.reading = false;
+                owes_hand_off = true;
+                continue;
+            }
+            if owes_hand_off {
+                // A reader thread started serving while this one led: it takes over.
+                self.hand_off(&waiters);
+                owes_hand_off = false;
+            }
+            drop(waiters);
+            std::thread::park_timeout(left);
+            waiters = self.waiters();
+        }
+    }
+
+    /// The token was put back: wake whoever reads next (the reader thread if one serves,
+    /// else one caller still waiting for its reply).
+    fn hand_off(&self, waiters: &MutexGuard<'_, Waiters>) {
+        if waiters.reading {
+            return;
+        }
+        if waiters.serving {
+            self.token_free.notify_all();
+            return;
+        }
+        if let Some(next) = waiters.pending.values().find(|slot| slot.reply.is_none()) {
+            next.thread.unpark();
+        }
+    }
+
+    /// True once the connection is closed. While nobody reads, first looks at what the
+    /// daemon sent meanwhile, without blocking: the end of the stream or a `fatal` closes
+    /// it now rather than at the next request.
+    pub(super) fn check_closed(&self) -> bool {
+        let mut waiters = self.waiters();
+        if waiters.closed.is_some() {
+            return true;
+        }
+        if waiters.serving || waiters.reading {
+            return false;
+        }
+        waiters.reading = true;
+        drop(waiters);
+        let reason = {
+            let mut half = lock(&self.read_half);
+            if readable_now(&half) {
+                self.read_some(&mut half)
+            } else {
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            self.close(reason);
+        }
+        let mut waiters = self.waiters();
+        waiters.reading = false;
+        self.hand_off(&waiters);
+        waiters.closed.is_some()
+    }
+
+    /// One read from the socket (bounded by its read timeout), then every whole frame
+    /// routed; returns why to close, if the stream ended or said so.
+    fn read_some(&self, half: &mut ReadHalf) -> Option<Closed> {
+        let ReadHalf { stream, frames } = half;
+        match frames.read_from(stream) {
+            Ok(0) => return Some(Closed::Disconnected),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return Some(Closed::Disconnected),
+        }
+        // Take every whole frame buffered before reading more: that keeps the reader within
+        // its bound.
+        loop {
+            match frames.next_frame::<DaemonMsg>() {
+                Ok(Some(msg)) => {
+                    if let Some(reason) = self.route(msg) {
+                        return Some(reason);
+                    }
+                }
+                Ok(None) => return None,
+                Err(err) => return Some(Closed::Protocol(format!("bad frame from rpcd: {err}"))),
+            }
+        }
+    }
+}
+
+/// Whether a read would return at once (bytes, the end of the stream, or an error).
+fn readable_now(half: &ReadHalf) -> bool {
+    let mut fds = [PollFd::new(half.stream.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(n) => n > 0,
+        // Cannot tell: let the read (bounded by the read timeout) find out.
+        Err(_) => true,
+    }
+}
+
+/// The reader thread of a serving connection: takes the read token once the leading caller
+/// (if any) puts it back, keeps it, and routes frames until the connection closes.
+pub(super) fn serve(shared: Arc<Shared>) {
+    {
+        let mut waiters = shared.waiters();
+        while waiters.reading && waiters.closed.is_none() {
+            waiters = shared
+                .token_free
+                .wait(waiters)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if waiters.closed.is_some() {
+            return;
+        }
+        waiters.reading = true;
+    }
+    let mut half = lock(&shared.read_half);
+    // Blocking reads from now on: nobody else reads, and a close shuts the socket down.
+    let reason = match half.stream.set_read_timeout(None) {
+        Ok(()) => loop {
+            if let Some(reason) = shared.read_some(&mut half) {
+                break reason;
+            }
+        },
+        Err(err) => Closed::Protocol(format!("cannot make the socket's reads blocking: {err}")),
+    };
+    drop(half);
+    shared.close(reason);
+}
