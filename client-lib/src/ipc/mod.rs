@@ -41,7 +41,7 @@ pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
 pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };
-pub use stats::{PeerCounters, PeerStats, Stats};
+pub use stats::{FunctionStats, LatencyBucket, PeerCounters, PeerStats, Stats};
 
 /// Helpers shared by the tests of the submodules.
 #[cfg(test)]

@@ -28,6 +28,8 @@ struct FileSettings {
     peers: BTreeMap<String, security::FilePeer>,
     #[serde(default)]
     access: policy::FileAccess,
+    #[serde(default)]
+    metrics: super::metrics::FileMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -247,6 +249,7 @@ impl Settings {
             self.peers.insert(name, peer);
         }
         f.access.overlay(&mut self.access)?;
+        f.metrics.overlay(&mut self.metrics)?;
         Ok(())
     }
 }
