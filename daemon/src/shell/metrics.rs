@@ -234,7 +234,28 @@ fn respond(
     stream.write_all(&out)?;
     stream.flush()?;
     let _ = stream.shutdown(std::net::Shutdown::Write);
+    drain(stream);
     Ok(())
+}
+
+/// Read and drop what the client still sends (the rest of a refused request), briefly,
+/// so that closing does not reset the connection before the client read the response.
+fn drain(stream: &mut TcpStream) {
+    const DRAIN_MAX: usize = 64 * 1024;
+    const DRAIN_TIME: Duration = Duration::from_millis(200);
+    let until = Instant::now() + DRAIN_TIME;
+    let mut chunk = [0u8; 4096];
+    let mut read = 0;
+    while read < DRAIN_MAX {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => read += n,
+        }
+    }
 }
 
 #[cfg(test)]
