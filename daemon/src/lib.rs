@@ -21,6 +21,7 @@
 
 pub mod cli;
 pub mod envelope;
+pub mod metrics;
 pub mod router;
 pub mod settings;
 pub mod shell;

@@ -21,10 +21,12 @@ use thiserror::Error;
 
 pub mod dns;
 mod file;
+pub mod metrics;
 pub mod policy;
 pub mod security;
 
 pub use dns::{srv_target, DnsSettings};
+pub use metrics::MetricsSettings;
 pub use policy::{AccessSettings, Rule};
 pub use security::{
     KeyFileError, KeySource, LoadedKey, PeerSettings, SecuritySettings, PEERS_CONFIGURED_MAX,
@@ -62,6 +64,8 @@ pub struct Settings {
     pub peers: BTreeMap<String, PeerSettings>,
     /// `[access]`: the socket's group and the access policy.
     pub access: AccessSettings,
+    /// `[metrics]`: the Prometheus endpoint and the latency window.
+    pub metrics: MetricsSettings,
 }
 
 /// How the daemon writes its log lines to stderr (`daemon.log_format`, `--log-format`).
@@ -179,6 +183,7 @@ impl Default for Settings {
             security: SecuritySettings::default(),
             peers: BTreeMap::new(),
             access: AccessSettings::default(),
+            metrics: MetricsSettings::default(),
         }
     }
 }
@@ -317,6 +322,9 @@ impl Settings {
                 ));
             }
         }
+        self.metrics
+            .validate()
+            .map_err(|(key, problem)| invalid(key, problem))?;
         let l = &self.limits;
         let positive = [
             ("limits.connections_max", l.connections_max),

@@ -93,7 +93,35 @@ pub fn stats(stats: &Stats) -> String {
     out.push_str(&table.render());
     out.push('\n');
     out.push_str(&peers(stats));
+    if !stats.by_function.is_empty() {
+        out.push('\n');
+        out.push_str(&functions(stats));
+    }
     out
+}
+
+/// Calls from this daemon's apps by function, one row each: calls finished, of them
+/// failed, and the latency this daemon measured (p50, p99 in milliseconds, `-` when no
+/// call ended within the window) over the window of `WINDOW` calls.
+pub fn functions(stats: &Stats) -> String {
+    let mut table = Table::new();
+    table.row(["FUNCTION", "CALLS", "ERRORS", "P50_MS", "P99_MS", "WINDOW"].map(str::to_owned));
+    let millis = |us: Option<u64>| {
+        us.map_or_else(|| "-".to_owned(), |us| format!("{:.3}", us as f64 / 1000.0))
+    };
+    for (name, f) in &stats.by_function {
+        let calls: u64 = f.calls.values().sum();
+        let ok = f.calls.get("ok").copied().unwrap_or(0);
+        table.row([
+            name.clone(),
+            calls.to_string(),
+            calls.saturating_sub(ok).to_string(),
+            millis(f.p50_us),
+            millis(f.p99_us),
+            f.window_calls.to_string(),
+        ]);
+    }
+    table.render()
 }
 
 /// The peer daemons, one row each under a header, every cell one word (`-` when unknown),
@@ -356,6 +384,28 @@ mod tests {
         assert_eq!(calls, ["in", "ok", "app_error"]);
         assert_eq!(words(&text, "calls app_error"), ["2"]);
         assert!(text.ends_with(&peers(&stats)), "{text}");
+    }
+
+    #[test]
+    fn functions_table_has_calls_errors_and_percentiles_per_function() {
+        let mut get = rpcd_client::ipc::FunctionStats::default();
+        get.calls = [("ok".to_owned(), 9), ("not_found".to_owned(), 1)].into();
+        get.window_calls = 10;
+        get.p50_us = Some(1_250);
+        get.p99_us = Some(40_000);
+        let mut put = rpcd_client::ipc::FunctionStats::default();
+        put.calls = [("deadline_exceeded".to_owned(), 2)].into();
+        let mut stats = Stats::default();
+        stats.by_function = [("kv.get".to_owned(), get), ("kv.put".to_owned(), put)].into();
+        let text = super::stats(&stats);
+        assert!(text.ends_with(&functions(&stats)), "{text}");
+        assert_eq!(
+            words(&text, "FUNCTION"),
+            ["CALLS", "ERRORS", "P50_MS", "P99_MS", "WINDOW"]
+        );
+        assert_eq!(words(&text, "kv.get"), ["10", "1", "1.250", "40.000", "10"]);
+        assert_eq!(words(&text, "kv.put"), ["2", "2", "-", "-", "0"]);
+        assert!(!super::stats(&Stats::default()).contains("FUNCTION"));
     }
 
     #[test]

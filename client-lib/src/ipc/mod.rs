@@ -50,7 +50,7 @@ pub use signature::{
 pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };
-pub use stats::{PeerCounters, PeerStats, Stats};
+pub use stats::{FunctionStats, LatencyBucket, PeerCounters, PeerStats, Stats};
 pub use trace::{CallTrace, MonitorEvent, ServingTrace, TraceAttempt};
 
 /// Helpers shared by the tests of the submodules.

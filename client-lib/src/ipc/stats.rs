@@ -73,6 +73,46 @@ pub struct Stats {
     /// callers. Zero from an older daemon.
     #[serde(default)]
     pub invocations_in_flight: u64,
+    /// Calls from this daemon's apps by function name, as this (the calling) daemon
+    /// measured them: outcomes, latency over a sliding window and a histogram since
+    /// start. At most `metrics.functions_max` names, then `"(other)"`. Empty from an
+    /// older daemon.
+    #[serde(default)]
+    pub by_function: BTreeMap<String, FunctionStats>,
+}
+
+/// Calls to one function from this daemon's apps. Latency is measured by the calling
+/// daemon, from admitting the app's `call` frame to queueing its outcome frame.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct FunctionStats {
+    /// Calls finished since start, by outcome: an [`ErrorCode::as_str`] or `"ok"`.
+    pub calls: BTreeMap<String, u64>,
+    /// Calls in the sliding window p50 and p99 are taken over: the last
+    /// `metrics.latency_window` calls that ended within `metrics.latency_window_ms`.
+    pub window_calls: u64,
+    /// Median latency over the window in microseconds (nearest rank); `None` when
+    /// the window is empty.
+    pub p50_us: Option<u64>,
+    /// 99th-percentile latency over the window in microseconds (nearest rank).
+    pub p99_us: Option<u64>,
+    /// Sum of all latencies since start, in microseconds.
+    pub latency_sum_us: u64,
+    /// The latency histogram since start: cumulative counts at fixed upper bounds,
+    /// ascending; calls above the last bound are the rest of the sum of `calls`.
+    pub latency_buckets: Vec<LatencyBucket>,
+}
+
+/// One bucket of a latency histogram.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct LatencyBucket {
+    /// Upper bound (inclusive) in microseconds.
+    pub le_us: u64,
+    /// Calls at most this long (cumulative).
+    pub count: u64,
 }
 
 /// Transport counters for one peer, or summed over all peers.
@@ -221,6 +261,26 @@ pub(crate) mod tests {
             version: "0.1.0".into(),
             calls_in_flight: 3,
             invocations_in_flight: u64::MAX,
+            by_function: BTreeMap::from([(
+                "kv.get".into(),
+                FunctionStats {
+                    calls: BTreeMap::from([("ok".into(), 3), ("not_found".into(), 1)]),
+                    window_calls: 4,
+                    p50_us: Some(120),
+                    p99_us: Some(u64::MAX),
+                    latency_sum_us: 900,
+                    latency_buckets: vec![
+                        LatencyBucket {
+                            le_us: 100,
+                            count: 1,
+                        },
+                        LatencyBucket {
+                            le_us: 250,
+                            count: 3,
+                        },
+                    ],
+                },
+            )]),
         }
     }
 
@@ -240,6 +300,7 @@ pub(crate) mod tests {
             "version",
             "calls_in_flight",
             "invocations_in_flight",
+            "by_function",
         ] {
             assert!(map.remove(key).is_some(), "{key} is a field");
         }
@@ -250,6 +311,7 @@ pub(crate) mod tests {
         expected.version.clear();
         expected.calls_in_flight = 0;
         expected.invocations_in_flight = 0;
+        expected.by_function.clear();
         assert_eq!(decoded, expected);
     }
 }

@@ -87,6 +87,10 @@ impl Router {
         stats.version = env!("CARGO_PKG_VERSION").to_owned();
         stats.calls_in_flight = self.calls.len() as u64;
         stats.invocations_in_flight = self.invocations.len() as u64;
+        stats.by_function = self
+            .calls
+            .figures
+            .stats(now, self.settings.metrics.window());
         stats
     }
 }

@@ -30,6 +30,8 @@ struct FileSettings {
     peers: BTreeMap<String, security::FilePeer>,
     #[serde(default)]
     access: policy::FileAccess,
+    #[serde(default)]
+    metrics: super::metrics::FileMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +258,7 @@ impl Settings {
             self.peers.insert(name, peer);
         }
         f.access.overlay(&mut self.access)?;
+        f.metrics.overlay(&mut self.metrics)?;
         Ok(())
     }
 }

@@ -121,6 +121,7 @@ fn example_file_is_the_defaults() {
             "daemon",
             "dns",
             "limits",
+            "metrics",
             "names",
             "security",
             "transport"
@@ -140,11 +141,12 @@ fn example_file_is_the_defaults() {
         "dns",
         "security",
         "access",
+        "metrics",
     ]
     .map(keys);
     assert_eq!(
         counts,
-        [4, 19, 33, 0, 4, 0, 0],
+        [4, 19, 33, 0, 4, 0, 0, 4],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [
@@ -153,8 +155,40 @@ fn example_file_is_the_defaults() {
         "# public_key = ",
         "# socket_group = ",
         "# [[access.allow]]",
+        "# listen = \"127.0.0.1:9474\"",
     ] {
         assert!(text.contains(example), "etc/rpcd.toml lacks {example:?}");
+    }
+}
+
+/// `[metrics]`: listen off by default, "" turns it off, values out of range name their key.
+#[test]
+fn metrics_settings() {
+    let mut s = Settings::default();
+    assert_eq!(s.metrics.listen, None);
+    s.apply_toml("[metrics]\nlisten = \"127.0.0.1:9474\"\nlatency_window = 10\n")
+        .unwrap();
+    assert_eq!(s.metrics.listen, Some("127.0.0.1:9474".parse().unwrap()));
+    assert_eq!(s.metrics.latency_window, 10);
+    s.apply_env([("RPCD_METRICS__LISTEN".to_owned(), String::new())])
+        .unwrap();
+    assert_eq!(s.metrics.listen, None, "an empty override turns it off");
+    let e = s
+        .apply_toml("[metrics]\nlisten = \"localhost\"\n")
+        .unwrap_err();
+    assert!(e.contains("metrics.listen"), "{e}");
+    for (toml, key) in [
+        ("latency_window = 0", "metrics.latency_window"),
+        ("latency_window = 65537", "metrics.latency_window"),
+        ("latency_window_ms = 0", "metrics.latency_window_ms"),
+        ("functions_max = 0", "metrics.functions_max"),
+        ("request_timeout_ms = 0", "metrics.request_timeout_ms"),
+        ("request_timeout_ms = 60001", "metrics.request_timeout_ms"),
+    ] {
+        let mut s = Settings::default();
+        s.apply_toml(&format!("[metrics]\n{toml}\n")).unwrap();
+        let e = s.validate("x").unwrap_err().to_string();
+        assert!(e.contains(key), "{toml}: {e}");
     }
 }
 

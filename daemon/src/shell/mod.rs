@@ -12,6 +12,8 @@
 pub mod activation;
 mod local;
 pub mod logging;
+mod metrics;
+mod metrics_process;
 pub mod notify;
 pub mod resolver;
 mod signals;
@@ -21,6 +23,7 @@ mod udp;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +71,8 @@ pub struct Bound {
     local_addr: SocketAddr,
     /// The local socket came from socket activation: its file is not ours.
     inherited: bool,
+    /// `metrics.listen`, bound.
+    metrics: Option<std::net::TcpListener>,
 }
 
 impl Bound {
@@ -95,12 +100,19 @@ impl Bound {
             ),
         };
         listener.set_nonblocking(true)?;
+        let metrics = match settings.metrics.listen {
+            Some(addr) => Some(
+                metrics::bind(addr).with_context(|| format!("binding metrics.listen {addr}"))?,
+            ),
+            None => None,
+        };
         Ok(Bound {
             settings,
             udp,
             listener,
             local_addr,
             inherited,
+            metrics,
         })
     }
 
@@ -118,6 +130,7 @@ impl Bound {
             listener,
             local_addr,
             inherited,
+            metrics,
         } = self;
         let poll = Poll::new().context("creating the poll instance")?;
         let limits = settings.limits;
@@ -142,6 +155,17 @@ impl Bound {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let resolver = Resolver::start(waker.clone(), &settings.dns)
             .context("starting the resolver thread")?;
+        let metrics = match metrics {
+            Some(listener) => {
+                info!(addr = %listener.local_addr()?, "serving GET /metrics");
+                let timeout = settings.metrics.request_timeout;
+                Some(
+                    metrics::start(listener, waker.clone(), timeout)
+                        .context("starting the metrics thread")?,
+                )
+            }
+            None => None,
+        };
         let incarnation = incarnation()?;
         let socket_path = settings.socket.clone();
         info!(udp = %local_addr, socket = %socket_path.display(), inherited, epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
@@ -159,6 +183,7 @@ impl Bound {
             local,
             signals,
             resolver,
+            metrics,
             _waker: waker,
             router,
             opts,
@@ -186,6 +211,8 @@ struct Shell {
     local: Local,
     signals: Signals,
     resolver: Resolver,
+    /// Snapshot requests from the metrics thread (it wakes the loop).
+    metrics: Option<Receiver<metrics::SnapshotReply>>,
     _waker: Arc<Waker>,
     router: Router,
     opts: RunOptions,
@@ -247,7 +274,10 @@ impl Shell {
                     }
                     LISTENER => self.local.listener_ready = true,
                     SIGNALS => self.on_signals(),
-                    WAKER => self.on_resolved(),
+                    WAKER => {
+                        self.on_resolved();
+                        self.answer_scrapes();
+                    }
                     token => {
                         let Some(id) = Local::conn_of(token) else {
                             continue;
@@ -394,7 +424,12 @@ impl Shell {
     fn reload(&mut self) {
         notify::reloading();
         match self.load_settings() {
-            Ok(new) => {
+            Ok(mut new) => {
+                let listen = self.router.settings().metrics.listen;
+                if new.metrics.listen != listen {
+                    warn!("metrics.listen is read at start only: restart rpcd to change it");
+                    new.metrics.listen = listen;
+                }
                 let l = new.limits;
                 self.local.set_limits(
                     l.frame_max,
@@ -444,6 +479,18 @@ impl Shell {
         }
         new.validate("reload")?;
         Ok(new)
+    }
+
+    /// Answer the metrics thread's snapshot requests (each reply channel has
+    /// room for its one answer: this never blocks).
+    fn answer_scrapes(&mut self) {
+        let Some(requests) = &self.metrics else {
+            return;
+        };
+        let now = Instant::now();
+        while let Ok(reply) = requests.try_recv() {
+            let _ = reply.try_send(self.router.stats(now));
+        }
     }
 
     fn on_resolved(&mut self) {

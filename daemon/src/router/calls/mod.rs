@@ -127,6 +127,8 @@ impl Router {
                 target: Target::Local,
                 state: CallState::Resolving,
                 deadline,
+                function: req.function.clone(),
+                started: now,
                 retry: Some(Retry {
                     function: req.function,
                     args: req.args,
@@ -362,6 +364,9 @@ impl Router {
             Err(f) => f.code.as_str(),
         };
         self.calls.count(call.target, code);
+        let latency = now.saturating_duration_since(call.started);
+        let window = self.settings.metrics.window();
+        (self.calls.figures).record(now, &call.function, code, latency, window);
         let what = match &result {
             Ok(_) => "answered",
             Err(f) if f.code == ErrorCode::DeadlineExceeded => "timed out",

@@ -7,6 +7,7 @@ use std::time::Instant;
 use rpcd_transport::MsgId;
 use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::metrics::latency::CallFigures;
 use crate::router::trace::Watch;
 use crate::router::types::{CallId, ConnId};
 
@@ -19,6 +20,10 @@ pub(in crate::router) struct Call {
     pub target: Target,
     pub state: CallState,
     pub deadline: Instant,
+    /// The function called, and when the call was admitted: its latency
+    /// (`metrics::latency`) runs from here to its outcome.
+    pub function: String,
+    pub started: Instant,
     /// Kept while the target is being resolved, and for idempotent calls
     /// with addresses left to fail over to.
     pub retry: Option<Retry>,
@@ -68,6 +73,8 @@ pub(in crate::router) struct Calls {
     /// Outcomes by code, in all and per peer.
     pub outcomes: BTreeMap<String, u64>,
     pub peer_outcomes: HashMap<SocketAddr, BTreeMap<String, u64>>,
+    /// Outcomes and latencies by function.
+    pub figures: CallFigures,
 }
 
 impl Default for Calls {
@@ -79,6 +86,7 @@ impl Default for Calls {
             next: 1,
             outcomes: BTreeMap::new(),
             peer_outcomes: HashMap::new(),
+            figures: CallFigures::default(),
         }
     }
 }
