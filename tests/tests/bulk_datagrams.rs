@@ -54,7 +54,9 @@ fn bulk_call(config: Option<&str>) -> (u64, u64) {
     let a0 = sent_to(&client.stats().unwrap(), b.udp);
     let b0 = sent_to(&server.stats().unwrap(), a.udp);
     let args: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-    let reply = client.call(&target, "test.echo", args.clone(), opts).unwrap();
+    let reply = client
+        .call(&target, "test.echo", args.clone(), opts)
+        .unwrap();
     assert!(reply == args, "the echo came back intact");
     // The last acknowledgements may still be on their way: counts settle within a moment.
     std::thread::sleep(Duration::from_millis(200));
@@ -73,8 +75,14 @@ fn a_bulk_call_on_loopback_crosses_in_large_datagrams() {
     // direction's and any retransmission: far under one datagram per 1200 bytes.
     let fragments = LEN.div_ceil(60_000) as u64;
     for sent in [a_to_b, b_to_a] {
-        assert!(sent >= fragments, "{sent} datagrams for {fragments} fragments");
-        assert!(sent <= 3 * fragments, "{sent} datagrams for {fragments} fragments");
+        assert!(
+            sent >= fragments,
+            "{sent} datagrams for {fragments} fragments"
+        );
+        assert!(
+            sent <= 3 * fragments,
+            "{sent} datagrams for {fragments} fragments"
+        );
     }
 }
 
@@ -85,6 +93,9 @@ fn payload_max_loopback_zero_keeps_small_datagrams_on_loopback() {
     let fragments = LEN.div_ceil(1200) as u64;
     // Bundles hold one full fragment at most: at least one datagram per fragment.
     for sent in [a_to_b, b_to_a] {
-        assert!(sent >= fragments, "{sent} datagrams for {fragments} fragments");
+        assert!(
+            sent >= fragments,
+            "{sent} datagrams for {fragments} fragments"
+        );
     }
 }

@@ -462,7 +462,10 @@ fn reader_grows_towards_a_large_frame_in_few_steps_and_reads_it_in_few_reads() {
     assert_eq!(moves, 2);
     // Each read takes what the source has of the frame, up to the room: one read chunk at
     // a time would take 17.
-    assert!(reads <= 1 + (frame.len() - READ_CHUNK).div_ceil(300_000) + 2, "{reads}");
+    assert!(
+        reads <= 1 + (frame.len() - READ_CHUNK).div_ceil(300_000) + 2,
+        "{reads}"
+    );
 }
 
 #[test]
