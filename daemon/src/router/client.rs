@@ -68,7 +68,7 @@ impl Router {
                 idempotent,
                 trace,
             } => {
-                if let Some(want) = Want::of_call(&function) {
+                if let Some(want) = Want::of_call(&function, &args) {
                     if let Err(f) = self.check_local(now, conn, want) {
                         return self.frame(conn, done_or_failed(id, Err(f)));
                     }

@@ -114,7 +114,7 @@ impl Router {
         deadline: Instant,
     ) {
         if let Origin::Remote { peer, .. } = origin {
-            if let Some(want) = Want::of_call(function) {
+            if let Some(want) = Want::of_call(function, &args) {
                 if let Err(f) = self.check_remote(now, peer, want) {
                     return self.answer(now, origin, Err(f));
                 }

@@ -34,11 +34,18 @@ pub(super) enum Want<'a> {
 }
 
 impl<'a> Want<'a> {
-    /// What calling `function` asks for: the tables for the built-ins that
-    /// report them, nothing for `rpcd.ping` and `rpcd.echo` (always allowed).
-    pub(super) fn of_call(function: &'a str) -> Option<Want<'a>> {
+    /// What calling `function` with `args` asks for: the tables for the
+    /// built-ins that report them, nothing for `rpcd.ping`, `rpcd.echo` and
+    /// `rpcd.describe` of one function (always allowed: it tells no more
+    /// than a call to that function would, and `rpcctl call` asks it first).
+    pub(super) fn of_call(function: &'a str, args: &[u8]) -> Option<Want<'a>> {
         match Builtin::parse(function) {
             Some(Builtin::Ping | Builtin::Echo) => None,
+            Some(Builtin::Describe)
+                if matches!(super::builtins::describe_args(args), Ok(Some(_))) =>
+            {
+                None
+            }
             Some(Builtin::List | Builtin::Stats | Builtin::Names | Builtin::Describe) => {
                 Some(Want::Stats)
             }
@@ -242,8 +249,11 @@ mod tests {
             Subject::Local(cred(1000, 1000)),
             Want::Call("x")
         ));
-        assert_eq!(Want::of_call("rpcd.ping"), None);
-        assert_eq!(Want::of_call("rpcd.names"), Some(Want::Stats));
-        assert_eq!(Want::of_call("kv.get"), Some(Want::Call("kv.get")));
+        assert_eq!(Want::of_call("rpcd.ping", &[]), None);
+        assert_eq!(Want::of_call("rpcd.names", &[]), Some(Want::Stats));
+        assert_eq!(Want::of_call("kv.get", &[]), Some(Want::Call("kv.get")));
+        assert_eq!(Want::of_call("rpcd.describe", &[0x90]), Some(Want::Stats));
+        let one = rmp_serde::to_vec(&["kv.get"]).expect("encode");
+        assert_eq!(Want::of_call("rpcd.describe", &one), None);
     }
 }
