@@ -24,7 +24,7 @@ pub const LOOKUPS_PENDING_MAX: usize = 1024;
 
 /// The ChaCha stream of the SRV order: not the transport's (stream 0 of
 /// the same seed), so an order a peer can observe tells nothing of its keys.
-const SRV_RNG_STREAM: u64 = 0x5352_56;
+const SRV_RNG_STREAM: u64 = 0x0053_5256; // "SRV"
 
 /// What a lookup was for.
 #[derive(Debug)]
@@ -192,15 +192,13 @@ impl Router {
 
     pub(super) fn on_lookup(&mut self, now: Instant, answer: LookupAnswer) {
         match self.lookups.pending.remove(&answer.id) {
-            Some(LookupFor::Call { call, plan }) => {
-                if self.call_is_resolving(call) {
-                    self.call_resolved(now, call, plan, answer.results);
-                }
+            Some(LookupFor::Call { call, plan }) if self.call_is_resolving(call) => {
+                self.call_resolved(now, call, plan, answer.results);
             }
             Some(LookupFor::Names { origin, table }) => {
                 self.names_resolved(now, origin, table, answer.results);
             }
-            None => {}
+            Some(LookupFor::Call { .. }) | None => {}
         }
     }
 
