@@ -144,6 +144,9 @@ fn read_head(stream: &mut TcpStream, deadline: Instant) -> io::Result<Option<Vec
     let mut chunk = [0u8; 1024];
     loop {
         if let Some(end) = head_end(&head) {
+            if end > HEAD_MAX {
+                return Ok(None);
+            }
             head.truncate(end);
             return Ok(Some(head));
         }
