@@ -81,6 +81,9 @@ pub(super) struct Waiters {
 pub(super) struct Slot {
     pub(super) reply: Option<DaemonMsg>,
     pub(super) thread: Thread,
+    /// A thread waits in [`Shared::wait_reply`] for it (a submitted call nobody waits for
+    /// yet is not handed the read token).
+    pub(super) waiting: bool,
 }
 
 /// The socket's read half, with the bytes read from it not yet routed.

@@ -5,7 +5,6 @@
 //! Cancelling sends `cancel_call {id}` (`docs/ipc-protocol.md` §5): the daemon ends the call
 //! with `failed` / `cancelled`, which `wait` then returns, unless the reply came first.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,6 @@ use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError};
 pub struct PendingReply {
     shared: Arc<Shared>,
     id: u64,
-    reply: Receiver<DaemonMsg>,
     wait: Duration,
     /// Set once the reply was taken or the call cancelled: nothing left to cancel on drop.
     done: bool,
@@ -57,14 +55,7 @@ impl Connection {
             },
             other => RequestError::Protocol(other.to_string()),
         })?;
-        let (reply_tx, reply) = mpsc::sync_channel(1);
-        {
-            let mut waiters = self.shared.waiters();
-            if let Some(closed) = &waiters.closed {
-                return Err(closed.to_error());
-            }
-            waiters.pending.insert(id, reply_tx);
-        }
+        self.shared.expect_reply(id)?;
         if let Err(err) = self.shared.write(&frame) {
             self.shared.forget(id);
             return Err(err);
@@ -72,7 +63,6 @@ impl Connection {
         Ok(PendingReply {
             shared: Arc::clone(&self.shared),
             id,
-            reply,
             wait: opts
                 .deadline
                 .unwrap_or(CALL_WAIT_MAX)
@@ -92,17 +82,7 @@ impl PendingReply {
     /// [`PendingReply::cancel`], a call still pending fails with code `cancelled`.
     pub fn wait(mut self) -> Result<Vec<u8>, RequestError> {
         self.done = true;
-        let reply = match self.reply.recv_timeout(self.wait) {
-            Ok(reply) => reply,
-            Err(RecvTimeoutError::Timeout) => {
-                self.shared.forget(self.id);
-                return Err(RequestError::Local {
-                    code: ErrorCode::DeadlineExceeded,
-                    message: format!("no reply from rpcd within {:?}", self.wait),
-                });
-            }
-            Err(RecvTimeoutError::Disconnected) => return Err(self.shared.closed_error()),
-        };
+        let reply = self.shared.wait_reply(self.id, self.wait)?;
         match reply {
             DaemonMsg::CallOk { data, .. } => Ok(data),
             DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),

@@ -42,6 +42,7 @@ impl Shared {
             Slot {
                 reply: None,
                 thread,
+                waiting: false,
             },
         );
         Ok(())
@@ -52,6 +53,11 @@ impl Shared {
     pub(super) fn wait_reply(&self, id: u64, wait: Duration) -> Result<DaemonMsg, RequestError> {
         let until = Instant::now().checked_add(wait);
         let mut waiters = self.waiters();
+        // The thread waiting may not be the one that sent the request (a submitted call).
+        if let Some(slot) = waiters.pending.get_mut(&id) {
+            slot.thread = std::thread::current();
+            slot.waiting = true;
+        }
         // Whether this thread put the token back last, and so owes a hand-off if it leaves.
         let mut owes_hand_off = false;
         loop {
@@ -114,7 +120,7 @@ impl Shared {
             self.token_free.notify_all();
             return;
         }
-        if let Some(next) = waiters.pending.values().find(|slot| slot.reply.is_none()) {
+        if let Some(next) = waiters.pending.values().find(|slot| slot.waiting && slot.reply.is_none()) {
             next.thread.unpark();
         }
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::{
-    Inner, Job, Request, DISPATCH_POLL, SERVER_RECONNECT_BACKOFF_INITIAL,
+    Handler, Inner, Job, Request, DISPATCH_POLL, SERVER_RECONNECT_BACKOFF_INITIAL,
     SERVER_RECONNECT_BACKOFF_MAX,
 };
 use crate::client::{lock, read};

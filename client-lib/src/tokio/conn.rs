@@ -245,6 +245,9 @@ impl Conn {
         let msg = |id| ClientMsg::Register {
             id,
             function: function.to_owned(),
+            idempotent: None,
+            deadline_ms: None,
+            signature: None,
         };
         match self.request(msg, REQUEST_WAIT_MAX, false).await? {
             DaemonMsg::Done { .. } => Ok(()),
