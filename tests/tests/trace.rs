@@ -45,7 +45,7 @@ impl DropRelay {
             let mut left = [drops, drops];
             let mut buf = vec![0u8; 65_536];
             while !stop2.load(Ordering::Relaxed) {
-                for dir in 0..2 {
+                for (dir, left) in left.iter_mut().enumerate() {
                     let (rx, tx) = if dir == 0 {
                         (&front, &back)
                     } else {
@@ -62,8 +62,8 @@ impl DropRelay {
                     } else {
                         continue;
                     };
-                    if n >= DATA_LEN_MIN && left[dir] > 0 {
-                        left[dir] -= 1;
+                    if n >= DATA_LEN_MIN && *left > 0 {
+                        *left -= 1;
                         dropped2.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }

@@ -120,7 +120,11 @@ impl Shared {
             self.token_free.notify_all();
             return;
         }
-        if let Some(next) = waiters.pending.values().find(|slot| slot.waiting && slot.reply.is_none()) {
+        if let Some(next) = waiters
+            .pending
+            .values()
+            .find(|slot| slot.waiting && slot.reply.is_none())
+        {
             next.thread.unpark();
         }
     }

@@ -21,6 +21,7 @@ fn ok(id: u64, data: &[u8]) -> DaemonMsg {
     DaemonMsg::CallOk {
         id,
         data: data.to_vec(),
+        trace: None,
     }
 }
 

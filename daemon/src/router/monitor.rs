@@ -62,10 +62,7 @@ impl Monitor {
         self.function
             .as_deref()
             .is_none_or(|g| glob_match(g, function))
-            && self
-                .peer
-                .as_deref()
-                .is_none_or(|p| peers.iter().any(|q| *q == p))
+            && self.peer.as_deref().is_none_or(|p| peers.contains(&p))
     }
 }
 

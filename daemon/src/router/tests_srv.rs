@@ -76,6 +76,7 @@ fn call(r: &mut Router, now: Instant, c: ConnId, id: u64, target: &str, function
         args: Vec::new(),
         deadline_ms: Some(5000),
         idempotent: false,
+        trace: false,
     };
     r.handle_client_msg(now, c, msg);
 }
@@ -113,6 +114,9 @@ fn an_srv_answer_is_reused_for_its_ttl_then_asked_again() {
         ClientMsg::Register {
             id: 1,
             function: "kv.get".into(),
+            idempotent: None,
+            deadline_ms: None,
+            signature: None,
         },
     );
     let caller = connect(&mut r, t0, 21);
@@ -185,6 +189,7 @@ fn no_cache_errors_and_malformed_targets() {
             id: 2,
             code,
             message,
+            ..
         } => Some((*code, message.clone())),
         _ => None,
     });
@@ -234,7 +239,7 @@ fn names_show_the_cached_records_with_age_and_ttl() {
         .frames
         .iter()
         .find_map(|(_, m)| match m {
-            DaemonMsg::CallOk { id: 2, data } => Some(data.clone()),
+            DaemonMsg::CallOk { id: 2, data, .. } => Some(data.clone()),
             _ => None,
         })
         .expect("rpcd.names answered");

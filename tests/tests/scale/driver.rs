@@ -141,6 +141,7 @@ impl CallShared {
                 args: id.to_be_bytes().to_vec(),
                 deadline_ms: Some(CALL_DEADLINE_MS),
                 idempotent: false,
+                trace: false,
             }));
         }
         self.counts.sent.fetch_add(n, Ordering::AcqRel);
@@ -264,7 +265,7 @@ fn read_replies(index: usize, mut conn: RawConn, shared: &CallShared) {
         let mut msg = Some(first);
         while let Some(m) = msg {
             match m {
-                DaemonMsg::CallOk { id, data } if data == id.to_be_bytes() => {
+                DaemonMsg::CallOk { id, data, .. } if data == id.to_be_bytes() => {
                     shared.counts.ok.fetch_add(1, Ordering::AcqRel);
                 }
                 other => shared.record_error(format!("{other:?}")),
@@ -304,6 +305,9 @@ impl Servers {
                 conn.send(&ClientMsg::Register {
                     id: 1,
                     function: function.to_owned(),
+                    idempotent: None,
+                    deadline_ms: None,
+                    signature: None,
                 });
                 let registered = (0..500).find_map(|_| conn.next());
                 assert!(

@@ -560,12 +560,14 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
     ];
     let mut trace = CallTrace::new("kv");
     trace.addresses = vec!["10.0.0.2:7400".into(), "10.0.0.3:7400".into()];
-    let mut attempt = TraceAttempt::default();
-    attempt.address = "10.0.0.2:7400".into();
-    attempt.datagrams = 3;
-    attempt.retransmissions = 2;
-    attempt.rtt_us = vec![120];
-    attempt.outcome = "peer_unreachable".into();
+    let attempt = TraceAttempt {
+        address: "10.0.0.2:7400".into(),
+        datagrams: 3,
+        retransmissions: 2,
+        rtt_us: vec![120],
+        outcome: "peer_unreachable".into(),
+        ..Default::default()
+    };
     trace.attempts = vec![attempt.clone(), attempt];
     trace.serving = Some(ServingTrace::new(1, 2, 3));
     trace.total_us = 9;
@@ -580,10 +582,12 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
         message: "gone".into(),
         trace: Some(Box::new(trace)),
     });
-    let mut event = MonitorEvent::default();
-    event.kind = "end".into();
-    event.code = "ok".into();
-    event.duration_us = 5;
+    let event = MonitorEvent {
+        kind: "end".into(),
+        code: "ok".into(),
+        duration_us: 5,
+        ..Default::default()
+    };
     msgs.push(DaemonMsg::Event { id: 10, event });
     for code in ErrorCode::ALL {
         msgs.push(DaemonMsg::Failed {
