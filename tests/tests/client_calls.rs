@@ -262,7 +262,7 @@ fn typed_round_trips_through_generated_stubs() {
 #[test]
 fn every_error_code_is_its_own_variant() {
     let s = setup(Some(
-        "[transport]\nmessage_max = 100000\nreassembly_bytes_max = 200000\nsend_queue_bytes_max = 200000\n",
+        "[transport]\nmessage_max = 100000\npayload_max_loopback = 0\nreassembly_bytes_max = 200000\nsend_queue_bytes_max = 200000\n",
     ));
     let b = s.b.udp;
 

@@ -341,7 +341,7 @@ fn typed_errors_for_bad_calls() {
         dir.path(),
         "a",
         "127.0.0.1:0",
-        Some("[transport]\nmessage_max = 100000\nreassembly_bytes_max = 200000\nsend_queue_bytes_max = 200000\n"),
+        Some("[transport]\nmessage_max = 100000\npayload_max_loopback = 0\nreassembly_bytes_max = 200000\nsend_queue_bytes_max = 200000\n"),
     );
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let client = a.connect("client");

@@ -139,7 +139,6 @@ fn u64_of(v: &Value) -> u64 {
 /// Scrapes while an app's calls run, then at a quiet moment: every body strict, the
 /// figures equal to `rpcctl stats --json`, per-function counts exact and latency present.
 #[test]
-#[ignore = "unfinished at the deadline: see the metrics helper's report"]
 fn scrape_while_calls_run_matches_stats() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(CONFIG));
@@ -202,7 +201,7 @@ fn scrape_while_calls_run_matches_stats() {
     assert_eq!(get["calls"].as_object().map(|o| o.len()), Some(1), "{get}");
     let nope = &stats["by_function"]["kv.nope"];
     assert_eq!(
-        u64_of(&nope["calls"]["not_found"]),
+        u64_of(&nope["calls"]["unknown_function"]),
         MISSING_CALLS,
         "{stats}"
     );
@@ -218,7 +217,7 @@ fn scrape_while_calls_run_matches_stats() {
     assert_eq!(
         m.value(
             "rpcd_function_calls_total",
-            &[("function", "kv.nope"), ("outcome", "not_found")]
+            &[("function", "kv.nope"), ("outcome", "unknown_function")]
         ),
         Some(MISSING_CALLS as f64)
     );
@@ -405,7 +404,9 @@ fn same_figures(stats: &Value, m: &Exposition) {
         "process_open_fds",
         "process_start_time_seconds",
     ] {
-        assert!(m.value(process, &[]).is_some_and(|v| v > 0.0), "{process}");
+        // CPU seconds may still read 0 on a daemon that has barely run (10 ms ticks).
+        let floor_ok = |v: f64| if process == "process_cpu_seconds_total" { v >= 0.0 } else { v > 0.0 };
+        assert!(m.value(process, &[]).is_some_and(floor_ok), "{process}");
     }
 }
 
@@ -475,7 +476,6 @@ print(json.dumps(out))
 /// Bad requests get 400, 404, 405 or 431, an idle client is cut off after the request
 /// timeout, and through all of it the daemon keeps serving calls and scrapes.
 #[test]
-#[ignore = "unfinished at the deadline: see the metrics helper's report"]
 fn bad_requests_get_http_errors_and_the_daemon_keeps_serving() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(CONFIG));

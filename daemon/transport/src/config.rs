@@ -234,7 +234,7 @@ impl Config {
             return Err(bad(
                 "reassembly_bytes_max",
                 format!(
-                    "must be at least message_max + 64 datagrams, with each fragment's overhead ({floor}), or a largest message could stall"
+                    "must be at least message_max + 64 datagrams, with each fragment's overhead ({floor}; datagrams of payload_max_loopback count when it is set), or a largest message could stall"
                 ),
             ));
         }
