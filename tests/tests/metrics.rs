@@ -405,7 +405,13 @@ fn same_figures(stats: &Value, m: &Exposition) {
         "process_start_time_seconds",
     ] {
         // CPU seconds may still read 0 on a daemon that has barely run (10 ms ticks).
-        let floor_ok = |v: f64| if process == "process_cpu_seconds_total" { v >= 0.0 } else { v > 0.0 };
+        let floor_ok = |v: f64| {
+            if process == "process_cpu_seconds_total" {
+                v >= 0.0
+            } else {
+                v > 0.0
+            }
+        };
         assert!(m.value(process, &[]).is_some_and(floor_ok), "{process}");
     }
 }

@@ -417,7 +417,11 @@ fn stats_peers_has_one_row_per_peer() {
     }
     // `--no-check`: without it rpcctl first asks c's `rpcd.describe` for the function's
     // signature, a second call that fails too (unknown_function).
-    rpcctl(&a.socket, &["call", "--no-check", &c.udp.to_string(), "no.such"]).error(4);
+    rpcctl(
+        &a.socket,
+        &["call", "--no-check", &c.udp.to_string(), "no.such"],
+    )
+    .error(4);
 
     let peers = rpcctl(&a.socket, &["stats", "--peers"]).doc();
     let peers = peers.as_array().expect("an array");
