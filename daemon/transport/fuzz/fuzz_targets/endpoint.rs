@@ -79,6 +79,8 @@ fn tight() -> Config {
         peer_timeout: Duration::from_millis(300),
         revalidate_after: Duration::from_millis(100),
         peers_max: 3,
+        // The fragments this script sends, not the loopback size, set the budget's floor.
+        payload_max_loopback: 0,
         // The idle-eviction and key-related settings keep their defaults.
         ..Config::default()
     };
