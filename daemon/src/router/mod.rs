@@ -25,6 +25,7 @@ mod call_log;
 mod calls;
 mod client;
 mod deadlines;
+mod expiry;
 mod invocations;
 mod lookups;
 mod monitor;
@@ -61,6 +62,7 @@ use crate::settings::Settings;
 use apps::Apps;
 use calls::Calls;
 use deadlines::DeadlineHeap;
+use expiry::still_armed;
 use invocations::Invocations;
 use lookups::Lookups;
 
@@ -503,47 +505,6 @@ impl Router {
         }
     }
 
-    /// Arm a deadline.
-    fn arm(&mut self, at: Instant, d: Deadline) {
-        let (calls, invocations) = (&self.calls, &self.invocations);
-        let live = calls.len() + invocations.len();
-        self.deadlines.push(at, d, live, || {
-            calls
-                .deadlines()
-                .map(|(id, at)| (at, Deadline::Call(id)))
-                .chain(
-                    invocations
-                        .deadlines()
-                        .map(|(id, at)| (at, Deadline::Invocation(id))),
-                )
-                .collect::<Vec<_>>()
-                .into_iter()
-        });
-    }
-
-    /// Fire every call and invocation deadline due at `now`.
-    fn expire(&mut self, now: Instant) {
-        loop {
-            let due = self
-                .deadlines
-                .pop_expired(now, still_armed(&self.calls, &self.invocations));
-            match due {
-                None => return,
-                Some(Deadline::Call(id)) => self.give_up_call(
-                    now,
-                    id,
-                    Failure::new(
-                        ErrorCode::DeadlineExceeded,
-                        "the call's deadline passed before a reply arrived",
-                    ),
-                ),
-                // The caller has given up by now: the app is told to stop,
-                // and a late result from it is dropped and counted.
-                Some(Deadline::Invocation(id)) => self.withdraw(id),
-            }
-        }
-    }
-
     fn advance_shutdown(&mut self, now: Instant) {
         if let Shutdown::Draining { until } = self.shutdown {
             let quiet = self.calls.is_empty()
@@ -595,18 +556,6 @@ impl Router {
             self.on_transport_event(now, ev.peer, ev.kind);
         }
         any
-    }
-}
-
-/// Whether a heap entry is still its call's or invocation's deadline (the
-/// work may have ended, or its entry be superseded).
-fn still_armed<'a>(
-    calls: &'a Calls,
-    invocations: &'a Invocations,
-) -> impl Fn(Deadline, Instant) -> bool + 'a {
-    move |d, at| match d {
-        Deadline::Call(id) => calls.deadline(id) == Some(at),
-        Deadline::Invocation(id) => invocations.deadline(id) == Some(at),
     }
 }
 

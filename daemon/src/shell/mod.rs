@@ -15,6 +15,7 @@ pub mod logging;
 mod metrics;
 mod metrics_process;
 pub mod notify;
+mod reload;
 pub mod resolver;
 mod signals;
 mod socket_file;
@@ -38,9 +39,9 @@ use crate::router::{Incarnation, LookupAnswer, Output, Router};
 use crate::settings::Settings;
 use activation::Inherited;
 use local::{ConnInput, Local};
-use notify::{notify, Watchdog};
+use notify::Watchdog;
 use resolver::Resolver;
-use signals::{Signal, Signals};
+use signals::Signals;
 use udp::{Received, Sent, Udp};
 
 const UDP: Token = Token(0);
@@ -404,81 +405,6 @@ impl Shell {
     fn conn_failed(&mut self, now: Instant, id: crate::router::ConnId) {
         self.local.drop_conn(self.poll.registry(), id);
         self.router.handle_conn_closed(now, id);
-    }
-
-    fn on_signals(&mut self) {
-        for sig in self.signals.pending() {
-            match sig {
-                Signal::Stop => {
-                    if !self.router.is_shutting_down() {
-                        notify("STOPPING=1");
-                    }
-                    self.router.begin_shutdown(Instant::now());
-                }
-                Signal::Reload => self.reload(),
-            }
-        }
-    }
-
-    /// SIGHUP: re-read the settings; on any error keep the old ones.
-    fn reload(&mut self) {
-        notify::reloading();
-        match self.load_settings() {
-            Ok(mut new) => {
-                let listen = self.router.settings().metrics.listen;
-                if new.metrics.listen != listen {
-                    warn!("metrics.listen is read at start only: restart rpcd to change it");
-                    new.metrics.listen = listen;
-                }
-                let l = new.limits;
-                self.local.set_limits(
-                    l.frame_max,
-                    l.connection_output_max,
-                    l.connection_read_batch,
-                    l.local_buffer_total_max,
-                );
-                self.udp
-                    .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
-                logging::reload(&new);
-                self.router.reload(Instant::now(), new);
-                notify::ready(&self.status_line("serving (reloaded)"));
-            }
-            Err(e) => {
-                warn!(error = %e, "reload failed; the previous settings stay in force");
-                notify::ready(&format!(
-                    "reload failed, the previous settings stay in force: {e:#}"
-                ));
-            }
-        }
-    }
-
-    /// `STATUS=` for the service manager: what is served, under `what`.
-    fn status_line(&self, what: &str) -> String {
-        let s = self.router.settings();
-        format!(
-            "{what}: udp {}, socket {}{}; {} service names, {} peers",
-            self.router.local_addr(),
-            self.socket_path.display(),
-            if self.inherited {
-                " (socket activation)"
-            } else {
-                ""
-            },
-            s.names.len(),
-            s.peers.len()
-        )
-    }
-
-    fn load_settings(&self) -> anyhow::Result<Settings> {
-        let (mut new, _) = Settings::load(self.opts.config_path.as_deref(), std::env::vars())?;
-        if let Some(l) = self.opts.listen_flag {
-            new.listen = l;
-        }
-        if let Some(s) = &self.opts.socket_override {
-            new.socket = s.clone();
-        }
-        new.validate("reload")?;
-        Ok(new)
     }
 
     /// Answer the metrics thread's snapshot requests (each reply channel has
