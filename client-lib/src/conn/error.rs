@@ -79,6 +79,34 @@ pub struct TriedSocket {
 }
 
 impl TriedSocket {
+    /// A failed connect to a candidate path from `source`: a [`TriedSocket`] when the next
+    /// candidate should be tried (nothing there, nothing listening, or no permission),
+    /// else the error itself, which ends the search.
+    pub(crate) fn from_failure(
+        source: SocketSource,
+        failure: ConnectError,
+    ) -> Result<TriedSocket, ConnectError> {
+        match failure {
+            ConnectError::NotRunning {
+                path,
+                source: error,
+            } => Ok(TriedSocket {
+                path,
+                source,
+                error,
+            }),
+            ConnectError::Io {
+                path,
+                source: error,
+            } if error.kind() == io::ErrorKind::PermissionDenied => Ok(TriedSocket {
+                path,
+                source,
+                error,
+            }),
+            other => Err(other),
+        }
+    }
+
     /// `PATH (SOURCE): ERROR; ...`.
     pub(crate) fn list(tried: &[TriedSocket]) -> String {
         tried

@@ -263,25 +263,7 @@ impl Connection {
         for (source, path) in crate::ipc::socket_candidates() {
             match Connection::connect(&path, name) {
                 Ok(conn) => return Ok(conn),
-                Err(ConnectError::NotRunning {
-                    path,
-                    source: error,
-                }) => tried.push(TriedSocket {
-                    path,
-                    source,
-                    error,
-                }),
-                Err(ConnectError::Io {
-                    path,
-                    source: error,
-                }) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-                    tried.push(TriedSocket {
-                        path,
-                        source,
-                        error,
-                    })
-                }
-                Err(other) => return Err(other),
+                Err(failure) => tried.push(TriedSocket::from_failure(source, failure)?),
             }
         }
         Err(ConnectError::NoDaemon { tried })

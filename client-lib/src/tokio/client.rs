@@ -56,25 +56,7 @@ impl Client {
         for (source, path) in crate::ipc::socket_candidates() {
             match Conn::open(&path, &options.name).await {
                 Ok(conn) => return Ok(Client::with_conn(path, options, conn)),
-                Err(ConnectError::NotRunning {
-                    path,
-                    source: error,
-                }) => tried.push(TriedSocket {
-                    path,
-                    source,
-                    error,
-                }),
-                Err(ConnectError::Io {
-                    path,
-                    source: error,
-                }) if error.kind() == std::io::ErrorKind::PermissionDenied => {
-                    tried.push(TriedSocket {
-                        path,
-                        source,
-                        error,
-                    })
-                }
-                Err(other) => return Err(other),
+                Err(failure) => tried.push(TriedSocket::from_failure(source, failure)?),
             }
         }
         Err(ConnectError::NoDaemon { tried })
