@@ -27,8 +27,8 @@
 //! restarts independently, and how many messages it sends (most seeds a few
 //! hundred, some thousands; a keyed seed a quarter of that).
 //!
-//! A default run sweeps the regression seeds (0..200) and 1,000 seeds from
-//! a random base, which it prints. A failure prints the complete rerun
+//! A default run sweeps the regression seeds (0..200), the seeds of past
+//! bugs (`PAST_BUGS`) and 1,000 seeds from a random base, which it prints. A failure prints the complete rerun
 //! line, e.g. `SIM_SEED=1234 SIM_MESSAGES=800 cargo test -p rpcd-transport
 //! --test sim -- --nocapture` (with `SIM_MODE` when it was forced).
 //! Settings: `SIM_SEED` (one seed), `SIM_BASE` (the random range's base),
@@ -50,6 +50,14 @@ use std::time::Instant as WallInstant;
 
 /// Seeds every default run repeats: the regression range.
 const REGRESSION_SEEDS: std::ops::Range<u64> = 0..200;
+/// Seeds that once failed, outside the regression range, each run by every
+/// default sweep with its drawn budget:
+/// - 235812855224353: overlapping partitions cut the pair before any data
+///   arrived; every counter of the receiver's window was abandoned unseen,
+///   so the receiver would not believe the send floor and the sender could
+///   not send: both wedged forever (fixed by the window filler, wire
+///   protocol §7.5).
+const PAST_BUGS: &[u64] = &[235_812_855_224_353];
 /// Seeds every default run adds from a random base.
 const RANDOM_SEEDS: u64 = 1_000;
 
@@ -148,12 +156,16 @@ fn default_seeds() -> Vec<u64> {
     });
     let n = env_u64("SIM_SEEDS").unwrap_or(RANDOM_SEEDS);
     println!(
-        "sim: regression seeds {}..{}, random seeds {base}..{} (repeat them with SIM_BASE={base})",
+        "sim: regression seeds {}..{} and {} past bugs, random seeds {base}..{} (repeat them with SIM_BASE={base})",
         REGRESSION_SEEDS.start,
         REGRESSION_SEEDS.end,
+        PAST_BUGS.len(),
         base + n
     );
-    REGRESSION_SEEDS.chain(base..base + n).collect()
+    REGRESSION_SEEDS
+        .chain(PAST_BUGS.iter().copied())
+        .chain(base..base + n)
+        .collect()
 }
 
 #[test]

@@ -76,6 +76,9 @@ impl MsgId {
     /// message floor of zero means "nothing sent yet".
     pub(crate) const FIRST: MsgId = MsgId(1);
 
+    /// The id a window filler's fragment carries: never a message.
+    pub(crate) const FILLER: MsgId = MsgId(0);
+
     /// The id after this one.
     pub(crate) fn next(self) -> MsgId {
         MsgId(self.0 + 1)
@@ -183,6 +186,9 @@ enum Next {
     RedundantCopy,
     /// The next fragment not yet transmitted.
     NewFragment,
+    /// A window filler to a peer whose window is closed by counters we
+    /// abandoned (see `wedged`); it serves as the keepalive too.
+    Filler,
     /// A keepalive probe to a silent peer.
     Keepalive,
     /// An acknowledgement alone.
@@ -338,6 +344,7 @@ impl Channel {
             if let Some(ack) = d.ack {
                 self.on_ack(now, ack);
             }
+            self.refill_if_lost(now);
         }
         // A Data datagram's own counter is one the sender certainly used.
         let data_seq =
@@ -441,6 +448,10 @@ impl Channel {
                 self.queue_forward_copy(now, seq);
                 bytes
             }
+            Next::Filler => {
+                self.probe_now = false;
+                self.filler_datagram(now)
+            }
             Next::Keepalive => {
                 self.probe_now = false;
                 self.control(Kind::Probe, true, 0)
@@ -528,6 +539,8 @@ impl Channel {
             return Some(Next::Retransmission);
         } else if self.send.has_new_data() && self.can_send_new() {
             return Some(Next::NewFragment);
+        } else if self.filler_due() {
+            return Some(Next::Filler);
         } else if self.probe_now {
             return Some(Next::Keepalive);
         }

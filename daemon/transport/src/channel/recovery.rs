@@ -350,6 +350,44 @@ impl Channel {
     /// A fragment not yet transmitted may take the next counter: the
     /// congestion window and the peer's receive window both have room, and
     /// the pacer lets it go.
+    /// Wedged: new data waits, nothing is in flight, and the peer's window
+    /// is closed by counters we acknowledged or abandoned but the peer never
+    /// passed. A receiver believes a send floor only up to one past the
+    /// highest counter it received (§7.5 of the wire protocol), so when every
+    /// counter at the top of its window was abandoned unseen (a partition
+    /// longer than the retransmission budget) it would wait for a Data
+    /// datagram we may not send: the window filler carries our highest used
+    /// counter and the floor, and opens the window.
+    pub(super) fn wedged(&self) -> bool {
+        let s = &self.send;
+        s.in_flight.is_empty()
+            && s.has_new_data()
+            && s.peer_ack < s.next_seq
+            && s.next_seq >= s.peer_ack.plus(u64::from(s.peer_window))
+    }
+
+    /// A window filler is due: wedged, and none went for this state yet, or
+    /// a keepalive is due (the last one may have been lost).
+    pub(super) fn filler_due(&self) -> bool {
+        self.wedged()
+            && (self.probe_now
+                || self
+                    .send
+                    .filler_sent
+                    .is_none_or(|(a, n, _)| (a, n) != (self.send.peer_ack, self.send.next_seq)))
+    }
+
+    /// A datagram from the peer left us wedged: if the last filler went an
+    /// RTO ago it was lost (a peer that keeps talking sends no silence for
+    /// a keepalive to fill), so another is due.
+    pub(super) fn refill_if_lost(&mut self, now: Instant) {
+        if let Some((_, _, at)) = self.send.filler_sent {
+            if self.wedged() && now.saturating_duration_since(at) >= self.rtt.rto() {
+                self.send.filler_sent = None;
+            }
+        }
+    }
+
     pub(super) fn can_send_new(&self) -> bool {
         let window_end = self.send.peer_ack.plus(u64::from(self.send.peer_window));
         self.send.flight() < self.send.cc.window()

@@ -158,8 +158,9 @@ impl Channel {
             r.ack_now = true;
             return;
         }
-        let complete = if msg_id < r.msg_floor {
-            // The sender abandoned this message: accept the counter, drop the bytes.
+        let complete = if msg_id < r.msg_floor || msg_id == MsgId::FILLER {
+            // The sender abandoned this message, or this is a window filler
+            // (message 0): accept the counter, drop the bytes.
             None
         } else if f.count == 1 {
             if f.payload.len() > self.cfg.message_max {

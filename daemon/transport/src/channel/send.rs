@@ -67,6 +67,10 @@ pub(super) struct SendState {
     pub(super) highest_acked: Seq,
     pub(super) peer_ack: Seq,
     pub(super) peer_window: u32,
+    /// `(peer_ack, next_seq)` when the last window filler went, and when
+    /// (see `Channel::wedged`): another goes when either moves, at a
+    /// keepalive, or when the peer talks on an RTO after it.
+    pub(super) filler_sent: Option<(Seq, Seq, Instant)>,
     pub(super) cc: Controller,
     pub(super) recovery: Recovery,
     pub(super) pacer: Pacer,
@@ -91,6 +95,7 @@ impl SendState {
             // Until the peer advertises, assume our own window: both sides
             // normally share a configuration, and the first ack corrects it.
             peer_window: cfg.recv_window,
+            filler_sent: None,
             cc: Controller::new(cfg.cwnd_initial, cfg.cwnd_min, cfg.cwnd_max),
             recovery: Recovery::default(),
             pacer: Pacer::default(),
@@ -406,6 +411,39 @@ impl Channel {
         // Ask for an immediate ack when this datagram fills the window.
         let ack_now = !self.can_send_new() && self.send.lost.is_empty();
         let bytes = self.data_datagram(seq, ack_now);
+        self.ack_sent();
+        self.stats.datagrams_sent += 1;
+        bytes
+    }
+
+    /// A window filler (see `Channel::wedged`): a Data datagram with the
+    /// highest counter used, which is acknowledged or abandoned, carrying the
+    /// floors and a fragment of message 0 (never a real message: receivers
+    /// accept the counter and drop the fragment). Its counter lets the
+    /// receiver believe our send floor up to one past it.
+    pub(super) fn filler_datagram(&mut self, now: Instant) -> Vec<u8> {
+        let seq = Seq(self.send.next_seq.0 - 1);
+        self.send.filler_sent = Some((self.send.peer_ack, self.send.next_seq, now));
+        self.stats.window_fillers += 1;
+        let bytes = Datagram {
+            sender_epoch: self.local_epoch,
+            receiver_epoch: self.peer_epoch.unwrap_or(0),
+            kind: Kind::Data,
+            seq,
+            send_floor: self.send.send_floor(),
+            msg_floor: self.send.msg_floor().into(),
+            ack: Some(self.ack_info()),
+            ack_now: true,
+            fragment: Some(Fragment {
+                msg_id: 0,
+                index: 0,
+                count: 1,
+                payload: &[],
+            }),
+            nonce: 0,
+            key_id: 0,
+        }
+        .to_vec();
         self.ack_sent();
         self.stats.datagrams_sent += 1;
         bytes

@@ -55,6 +55,9 @@ pub struct Stats {
     pub unconfirmed_epoch: u64,
     /// Probes sent to challenge a claimed new epoch of the peer.
     pub epoch_challenges: u64,
+    /// Window fillers sent: the peer's window was closed by counters we
+    /// abandoned and it never saw (after a long partition).
+    pub window_fillers: u64,
 }
 
 /// A snapshot of the channel's estimators and windows.

@@ -1455,6 +1455,69 @@ fn floors_let_receiver_skip_abandoned_messages_and_free_partials() {
     assert!(p.a.is_idle() && p.b.is_idle());
 }
 
+/// A partition longer than the retransmission budget, with the receiver's
+/// whole window in flight and none of it received: every counter of that
+/// window is abandoned, so the receiver will not believe a floor past them
+/// (it never saw one) and the sender may not send past the window. After
+/// the network heals the sender's window filler (a Data datagram with its
+/// highest used counter and message 0) opens the window, and the next
+/// message is delivered, alone. Found by sim seed 235812855224353, where
+/// both sides stayed wedged for the four virtual hours.
+#[test]
+fn a_window_abandoned_unseen_is_reopened_by_a_filler() {
+    let c = Config {
+        recv_window: 16,
+        cwnd_initial: 16,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    let (_, first) = p.handshake_with(b"m0".to_vec());
+    feed(&mut p.b, p.now, &first);
+    assert_eq!(delivered(&events(&mut p.b)), [b"m0".to_vec()]);
+    p.settle(Duration::from_secs(1));
+    assert!(matches!(events(&mut p.a)[..], [Event::Acked { .. }]));
+    // The partition: a fills b's window, and nothing arrives until every
+    // message has failed.
+    for i in 0..16u8 {
+        p.a.send(p.now, vec![i; 10]).expect("queued");
+    }
+    let mut failed = 0;
+    for _ in 0..1_000 {
+        let lost = drain(&mut p.a, p.now);
+        assert!(
+            lost.iter().all(|d| parse(d).seq < Seq(18)),
+            "within b's window"
+        );
+        failed += events(&mut p.a)
+            .iter()
+            .filter(|e| matches!(e, Event::Failed { .. }))
+            .count();
+        if failed == 16 {
+            break;
+        }
+        let t = p.a.poll_timeout().unwrap_or_else(|| {
+            panic!(
+                "a timer while messages wait: {failed} failed, {:?}",
+                p.a.snapshot()
+            )
+        });
+        p.now = t;
+        p.a.handle_timeout(t);
+    }
+    assert_eq!(failed, 16, "every message of the window failed");
+    assert!(p.b.is_idle(), "b never heard of them");
+    // Healed. The next message must get through: a revalidates b's epoch
+    // (a quiet spell), then its filler opens b's window.
+    p.a.send(p.now, b"after".to_vec()).expect("queued");
+    p.settle(Duration::from_secs(10));
+    assert_eq!(delivered(&events(&mut p.b)), [b"after".to_vec()]);
+    assert!(matches!(events(&mut p.a)[..], [Event::Acked { .. }]));
+    assert_eq!(p.a.snapshot().stats.window_fillers, 1);
+    assert_eq!(p.b.snapshot().stats.messages_delivered, 2, "m0 and after");
+    p.settle(Duration::from_secs(10));
+    assert!(p.a.is_idle() && p.b.is_idle());
+}
+
 /// When the abandoned message was the last one, the receiver's probe (it
 /// waits on the peer while it holds a partial) brings the floors back.
 #[test]
