@@ -39,6 +39,8 @@ mod trace;
 mod types;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_grace;
