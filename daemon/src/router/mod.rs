@@ -39,6 +39,8 @@ mod trace;
 mod types;
 
 #[cfg(test)]
+mod sim;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_grace;
@@ -47,13 +49,13 @@ mod tests_monitor;
 #[cfg(test)]
 mod tests_srv;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
 use rpcd_transport::secure::PublicKey;
-use rpcd_transport::{Endpoint, Transmit};
+use rpcd_transport::{Endpoint, MsgId, Transmit};
 use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, RemoteOutcome};
@@ -100,6 +102,10 @@ pub struct Router {
     lookups: Lookups,
     /// Peers recently declared unreachable, and when.
     peer_down: HashMap<SocketAddr, Instant>,
+    /// Replies sent and not yet acknowledged or failed, by peer: a peer
+    /// that restarts must not get the replies meant for its old
+    /// incarnation (see `network::on_transport_event`).
+    replies: HashMap<SocketAddr, HashSet<MsgId>>,
     counters: Counters,
     /// `access_denied` refusals by reason (see `policy`).
     denials: policy::Denials,
@@ -191,6 +197,7 @@ impl Router {
             deadlines: DeadlineHeap::default(),
             lookups: Lookups::new(incarnation.seed),
             peer_down: HashMap::new(),
+            replies: HashMap::new(),
             counters: Counters::default(),
             denials: policy::Denials::default(),
             outputs: VecDeque::new(),
@@ -441,9 +448,12 @@ impl Router {
                     outcome,
                     trace: serving,
                 };
-                if let Err(e) = self.endpoint.send(now, peer, env.encode()) {
+                match self.endpoint.send(now, peer, env.encode()) {
+                    Ok(msg) => {
+                        self.replies.entry(peer).or_default().insert(msg);
+                    }
                     // The caller's deadline will fire; nothing else can tell it.
-                    warn!(%peer, error = %e, "cannot send a reply");
+                    Err(e) => warn!(%peer, error = %e, "cannot send a reply"),
                 }
                 if let Envelope::Reply { outcome, .. } = &env {
                     let code = match outcome {

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::ErrorCode;
-use rpcd_transport::ChannelEvent;
+use rpcd_transport::{ChannelEvent, MsgId};
 use tracing::{debug, info};
 
 use super::types::{CallId, Failure, Origin, RemoteCallId};
@@ -32,19 +32,38 @@ impl Router {
             }
             ChannelEvent::Acked { msg_id } => {
                 self.peer_down.remove(&peer);
+                self.reply_done(peer, msg_id);
                 self.on_message_acked(peer, msg_id);
             }
             ChannelEvent::Failed { msg_id, reason, .. } => {
+                self.reply_done(peer, msg_id);
                 self.on_message_failed(now, peer, msg_id, reason)
             }
             ChannelEvent::PeerRestarted => {
                 info!(%peer, "peer restarted (new epoch)");
+                // The channel keeps the messages it never transmitted for the
+                // new incarnation: right for a request, wrong for a reply,
+                // which would end the new incarnation's call of the same id
+                // with another call's result.
+                for msg in self.replies.remove(&peer).unwrap_or_default() {
+                    self.endpoint.cancel(peer, msg);
+                }
                 self.on_peer_restarted_calls(now, peer);
                 self.withdraw_from_peer(peer);
             }
             ChannelEvent::PeerUnreachable => {
                 info!(%peer, "peer unreachable");
                 self.on_peer_unreachable_calls(now, peer);
+            }
+        }
+    }
+
+    /// A reply to `peer` was acknowledged or failed: forget it.
+    fn reply_done(&mut self, peer: SocketAddr, msg: MsgId) {
+        if let Some(set) = self.replies.get_mut(&peer) {
+            set.remove(&msg);
+            if set.is_empty() {
+                self.replies.remove(&peer);
             }
         }
     }
