@@ -61,10 +61,13 @@ impl Pool {
 
     /// The pool reads `conn` (of `generation`) in turns from now on.
     pub(super) fn attach(&self, conn: Arc<Connection>, generation: u64) {
-        let mut st = lock(&self.state);
-        st.conn = Some(conn);
-        st.generation = generation;
-        if st.waiting > 0 {
+        let wake = {
+            let mut st = lock(&self.state);
+            st.conn = Some(conn);
+            st.generation = generation;
+            st.waiting > 0
+        };
+        if wake {
             self.idle.notify_one();
         }
     }
@@ -85,10 +88,13 @@ impl Pool {
     /// Queues a job that was accepted already (a stop hands over what waited in the
     /// connection's queue), whatever the bound.
     pub(super) fn push(&self, inner: &Inner, job: Job) {
-        let mut st = lock(&self.state);
-        st.queue.push_back(job);
-        inner.counters.queued.fetch_add(1, Ordering::Relaxed);
-        if st.waiting > 0 {
+        let wake = {
+            let mut st = lock(&self.state);
+            st.queue.push_back(job);
+            inner.counters.queued.fetch_add(1, Ordering::Relaxed);
+            st.waiting > 0
+        };
+        if wake {
             self.idle.notify_one();
         }
     }
@@ -118,7 +124,9 @@ pub(super) fn offer(inner: &Inner, job: Job) -> Result<(), Outcome> {
     }
     st.queue.push_back(job);
     inner.counters.queued.fetch_add(1, Ordering::Relaxed);
-    if st.waiting > 0 {
+    let wake = st.waiting > 0;
+    drop(st);
+    if wake {
         pool.idle.notify_one();
     }
     Ok(())
@@ -194,13 +202,15 @@ fn lead<'a>(
                     conn: Arc::clone(&conn),
                 };
                 if st.running < inner.options.workers {
-                    // Another thread reads on while this one runs the handler.
+                    // Another thread reads on while this one runs the handler. Woken after
+                    // the unlock, so that it does not wake only to wait for the lock.
                     st.running += 1;
                     st.reading = false;
-                    if st.waiting > 0 {
+                    let wake = st.waiting > 0;
+                    drop(st);
+                    if wake {
                         pool.idle.notify_one();
                     }
-                    drop(st);
                     run(inner, job);
                     st = lock(&pool.state);
                     st.running -= 1;
