@@ -1,18 +1,18 @@
 //! Serving functions: registration, a pool of worker threads behind a bounded queue, and
 //! re-registration after the daemon restarts.
 //!
-//! The connection's reader thread offers each invocation straight to the queue (a sink the
-//! dispatcher installs on every connection); a full queue answers at once with
+//! The workers read the connection themselves, leader/follower (`pool.rs`): the one that
+//! reads an invocation runs its handler, while another reads on. With every worker busy,
+//! invocations wait in the queue; a full queue answers at once with
 //! `Outcome::Refused { code: Overloaded }`, so the caller sees `overloaded` instead of
 //! waiting. Workers run handlers under `catch_unwind`: a panic becomes an application error
 //! for that call and the worker lives on. The dispatcher thread keeps the connection: when it
-//! breaks, it reconnects (with backoff), registers every function again on the new
-//! connection and installs the sink there.
+//! breaks, it reconnects (with backoff), attaches the pool to the new connection and
+//! registers every function again there.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -242,6 +242,7 @@ struct Inner {
     stopping: AtomicBool,
     counters: Counters,
     last_error: Mutex<Option<CallError>>,
+    pool: pool::Pool,
 }
 
 #[derive(Debug, Default)]
@@ -257,6 +258,7 @@ struct Counters {
 }
 
 /// One accepted invocation and the connection to answer it on.
+#[derive(Debug)]
 struct Job {
     work: Invocation,
     conn: Arc<Connection>,
@@ -284,23 +286,35 @@ impl Server {
             stopping: AtomicBool::new(false),
             counters: Counters::default(),
             last_error: Mutex::new(None),
+            pool: pool::Pool::default(),
         });
-        let (tx, rx) = mpsc::sync_channel::<Job>(options.queue_max);
-        let rx = Arc::new(Mutex::new(rx));
-        let mut workers = Vec::with_capacity(options.workers);
-        for i in 0..options.workers {
-            let (inner, rx) = (Arc::clone(&inner), Arc::clone(&rx));
-            workers.push(
-                std::thread::Builder::new()
-                    .name(format!("rpcd-worker-{i}"))
-                    .spawn(move || threads::work(&inner, &rx))?,
-            );
+        // One thread more than can run handlers: one is always free to read (`pool.rs`).
+        let mut workers = Vec::with_capacity(options.workers + 1);
+        for i in 0..=options.workers {
+            let worker = Arc::clone(&inner);
+            let spawned = std::thread::Builder::new()
+                .name(format!("rpcd-worker-{i}"))
+                .spawn(move || pool::serve(&worker));
+            match spawned {
+                Ok(worker) => workers.push(worker),
+                Err(err) => {
+                    inner.pool.stop();
+                    return Err(err);
+                }
+            }
         }
         let dispatcher = {
             let inner = Arc::clone(&inner);
             std::thread::Builder::new()
                 .name("rpcd-dispatcher".into())
-                .spawn(move || threads::feed_workers(&inner, tx))?
+                .spawn(move || threads::keep_connected(&inner))
+        };
+        let dispatcher = match dispatcher {
+            Ok(dispatcher) => dispatcher,
+            Err(err) => {
+                inner.pool.stop();
+                return Err(err);
+            }
         };
         Ok(Server {
             inner,
@@ -340,19 +354,25 @@ impl Server {
                 handlers.insert(name.as_ref().to_owned(), handler.clone());
             }
         }
-        let result = self.inner.client.connection().and_then(|(conn, _)| {
-            let mut done: Vec<&str> = Vec::new();
-            for (name, handler) in &functions {
-                if let Err(err) = conn.register_declared(name.as_ref(), handler.declaration()) {
-                    for name in done {
-                        let _ = conn.unregister(name);
+        let result = self
+            .inner
+            .client
+            .connection()
+            .and_then(|(conn, generation)| {
+                // The pool reads the connection before anything registers on it.
+                threads::attach(&self.inner, &conn, generation);
+                let mut done: Vec<&str> = Vec::new();
+                for (name, handler) in &functions {
+                    if let Err(err) = conn.register_declared(name.as_ref(), handler.declaration()) {
+                        for name in done {
+                            let _ = conn.unregister(name);
+                        }
+                        return Err(CallError::from(err));
                     }
-                    return Err(CallError::from(err));
+                    done.push(name.as_ref());
                 }
-                done.push(name.as_ref());
-            }
-            Ok(())
-        });
+                Ok(())
+            });
         if result.is_err() {
             let mut handlers = write(&self.inner.handlers);
             for (name, _) in &functions {
@@ -417,9 +437,9 @@ impl Server {
             return;
         };
         self.inner.stopping.store(true, Ordering::SeqCst);
-        // The dispatcher unregisters, hands over what is left, and drops the queue's
-        // sender; the workers then drain the queue and end. A thread that panicked has
-        // nothing left to report.
+        // The dispatcher unregisters, hands over what is left and stops the pool, whose
+        // threads give the connection back, drain the queue and end. A thread that
+        // panicked has nothing left to report.
         let _ = threads.dispatcher.join();
         for worker in threads.workers {
             let _ = worker.join();
@@ -433,8 +453,11 @@ impl Drop for Server {
     }
 }
 
+mod pool;
 mod threads;
 
 pub(crate) mod cancel;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_pool;

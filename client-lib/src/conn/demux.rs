@@ -72,8 +72,12 @@ pub(super) struct Waiters {
     /// The read token: a thread is reading the socket (or about to).
     pub(super) reading: bool,
     /// A reader thread serves this connection (it registered functions or takes
-    /// invocations): it reads everything, and callers only wait.
+    /// invocations), or the serving app's pool does (`pooled`): it reads everything, and
+    /// callers only wait.
     pub(super) serving: bool,
+    /// The serving app's own threads read this connection, one turn at a time
+    /// (`pooled.rs`), instead of a reader thread.
+    pub(super) pooled: bool,
 }
 
 /// One request waiting: its reply once routed, and the thread to unpark then.
@@ -107,6 +111,16 @@ impl std::fmt::Debug for InvocationOut {
             .field("sink", &self.sink.is_some())
             .finish()
     }
+}
+
+/// What one routed frame leaves to the thread that read it.
+pub(super) enum Routed {
+    /// Nothing: a reply went to its slot, a cancel to its invocation.
+    Done,
+    /// An invocation, for the reader to deliver or run.
+    Invocation(Invocation),
+    /// The daemon said to close (`fatal`).
+    Close(Closed),
 }
 
 impl Shared {
@@ -261,7 +275,7 @@ impl Shared {
     }
 
     /// Writes a result the library decided itself (a refusal).
-    fn answer(&self, invocation: u64, outcome: Outcome) -> Option<Closed> {
+    pub(super) fn answer(&self, invocation: u64, outcome: Outcome) -> Option<Closed> {
         let answer = ClientMsg::Result {
             invocation,
             outcome,
@@ -272,8 +286,10 @@ impl Shared {
         }
     }
 
-    /// Routes one frame from the daemon; returns why to close, if it says so.
-    pub(super) fn route(&self, msg: DaemonMsg) -> Option<Closed> {
+    /// Routes one frame from the daemon; an invocation is returned to the reader, which
+    /// delivers it ([`Shared::deliver`]) or, in a serving app's pool, runs it
+    /// ([`Shared::track`] first).
+    pub(super) fn route(&self, msg: DaemonMsg) -> Routed {
         match msg {
             DaemonMsg::HelloOk { id, .. }
             | DaemonMsg::Done { id }
@@ -290,7 +306,7 @@ impl Shared {
                         slot.thread.unpark();
                     }
                 }
-                None
+                Routed::Done
             }
             DaemonMsg::Invoke {
                 invocation,
@@ -305,10 +321,7 @@ impl Shared {
                     Instant::now() + Duration::from_millis(deadline_ms.min(u32::MAX.into()));
                 let mut work = Invocation::new(invocation, function, args, caller, peer, deadline);
                 work.credentials = credentials;
-                let Err(refusal) = self.accept(work) else {
-                    return None;
-                };
-                self.answer(invocation, refusal)
+                Routed::Invocation(work)
             }
             DaemonMsg::Cancel { invocation } => {
                 // Unknown: answered already, dropped by the app, or never ours. The protocol
@@ -317,34 +330,49 @@ impl Shared {
                 if let Some(flag) = flag.and_then(|flag| flag.upgrade()) {
                     flag.store(true, Ordering::Release);
                 }
-                None
+                Routed::Done
             }
             // Only a connection that sent `monitor` gets events; this one never does.
-            DaemonMsg::Event { .. } => None,
-            DaemonMsg::Fatal { code, message } => Some(Closed::Fatal { code, message }),
+            DaemonMsg::Event { .. } => Routed::Done,
+            DaemonMsg::Fatal { code, message } => Routed::Close(Closed::Fatal { code, message }),
         }
+    }
+
+    /// Hands a routed invocation to the app (its sink or the connection's queue), or answers
+    /// it with the refusal at once; returns why to close, if that write failed.
+    pub(super) fn deliver(&self, work: Invocation) -> Option<Closed> {
+        let invocation = work.invocation;
+        let Err(refusal) = self.accept(work) else {
+            return None;
+        };
+        self.answer(invocation, refusal)
+    }
+
+    /// Makes an invocation cancellable (a `cancel` frame now reaches it) before the app
+    /// takes it; when too many are in progress, the refusal to answer it with.
+    pub(super) fn track(&self, work: &Invocation) -> Result<(), Outcome> {
+        let mut live = lock(&self.live);
+        if live.len() >= LIVE_INVOCATIONS_MAX {
+            // Only when full: forget the invocations the app dropped unanswered.
+            live.retain(|_, flag| flag.strong_count() > 0);
+        }
+        if live.len() >= LIVE_INVOCATIONS_MAX {
+            return Err(Outcome::Refused {
+                code: ErrorCode::Overloaded,
+                message: format!(
+                    "{LIVE_INVOCATIONS_MAX} invocations in progress in the serving app"
+                ),
+            });
+        }
+        live.insert(work.invocation, work.cancel_flag());
+        Ok(())
     }
 
     /// Queues an invocation for the app and makes it cancellable; when it cannot be taken,
     /// the refusal to answer it with at once.
     fn accept(&self, work: Invocation) -> Result<(), Outcome> {
         let invocation = work.invocation;
-        {
-            let mut live = lock(&self.live);
-            if live.len() >= LIVE_INVOCATIONS_MAX {
-                // Only when full: forget the invocations the app dropped unanswered.
-                live.retain(|_, flag| flag.strong_count() > 0);
-            }
-            if live.len() >= LIVE_INVOCATIONS_MAX {
-                return Err(Outcome::Refused {
-                    code: ErrorCode::Overloaded,
-                    message: format!(
-                        "{LIVE_INVOCATIONS_MAX} invocations in progress in the serving app"
-                    ),
-                });
-            }
-            live.insert(invocation, work.cancel_flag());
-        }
+        self.track(&work)?;
         // Decided under the lock that `set_sink` holds while it empties the queue, so that
         // nothing lands in the queue behind its back.
         let sent = {

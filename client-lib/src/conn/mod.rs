@@ -2,9 +2,10 @@
 //!
 //! Every request gets a fresh id and a slot registered under it. Whoever reads the socket
 //! (`reading`: a waiting caller itself, leader/follower, or the reader thread of a serving
-//! connection) routes each frame (`demux`): a reply into its caller's slot, `invoke` frames
-//! to the serving app's sink or a bounded queue, `cancel` frames to the invocation they name.
-//! Writes share the socket: a frame written while another thread writes joins its `write`.
+//! connection; `pooled`: the serving app's worker threads, one turn each) routes each frame
+//! (`demux`): a reply into its caller's slot, `invoke` frames to the serving app (the reading
+//! worker, its sink or a bounded queue), `cancel` frames to the invocation they name. Writes
+//! share the socket: a frame written while another thread writes joins its `write`.
 //!
 //! Nothing waits forever: the handshake (`handshake`) is bounded by [`HANDSHAKE_TIMEOUT`];
 //! when the connection closes every waiting caller is woken with the reason at once; and each
@@ -28,6 +29,7 @@ mod demux;
 mod error;
 pub(crate) mod handshake;
 mod pending;
+mod pooled;
 mod reading;
 
 pub(crate) use demux::InvocationSink;
@@ -35,6 +37,7 @@ use demux::{ReadHalf, Shared};
 use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
 pub use pending::PendingReply;
+pub(crate) use pooled::Turn;
 
 /// How long past a call's deadline the client still waits for the daemon's answer (the
 /// daemon reports `deadline_exceeded` itself; this only guards against a lost reply).
@@ -461,6 +464,10 @@ impl Connection {
             let mut waiters = self.shared.waiters();
             if let Some(closed) = &waiters.closed {
                 return Err(closed.to_error());
+            }
+            if waiters.pooled {
+                // The serving app's threads read it (`pooled.rs`).
+                return Ok(());
             }
             waiters.serving = true;
         }

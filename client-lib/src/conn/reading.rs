@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::demux::{ReadHalf, Shared, Slot, Waiters};
+use super::demux::{ReadHalf, Routed, Shared, Slot, Waiters};
 use super::{Closed, RequestError};
 use crate::client::lock;
 use crate::ipc::{DaemonMsg, ErrorCode};
@@ -179,11 +179,15 @@ impl Shared {
         // its bound.
         loop {
             match frames.next_frame::<DaemonMsg>() {
-                Ok(Some(msg)) => {
-                    if let Some(reason) = self.route(msg) {
-                        return Some(reason);
+                Ok(Some(msg)) => match self.route(msg) {
+                    Routed::Done => {}
+                    Routed::Invocation(work) => {
+                        if let Some(reason) = self.deliver(work) {
+                            return Some(reason);
+                        }
                     }
-                }
+                    Routed::Close(reason) => return Some(reason),
+                },
                 Ok(None) => return None,
                 Err(err) => return Some(Closed::Protocol(format!("bad frame from rpcd: {err}"))),
             }
