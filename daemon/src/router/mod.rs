@@ -47,13 +47,14 @@ mod tests_monitor;
 #[cfg(test)]
 mod tests_srv;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
 use rpcd_transport::secure::PublicKey;
 use rpcd_transport::{Endpoint, Transmit};
+use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, RemoteOutcome};
@@ -98,8 +99,9 @@ pub struct Router {
     invocations: Invocations,
     deadlines: DeadlineHeap<Deadline>,
     lookups: Lookups,
-    /// Peers recently declared unreachable, and when.
-    peer_down: HashMap<SocketAddr, Instant>,
+    /// Peers recently declared unreachable, and when: addresses this daemon's own calls
+    /// went to, so a fast hash.
+    peer_down: FxHashMap<SocketAddr, Instant>,
     counters: Counters,
     /// `access_denied` refusals by reason (see `policy`).
     denials: policy::Denials,
@@ -190,7 +192,7 @@ impl Router {
             invocations: Invocations::default(),
             deadlines: DeadlineHeap::default(),
             lookups: Lookups::new(incarnation.seed),
-            peer_down: HashMap::new(),
+            peer_down: FxHashMap::default(),
             counters: Counters::default(),
             denials: policy::Denials::default(),
             outputs: VecDeque::new(),
