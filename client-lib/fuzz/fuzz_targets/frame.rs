@@ -75,7 +75,7 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOCATOR: Counting = Counting;
 
 /// Decode `data` and check the memory bound on the way.
-fn decode_bounded<T: DeserializeOwned>(data: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
+fn decode_bounded<T: DeserializeOwned + 'static>(data: &[u8]) -> Result<Option<(T, usize)>, FrameError> {
     let base = LIVE.load(Ordering::Relaxed);
     PEAK.store(base, Ordering::Relaxed);
     let r = decode_frame::<T>(data, FRAME_MAX_DEFAULT);
@@ -91,7 +91,7 @@ fn decode_bounded<T: DeserializeOwned>(data: &[u8]) -> Result<Option<(T, usize)>
 
 fn check<T>(data: &[u8])
 where
-    T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug,
+    T: DeserializeOwned + Serialize + PartialEq + std::fmt::Debug + 'static,
 {
     let announced = data
         .first_chunk::<4>()
@@ -116,7 +116,7 @@ where
 
 fn check_reader<T>(data: &[u8])
 where
-    T: DeserializeOwned + PartialEq + std::fmt::Debug,
+    T: DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
 {
     let mut expected = Vec::new();
     let mut rest = data;

@@ -142,7 +142,10 @@ pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
 /// `values_max` values before decoding and trailing bytes after; strings and `bin` values
 /// are borrowed while decoding, so a large payload is copied once (see `decode_body`). For
 /// payloads that are not frames, such as the daemons' envelopes.
-pub fn decode_value<T: DeserializeOwned>(bytes: &[u8], values_max: usize) -> Result<T, FrameError> {
+pub fn decode_value<T: DeserializeOwned + 'static>(
+    bytes: &[u8],
+    values_max: usize,
+) -> Result<T, FrameError> {
     let value_len = super::shape::walk(bytes, values_max)?;
     decode_body(bytes, value_len)
 }
@@ -168,7 +171,7 @@ impl io::Write for ByteCounter {
 /// its prefix. A length prefix over `frame_max` is an error as soon as the prefix is seen, so
 /// the caller never buffers an oversized frame. After an error the stream is out of sync:
 /// report it and close.
-pub fn decode_frame<T: DeserializeOwned>(
+pub fn decode_frame<T: DeserializeOwned + 'static>(
     buf: &[u8],
     frame_max: usize,
 ) -> Result<Option<(T, usize)>, FrameError> {
@@ -177,7 +180,7 @@ pub fn decode_frame<T: DeserializeOwned>(
 
 /// [`decode_frame`], refusing a body of more than `values_max` MessagePack values before
 /// decoding it (see [`check_values`](super::check_values)).
-fn decode_frame_bounded<T: DeserializeOwned>(
+fn decode_frame_bounded<T: DeserializeOwned + 'static>(
     buf: &[u8],
     frame_max: usize,
     values_max: Option<usize>,
@@ -265,7 +268,7 @@ impl FrameReader {
     /// (incomplete is not an error). A bad frame is a [`FrameError`]; a length over
     /// `frame_max` is detected as soon as the 4-byte prefix is in. After an error the stream
     /// is out of sync and every later call returns the same error: report it and close.
-    pub fn next_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, FrameError> {
+    pub fn next_frame<T: DeserializeOwned + 'static>(&mut self) -> Result<Option<T>, FrameError> {
         let Some((msg, used)) = decode_frame_bounded(
             &self.buf[self.start..self.end],
             self.frame_max,
@@ -401,10 +404,18 @@ fn marker_kind(marker: u8) -> &'static str {
 /// buffers an internally tagged message's map (its `Content`) before it knows the variant,
 /// and borrowing keeps that buffer to references, so a large `args` or `data` is copied once,
 /// from the frame into the message, not also into the buffer.
-fn decode_body<T: DeserializeOwned>(
+///
+/// The messages of a call are read by hand first (see [`hot`](super::hot)); serde reads what
+/// that path does not fully understand, and so decides every error.
+fn decode_body<T: DeserializeOwned + 'static>(
     body: &[u8],
     value_len: Option<usize>,
 ) -> Result<T, FrameError> {
+    if value_len == Some(body.len()) {
+        if let Some(msg) = super::hot::decode::<T>(body) {
+            return Ok(msg);
+        }
+    }
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
     // rmp-serde counts down from the limit and fails when it reaches zero.
     de.set_max_depth(NESTING_MAX + 1);

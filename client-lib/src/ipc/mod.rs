@@ -11,6 +11,8 @@
 //!
 //! - `message`: [`ClientMsg`], [`DaemonMsg`] and what they carry;
 //! - `frame`: the framing, [`decode_frame`] and [`FrameReader`];
+//! - `hot`: the hand-written decoders of the frames of every call, and [`ValueReader`]
+//!   they are written with (serde decides whatever they do not fully understand);
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
 //! - `trace`: [`CallTrace`] (a traced call's timeline) and [`MonitorEvent`];
@@ -24,6 +26,7 @@
 
 mod code;
 mod frame;
+mod hot;
 mod message;
 mod shape;
 mod signature;
@@ -38,6 +41,7 @@ pub use frame::{
     decode_frame, decode_value, encode_frame, encode_value, try_encode_frame, FrameError,
     FrameReader, FRAME_MAX_DEFAULT, LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
+pub use hot::{set_once, ValueReader};
 pub use message::{
     session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, SrvEntry,
     SrvRecordEntry, LOCAL_CALLER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
@@ -78,7 +82,7 @@ pub(crate) mod testutil {
     /// Encodes `msg` and checks it decodes to itself, consuming the whole frame.
     pub fn round_trip<T>(msg: T)
     where
-        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + 'static,
     {
         let frame = encode_frame(&msg);
         let decoded = decode_frame::<T>(&frame, FRAME_MAX_DEFAULT);

@@ -28,7 +28,8 @@ pub(super) struct Invocation {
 pub(super) struct Invocations {
     /// Keyed by ids this daemon chooses: a fast hash.
     map: FxHashMap<InvId, Invocation>,
-    /// Keyed by what a peer chooses (its call ids): the seeded default hash.
+    /// Keyed by what a peer chooses (its call ids): the seeded default hash, as a peer that
+    /// knew the hash could pick ids that all collide and make each insert walk them all.
     by_origin: HashMap<Origin, InvId>,
     next: u64,
 }

@@ -56,6 +56,7 @@ use std::time::{Duration, Instant};
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
 use rpcd_transport::secure::PublicKey;
 use rpcd_transport::{Endpoint, MsgId, Transmit};
+use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, RemoteOutcome};
@@ -100,8 +101,9 @@ pub struct Router {
     invocations: Invocations,
     deadlines: DeadlineHeap<Deadline>,
     lookups: Lookups,
-    /// Peers recently declared unreachable, and when.
-    peer_down: HashMap<SocketAddr, Instant>,
+    /// Peers recently declared unreachable, and when: addresses this daemon's own calls
+    /// went to, so a fast hash.
+    peer_down: FxHashMap<SocketAddr, Instant>,
     /// Replies sent and not yet acknowledged or failed, by peer: a peer
     /// that restarts must not get the replies meant for its old
     /// incarnation (see `network::on_transport_event`).
@@ -196,7 +198,7 @@ impl Router {
             invocations: Invocations::default(),
             deadlines: DeadlineHeap::default(),
             lookups: Lookups::new(incarnation.seed),
-            peer_down: HashMap::new(),
+            peer_down: FxHashMap::default(),
             replies: HashMap::new(),
             counters: Counters::default(),
             denials: policy::Denials::default(),

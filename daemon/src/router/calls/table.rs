@@ -1,6 +1,6 @@
 //! The call table and its indexes: by transport message and by peer.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -64,15 +64,16 @@ pub(in crate::router) enum CallState {
 /// The call table and its indexes.
 #[derive(Debug)]
 pub(in crate::router) struct Calls {
-    // Keyed by ids this daemon chooses (call ids, its own message ids): a fast hash is
-    // safe here; maps keyed by what a peer chooses keep the seeded default.
+    // Keyed by ids this daemon chooses (call ids, its own message ids) and by the addresses
+    // its own calls go to: a fast hash is safe here; maps keyed by what a peer chooses keep
+    // the seeded default.
     pub map: FxHashMap<CallId, Call>,
     pub by_msg: FxHashMap<(SocketAddr, MsgId), CallId>,
-    pub by_peer: HashMap<SocketAddr, FxHashSet<CallId>>,
+    pub by_peer: FxHashMap<SocketAddr, FxHashSet<CallId>>,
     pub next: u64,
     /// Outcomes by code, in all and per peer.
     pub outcomes: BTreeMap<String, u64>,
-    pub peer_outcomes: HashMap<SocketAddr, BTreeMap<String, u64>>,
+    pub peer_outcomes: FxHashMap<SocketAddr, BTreeMap<String, u64>>,
     /// Outcomes and latencies by function.
     pub figures: CallFigures,
 }
@@ -82,10 +83,10 @@ impl Default for Calls {
         Calls {
             map: FxHashMap::default(),
             by_msg: FxHashMap::default(),
-            by_peer: HashMap::new(),
+            by_peer: FxHashMap::default(),
             next: 1,
             outcomes: BTreeMap::new(),
-            peer_outcomes: HashMap::new(),
+            peer_outcomes: FxHashMap::default(),
             figures: CallFigures::default(),
         }
     }

@@ -1,0 +1,302 @@
+//! Hand-written decoders for the frames every call passes through, and the borrowed
+//! MessagePack reader they are written with.
+//!
+//! serde reads an internally tagged enum (`ClientMsg`, `DaemonMsg`) by buffering its whole
+//! map into a tree of `Content` values before it knows the variant, then decoding the tree:
+//! an allocation per value and a second pass, on every frame. The messages of a call (`call`,
+//! `result`, `invoke`, `call_ok`, `failed`, `cancel`) are read here instead, straight from
+//! the frame's bytes.
+//!
+//! A hand-written decoder answers `Some` only for a frame it understands completely: the
+//! map it expects, each key once, each value of the one type it reads, nothing after it.
+//! Anything else (another `op`, an unknown or repeated key, a missing one, a value of
+//! another type, a key that is no `str`) makes it answer `None`, and serde decodes the
+//! frame as before. So serde stays the one definition of what is accepted and of every
+//! error; this path only has to agree with it on the frames it accepts, which the tests
+//! check frame by frame against serde.
+
+use std::any::Any;
+
+use super::{ClientMsg, DaemonMsg, ErrorCode, Outcome};
+
+/// The value the hand-written decoder for `T` reads from `body` (one whole MessagePack
+/// value, its nesting and value count already checked), if there is one for `T` and it
+/// understood `body`; `None` sends the body to serde.
+pub(crate) fn decode<T: Any>(body: &[u8]) -> Option<T> {
+    let mut slot: Option<T> = None;
+    let any: &mut dyn Any = &mut slot;
+    if let Some(s) = any.downcast_mut::<Option<ClientMsg>>() {
+        *s = client_msg(body);
+    } else if let Some(s) = any.downcast_mut::<Option<DaemonMsg>>() {
+        *s = daemon_msg(body);
+    }
+    slot
+}
+
+/// A borrowed reader of MessagePack for hand-written decoders of hot messages: each read
+/// takes one value of the one type asked for, or answers `None` and leaves the position
+/// unspecified (the caller then gives up on the fast path).
+///
+/// It checks nothing about nesting or size: run it on bytes whose shape has been checked
+/// ([`check_values`](super::check_values)), and let serde decode what it gives up on.
+#[derive(Debug, Clone)]
+pub struct ValueReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ValueReader<'a> {
+    /// A reader at the start of `buf`.
+    pub fn new(buf: &'a [u8]) -> ValueReader<'a> {
+        ValueReader { buf, pos: 0 }
+    }
+
+    /// True once every byte has been read.
+    pub fn is_at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+
+    /// A map header: the number of key-value pairs that follow.
+    pub fn map_len(&mut self) -> Option<usize> {
+        match self.byte()? {
+            m @ 0x80..=0x8f => Some(usize::from(m & 0x0f)),
+            0xde => self.be(2).and_then(|n| usize::try_from(n).ok()),
+            0xdf => self.be(4).and_then(|n| usize::try_from(n).ok()),
+            _ => None,
+        }
+    }
+
+    /// A `str`, its bytes unchecked: for keys, compared with known ASCII names (bytes that
+    /// are not UTF-8 match none of them).
+    pub fn key(&mut self) -> Option<&'a [u8]> {
+        let len = match self.byte()? {
+            m @ 0xa0..=0xbf => u64::from(m & 0x1f),
+            0xd9 => self.be(1)?,
+            0xda => self.be(2)?,
+            0xdb => self.be(4)?,
+            _ => return None,
+        };
+        self.take(len)
+    }
+
+    /// A `str` holding UTF-8.
+    pub fn str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.key()?).ok()
+    }
+
+    /// A `bin`.
+    pub fn bin(&mut self) -> Option<&'a [u8]> {
+        let len = match self.byte()? {
+            0xc4 => self.be(1)?,
+            0xc5 => self.be(2)?,
+            0xc6 => self.be(4)?,
+            _ => return None,
+        };
+        self.take(len)
+    }
+
+    /// An integer of any encoding whose value is not negative.
+    pub fn uint(&mut self) -> Option<u64> {
+        match self.byte()? {
+            m @ 0x00..=0x7f => Some(u64::from(m)),
+            0xcc => self.be(1),
+            0xcd => self.be(2),
+            0xce => self.be(4),
+            0xcf => self.be(8),
+            // Signed encodings of values >= 0: the sign bit is clear.
+            m @ 0xd0..=0xd3 => {
+                let n = self.be(1 << (m - 0xd0))?;
+                let sign = 1u64 << ((8u32 << (m - 0xd0)) - 1);
+                (n & sign == 0).then_some(n)
+            }
+            _ => None,
+        }
+    }
+
+    /// A boolean.
+    pub fn bool(&mut self) -> Option<bool> {
+        match self.byte()? {
+            0xc2 => Some(false),
+            0xc3 => Some(true),
+            _ => None,
+        }
+    }
+
+    /// `nil` or a non-negative integer.
+    pub fn optional_uint(&mut self) -> Option<Option<u64>> {
+        if self.buf.get(self.pos) == Some(&0xc0) {
+            self.pos += 1;
+            return Some(None);
+        }
+        self.uint().map(Some)
+    }
+
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    /// An `n`-byte big-endian unsigned integer (n <= 8).
+    fn be(&mut self, n: usize) -> Option<u64> {
+        let bytes = self.buf.get(self.pos..self.pos.checked_add(n)?)?;
+        self.pos += n;
+        Some(bytes.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)))
+    }
+
+    fn take(&mut self, len: u64) -> Option<&'a [u8]> {
+        let len = usize::try_from(len).ok()?;
+        let bytes = self.buf.get(self.pos..self.pos.checked_add(len)?)?;
+        self.pos += len;
+        Some(bytes)
+    }
+}
+
+/// Sets a field read from the map, refusing a second value for it (serde reports a
+/// duplicate field).
+pub fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    match slot {
+        Some(_) => None,
+        None => {
+            *slot = Some(value);
+            Some(())
+        }
+    }
+}
+
+/// `call` and `result`, the app's side of every call it makes or serves.
+fn client_msg(body: &[u8]) -> Option<ClientMsg> {
+    let mut r = ValueReader::new(body);
+    let mut op = None;
+    let (mut id, mut target, mut function, mut args) = (None, None, None, None);
+    let (mut deadline_ms, mut idempotent, mut trace) = (None, None, None);
+    let (mut invocation, mut outcome) = (None, None);
+    for _ in 0..r.map_len()? {
+        match r.key()? {
+            b"op" => set_once(&mut op, r.key()?)?,
+            b"id" => set_once(&mut id, r.uint()?)?,
+            b"target" => set_once(&mut target, r.str()?)?,
+            b"function" => set_once(&mut function, r.str()?)?,
+            b"args" => set_once(&mut args, r.bin()?)?,
+            b"deadline_ms" => set_once(&mut deadline_ms, r.optional_uint()?)?,
+            b"idempotent" => set_once(&mut idempotent, r.bool()?)?,
+            b"trace" => set_once(&mut trace, r.bool()?)?,
+            b"invocation" => set_once(&mut invocation, r.uint()?)?,
+            b"outcome" => set_once(&mut outcome, app_outcome(&mut r)?)?,
+            _ => return None,
+        }
+    }
+    if !r.is_at_end() {
+        return None;
+    }
+    // Which message's keys are there, so that a frame mixing them is left to serde.
+    let call_keys = [
+        id.is_some(),
+        target.is_some(),
+        function.is_some(),
+        args.is_some(),
+    ]
+    .contains(&true)
+        || deadline_ms.is_some()
+        || idempotent.is_some()
+        || trace.is_some();
+    let result_keys = invocation.is_some() || outcome.is_some();
+    match op? {
+        b"call" if !result_keys => Some(ClientMsg::Call {
+            id: id?,
+            target: target?.to_owned(),
+            function: function?.to_owned(),
+            args: args?.to_vec(),
+            deadline_ms: deadline_ms?,
+            idempotent: idempotent?,
+            trace: trace.unwrap_or(false),
+        }),
+        b"result" if !call_keys => Some(ClientMsg::Result {
+            invocation: invocation?,
+            outcome: outcome?,
+        }),
+        _ => None,
+    }
+}
+
+/// A result's `outcome`: `{"ok": bin}` or `{"error": str}` (a `refused` goes to serde).
+fn app_outcome(r: &mut ValueReader<'_>) -> Option<Outcome> {
+    if r.map_len()? != 1 {
+        return None;
+    }
+    match r.key()? {
+        b"ok" => Some(Outcome::Ok(r.bin()?.to_vec())),
+        b"error" => Some(Outcome::Error(r.str()?.to_owned())),
+        _ => None,
+    }
+}
+
+/// `invoke`, `call_ok`, `failed` and `cancel`: what an app is sent for every call it makes
+/// or serves. Keys this build does not know send the frame to serde, which ignores them.
+fn daemon_msg(body: &[u8]) -> Option<DaemonMsg> {
+    let mut r = ValueReader::new(body);
+    let mut op = None;
+    let (mut id, mut invocation, mut function, mut args) = (None, None, None, None);
+    let (mut caller, mut peer, mut deadline_ms) = (None, None, None);
+    let (mut data, mut code, mut message) = (None, None, None);
+    for _ in 0..r.map_len()? {
+        match r.key()? {
+            b"op" => set_once(&mut op, r.key()?)?,
+            b"id" => set_once(&mut id, r.uint()?)?,
+            b"invocation" => set_once(&mut invocation, r.uint()?)?,
+            b"function" => set_once(&mut function, r.str()?)?,
+            b"args" => set_once(&mut args, r.bin()?)?,
+            b"caller" => set_once(&mut caller, r.str()?)?,
+            b"peer" => set_once(&mut peer, r.str()?)?,
+            b"deadline_ms" => set_once(&mut deadline_ms, r.uint()?)?,
+            b"data" => set_once(&mut data, r.bin()?)?,
+            b"code" => set_once(&mut code, r.str()?.parse::<ErrorCode>().ok()?)?,
+            b"message" => set_once(&mut message, r.str()?)?,
+            _ => return None,
+        }
+    }
+    if !r.is_at_end() {
+        return None;
+    }
+    // Which keys each message has, so that one with a key of another is left to serde.
+    let any_invoke_key = [function.is_some(), args.is_some(), caller.is_some()].contains(&true)
+        || peer.is_some()
+        || deadline_ms.is_some();
+    let any_failed_key = code.is_some() || message.is_some();
+    let msg = match op? {
+        b"call_ok" if invocation.is_none() && !any_invoke_key && !any_failed_key => {
+            DaemonMsg::CallOk {
+                id: id?,
+                data: data?.to_vec(),
+                trace: None,
+            }
+        }
+        b"failed" if invocation.is_none() && !any_invoke_key && data.is_none() => {
+            DaemonMsg::Failed {
+                id: id?,
+                code: code?,
+                message: message?.to_owned(),
+                trace: None,
+            }
+        }
+        b"invoke" if id.is_none() && data.is_none() && !any_failed_key => DaemonMsg::Invoke {
+            invocation: invocation?,
+            function: function?.to_owned(),
+            args: args?.to_vec(),
+            caller: caller?.to_owned(),
+            peer: peer?.to_owned(),
+            deadline_ms: deadline_ms?,
+            credentials: None,
+        },
+        b"cancel" if id.is_none() && data.is_none() && !any_invoke_key && !any_failed_key => {
+            DaemonMsg::Cancel {
+                invocation: invocation?,
+            }
+        }
+        _ => return None,
+    };
+    Some(msg)
+}
+
+#[cfg(test)]
+mod tests;
