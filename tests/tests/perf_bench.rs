@@ -199,16 +199,18 @@ fn floor_tarpc_and_rpcd_side_by_side() {
         if with_bulk {
             let len = 16 * 1024 * 1024 - 4096;
             setups::bulk_rpcd(&rpcd, len);
+            let before = setups::BulkCounters::of(&rpcd);
             let through = median((0..reps()).map(|_| setups::bulk_rpcd(&rpcd, len)).collect());
+            let counters = before.per_message(&setups::BulkCounters::of(&rpcd), reps() as u64);
             let tcp = median((0..reps()).map(|_| setups::bulk_tcp(len)).collect());
-            bulk = Some((len, through, tcp));
+            bulk = Some((len, through, tcp, counters));
         }
     }
     print_table(&rows);
-    if let Some((len, through, tcp)) = bulk {
+    if let Some((len, through, tcp, counters)) = bulk {
         println!(
             "\nbulk, one {len}-byte argument: rpcd (plaintext) {through:.0} MiB/s, \
-             TCP loopback copy {tcp:.0} MiB/s: {:.1} % of TCP",
+             TCP loopback copy {tcp:.0} MiB/s: {:.1} % of TCP\n  {counters}",
             100.0 * through / tcp
         );
     }

@@ -57,7 +57,8 @@ pub struct Config {
     /// does not itself limit the sender).
     pub pacing_gain_percent: u32,
     /// Datagrams the pacer lets go at once (its bucket's size): the initial
-    /// window goes in one burst, and a lone message never waits.
+    /// window goes in one burst, and a lone message never waits. The bucket
+    /// holds 2 ms at the pacing rate if that is more (see `channel::pacing`).
     pub pacing_burst: u32,
     /// The minimum RTT is the smallest sample of about this long (BBR's
     /// min_rtt filter: 10 s), so a path whose RTT rises is followed.

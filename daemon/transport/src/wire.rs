@@ -355,6 +355,7 @@ impl<'a> Datagram<'a> {
     /// The datagram must be well-formed (as `parse` would accept it); the
     /// channel only builds such datagrams, and debug builds assert it.
     pub fn emit(&self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
         let start = out.len();
         out.resize(start + HEADER_LEN, 0);
         let h = &mut out[start..];

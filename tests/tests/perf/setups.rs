@@ -246,6 +246,7 @@ pub struct Rpcd {
     pub b: Daemon,
     _servers: Vec<ProcessGuard>,
     server_pid: u32,
+    bulk_pid: u32,
     pub conn: Connection,
     b_conn: Connection,
     pub target: String,
@@ -309,6 +310,7 @@ impl Rpcd {
         assert_eq!(args.len(), 32);
         Rpcd {
             server_pid: kv.pid(),
+            bulk_pid: bulk.pid(),
             _servers: vec![kv, bulk],
             a,
             b,
@@ -387,6 +389,72 @@ pub fn bulk_rpcd(r: &Rpcd, len: usize) -> f64 {
     let d: Digest = rmp_serde::from_slice(&reply).expect("a digest");
     assert_eq!(d.len, len as u64);
     len as f64 / secs / (1024.0 * 1024.0)
+}
+
+/// The transport counters of both daemons that say where a bulk message's time went
+/// (`rpcctl stats`), and A's view of the path to B afterwards.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BulkCounters {
+    /// Retransmissions, probe timeouts, pacer waits and datagrams sent, by A and by B.
+    pub a: [u64; 4],
+    pub b: [u64; 4],
+    /// A's smoothed RTT to B (µs) and congestion window (datagrams).
+    pub srtt_us: u64,
+    pub cwnd: u32,
+    /// CPU time so far (µs) of the caller, daemon A, daemon B and the serving app.
+    pub cpu_us: [f64; 4],
+}
+
+impl BulkCounters {
+    pub fn of(r: &Rpcd) -> BulkCounters {
+        let a = r.conn.stats().expect("stats of A");
+        let b = r.b_conn.stats().expect("stats of B");
+        let four = |c: &rpcd_client::ipc::PeerCounters| {
+            [
+                c.retransmissions,
+                c.probes,
+                c.paced_delays,
+                c.datagrams_sent,
+            ]
+        };
+        let peer = a.peers.iter().find(|p| p.addr == r.target);
+        BulkCounters {
+            a: four(&a.totals),
+            b: four(&b.totals),
+            srtt_us: peer.and_then(|p| p.srtt_us).unwrap_or(0),
+            cwnd: peer.map_or(0, |p| p.cwnd),
+            cpu_us: [
+                cpu_us(std::process::id()),
+                cpu_us(r.a.process.pid()),
+                cpu_us(r.b.process.pid()),
+                cpu_us(r.bulk_pid),
+            ],
+        }
+    }
+
+    /// Per message between `self` (before) and `after`, for `n` messages, as one line.
+    pub fn per_message(&self, after: &BulkCounters, n: u64) -> String {
+        let d = |x: &[u64; 4], y: &[u64; 4], i: usize| (y[i] - x[i]) as f64 / n as f64;
+        format!(
+            "per message: A retransmissions {:.1}, probes {:.1}, paced_delays {:.1}, \
+             datagrams {:.0}; B retransmissions {:.1}, probes {:.1}, datagrams {:.0}; \
+             A's srtt to B after {} us, cwnd {}; CPU ms: caller {:.1}, A {:.1}, B {:.1}, \
+             serving app {:.1}",
+            d(&self.a, &after.a, 0),
+            d(&self.a, &after.a, 1),
+            d(&self.a, &after.a, 2),
+            d(&self.a, &after.a, 3),
+            d(&self.b, &after.b, 0),
+            d(&self.b, &after.b, 1),
+            d(&self.b, &after.b, 3),
+            after.srtt_us,
+            after.cwnd,
+            (after.cpu_us[0] - self.cpu_us[0]) / n as f64 / 1000.0,
+            (after.cpu_us[1] - self.cpu_us[1]) / n as f64 / 1000.0,
+            (after.cpu_us[2] - self.cpu_us[2]) / n as f64 / 1000.0,
+            (after.cpu_us[3] - self.cpu_us[3]) / n as f64 / 1000.0,
+        )
+    }
 }
 
 /// Goodput of the same bytes copied over a TCP loopback connection to a thread that reads

@@ -31,6 +31,7 @@
 
 mod challenge;
 mod congestion;
+mod control;
 mod liveness;
 mod pacing;
 mod recovery;
@@ -48,7 +49,6 @@ use thiserror::Error;
 
 use crate::config::Config;
 use crate::rtt::RttEstimator;
-use crate::seq::Seq;
 use crate::wire::{Datagram, Kind};
 
 use challenge::Challenges;
@@ -382,6 +382,15 @@ impl Channel {
 
     /// The next datagram to send, if any. Call until it returns `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.poll_transmit_into(now, &mut out).then_some(out)
+    }
+
+    /// [`Channel::poll_transmit`], appending the datagram to `out` (the
+    /// owner's outgoing buffer) instead: a data datagram's fragment is
+    /// written there straight from the message, with no buffer of its own.
+    /// False when there is nothing to send (`out` is untouched).
+    pub fn poll_transmit_into(&mut self, now: Instant, out: &mut Vec<u8>) -> bool {
         self.debug_check_liveness();
         debug_assert_eq!(
             self.send.by_time.len() + self.send.lost.len(),
@@ -395,8 +404,11 @@ impl Channel {
         {
             self.send.cc.on_window_full();
         }
-        let next = next?;
-        Some(match next {
+        let Some(next) = next else {
+            return false;
+        };
+        let start = out.len();
+        let small = match next {
             Next::EpochOnly => {
                 self.answer_stranger = false;
                 self.epoch_only_answer()
@@ -413,17 +425,19 @@ impl Channel {
                 self.send.recovery.probes -= 1;
                 self.stats.probes += 1;
                 let seq = self.probe_target().expect("a datagram to probe with");
-                self.transmit(now, seq, true)
+                self.transmit(now, seq, true, out);
+                return true;
             }
             Next::Retransmission => {
                 let seq = self.send.lost.pop_first().expect("a datagram is lost");
                 let thin = self.thin_flight(seq);
-                let bytes = self.transmit(now, seq, true);
+                self.transmit(now, seq, true, out);
                 self.on_paced_send(now);
                 if thin {
-                    self.send.recovery.copies.push_back((bytes.clone(), true));
+                    let copy = out[start..].to_vec();
+                    self.send.recovery.copies.push_back((copy, true));
                 }
-                bytes
+                return true;
             }
             Next::RedundantCopy => {
                 let (bytes, repair) = self
@@ -443,10 +457,10 @@ impl Channel {
             }
             Next::NewFragment => {
                 let seq = self.next_new_fragment(now);
-                let bytes = self.transmit(now, seq, false);
+                self.transmit(now, seq, false, out);
                 self.on_paced_send(now);
                 self.queue_forward_copy(now, seq);
-                bytes
+                return true;
             }
             Next::Filler => {
                 self.probe_now = false;
@@ -457,7 +471,9 @@ impl Channel {
                 self.control(Kind::Probe, true, 0)
             }
             Next::Ack => self.control(Kind::Ack, false, 0),
-        })
+        };
+        out.extend_from_slice(&small);
+        true
     }
 
     /// This side's epoch on the channel and the peer's, once known: what
@@ -545,49 +561,6 @@ impl Channel {
             return Some(Next::Keepalive);
         }
         self.recv.ack_now.then_some(Next::Ack)
-    }
-
-    /// A Probe or an Ack to the peer's epoch, with our acknowledgement state
-    /// and floors; `nonce` is an Ack's echo (a Probe's challenge is sent by
-    /// `challenge_probe`).
-    fn control(&mut self, kind: Kind, ack_now: bool, nonce: u64) -> Vec<u8> {
-        let d = Datagram {
-            sender_epoch: self.local_epoch,
-            receiver_epoch: self.peer_epoch.unwrap_or(0),
-            kind,
-            seq: Seq(0),
-            send_floor: self.send.send_floor(),
-            msg_floor: self.send.msg_floor().into(),
-            ack: Some(self.ack_info()),
-            ack_now,
-            fragment: None,
-            nonce,
-            key_id: 0,
-        };
-        self.ack_sent();
-        self.stats.datagrams_sent += 1;
-        d.to_vec()
-    }
-
-    /// Our epoch and nothing else: no receiver epoch (we do not know which
-    /// incarnation will read it), no acknowledgement, no floors (ours refer
-    /// to a counter space the reader may not share).
-    fn epoch_only_answer(&mut self) -> Vec<u8> {
-        let d = Datagram {
-            sender_epoch: self.local_epoch,
-            receiver_epoch: 0,
-            kind: Kind::Ack,
-            seq: Seq(0),
-            send_floor: Seq(0),
-            msg_floor: 0,
-            ack: None,
-            ack_now: false,
-            fragment: None,
-            nonce: 0,
-            key_id: 0,
-        };
-        self.stats.datagrams_sent += 1;
-        d.to_vec()
     }
 }
 

@@ -2,19 +2,29 @@
 //! smoothed RTT instead of leaving in one burst that a bottleneck's queue
 //! must absorb.
 //!
-//! A token bucket: it holds at most `Config::pacing_burst` datagrams, or
-//! what the rate refills in a timer granularity (1 ms) if that is more (the
-//! initial window may go at once, a lone message after a quiet spell never
-//! waits, and no wait is shorter than the event loop's timers can keep) and refills at `pacing_gain_percent` of the congestion
-//! window per smoothed RTT. Only data that fills the window meets it: a
-//! sender whose flight stays below the burst never waits. When the bucket
-//! is empty the pacer's next-send time is a `Timer::Pacing` in the one
-//! `timer_deadline`.
+//! A token bucket, refilled at `pacing_gain_percent` of the congestion
+//! window per smoothed RTT. It holds at most `Config::pacing_burst`
+//! datagrams (the initial window may go at once, a lone message after a
+//! quiet spell never waits), or what the rate refills in [`HORIZON`] if that
+//! is more. Only data that fills the window meets it: a sender whose flight
+//! stays below the burst never waits. When the bucket is empty the pacer's
+//! next-send time is a `Timer::Pacing` in the one `timer_deadline`.
+//!
+//! The event loop's timers are millisecond-grained (epoll): a wait shorter
+//! than [`GRANULARITY`] lasts a whole one, and a wakeup may come up to
+//! another one late. So the bucket holds two granularities' worth: a
+//! wakeup 1-2 ms after the bucket ran dry sends what the rate allowed over
+//! that time, as a burst, and the loop's coarse timers lose nothing of the
+//! rate (a bucket of one granularity lost up to half of it).
 
 use std::time::{Duration, Instant};
 
 use super::Channel;
 use crate::rtt::GRANULARITY;
+
+/// What the bucket holds at the least, in time at the pacing rate: a wait
+/// of one timer granularity plus a wakeup up to one granularity late.
+pub(super) const HORIZON: Duration = GRANULARITY.saturating_mul(2);
 
 /// The pacer's state.
 #[derive(Debug, Clone, Default)]
@@ -52,12 +62,7 @@ impl Channel {
             };
             return;
         };
-        // The bucket holds at least a timer granularity's worth at the
-        // rate: a wait shorter than that would last a whole granularity in
-        // the event loop (its timers have millisecond resolution), so on a
-        // path whose RTT is far below it (loopback, a LAN) the pacer would
-        // cap the sender at `pacing_burst` datagrams per millisecond.
-        let burst = f64::from(self.cfg.pacing_burst).max(rate * GRANULARITY.as_secs_f64());
+        let burst = f64::from(self.cfg.pacing_burst).max(rate * HORIZON.as_secs_f64());
         let p = &mut self.send.pacer;
         let elapsed =
             p.at.map_or(Duration::MAX, |at| now.saturating_duration_since(at));

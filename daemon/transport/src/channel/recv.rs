@@ -13,7 +13,8 @@ use crate::wire::{AckInfo, Fragment};
 /// charged from its first fragment until it completes or is abandoned.
 pub const PARTIAL_OVERHEAD: usize = 512;
 /// Memory a held fragment costs besides its payload (its map slot and the
-/// allocation's header and rounding): an empty or 1-byte fragment is not free.
+/// allocation's header and rounding, when it waits apart from the message's
+/// buffer): an empty or 1-byte fragment is not free.
 pub const FRAGMENT_OVERHEAD: usize = 64;
 
 /// What holding a fragment of `payload` bytes is charged.
@@ -21,18 +22,107 @@ pub fn charge(payload: usize) -> usize {
     FRAGMENT_OVERHEAD + payload
 }
 
+/// A message being reassembled. Fragments are written straight into one
+/// buffer in index order (the message's bytes so far, `data`); one that
+/// arrives ahead of its predecessors waits in `ahead` until they are in.
+/// So a message whose fragments come in order (loopback, most paths) is
+/// copied once on receipt and never again: completing it hands `data` over.
+/// Only what is written is ever touched: a fragment far ahead of the prefix
+/// does not make the buffer grow to reach it.
 #[derive(Debug)]
 pub(super) struct Partial {
     pub(super) count: u32,
-    pub(super) fragments: BTreeMap<u32, Vec<u8>>,
+    /// Fragments `0..next` back to back; its spare capacity is charged too.
+    data: Vec<u8>,
+    /// The index of the fragment `data` waits for.
+    next: u32,
+    /// Fragments beyond `next`, by index.
+    ahead: BTreeMap<u32, Vec<u8>>,
     /// Payload bytes held.
     pub(super) bytes: usize,
     /// What this partial is charged against the reassembly budgets: its own
-    /// overhead plus each fragment's overhead and payload (see [`charge`]).
+    /// overhead, each fragment's overhead and payload (see [`charge`]), and
+    /// the spare capacity of `data` (see [`Partial::charge_now`]).
     pub(super) charged: usize,
     /// Set when the message broke a rule (too large, inconsistent): later
     /// fragments are acknowledged and discarded.
     pub(super) poisoned: bool,
+}
+
+impl Partial {
+    fn new(count: u32) -> Self {
+        Partial {
+            count,
+            data: Vec::new(),
+            next: 0,
+            ahead: BTreeMap::new(),
+            bytes: 0,
+            charged: PARTIAL_OVERHEAD,
+            poisoned: false,
+        }
+    }
+
+    /// Whether fragment `index` is held already.
+    fn holds(&self, index: u32) -> bool {
+        index < self.next || self.ahead.contains_key(&index)
+    }
+
+    /// What this partial costs now: the same as `charged` kept per fragment
+    /// (`PARTIAL_OVERHEAD` plus [`charge`] of each held payload), plus the
+    /// buffer's spare capacity, which is memory taken as surely.
+    fn charge_now(&self) -> usize {
+        let held = self.next as usize + self.ahead.len();
+        PARTIAL_OVERHEAD
+            + held * FRAGMENT_OVERHEAD
+            + self.bytes
+            + (self.data.capacity() - self.data.len())
+    }
+
+    /// Append fragment `next` to `data`. The first fragment takes exactly
+    /// its size (a message may never get further). When the buffer must
+    /// grow later, it reserves what the rest of the message needs at this
+    /// fragment's size (one allocation for the message: the first fragment
+    /// is copied once more), else it doubles, each only if `room` (budget
+    /// bytes this partial may still take as spare capacity) allows; else
+    /// it grows by exactly the fragment.
+    fn append(&mut self, payload: &[u8], room: usize) {
+        let (len, cap) = (self.data.len(), self.data.capacity());
+        let need = len + payload.len();
+        if cap < need {
+            let rest = (self.count - self.next) as usize;
+            let whole = len.saturating_add(rest.saturating_mul(payload.len()));
+            let target = if len == 0 {
+                need
+            } else {
+                [whole, (2 * cap).min(whole)]
+                    .into_iter()
+                    .find(|&t| t >= need && t - need <= room)
+                    .unwrap_or(need)
+            };
+            self.data.reserve_exact(target - len);
+        }
+        self.data.extend_from_slice(payload);
+        self.next += 1;
+    }
+
+    /// What taking `f` adds to the charge: a fragment that fits the
+    /// buffer's spare capacity only its overhead.
+    fn cost(&self, f: &Fragment<'_>) -> usize {
+        let spare = self.data.capacity() - self.data.len();
+        if !self.poisoned && f.index == self.next && f.payload.len() <= spare {
+            FRAGMENT_OVERHEAD
+        } else {
+            charge(f.payload.len())
+        }
+    }
+
+    fn poison(&mut self) {
+        self.data = Vec::new();
+        self.ahead.clear();
+        self.next = 0;
+        self.bytes = 0;
+        self.poisoned = true;
+    }
 }
 
 #[derive(Debug)]
@@ -170,8 +260,10 @@ impl Channel {
                 Some(f.payload.to_vec())
             }
         } else {
-            let new_partial = !r.partials.contains_key(&msg_id);
-            let cost = charge(f.payload.len()) + if new_partial { PARTIAL_OVERHEAD } else { 0 };
+            let cost = r
+                .partials
+                .get(&msg_id)
+                .map_or(PARTIAL_OVERHEAD + charge(f.payload.len()), |p| p.cost(f));
             let free = self
                 .cfg
                 .reassembly_bytes_max
@@ -182,7 +274,7 @@ impl Channel {
                 self.stats.out_of_window += 1;
                 return;
             }
-            match Self::reassemble(&self.cfg, r, f) {
+            match Self::reassemble(&self.cfg, r, f, free) {
                 Ok(done) => done,
                 Err(()) => {
                     self.stats.inconsistent += 1;
@@ -214,53 +306,63 @@ impl Channel {
 
     /// Add a fragment of a multi-fragment message; `Ok(Some(bytes))` when it
     /// completed the message, `Err` when it contradicts earlier fragments or
-    /// the size limit (the message is then poisoned and discarded).
+    /// the size limit (the message is then poisoned and discarded). `free`:
+    /// the budget left before this fragment, of which the caller checked
+    /// that it covers the fragment's cost; the reassembly buffer may take
+    /// what is left of it as spare capacity.
     pub(super) fn reassemble(
         cfg: &Config,
         r: &mut RecvState,
         f: &Fragment<'_>,
+        free: usize,
     ) -> Result<Option<Vec<u8>>, ()> {
         let msg_id = MsgId::from(f.msg_id);
+        let mut spent = 0;
         let p = r.partials.entry(msg_id).or_insert_with(|| {
             r.partial_bytes += PARTIAL_OVERHEAD;
-            Partial {
-                count: f.count,
-                fragments: BTreeMap::new(),
-                bytes: 0,
-                charged: PARTIAL_OVERHEAD,
-                poisoned: false,
-            }
+            spent = PARTIAL_OVERHEAD;
+            Partial::new(f.count)
         });
         if p.poisoned {
             return Ok(None);
         }
+        let before = p.charged;
         let fits = p.bytes + f.payload.len() <= cfg.message_max;
-        if p.count != f.count || p.fragments.contains_key(&f.index) || !fits {
+        let outcome = if p.count != f.count || p.holds(f.index) || !fits {
             // Free the fragments; the entry (and its overhead) stays, so later
             // fragments of the message are recognised and discarded, until
             // the sender's floor passes it.
-            r.partial_bytes -= p.charged - PARTIAL_OVERHEAD;
-            p.charged = PARTIAL_OVERHEAD;
-            p.fragments.clear();
-            p.bytes = 0;
-            p.poisoned = true;
-            return Err(());
+            p.poison();
+            Err(())
+        } else if f.index == p.next {
+            let left = free.saturating_sub(spent + charge(f.payload.len()));
+            p.bytes += f.payload.len();
+            p.append(f.payload, left);
+            // Fragments that waited for this one follow it in.
+            while p.ahead.first_key_value().is_some_and(|(&i, _)| i == p.next) {
+                let left = free.saturating_sub(spent + p.charge_now().saturating_sub(before));
+                let part = p.ahead.remove(&p.next).expect("just seen");
+                p.append(&part, left);
+            }
+            Ok(p.next == p.count)
+        } else {
+            p.bytes += f.payload.len();
+            p.ahead.insert(f.index, f.payload.to_vec());
+            Ok(false)
+        };
+        p.charged = p.charge_now();
+        r.partial_bytes = r.partial_bytes - before + p.charged;
+        match outcome {
+            Err(()) => Err(()),
+            Ok(false) => Ok(None),
+            Ok(true) => {
+                // Fragments may arrive in any order: nothing relates `seq` to
+                // the counters of the fragments before it.
+                let p = r.partials.remove(&msg_id).expect("entry just used");
+                r.partial_bytes -= p.charged;
+                debug_assert!(p.ahead.is_empty() && p.data.len() == p.bytes);
+                Ok(Some(p.data))
+            }
         }
-        p.fragments.insert(f.index, f.payload.to_vec());
-        p.bytes += f.payload.len();
-        p.charged += charge(f.payload.len());
-        r.partial_bytes += charge(f.payload.len());
-        if p.fragments.len() as u64 != u64::from(p.count) {
-            return Ok(None);
-        }
-        // Fragments may arrive in any order: nothing relates `seq` to the
-        // counters of the fragments before it.
-        let p = r.partials.remove(&msg_id).expect("entry just used");
-        r.partial_bytes -= p.charged;
-        let mut out = Vec::with_capacity(p.bytes);
-        for (_, part) in p.fragments {
-            out.extend_from_slice(&part);
-        }
-        Ok(Some(out))
     }
 }

@@ -376,7 +376,15 @@ impl Channel {
         seq
     }
 
-    pub(super) fn transmit(&mut self, now: Instant, seq: Seq, retransmission: bool) -> Vec<u8> {
+    /// (Re)transmit in-flight datagram `seq`: record it and append its
+    /// bytes to `out`.
+    pub(super) fn transmit(
+        &mut self,
+        now: Instant,
+        seq: Seq,
+        retransmission: bool,
+        out: &mut Vec<u8>,
+    ) {
         let mark = self.send.cc.on_sent(now);
         let s = self
             .send
@@ -410,10 +418,9 @@ impl Channel {
         }
         // Ask for an immediate ack when this datagram fills the window.
         let ack_now = !self.can_send_new() && self.send.lost.is_empty();
-        let bytes = self.data_datagram(seq, ack_now);
+        self.emit_data(seq, ack_now, out);
         self.ack_sent();
         self.stats.datagrams_sent += 1;
-        bytes
     }
 
     /// A window filler (see `Channel::wedged`): a Data datagram with the
@@ -453,6 +460,13 @@ impl Channel {
     /// acknowledgement state and floors. Changes nothing: `transmit` records
     /// the transmission, a forward copy (`queue_forward_copy`) records none.
     pub(super) fn data_datagram(&self, seq: Seq, ack_now: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.emit_data(seq, ack_now, &mut out);
+        out
+    }
+
+    /// `data_datagram`, appended to `out`.
+    fn emit_data(&self, seq: Seq, ack_now: bool, out: &mut Vec<u8>) {
         let s = &self.send.in_flight[&seq];
         let (msg_id, index) = (s.msg_id, s.index);
         let m = self
@@ -480,6 +494,6 @@ impl Channel {
             nonce: 0,
             key_id: 0,
         }
-        .to_vec()
+        .emit(out);
     }
 }

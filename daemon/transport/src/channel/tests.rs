@@ -3,11 +3,14 @@
 use super::*;
 use std::time::Duration;
 
+use crate::seq::Seq;
+
 use crate::wire::{AckInfo, Fragment, Kind, HEADER_LEN};
 
 mod forward;
 mod pacing;
 mod rack;
+mod reassembly;
 mod trace;
 
 const A: u64 = 0xA0;

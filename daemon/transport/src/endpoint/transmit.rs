@@ -54,25 +54,25 @@ impl Endpoint {
             b.push(&bytes);
         }
         let mut done = false;
-        // The last datagram taken: a redundant copy of a repair (the channel
-        // sends it right behind the first, byte for byte) must not share the
-        // first's UDP datagram, or one loss would take both.
-        let mut last: Option<Vec<u8>> = None;
-        loop {
-            match slot.channel.poll_transmit(now) {
-                Some(bytes) if b.fits(bytes.len()) && last.as_ref() != Some(&bytes) => {
-                    b.push(&bytes);
-                    last = Some(bytes);
-                }
-                Some(bytes) => {
-                    self.carry = Some((peer, bytes));
-                    break;
-                }
-                None => {
-                    done = true;
-                    break;
-                }
+        // Where the last datagram taken starts: a redundant copy of a repair
+        // (the channel sends it right behind the first, byte for byte) must
+        // not share the first's UDP datagram, or one loss would take both.
+        let mut last: Option<usize> = None;
+        // Each datagram is written straight into the bundle; one that turns
+        // out not to belong there (too large, or that copy) is taken back
+        // out and carried to the next bundle.
+        while !(b.count() > 0 && b.full()) {
+            let start = b.bytes().len();
+            if !b.push_with(|out| slot.channel.poll_transmit_into(now, out)) {
+                done = true;
+                break;
             }
+            let repeat = last.is_some_and(|l| b.bytes()[l..start] == b.bytes()[start..]);
+            if b.overfull() || repeat {
+                self.carry = Some((peer, b.pop_last(start)));
+                break;
+            }
+            last = Some(start);
         }
         if b.count() > 0 {
             slot.bundles_sent += 1;

@@ -135,6 +135,45 @@ impl BundleBuilder {
         self.count += 1;
     }
 
+    /// Append one channel datagram that `write` encodes straight into the
+    /// bundle's buffer (no copy), if it writes one (returns true). Unlike
+    /// [`BundleBuilder::push`] this cannot ask [`BundleBuilder::fits`] first:
+    /// the caller checks [`BundleBuilder::overfull`] after, and takes a
+    /// datagram that does not belong back with [`BundleBuilder::pop_last`].
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        debug_assert!(self.count < BUNDLE_COUNT_MAX);
+        let written = write(&mut self.bytes);
+        if written {
+            self.count += 1;
+        }
+        written
+    }
+
+    /// The last datagram pushed went past what `fits` allows (the first
+    /// never does).
+    pub fn overfull(&self) -> bool {
+        self.count > 1 && self.bytes.len() > self.limit
+    }
+
+    /// Whether no further datagram could join: the count is at its maximum
+    /// or not even a bare header fits.
+    pub fn full(&self) -> bool {
+        self.count == BUNDLE_COUNT_MAX || self.bytes.len() + HEADER_LEN > self.limit
+    }
+
+    /// Remove the last datagram pushed, which starts at byte `start` (the
+    /// bundle's length before it was pushed), and return its bytes.
+    pub fn pop_last(&mut self, start: usize) -> Vec<u8> {
+        debug_assert!(self.count > 0 && start >= BUNDLE_HEADER_LEN);
+        self.count -= 1;
+        self.bytes.split_off(start)
+    }
+
+    /// The encoded bytes so far, header included (the header's count is set by `finish`).
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Channel datagrams so far.
     pub fn count(&self) -> usize {
         self.count

@@ -16,17 +16,17 @@ fn paced(burst: u32) -> Config {
 #[test]
 fn a_window_beyond_the_burst_is_spread_over_the_rtt() {
     let mut p = Pair::with(paced(4), paced(4));
-    let (_, first) = p.handshake_over(vec![0], ms(10));
+    let (_, first) = p.handshake_over(vec![0], ms(20));
     assert_eq!(first.len(), 1);
     let snap = p.a.snapshot();
-    assert_eq!((snap.srtt, snap.cwnd), (Some(ms(10)), 10));
+    assert_eq!((snap.srtt, snap.cwnd), (Some(ms(20)), 10));
     for i in 1..8u8 {
         p.a.send(p.now, vec![i]).expect("queued");
     }
     // The burst: 4 datagrams at once (the first took one token).
     assert_eq!(drain(&mut p.a, p.now).len(), 3);
-    // 10 datagrams per 10 ms at 125 %: one every 0.8 ms.
-    let gap = Duration::from_micros(800);
+    // 10 datagrams per 20 ms at 125 %: one every 1.6 ms.
+    let gap = Duration::from_micros(1600);
     let mut t = p.now;
     for k in 0..4 {
         let next =
@@ -97,4 +97,39 @@ fn a_fast_path_is_not_capped_at_a_burst_per_timer_tick() {
     assert_eq!(drain(&mut p.a, p.now).len(), 9);
     assert_eq!(p.a.snapshot().stats.paced_delays, 0);
     assert_eq!(p.a.snapshot().in_flight, 10);
+}
+
+/// Between the two: a rate that refills a datagram within a timer
+/// granularity (1 ms) but not a window. The event loop turns a shorter wait
+/// into a whole granularity and may wake a granularity late: the bucket
+/// keeps two granularities' worth, so such a wakeup sends all the rate
+/// allowed since, and the loop's coarse timers lose none of the rate.
+#[test]
+fn a_late_wakeup_loses_none_of_the_pacing_rate() {
+    let mut p = Pair::with(paced(4), paced(4));
+    let (_, first) = p.handshake_over(vec![0], ms(4));
+    assert_eq!(first.len(), 1);
+    let snap = p.a.snapshot();
+    assert_eq!((snap.srtt, snap.cwnd), (Some(ms(4)), 10));
+    for i in 1..10u8 {
+        p.a.send(p.now, vec![i]).expect("queued");
+    }
+    // 10 datagrams per 4 ms at 125 %: 3.125 per millisecond, a bucket of
+    // 6.25 (two milliseconds' worth, more than the burst of 4). The first
+    // datagram took one token: 5 more go now.
+    assert_eq!(drain(&mut p.a, p.now).len(), 5);
+    let next = p.a.poll_timeout().expect("the pacer's next send");
+    let wait = next - p.now;
+    assert!(
+        wait > Duration::from_micros(230) && wait < Duration::from_micros(250),
+        "the next token, in {wait:?} (0.75 / 3.125 ms)"
+    );
+    // The event loop wakes 2 ms later (a sub-millisecond wait rounded up,
+    // and late): two milliseconds' worth went into the bucket (0.25 + 6.25,
+    // capped at 6.25), so the last 4 of the window go at once.
+    let late = p.now + ms(2);
+    p.a.handle_timeout(late);
+    assert_eq!(drain(&mut p.a, late).len(), 4);
+    assert_eq!(p.a.snapshot().in_flight, 10, "the window, in two bursts");
+    assert_eq!(p.a.snapshot().stats.paced_delays, 1);
 }
