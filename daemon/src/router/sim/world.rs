@@ -540,7 +540,7 @@ impl World {
         self.now - self.start
     }
 
-    /// Nothing scheduled, nothing in flight.
+    /// How many app and fault actions are still scheduled.
     pub fn actions_left(&self) -> usize {
         self.actions.len()
     }
