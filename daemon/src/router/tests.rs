@@ -976,3 +976,33 @@ fn idle_peers_are_forgotten_and_a_peer_in_use_is_kept() {
     net.answer(B, server, inv, vec![0xc0]);
     assert_eq!(net.wait_outcome(A, caller, 1), Ok(vec![0xc0]));
 }
+
+/// A reply queued for a caller daemon's old incarnation never reaches its
+/// new one. A restarts while B's app holds A's call; B's channel to A goes
+/// quiet (past `revalidate_after`), so B's reply waits for the channel to
+/// confirm A's epoch — which finds A's new incarnation, itself calling B
+/// with the same call id. The channel keeps what it never sent for a new
+/// incarnation (right for requests), so the reply must be withdrawn by the
+/// router, or A's new call ends `ok` with the old call's result (found by
+/// the router simulator, seed 16 of an earlier draw).
+#[test]
+fn a_reply_for_a_callers_old_incarnation_never_answers_its_new_one() {
+    let (mut net, caller, server) = Net::served(16, |_| {});
+    net.call(A, caller, 1, B, "kv.get", 60_000);
+    let old = net.wait_invocation(B, server);
+    net.run_for(Duration::from_millis(20)); // the request is acknowledged
+    net.start(A, |_| {});
+    // B's channel to A goes quiet.
+    net.run_for(Duration::from_millis(400));
+    // At one instant: B's app answers the old call, and A's new app calls B.
+    net.answer(B, server, old, rmp_serde::to_vec("old").expect("encodes"));
+    let caller = net.app(A, 1);
+    net.call(A, caller, 1, B, "kv.get", 60_000);
+    let new = net.wait_invocation(B, server);
+    net.answer(B, server, new, rmp_serde::to_vec("new").expect("encodes"));
+    assert_eq!(
+        net.wait_outcome(A, caller, 1),
+        Ok(rmp_serde::to_vec("new").expect("encodes")),
+        "the new call ends with its own result"
+    );
+}
