@@ -432,7 +432,22 @@ impl Channel {
         let seq = Seq(self.send.next_seq.0 - 1);
         self.send.filler_sent = Some((self.send.peer_ack, self.send.next_seq, now));
         self.stats.window_fillers += 1;
-        let bytes = Datagram {
+        let filler = Fragment {
+            msg_id: MsgId::FILLER.into(),
+            index: 0,
+            count: 1,
+            payload: &[],
+        };
+        let bytes = self.data_with(seq, true, filler).to_vec();
+        self.ack_sent();
+        self.stats.datagrams_sent += 1;
+        bytes
+    }
+
+    /// A Data datagram carrying `fragment` as counter `seq`, with the
+    /// current acknowledgement state and floors.
+    fn data_with<'a>(&self, seq: Seq, ack_now: bool, fragment: Fragment<'a>) -> Datagram<'a> {
+        Datagram {
             sender_epoch: self.local_epoch,
             receiver_epoch: self.peer_epoch.unwrap_or(0),
             kind: Kind::Data,
@@ -440,20 +455,11 @@ impl Channel {
             send_floor: self.send.send_floor(),
             msg_floor: self.send.msg_floor().into(),
             ack: Some(self.ack_info()),
-            ack_now: true,
-            fragment: Some(Fragment {
-                msg_id: 0,
-                index: 0,
-                count: 1,
-                payload: &[],
-            }),
+            ack_now,
+            fragment: Some(fragment),
             nonce: 0,
             key_id: 0,
         }
-        .to_vec();
-        self.ack_sent();
-        self.stats.datagrams_sent += 1;
-        bytes
     }
 
     /// The bytes of in-flight datagram `seq` with the current
@@ -476,24 +482,12 @@ impl Channel {
             .expect("in-flight datagram's message is live");
         let start = index as usize * self.cfg.payload_max;
         let end = (start + self.cfg.payload_max).min(m.data.len());
-        Datagram {
-            sender_epoch: self.local_epoch,
-            receiver_epoch: self.peer_epoch.unwrap_or(0),
-            kind: Kind::Data,
-            seq,
-            send_floor: self.send.send_floor(),
-            msg_floor: self.send.msg_floor().into(),
-            ack: Some(self.ack_info()),
-            ack_now,
-            fragment: Some(Fragment {
-                msg_id: msg_id.into(),
-                index,
-                count: m.count,
-                payload: &m.data[start..end],
-            }),
-            nonce: 0,
-            key_id: 0,
-        }
-        .emit(out);
+        let fragment = Fragment {
+            msg_id: msg_id.into(),
+            index,
+            count: m.count,
+            payload: &m.data[start..end],
+        };
+        self.data_with(seq, ack_now, fragment).emit(out);
     }
 }
