@@ -4,9 +4,15 @@
 //! connection has one reader thread, and any number of calls in flight.
 //!
 //! [`Callers`]: many app connections (one per "app") calling one function; a closed loop
-//! holds a fixed number of calls in flight: each reply sends the next call, on the next
-//! connection in turn, so every connection carries calls at every level (also with fewer
-//! calls in flight than connections). [`Servers`]: serving connections answering every
+//! holds a fixed number `L` of calls in flight, spread evenly over the `n` connections:
+//! each reply on connection `i` sends the next call on connection `(i + L) mod n`. So the
+//! spread holds: with `L` a multiple of `n` each connection keeps its own `L / n` calls;
+//! with `L` a divisor of `n` each call keeps to its own residue class mod `L` and no two
+//! ever share a connection (at 1 in flight the one call visits every connection in turn).
+//! (Sending on the next connection instead let calls gather: a read that returns `k`
+//! replies sends `k` calls together, and calls that travel together stay together, so how
+//! many were batched per datagram — and the daemons' CPU per call — drifted from run to
+//! run.) [`Servers`]: serving connections answering every
 //! invocation with its arguments, or holding them all until released, so the test can see
 //! exactly `L` calls in flight at once.
 
@@ -116,6 +122,8 @@ struct CallShared {
     target: String,
     function: String,
     stop: AtomicBool,
+    /// How far a reply's replacement call moves: `L mod n` of the level running.
+    step: AtomicU64,
 }
 
 impl CallShared {
@@ -187,6 +195,7 @@ impl Callers {
             target: target.to_owned(),
             function: function.to_owned(),
             stop: AtomicBool::new(false),
+            step: AtomicU64::new(0),
         });
         let readers = conns
             .into_iter()
@@ -203,8 +212,9 @@ impl Callers {
     /// each reply sends the next until `total` were sent.
     pub fn start(&self, in_flight: u64, total: u64) {
         assert!(total >= in_flight);
-        self.shared.counts.budget.store(total, Ordering::Release);
         let conns = self.shared.writers.len() as u64;
+        self.shared.step.store(in_flight % conns, Ordering::Release);
+        self.shared.counts.budget.store(total, Ordering::Release);
         for conn in 0..conns.min(in_flight) {
             // Spread evenly: the first `in_flight % conns` connections take one more.
             let share = in_flight / conns + u64::from(conn < in_flight % conns);
@@ -257,7 +267,7 @@ impl Drop for Callers {
 }
 
 /// Caller connection `index`'s reader: counts the replies of each read and sends as many
-/// calls on the next connection in turn, in one write.
+/// calls, in one write, on the connection `step` further on (see the module's notes).
 fn read_replies(index: usize, mut conn: RawConn, shared: &CallShared) {
     while !shared.stop.load(Ordering::Acquire) {
         let Some(first) = conn.next() else { continue };
@@ -273,7 +283,8 @@ fn read_replies(index: usize, mut conn: RawConn, shared: &CallShared) {
             replies += 1;
             msg = conn.buffered();
         }
-        shared.send_calls(index + 1, replies);
+        let step = shared.step.load(Ordering::Acquire) as usize;
+        shared.send_calls(index + step, replies);
     }
 }
 

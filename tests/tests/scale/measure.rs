@@ -64,6 +64,35 @@ pub fn daemon_in_flight(
     (calls, stats(server).invocations_in_flight)
 }
 
+/// The serving daemon's transport counters (summed over its peers), per call of a level:
+/// what a change in CPU per call between levels goes with.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PerCall {
+    /// Datagrams it received.
+    pub received: f64,
+    /// Datagrams it sent.
+    pub sent: f64,
+    /// Of those sent, retransmissions (probes and repairs).
+    pub retransmitted: f64,
+    /// Of those received, duplicates.
+    pub duplicates: f64,
+}
+
+/// The serving daemon's totals now: (received, sent, retransmissions, duplicates).
+fn counters(server: &std::path::Path) -> [u64; 4] {
+    let t = Connection::connect(server, "scale-stats")
+        .expect("connect for stats")
+        .stats()
+        .expect("stats")
+        .totals;
+    [
+        t.datagrams_received,
+        t.datagrams_sent,
+        t.retransmissions,
+        t.duplicates,
+    ]
+}
+
 /// The figures of one level.
 #[derive(Debug, Clone)]
 pub struct Level {
@@ -77,6 +106,8 @@ pub struct Level {
     pub cpu_us_per_call: Vec<f64>,
     /// Per process: resident bytes while all `in_flight` calls were held at the serving app.
     pub rss_held: Vec<u64>,
+    /// The serving daemon's datagrams per call over the level.
+    pub serving: PerCall,
 }
 
 /// How one level runs.
@@ -93,6 +124,7 @@ impl LevelRun<'_> {
     /// many, samples memory, releases them, and runs the closed loop until `calls` calls
     /// were made; every call must succeed with its own arguments back.
     pub fn run(&self, in_flight: u64, calls: u64) -> Level {
+        let counted0 = counters(self.server_socket);
         let cpu0: Vec<f64> = self.procs.iter().map(|p| cpu_us(p.pid)).collect();
         let t0 = Instant::now();
         self.servers.hold();
@@ -130,12 +162,20 @@ impl LevelRun<'_> {
             .zip(cpu0)
             .map(|(p, c0)| (cpu_us(p.pid) - c0) / calls as f64)
             .collect();
+        let counted = counters(self.server_socket);
+        let per = |i: usize| (counted[i] - counted0[i]) as f64 / calls as f64;
         Level {
             in_flight,
             calls,
             wall,
             cpu_us_per_call,
             rss_held,
+            serving: PerCall {
+                received: per(0),
+                sent: per(1),
+                retransmitted: per(2),
+                duplicates: per(3),
+            },
         }
     }
 }
@@ -155,16 +195,46 @@ pub fn calls_for(in_flight: u64) -> u64 {
     least.max(20 * in_flight)
 }
 
+/// How many times each level runs: `SCALE_REPS`, default 3, at least 1.
+pub fn repetitions() -> usize {
+    std::env::var("SCALE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3usize)
+        .max(1)
+}
+
+/// One level from several runs of it: per process the least CPU per call of the runs; the
+/// other figures (memory held, the serving daemon's datagrams) those of the run in which the
+/// first process spent least.
+pub fn least_cpu(runs: Vec<Level>) -> Level {
+    let best = |i: usize| {
+        runs.iter()
+            .map(|r| r.cpu_us_per_call[i])
+            .fold(f64::INFINITY, f64::min)
+    };
+    let procs = runs[0].cpu_us_per_call.len();
+    let cpu: Vec<f64> = (0..procs).map(best).collect();
+    let mut level = runs
+        .into_iter()
+        .min_by(|a, b| a.cpu_us_per_call[0].total_cmp(&b.cpu_us_per_call[0]))
+        .expect("at least one run");
+    level.cpu_us_per_call = cpu;
+    level
+}
+
 /// The table of a run, in the Markdown of `docs/reliability.md`.
 pub fn table(procs: &[Proc], levels: &[Level]) -> String {
     let mut s = String::from("| in flight | calls | calls/s |");
     for p in procs {
         s += &format!(" {} CPU µs/call | {} RSS MiB (held) |", p.label, p.label);
     }
+    s += " serving daemon's datagrams per call: received, sent (retransmitted), duplicates |";
     s += "\n|---|---|---|";
     for _ in procs {
         s += "---|---|";
     }
+    s += "---|";
     for l in levels {
         s += &format!(
             "\n| {} | {} | {:.0} |",
@@ -175,6 +245,11 @@ pub fn table(procs: &[Proc], levels: &[Level]) -> String {
         for (cpu, rss) in l.cpu_us_per_call.iter().zip(&l.rss_held) {
             s += &format!(" {cpu:.1} | {:.1} |", *rss as f64 / (1024.0 * 1024.0));
         }
+        let d = l.serving;
+        s += &format!(
+            " {:.3}, {:.3} ({:.4}), {:.4} |",
+            d.received, d.sent, d.retransmitted, d.duplicates
+        );
     }
     s
 }
