@@ -80,10 +80,10 @@ impl Bound {
     /// Bind the UDP socket, and the local socket unless socket activation
     /// passed one (`inherited`, from [`activation::take_listener`]), whose
     /// file rpcd then leaves as the service manager made it.
-    pub fn bind(settings: Settings, inherited: Option<Inherited>) -> anyhow::Result<Bound> {
+    pub fn bind(mut settings: Settings, inherited: Option<Inherited>) -> anyhow::Result<Bound> {
         let udp = std::net::UdpSocket::bind(settings.listen)
             .with_context(|| format!("binding UDP {}", settings.listen))?;
-        set_buffers(&udp, &settings);
+        set_buffers(&udp, &mut settings);
         udp.set_nonblocking(true)?;
         let local_addr = udp.local_addr()?;
         let (listener, inherited) = match inherited {
@@ -464,13 +464,40 @@ fn want_writable(
     }
 }
 
-fn set_buffers(sock: &std::net::UdpSocket, s: &Settings) {
-    use nix::sys::socket::{setsockopt, sockopt};
-    if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &s.limits.udp_recv_buffer) {
+/// Size the UDP socket's buffers, and tell the transport what the receive
+/// buffer holds (the kernel's figure, read back), so that the window it
+/// advertises keeps a peer's flight inside it. The kernel caps `SO_RCVBUF`
+/// at `net.core.rmem_max` (`SO_SNDBUF` at `wmem_max`); a daemon with
+/// `CAP_NET_ADMIN` passes the cap with `SO_RCVBUFFORCE` (`SO_SNDBUFFORCE`),
+/// as QUIC stacks do, and any other gets the capped size and a warning.
+fn set_buffers(sock: &std::net::UdpSocket, s: &mut Settings) {
+    use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+    // Linux reports (and charges) twice the size asked, for its bookkeeping.
+    let recv = s.limits.udp_recv_buffer;
+    if let Err(e) = setsockopt(sock, sockopt::RcvBuf, &recv) {
         warn!(error = %e, "cannot set the UDP receive buffer");
     }
-    if let Err(e) = setsockopt(sock, sockopt::SndBuf, &s.limits.udp_send_buffer) {
+    if getsockopt(sock, sockopt::RcvBuf).unwrap_or(0) < recv.saturating_mul(2) {
+        // EPERM without CAP_NET_ADMIN: the capped size stays.
+        let _ = setsockopt(sock, sockopt::RcvBufForce, &recv);
+    }
+    let held = getsockopt(sock, sockopt::RcvBuf).unwrap_or(0);
+    if held < recv.saturating_mul(2) {
+        warn!(
+            udp_recv_buffer = recv,
+            granted = held / 2,
+            "the UDP receive buffer is smaller than limits.udp_recv_buffer (raise \
+             net.core.rmem_max, or run with CAP_NET_ADMIN): the window for large \
+             datagrams shrinks to fit it"
+        );
+    }
+    s.transport.socket_recv_buffer = held;
+    let send = s.limits.udp_send_buffer;
+    if let Err(e) = setsockopt(sock, sockopt::SndBuf, &send) {
         warn!(error = %e, "cannot set the UDP send buffer");
+    }
+    if getsockopt(sock, sockopt::SndBuf).unwrap_or(0) < send.saturating_mul(2) {
+        let _ = setsockopt(sock, sockopt::SndBufForce, &send);
     }
 }
 

@@ -36,6 +36,9 @@ impl Shell {
                     warn!("metrics.listen is read at start only: restart rpcd to change it");
                     new.metrics.listen = listen;
                 }
+                // What the socket holds was read from it at start, not from the file.
+                new.transport.socket_recv_buffer =
+                    self.router.settings().transport.socket_recv_buffer;
                 let l = new.limits;
                 self.local.set_limits(
                     l.frame_max,

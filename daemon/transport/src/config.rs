@@ -4,7 +4,27 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use thiserror::Error;
 
-use crate::wire::PAYLOAD_MAX;
+use crate::wire::{BUNDLE_HEADER_LEN, HEADER_LEN, PAYLOAD_MAX, TAG_MAX};
+
+/// IPv6 and UDP headers, which a received datagram's buffer holds too.
+const IP_UDP_HEADERS: usize = 48;
+
+/// What Linux charges a receive buffer for one datagram of `len` bytes, or
+/// a little more: its allocation, rounded up to a power of two up to
+/// 16 KiB and to whole pages above, plus the `sk_buff`. (Measured on
+/// loopback with a 4 MiB `SO_RCVBUF`, read back as 8 MiB: 100 bytes take
+/// 832, 1,330 take 2,304, 9,000 take 16,644, 20,000 take 20,867, 60,128
+/// take 61,230, 65,000 take 66,052.) A NIC's driver may charge a small
+/// datagram a whole page; the default window (1,024) stays well inside
+/// the default buffer even then.
+fn socket_charge(len: usize) -> usize {
+    let allocated = if len <= 16 * 1024 {
+        len.next_power_of_two()
+    } else {
+        len.next_multiple_of(4096)
+    };
+    allocated + 1024
+}
 
 /// Transport settings. Every field is a bound or a timer with a default;
 /// [`Config::validate`] checks the relations between them.
@@ -28,6 +48,13 @@ pub struct Config {
     pub send_queue_bytes_max: usize,
     /// Receive window, in datagrams beyond the cumulative acknowledgement.
     pub recv_window: u32,
+    /// Bytes the UDP socket that receives the peer's datagrams holds: the
+    /// kernel's `SO_RCVBUF` as read back, which counts each datagram's
+    /// buffer (see [`Config::socket_window`]). The advertised window never
+    /// exceeds the datagrams of the channel's size that fit in it, so a
+    /// peer's flight cannot overrun the socket while the receiver is busy
+    /// elsewhere. Set by whoever owns the socket; 0: no such bound.
+    pub socket_recv_buffer: usize,
     /// Bytes held in partially reassembled messages, per peer: payload plus a
     /// per-fragment and per-message overhead (see `channel::recv::charge`).
     pub reassembly_bytes_max: usize,
@@ -119,6 +146,7 @@ impl Default for Config {
             send_queue_max: 4096,
             send_queue_bytes_max: 64 * 1024 * 1024,
             recv_window: 1024,
+            socket_recv_buffer: 0,
             reassembly_bytes_max: 20 * 1024 * 1024,
             reassembly_total_max: 256 * 1024 * 1024,
             cwnd_initial: 10,
@@ -323,6 +351,18 @@ impl Config {
         Ok(())
     }
 
+    /// Datagrams of this configuration's full size (`payload_max`, with
+    /// keys' overhead and IPv6/UDP headers) that `socket_recv_buffer` holds,
+    /// at least 2 so that a tiny buffer still lets data through; `u32::MAX`
+    /// when it is 0.
+    pub fn socket_window(&self) -> u32 {
+        if self.socket_recv_buffer == 0 {
+            return u32::MAX;
+        }
+        let len = BUNDLE_HEADER_LEN + HEADER_LEN + self.payload_max + TAG_MAX + IP_UDP_HEADERS;
+        (self.socket_recv_buffer / socket_charge(len)).clamp(2, u32::MAX as usize) as u32
+    }
+
     /// Fragments a message of `len` bytes takes (at least one).
     pub fn fragments_for(&self, len: usize) -> u32 {
         // Bounded by validate(): message_max / payload_max fits in u32.
@@ -333,6 +373,34 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn socket_window_counts_what_the_kernel_charges() {
+        let c = Config {
+            socket_recv_buffer: 8 * 1024 * 1024,
+            ..Config::default()
+        };
+        // Loopback fragments: 60,000 + headers, charged about 62,464 each;
+        // the kernel held 137 datagrams of 60,128 bytes in this buffer.
+        assert_eq!(
+            c.for_peer("127.0.0.1:1".parse().expect("addr"))
+                .socket_window(),
+            134
+        );
+        // 1,200-byte fragments: more than the default window.
+        assert_eq!(c.socket_window(), 2730);
+        assert!(c.socket_window() > c.recv_window);
+        let tiny = Config {
+            socket_recv_buffer: 1000,
+            ..c
+        };
+        assert_eq!(tiny.socket_window(), 2);
+        assert_eq!(Config::default().socket_window(), u32::MAX);
+        // Never below what the kernel was measured to charge.
+        for (len, measured) in [(100, 832), (1330, 2304), (9000, 16_644), (60_128, 61_230)] {
+            assert!(socket_charge(len) >= measured, "{len}");
+        }
+    }
 
     #[test]
     fn defaults_are_valid() {

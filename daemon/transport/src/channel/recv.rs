@@ -180,10 +180,16 @@ impl Channel {
             .saturating_sub(r.partial_bytes)
             .min(self.shared_reassembly_room);
         let budget = (free / charge(self.cfg.payload_max)).min(u32::MAX as usize) as u32;
+        // Nor more than our socket holds: a peer's whole flight may land
+        // there while we are busy elsewhere, and what does not fit is lost.
         AckInfo {
             ack: r.expected,
             sack,
-            window: self.cfg.recv_window.min(budget),
+            window: self
+                .cfg
+                .recv_window
+                .min(budget)
+                .min(self.cfg.socket_window()),
         }
     }
 
