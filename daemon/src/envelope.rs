@@ -6,6 +6,8 @@
 //! request is executed at most once: the daemon runs every request it is
 //! delivered, exactly when it is delivered, and needs no reply cache.
 
+mod hand;
+
 use std::sync::OnceLock;
 
 use rpcd_client::ipc::{check_values, set_once, ErrorCode, FrameError, ServingTrace, ValueReader};
@@ -100,8 +102,10 @@ impl Envelope {
     /// Encode as MessagePack (with the test hook's extra keys when it is on, see
     /// [`test_wire_extra`]).
     pub fn encode(&self) -> Vec<u8> {
-        // Exactly sized: a large argument is copied once into the envelope.
-        let bytes = rpcd_client::ipc::encode_value(self).expect("an envelope always serialises");
+        // Sized up front either way: a large argument is copied once into the envelope.
+        let bytes = hand::encode(self).unwrap_or_else(|| {
+            rpcd_client::ipc::encode_value(self).expect("an envelope always serialises")
+        });
         if test_wire_extra() {
             with_test_keys(bytes)
         } else {

@@ -152,6 +152,171 @@ impl<'a> ValueReader<'a> {
     }
 }
 
+/// A MessagePack writer for hand-written encoders of hot messages, writing each value in
+/// the form `rmp_serde` gives it (the shortest), so a hand-encoded message is the same bytes
+/// serde would write: maps with `str` keys, `str`, `bin`, non-negative integers, booleans.
+///
+/// A length that MessagePack cannot hold (more than `u32::MAX`) is not written: the
+/// writer is then [`failed`](ValueWriter::failed), and its caller goes to serde instead.
+#[derive(Debug)]
+pub struct ValueWriter<'a> {
+    out: &'a mut Vec<u8>,
+    failed: bool,
+}
+
+impl<'a> ValueWriter<'a> {
+    /// A writer appending to `out`.
+    pub fn new(out: &'a mut Vec<u8>) -> ValueWriter<'a> {
+        ValueWriter { out, failed: false }
+    }
+
+    /// True when a length did not fit (what was written is then incomplete).
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// A map header of `len` key-value pairs.
+    pub fn map_len(&mut self, len: usize) -> &mut Self {
+        match len {
+            0..=15 => self.out.push(0x80 | len as u8),
+            16..=0xffff => self.tagged(0xde, len as u64, 2),
+            _ => self.long(0xdf, len),
+        }
+        self
+    }
+
+    /// A `str`.
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        let len = s.len();
+        match len {
+            0..=31 => self.out.push(0xa0 | len as u8),
+            32..=0xff => self.tagged(0xd9, len as u64, 1),
+            0x100..=0xffff => self.tagged(0xda, len as u64, 2),
+            _ => self.long(0xdb, len),
+        }
+        if !self.failed {
+            self.out.extend_from_slice(s.as_bytes());
+        }
+        self
+    }
+
+    /// A `bin`.
+    pub fn bin(&mut self, b: &[u8]) -> &mut Self {
+        let len = b.len();
+        match len {
+            0..=0xff => self.tagged(0xc4, len as u64, 1),
+            0x100..=0xffff => self.tagged(0xc5, len as u64, 2),
+            _ => self.long(0xc6, len),
+        }
+        if !self.failed {
+            self.out.extend_from_slice(b);
+        }
+        self
+    }
+
+    /// A non-negative integer.
+    pub fn uint(&mut self, n: u64) -> &mut Self {
+        match n {
+            0..=0x7f => self.out.push(n as u8),
+            0x80..=0xff => self.tagged(0xcc, n, 1),
+            0x100..=0xffff => self.tagged(0xcd, n, 2),
+            0x1_0000..=0xffff_ffff => self.tagged(0xce, n, 4),
+            _ => self.tagged(0xcf, n, 8),
+        }
+        self
+    }
+
+    /// A boolean.
+    pub fn bool(&mut self, b: bool) -> &mut Self {
+        self.out.push(if b { 0xc3 } else { 0xc2 });
+        self
+    }
+
+    /// A marker and `n` as a `width`-byte big-endian number.
+    fn tagged(&mut self, marker: u8, n: u64, width: usize) {
+        self.out.push(marker);
+        self.out.extend_from_slice(&n.to_be_bytes()[8 - width..]);
+    }
+
+    /// A marker and a 4-byte length, or failure beyond that.
+    fn long(&mut self, marker: u8, len: usize) {
+        match u32::try_from(len) {
+            Ok(n) => self.tagged(marker, u64::from(n), 4),
+            Err(_) => self.failed = true,
+        }
+    }
+}
+
+/// Appends the body of `msg` to `out` as serde would write it, for the frames of every
+/// call (`invoke`, `call_ok`, `failed`, without a trace or credentials); answers `false`
+/// and leaves `out` as it was for any other message, which serde then writes.
+pub fn encode_daemon_msg(out: &mut Vec<u8>, msg: &DaemonMsg) -> bool {
+    let start = out.len();
+    let mut w = ValueWriter::new(out);
+    match msg {
+        DaemonMsg::Invoke {
+            invocation,
+            function,
+            args,
+            caller,
+            peer,
+            deadline_ms,
+            credentials: None,
+        } => {
+            w.map_len(7)
+                .str("op")
+                .str("invoke")
+                .str("invocation")
+                .uint(*invocation)
+                .str("function")
+                .str(function)
+                .str("args")
+                .bin(args)
+                .str("caller")
+                .str(caller)
+                .str("peer")
+                .str(peer)
+                .str("deadline_ms")
+                .uint(*deadline_ms);
+        }
+        DaemonMsg::CallOk {
+            id,
+            data,
+            trace: None,
+        } => {
+            w.map_len(3)
+                .str("op")
+                .str("call_ok")
+                .str("id")
+                .uint(*id)
+                .str("data")
+                .bin(data);
+        }
+        DaemonMsg::Failed {
+            id,
+            code,
+            message,
+            trace: None,
+        } => {
+            w.map_len(4)
+                .str("op")
+                .str("failed")
+                .str("id")
+                .uint(*id)
+                .str("code")
+                .str(code.as_str())
+                .str("message")
+                .str(message);
+        }
+        _ => return false,
+    }
+    if w.failed() {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
 /// Sets a field read from the map, refusing a second value for it (serde reports a
 /// duplicate field).
 pub fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {

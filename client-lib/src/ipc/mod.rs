@@ -13,6 +13,7 @@
 //! - `frame`: the framing, [`decode_frame`] and [`FrameReader`];
 //! - `hot`: the hand-written decoders of the frames of every call, and [`ValueReader`]
 //!   they are written with (serde decides whatever they do not fully understand);
+//!   [`ValueWriter`] for hand-written encoders that write what serde would;
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
 //! - `trace`: [`CallTrace`] (a traced call's timeline) and [`MonitorEvent`];
@@ -41,7 +42,7 @@ pub use frame::{
     decode_frame, decode_value, encode_frame, encode_value, try_encode_frame, FrameError,
     FrameReader, FRAME_MAX_DEFAULT, LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
-pub use hot::{set_once, ValueReader};
+pub use hot::{encode_daemon_msg, set_once, ValueReader, ValueWriter};
 pub use message::{
     session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, SrvEntry,
     SrvRecordEntry, LOCAL_CALLER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,

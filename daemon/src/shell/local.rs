@@ -409,9 +409,12 @@ fn encode_into(out: &mut Vec<u8>, msg: &DaemonMsg) -> Option<usize> {
     const PREFIX: usize = ipc::LENGTH_PREFIX_LEN;
     let start = out.len();
     out.extend_from_slice(&[0; PREFIX]);
-    let body = rmp_serde::encode::write_named(out, msg)
-        .ok()
-        .and_then(|()| u32::try_from(out.len() - start - PREFIX).ok());
+    // The frames of every call by hand (the same bytes), the rest by serde.
+    let written =
+        ipc::encode_daemon_msg(out, msg) || rmp_serde::encode::write_named(out, msg).is_ok();
+    let body = written
+        .then(|| u32::try_from(out.len() - start - PREFIX).ok())
+        .flatten();
     let Some(body) = body else {
         out.truncate(start);
         return None;

@@ -73,6 +73,9 @@ pub struct Udp {
     /// Tests: the error the next GSO send gets instead of reaching the kernel.
     #[cfg(test)]
     gso_refusal: Option<Errno>,
+    /// Tests: `recvmmsg` calls made (those that received and those that heard `EAGAIN`).
+    #[cfg(test)]
+    receive_calls: usize,
     /// Readable and not known to be drained: visit again without sleeping.
     pub ready: bool,
 }
@@ -101,6 +104,8 @@ impl Udp {
             gso: true,
             #[cfg(test)]
             gso_refusal: None,
+            #[cfg(test)]
+            receive_calls: 0,
             ready: true,
         })
     }
@@ -119,14 +124,20 @@ impl Udp {
 
     /// Read at most one batch of datagrams, handing each to `on`. Leaves
     /// `ready` set when the batch ended before the socket was drained, so a
-    /// flood cannot keep the loop from the other sources.
+    /// flood cannot keep the loop from the other sources; a `recvmmsg` that
+    /// returns fewer datagrams than it asked for counts as drained.
     pub fn receive(&mut self, mut on: impl FnMut(Received<'_>)) -> usize {
         let mut n = 0;
         while n < self.batch_max {
             let want = (self.batch_max - n).min(RECV_WIDTH);
             match self.recv_some(want) {
                 Ok(()) => {
-                    n += self.received.len();
+                    #[cfg(test)]
+                    {
+                        self.receive_calls += 1;
+                    }
+                    let got = self.received.len();
+                    n += got;
                     for (slot, &(len, from)) in self.received.iter().enumerate() {
                         if len >= DATAGRAM_BUF {
                             on(Received::Oversize);
@@ -134,8 +145,20 @@ impl Udp {
                             on(Received::Datagram(from, &self.bufs[slot][..len]));
                         }
                     }
+                    // A short batch emptied the queue: the socket is registered
+                    // edge-triggered, so a datagram arriving from now on brings a new
+                    // readable event. Asking again would only hear `EAGAIN` (a syscall
+                    // per wakeup, on the path of every reply at one call in flight).
+                    if got < want {
+                        self.ready = false;
+                        return n;
+                    }
                 }
                 Err(Errno::EAGAIN) => {
+                    #[cfg(test)]
+                    {
+                        self.receive_calls += 1;
+                    }
                     self.ready = false;
                     return n;
                 }
@@ -368,6 +391,58 @@ mod tests {
         assert_eq!(take(&mut udp), 4);
         assert!(!udp.ready, "drained");
         assert_eq!(seen, (0..20).collect::<Vec<u8>>());
+    }
+
+    /// A short batch means the queue was empty: no second `recvmmsg` only to hear
+    /// `EAGAIN`, and (edge-triggered) the next datagram still wakes the loop.
+    #[test]
+    fn a_short_batch_ends_the_turn_and_the_next_datagram_brings_an_event() {
+        let mut poll = mio::Poll::new().expect("poll");
+        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        std_sock.set_nonblocking(true).expect("nonblocking");
+        let addr = std_sock.local_addr().expect("addr");
+        let mut udp = Udp::new(
+            UdpSocket::from_std(std_sock),
+            poll.registry(),
+            Token(7),
+            8,
+            16,
+        )
+        .expect("udp");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
+        let mut events = mio::Events::with_capacity(8);
+        let mut readable = |poll: &mut mio::Poll| {
+            poll.poll(&mut events, Some(std::time::Duration::from_secs(5)))
+                .expect("poll");
+            events
+                .iter()
+                .any(|e| e.token() == Token(7) && e.is_readable())
+        };
+        for i in 0..3u8 {
+            sender.send_to(&[i], addr).expect("send");
+        }
+        assert!(readable(&mut poll), "the first datagrams are an event");
+        let mut seen = Vec::new();
+        let n = udp.receive(|r| {
+            if let Received::Datagram(_, b) = r {
+                seen.push(b[0]);
+            }
+        });
+        assert_eq!((n, seen.as_slice()), (3, &[0u8, 1, 2][..]));
+        assert!(!udp.ready, "a short batch counts as drained");
+        assert_eq!(udp.receive_calls, 1, "no recvmmsg only to hear EAGAIN");
+        sender.send_to(&[3], addr).expect("send");
+        assert!(
+            readable(&mut poll),
+            "a datagram after the short batch is an event"
+        );
+        let n = udp.receive(|r| {
+            if let Received::Datagram(_, b) = r {
+                seen.push(b[0]);
+            }
+        });
+        assert_eq!((n, seen.last()), (1, Some(&3)));
+        assert_eq!(udp.receive_calls, 2);
     }
 
     /// A `Udp` on loopback and a plain socket to talk to it.

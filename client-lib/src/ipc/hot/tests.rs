@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::ipc::{decode_frame, encode_frame, ErrorCode, FrameError, FRAME_MAX_DEFAULT};
+use crate::ipc::{
+    decode_frame, encode_frame, Credentials, ErrorCode, FrameError, FRAME_MAX_DEFAULT, LOCAL_CALLER,
+};
 
 /// The body of `msg` as the encoder writes it.
 fn body_of<T: serde::Serialize>(msg: &T) -> Vec<u8> {
@@ -441,5 +443,113 @@ proptest! {
         let outcome = error.map_or(Outcome::Ok(args), Outcome::Error);
         let result = ClientMsg::Result { invocation: id, outcome };
         prop_assert_eq!(agrees::<ClientMsg>(&body_of(&result)), Some(result));
+    }
+}
+
+/// The hand-written encoder of a daemon frame, or `None` when it leaves the frame to serde.
+fn by_hand(msg: &DaemonMsg) -> Option<Vec<u8>> {
+    // Appends after what is there, and takes nothing back of it.
+    let mut out = vec![0xee];
+    encode_daemon_msg(&mut out, msg).then(|| {
+        assert_eq!(out[0], 0xee);
+        out.split_off(1)
+    })
+}
+
+#[test]
+fn the_frames_of_a_call_written_by_hand_are_what_serde_writes_at_every_width() {
+    let ints = [
+        0u64,
+        0x7f,
+        0x80,
+        0xff,
+        0x100,
+        0xffff,
+        0x1_0000,
+        0xffff_ffff,
+        1 << 32,
+        u64::MAX,
+    ];
+    let lens = [0usize, 31, 32, 255, 256, 65_535, 65_536];
+    for &n in &ints {
+        for &len in &lens {
+            let text = "x".repeat(len);
+            let msgs = [
+                DaemonMsg::Invoke {
+                    invocation: n,
+                    function: text.clone(),
+                    args: vec![7; len],
+                    caller: "127.0.0.1:9".into(),
+                    peer: text.clone(),
+                    deadline_ms: n ^ 0x80,
+                    credentials: None,
+                },
+                DaemonMsg::CallOk {
+                    id: n,
+                    data: vec![1; len],
+                    trace: None,
+                },
+                DaemonMsg::Failed {
+                    id: n,
+                    code: ErrorCode::AppError,
+                    message: text,
+                    trace: None,
+                },
+            ];
+            for msg in &msgs {
+                assert_eq!(by_hand(msg).as_ref(), Some(&body_of(msg)), "{msg:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn other_daemon_frames_are_left_to_serde() {
+    let traced = DaemonMsg::CallOk {
+        id: 1,
+        data: vec![],
+        trace: Some(Box::default()),
+    };
+    let with_credentials = DaemonMsg::Invoke {
+        invocation: 1,
+        function: "f".into(),
+        args: vec![],
+        caller: LOCAL_CALLER.into(),
+        peer: LOCAL_CALLER.into(),
+        deadline_ms: 5,
+        credentials: Some(Credentials::new(2, 3, 1)),
+    };
+    for msg in [traced, with_credentials, DaemonMsg::Pong { id: 4 }] {
+        assert_eq!(by_hand(&msg), None, "{msg:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Any `invoke`, `call_ok` or `failed` the hand-written encoder writes is serde's bytes.
+    #[test]
+    fn hand_written_daemon_frames_match_serde(
+        id in any::<u64>(),
+        text in ".{0,40}",
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+        deadline_ms in any::<u64>(),
+    ) {
+        let msgs = [
+            DaemonMsg::Invoke {
+                invocation: id,
+                function: text.clone(),
+                args: bytes.clone(),
+                caller: text.clone(),
+                peer: String::new(),
+                deadline_ms,
+                credentials: None,
+            },
+            DaemonMsg::CallOk { id, data: bytes, trace: None },
+            DaemonMsg::Failed { id, code: ErrorCode::Overloaded, message: text, trace: None },
+        ];
+        for msg in &msgs {
+            prop_assert_eq!(by_hand(msg), Some(body_of(msg)));
+        }
     }
 }

@@ -171,9 +171,12 @@ impl Router {
         // The same address twice (a name listing it twice, two host names
         // resolving to it) would fail an idempotent call over to the peer
         // that just failed it, with the same call id.
-        let mut seen = std::collections::HashSet::new();
-        addrs.retain(|a| seen.insert(*a));
-        addrs.sort_by_key(down);
+        // One address (the usual call to `host:port`) has nothing to order.
+        if addrs.len() > 1 {
+            let mut seen = std::collections::HashSet::new();
+            addrs.retain(|a| seen.insert(*a));
+            addrs.sort_by_key(down);
+        }
         self.watch_addresses(now, call, &addrs);
         if let Some(r) = self.calls.get_mut(call).and_then(|c| c.retry.as_mut()) {
             r.candidates = addrs.into();

@@ -144,14 +144,19 @@ impl Calls {
 
     /// A call's outcome, counted.
     pub fn count(&mut self, target: Target, code: &str) {
-        *self.outcomes.entry(code.to_owned()).or_default() += 1;
+        bump(&mut self.outcomes, code);
         if let Target::Remote(peer) = target {
-            *self
-                .peer_outcomes
-                .entry(peer)
-                .or_default()
-                .entry(code.to_owned())
-                .or_default() += 1;
+            bump(self.peer_outcomes.entry(peer).or_default(), code);
+        }
+    }
+}
+
+/// One more of `code`; its key is allocated only the first time (every call ends here).
+fn bump(counts: &mut BTreeMap<String, u64>, code: &str) {
+    match counts.get_mut(code) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(code.to_owned(), 1);
         }
     }
 }
