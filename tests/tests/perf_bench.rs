@@ -11,8 +11,11 @@
 //! - **tarpc** 0.36 over TCP loopback, `kv.get`, 1 caller and 32 concurrent callers on one
 //!   client;
 //! - **rpcd**: `kv.get` (32 bytes of arguments) served by the `kv_server` example behind
-//!   daemon B, called from daemon A by 1 thread and by 32 threads sharing one connection,
-//!   with the daemons in plaintext (the default without a key) and with keys;
+//!   daemon B, called from daemon A by 1 and by 32 threads sharing one blocking
+//!   `Connection` (rows `…, threads`), and by 1 and 32 tasks of one tokio multi-thread
+//!   runtime sharing one async client (rows `…, tokio tasks`: the like-for-like comparison
+//!   with tarpc's tasks), with the daemons in plaintext (the default without a key) and
+//!   with keys;
 //! - **bulk**: one 16 MiB message through two daemons (`bulk.digest`) against a plain TCP
 //!   loopback copy of the same bytes.
 //!
@@ -20,7 +23,7 @@
 //! (`/proc/PID/stat`, user + system) and UDP datagrams per call each way (the daemons'
 //! counters), the medians of `PERF_REPS` repetitions (default 3), with ratios to the floor
 //! and to tarpc. `PERF_ONLY=rpcd,floor` limits the run to the rows whose name contains one
-//! of the words (`floor`, `tarpc`, `rpcd`, `keys`, `bulk`).
+//! of the words (`floor`, `tarpc`, `rpcd`, `keys`, `threads`, `tasks`, `bulk`).
 
 // In a benchmark a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -188,13 +191,20 @@ fn floor_tarpc_and_rpcd_side_by_side() {
             "rpcd, plaintext"
         };
         let with_bulk = wanted("bulk") && !keyed;
-        if !wanted(name) && !with_bulk {
+        let threads = format!("{name}, threads");
+        let tasks = format!("{name}, tokio tasks");
+        if !wanted(&threads) && !wanted(&tasks) && !with_bulk {
             continue;
         }
         let mut rpcd = setups::Rpcd::start(dir.path(), keyed);
-        if wanted(name) {
-            rows.push(measure(name, &mut rpcd, CALLS_1, 1));
-            rows.push(measure(name, &mut rpcd, CALLS_32, 32));
+        if wanted(&threads) {
+            rows.push(measure(&threads, &mut rpcd, CALLS_1, 1));
+            rows.push(measure(&threads, &mut rpcd, CALLS_32, 32));
+        }
+        if wanted(&tasks) {
+            let mut on_tokio = setups::RpcdTasks::start(&rpcd);
+            rows.push(measure(&tasks, &mut on_tokio, CALLS_1, 1));
+            rows.push(measure(&tasks, &mut on_tokio, CALLS_32, 32));
         }
         if with_bulk {
             let len = 16 * 1024 * 1024 - 4096;

@@ -1,6 +1,7 @@
 //! The state a connection's threads share, and the routing of each frame from the daemon to
-//! whoever waits for it: a reply to the request waiting under its id (its slot, then its
-//! thread is unparked), an `invoke` to the serving app's sink or the bounded invocation
+//! whoever waits for it: a reply to the request waiting under its id (its own cell, then its
+//! thread is unparked; a whole read's replies are delivered under one lock of the waiters,
+//! so the callers they wake do not queue behind the reader for it), an `invoke` to the serving app's sink or the bounded invocation
 //! queue, a `cancel` to the invocation it names, and `fatal` (or a bad frame, or the end of
 //! the stream) closes the connection, waking every waiting request at once. Who reads the
 //! socket is `reading`'s business.
@@ -80,14 +81,31 @@ pub(super) struct Waiters {
     pub(super) pooled: bool,
 }
 
-/// One request waiting: its reply once routed, and the thread to unpark then.
+/// One request waiting for its reply: where to put it, and the thread to unpark then. A
+/// slot leaves `pending` when its reply is delivered, so every slot there still waits.
 #[derive(Debug)]
 pub(super) struct Slot {
-    pub(super) reply: Option<DaemonMsg>,
+    pub(super) cell: Arc<ReplyCell>,
     pub(super) thread: Thread,
     /// A thread waits in [`Shared::wait_reply`] for it (a submitted call nobody waits for
     /// yet is not handed the read token).
     pub(super) waiting: bool,
+}
+
+/// Where one request's reply is delivered. Its own lock, so that a woken caller takes its
+/// reply without the connection-wide lock of [`Waiters`] (which 32 callers woken by one
+/// read would otherwise queue on).
+#[derive(Debug, Default)]
+pub(super) struct ReplyCell(Mutex<Option<DaemonMsg>>);
+
+impl ReplyCell {
+    pub(super) fn take(&self) -> Option<DaemonMsg> {
+        lock(&self.0).take()
+    }
+
+    fn put(&self, msg: DaemonMsg) {
+        *lock(&self.0) = Some(msg);
+    }
 }
 
 /// The socket's read half, with the bytes read from it not yet routed.
@@ -113,10 +131,15 @@ impl std::fmt::Debug for InvocationOut {
     }
 }
 
-/// What one routed frame leaves to the thread that read it.
+/// What one routed frame leaves to the thread that read it. Lives for one frame and moves
+/// its message once: boxing the reply would cost an allocation per reply for nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Routed {
-    /// Nothing: a reply went to its slot, a cancel to its invocation.
+    /// Nothing: a cancel went to its invocation, or the frame is ignored.
     Done,
+    /// A reply to request `id`, for [`Shared::deliver_replies`] (with the others of the
+    /// same read).
+    Reply(u64, DaemonMsg),
     /// An invocation, for the reader to deliver or run.
     Invocation(Invocation),
     /// The daemon said to close (`fatal`).
@@ -297,17 +320,7 @@ impl Shared {
             | DaemonMsg::Failed { id, .. }
             | DaemonMsg::List { id, .. }
             | DaemonMsg::Stats { id, .. }
-            | DaemonMsg::Pong { id } => {
-                let mut waiters = lock(&self.waiters);
-                // No waiter: it gave up (timeout) before the reply came; drop the reply.
-                if let Some(slot) = waiters.pending.get_mut(&id) {
-                    slot.reply = Some(msg);
-                    if slot.thread.id() != std::thread::current().id() {
-                        slot.thread.unpark();
-                    }
-                }
-                Routed::Done
-            }
+            | DaemonMsg::Pong { id } => Routed::Reply(id, msg),
             DaemonMsg::Invoke {
                 invocation,
                 function,
@@ -335,6 +348,32 @@ impl Shared {
             // Only a connection that sent `monitor` gets events; this one never does.
             DaemonMsg::Event { .. } => Routed::Done,
             DaemonMsg::Fatal { code, message } => Routed::Close(Closed::Fatal { code, message }),
+        }
+    }
+
+    /// Delivers replies (taking them out of `replies`) to the requests waiting for them,
+    /// under one lock of the waiters, then unparks their threads (not this one: it looks at
+    /// its own cell after reading). A reply nobody waits for (it gave up before the reply
+    /// came) is dropped.
+    pub(super) fn deliver_replies(&self, replies: &mut Vec<(u64, DaemonMsg)>) {
+        if replies.is_empty() {
+            return;
+        }
+        let me = std::thread::current().id();
+        let mut wake = Vec::with_capacity(replies.len());
+        {
+            let mut waiters = lock(&self.waiters);
+            for (id, msg) in replies.drain(..) {
+                if let Some(slot) = waiters.pending.remove(&id) {
+                    slot.cell.put(msg);
+                    if slot.thread.id() != me {
+                        wake.push(slot.thread);
+                    }
+                }
+            }
+        }
+        for thread in wake {
+            thread.unpark();
         }
     }
 

@@ -504,12 +504,12 @@ impl Connection {
                 },
                 other => RequestError::Protocol(other.to_string()),
             })?;
-        self.shared.expect_reply(id)?;
+        let cell = self.shared.expect_reply(id)?;
         if let Err(err) = self.shared.write(&frame) {
             self.shared.forget(id);
             return Err(err);
         }
-        match self.shared.wait_reply(id, wait)? {
+        match self.shared.wait_reply(id, &cell, wait)? {
             DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
             other => Ok(other),
         }

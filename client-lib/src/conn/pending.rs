@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::demux::Shared;
+use super::demux::{ReplyCell, Shared};
 use super::{millis_ceil, unexpected, CallOptions, Connection, RequestError};
 use super::{CALL_WAIT_MAX, REPLY_GRACE};
 use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError};
@@ -21,6 +21,8 @@ use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError};
 pub struct PendingReply {
     shared: Arc<Shared>,
     id: u64,
+    /// Where the reply is delivered.
+    cell: Arc<ReplyCell>,
     wait: Duration,
     /// Set once the reply was taken or the call cancelled: nothing left to cancel on drop.
     done: bool,
@@ -55,7 +57,7 @@ impl Connection {
             },
             other => RequestError::Protocol(other.to_string()),
         })?;
-        self.shared.expect_reply(id)?;
+        let cell = self.shared.expect_reply(id)?;
         if let Err(err) = self.shared.write(&frame) {
             self.shared.forget(id);
             return Err(err);
@@ -63,6 +65,7 @@ impl Connection {
         Ok(PendingReply {
             shared: Arc::clone(&self.shared),
             id,
+            cell,
             wait: opts
                 .deadline
                 .unwrap_or(CALL_WAIT_MAX)
@@ -82,7 +85,7 @@ impl PendingReply {
     /// [`PendingReply::cancel`], a call still pending fails with code `cancelled`.
     pub fn wait(mut self) -> Result<Vec<u8>, RequestError> {
         self.done = true;
-        let reply = self.shared.wait_reply(self.id, self.wait)?;
+        let reply = self.shared.wait_reply(self.id, &self.cell, self.wait)?;
         match reply {
             DaemonMsg::CallOk { data, .. } => Ok(data),
             DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),

@@ -131,6 +131,7 @@ impl Shared {
             };
             match self.route(msg) {
                 Routed::Done => {}
+                Routed::Reply(id, msg) => self.deliver_replies(&mut vec![(id, msg)]),
                 Routed::Invocation(work) => match self.track(&work) {
                     Ok(()) => return Some(Turn::Invocation(work)),
                     Err(refusal) => {

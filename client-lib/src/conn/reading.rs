@@ -3,8 +3,9 @@
 //! A connection that only calls has no reader thread. A caller waiting for its reply reads
 //! the socket itself when no other thread does (it takes the read token, `Waiters::reading`),
 //! so a lone caller's reply wakes the caller directly, with no hand-off between threads. What
-//! it reads is routed like any frame: replies for other callers fill their slots and unpark
-//! them. When the leader's own reply has come (or it gives up), it puts the token back and
+//! it reads is routed like any frame: the replies of one read for other callers go to their
+//! cells under one lock, and exactly those callers are unparked; a woken caller takes its
+//! reply from its own cell, without the connection-wide lock. When the leader's own reply has come (or it gives up), it puts the token back and
 //! unparks one caller still waiting, which leads next. Nobody reads while nobody waits:
 //! [`Shared::check_closed`] looks at what came meanwhile (the end of the stream, a `fatal`)
 //! without blocking.
@@ -20,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use super::demux::{ReadHalf, Routed, Shared, Slot, Waiters};
+use super::demux::{ReadHalf, ReplyCell, Routed, Shared, Slot, Waiters};
 use super::{Closed, RequestError};
 use crate::client::lock;
 use crate::ipc::{DaemonMsg, ErrorCode};
@@ -30,27 +31,39 @@ use crate::ipc::{DaemonMsg, ErrorCode};
 pub(super) const LEADER_READ_SLICE: Duration = Duration::from_millis(100);
 
 impl Shared {
-    /// Registers a request that is about to be written, unless the connection is closed.
-    pub(super) fn expect_reply(&self, id: u64) -> Result<(), RequestError> {
+    /// Registers a request that is about to be written, unless the connection is closed;
+    /// its reply will be delivered to the returned cell.
+    pub(super) fn expect_reply(&self, id: u64) -> Result<Arc<ReplyCell>, RequestError> {
+        let cell = Arc::new(ReplyCell::default());
+        let thread = std::thread::current();
         let mut waiters = self.waiters();
         if let Some(closed) = &waiters.closed {
             return Err(closed.to_error());
         }
-        let thread = std::thread::current();
         waiters.pending.insert(
             id,
             Slot {
-                reply: None,
+                cell: Arc::clone(&cell),
                 thread,
                 waiting: false,
             },
         );
-        Ok(())
+        Ok(cell)
     }
 
     /// Waits up to `wait` for the reply to request `id` (registered by
-    /// [`Shared::expect_reply`]), reading the socket itself while no other thread does.
-    pub(super) fn wait_reply(&self, id: u64, wait: Duration) -> Result<DaemonMsg, RequestError> {
+    /// [`Shared::expect_reply`], which gave `cell`), reading the socket itself while no
+    /// other thread does.
+    pub(super) fn wait_reply(
+        &self,
+        id: u64,
+        cell: &ReplyCell,
+        wait: Duration,
+    ) -> Result<DaemonMsg, RequestError> {
+        // A submitted call's reply may have come before anyone waited.
+        if let Some(reply) = cell.take() {
+            return Ok(reply);
+        }
         let until = Instant::now().checked_add(wait);
         let mut waiters = self.waiters();
         // The thread waiting may not be the one that sent the request (a submitted call).
@@ -61,9 +74,9 @@ impl Shared {
         // Whether this thread put the token back last, and so owes a hand-off if it leaves.
         let mut owes_hand_off = false;
         loop {
-            let reply = waiters.pending.get_mut(&id).and_then(|s| s.reply.take());
-            if let Some(reply) = reply {
-                waiters.pending.remove(&id);
+            // Delivery happens under the waiters' lock, held here: an empty cell stays empty
+            // until it is dropped.
+            if let Some(reply) = cell.take() {
                 if owes_hand_off {
                     self.hand_off(&waiters);
                 }
@@ -106,6 +119,11 @@ impl Shared {
             }
             drop(waiters);
             std::thread::park_timeout(left);
+            // The usual wake-up: the reply came. Taken without the connection-wide lock
+            // (no hand-off is owed here).
+            if let Some(reply) = cell.take() {
+                return Ok(reply);
+            }
             waiters = self.waiters();
         }
     }
@@ -120,11 +138,7 @@ impl Shared {
             self.token_free.notify_all();
             return;
         }
-        if let Some(next) = waiters
-            .pending
-            .values()
-            .find(|slot| slot.waiting && slot.reply.is_none())
-        {
+        if let Some(next) = waiters.pending.values().find(|slot| slot.waiting) {
             next.thread.unpark();
         }
     }
@@ -176,22 +190,26 @@ impl Shared {
             Err(_) => return Some(Closed::Disconnected),
         }
         // Take every whole frame buffered before reading more: that keeps the reader within
-        // its bound.
-        loop {
+        // its bound. Replies are delivered together, before anything that ends the read.
+        let mut replies = Vec::new();
+        let reason = loop {
             match frames.next_frame::<DaemonMsg>() {
                 Ok(Some(msg)) => match self.route(msg) {
                     Routed::Done => {}
+                    Routed::Reply(id, msg) => replies.push((id, msg)),
                     Routed::Invocation(work) => {
                         if let Some(reason) = self.deliver(work) {
-                            return Some(reason);
+                            break Some(reason);
                         }
                     }
-                    Routed::Close(reason) => return Some(reason),
+                    Routed::Close(reason) => break Some(reason),
                 },
-                Ok(None) => return None,
-                Err(err) => return Some(Closed::Protocol(format!("bad frame from rpcd: {err}"))),
+                Ok(None) => break None,
+                Err(err) => break Some(Closed::Protocol(format!("bad frame from rpcd: {err}"))),
             }
-        }
+        };
+        self.deliver_replies(&mut replies);
+        reason
     }
 }
 

@@ -239,7 +239,8 @@ impl Setup for Tarpc {
 }
 
 /// `kv.get` (32 bytes of arguments) served by the `kv_server` example behind daemon B,
-/// called from daemon A by threads sharing one `Connection`; the `bulk` example serves
+/// called from daemon A by threads sharing one `Connection` (by tasks: [`RpcdTasks`]); the
+/// `bulk` example serves
 /// beside it for the goodput figure.
 pub struct Rpcd {
     pub a: Daemon,
@@ -368,6 +369,82 @@ impl Setup for Rpcd {
         });
         let elapsed = started.elapsed();
         (all.into_inner().expect("no caller panicked"), elapsed)
+    }
+}
+
+/// The same path as [`Rpcd`], called by tasks of one tokio multi-thread runtime sharing one
+/// async client (`rpcd_client::tokio::Client`, one connection), as tarpc's callers are.
+pub struct RpcdTasks<'a> {
+    rpcd: &'a Rpcd,
+    runtime: tokio::runtime::Runtime,
+    client: rpcd_client::tokio::Client,
+}
+
+impl<'a> RpcdTasks<'a> {
+    /// A runtime like tarpc's (the default multi-thread one) and an async client on A.
+    pub fn start(rpcd: &'a Rpcd) -> RpcdTasks<'a> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let client = runtime.block_on(async {
+            rpcd_client::tokio::Client::connect_to(&rpcd.a.socket)
+                .await
+                .expect("connect the async client to A")
+        });
+        RpcdTasks {
+            rpcd,
+            runtime,
+            client,
+        }
+    }
+}
+
+impl Setup for RpcdTasks<'_> {
+    fn procs(&self) -> Vec<(&'static str, u32)> {
+        self.rpcd.procs()
+    }
+
+    fn datagrams(&self) -> Option<(u64, u64)> {
+        self.rpcd.datagrams()
+    }
+
+    /// `callers` tasks, each making its share of the calls one after another, like
+    /// tarpc's.
+    fn run(&mut self, calls: u64, callers: usize) -> (Vec<Duration>, Duration) {
+        let per = calls / callers as u64;
+        let want: Vec<u8> = rmp_serde::to_vec_named(&Some(VALUE)).expect("encode");
+        self.runtime.block_on(async {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..callers)
+                .map(|_| {
+                    let client = self.client.clone();
+                    let (target, args, want) = (
+                        self.rpcd.target.clone(),
+                        self.rpcd.args.clone(),
+                        want.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let mut out = Vec::with_capacity(per as usize);
+                        for _ in 0..per {
+                            let t = Instant::now();
+                            let r = client
+                                .call_raw_with(target.as_str(), "kv.get", args.clone(), opts(30))
+                                .await
+                                .expect("kv.get");
+                            out.push(t.elapsed());
+                            assert_eq!(r, want);
+                        }
+                        out
+                    })
+                })
+                .collect();
+            let mut all = Vec::with_capacity(calls as usize);
+            for t in tasks {
+                all.extend(t.await.expect("caller task"));
+            }
+            (all, started.elapsed())
+        })
     }
 }
 
