@@ -1,10 +1,10 @@
 //! The state a connection's threads share, and the routing of each frame from the daemon to
 //! whoever waits for it: a reply to the request waiting under its id (its own cell, then its
 //! thread is unparked; a whole read's replies are delivered under one lock of the waiters,
-//! so the callers they wake do not queue behind the reader for it), an `invoke` to the serving app's sink or the bounded invocation
-//! queue, a `cancel` to the invocation it names, and `fatal` (or a bad frame, or the end of
-//! the stream) closes the connection, waking every waiting request at once. Who reads the
-//! socket is `reading`'s business.
+//! so the callers they wake do not queue behind the reader for it), an `invoke` to the
+//! serving app's sink or the bounded invocation queue, a `cancel` to the invocation it
+//! names, and `fatal` (or a bad frame, or the end of the stream) closes the connection,
+//! waking every waiting request at once. Who reads the socket is `reading`'s business.
 
 use std::collections::HashMap;
 use std::io::{self, Write};

@@ -75,8 +75,20 @@ impl CallFigures {
         } else {
             OTHER
         };
-        let f = self.by_function.entry(name.to_owned()).or_default();
-        *f.outcomes.entry(code.to_owned()).or_default() += 1;
+        // Keys are allocated only the first time a name or an outcome is seen: this runs
+        // for every call.
+        if !self.by_function.contains_key(name) {
+            self.by_function.insert(name.to_owned(), Default::default());
+        }
+        let Some(f) = self.by_function.get_mut(name) else {
+            return;
+        };
+        match f.outcomes.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                f.outcomes.insert(code.to_owned(), 1);
+            }
+        }
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let bucket = BUCKETS_US
             .iter()
