@@ -359,20 +359,20 @@ fn socket_addr(storage: &SockaddrStorage) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn one_receive_takes_at_most_one_batch_and_remembers_the_rest() {
-        let poll = mio::Poll::new().expect("poll");
+    /// A `Udp` on a loopback port, registered as `token`, taking batches of 8 datagrams;
+    /// and its address.
+    fn bound(registry: &mio::Registry, token: Token) -> (Udp, SocketAddr) {
         let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         std_sock.set_nonblocking(true).expect("nonblocking");
         let addr = std_sock.local_addr().expect("addr");
-        let mut udp = Udp::new(
-            UdpSocket::from_std(std_sock),
-            poll.registry(),
-            Token(0),
-            8,
-            16,
-        )
-        .expect("udp");
+        let udp = Udp::new(UdpSocket::from_std(std_sock), registry, token, 8, 16).expect("udp");
+        (udp, addr)
+    }
+
+    #[test]
+    fn one_receive_takes_at_most_one_batch_and_remembers_the_rest() {
+        let poll = mio::Poll::new().expect("poll");
+        let (mut udp, addr) = bound(poll.registry(), Token(0));
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
         for i in 0..20u8 {
             sender.send_to(&[i], addr).expect("send");
@@ -398,17 +398,7 @@ mod tests {
     #[test]
     fn a_short_batch_ends_the_turn_and_the_next_datagram_brings_an_event() {
         let mut poll = mio::Poll::new().expect("poll");
-        let std_sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
-        std_sock.set_nonblocking(true).expect("nonblocking");
-        let addr = std_sock.local_addr().expect("addr");
-        let mut udp = Udp::new(
-            UdpSocket::from_std(std_sock),
-            poll.registry(),
-            Token(7),
-            8,
-            16,
-        )
-        .expect("udp");
+        let (mut udp, addr) = bound(poll.registry(), Token(7));
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind sender");
         let mut events = mio::Events::with_capacity(8);
         let mut readable = |poll: &mut mio::Poll| {
