@@ -22,7 +22,8 @@
 //! For each it prints p50, p99, calls/s, CPU microseconds per call of every process
 //! (`/proc/PID/stat`, user + system) and UDP datagrams per call each way (the daemons'
 //! counters), the medians of `PERF_REPS` repetitions (default 3), with ratios to the floor
-//! and to tarpc. `PERF_ONLY=rpcd,floor` limits the run to the rows whose name contains one
+//! and to tarpc. The repetitions of all rows take turns (every path stays up for the whole
+//! run), so that each ratio compares figures taken close together in time. `PERF_ONLY=rpcd,floor` limits the run to the rows whose name contains one
 //! of the words (`floor`, `tarpc`, `rpcd`, `keys`, `threads`, `tasks`, `bulk`).
 
 // In a benchmark a panic is the failure report.
@@ -80,50 +81,124 @@ fn wanted(name: &str) -> bool {
     }
 }
 
-/// Measures `setup` with `callers` in flight: `reps()` repetitions of `calls` calls after a
-/// warm-up, each with its CPU and datagram deltas.
-fn measure(name: &str, setup: &mut dyn Setup, calls: u64, callers: usize) -> Row {
-    setup.run(WARMUP, callers.min(WARMUP as usize));
-    let procs = setup.procs();
-    let (mut p50, mut p99, mut rate, mut outs, mut ins) = (vec![], vec![], vec![], vec![], vec![]);
-    let mut cpu: HashMap<&'static str, Vec<f64>> = HashMap::new();
-    for _ in 0..reps() {
-        let before: HashMap<u32, f64> = procs
+/// Which started path a row measures (`Threads` and `Tasks` by index: 0 plaintext, 1 keys).
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Floor,
+    Tarpc,
+    Threads(usize),
+    Tasks(usize),
+}
+
+/// Every path started for the run, alive together so that their repetitions can take turns.
+#[derive(Default)]
+struct Paths {
+    floor: Option<setups::Floor>,
+    tarpc: Option<setups::Tarpc>,
+    rpcd: [Option<setups::Rpcd>; 2],
+    tokio: [Option<setups::TokioCaller>; 2],
+}
+
+impl Paths {
+    /// Runs `f` on the path `which` names (started before its rows were listed).
+    fn with<R>(&mut self, which: Which, f: impl FnOnce(&mut dyn Setup) -> R) -> R {
+        match which {
+            Which::Floor => f(self.floor.as_mut().expect("the floor was started")),
+            Which::Tarpc => f(self.tarpc.as_mut().expect("tarpc was started")),
+            Which::Threads(k) => f(self.rpcd[k].as_mut().expect("the daemons were started")),
+            Which::Tasks(k) => f(&mut setups::RpcdTasks {
+                rpcd: self.rpcd[k].as_ref().expect("the daemons were started"),
+                caller: self.tokio[k]
+                    .as_ref()
+                    .expect("the tokio caller was started"),
+            }),
+        }
+    }
+}
+
+/// One row's figures, a repetition at a time.
+struct Samples {
+    name: String,
+    which: Which,
+    calls: u64,
+    callers: usize,
+    procs: Vec<(&'static str, u32)>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    rate: Vec<f64>,
+    outs: Vec<f64>,
+    ins: Vec<f64>,
+    cpu: HashMap<&'static str, Vec<f64>>,
+}
+
+impl Samples {
+    fn new(name: &str, which: Which, calls: u64, callers: usize) -> Samples {
+        Samples {
+            name: name.to_owned(),
+            which,
+            calls,
+            callers,
+            procs: Vec::new(),
+            p50: Vec::new(),
+            p99: Vec::new(),
+            rate: Vec::new(),
+            outs: Vec::new(),
+            ins: Vec::new(),
+            cpu: HashMap::new(),
+        }
+    }
+
+    /// The warm-up before the first repetition: connection, channel, RTT estimate, caches.
+    fn warm_up(&mut self, setup: &mut dyn Setup) {
+        setup.run(WARMUP, self.callers.min(WARMUP as usize));
+        self.procs = setup.procs();
+    }
+
+    /// One repetition of `calls` calls with `callers` in flight, with its CPU and datagram
+    /// deltas.
+    fn repetition(&mut self, setup: &mut dyn Setup) {
+        let before: HashMap<u32, f64> = self
+            .procs
             .iter()
             .map(|(_, p)| (*p, setups::cpu_us(*p)))
             .collect();
         let d0 = setup.datagrams();
-        let (mut lat, elapsed) = setup.run(calls, callers);
-        let per_call = setups::cpu_per_call(&before, &procs, lat.len() as u64);
+        let (mut lat, elapsed) = setup.run(self.calls, self.callers);
+        let per_call = setups::cpu_per_call(&before, &self.procs, lat.len() as u64);
         if let (Some((o0, i0)), Some((o1, i1))) = (d0, setup.datagrams()) {
-            outs.push((o1 - o0) as f64 / lat.len() as f64);
-            ins.push((i1 - i0) as f64 / lat.len() as f64);
+            self.outs.push((o1 - o0) as f64 / lat.len() as f64);
+            self.ins.push((i1 - i0) as f64 / lat.len() as f64);
         }
         lat.sort();
-        p50.push(percentile_us(&lat, 0.50));
-        p99.push(percentile_us(&lat, 0.99));
-        rate.push(lat.len() as f64 / elapsed.as_secs_f64());
+        self.p50.push(percentile_us(&lat, 0.50));
+        self.p99.push(percentile_us(&lat, 0.99));
+        self.rate.push(lat.len() as f64 / elapsed.as_secs_f64());
         for (label, us) in per_call {
-            cpu.entry(label).or_default().push(us);
+            self.cpu.entry(label).or_default().push(us);
         }
     }
-    let row = Row {
-        name: name.to_owned(),
-        callers,
-        p50_us: median(p50),
-        p99_us: median(p99),
-        rate: median(rate),
-        cpu: procs
-            .iter()
-            .map(|(label, _)| (*label, median(cpu[label].clone())))
-            .collect(),
-        datagrams: (!outs.is_empty()).then(|| (median(outs), median(ins))),
-    };
-    eprintln!(
-        "measured {name}: p50 {:.0} µs, p99 {:.0} µs, {:.0} calls/s",
-        row.p50_us, row.p99_us, row.rate
-    );
-    row
+
+    /// The row: the median of each figure over the repetitions.
+    fn row(self) -> Row {
+        let row = Row {
+            cpu: self
+                .procs
+                .iter()
+                .map(|(label, _)| (*label, median(self.cpu[label].clone())))
+                .collect(),
+            datagrams: (!self.outs.is_empty()).then(|| (median(self.outs), median(self.ins))),
+            name: self.name,
+            callers: self.callers,
+            p50_us: median(self.p50),
+            p99_us: median(self.p99),
+            rate: median(self.rate),
+        };
+        eprintln!(
+            "measured {}, {} in flight: p50 {:.0} µs, p99 {:.0} µs, {:.0} calls/s",
+            row.name, row.callers, row.p50_us, row.p99_us, row.rate
+        );
+        row
+    }
 }
 
 fn ratio(x: f64, base: Option<f64>) -> String {
@@ -172,52 +247,71 @@ fn print_table(rows: &[Row]) {
 #[ignore = "benchmark: run explicitly, see the module docs"]
 fn floor_tarpc_and_rpcd_side_by_side() {
     let dir = tempdir();
-    let mut rows = Vec::new();
+    let mut paths = Paths::default();
+    let mut listed: Vec<(String, Which)> = Vec::new();
     if wanted("floor") {
-        let mut floor = setups::Floor::start(dir.path());
-        rows.push(measure("floor (plain relays)", &mut floor, CALLS_1, 1));
-        rows.push(measure("floor (plain relays)", &mut floor, CALLS_32, 32));
+        paths.floor = Some(setups::Floor::start(dir.path()));
+        listed.push(("floor (plain relays)".to_owned(), Which::Floor));
     }
     if wanted("tarpc") {
-        let mut tarpc = setups::Tarpc::start();
-        rows.push(measure("tarpc, TCP loopback", &mut tarpc, CALLS_1, 1));
-        rows.push(measure("tarpc, TCP loopback", &mut tarpc, CALLS_32, 32));
+        paths.tarpc = Some(setups::Tarpc::start());
+        listed.push(("tarpc, TCP loopback".to_owned(), Which::Tarpc));
     }
-    let mut bulk = None;
-    for keyed in [false, true] {
-        let name = if keyed {
-            "rpcd, keys"
-        } else {
-            "rpcd, plaintext"
-        };
-        let with_bulk = wanted("bulk") && !keyed;
+    let with_bulk = wanted("bulk");
+    for (k, name) in ["rpcd, plaintext", "rpcd, keys"].into_iter().enumerate() {
         let threads = format!("{name}, threads");
         let tasks = format!("{name}, tokio tasks");
-        if !wanted(&threads) && !wanted(&tasks) && !with_bulk {
+        let bulk_here = with_bulk && k == 0;
+        if !(wanted(&threads) || wanted(&tasks) || bulk_here) {
             continue;
         }
-        let mut rpcd = setups::Rpcd::start(dir.path(), keyed);
+        let rpcd = paths.rpcd[k].insert(setups::Rpcd::start(dir.path(), k == 1));
+        if wanted(&tasks) {
+            paths.tokio[k] = Some(setups::TokioCaller::start(rpcd));
+        }
         if wanted(&threads) {
-            rows.push(measure(&threads, &mut rpcd, CALLS_1, 1));
-            rows.push(measure(&threads, &mut rpcd, CALLS_32, 32));
+            listed.push((threads, Which::Threads(k)));
         }
         if wanted(&tasks) {
-            let mut on_tokio = setups::RpcdTasks::start(&rpcd);
-            rows.push(measure(&tasks, &mut on_tokio, CALLS_1, 1));
-            rows.push(measure(&tasks, &mut on_tokio, CALLS_32, 32));
-        }
-        if with_bulk {
-            let len = 16 * 1024 * 1024 - 4096;
-            setups::bulk_rpcd(&rpcd, len);
-            let before = setups::BulkCounters::of(&rpcd);
-            let through = median((0..reps()).map(|_| setups::bulk_rpcd(&rpcd, len)).collect());
-            let counters = before.per_message(&setups::BulkCounters::of(&rpcd), reps() as u64);
-            let tcp = median((0..reps()).map(|_| setups::bulk_tcp(len)).collect());
-            bulk = Some((len, through, tcp, counters));
+            listed.push((tasks, Which::Tasks(k)));
         }
     }
+    let mut samples: Vec<Samples> = listed
+        .iter()
+        .flat_map(|(name, which)| {
+            [(CALLS_1, 1), (CALLS_32, 32)]
+                .map(|(calls, callers)| Samples::new(name, *which, calls, callers))
+        })
+        .collect();
+    for s in &mut samples {
+        paths.with(s.which, |setup| s.warm_up(setup));
+    }
+    // Repetition r runs every row once, starting r rows further down the list: a row's
+    // median then spans the whole run, and the ratios compare figures taken minutes, not
+    // a whole run, apart, whatever the machine's load did meanwhile.
+    let n = samples.len();
+    for rep in 0..reps() {
+        for i in 0..n {
+            let s = &mut samples[(i + rep) % n];
+            paths.with(s.which, |setup| s.repetition(setup));
+        }
+    }
+    let rows: Vec<Row> = samples.into_iter().map(Samples::row).collect();
     print_table(&rows);
-    if let Some((len, through, tcp, counters)) = bulk {
+    if let Some(rpcd) = paths.rpcd[0].as_ref().filter(|_| with_bulk) {
+        // One message through the daemons, then one copy over TCP, in turns, as above.
+        let len = 16 * 1024 * 1024 - 4096;
+        setups::bulk_rpcd(rpcd, len);
+        let (mut through, mut tcp) = (Vec::new(), Vec::new());
+        let mut totals = setups::BulkCounters::default();
+        for _ in 0..reps() {
+            let before = setups::BulkCounters::of(rpcd);
+            through.push(setups::bulk_rpcd(rpcd, len));
+            totals.add(&before, &setups::BulkCounters::of(rpcd));
+            tcp.push(setups::bulk_tcp(len));
+        }
+        let counters = setups::BulkCounters::default().per_message(&totals, reps() as u64);
+        let (through, tcp) = (median(through), median(tcp));
         println!(
             "\nbulk, one {len}-byte argument: rpcd (plaintext) {through:.0} MiB/s, \
              TCP loopback copy {tcp:.0} MiB/s: {:.1} % of TCP\n  {counters}",

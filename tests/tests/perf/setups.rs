@@ -372,17 +372,16 @@ impl Setup for Rpcd {
     }
 }
 
-/// The same path as [`Rpcd`], called by tasks of one tokio multi-thread runtime sharing one
-/// async client (`rpcd_client::tokio::Client`, one connection), as tarpc's callers are.
-pub struct RpcdTasks<'a> {
-    rpcd: &'a Rpcd,
+/// A tokio multi-thread runtime (the default, like tarpc's) with one async client
+/// (`rpcd_client::tokio::Client`, one connection) on daemon A, as tarpc's callers have.
+pub struct TokioCaller {
     runtime: tokio::runtime::Runtime,
     client: rpcd_client::tokio::Client,
 }
 
-impl<'a> RpcdTasks<'a> {
-    /// A runtime like tarpc's (the default multi-thread one) and an async client on A.
-    pub fn start(rpcd: &'a Rpcd) -> RpcdTasks<'a> {
+impl TokioCaller {
+    /// The runtime and its client connected to `rpcd`'s daemon A.
+    pub fn start(rpcd: &Rpcd) -> TokioCaller {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -392,12 +391,16 @@ impl<'a> RpcdTasks<'a> {
                 .await
                 .expect("connect the async client to A")
         });
-        RpcdTasks {
-            rpcd,
-            runtime,
-            client,
-        }
+        TokioCaller { runtime, client }
     }
+}
+
+/// The same path as [`Rpcd`], called by tasks of a [`TokioCaller`] sharing its one async
+/// client, as tarpc's callers are. A view: made for each measurement, so that the threads
+/// rows can take turns with it on the same daemons.
+pub struct RpcdTasks<'a> {
+    pub rpcd: &'a Rpcd,
+    pub caller: &'a TokioCaller,
 }
 
 impl Setup for RpcdTasks<'_> {
@@ -414,11 +417,11 @@ impl Setup for RpcdTasks<'_> {
     fn run(&mut self, calls: u64, callers: usize) -> (Vec<Duration>, Duration) {
         let per = calls / callers as u64;
         let want: Vec<u8> = rmp_serde::to_vec_named(&Some(VALUE)).expect("encode");
-        self.runtime.block_on(async {
+        self.caller.runtime.block_on(async {
             let started = Instant::now();
             let tasks: Vec<_> = (0..callers)
                 .map(|_| {
-                    let client = self.client.clone();
+                    let client = self.caller.client.clone();
                     let (target, args, want) = (
                         self.rpcd.target.clone(),
                         self.rpcd.args.clone(),
@@ -507,6 +510,18 @@ impl BulkCounters {
                 cpu_us(r.bulk_pid),
             ],
         }
+    }
+
+    /// Adds what changed from `before` to `after` to these totals (kept from zero), and
+    /// takes `after`'s path figures, so that messages measured apart can be summed.
+    pub fn add(&mut self, before: &BulkCounters, after: &BulkCounters) {
+        for i in 0..4 {
+            self.a[i] += after.a[i] - before.a[i];
+            self.b[i] += after.b[i] - before.b[i];
+            self.cpu_us[i] += after.cpu_us[i] - before.cpu_us[i];
+        }
+        self.srtt_us = after.srtt_us;
+        self.cwnd = after.cwnd;
     }
 
     /// Per message between `self` (before) and `after`, for `n` messages, as one line.
