@@ -316,6 +316,72 @@ fn sighup_reload_good_then_bad_file() {
     );
 }
 
+/// The UDP socket's buffers are sized at start: a reload that changes
+/// `udp_recv_buffer` and `udp_send_buffer` says so and leaves the socket as it
+/// was, while the rest of the file (a service name) takes effect.
+#[test]
+fn sighup_keeps_the_udp_buffer_sizes_and_says_so() {
+    let dir = tempdir();
+    let cfg = dir.path().join("a.toml");
+    // Under the default net.core.rmem_max/wmem_max (212992): granted as asked, root or not.
+    let limits =
+        |size: u32| format!("[limits]\nudp_recv_buffer = {size}\nudp_send_buffer = {size}\n");
+    std::fs::write(&cfg, limits(65536)).unwrap();
+    let socket = dir.path().join("a.sock");
+    let _a = spawn(
+        dir.path(),
+        "a",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let conn = connect_when_up(&socket);
+    let listen: std::net::SocketAddr = conn.daemon().listen.parse().unwrap();
+    // Linux reports twice the size asked, for its bookkeeping.
+    assert_eq!(udp_buffers(listen.port()), (2 * 65536, 2 * 65536));
+    std::fs::write(
+        &cfg,
+        format!("{}[names]\nsvc = [\"{listen}\"]\n", limits(98304)),
+    )
+    .unwrap();
+    _a.signal(Signal::SIGHUP);
+    let log = dir.path().join("a.log");
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains(
+                "udp_recv_buffer and limits.udp_send_buffer are read at start"
+            ))),
+        "no warning for the changed buffer sizes:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(wait_until(Duration::from_secs(10), || conn
+        .call("svc", "rpcd.echo", b"hi".to_vec(), opts(3000, false))
+        .is_ok()));
+    assert_eq!(udp_buffers(listen.port()), (2 * 65536, 2 * 65536));
+}
+
+/// The receive and send buffer sizes (`rb`, `tb`) of the UDP socket bound to
+/// `port`, as `ss -m` reports them.
+fn udp_buffers(port: u16) -> (u64, u64) {
+    let out = Command::new("ss")
+        .args(["-u", "-a", "-n", "-m", &format!("sport = :{port}")])
+        .output()
+        .expect("run ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> u64 {
+        text.split(['(', ',', ')'])
+            .find_map(|f| f.trim().strip_prefix(name)?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in ss's output:\n{text}"))
+    };
+    (field("rb"), field("tb"))
+}
+
 /// A second daemon on a live socket is refused with a clear error; a stale
 /// socket file left by a killed daemon is replaced.
 #[test]

@@ -36,9 +36,20 @@ impl Shell {
                     warn!("metrics.listen is read at start only: restart rpcd to change it");
                     new.metrics.listen = listen;
                 }
-                // What the socket holds was read from it at start, not from the file.
-                new.transport.socket_recv_buffer =
-                    self.router.settings().transport.socket_recv_buffer;
+                // The UDP socket's buffers are sized once, at start; what the socket
+                // holds was read back from it then, not from the file.
+                let old = self.router.settings();
+                if (new.limits.udp_recv_buffer, new.limits.udp_send_buffer)
+                    != (old.limits.udp_recv_buffer, old.limits.udp_send_buffer)
+                {
+                    warn!(
+                        "limits.udp_recv_buffer and limits.udp_send_buffer are read at start \
+                         only: restart rpcd to change them"
+                    );
+                    new.limits.udp_recv_buffer = old.limits.udp_recv_buffer;
+                    new.limits.udp_send_buffer = old.limits.udp_send_buffer;
+                }
+                new.transport.socket_recv_buffer = old.transport.socket_recv_buffer;
                 let l = new.limits;
                 self.local.set_limits(
                     l.frame_max,
