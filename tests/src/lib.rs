@@ -532,6 +532,8 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 pub mod netns;
+mod serving;
+pub use serving::Serving;
 
 /// Which way a datagram crossed a [`Tap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,13 +7,12 @@
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{tempdir, Daemon};
+use rpcd_tests::{tempdir, Daemon, Serving};
 
 const LEN: usize = 4 * 1024 * 1024;
 
@@ -32,18 +31,7 @@ fn bulk_call(config: Option<&str>) -> (u64, u64) {
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", config);
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", config);
     let server = Arc::new(b.connect("echo-server"));
-    server.register("test.echo").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(inv) = server.next_invocation(Some(Duration::from_millis(50))) {
-                    let _ = server.send_result(inv.invocation, Outcome::Ok(inv.args));
-                }
-            }
-        })
-    };
+    let worker = Serving::start(server.clone(), "test.echo", Outcome::Ok);
     let client = a.connect("caller");
     let target = b.udp.to_string();
     let opts = CallOptions::new(Some(Duration::from_secs(60)), false);
@@ -62,8 +50,7 @@ fn bulk_call(config: Option<&str>) -> (u64, u64) {
     std::thread::sleep(Duration::from_millis(200));
     let a1 = sent_to(&client.stats().unwrap(), b.udp);
     let b1 = sent_to(&server.stats().unwrap(), a.udp);
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    drop(worker);
     (a1 - a0, b1 - b0)
 }
 

@@ -11,13 +11,12 @@
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{tempdir, Daemon};
+use rpcd_tests::{tempdir, Daemon, Serving};
 
 const CALLERS: usize = 32;
 const CALLS_EACH: usize = 100;
@@ -38,20 +37,7 @@ fn thirty_two_concurrent_calls_share_datagrams_both_ways() {
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     // The serving app behind B: echoes, from two worker threads.
     let server = Arc::new(b.connect("echo-server"));
-    server.register("test.echo").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let (server, stop) = (server.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    if let Some(inv) = server.next_invocation(Some(Duration::from_millis(50))) {
-                        let _ = server.send_result(inv.invocation, Outcome::Ok(inv.args));
-                    }
-                }
-            })
-        })
-        .collect();
+    let workers = Serving::with_threads(server.clone(), "test.echo", 2, Outcome::Ok);
     let client = Arc::new(a.connect("callers"));
     let target = b.udp.to_string();
     let opts = CallOptions::new(Some(Duration::from_secs(20)), true);
@@ -80,10 +66,7 @@ fn thirty_two_concurrent_calls_share_datagrams_both_ways() {
     }
     let a1 = sent_to(&client.stats().unwrap(), b.udp);
     let b1 = sent_to(&server.stats().unwrap(), a.udp);
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
+    drop(workers);
     let calls = (CALLERS * CALLS_EACH) as f64;
     let a_per_call = (a1.0 - a0.0) as f64 / calls;
     let b_per_call = (b1.0 - b0.0) as f64 / calls;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rpcd_client::conn::{CallOptions, Connection, RequestError};
+use rpcd_client::conn::{CallOptions, RequestError};
 use rpcd_client::ipc::{ErrorCode, Outcome};
-use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay};
+use rpcd_tests::{tempdir, wait_until, Daemon, Faults, Relay, Serving};
 
 fn opts(deadline_ms: u64) -> CallOptions {
     CallOptions::new(Some(Duration::from_millis(deadline_ms)), false)
@@ -26,26 +26,6 @@ fn code(e: &RequestError) -> Option<ErrorCode> {
     }
 }
 
-/// Serve `function` on `conn` in a thread with `handler` until the
-/// connection closes; returns the thread.
-fn serve(
-    conn: Arc<Connection>,
-    function: &str,
-    handler: impl Fn(Vec<u8>) -> Outcome + Send + 'static,
-) -> thread::JoinHandle<()> {
-    conn.register(function).expect("register");
-    thread::spawn(move || {
-        while !conn.is_closed() {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                let out = handler(inv.args);
-                if conn.send_result(inv.invocation, out).is_err() {
-                    return;
-                }
-            }
-        }
-    })
-}
-
 /// Small and multi-megabyte arguments cross two daemons intact, both to a
 /// built-in and to a registered function.
 #[test]
@@ -54,7 +34,7 @@ fn round_trips_small_and_multi_megabyte_arguments() {
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let server = Arc::new(b.connect("server"));
-    let _t = serve(server.clone(), "test.reverse", |mut v| {
+    let _t = Serving::start(server.clone(), "test.reverse", |mut v| {
         v.reverse();
         Outcome::Ok(v)
     });
@@ -141,7 +121,7 @@ fn counter_calls_through_relay(
     let counter = Arc::new(AtomicU64::new(0));
     let c2 = counter.clone();
     let server = Arc::new(b.connect("server"));
-    let _t = serve(server, "counter.incr", move |_| {
+    let _t = Serving::start(server, "counter.incr", move |_| {
         let v = c2.fetch_add(1, Ordering::SeqCst) + 1;
         Outcome::Ok(v.to_be_bytes().to_vec())
     });
@@ -373,7 +353,7 @@ fn call_to_own_address_short_circuits() {
     let dir = tempdir();
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let server = Arc::new(a.connect("server"));
-    let _t = serve(server, "test.double", |v| {
+    let _t = Serving::start(server, "test.double", |v| {
         Outcome::Ok(v.iter().flat_map(|&b| [b, b]).collect())
     });
     let client = a.connect("client");

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use rpcd_client::conn::{CallOptions, Connection, RequestError};
 use rpcd_client::ipc::{ErrorCode, NameEntry, Outcome};
-use rpcd_tests::{output_within, rpcd_command, tempdir, wait_until, Daemon, ProcessGuard};
+use rpcd_tests::{output_within, rpcd_command, tempdir, wait_until, Daemon, ProcessGuard, Serving};
 
 fn opts(deadline_ms: u64, idempotent: bool) -> CallOptions {
     CallOptions::new(Some(Duration::from_millis(deadline_ms)), idempotent)
@@ -455,21 +455,8 @@ fn check_config() {
     );
 }
 
-fn serve_name(d: &Daemon, function: &str, answer: &'static [u8]) -> thread::JoinHandle<()> {
-    let conn = Arc::new(d.connect("server"));
-    conn.register(function).unwrap();
-    thread::spawn(move || {
-        while !conn.is_closed() {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                if conn
-                    .send_result(inv.invocation, Outcome::Ok(answer.to_vec()))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    })
+fn serve_name(d: &Daemon, function: &str, answer: &'static [u8]) -> Serving {
+    Serving::on(d, "server", function, move |_| Outcome::Ok(answer.to_vec()))
 }
 
 const FAST_LIVENESS: &str = "[transport]\nkeepalive_interval_ms = 100\npeer_timeout_ms = 600\n";

@@ -19,9 +19,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use exposition::Exposition;
-use rpcd_client::conn::{CallOptions, Connection};
+use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard};
+use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard, Serving};
 use serde_json::Value;
 
 /// Longest a child process may run before the test fails (and the guard kills it).
@@ -114,24 +114,6 @@ fn steady(mut v: Value) -> Value {
     v
 }
 
-/// Registers `function` on `conn` and answers every invocation `ok` after `delay`.
-fn serve(conn: Arc<Connection>, function: &str, delay: Duration) -> thread::JoinHandle<()> {
-    conn.register(function).expect("register");
-    thread::spawn(move || {
-        while !conn.is_closed() {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                thread::sleep(delay);
-                if conn
-                    .send_result(inv.invocation, Outcome::Ok(vec![0xc0]))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    })
-}
-
 fn u64_of(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a u64: {v}"))
 }
@@ -145,7 +127,10 @@ fn scrape_while_calls_run_matches_stats() {
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", Some(CONFIG));
     let addr = metrics_addr(&a);
     let server = Arc::new(b.connect("server"));
-    let serving = serve(server.clone(), "kv.get", Duration::from_millis(2));
+    let serving = Serving::start(server.clone(), "kv.get", |_| {
+        thread::sleep(Duration::from_millis(2));
+        Outcome::Ok(vec![0xc0])
+    });
     let target = b.udp.to_string();
 
     const OK_CALLS: u64 = 60;
@@ -232,7 +217,6 @@ fn scrape_while_calls_run_matches_stats() {
     assert_eq!(cells[3], format!("{:.3}", p50 as f64 / 1000.0), "{row}");
 
     drop(caller_conn);
-    // The serving thread ends when the daemon's guard kills it and the connection closes.
     drop(serving);
 }
 

@@ -6,12 +6,10 @@ use std::fs::File;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
-use std::thread;
 use std::time::Duration;
 
-use rpcd_client::conn::Connection;
 use rpcd_client::ipc::{Outcome, Stats};
-use rpcd_tests::{bin, tempdir, Daemon, ProcessGuard};
+use rpcd_tests::{bin, tempdir, Daemon, ProcessGuard, Serving};
 use serde_json::{json, Value};
 
 /// Longest any rpcctl run may take before the test fails (and the guard kills it).
@@ -86,21 +84,6 @@ fn two_daemons(dir: &Path) -> (Daemon, Daemon) {
     )
 }
 
-/// Registers `function` on `conn` and answers every invocation with `outcome`, until the
-/// connection closes.
-fn serve(conn: Arc<Connection>, function: &str, outcome: Outcome) -> thread::JoinHandle<()> {
-    conn.register(function).expect("register");
-    thread::spawn(move || {
-        while !conn.is_closed() {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                if conn.send_result(inv.invocation, outcome.clone()).is_err() {
-                    return;
-                }
-            }
-        }
-    })
-}
-
 /// `call` sends the JSON arguments across two daemons as one MessagePack array, and
 /// `rpcd.echo`'s reply prints as the same JSON: pretty by default, one line with `--json`,
 /// from the command line, a file, or standard input.
@@ -172,7 +155,7 @@ fn list_local_and_remote() {
     let dir = tempdir();
     let (a, b) = two_daemons(dir.path());
     let server = Arc::new(b.connect("server"));
-    let _serving = serve(server.clone(), "test.thing", Outcome::Ok(vec![0xc0]));
+    let _serving = Serving::start(server.clone(), "test.thing", |_| Outcome::Ok(vec![0xc0]));
 
     let local = rpcctl(&b.socket, &["list"]).ok();
     let names: Vec<&str> = local.stdout.lines().collect();
@@ -407,7 +390,9 @@ fn exit_statuses() {
     let (a, b) = two_daemons(dir.path());
     let target = b.udp.to_string();
     let server = Arc::new(b.connect("server"));
-    let _serving = serve(server.clone(), "test.fail", Outcome::Error("boom".into()));
+    let _serving = Serving::start(server.clone(), "test.fail", |_| {
+        Outcome::Error("boom".into())
+    });
 
     rpcctl(&a.socket, &["call", &target, "rpcd.ping"]).ok();
 

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rpcd_client::conn::{CallOptions, Connection};
+use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard};
+use rpcd_tests::{bin, tempdir, wait_until, Daemon, ProcessGuard, Serving};
 use serde_json::{json, Value};
 
 /// Longest any rpcctl run may take before the test fails (and the guard kills it).
@@ -94,21 +94,6 @@ fn keys(v: &Value) -> Vec<&str> {
 /// The daemon's epoch as its handshake tells it.
 fn epoch_of(d: &Daemon) -> u64 {
     d.connect("probe").daemon().epoch
-}
-
-/// Registers `function` on `conn` and answers every invocation with `outcome`, until the
-/// connection closes.
-fn serve(conn: Arc<Connection>, function: &str, outcome: Outcome) -> thread::JoinHandle<()> {
-    conn.register(function).expect("register");
-    thread::spawn(move || {
-        while !conn.is_closed() {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                if conn.send_result(inv.invocation, outcome.clone()).is_err() {
-                    return;
-                }
-            }
-        }
-    })
 }
 
 /// Every verb that talks to a daemon prints one JSON document (`ping`: JSON lines) of the
@@ -262,7 +247,9 @@ fn errors_are_json_objects_with_code_and_exit_status() {
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let b_addr = b.udp.to_string();
     let server = Arc::new(b.connect("server"));
-    let _serving = serve(server.clone(), "test.fail", Outcome::Error("boom".into()));
+    let _serving = Serving::start(server.clone(), "test.fail", |_| {
+        Outcome::Error("boom".into())
+    });
 
     let run = rpcctl(&a.socket, &["call", &b_addr, "rpcd.echo", "1", "{"]);
     assert_eq!(run.error(2).0, "usage");

@@ -9,13 +9,12 @@
 // In tests a panic is the failure report.
 #![allow(clippy::unwrap_used)]
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{tempdir, Daemon, Tap, Toward};
+use rpcd_tests::{tempdir, Daemon, Serving, Tap, Toward};
 use rpcd_transport::wire::Bundle;
 
 #[test]
@@ -30,24 +29,12 @@ fn the_advertised_window_fits_the_receivers_socket() {
     let tap = Tap::start(b.udp);
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let server = Arc::new(b.connect("echo-server"));
-    server.register("test.echo").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let worker = {
-        let (server, stop) = (server.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(inv) = server.next_invocation(Some(Duration::from_millis(50))) {
-                    let _ = server.send_result(inv.invocation, Outcome::Ok(inv.args));
-                }
-            }
-        })
-    };
+    let worker = Serving::start(server.clone(), "test.echo", Outcome::Ok);
     let client = a.connect("caller");
     let opts = CallOptions::new(Some(Duration::from_secs(60)), false);
     let args: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     let reply = client.call(&tap.front.to_string(), "test.echo", args.clone(), opts);
-    stop.store(true, Ordering::Relaxed);
-    worker.join().unwrap();
+    drop(worker);
     assert!(reply.unwrap() == args, "the echo came back intact");
 
     let windows: Vec<u32> = tap

@@ -13,14 +13,12 @@ mod dns;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::{Record, RecordType};
 use rpcd_client::conn::CallOptions;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{bin, output_within, rpcd_command, tempdir, wait_until, Daemon};
+use rpcd_tests::{bin, output_within, rpcd_command, tempdir, wait_until, Daemon, Serving};
 use serde_json::{json, Value};
 
 use dns::DnsServer;
@@ -30,22 +28,9 @@ const TARGET: &str = "srv:_kv._udp.test.";
 const RUN_MAX: Duration = Duration::from_secs(60);
 
 /// An app on `d` serving `svc.who`, answering `who` (a MessagePack string).
-fn serve(d: &Daemon, who: &str) -> thread::JoinHandle<()> {
-    let conn = Arc::new(d.connect("server"));
-    conn.register("svc.who").expect("register");
+fn serve(d: &Daemon, who: &str) -> Serving {
     let answer = rmp_serde::to_vec(who).expect("encode");
-    thread::spawn(move || {
-        while !conn.is_closed() {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                if conn
-                    .send_result(inv.invocation, Outcome::Ok(answer.clone()))
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    })
+    Serving::on(d, "server", "svc.who", move |_| Outcome::Ok(answer.clone()))
 }
 
 /// `_kv._udp.test.` with `first` at priority 10 and `second` at 20, both

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use rpcd_client::conn::Connection;
 use rpcd_client::ipc::Outcome;
-use rpcd_tests::{bin, output_within, tempdir, Daemon};
+use rpcd_tests::{bin, output_within, tempdir, Daemon, Serving};
 use serde_json::Value;
 
 const RUN_MAX: Duration = Duration::from_secs(60);
@@ -90,22 +89,11 @@ impl Drop for DropRelay {
 }
 
 /// A server app on `d` whose `trace.slow` sleeps `pause`, then echoes its arguments.
-/// The returned flag stops its thread (joined by the handle).
-fn slow_echo(d: &Daemon, pause: Duration) -> (Arc<AtomicBool>, JoinHandle<()>) {
-    let conn = d.connect("slow-echo");
-    conn.register("trace.slow").expect("register");
-    let stop = Arc::new(AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let t = thread::spawn(move || {
-        let conn: Connection = conn;
-        while !stop2.load(Ordering::Relaxed) {
-            if let Some(inv) = conn.next_invocation(Some(Duration::from_millis(50))) {
-                thread::sleep(pause);
-                let _ = conn.send_result(inv.invocation, Outcome::Ok(inv.args.clone()));
-            }
-        }
-    });
-    (stop, t)
+fn slow_echo(d: &Daemon, pause: Duration) -> Serving {
+    Serving::on(d, "slow-echo", "trace.slow", move |args| {
+        thread::sleep(pause);
+        Outcome::Ok(args)
+    })
 }
 
 fn rpcctl(socket: &std::path::Path, args: &[&str]) -> std::process::Output {
@@ -142,7 +130,7 @@ fn a_traced_call_through_a_lossy_relay_shows_retransmissions_and_both_sides() {
     let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
     let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", None);
     let relay = DropRelay::start(b.udp, 1);
-    let (stop, server) = slow_echo(&b, Duration::from_millis(30));
+    let _server = slow_echo(&b, Duration::from_millis(30));
     let target = relay.front.to_string();
     let arg = format!("\"{}\"", "x".repeat(600));
     let out = rpcctl(
@@ -203,8 +191,6 @@ fn a_traced_call_through_a_lossy_relay_shows_retransmissions_and_both_sides() {
     );
     assert!(text.contains("attempt 1 to"), "{text}");
     assert!(text.contains("at the serving daemon: queued"), "{text}");
-    stop.store(true, Ordering::Relaxed);
-    server.join().expect("server thread");
 }
 
 /// A name whose first address is dead (a UDP socket that never answers): an idempotent
