@@ -188,7 +188,8 @@ fn schedule_is_a_function_of_the_seed_and_deals_every_kind() {
     let length = Duration::from_secs(20);
     assert_eq!(schedule(42, length), schedule(42, length));
     assert_ne!(schedule(42, length), schedule(43, length));
-    for seed in 0..200 {
+    // 9985620408872423277: a CI run's seed whose first draw dealt no `Partition`.
+    for seed in (0..2000).chain([9_985_620_408_872_423_277]) {
         let s = schedule(seed, length);
         let kinds: std::collections::BTreeSet<Kind> = s
             .iter()

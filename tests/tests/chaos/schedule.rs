@@ -173,22 +173,45 @@ pub struct Episode {
     pub actions: Vec<Action>,
 }
 
-/// The schedule of a run of `length` with `seed`: every episode ends within `length`.
+/// Schedules drawn for one seed before [`schedule`] settles for one lacking a kind.
+const DRAWS_MAX: usize = 64;
+
+/// The schedule of a run of `length` with `seed`: every episode ends within `length`. Its
+/// first draw can run out of time before the deck has dealt every kind (the episode that
+/// would not fit is dropped), so it draws again from the same generator until a schedule
+/// holds every kind, at most [`DRAWS_MAX`] times: still a function of the seed.
 pub fn schedule(seed: u64, length: Duration) -> Vec<Episode> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut drawn = draw(&mut rng, length);
+    for _ in 1..DRAWS_MAX {
+        let kinds: std::collections::BTreeSet<Kind> = drawn
+            .iter()
+            .flat_map(|e| &e.actions)
+            .map(|a| a.kind())
+            .collect();
+        if kinds.len() == Kind::ALL.len() {
+            break;
+        }
+        drawn = draw(&mut rng, length);
+    }
+    drawn
+}
+
+/// One schedule drawn from `rng`.
+fn draw(rng: &mut ChaCha8Rng, length: Duration) -> Vec<Episode> {
     let mut deck: Vec<Kind> = Vec::new();
     let mut episodes = Vec::new();
     let mut t = WARMUP;
     loop {
         let mut hold = Duration::from_millis(rng.gen_range(HOLD_MS.0..=HOLD_MS.1));
         let mut hosts: Vec<usize> = (0..HOSTS).collect();
-        hosts.shuffle(&mut rng);
+        hosts.shuffle(rng);
         let count = if rng.gen_bool(0.35) { 2 } else { 1 };
         let mut actions = Vec::new();
         for &host in &hosts[..count] {
             if deck.is_empty() {
                 deck = Kind::ALL.to_vec();
-                deck.shuffle(&mut rng);
+                deck.shuffle(rng);
             }
             let kind = deck.pop().unwrap_or(Kind::Loss);
             let other = (host + rng.gen_range(1..HOSTS)) % HOSTS;
@@ -196,7 +219,7 @@ pub fn schedule(seed: u64, length: Duration) -> Vec<Episode> {
                 Kind::Loss => Action::Loss {
                     host,
                     dir: *[Direction::In, Direction::Out, Direction::Both]
-                        .choose(&mut rng)
+                        .choose(rng)
                         .unwrap_or(&Direction::Both),
                     p: rng.gen_range(0.2..0.6),
                 },
