@@ -151,6 +151,9 @@ impl Bound {
             limits.connection_read_batch,
             limits.local_buffer_total_max,
         )?;
+        // The process's pool of large buffers: the frame readers, the encoders, the
+        // envelopes and the outputs take from it and give back to it.
+        rpcd_client::ipc::buffer_pool().set_max(limits.local_buffer_pool_max);
         let signals =
             Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
