@@ -60,6 +60,12 @@ impl<'a> ValueReader<'a> {
         self.pos == self.buf.len()
     }
 
+    /// Bytes read so far: where the next value starts (so a caller can tell where in the
+    /// input a value it read lies).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
     /// A map header: the number of key-value pairs that follow.
     pub fn map_len(&mut self) -> Option<usize> {
         match self.byte()? {

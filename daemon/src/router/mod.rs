@@ -445,12 +445,15 @@ impl Router {
                         message: f.message,
                     },
                 };
-                let env = Envelope::Reply {
+                let mut env = Envelope::Reply {
                     call_id: call.0,
                     outcome,
                     trace: serving,
                 };
-                match self.endpoint.send(now, peer, env.encode()) {
+                let bytes = env.encode();
+                // The envelope's bytes hold the result now.
+                env.recycle_payload();
+                match self.endpoint.send(now, peer, bytes) {
                     Ok(msg) => {
                         self.replies.entry(peer).or_default().insert(msg);
                     }
