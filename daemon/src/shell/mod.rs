@@ -358,7 +358,7 @@ impl Shell {
                 progressed = true;
                 match out {
                     Output::Frame(id, msg) => {
-                        if self.local.queue(id, &msg).is_err() {
+                        if self.local.queue(id, msg).is_err() {
                             self.local.drop_conn(self.poll.registry(), id);
                             self.router.handle_conn_closed(now, id);
                         }
