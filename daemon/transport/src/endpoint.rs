@@ -18,11 +18,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::channel::{self, Channel, MessageTrace, MsgId, Snapshot};
+use crate::channel::{self, Buffers, Channel, MessageTrace, MsgId, Snapshot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -121,6 +122,8 @@ pub struct Endpoint {
     /// `ready` that did not fit in the bundle just built: it starts the
     /// next one.
     carry: Option<(SocketAddr, Vec<u8>)>,
+    /// Given to every channel (see [`Channel::set_buffers`]).
+    buffers: Option<Arc<dyn Buffers>>,
 }
 
 #[derive(Debug)]
@@ -200,6 +203,7 @@ impl Endpoint {
             generation: 0,
             rng,
             carry: None,
+            buffers: None,
         }
     }
 
@@ -507,6 +511,15 @@ impl Endpoint {
         }
     }
 
+    /// Every channel, now and later, takes reassembly buffers from `buffers` and gives
+    /// sent messages' buffers back to it (see [`Channel::set_buffers`]).
+    pub fn set_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {
+        for slot in self.channels.values_mut() {
+            slot.channel.set_buffers(buffers.clone());
+        }
+        self.buffers = buffers;
+    }
+
     /// True when every channel is idle (see [`Channel::is_idle`]).
     pub fn is_idle(&self) -> bool {
         self.events.is_empty() && self.channels.values().all(|s| s.channel.is_idle())
@@ -515,10 +528,15 @@ impl Endpoint {
     fn slot(&mut self, peer: SocketAddr, now: Instant) -> &mut Slot {
         let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
         let rng = &mut self.rng;
+        let buffers = &self.buffers;
         self.channels.entry(peer).or_insert_with(|| Slot {
             // The seed of the channel's epoch challenges: unpredictable to
             // anyone without the owner's seed.
-            channel: Channel::new(cfg.for_peer(peer), epoch, rng.next_u64()),
+            channel: {
+                let mut channel = Channel::new(cfg.for_peer(peer), epoch, rng.next_u64());
+                channel.set_buffers(buffers.clone());
+                channel
+            },
             scheduled: None,
             in_ready: false,
             active: now,
