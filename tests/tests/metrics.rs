@@ -574,9 +574,38 @@ fn large_calls_reuse_each_daemons_pooled_buffers_and_a_reload_sets_the_bound() {
             .expect("bulk.len answers");
         assert_eq!(reply, (len as u64).to_be_bytes());
     };
-    for _ in 0..4 {
+    let counts = |addr| {
+        let (_, m) = scrape(addr);
+        let value = |metric: &str| m.value(metric, &[]).unwrap_or(-1.0);
+        (
+            value("rpcd_buffer_pool_reused_total"),
+            value("rpcd_buffer_pool_missed_total"),
+        )
+    };
+    for _ in 0..3 {
         call(3 * MIB);
     }
+    // Warmed up: from now on no large buffer is allocated for a message, on either side
+    // (A: the frame reader's, the arguments', the envelope the transport gives back once
+    // acknowledged; B: the reassembly, into the buffer of a request decoded earlier, and
+    // the output to the serving app), and B takes at least those two per message.
+    let before = [counts(a_metrics), counts(b_metrics)];
+    for _ in 0..3 {
+        call(3 * MIB);
+    }
+    let after = [counts(a_metrics), counts(b_metrics)];
+    assert_eq!(
+        after[0].1, before[0].1,
+        "A allocated: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after[1].1, before[1].1,
+        "B allocated: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[1].0 >= before[1].0 + 6.0,
+        "B reused: {before:?} -> {after:?}"
+    );
     for (name, addr) in [("A", a_metrics), ("B", b_metrics)] {
         let (_, m) = scrape(addr);
         let value = |metric: &str| m.value(metric, &[]).unwrap_or(-1.0);

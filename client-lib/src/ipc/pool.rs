@@ -150,7 +150,13 @@ impl BufferPool {
     /// that, the smallest kept one that fits; `None` when `min` is below
     /// [`POOLED_CAPACITY_MIN`] or no kept buffer fits.
     pub fn take(&self, min: usize) -> Option<Vec<u8>> {
-        let mut buf = self.take_as_is(min)?;
+        self.take_within(min, usize::MAX)
+    }
+
+    /// [`BufferPool::take`], of a capacity of at most `max` bytes too: for a caller that
+    /// is charged for spare capacity (the transport's reassembly).
+    pub fn take_within(&self, min: usize, max: usize) -> Option<Vec<u8>> {
+        let mut buf = self.take_as_is(min, max)?;
         buf.clear();
         Some(buf)
     }
@@ -160,12 +166,12 @@ impl BufferPool {
     /// so a reader of it must read only what it wrote itself. Unlike zeroing, this writes
     /// none of the bytes a buffer already had.
     pub fn take_filled(&self, len: usize) -> Option<Vec<u8>> {
-        let mut buf = self.take_as_is(len)?;
+        let mut buf = self.take_as_is(len, usize::MAX)?;
         buf.resize(len, 0);
         Some(buf)
     }
 
-    fn take_as_is(&self, min: usize) -> Option<Vec<u8>> {
+    fn take_as_is(&self, min: usize, max: usize) -> Option<Vec<u8>> {
         if min < POOLED_CAPACITY_MIN {
             return None;
         }
@@ -174,7 +180,10 @@ impl BufferPool {
             .bufs
             .iter()
             .enumerate()
-            .filter(|(_, b)| b.capacity() >= min && b.capacity() / 2 <= min)
+            .filter(|(_, b)| {
+                let cap = b.capacity();
+                cap >= min && cap / 2 <= min && cap <= max
+            })
             .min_by_key(|(_, b)| b.capacity())
             .map(|(i, _)| i);
         let Some(i) = best else {

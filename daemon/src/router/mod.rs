@@ -51,11 +51,12 @@ mod tests_srv;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
 use rpcd_transport::secure::PublicKey;
-use rpcd_transport::{Endpoint, MsgId, Transmit};
+use rpcd_transport::{Buffers, Endpoint, MsgId, Transmit};
 use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 
@@ -306,6 +307,12 @@ impl Router {
         self.shutdown = Shutdown::Draining {
             until: now + self.settings.limits.shutdown_grace,
         };
+    }
+
+    /// The transport takes its reassembly buffers from `buffers` and gives
+    /// sent messages' buffers back to it (the shell: the process's pool).
+    pub fn set_transport_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {
+        self.endpoint.set_buffers(buffers);
     }
 
     /// New settings (already validated). The listen address, the socket,

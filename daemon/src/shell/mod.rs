@@ -173,13 +173,14 @@ impl Bound {
         let incarnation = incarnation()?;
         let socket_path = settings.socket.clone();
         info!(udp = %local_addr, socket = %socket_path.display(), inherited, epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
-        let router = Router::new(
+        let mut router = Router::new(
             settings,
             local_addr,
             host_ips(),
             incarnation,
             Instant::now(),
         );
+        router.set_transport_buffers(Some(Arc::new(PooledBuffers)));
         log_security(&router);
         let shell = Shell {
             poll,
@@ -501,6 +502,23 @@ fn set_buffers(sock: &std::net::UdpSocket, s: &mut Settings) {
     }
     if getsockopt(sock, sockopt::SndBuf).unwrap_or(0) < send.saturating_mul(2) {
         let _ = setsockopt(sock, sockopt::SndBufForce, &send);
+    }
+}
+
+/// The process's pool of large buffers as the transport takes and gives them: a sent
+/// message's buffer goes back to it once acknowledged, and a large message arriving in
+/// fragments is reassembled into one of its buffers (the one an earlier message was
+/// delivered in, given back once decoded), so neither is fresh memory.
+#[derive(Debug)]
+struct PooledBuffers;
+
+impl rpcd_transport::Buffers for PooledBuffers {
+    fn take(&self, min: usize, max: usize) -> Option<Vec<u8>> {
+        rpcd_client::ipc::buffer_pool().take_within(min, max)
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        rpcd_client::ipc::recycle(buf);
     }
 }
 

@@ -59,6 +59,18 @@ fn a_buffer_more_than_twice_the_request_is_kept_for_a_larger_one() {
 }
 
 #[test]
+fn a_bounded_take_leaves_a_buffer_above_its_bound() {
+    let pool = BufferPool::new(64 * MIB);
+    pool.give(buf(3 * MIB, 0));
+    assert_eq!(pool.take_within(2 * MIB, 3 * MIB - 1), None);
+    assert_eq!(pool.stats().buffers, 1);
+    assert_eq!(
+        pool.take_within(2 * MIB, 3 * MIB).map(|b| b.capacity()),
+        Some(3 * MIB)
+    );
+}
+
+#[test]
 fn a_filled_buffer_keeps_what_it_held_and_zeroes_only_new_bytes() {
     let pool = BufferPool::new(64 * MIB);
     let mut b = Vec::with_capacity(4 * MIB);

@@ -7,7 +7,7 @@
 //! piece. A large buffer comes from the process's pool when the output is empty and goes
 //! back to it once everything is written.
 
-use rpcd_client::ipc::{buffer_pool, BufferPool};
+use rpcd_client::ipc::{buffer_pool, pooled_capacity, BufferPool};
 
 /// Frames queued for one connection: `buf[pos..]` is still to be written.
 #[derive(Debug)]
@@ -69,9 +69,14 @@ impl Output {
     pub(super) fn for_append(&mut self, frame_len: usize) -> &mut Vec<u8> {
         if self.buf.is_empty() {
             if self.buf.capacity() < frame_len {
-                if let Some(pooled) = self.pool.take(frame_len) {
-                    let small = std::mem::replace(&mut self.buf, pooled);
-                    self.pool.give(small);
+                match self.pool.take(frame_len) {
+                    Some(pooled) => {
+                        let small = std::mem::replace(&mut self.buf, pooled);
+                        self.pool.give(small);
+                    }
+                    // At once at the size it will need (rounded to serve other large
+                    // buffers once given back), not grown by the encoder step by step.
+                    None => self.buf.reserve_exact(pooled_capacity(frame_len)),
                 }
             }
         } else if self.pos > 0 && self.pos >= self.buf.len() / 2 {
