@@ -309,6 +309,12 @@ impl Router {
         };
     }
 
+    /// The buffer of a datagram the shell has sent, for the transport's next
+    /// bundle (see `Endpoint::recycle`).
+    pub fn recycle_transmit(&mut self, bytes: Vec<u8>) {
+        self.endpoint.recycle(bytes);
+    }
+
     /// The transport takes its reassembly buffers from `buffers` and gives
     /// sent messages' buffers back to it (the shell: the process's pool).
     pub fn set_transport_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {

@@ -275,6 +275,7 @@ impl Shell {
                         }
                         if ev.is_writable() {
                             self.udp.flush(self.poll.registry());
+                            self.recycle_sent();
                         }
                     }
                     LISTENER => self.local.listener_ready = true,
@@ -354,6 +355,7 @@ impl Shell {
                 if self.udp.send(t) == Sent::Dropped {
                     self.router.handle_transmit_dropped();
                 }
+                self.recycle_sent();
             }
             while let Some(out) = self.router.poll_output() {
                 progressed = true;
@@ -381,6 +383,14 @@ impl Shell {
         }
     }
 
+    /// The buffers of the datagrams the kernel took go back to the transport,
+    /// which writes its next bundles into them.
+    fn recycle_sent(&mut self) {
+        for bytes in self.udp.take_sent() {
+            self.router.recycle_transmit(bytes);
+        }
+    }
+
     /// Write what this iteration queued.
     fn flush(&mut self) {
         // A connection failing while written makes the router answer for
@@ -389,6 +399,7 @@ impl Shell {
         // monitor the next batch of its bounded queue, so this ends.
         loop {
             self.udp.flush(self.poll.registry());
+            self.recycle_sent();
             let failed = self.local.flush(self.poll.registry());
             let mut more = false;
             for id in self.local.take_drained() {

@@ -124,7 +124,17 @@ pub struct Endpoint {
     carry: Option<(SocketAddr, Vec<u8>)>,
     /// Given to every channel (see [`Channel::set_buffers`]).
     buffers: Option<Arc<dyn Buffers>>,
+    /// Buffers of sent bundles given back by the owner ([`Endpoint::recycle`]),
+    /// for the next bundles; their capacity is at most `TRANSMIT_SPARE_BYTES_MAX`.
+    spare_bundles: Vec<Vec<u8>>,
+    spare_bytes: usize,
 }
+
+/// The most bytes of sent bundles' buffers an endpoint keeps for the next
+/// bundles: some 70 full bundles on loopback (60,000-byte fragments), enough
+/// for what the owner's sends take from one flight at a time (a `sendmmsg` of
+/// 64), and a bound on what an idle endpoint holds.
+pub const TRANSMIT_SPARE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
 struct Slot {
@@ -204,6 +214,8 @@ impl Endpoint {
             rng,
             carry: None,
             buffers: None,
+            spare_bundles: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -509,6 +521,26 @@ impl Endpoint {
                 .unwrap_or_default(),
             ..self.stats
         }
+    }
+
+    /// The buffer of a [`Transmit`] the owner has sent: the next bundle is
+    /// written into it rather than into new memory. Kept up to
+    /// [`TRANSMIT_SPARE_BYTES_MAX`] bytes of capacity; beyond, dropped.
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        let cap = bytes.capacity();
+        if cap == 0 || self.spare_bytes + cap > TRANSMIT_SPARE_BYTES_MAX {
+            return;
+        }
+        bytes.clear();
+        self.spare_bytes += cap;
+        self.spare_bundles.push(bytes);
+    }
+
+    /// A sent bundle's buffer to write the next one into, if one was given back.
+    fn spare_bundle(&mut self) -> Option<Vec<u8>> {
+        let bytes = self.spare_bundles.pop()?;
+        self.spare_bytes -= bytes.capacity();
+        Some(bytes)
     }
 
     /// Every channel, now and later, takes reassembly buffers from `buffers` and gives

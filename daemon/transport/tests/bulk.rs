@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rpcd_transport::endpoint::TRANSMIT_SPARE_BYTES_MAX;
 use rpcd_transport::secure::wire::TRANSPORT_OVERHEAD;
 use rpcd_transport::secure::{PeerKey, PrivateKey, Security};
 use rpcd_transport::wire::{BUNDLE_HEADER_LEN, HEADER_LEN};
@@ -408,4 +409,37 @@ fn large_message_buffers_go_around_through_the_owners_buffers() {
         "reassembled into the first one's buffer"
     );
     assert_eq!(*a_shelf.given.lock().expect("lock"), 2);
+}
+
+/// A bundle's buffer the owner gives back once sent takes the next bundle (no new memory
+/// per datagram); one past the endpoint's bound is not kept.
+#[test]
+fn a_sent_bundles_buffer_takes_the_next_bundle() {
+    let mut w = Wire::new(
+        Mode::Plain,
+        Config::default(),
+        addr("127.0.0.1:4000"),
+        addr("127.0.0.1:5000"),
+        Duration::from_micros(50),
+    );
+    let (now, b) = (w.now, w.b.0);
+    w.a.1.send(now, b, vec![7; 4 * 60_000]).expect("send");
+    let first = w.a.1.poll_transmit(now).expect("a bundle");
+    // A capacity no bundle of its own would have, to tell it from an allocation
+    // that happens to land at the same address.
+    let mut given = first.bytes;
+    given.reserve_exact(100_003 - given.len());
+    let (at, cap) = (given.as_ptr(), given.capacity());
+    w.a.1.recycle(given);
+    let second = w.a.1.poll_transmit(now).expect("another bundle");
+    assert_eq!(
+        (second.bytes.as_ptr(), second.bytes.capacity()),
+        (at, cap),
+        "written into the given-back buffer"
+    );
+    let huge = Vec::with_capacity(TRANSMIT_SPARE_BYTES_MAX + 1);
+    let huge_at = huge.as_ptr();
+    w.a.1.recycle(huge);
+    let third = w.a.1.poll_transmit(now).expect("a third bundle");
+    assert_ne!(third.bytes.as_ptr(), huge_at, "past the bound: not kept");
 }
