@@ -135,6 +135,9 @@ pub struct Limits {
     /// and pending output); the connection whose growth would pass it is
     /// told `overloaded` and closed.
     pub local_buffer_total_max: usize,
+    /// Bytes of large buffers (1 MiB and more) kept for reuse by the next
+    /// large frame, payload or envelope, instead of being freed; 0 keeps none.
+    pub local_buffer_pool_max: usize,
     /// Events one monitor's queue holds while it does not read; more are
     /// dropped and reported as missed.
     pub monitor_buffer: usize,
@@ -162,6 +165,7 @@ impl Default for Limits {
             connection_read_batch: 16,
             name_grace: Duration::from_secs(2),
             local_buffer_total_max: 256 * 1024 * 1024,
+            local_buffer_pool_max: 64 * 1024 * 1024,
             monitor_buffer: 4096,
             monitors_max: 16,
         }
@@ -365,6 +369,16 @@ impl Settings {
             return Err(invalid(
                 "limits.local_buffer_total_max",
                 "must be at least limits.frame_max".into(),
+            ));
+        }
+        let pooled_min = rpcd_client::ipc::POOLED_CAPACITY_MIN;
+        if (1..pooled_min).contains(&l.local_buffer_pool_max) {
+            return Err(invalid(
+                "limits.local_buffer_pool_max",
+                format!(
+                    "must be 0 (keep no buffer) or at least {pooled_min} bytes (the smallest \
+                     buffer kept)"
+                ),
             ));
         }
         if l.deadline_default.is_zero() || l.deadline_default > l.deadline_max {

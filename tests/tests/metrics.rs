@@ -546,6 +546,103 @@ fn metrics_are_off_by_default() {
     );
 }
 
+/// Large calls through two daemons take their buffers from each daemon's pool
+/// (`limits.local_buffer_pool_max`, `rpcd_buffer_pool_*` in `/metrics`) after the first
+/// message, within the bound; a reload sets the bound at once (0: nothing kept), and calls
+/// still work.
+#[test]
+fn large_calls_reuse_each_daemons_pooled_buffers_and_a_reload_sets_the_bound() {
+    const MIB: usize = 1024 * 1024;
+    let pool_max = 48 * MIB;
+    let config = |max: usize| format!("{CONFIG}[limits]\nlocal_buffer_pool_max = {max}\n");
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", Some(&config(pool_max)));
+    let b = Daemon::start(dir.path(), "b", "127.0.0.1:0", Some(&config(pool_max)));
+    let (a_metrics, b_metrics) = (metrics_addr(&a), metrics_addr(&b));
+    let serving = Serving::start(Arc::new(b.connect("server")), "bulk.len", |args| {
+        Outcome::Ok((args.len() as u64).to_be_bytes().to_vec())
+    });
+    let caller = a.connect("caller");
+    let call = |len: usize| {
+        let reply = caller
+            .call(
+                &b.udp.to_string(),
+                "bulk.len",
+                vec![0xa5; len],
+                CallOptions::default(),
+            )
+            .expect("bulk.len answers");
+        assert_eq!(reply, (len as u64).to_be_bytes());
+    };
+    let counts = |addr| {
+        let (_, m) = scrape(addr);
+        let value = |metric: &str| m.value(metric, &[]).unwrap_or(-1.0);
+        (
+            value("rpcd_buffer_pool_reused_total"),
+            value("rpcd_buffer_pool_missed_total"),
+        )
+    };
+    for _ in 0..3 {
+        call(3 * MIB);
+    }
+    // Warmed up: from now on no large buffer is allocated for a message, on either side
+    // (A: the frame reader's, the arguments', the envelope the transport gives back once
+    // acknowledged; B: the reassembly, into the buffer of a request decoded earlier, and
+    // the output to the serving app), and B takes at least those two per message.
+    let before = [counts(a_metrics), counts(b_metrics)];
+    for _ in 0..3 {
+        call(3 * MIB);
+    }
+    let after = [counts(a_metrics), counts(b_metrics)];
+    assert_eq!(
+        after[0].1, before[0].1,
+        "A allocated: {before:?} -> {after:?}"
+    );
+    assert_eq!(
+        after[1].1, before[1].1,
+        "B allocated: {before:?} -> {after:?}"
+    );
+    assert!(
+        after[1].0 >= before[1].0 + 6.0,
+        "B reused: {before:?} -> {after:?}"
+    );
+    for (name, addr) in [("A", a_metrics), ("B", b_metrics)] {
+        let (_, m) = scrape(addr);
+        let value = |metric: &str| m.value(metric, &[]).unwrap_or(-1.0);
+        assert_eq!(
+            value("rpcd_buffer_pool_max_bytes"),
+            pool_max as f64,
+            "{name}"
+        );
+        let bytes = value("rpcd_buffer_pool_bytes");
+        assert!((0.0..=pool_max as f64).contains(&bytes), "{name}: {bytes}");
+        // Each message after the first: at least one large buffer not allocated again
+        // (A: the frame reader's and the envelope's; B: the output to the serving app).
+        let reused = value("rpcd_buffer_pool_reused_total");
+        assert!(reused >= 3.0, "{name}: {reused} reused");
+    }
+
+    // A reload to 0 drops what B keeps and keeps nothing more.
+    std::fs::write(dir.path().join("b.toml"), config(0)).expect("rewrite b.toml");
+    b.process.signal(nix::sys::signal::Signal::SIGHUP);
+    let pool_of = |addr| {
+        let (_, m) = scrape(addr);
+        (
+            m.value("rpcd_buffer_pool_max_bytes", &[]),
+            m.value("rpcd_buffer_pool_bytes", &[]),
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || pool_of(b_metrics)
+            == (Some(0.0), Some(0.0))),
+        "after the reload: {:?}",
+        pool_of(b_metrics)
+    );
+    call(3 * MIB);
+    assert_eq!(pool_of(b_metrics), (Some(0.0), Some(0.0)));
+    drop(serving);
+}
+
 /// Ports of the TCP sockets process `pid` listens on (from `/proc`).
 fn tcp_listeners(pid: u32) -> Vec<u16> {
     let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))

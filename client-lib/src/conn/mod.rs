@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::client::lock;
 use crate::identity::Identity;
 use crate::ipc::{
-    try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode, FrameError, Limits, Outcome,
-    Stats, FRAME_MAX_DEFAULT,
+    recycle, try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode, FrameError, Limits,
+    Outcome, Stats, FRAME_MAX_DEFAULT,
 };
 
 mod demux;
@@ -409,8 +409,22 @@ impl Connection {
             invocation,
             outcome,
         };
-        match try_encode_frame(&msg, self.shared.frame_max) {
-            Ok(frame) => self.shared.write(&frame),
+        let encoded = try_encode_frame(&msg, self.shared.frame_max);
+        // The result's bytes are in the frame now (or too large for one): a large buffer
+        // serves the next large frame.
+        if let ClientMsg::Result {
+            outcome: Outcome::Ok(data),
+            ..
+        } = msg
+        {
+            recycle(data);
+        }
+        match encoded {
+            Ok(frame) => {
+                let written = self.shared.write(&frame);
+                recycle(frame);
+                written
+            }
             Err(FrameError::TooLarge { len, max }) => {
                 let message = format!("result of {len} bytes exceeds the frame maximum of {max}");
                 let substitute = ClientMsg::Result {
@@ -505,7 +519,9 @@ impl Connection {
                 other => RequestError::Protocol(other.to_string()),
             })?;
         let cell = self.shared.expect_reply(id)?;
-        if let Err(err) = self.shared.write(&frame) {
+        let written = self.shared.write(&frame);
+        recycle(frame);
+        if let Err(err) = written {
             self.shared.forget(id);
             return Err(err);
         }

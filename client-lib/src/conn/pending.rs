@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::demux::{ReplyCell, Shared};
 use super::{millis_ceil, unexpected, CallOptions, Connection, RequestError};
 use super::{CALL_WAIT_MAX, REPLY_GRACE};
-use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError};
+use crate::ipc::{recycle, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError};
 
 /// A call in flight whose reply nobody waits for yet. Dropping it without [`wait`]ing
 /// cancels the call.
@@ -58,7 +58,9 @@ impl Connection {
             other => RequestError::Protocol(other.to_string()),
         })?;
         let cell = self.shared.expect_reply(id)?;
-        if let Err(err) = self.shared.write(&frame) {
+        let written = self.shared.write(&frame);
+        recycle(frame);
+        if let Err(err) = written {
             self.shared.forget(id);
             return Err(err);
         }

@@ -9,6 +9,7 @@ use std::io::{self, Read};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::pool::{buffer_pool, pooled_capacity, pooled_vec, BufferPool};
 use super::ErrorCode;
 
 /// Default largest frame body (the `N` of a frame): a 16 MiB message plus room for the
@@ -100,8 +101,9 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Vec<u8> {
 ///
 /// The body is measured first (an encoding pass that counts bytes and copies none), so a
 /// large message is refused before any memory is taken for it, and written into a buffer of
-/// exactly its size: a 16 MiB argument is copied once, not again by each growth of the
-/// buffer.
+/// its size: a 16 MiB argument is copied once, not again by each growth of the buffer. A
+/// large frame's buffer comes from the process's [`BufferPool`] when one fits (give it back
+/// with [`recycle`](super::recycle) once written), else from the allocator.
 pub fn try_encode_frame<T: Serialize>(msg: &T, frame_max: usize) -> Result<Vec<u8>, FrameError> {
     let invalid = |err: rmp_serde::encode::Error| FrameError::Invalid(err.to_string());
     let mut counter = ByteCounter(0);
@@ -113,7 +115,7 @@ pub fn try_encode_frame<T: Serialize>(msg: &T, frame_max: usize) -> Result<Vec<u
             max,
         });
     }
-    let mut frame = Vec::with_capacity(LENGTH_PREFIX_LEN + counter.0);
+    let mut frame = pooled_vec(LENGTH_PREFIX_LEN + counter.0);
     frame.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
     rmp_serde::encode::write_named(&mut frame, msg).map_err(invalid)?;
     let len = frame.len() - LENGTH_PREFIX_LEN;
@@ -127,13 +129,13 @@ pub fn try_encode_frame<T: Serialize>(msg: &T, frame_max: usize) -> Result<Vec<u
 }
 
 /// Encodes `value` as one MessagePack value (maps with field names, as frames), into a
-/// buffer of exactly its size (see [`try_encode_frame`]). For payloads that are not frames,
+/// buffer of its size, pooled when large (see [`try_encode_frame`]). For payloads that are not frames,
 /// such as the daemons' envelopes.
 pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, FrameError> {
     let invalid = |err: rmp_serde::encode::Error| FrameError::Invalid(err.to_string());
     let mut counter = ByteCounter(0);
     rmp_serde::encode::write_named(&mut counter, value).map_err(invalid)?;
-    let mut out = Vec::with_capacity(counter.0);
+    let mut out = pooled_vec(counter.0);
     rmp_serde::encode::write_named(&mut out, value).map_err(invalid)?;
     Ok(out)
 }
@@ -220,6 +222,8 @@ pub struct FrameReader {
     frame_max: usize,
     /// Values a frame may hold, checked before decoding; `None`: no bound.
     values_max: Option<usize>,
+    /// Where a large frame's buffer comes from, and goes back to once the frame is taken.
+    pool: &'static BufferPool,
 }
 
 impl FrameReader {
@@ -231,7 +235,15 @@ impl FrameReader {
             end: 0,
             frame_max,
             values_max: None,
+            pool: buffer_pool(),
         }
+    }
+
+    /// Take large buffers from `pool` and give them back to it, instead of the process's
+    /// [`buffer_pool`].
+    pub fn with_pool(mut self, pool: &'static BufferPool) -> FrameReader {
+        self.pool = pool;
+        self
     }
 
     /// Refuse frames holding more than `max` MessagePack values, before decoding them: the
@@ -282,6 +294,7 @@ impl FrameReader {
             // Drained: start over at the front for free, no bytes to move.
             self.start = 0;
             self.end = 0;
+            self.release_large();
         }
         Ok(Some(msg))
     }
@@ -289,6 +302,15 @@ impl FrameReader {
     /// Bytes buffered and not yet consumed.
     pub fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Once drained after a large frame: its buffer goes back to the pool (or to the
+    /// allocator), rather than stay with a connection that may stay idle.
+    fn release_large(&mut self) {
+        debug_assert_eq!(self.start, self.end);
+        if self.buf.len() > 2 * READ_CHUNK {
+            self.pool.give(std::mem::take(&mut self.buf));
+        }
     }
 
     /// Bytes still to come of the frame at the front, once its length prefix is in (0 before,
@@ -317,11 +339,7 @@ impl FrameReader {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            // A large frame has gone: give its memory back rather than keep it for every
-            // idle connection.
-            if self.buf.len() > 2 * READ_CHUNK {
-                self.buf = Vec::new();
-            }
+            self.release_large();
         }
         let enough = want.min(ROOM_MIN);
         if self.start > 0 && (self.start >= COMPACT_AT || self.buf.len() - self.end < enough) {
@@ -335,8 +353,13 @@ impl FrameReader {
             // a large frame is reallocated a few times, not once per read, and the reads
             // that follow go straight into its final place. The bound keeps a peer that
             // announces a large frame and sends little from making us hold memory it never
-            // fills. The new buffer comes zeroed from the allocator (`calloc`), not written
+            // fills. A new buffer comes zeroed from the allocator (`calloc`), not written
             // over a second time.
+            //
+            // A pooled buffer that holds the whole frame is memory the process holds
+            // already: it is taken at once, past the growth bound (what a reader can make
+            // the process hold beyond the old bound is then at most the pool's). It is not
+            // zeroed: the reads write what is read.
             let frame_len = announced_len(&self.buf[..self.end], self.frame_max)
                 .ok()
                 .flatten()
@@ -345,12 +368,27 @@ impl FrameReader {
                 .min(self.end.saturating_mul(GROWTH_MAX))
                 .max(self.end + want.min(READ_CHUNK))
                 .min(self.limit());
-            let mut grown = vec![0u8; len];
+            let whole = frame_len.max(len).min(self.limit());
+            let mut grown = self.pool.take_filled(whole).unwrap_or_else(|| {
+                // Rounded up, so that once given back it serves the other buffers of a
+                // message of this size (`pooled_capacity`).
+                let mut fresh = vec![0u8; pooled_capacity(len)];
+                fresh.truncate(len);
+                fresh
+            });
             grown[..self.end].copy_from_slice(&self.buf[..self.end]);
-            self.buf = grown;
+            let old = std::mem::replace(&mut self.buf, grown);
+            self.pool.give(old);
         }
         debug_assert!(self.buf.len() <= self.limit());
         (self.buf.len() - self.end).min(want)
+    }
+}
+
+impl Drop for FrameReader {
+    /// A closed connection's large buffer goes back to the pool.
+    fn drop(&mut self) {
+        self.pool.give(std::mem::take(&mut self.buf));
     }
 }
 

@@ -14,9 +14,13 @@
 //! frame as before. So serde stays the one definition of what is accepted and of every
 //! error; this path only has to agree with it on the frames it accepts, which the tests
 //! check frame by frame against serde.
+//!
+//! A large payload (`args`, `data`, a result) is copied into a buffer of the process's
+//! [`BufferPool`](super::BufferPool) when one fits.
 
 use std::any::Any;
 
+use super::pool::pooled_copy;
 use super::{ClientMsg, DaemonMsg, ErrorCode, Outcome};
 
 /// The value the hand-written decoder for `T` reads from `body` (one whole MessagePack
@@ -54,6 +58,12 @@ impl<'a> ValueReader<'a> {
     /// True once every byte has been read.
     pub fn is_at_end(&self) -> bool {
         self.pos == self.buf.len()
+    }
+
+    /// Bytes read so far: where the next value starts (so a caller can tell where in the
+    /// input a value it read lies).
+    pub fn position(&self) -> usize {
+        self.pos
     }
 
     /// A map header: the number of key-value pairs that follow.
@@ -371,7 +381,7 @@ fn client_msg(body: &[u8]) -> Option<ClientMsg> {
             id: id?,
             target: target?.to_owned(),
             function: function?.to_owned(),
-            args: args?.to_vec(),
+            args: pooled_copy(args?),
             deadline_ms: deadline_ms?,
             idempotent: idempotent?,
             trace: trace.unwrap_or(false),
@@ -390,7 +400,7 @@ fn app_outcome(r: &mut ValueReader<'_>) -> Option<Outcome> {
         return None;
     }
     match r.key()? {
-        b"ok" => Some(Outcome::Ok(r.bin()?.to_vec())),
+        b"ok" => Some(Outcome::Ok(pooled_copy(r.bin()?))),
         b"error" => Some(Outcome::Error(r.str()?.to_owned())),
         _ => None,
     }
@@ -432,7 +442,7 @@ fn daemon_msg(body: &[u8]) -> Option<DaemonMsg> {
         b"call_ok" if invocation.is_none() && !any_invoke_key && !any_failed_key => {
             DaemonMsg::CallOk {
                 id: id?,
-                data: data?.to_vec(),
+                data: pooled_copy(data?),
                 trace: None,
             }
         }
@@ -447,7 +457,7 @@ fn daemon_msg(body: &[u8]) -> Option<DaemonMsg> {
         b"invoke" if id.is_none() && data.is_none() && !any_failed_key => DaemonMsg::Invoke {
             invocation: invocation?,
             function: function?.to_owned(),
-            args: args?.to_vec(),
+            args: pooled_copy(args?),
             caller: caller?.to_owned(),
             peer: peer?.to_owned(),
             deadline_ms: deadline_ms?,

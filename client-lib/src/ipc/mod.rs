@@ -19,6 +19,8 @@
 //! - `trace`: [`CallTrace`] (a traced call's timeline) and [`MonitorEvent`];
 //! - `signature`: what a function declares at registration ([`Declaration`], [`Signature`],
 //!   [`Schema`]) and what `rpcd.describe` answers ([`FunctionInfo`]);
+//! - `pool`: [`BufferPool`], the bounded pool of large buffers that frames, payloads and
+//!   envelopes are reused from ([`buffer_pool`] is the process's);
 //! - `strict`: the strict readers of [`ClientMsg`]'s fields (`bin` is bytes, `str` is text);
 //! - `socket_path`: [`default_socket_path`] (the daemon's) and [`socket_candidates`] (the
 //!   paths a client tries).
@@ -29,6 +31,7 @@ mod code;
 mod frame;
 mod hot;
 mod message;
+mod pool;
 mod shape;
 mod signature;
 mod socket_path;
@@ -46,6 +49,10 @@ pub use hot::{encode_daemon_msg, set_once, ValueReader, ValueWriter};
 pub use message::{
     session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, SrvEntry,
     SrvRecordEntry, LOCAL_CALLER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
+};
+pub use pool::{
+    buffer_pool, pooled_capacity, pooled_copy, pooled_vec, recycle, BufferPool, PoolStats,
+    CLIENT_POOL_MAX_DEFAULT, POOLED_CAPACITY_MIN,
 };
 pub use shape::{check_values, CLIENT_MSG_VALUES_MAX};
 pub use signature::{

@@ -22,7 +22,7 @@ use std::time::Instant;
 use super::threads::panic_message;
 use super::{Inner, Job, Request};
 use crate::client::{lock, read};
-use crate::conn::{Connection, Turn};
+use crate::conn::{Connection, Invocation, Turn};
 use crate::ipc::{ErrorCode, Outcome};
 
 /// The pool's shared state and where its idle threads wait.
@@ -258,7 +258,13 @@ fn overloaded(inner: &Inner, job: &Job) -> Outcome {
 /// Runs one job's handler (unless it was cancelled or its deadline passed meanwhile) and
 /// sends its result, unless it was cancelled while it ran.
 fn run(inner: &Inner, job: Job) {
-    let Job { work, conn } = job;
+    let Job { mut work, conn } = job;
+    run_handler(inner, &work, &conn);
+    // The handler only borrowed the arguments: a large buffer serves the next large frame.
+    crate::ipc::recycle(std::mem::take(&mut work.args));
+}
+
+fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection) {
     if work.is_cancelled() {
         // The daemon has forgotten it: nobody waits for the result.
         inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);

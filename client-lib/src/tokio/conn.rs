@@ -27,8 +27,8 @@ use crate::conn::{
     INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX, REPLY_GRACE, REQUEST_WAIT_MAX,
 };
 use crate::ipc::{
-    try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, FrameReader, Outcome, Stats,
-    FRAME_MAX_DEFAULT, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, READ_CHUNK,
+    recycle, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, FrameReader, Outcome,
+    Stats, FRAME_MAX_DEFAULT, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, READ_CHUNK,
 };
 
 /// Frames queued for the writer are written together up to about this many bytes.
@@ -310,7 +310,16 @@ impl Conn {
             invocation,
             outcome,
         };
-        let frame = match try_encode_frame(&msg, self.shared.frame_max) {
+        let encoded = try_encode_frame(&msg, self.shared.frame_max);
+        // The result's bytes are in the frame now (or too large for one).
+        if let ClientMsg::Result {
+            outcome: Outcome::Ok(data),
+            ..
+        } = msg
+        {
+            recycle(data);
+        }
+        let frame = match encoded {
             Ok(frame) => frame,
             Err(err) => {
                 let substitute = ClientMsg::Result {
@@ -418,11 +427,17 @@ async fn write_loop(
     while let Some(mut batch) = frames.recv().await {
         while batch.len() < WRITE_BATCH_MAX {
             match frames.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
+                Ok(more) => {
+                    batch.extend_from_slice(&more);
+                    recycle(more);
+                }
                 Err(_) => break,
             }
         }
-        if stream.write_all(&batch).await.is_err() {
+        let written = stream.write_all(&batch).await;
+        // A large frame's buffer serves the next large frame.
+        recycle(batch);
+        if written.is_err() {
             shared.close(Closed::Disconnected);
             return;
         }

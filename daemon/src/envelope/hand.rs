@@ -1,8 +1,9 @@
 //! The envelopes of every call written by hand: the same bytes `rmp_serde` writes (the
-//! tests compare them, shape by shape), in one pass into a buffer sized up front, where
-//! serde's encoding of the tagged enum measured it in a first pass and wrote it in a second.
+//! tests compare them, shape by shape), in one pass into a buffer sized up front (from the
+//! process's pool when large), where serde's encoding of the tagged enum measured it in a
+//! first pass and wrote it in a second.
 
-use rpcd_client::ipc::ValueWriter;
+use rpcd_client::ipc::{pooled_vec, ValueWriter};
 
 use super::{Envelope, RemoteOutcome};
 
@@ -24,7 +25,7 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
             idempotent,
             trace,
         } => {
-            out = Vec::with_capacity(FIXED_MAX + function.len() + args.len());
+            out = pooled_vec(FIXED_MAX + function.len() + args.len());
             w = ValueWriter::new(&mut out);
             w.map_len(if *trace { 7 } else { 6 })
                 .str("t")
@@ -52,7 +53,7 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
                 RemoteOutcome::Ok(data) => data.len(),
                 RemoteOutcome::Err { message, .. } => message.len(),
             };
-            out = Vec::with_capacity(FIXED_MAX + body);
+            out = pooled_vec(FIXED_MAX + body);
             w = ValueWriter::new(&mut out);
             w.map_len(3)
                 .str("t")

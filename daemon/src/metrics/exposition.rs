@@ -37,10 +37,28 @@ pub struct Process {
     pub start_time_seconds: f64,
 }
 
-/// `stats` and `process` as the body of a `GET /metrics` response.
-pub fn render(stats: Stats, process: Option<Process>) -> String {
+/// The daemon's pool of large buffers (`limits.local_buffer_pool_max`), from
+/// `rpcd_client::ipc::buffer_pool`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BufferPool {
+    /// Capacity of the buffers kept now.
+    pub bytes: u64,
+    /// The bound in force.
+    pub max_bytes: u64,
+    /// Large buffers handed out from the pool.
+    pub reused: u64,
+    /// Large buffers allocated because the pool had none that fit.
+    pub missed: u64,
+}
+
+/// `stats`, `process` and `pool` as the body of a `GET /metrics` response.
+pub fn render(stats: Stats, process: Option<Process>, pool: BufferPool) -> String {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot { stats, process }));
+    registry.register_collector(Box::new(Snapshot {
+        stats,
+        process,
+        pool,
+    }));
     let mut text = String::new();
     // Writing to a String cannot fail, nor can the collector's own writes.
     prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)
@@ -151,6 +169,7 @@ const PEER_COUNTERS: [(&str, PeerCounter, &str); 18] = [
 struct Snapshot {
     stats: Stats,
     process: Option<Process>,
+    pool: BufferPool,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -400,6 +419,32 @@ impl Collector for Snapshot {
             "rpcd_call_duration_window_calls",
             "Calls in the sliding window, by function",
             window,
+        )?;
+
+        let pool = &self.pool;
+        gauge(
+            e,
+            "rpcd_buffer_pool_bytes",
+            "Bytes of large buffers kept for reuse",
+            [(none(), int(pool.bytes))],
+        )?;
+        gauge(
+            e,
+            "rpcd_buffer_pool_max_bytes",
+            "The most bytes of large buffers kept for reuse (limits.local_buffer_pool_max)",
+            [(none(), int(pool.max_bytes))],
+        )?;
+        counter(
+            e,
+            "rpcd_buffer_pool_reused",
+            "Large buffers taken from the pool instead of allocated",
+            [(none(), pool.reused)],
+        )?;
+        counter(
+            e,
+            "rpcd_buffer_pool_missed",
+            "Large buffers allocated because the pool held none that fit",
+            [(none(), pool.missed)],
         )?;
 
         if let Some(p) = &self.process {

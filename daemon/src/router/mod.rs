@@ -51,11 +51,12 @@ mod tests_srv;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
 use rpcd_transport::secure::PublicKey;
-use rpcd_transport::{Endpoint, MsgId, Transmit};
+use rpcd_transport::{Buffers, Endpoint, MsgId, Transmit};
 use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 
@@ -308,6 +309,18 @@ impl Router {
         };
     }
 
+    /// The buffer of a datagram the shell has sent, for the transport's next
+    /// bundle (see `Endpoint::recycle`).
+    pub fn recycle_transmit(&mut self, bytes: Vec<u8>) {
+        self.endpoint.recycle(bytes);
+    }
+
+    /// The transport takes its reassembly buffers from `buffers` and gives
+    /// sent messages' buffers back to it (the shell: the process's pool).
+    pub fn set_transport_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {
+        self.endpoint.set_buffers(buffers);
+    }
+
     /// New settings (already validated). The listen address, the socket,
     /// the transport settings and the private key apply at restart only;
     /// the trusted peers at once (sessions of removed peers end).
@@ -445,12 +458,15 @@ impl Router {
                         message: f.message,
                     },
                 };
-                let env = Envelope::Reply {
+                let mut env = Envelope::Reply {
                     call_id: call.0,
                     outcome,
                     trace: serving,
                 };
-                match self.endpoint.send(now, peer, env.encode()) {
+                let bytes = env.encode();
+                // The envelope's bytes hold the result now.
+                env.recycle_payload();
+                match self.endpoint.send(now, peer, bytes) {
                     Ok(msg) => {
                         self.replies.entry(peer).or_default().insert(msg);
                     }

@@ -22,7 +22,8 @@ impl Router {
         match ev {
             ChannelEvent::Delivered { data, .. } => {
                 self.peer_down.remove(&peer);
-                match Envelope::decode(&data) {
+                // The message is done with: a large payload stays in its buffer.
+                match Envelope::decode_owned(data) {
                     Ok(env) => self.on_envelope(now, peer, env),
                     Err(e) => {
                         self.counters.bad_envelopes += 1;

@@ -77,6 +77,7 @@ struct FileLimits {
     connection_read_batch: Option<usize>,
     name_grace_ms: Option<u64>,
     local_buffer_total_max: Option<usize>,
+    local_buffer_pool_max: Option<usize>,
     monitor_buffer: Option<usize>,
     monitors_max: Option<usize>,
 }
@@ -203,6 +204,7 @@ impl Settings {
         set!(l.connection_read_batch, f.limits.connection_read_batch);
         set!(l.name_grace, f.limits.name_grace_ms, ms);
         set!(l.local_buffer_total_max, f.limits.local_buffer_total_max);
+        set!(l.local_buffer_pool_max, f.limits.local_buffer_pool_max);
         set!(l.monitor_buffer, f.limits.monitor_buffer);
         set!(l.monitors_max, f.limits.monitors_max);
         let t = &mut self.transport;

@@ -146,7 +146,7 @@ fn example_file_is_the_defaults() {
     .map(keys);
     assert_eq!(
         counts,
-        [4, 19, 33, 0, 4, 0, 0, 4],
+        [4, 20, 33, 0, 4, 0, 0, 4],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [
@@ -202,6 +202,30 @@ fn invalid_relation_names_key() {
     s.transport.ack_delay = Duration::from_secs(1);
     let e = s.validate("x").unwrap_err().to_string();
     assert!(e.contains("transport.ack_delay"), "{e}");
+}
+
+#[test]
+fn the_buffer_pool_is_read_from_the_file_and_is_none_or_holds_a_buffer() {
+    let mut s = Settings::default();
+    assert_eq!(s.limits.local_buffer_pool_max, 64 * 1024 * 1024);
+    s.apply_toml("[limits]\nlocal_buffer_pool_max = 0\n")
+        .unwrap();
+    assert_eq!(s.limits.local_buffer_pool_max, 0);
+    s.validate("x").expect("0 keeps no buffer: valid");
+    s.apply_toml("[limits]\nlocal_buffer_pool_max = 1048576\n")
+        .unwrap();
+    s.validate("x").expect("one buffer of 1 MiB: valid");
+    // Larger than the connections' budget is fine: the pool holds buffers not in use.
+    let mut s = Settings::default();
+    s.apply_toml("[limits]\nlocal_buffer_total_max = 16842752\n")
+        .unwrap();
+    s.validate("x")
+        .expect("64 MiB kept, 16 MiB buffered: valid");
+    for small in [1, 64, 1_048_575] {
+        s.limits.local_buffer_pool_max = small;
+        let e = s.validate("x").unwrap_err().to_string();
+        assert!(e.contains("limits.local_buffer_pool_max"), "{small}: {e}");
+    }
 }
 
 mod keys {

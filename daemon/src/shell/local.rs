@@ -1,6 +1,8 @@
 //! The Unix listener and the app connections: a stream and its buffers,
 //! nothing else. What the frames mean is the router's business.
 
+mod output;
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -12,6 +14,7 @@ use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError, FrameReader};
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
+use self::output::Output;
 use crate::router::{ConnId, PeerCred};
 
 /// The first connection's token (lower ones name the fixed sources).
@@ -20,8 +23,6 @@ pub const FIRST_CONN: u64 = 16;
 const ACCEPT_BATCH: usize = 64;
 /// How long accept waits after the descriptor limit before trying again.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Drop the written prefix of an output buffer once it is this large.
-const OUT_COMPACT: usize = 1024 * 1024;
 
 /// What reading a connection produced.
 #[derive(Debug)]
@@ -40,8 +41,7 @@ pub enum ConnInput {
 struct Conn {
     stream: UnixStream,
     reader: FrameReader,
-    out: Vec<u8>,
-    out_pos: usize,
+    out: Output,
     writable_wanted: bool,
     flush_pending: bool,
     /// A bad frame was read: nothing more is read from it.
@@ -53,7 +53,7 @@ struct Conn {
 impl Conn {
     /// Bytes it holds now: partial input and output not yet written.
     fn held(&self) -> usize {
-        self.reader.buffered() + (self.out.len() - self.out_pos)
+        self.reader.buffered() + self.out.len()
     }
 }
 
@@ -162,8 +162,7 @@ impl Local {
                             stream,
                             reader: FrameReader::new(self.frame_max)
                                 .with_values_max(ipc::CLIENT_MSG_VALUES_MAX),
-                            out: Vec::new(),
-                            out_pos: 0,
+                            out: Output::default(),
                             writable_wanted: false,
                             flush_pending: false,
                             stopped: false,
@@ -292,22 +291,36 @@ impl Local {
         true
     }
 
-    /// Queue a frame for `id`, to be written by [`Local::flush`].
-    pub fn queue(&mut self, id: ConnId, msg: &DaemonMsg) -> Result<(), SlowReader> {
+    /// Queue a frame for `id`, to be written by [`Local::flush`]. A large payload's
+    /// buffer goes back to the process's pool once the frame is in the output.
+    pub fn queue(&mut self, id: ConnId, msg: DaemonMsg) -> Result<(), SlowReader> {
+        let queued = self.queue_frame(id, &msg);
+        match msg {
+            DaemonMsg::Invoke { args: payload, .. } | DaemonMsg::CallOk { data: payload, .. } => {
+                ipc::recycle(payload);
+            }
+            _ => {}
+        }
+        queued
+    }
+
+    fn queue_frame(&mut self, id: ConnId, msg: &DaemonMsg) -> Result<(), SlowReader> {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(());
         };
         // Encoded in place at the end of the output buffer (no frame of its own to copy),
         // then taken back off if it does not fit the bounds.
-        let start = conn.out.len();
-        let frame_len = encode_into(&mut conn.out, msg);
-        if conn.out.len() - conn.out_pos > self.output_max || frame_len.is_none() {
-            conn.out.truncate(start);
+        let queued = conn.out.len();
+        let out = conn.out.for_append(frame_len_hint(msg));
+        let start = out.len();
+        let frame_len = encode_into(out, msg);
+        if queued + (out.len() - start) > self.output_max || frame_len.is_none() {
+            out.truncate(start);
             warn!(conn = %id, "closing a connection that does not read its replies");
             return Err(SlowReader);
         }
-        if self.total + (conn.out.len() - start) > self.total_max {
-            conn.out.truncate(start);
+        if self.total + (out.len() - start) > self.total_max {
+            out.truncate(start);
             warn!(
                 conn = %id, held = conn.held(), budget = self.total_max,
                 "closing a connection: local_buffer_total_max reached by its output"
@@ -352,7 +365,7 @@ impl Local {
         if conn.out.is_empty() {
             self.drained.push(id);
         }
-        let want = conn.out_pos < conn.out.len();
+        let want = !conn.out.is_empty();
         super::want_writable(
             registry,
             &mut conn.stream,
@@ -375,6 +388,7 @@ impl Local {
             self.total -= conn.charged;
             let _ = write_some(&mut conn);
             let _ = registry.deregister(&mut conn.stream);
+            conn.out.discard();
         }
     }
 
@@ -382,7 +396,9 @@ impl Local {
     /// is one small frame) and close it.
     pub fn fail(&mut self, registry: &Registry, id: ConnId, msg: &DaemonMsg) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.out.extend_from_slice(&ipc::encode_frame(msg));
+            conn.out
+                .for_append(0)
+                .extend_from_slice(&ipc::encode_frame(msg));
         }
         self.close(registry, id);
     }
@@ -393,6 +409,7 @@ impl Local {
         if let Some(mut conn) = self.conns.remove(&id) {
             self.total -= conn.charged;
             let _ = registry.deregister(&mut conn.stream);
+            conn.out.discard();
         }
     }
 
@@ -460,23 +477,33 @@ fn recharge(total: &mut usize, max: usize, conn: &mut Conn) -> bool {
 
 /// Write what is queued until the socket would block.
 fn write_some(conn: &mut Conn) -> io::Result<()> {
-    while conn.out_pos < conn.out.len() {
-        match conn.stream.write(&conn.out[conn.out_pos..]) {
+    while !conn.out.is_empty() {
+        match conn.stream.write(conn.out.unwritten()) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => conn.out_pos += n,
+            Ok(n) => conn.out.advance(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
-    if conn.out_pos == conn.out.len() {
-        conn.out.clear();
-        conn.out_pos = 0;
-    } else if conn.out_pos > OUT_COMPACT {
-        conn.out.drain(..conn.out_pos);
-        conn.out_pos = 0;
-    }
     Ok(())
+}
+
+/// About how long `msg` is as a frame, for the frames that carry a payload (`invoke`,
+/// `call_ok`): enough for the output to take a pooled buffer for a large one. Others: 0.
+fn frame_len_hint(msg: &DaemonMsg) -> usize {
+    const ENVELOPE: usize = 128;
+    match msg {
+        DaemonMsg::Invoke {
+            function,
+            args,
+            caller,
+            peer,
+            ..
+        } => ENVELOPE + function.len() + args.len() + caller.len() + peer.len(),
+        DaemonMsg::CallOk { data, .. } => ENVELOPE + data.len(),
+        _ => 0,
+    }
 }
 
 /// `SO_PEERCRED` of a connection: who is on the other end, by the kernel's word.

@@ -126,7 +126,7 @@ fn handle(
             head,
         );
     };
-    let body = exposition::render(stats, metrics_process::read());
+    let body = exposition::render(stats, metrics_process::read(), buffer_pool());
     respond(
         &mut stream,
         200,
@@ -135,6 +135,19 @@ fn handle(
         body.as_bytes(),
         head,
     )
+}
+
+/// The figures of the process's pool of large buffers, read on this thread (the pool has
+/// its own lock; the event loop is not asked).
+fn buffer_pool() -> exposition::BufferPool {
+    let pool = rpcd_client::ipc::buffer_pool();
+    let s = pool.stats();
+    exposition::BufferPool {
+        bytes: s.bytes as u64,
+        max_bytes: pool.max() as u64,
+        reused: s.reused,
+        missed: s.missed,
+    }
 }
 
 /// Read up to the blank line ending the head; `None` when it is longer than

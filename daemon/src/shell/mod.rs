@@ -151,6 +151,9 @@ impl Bound {
             limits.connection_read_batch,
             limits.local_buffer_total_max,
         )?;
+        // The process's pool of large buffers: the frame readers, the encoders, the
+        // envelopes and the outputs take from it and give back to it.
+        rpcd_client::ipc::buffer_pool().set_max(limits.local_buffer_pool_max);
         let signals =
             Signals::new(poll.registry(), SIGNALS).context("installing signal handlers")?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -170,13 +173,14 @@ impl Bound {
         let incarnation = incarnation()?;
         let socket_path = settings.socket.clone();
         info!(udp = %local_addr, socket = %socket_path.display(), inherited, epoch = format_args!("{:016x}", incarnation.epoch), "rpcd listening");
-        let router = Router::new(
+        let mut router = Router::new(
             settings,
             local_addr,
             host_ips(),
             incarnation,
             Instant::now(),
         );
+        router.set_transport_buffers(Some(Arc::new(PooledBuffers)));
         log_security(&router);
         let shell = Shell {
             poll,
@@ -271,6 +275,7 @@ impl Shell {
                         }
                         if ev.is_writable() {
                             self.udp.flush(self.poll.registry());
+                            self.recycle_sent();
                         }
                     }
                     LISTENER => self.local.listener_ready = true,
@@ -350,12 +355,13 @@ impl Shell {
                 if self.udp.send(t) == Sent::Dropped {
                     self.router.handle_transmit_dropped();
                 }
+                self.recycle_sent();
             }
             while let Some(out) = self.router.poll_output() {
                 progressed = true;
                 match out {
                     Output::Frame(id, msg) => {
-                        if self.local.queue(id, &msg).is_err() {
+                        if self.local.queue(id, msg).is_err() {
                             self.local.drop_conn(self.poll.registry(), id);
                             self.router.handle_conn_closed(now, id);
                         }
@@ -377,6 +383,14 @@ impl Shell {
         }
     }
 
+    /// The buffers of the datagrams the kernel took go back to the transport,
+    /// which writes its next bundles into them.
+    fn recycle_sent(&mut self) {
+        for bytes in self.udp.take_sent() {
+            self.router.recycle_transmit(bytes);
+        }
+    }
+
     /// Write what this iteration queued.
     fn flush(&mut self) {
         // A connection failing while written makes the router answer for
@@ -385,6 +399,7 @@ impl Shell {
         // monitor the next batch of its bounded queue, so this ends.
         loop {
             self.udp.flush(self.poll.registry());
+            self.recycle_sent();
             let failed = self.local.flush(self.poll.registry());
             let mut more = false;
             for id in self.local.take_drained() {
@@ -498,6 +513,23 @@ fn set_buffers(sock: &std::net::UdpSocket, s: &mut Settings) {
     }
     if getsockopt(sock, sockopt::SndBuf).unwrap_or(0) < send.saturating_mul(2) {
         let _ = setsockopt(sock, sockopt::SndBufForce, &send);
+    }
+}
+
+/// The process's pool of large buffers as the transport takes and gives them: a sent
+/// message's buffer goes back to it once acknowledged, and a large message arriving in
+/// fragments is reassembled into one of its buffers (the one an earlier message was
+/// delivered in, given back once decoded), so neither is fresh memory.
+#[derive(Debug)]
+struct PooledBuffers;
+
+impl rpcd_transport::Buffers for PooledBuffers {
+    fn take(&self, min: usize, max: usize) -> Option<Vec<u8>> {
+        rpcd_client::ipc::buffer_pool().take_within(min, max)
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        rpcd_client::ipc::recycle(buf);
     }
 }
 

@@ -57,6 +57,7 @@ impl Shell {
                     l.connection_read_batch,
                     l.local_buffer_total_max,
                 );
+                rpcd_client::ipc::buffer_pool().set_max(l.local_buffer_pool_max);
                 self.udp
                     .set_limits(l.udp_receive_batch, l.transmit_backlog_max);
                 logging::reload(&new);

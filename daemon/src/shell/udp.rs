@@ -65,6 +65,8 @@ pub struct Udp {
     recv_headers: MultiHeaders<SockaddrStorage>,
     send_headers: MultiHeaders<SockaddrStorage>,
     backlog: VecDeque<Transmit>,
+    /// Buffers of datagrams the kernel has taken, for [`Udp::take_sent`].
+    sent: Vec<Vec<u8>>,
     backlog_max: usize,
     batch_max: usize,
     writable_wanted: bool,
@@ -98,6 +100,7 @@ impl Udp {
             recv_headers: MultiHeaders::preallocate(RECV_WIDTH, None),
             send_headers: MultiHeaders::preallocate(SEND_WIDTH, None),
             backlog: VecDeque::new(),
+            sent: Vec::new(),
             backlog_max,
             batch_max: batch_max.max(1),
             writable_wanted: false,
@@ -210,6 +213,12 @@ impl Udp {
         Sent::Queued
     }
 
+    /// The buffers of the datagrams sent since the last call (at most a
+    /// `sendmmsg` of them), for the transport's next bundles.
+    pub fn take_sent(&mut self) -> std::vec::Drain<'_, Vec<u8>> {
+        self.sent.drain(..)
+    }
+
     /// Send the backlog until the socket would block, and ask for writable
     /// events exactly while some is left.
     pub fn flush(&mut self, registry: &Registry) {
@@ -229,7 +238,12 @@ impl Udp {
         while !self.backlog.is_empty() {
             match self.send_some() {
                 Ok(sent) => {
-                    self.backlog.drain(..sent);
+                    for t in self.backlog.drain(..sent) {
+                        // Bounded even when nobody takes them: one `sendmmsg` at a time.
+                        if self.sent.len() < SEND_WIDTH {
+                            self.sent.push(t.bytes);
+                        }
+                    }
                 }
                 Err(Errno::EAGAIN | Errno::ENOBUFS) => break,
                 Err(Errno::EINTR) => {}
@@ -561,5 +575,36 @@ mod tests {
         assert_eq!(udp.backlog.len(), 1, "the full batch went out");
         let mut buf = [0u8; 200];
         assert_eq!(peer.recv(&mut buf).expect("first datagram"), 10);
+    }
+
+    /// The buffers of sent datagrams are handed back (for the transport's next bundles),
+    /// at most a `sendmmsg` of them when nobody takes them, and not one still waiting.
+    #[test]
+    fn sent_datagrams_buffers_are_handed_back() {
+        let (poll, mut udp, peer) = pair();
+        let to = peer.local_addr().expect("addr");
+        let sent: Vec<Transmit> = (0..3u8)
+            .map(|n| Transmit {
+                to,
+                bytes: vec![n; 10 + n as usize],
+            })
+            .collect();
+        let at: Vec<*const u8> = sent.iter().map(|t| t.bytes.as_ptr()).collect();
+        for t in sent {
+            udp.send(t);
+        }
+        assert_eq!(udp.take_sent().count(), 0, "not sent yet");
+        udp.flush(poll.registry());
+        let back: Vec<*const u8> = udp.take_sent().map(|b| b.as_ptr()).collect();
+        assert_eq!(back, at, "each sent one's own buffer, in order");
+        assert_eq!(udp.take_sent().count(), 0);
+        for n in 0..3 * SEND_WIDTH {
+            udp.send(Transmit {
+                to,
+                bytes: vec![1; 10 + n % 7],
+            });
+        }
+        udp.flush(poll.registry());
+        assert!(udp.take_sent().count() <= SEND_WIDTH);
     }
 }

@@ -18,11 +18,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::channel::{self, Channel, MessageTrace, MsgId, Snapshot};
+use crate::channel::{self, Buffers, Channel, MessageTrace, MsgId, Snapshot};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -121,7 +122,19 @@ pub struct Endpoint {
     /// `ready` that did not fit in the bundle just built: it starts the
     /// next one.
     carry: Option<(SocketAddr, Vec<u8>)>,
+    /// Given to every channel (see [`Channel::set_buffers`]).
+    buffers: Option<Arc<dyn Buffers>>,
+    /// Buffers of sent bundles given back by the owner ([`Endpoint::recycle`]),
+    /// for the next bundles; their capacity is at most `TRANSMIT_SPARE_BYTES_MAX`.
+    spare_bundles: Vec<Vec<u8>>,
+    spare_bytes: usize,
 }
+
+/// The most bytes of sent bundles' buffers an endpoint keeps for the next
+/// bundles: some 70 full bundles on loopback (60,000-byte fragments), enough
+/// for what the owner's sends take from one flight at a time (a `sendmmsg` of
+/// 64), and a bound on what an idle endpoint holds.
+pub const TRANSMIT_SPARE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
 struct Slot {
@@ -200,6 +213,9 @@ impl Endpoint {
             generation: 0,
             rng,
             carry: None,
+            buffers: None,
+            spare_bundles: Vec::new(),
+            spare_bytes: 0,
         }
     }
 
@@ -507,6 +523,35 @@ impl Endpoint {
         }
     }
 
+    /// The buffer of a [`Transmit`] the owner has sent: the next bundle is
+    /// written into it rather than into new memory. Kept up to
+    /// [`TRANSMIT_SPARE_BYTES_MAX`] bytes of capacity; beyond, dropped.
+    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
+        let cap = bytes.capacity();
+        if cap == 0 || self.spare_bytes + cap > TRANSMIT_SPARE_BYTES_MAX {
+            return;
+        }
+        bytes.clear();
+        self.spare_bytes += cap;
+        self.spare_bundles.push(bytes);
+    }
+
+    /// A sent bundle's buffer to write the next one into, if one was given back.
+    fn spare_bundle(&mut self) -> Option<Vec<u8>> {
+        let bytes = self.spare_bundles.pop()?;
+        self.spare_bytes -= bytes.capacity();
+        Some(bytes)
+    }
+
+    /// Every channel, now and later, takes reassembly buffers from `buffers` and gives
+    /// sent messages' buffers back to it (see [`Channel::set_buffers`]).
+    pub fn set_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {
+        for slot in self.channels.values_mut() {
+            slot.channel.set_buffers(buffers.clone());
+        }
+        self.buffers = buffers;
+    }
+
     /// True when every channel is idle (see [`Channel::is_idle`]).
     pub fn is_idle(&self) -> bool {
         self.events.is_empty() && self.channels.values().all(|s| s.channel.is_idle())
@@ -515,10 +560,15 @@ impl Endpoint {
     fn slot(&mut self, peer: SocketAddr, now: Instant) -> &mut Slot {
         let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
         let rng = &mut self.rng;
+        let buffers = &self.buffers;
         self.channels.entry(peer).or_insert_with(|| Slot {
             // The seed of the channel's epoch challenges: unpredictable to
             // anyone without the owner's seed.
-            channel: Channel::new(cfg.for_peer(peer), epoch, rng.next_u64()),
+            channel: {
+                let mut channel = Channel::new(cfg.for_peer(peer), epoch, rng.next_u64());
+                channel.set_buffers(buffers.clone());
+                channel
+            },
             scheduled: None,
             in_ready: false,
             active: now,

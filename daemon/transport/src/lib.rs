@@ -30,8 +30,8 @@ pub mod seq;
 pub mod wire;
 
 pub use channel::{
-    Channel, Event as ChannelEvent, FailReason, MessageTrace, MsgId, SendError as ChannelSendError,
-    Snapshot, Stats,
+    Buffers, Channel, Event as ChannelEvent, FailReason, MessageTrace, MsgId,
+    SendError as ChannelSendError, Snapshot, Stats,
 };
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, EndpointStats, Event, SendError, Transmit};

@@ -9,12 +9,14 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rpcd_transport::endpoint::TRANSMIT_SPARE_BYTES_MAX;
 use rpcd_transport::secure::wire::TRANSPORT_OVERHEAD;
 use rpcd_transport::secure::{PeerKey, PrivateKey, Security};
 use rpcd_transport::wire::{BUNDLE_HEADER_LEN, HEADER_LEN};
-use rpcd_transport::{ChannelEvent, Config, Endpoint};
+use rpcd_transport::{Buffers, ChannelEvent, Config, Endpoint};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -43,10 +45,24 @@ struct Wire {
     b_dropped: usize,
     /// The most datagrams B's socket held at once.
     b_socket_peak: usize,
+    /// The last message [`Wire::bulk`] delivered.
+    delivered_last: Option<Vec<u8>>,
 }
 
 impl Wire {
     fn new(mode: Mode, c: Config, a: SocketAddr, b: SocketAddr, delay: Duration) -> Wire {
+        Wire::with_b_buffers(mode, c, a, b, delay, None)
+    }
+
+    /// [`Wire::new`], B taking its buffers from `b_buffers` from the start.
+    fn with_b_buffers(
+        mode: Mode,
+        c: Config,
+        a: SocketAddr,
+        b: SocketAddr,
+        delay: Duration,
+        b_buffers: Option<Arc<dyn Buffers>>,
+    ) -> Wire {
         let (ka, kb) = (
             PrivateKey::from_bytes([1; 32]),
             PrivateKey::from_bytes([2; 32]),
@@ -78,7 +94,9 @@ impl Wire {
             b_socket_capacity: usize::MAX,
             b_dropped: 0,
             b_socket_peak: 0,
+            delivered_last: None,
         };
+        w.b.1.set_buffers(b_buffers);
         // Learn each other's epoch (with keys: set the session up) first.
         let now = w.now;
         w.a.1.send(now, b, b"hello".to_vec()).expect("send");
@@ -164,7 +182,7 @@ impl Wire {
         let took = self.run(Duration::from_secs(60));
         assert_eq!(self.delivered.len(), 1, "delivered once");
         assert!(self.delivered[0] == data, "delivered intact");
-        self.delivered.clear();
+        self.delivered_last = self.delivered.pop();
         took
     }
 }
@@ -323,4 +341,105 @@ fn the_window_keeps_a_flight_within_the_receivers_socket() {
     }
     assert_eq!(dropped[0], 0, "bounded by the socket: nothing lost");
     assert!(dropped[1] > 0, "unbounded: the socket overflows");
+}
+
+/// The daemon's pool as the transport sees it, for the test: buffers kept, and counts.
+#[derive(Debug, Default)]
+struct Shelf {
+    kept: Mutex<Vec<Vec<u8>>>,
+    taken: Mutex<usize>,
+    given: Mutex<usize>,
+}
+
+impl Buffers for Shelf {
+    fn take(&self, min: usize, max: usize) -> Option<Vec<u8>> {
+        let mut kept = self.kept.lock().expect("lock");
+        let i = kept
+            .iter()
+            .position(|b| (min..=max).contains(&b.capacity()))?;
+        *self.taken.lock().expect("lock") += 1;
+        Some(kept.swap_remove(i))
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        *self.given.lock().expect("lock") += 1;
+        self.kept.lock().expect("lock").push(buf);
+    }
+}
+
+/// With buffers set on both endpoints (B's before its channel exists, A's on its channel
+/// already open), 16 MiB messages go around without fresh buffers: A gives each sent
+/// message's buffer back once it is acknowledged, and B reassembles the second message
+/// into the buffer the first was delivered in, once the owner has given it back.
+#[test]
+fn large_message_buffers_go_around_through_the_owners_buffers() {
+    let (a_shelf, b_shelf) = (Arc::new(Shelf::default()), Arc::new(Shelf::default()));
+    let c = Config::default();
+    let b_buffers: Arc<dyn Buffers> = b_shelf.clone();
+    let mut w = Wire::with_b_buffers(
+        Mode::Plain,
+        c,
+        addr("127.0.0.1:4000"),
+        addr("127.0.0.1:5000"),
+        Duration::from_micros(50),
+        Some(b_buffers),
+    );
+    w.a.1.set_buffers(Some(a_shelf.clone()));
+    let len = 16 * 1024 * 1024 - 4096;
+    w.bulk(len);
+    assert_eq!(
+        *a_shelf.given.lock().expect("lock"),
+        1,
+        "A: the acknowledged message"
+    );
+    // The owner is done with the delivered message (the daemon: once it is decoded).
+    let first = w.delivered_last.take().expect("kept by bulk()");
+    let first_at = first.as_ptr();
+    b_shelf.give(first);
+    w.bulk(len);
+    assert_eq!(
+        *b_shelf.taken.lock().expect("lock"),
+        1,
+        "B: one buffer taken"
+    );
+    let second = w.delivered_last.take().expect("kept by bulk()");
+    assert_eq!(
+        second.as_ptr(),
+        first_at,
+        "reassembled into the first one's buffer"
+    );
+    assert_eq!(*a_shelf.given.lock().expect("lock"), 2);
+}
+
+/// A bundle's buffer the owner gives back once sent takes the next bundle (no new memory
+/// per datagram); one past the endpoint's bound is not kept.
+#[test]
+fn a_sent_bundles_buffer_takes_the_next_bundle() {
+    let mut w = Wire::new(
+        Mode::Plain,
+        Config::default(),
+        addr("127.0.0.1:4000"),
+        addr("127.0.0.1:5000"),
+        Duration::from_micros(50),
+    );
+    let (now, b) = (w.now, w.b.0);
+    w.a.1.send(now, b, vec![7; 4 * 60_000]).expect("send");
+    let first = w.a.1.poll_transmit(now).expect("a bundle");
+    // A capacity no bundle of its own would have, to tell it from an allocation
+    // that happens to land at the same address.
+    let mut given = first.bytes;
+    given.reserve_exact(100_003 - given.len());
+    let (at, cap) = (given.as_ptr(), given.capacity());
+    w.a.1.recycle(given);
+    let second = w.a.1.poll_transmit(now).expect("another bundle");
+    assert_eq!(
+        (second.bytes.as_ptr(), second.bytes.capacity()),
+        (at, cap),
+        "written into the given-back buffer"
+    );
+    let huge = Vec::with_capacity(TRANSMIT_SPARE_BYTES_MAX + 1);
+    let huge_at = huge.as_ptr();
+    w.a.1.recycle(huge);
+    let third = w.a.1.poll_transmit(now).expect("a third bundle");
+    assert_ne!(third.bytes.as_ptr(), huge_at, "past the bound: not kept");
 }

@@ -437,7 +437,8 @@ fn reader_grows_towards_a_large_frame_in_few_steps_and_reads_it_in_few_reads() {
         trace: false,
     };
     let frame = encode_frame(&msg);
-    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT);
+    // An empty pool of its own: a buffer kept by another test would skip the steps.
+    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(private_pool(0));
     let mut source = Pieces::new(frame.clone(), &[]);
     source.max_read = 300_000;
     // Before the prefix is in, one read chunk.
@@ -466,6 +467,98 @@ fn reader_grows_towards_a_large_frame_in_few_steps_and_reads_it_in_few_reads() {
         reads <= 1 + (frame.len() - READ_CHUNK).div_ceil(300_000) + 2,
         "{reads}"
     );
+}
+
+/// A pool for one test (the process's is shared by the tests running at once).
+fn private_pool(max: usize) -> &'static BufferPool {
+    Box::leak(Box::new(BufferPool::new(max)))
+}
+
+/// A call frame of `len` bytes of `byte` as arguments.
+fn call_of(id: u64, len: usize, byte: u8) -> ClientMsg {
+    ClientMsg::Call {
+        id,
+        target: "t".into(),
+        function: "f".into(),
+        args: vec![byte; len],
+        deadline_ms: None,
+        idempotent: false,
+        trace: false,
+    }
+}
+
+#[test]
+fn a_large_frame_buffer_goes_back_to_the_pool_and_takes_the_next_frame_whole() {
+    const MIB: usize = 1024 * 1024;
+    let pool = private_pool(64 * MIB);
+    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(pool);
+    let first = call_of(1, 3 * MIB, 0xaa);
+    let mut source = Pieces::new(encode_frame(&first), &[]);
+    source.max_read = 200_000;
+    let got = loop {
+        reader.read_from(&mut source).unwrap();
+        if let Some(got) = reader.next_frame::<ClientMsg>().unwrap() {
+            break got;
+        }
+    };
+    assert_eq!(got, first);
+    // Taken and drained: the frame's buffer is the pool's again at once, not the
+    // connection's (the frame's work may want it).
+    assert!(reader.buf.is_empty(), "{}", reader.buf.len());
+    let kept = pool.stats();
+    assert!(kept.buffers >= 1 && kept.bytes >= 3 * MIB, "{kept:?}");
+    // The next large frame: once its prefix is in, the reader takes a pooled buffer of the
+    // whole frame at once instead of growing towards it step by step.
+    let second = call_of(2, 3 * MIB - 1000, 0xbb);
+    let frame = encode_frame(&second);
+    let mut source = Pieces::new(frame.clone(), &[]);
+    source.max_read = 200_000;
+    reader.read_from(&mut source).unwrap();
+    assert_eq!(reader.next_frame::<ClientMsg>().unwrap(), None);
+    reader.read_from(&mut source).unwrap();
+    assert_eq!(reader.buf.len(), frame.len());
+    assert_eq!(pool.stats().reused, kept.reused + 1);
+    assert_eq!(drain(&mut reader, &mut source), [second]);
+}
+
+#[test]
+fn frames_after_a_longer_one_decode_from_its_reused_buffer_with_nothing_stale() {
+    const MIB: usize = 1024 * 1024;
+    let pool = private_pool(64 * MIB);
+    // Long, shorter, small, long again: each read from a buffer the one before used, in
+    // one stream and in reads that end mid-frame.
+    let msgs = vec![
+        call_of(1, 3 * MIB, 0x11),
+        call_of(2, 2 * MIB, 0x22),
+        ClientMsg::Ping { id: 3 },
+        call_of(4, 1536 * 1024, 0x44),
+        call_of(5, 3 * MIB, 0x55),
+    ];
+    let stream: Vec<u8> = msgs.iter().flat_map(encode_frame).collect();
+    for max_read in [100_003, 1 << 20, usize::MAX] {
+        let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(pool);
+        let mut source = Pieces::new(stream.clone(), &[]);
+        source.max_read = max_read;
+        assert!(
+            drain(&mut reader, &mut source) == msgs,
+            "reads of {max_read}"
+        );
+    }
+    assert!(pool.stats().reused >= 3, "{:?}", pool.stats());
+}
+
+#[test]
+fn a_dropped_reader_gives_its_large_buffer_back() {
+    const MIB: usize = 1024 * 1024;
+    let pool = private_pool(64 * MIB);
+    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(pool);
+    // Half of a large frame: the connection closes with it buffered.
+    let frame = encode_frame(&call_of(1, 2 * MIB, 1));
+    let mut source = Pieces::new(frame[..frame.len() / 2].to_vec(), &[]);
+    while reader.read_from(&mut source).unwrap() > 0 {}
+    assert_eq!(pool.stats().buffers, 0);
+    drop(reader);
+    assert!(pool.stats().bytes >= 2 * MIB, "{:?}", pool.stats());
 }
 
 #[test]

@@ -237,7 +237,7 @@ impl Router {
                 let Some(r) = call.retry.take() else { return };
                 (r.function, r.args)
             };
-            let env = Envelope::Request {
+            let mut env = Envelope::Request {
                 call_id: id.0,
                 function,
                 args,
@@ -245,7 +245,10 @@ impl Router {
                 idempotent: keep,
                 trace: call.watch.as_ref().is_some_and(|w| w.trace.is_some()),
             };
-            match self.endpoint.send(now, addr, env.encode()) {
+            let bytes = env.encode();
+            // The envelope's bytes hold the arguments now.
+            env.recycle_payload();
+            match self.endpoint.send(now, addr, bytes) {
                 Ok(msg) => {
                     self.endpoint.hold(now, addr);
                     if let Some(c) = self.calls.get_mut(id) {

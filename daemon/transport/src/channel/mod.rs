@@ -43,6 +43,7 @@ mod trace;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Instant;
 
 use thiserror::Error;
@@ -195,6 +196,19 @@ enum Next {
     Ack,
 }
 
+/// Where a channel's message buffers may come from and go back to, so that the owner's
+/// process reuses its large buffers across messages instead of allocating and freeing each
+/// one (the daemon: its pool of large buffers). Without one, the channel allocates and
+/// frees as usual; with one, nothing else changes: the same bytes, charges and budgets.
+pub trait Buffers: fmt::Debug + Send + Sync {
+    /// An empty buffer of a capacity in `min..=max`, if one is at hand: a message being
+    /// reassembled takes it when it needs room for the rest of its fragments.
+    fn take(&self, min: usize, max: usize) -> Option<Vec<u8>>;
+    /// The buffer of a sent message the channel is done with (acknowledged, failed or
+    /// cancelled).
+    fn give(&self, buf: Vec<u8>);
+}
+
 /// The reliable channel to one peer.
 #[derive(Debug)]
 pub struct Channel {
@@ -220,6 +234,8 @@ pub struct Channel {
     shared_reassembly_room: usize,
     /// Messages the owner follows (see `trace`).
     traced: trace::Traced,
+    /// Where large buffers come from and go back to, if the owner has such a place.
+    buffers: Option<Arc<dyn Buffers>>,
 }
 
 impl Channel {
@@ -251,7 +267,14 @@ impl Channel {
             challenges: Challenges::new(seed),
             shared_reassembly_room: usize::MAX,
             traced: trace::Traced::default(),
+            buffers: None,
         }
+    }
+
+    /// Take reassembly buffers from `buffers` and give sent messages' buffers back to it
+    /// (`None`: allocate and free them).
+    pub fn set_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {
+        self.buffers = buffers;
     }
 
     /// Bytes of the endpoint-wide reassembly budget this channel may still

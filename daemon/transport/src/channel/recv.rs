@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::{Channel, Event, MsgId};
+use super::{Buffers, Channel, Event, MsgId};
 use crate::config::Config;
 use crate::seq::Seq;
 use crate::wire::{AckInfo, Fragment};
@@ -84,8 +84,9 @@ impl Partial {
     /// fragment's size (one allocation for the message: the first fragment
     /// is copied once more), else it doubles, each only if `room` (budget
     /// bytes this partial may still take as spare capacity) allows; else
-    /// it grows by exactly the fragment.
-    fn append(&mut self, payload: &[u8], room: usize) {
+    /// it grows by exactly the fragment. A buffer from the owner's `buffers`
+    /// whose spare capacity `room` allows is taken before allocating one.
+    fn append(&mut self, payload: &[u8], room: usize, buffers: Option<&dyn Buffers>) {
         let (len, cap) = (self.data.len(), self.data.capacity());
         let need = len + payload.len();
         if cap < need {
@@ -99,7 +100,17 @@ impl Partial {
                     .find(|&t| t >= need && t - need <= room)
                     .unwrap_or(need)
             };
-            self.data.reserve_exact(target - len);
+            let reused = buffers
+                .filter(|_| len > 0)
+                .and_then(|b| b.take(target, need.saturating_add(room)));
+            match reused {
+                Some(mut buf) => {
+                    buf.clear();
+                    buf.extend_from_slice(&self.data);
+                    self.data = buf;
+                }
+                None => self.data.reserve_exact(target - len),
+            }
         }
         self.data.extend_from_slice(payload);
         self.next += 1;
@@ -280,7 +291,7 @@ impl Channel {
                 self.stats.out_of_window += 1;
                 return;
             }
-            match Self::reassemble(&self.cfg, r, f, free) {
+            match Self::reassemble(&self.cfg, r, f, free, self.buffers.as_deref()) {
                 Ok(done) => done,
                 Err(()) => {
                     self.stats.inconsistent += 1;
@@ -321,6 +332,7 @@ impl Channel {
         r: &mut RecvState,
         f: &Fragment<'_>,
         free: usize,
+        buffers: Option<&dyn Buffers>,
     ) -> Result<Option<Vec<u8>>, ()> {
         let msg_id = MsgId::from(f.msg_id);
         let mut spent = 0;
@@ -343,12 +355,12 @@ impl Channel {
         } else if f.index == p.next {
             let left = free.saturating_sub(spent + charge(f.payload.len()));
             p.bytes += f.payload.len();
-            p.append(f.payload, left);
+            p.append(f.payload, left, buffers);
             // Fragments that waited for this one follow it in.
             while p.ahead.first_key_value().is_some_and(|(&i, _)| i == p.next) {
                 let left = free.saturating_sub(spent + p.charge_now().saturating_sub(before));
                 let part = p.ahead.remove(&p.next).expect("just seen");
-                p.append(&part, left);
+                p.append(&part, left, buffers);
             }
             Ok(p.next == p.count)
         } else {

@@ -212,6 +212,9 @@ impl Channel {
             return;
         };
         self.send.queued_bytes -= m.data.len();
+        if let Some(buffers) = &self.buffers {
+            buffers.give(m.data);
+        }
         // Its datagrams in flight are abandoned: the send floor moves past
         // them once they are the lowest, telling the receiver to skip them.
         for &q in &m.seqs {
@@ -307,6 +310,9 @@ impl Channel {
                 if m.acked == m.count {
                     let m = self.send.messages.remove(&s.msg_id).expect("present");
                     self.send.queued_bytes -= m.data.len();
+                    if let Some(buffers) = &self.buffers {
+                        buffers.give(m.data);
+                    }
                     self.stats.messages_acked += 1;
                     if !self.traced.is_empty() {
                         self.traced.on_acked(s.msg_id, now);

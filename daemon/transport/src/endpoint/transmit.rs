@@ -27,7 +27,10 @@ impl Endpoint {
                     bytes: bundle,
                 });
             };
-            match sessions.seal(now, peer, &bundle, self.epoch) {
+            let sealed = sessions.seal(now, peer, &bundle, self.epoch);
+            // Sealed into a buffer of its own: the plain one serves the next bundle.
+            self.recycle(bundle);
+            match sealed {
                 Some(Sealed::Ready(bytes)) => return Some(Transmit { to: peer, bytes }),
                 // Held for the handshake, or (the peer was removed) dropped.
                 Some(Sealed::Queued) | None => continue,
@@ -41,14 +44,22 @@ impl Endpoint {
     /// nothing to send to `peer`.
     fn gather(&mut self, now: Instant, peer: SocketAddr) -> Option<Vec<u8>> {
         let carried = self.carry.take();
+        let spare = self.spare_bundle();
         let Some(slot) = self.channels.get_mut(&peer) else {
             // Removed (keys reloaded): whatever was carried for it goes too.
             self.ready.pop_front();
+            if let Some(bytes) = spare {
+                self.recycle(bytes);
+            }
             return None;
         };
         // The most bytes of one bundle: a header and one full fragment's
         // datagram, the largest this peer's channel emits.
-        let mut b = BundleBuilder::new(BUNDLE_HEADER_LEN + HEADER_LEN + slot.channel.payload_max());
+        let limit = BUNDLE_HEADER_LEN + HEADER_LEN + slot.channel.payload_max();
+        let mut b = match spare {
+            Some(bytes) => BundleBuilder::with_buffer(bytes, limit),
+            None => BundleBuilder::new(limit),
+        };
         if let Some((p, bytes)) = carried {
             debug_assert_eq!(p, peer, "a carried datagram belongs to the front peer");
             b.push(&bytes);
@@ -85,6 +96,10 @@ impl Endpoint {
             self.drain_events(peer);
         }
         self.reschedule(peer);
-        (b.count() > 0).then(|| b.finish())
+        if b.count() == 0 {
+            self.recycle(b.into_buffer());
+            return None;
+        }
+        Some(b.finish())
     }
 }

@@ -110,7 +110,13 @@ impl BundleBuilder {
     /// An empty bundle that [`BundleBuilder::fits`] keeps within `limit`
     /// bytes, header included.
     pub fn new(limit: usize) -> Self {
-        let mut bytes = Vec::with_capacity(limit.min(2048));
+        Self::with_buffer(Vec::with_capacity(limit.min(2048)), limit)
+    }
+
+    /// [`BundleBuilder::new`], written into `bytes` (emptied first): the
+    /// buffer of a bundle already sent, so that the next takes no new memory.
+    pub fn with_buffer(mut bytes: Vec<u8>, limit: usize) -> Self {
+        bytes.clear();
         bytes.extend_from_slice(&MAGIC);
         bytes.push(VERSION);
         bytes.push(0);
@@ -177,6 +183,11 @@ impl BundleBuilder {
     /// Channel datagrams so far.
     pub fn count(&self) -> usize {
         self.count
+    }
+
+    /// The buffer, for another bundle: this one is not sent.
+    pub fn into_buffer(self) -> Vec<u8> {
+        self.bytes
     }
 
     /// The encoded bundle. At least one datagram must have been pushed.

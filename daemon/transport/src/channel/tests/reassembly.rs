@@ -116,3 +116,105 @@ fn without_room_for_spare_capacity_the_buffer_grows_by_the_fragment() {
     assert_eq!(delivered(&mut b), vec![parts.concat()]);
     assert_eq!(b.reassembly_bytes(), 0);
 }
+
+/// The owner's buffers, for tests: a shelf of buffers to hand out and what was given back.
+#[derive(Debug, Default)]
+struct Shelf {
+    kept: std::sync::Mutex<Vec<Vec<u8>>>,
+    given: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+impl Buffers for Shelf {
+    fn take(&self, min: usize, max: usize) -> Option<Vec<u8>> {
+        let mut kept = self.kept.lock().unwrap();
+        let i = kept
+            .iter()
+            .position(|b| (min..=max).contains(&b.capacity()))?;
+        Some(kept.swap_remove(i))
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        self.given.lock().unwrap().push(buf);
+    }
+}
+
+/// A buffer of capacity `cap` holding stale bytes.
+fn stale(cap: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(cap);
+    b.resize(cap, 0xee);
+    b
+}
+
+/// With the owner's buffers, the message is reassembled into one of them when it fits
+/// (taken where a buffer would be reserved: at the second fragment), its stale bytes gone,
+/// charged as a reserved buffer of its capacity; one whose spare capacity the budget has
+/// no room for is left alone.
+#[test]
+fn a_message_is_reassembled_into_an_owners_buffer_that_fits() {
+    let shelf = Arc::new(Shelf::default());
+    // Too large for the budget's room: spare capacity past it.
+    let huge = stale(1 << 20);
+    let fits = stale(5 * 100 + 20);
+    let fits_at = fits.as_ptr();
+    shelf.kept.lock().unwrap().extend([huge, fits]);
+    let mut b = Channel::new(cfg(), B, seed(B));
+    b.set_buffers(Some(shelf.clone()));
+    let now = Instant::now();
+    let parts = payloads();
+    let room = PARTIAL_OVERHEAD + 5 * charge(100) + 100;
+    b.set_shared_reassembly_room(room);
+    b.handle_datagram(now, &fragment(0, &parts[0]));
+    assert_eq!(
+        shelf.kept.lock().unwrap().len(),
+        2,
+        "the first fragment: its own size"
+    );
+    for (i, part) in parts.iter().enumerate().skip(1) {
+        b.set_shared_reassembly_room(room - b.reassembly_bytes());
+        b.handle_datagram(now, &fragment(i as u32, part));
+        if i == 1 {
+            assert_eq!(
+                b.reassembly_bytes(),
+                PARTIAL_OVERHEAD + 2 * FRAGMENT_OVERHEAD + 5 * 100 + 20,
+                "charged for the taken buffer's capacity"
+            );
+        }
+    }
+    let got = delivered(&mut b);
+    assert_eq!(got, vec![parts.concat()], "whole, nothing stale");
+    assert_eq!(got[0].as_ptr(), fits_at, "in the owner's buffer");
+    let kept = shelf.kept.lock().unwrap();
+    assert!(
+        kept.len() == 1 && kept[0].capacity() == 1 << 20,
+        "the huge one stays"
+    );
+}
+
+/// A sent message's buffer goes back to the owner once the message is acknowledged, and
+/// once it fails.
+#[test]
+fn a_sent_messages_buffer_goes_back_to_the_owner_when_settled() {
+    let shelf = Arc::new(Shelf::default());
+    let c = Config {
+        cwnd_initial: 16,
+        ..cfg()
+    };
+    let mut p = Pair::with(c, c);
+    p.a.set_buffers(Some(shelf.clone()));
+    let msg = vec![7u8; 1050];
+    let at = msg.as_ptr();
+    let (_, frags) = p.handshake_with(msg);
+    feed(&mut p.b, p.now, &frags);
+    p.settle(Duration::from_secs(10));
+    assert!(matches!(events(&mut p.a)[..], [Event::Acked { .. }]));
+    {
+        let given = shelf.given.lock().unwrap();
+        assert!(
+            given.len() == 1 && given[0].as_ptr() == at,
+            "the acknowledged one"
+        );
+    }
+    let id = p.a.send(p.now, vec![1u8; 300]).expect("queued");
+    assert!(p.a.cancel(id));
+    assert_eq!(shelf.given.lock().unwrap().len(), 2, "the cancelled one");
+}
