@@ -32,7 +32,10 @@ use crate::secure::sessions::{Opened, Sessions};
 use crate::secure::{PeerKey, PublicKey, Security, SecurityStats};
 use crate::wire::{Bundle, DecodeError};
 
+mod buffers;
 mod transmit;
+
+pub use buffers::TRANSMIT_SPARE_BYTES_MAX;
 
 /// A datagram to put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,16 +128,9 @@ pub struct Endpoint {
     /// Given to every channel (see [`Channel::set_buffers`]).
     buffers: Option<Arc<dyn Buffers>>,
     /// Buffers of sent bundles given back by the owner ([`Endpoint::recycle`]),
-    /// for the next bundles; their capacity is at most `TRANSMIT_SPARE_BYTES_MAX`.
-    spare_bundles: Vec<Vec<u8>>,
-    spare_bytes: usize,
+    /// for the next bundles.
+    spare: buffers::SpareBundles,
 }
-
-/// The most bytes of sent bundles' buffers an endpoint keeps for the next
-/// bundles: some 70 full bundles on loopback (60,000-byte fragments), enough
-/// for what the owner's sends take from one flight at a time (a `sendmmsg` of
-/// 64), and a bound on what an idle endpoint holds.
-pub const TRANSMIT_SPARE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 #[derive(Debug)]
 struct Slot {
@@ -214,8 +210,7 @@ impl Endpoint {
             rng,
             carry: None,
             buffers: None,
-            spare_bundles: Vec::new(),
-            spare_bytes: 0,
+            spare: buffers::SpareBundles::default(),
         }
     }
 
@@ -521,35 +516,6 @@ impl Endpoint {
                 .unwrap_or_default(),
             ..self.stats
         }
-    }
-
-    /// The buffer of a [`Transmit`] the owner has sent: the next bundle is
-    /// written into it rather than into new memory. Kept up to
-    /// [`TRANSMIT_SPARE_BYTES_MAX`] bytes of capacity; beyond, dropped.
-    pub fn recycle(&mut self, mut bytes: Vec<u8>) {
-        let cap = bytes.capacity();
-        if cap == 0 || self.spare_bytes + cap > TRANSMIT_SPARE_BYTES_MAX {
-            return;
-        }
-        bytes.clear();
-        self.spare_bytes += cap;
-        self.spare_bundles.push(bytes);
-    }
-
-    /// A sent bundle's buffer to write the next one into, if one was given back.
-    fn spare_bundle(&mut self) -> Option<Vec<u8>> {
-        let bytes = self.spare_bundles.pop()?;
-        self.spare_bytes -= bytes.capacity();
-        Some(bytes)
-    }
-
-    /// Every channel, now and later, takes reassembly buffers from `buffers` and gives
-    /// sent messages' buffers back to it (see [`Channel::set_buffers`]).
-    pub fn set_buffers(&mut self, buffers: Option<Arc<dyn Buffers>>) {
-        for slot in self.channels.values_mut() {
-            slot.channel.set_buffers(buffers.clone());
-        }
-        self.buffers = buffers;
     }
 
     /// True when every channel is idle (see [`Channel::is_idle`]).
