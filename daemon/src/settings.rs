@@ -91,6 +91,9 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/rpcd/rpcd.toml";
 pub const NAME_TARGETS_MAX: usize = 64;
 /// Service names in the table.
 pub const NAMES_MAX: usize = 4096;
+/// The most `limits.udp_spare_buffers_max` may be: memory an idle daemon holds, and far
+/// more than the buffers of one `sendmmsg` of full datagrams (64 of 64 KiB) it serves.
+pub const UDP_SPARE_BUFFERS_CEILING: usize = 256 * 1024 * 1024;
 
 /// Bounds on what local apps and peers can make the daemon hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +141,10 @@ pub struct Limits {
     /// Bytes of large buffers (1 MiB and more) kept for reuse by the next
     /// large frame, payload or envelope, instead of being freed; 0 keeps none.
     pub local_buffer_pool_max: usize,
+    /// Bytes of sent UDP datagrams' buffers the transport keeps to write its next
+    /// datagrams into, instead of allocating them; 0 keeps none. Read at start (it becomes
+    /// the transport's `transmit_spare_bytes_max`).
+    pub udp_spare_buffers_max: usize,
     /// Events one monitor's queue holds while it does not read; more are
     /// dropped and reported as missed.
     pub monitor_buffer: usize,
@@ -166,6 +173,7 @@ impl Default for Limits {
             name_grace: Duration::from_secs(2),
             local_buffer_total_max: 256 * 1024 * 1024,
             local_buffer_pool_max: 64 * 1024 * 1024,
+            udp_spare_buffers_max: rpcd_transport::config::TRANSMIT_SPARE_BYTES_MAX_DEFAULT,
             monitor_buffer: 4096,
             monitors_max: 16,
         }
@@ -381,6 +389,15 @@ impl Settings {
                 ),
             ));
         }
+        if l.udp_spare_buffers_max > UDP_SPARE_BUFFERS_CEILING {
+            return Err(invalid(
+                "limits.udp_spare_buffers_max",
+                format!(
+                    "must be at most {UDP_SPARE_BUFFERS_CEILING} bytes (256 MiB); 0 keeps no \
+                     buffer"
+                ),
+            ));
+        }
         if l.deadline_default.is_zero() || l.deadline_default > l.deadline_max {
             return Err(invalid(
                 "limits.deadline_default_ms",
@@ -493,3 +510,5 @@ pub fn split_host_port(target: &str) -> Result<(&str, u16), String> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;

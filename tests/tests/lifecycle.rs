@@ -318,14 +318,20 @@ fn sighup_reload_good_then_bad_file() {
 
 /// The UDP socket's buffers are sized at start: a reload that changes
 /// `udp_recv_buffer` and `udp_send_buffer` says so and leaves the socket as it
-/// was, while the rest of the file (a service name) takes effect.
+/// was, while the rest of the file (a service name) takes effect. So is the
+/// transport's bound on spare datagram buffers (`udp_spare_buffers_max`): a change
+/// is named, and the bound in force is not taken for a change of `[transport]`.
 #[test]
 fn sighup_keeps_the_udp_buffer_sizes_and_says_so() {
     let dir = tempdir();
     let cfg = dir.path().join("a.toml");
     // Under the default net.core.rmem_max/wmem_max (212992): granted as asked, root or not.
-    let limits =
-        |size: u32| format!("[limits]\nudp_recv_buffer = {size}\nudp_send_buffer = {size}\n");
+    let limits = |size: u32| {
+        format!(
+            "[limits]\nudp_recv_buffer = {size}\nudp_send_buffer = {size}\n\
+             udp_spare_buffers_max = {size}\n"
+        )
+    };
     std::fs::write(&cfg, limits(65536)).unwrap();
     let socket = dir.path().join("a.sock");
     let _a = spawn(
@@ -360,10 +366,23 @@ fn sighup_keeps_the_udp_buffer_sizes_and_says_so() {
         "no warning for the changed buffer sizes:\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains(
+                "limits.udp_spare_buffers_max is read at start only"
+            ))),
+        "no warning for the changed spare buffers' bound:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(wait_until(Duration::from_secs(10), || conn
         .call("svc", "rpcd.echo", b"hi".to_vec(), opts(3000, false))
         .is_ok()));
     assert_eq!(udp_buffers(listen.port()), (2 * 65536, 2 * 65536));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        !text.contains("transport settings take effect at restart"),
+        "no [transport] key changed:\n{text}"
+    );
 }
 
 /// The receive and send buffer sizes (`rb`, `tb`) of the UDP socket bound to

@@ -78,6 +78,7 @@ struct FileLimits {
     name_grace_ms: Option<u64>,
     local_buffer_total_max: Option<usize>,
     local_buffer_pool_max: Option<usize>,
+    udp_spare_buffers_max: Option<usize>,
     monitor_buffer: Option<usize>,
     monitors_max: Option<usize>,
 }
@@ -205,6 +206,7 @@ impl Settings {
         set!(l.name_grace, f.limits.name_grace_ms, ms);
         set!(l.local_buffer_total_max, f.limits.local_buffer_total_max);
         set!(l.local_buffer_pool_max, f.limits.local_buffer_pool_max);
+        set!(l.udp_spare_buffers_max, f.limits.udp_spare_buffers_max);
         set!(l.monitor_buffer, f.limits.monitor_buffer);
         set!(l.monitors_max, f.limits.monitors_max);
         let t = &mut self.transport;

@@ -146,7 +146,7 @@ fn example_file_is_the_defaults() {
     .map(keys);
     assert_eq!(
         counts,
-        [4, 20, 33, 0, 4, 0, 0, 4],
+        [4, 21, 33, 0, 4, 0, 0, 4],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [

@@ -83,6 +83,8 @@ impl Bound {
         let udp = std::net::UdpSocket::bind(settings.listen)
             .with_context(|| format!("binding UDP {}", settings.listen))?;
         set_buffers(&udp, &mut settings);
+        // Like the socket's buffers, a bound on memory the operator sets in [limits].
+        settings.transport.transmit_spare_bytes_max = settings.limits.udp_spare_buffers_max;
         udp.set_nonblocking(true)?;
         let local_addr = udp.local_addr()?;
         let (listener, inherited) = match inherited {

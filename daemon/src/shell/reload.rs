@@ -50,6 +50,15 @@ impl Shell {
                     new.limits.udp_send_buffer = old.limits.udp_send_buffer;
                 }
                 new.transport.socket_recv_buffer = old.transport.socket_recv_buffer;
+                // The transport's bound, like its other settings, is given to it at start.
+                if new.limits.udp_spare_buffers_max != old.limits.udp_spare_buffers_max {
+                    warn!(
+                        "limits.udp_spare_buffers_max is read at start only: restart rpcd to \
+                         change it"
+                    );
+                    new.limits.udp_spare_buffers_max = old.limits.udp_spare_buffers_max;
+                }
+                new.transport.transmit_spare_bytes_max = old.transport.transmit_spare_bytes_max;
                 let l = new.limits;
                 self.local.set_limits(
                     l.frame_max,

@@ -26,6 +26,11 @@ fn socket_charge(len: usize) -> usize {
     allocated + 1024
 }
 
+/// The default of [`Config::transmit_spare_bytes_max`]: some 70 full bundles on
+/// loopback (60,000-byte fragments), enough for what the owner's sends take from one
+/// flight at a time (a `sendmmsg` of 64), and a bound on what an idle endpoint holds.
+pub const TRANSMIT_SPARE_BYTES_MAX_DEFAULT: usize = 4 * 1024 * 1024;
+
 /// Transport settings. Every field is a bound or a timer with a default;
 /// [`Config::validate`] checks the relations between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +140,11 @@ pub struct Config {
     pub handshake_load_max: u32,
     /// With keys: handshakes per second accepted from one source IP.
     pub handshake_rate_per_source: u32,
+    /// Bytes of capacity of sent bundles' buffers the endpoint keeps, once the owner
+    /// gives them back (`Endpoint::recycle`), to write its next bundles into instead of
+    /// new memory; a buffer past it is dropped. 0 keeps none. Memory an idle endpoint
+    /// holds, not a protocol bound.
+    pub transmit_spare_bytes_max: usize,
 }
 
 impl Default for Config {
@@ -174,6 +184,7 @@ impl Default for Config {
             reject_after_datagrams: 1 << 60,
             handshake_load_max: 100,
             handshake_rate_per_source: 20,
+            transmit_spare_bytes_max: TRANSMIT_SPARE_BYTES_MAX_DEFAULT,
         }
     }
 }

@@ -35,8 +35,6 @@ use crate::wire::{Bundle, DecodeError};
 mod buffers;
 mod transmit;
 
-pub use buffers::TRANSMIT_SPARE_BYTES_MAX;
-
 /// A datagram to put on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rpcd_transport::endpoint::TRANSMIT_SPARE_BYTES_MAX;
+use rpcd_transport::config::TRANSMIT_SPARE_BYTES_MAX_DEFAULT;
 use rpcd_transport::secure::wire::TRANSPORT_OVERHEAD;
 use rpcd_transport::secure::{PeerKey, PrivateKey, Security};
 use rpcd_transport::wire::{BUNDLE_HEADER_LEN, HEADER_LEN};
@@ -412,7 +412,7 @@ fn large_message_buffers_go_around_through_the_owners_buffers() {
 }
 
 /// A bundle's buffer the owner gives back once sent takes the next bundle (no new memory
-/// per datagram); one past the endpoint's bound is not kept.
+/// per datagram); one past the endpoint's bound (the default) is not kept.
 #[test]
 fn a_sent_bundles_buffer_takes_the_next_bundle() {
     let mut w = Wire::new(
@@ -437,9 +437,71 @@ fn a_sent_bundles_buffer_takes_the_next_bundle() {
         (at, cap),
         "written into the given-back buffer"
     );
-    let huge = Vec::with_capacity(TRANSMIT_SPARE_BYTES_MAX + 1);
-    let huge_at = huge.as_ptr();
+    let huge = Vec::with_capacity(TRANSMIT_SPARE_BYTES_MAX_DEFAULT + 1);
+    let huge_at = (huge.as_ptr(), huge.capacity());
     w.a.1.recycle(huge);
     let third = w.a.1.poll_transmit(now).expect("a third bundle");
-    assert_ne!(third.bytes.as_ptr(), huge_at, "past the bound: not kept");
+    // By capacity too: the huge buffer, freed, may be where the allocator puts the next.
+    assert_ne!(
+        (third.bytes.as_ptr(), third.bytes.capacity()),
+        huge_at,
+        "past the bound: not kept"
+    );
+}
+
+/// `transmit_spare_bytes_max` is the bound on the sent bundles' buffers an endpoint keeps:
+/// at 0 a buffer given back is not written into again; at 250,000 bytes two of some
+/// 100 KB are kept and a third is dropped, and the next bundles take the kept ones (the
+/// last given back first), then new memory.
+#[test]
+fn the_spare_bundles_bound_is_the_configured_one() {
+    // A buffer of a capacity no bundle of its own would have, to tell it from an
+    // allocation that happens to land at the same address.
+    let given = |cap: usize| {
+        let bytes = Vec::<u8>::with_capacity(cap);
+        let at = (bytes.as_ptr(), bytes.capacity());
+        (bytes, at)
+    };
+    let sending = |spare_max: usize| {
+        let c = Config {
+            transmit_spare_bytes_max: spare_max,
+            ..Config::default()
+        };
+        let mut w = Wire::new(
+            Mode::Plain,
+            c,
+            addr("127.0.0.1:4000"),
+            addr("127.0.0.1:5000"),
+            Duration::from_micros(50),
+        );
+        let (now, b) = (w.now, w.b.0);
+        w.a.1.send(now, b, vec![7; 4 * 60_000]).expect("send");
+        w
+    };
+    let next = |w: &mut Wire| {
+        let t = w.a.1.poll_transmit(w.now).expect("a bundle");
+        (t.bytes.as_ptr(), t.bytes.capacity())
+    };
+
+    let mut none = sending(0);
+    let (bytes, at) = given(100_003);
+    none.a.1.recycle(bytes);
+    assert_ne!(next(&mut none), at, "0 keeps none");
+
+    let mut some = sending(250_000);
+    let (first, first_at) = given(100_003);
+    let (second, second_at) = given(100_005);
+    let (third, third_at) = given(100_007);
+    for bytes in [first, second, third] {
+        some.a.1.recycle(bytes);
+    }
+    assert_eq!(
+        next(&mut some),
+        second_at,
+        "kept: the last within the bound"
+    );
+    assert_eq!(next(&mut some), first_at, "kept: the first");
+    let fresh = next(&mut some);
+    assert_ne!(fresh, third_at, "past the bound: not kept");
+    assert_ne!(fresh, first_at);
 }

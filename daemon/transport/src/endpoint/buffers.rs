@@ -1,18 +1,13 @@
 //! Large buffers the endpoint is lent and given back: the owner's [`Buffers`], which
 //! every channel takes reassembly buffers from and gives sent messages' buffers back to,
-//! and the buffers of bundles the owner has sent, kept (up to a bound) for the next
-//! bundles so that a bulk transfer does not allocate one per datagram.
+//! and the buffers of bundles the owner has sent, kept (up to
+//! `Config::transmit_spare_bytes_max`) for the next bundles so that a bulk transfer does
+//! not allocate one per datagram.
 
 use std::sync::Arc;
 
 use super::Endpoint;
 use crate::channel::Buffers;
-
-/// The most bytes of sent bundles' buffers an endpoint keeps for the next
-/// bundles: some 70 full bundles on loopback (60,000-byte fragments), enough
-/// for what the owner's sends take from one flight at a time (a `sendmmsg` of
-/// 64), and a bound on what an idle endpoint holds.
-pub const TRANSMIT_SPARE_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 impl Endpoint {
     /// Every channel, now and later, takes reassembly buffers from `buffers` and gives
@@ -28,11 +23,12 @@ impl Endpoint {
 
     /// The buffer of a [`Transmit`] the owner has sent: the next bundle is
     /// written into it rather than into new memory. Kept up to
-    /// [`TRANSMIT_SPARE_BYTES_MAX`] bytes of capacity; beyond, dropped.
+    /// [`Config::transmit_spare_bytes_max`] bytes of capacity in all; beyond, dropped.
     ///
     /// [`Transmit`]: super::Transmit
+    /// [`Config::transmit_spare_bytes_max`]: crate::Config::transmit_spare_bytes_max
     pub fn recycle(&mut self, bytes: Vec<u8>) {
-        self.spare.keep(bytes, TRANSMIT_SPARE_BYTES_MAX);
+        self.spare.keep(bytes, self.cfg.transmit_spare_bytes_max);
     }
 
     /// A sent bundle's buffer to write the next one into, if one was given back.
