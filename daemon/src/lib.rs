@@ -10,6 +10,7 @@
 //!   invocations, deadlines, built-ins — owning the transport `Endpoint`.
 //!   No sockets, no clock reads, no threads: `handle_*` in, `poll_*` out;
 //! - [`envelope`]: the request/reply/cancel carried in transport messages;
+//! - [`payload`]: a payload left where it lies in the buffer it arrived in;
 //! - `rpcd-transport` (its own crate): the sans-IO reliable channel.
 //!
 //! ```text
@@ -22,6 +23,7 @@
 pub mod cli;
 pub mod envelope;
 pub mod metrics;
+pub mod payload;
 pub mod router;
 pub mod settings;
 pub mod shell;
