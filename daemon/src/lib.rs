@@ -15,7 +15,7 @@
 //!
 //! ```text
 //! UDP bytes → shell::udp → Router::handle_datagram → Endpoint → envelope
-//!           → calls (reply) | invocations (request) → Output::Frame → shell::local → app
+//!           → calls (reply) | invocations (request) → Output::{Frame, Invoke} → shell::local → app
 //! app bytes → shell::local → Router::handle_client_msg → calls → Endpoint::send
 //!           → Router::poll_transmit → shell::udp → UDP
 //! ```

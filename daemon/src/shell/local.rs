@@ -15,8 +15,7 @@ use rustc_hash::FxHashMap;
 use tracing::warn;
 
 use self::output::{Output, Unqueued};
-use crate::payload::Payload;
-use crate::router::{ConnId, PeerCred};
+use crate::router::{ConnId, Invoke, PeerCred};
 
 /// The first connection's token (lower ones name the fixed sources).
 pub const FIRST_CONN: u64 = 16;
@@ -293,43 +292,39 @@ impl Local {
     }
 
     /// Queue a frame for `id`, to be written by [`Local::flush`]. A large payload's
-    /// buffer goes back to the process's pool once written (an `invoke`'s arguments, queued
-    /// apart) or once the frame is in the output.
+    /// buffer goes back to the process's pool once the frame is in the output.
     pub fn queue(&mut self, id: ConnId, msg: DaemonMsg) -> Result<(), SlowReader> {
+        let queued = self.queue_with(id, |out, room| out.push_frame(&msg, room));
         match msg {
-            DaemonMsg::Invoke {
-                invocation,
-                function,
-                args,
-                caller,
-                peer,
-                deadline_ms,
-                credentials: None,
-            } => {
-                if !self.conns.contains_key(&id) {
-                    ipc::recycle(args);
-                    return Ok(());
-                }
-                let fields = InvokeFields {
-                    invocation,
-                    function: &function,
-                    caller: &caller,
-                    peer: &peer,
-                    deadline_ms,
-                };
-                let args = Payload::from(args);
-                self.queue_with(id, |out, room| out.push_invoke(&fields, args, room))
+            DaemonMsg::Invoke { args: payload, .. } | DaemonMsg::CallOk { data: payload, .. } => {
+                ipc::recycle(payload);
             }
-            msg => {
-                let queued = self.queue_with(id, |out, room| out.push_frame(&msg, room));
-                match msg {
-                    DaemonMsg::Invoke { args: payload, .. }
-                    | DaemonMsg::CallOk { data: payload, .. } => ipc::recycle(payload),
-                    _ => {}
-                }
-                queued
-            }
+            _ => {}
         }
+        queued
+    }
+
+    /// Queue an `invoke` for `id`, to be written by [`Local::flush`]: large arguments are
+    /// written from the buffer they are in (the message they arrived in), which goes back to
+    /// the process's pool once they are.
+    pub fn queue_invoke(&mut self, id: ConnId, invoke: Invoke) -> Result<(), SlowReader> {
+        if invoke.credentials.is_some() {
+            // A local caller's: serde writes the credentials.
+            return self.queue(id, invoke.into());
+        }
+        if !self.conns.contains_key(&id) {
+            ipc::recycle(invoke.args.into_buffer());
+            return Ok(());
+        }
+        let fields = InvokeFields {
+            invocation: invoke.invocation,
+            function: &invoke.function,
+            caller: &invoke.caller,
+            peer: &invoke.peer,
+            deadline_ms: invoke.deadline_ms,
+        };
+        let args = invoke.args;
+        self.queue_with(id, |out, room| out.push_invoke(&fields, args, room))
     }
 
     /// Appends a frame to the output of `id` with `push`, given the room the bounds leave
