@@ -15,6 +15,8 @@ use rpcd_client::ipc::{check_values, ErrorCode, FrameError, ServingTrace};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::payload::Payload;
+
 /// The version of the RPC layer this build speaks (`docs/rpc-layer.md`, "Versions and
 /// compatible changes"). A daemon of this version sends no `v` key (absent means 1) and
 /// ignores one it receives, like every key it does not know.
@@ -36,9 +38,9 @@ pub enum Envelope {
         call_id: u64,
         /// Registered function name.
         function: String,
-        /// Opaque argument bytes (MessagePack by convention).
-        #[serde(with = "serde_bytes")]
-        args: Vec<u8>,
+        /// Opaque argument bytes (MessagePack by convention); decoded from a delivered
+        /// message, large ones are left where they lie in its buffer.
+        args: Payload,
         /// Milliseconds the caller will still wait, measured when sent.
         deadline_ms: u64,
         /// Whether the caller marked the call safe to repeat.
@@ -177,7 +179,7 @@ mod tests {
             Envelope::Request {
                 call_id: 9,
                 function: "kv.get".into(),
-                args: vec![1, 2, 3],
+                args: vec![1, 2, 3].into(),
                 deadline_ms: 5000,
                 idempotent: true,
                 trace: false,
@@ -199,7 +201,7 @@ mod tests {
             Envelope::Request {
                 call_id: 12,
                 function: "kv.get".into(),
-                args: vec![],
+                args: Payload::default(),
                 deadline_ms: 1,
                 idempotent: false,
                 trace: true,
@@ -341,7 +343,7 @@ mod tests {
         let e = Envelope::Request {
             call_id: 7,
             function: "rpcd.echo".into(),
-            args: vec![1, 2],
+            args: vec![1, 2].into(),
             deadline_ms: 5000,
             idempotent: false,
             trace: false,
@@ -372,7 +374,7 @@ mod tests {
         let e = Envelope::Request {
             call_id: u64::MAX,
             function: String::new(),
-            args: vec![0; 70_000],
+            args: vec![0; 70_000].into(),
             deadline_ms: u64::MAX,
             idempotent: false,
             trace: true,

@@ -10,11 +10,12 @@
 //!   invocations, deadlines, built-ins — owning the transport `Endpoint`.
 //!   No sockets, no clock reads, no threads: `handle_*` in, `poll_*` out;
 //! - [`envelope`]: the request/reply/cancel carried in transport messages;
+//! - [`payload`]: a payload left where it lies in the buffer it arrived in;
 //! - `rpcd-transport` (its own crate): the sans-IO reliable channel.
 //!
 //! ```text
 //! UDP bytes → shell::udp → Router::handle_datagram → Endpoint → envelope
-//!           → calls (reply) | invocations (request) → Output::Frame → shell::local → app
+//!           → calls (reply) | invocations (request) → Output::{Frame, Invoke} → shell::local → app
 //! app bytes → shell::local → Router::handle_client_msg → calls → Endpoint::send
 //!           → Router::poll_transmit → shell::udp → UDP
 //! ```
@@ -22,6 +23,7 @@
 pub mod cli;
 pub mod envelope;
 pub mod metrics;
+pub mod payload;
 pub mod router;
 pub mod settings;
 pub mod shell;

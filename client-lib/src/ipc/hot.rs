@@ -212,14 +212,20 @@ impl<'a> ValueWriter<'a> {
 
     /// A `bin`.
     pub fn bin(&mut self, b: &[u8]) -> &mut Self {
-        let len = b.len();
+        self.bin_len(b.len());
+        if !self.failed {
+            self.out.extend_from_slice(b);
+        }
+        self
+    }
+
+    /// The header of a `bin` of `len` bytes, without them: for a caller that writes the
+    /// bytes elsewhere (see [`encode_invoke_around`]).
+    pub fn bin_len(&mut self, len: usize) -> &mut Self {
         match len {
             0..=0xff => self.tagged(0xc4, len as u64, 1),
             0x100..=0xffff => self.tagged(0xc5, len as u64, 2),
             _ => self.long(0xc6, len),
-        }
-        if !self.failed {
-            self.out.extend_from_slice(b);
         }
         self
     }
@@ -261,34 +267,28 @@ impl<'a> ValueWriter<'a> {
 /// call (`invoke`, `call_ok`, `failed`, without a trace or credentials); answers `false`
 /// and leaves `out` as it was for any other message, which serde then writes.
 pub fn encode_daemon_msg(out: &mut Vec<u8>, msg: &DaemonMsg) -> bool {
+    if let DaemonMsg::Invoke {
+        invocation,
+        function,
+        args,
+        caller,
+        peer,
+        deadline_ms,
+        credentials: None,
+    } = msg
+    {
+        let fields = InvokeFields {
+            invocation: *invocation,
+            function,
+            caller,
+            peer,
+            deadline_ms: *deadline_ms,
+        };
+        return encode_invoke(out, &fields, args);
+    }
     let start = out.len();
     let mut w = ValueWriter::new(out);
     match msg {
-        DaemonMsg::Invoke {
-            invocation,
-            function,
-            args,
-            caller,
-            peer,
-            deadline_ms,
-            credentials: None,
-        } => {
-            w.map_len(7)
-                .str("op")
-                .str("invoke")
-                .str("invocation")
-                .uint(*invocation)
-                .str("function")
-                .str(function)
-                .str("args")
-                .bin(args)
-                .str("caller")
-                .str(caller)
-                .str("peer")
-                .str(peer)
-                .str("deadline_ms")
-                .uint(*deadline_ms);
-        }
         DaemonMsg::CallOk {
             id,
             data,
@@ -325,6 +325,87 @@ pub fn encode_daemon_msg(out: &mut Vec<u8>, msg: &DaemonMsg) -> bool {
         return false;
     }
     true
+}
+
+/// An `invoke` frame's fields besides its arguments (and without credentials), for
+/// [`encode_invoke_around`].
+#[derive(Debug, Clone, Copy)]
+pub struct InvokeFields<'a> {
+    /// Daemon-chosen id to echo in the `Result`.
+    pub invocation: u64,
+    /// The registered function to run.
+    pub function: &'a str,
+    /// Where the call came from.
+    pub caller: &'a str,
+    /// Who called.
+    pub peer: &'a str,
+    /// Milliseconds left before the caller gives up.
+    pub deadline_ms: u64,
+}
+
+impl InvokeFields<'_> {
+    /// The map up to and including the header of `args`.
+    fn head(&self, w: &mut ValueWriter<'_>, args_len: usize) {
+        w.map_len(7)
+            .str("op")
+            .str("invoke")
+            .str("invocation")
+            .uint(self.invocation)
+            .str("function")
+            .str(self.function)
+            .str("args")
+            .bin_len(args_len);
+    }
+
+    /// The map after the bytes of `args`.
+    fn tail(&self, w: &mut ValueWriter<'_>) {
+        w.str("caller")
+            .str(self.caller)
+            .str("peer")
+            .str(self.peer)
+            .str("deadline_ms")
+            .uint(self.deadline_ms);
+    }
+}
+
+/// Appends the body of an `invoke` of `fields` and `args` to `out` as serde would write it
+/// ([`encode_daemon_msg`] of the message); `false`, and `out` as it was, when a length does
+/// not fit MessagePack.
+pub fn encode_invoke(out: &mut Vec<u8>, fields: &InvokeFields<'_>, args: &[u8]) -> bool {
+    let start = out.len();
+    let mut w = ValueWriter::new(out);
+    fields.head(&mut w, args.len());
+    if !w.failed() {
+        w.out.extend_from_slice(args);
+    }
+    fields.tail(&mut w);
+    if w.failed() {
+        out.truncate(start);
+        return false;
+    }
+    true
+}
+
+/// Appends the body of an `invoke` of `fields` and `args_len` bytes of arguments to `out`,
+/// all but the arguments, which the caller writes apart (a large argument is not copied into
+/// the frame): the bytes serde would write are `out[..at]`, the arguments, then `out[at..]`,
+/// where `at` is the answer (just after the arguments' `bin` header). `None`, and `out` as it
+/// was, when a length does not fit MessagePack.
+pub fn encode_invoke_around(
+    out: &mut Vec<u8>,
+    fields: &InvokeFields<'_>,
+    args_len: usize,
+) -> Option<usize> {
+    let start = out.len();
+    let mut w = ValueWriter::new(out);
+    fields.head(&mut w, args_len);
+    let at = w.out.len();
+    fields.tail(&mut w);
+    if w.failed() {
+        out.truncate(start);
+        return None;
+    }
+    Some(at)
 }
 
 /// Sets a field read from the map, refusing a second value for it (serde reports a

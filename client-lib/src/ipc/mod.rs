@@ -13,7 +13,8 @@
 //! - `frame`: the framing, [`decode_frame`] and [`FrameReader`];
 //! - `hot`: the hand-written decoders of the frames of every call, and [`ValueReader`]
 //!   they are written with (serde decides whatever they do not fully understand);
-//!   [`ValueWriter`] for hand-written encoders that write what serde would;
+//!   [`ValueWriter`] for hand-written encoders that write what serde would, and
+//!   [`encode_invoke_around`], an `invoke` written around arguments kept apart;
 //! - `code`: [`ErrorCode`], its table written once;
 //! - `stats`: [`Stats`] and the per-peer counters;
 //! - `trace`: [`CallTrace`] (a traced call's timeline) and [`MonitorEvent`];
@@ -45,7 +46,10 @@ pub use frame::{
     decode_frame, decode_value, encode_frame, encode_value, try_encode_frame, FrameError,
     FrameReader, FRAME_MAX_DEFAULT, LENGTH_PREFIX_LEN, NESTING_MAX, READ_CHUNK,
 };
-pub use hot::{encode_daemon_msg, set_once, ValueReader, ValueWriter};
+pub use hot::{
+    encode_daemon_msg, encode_invoke, encode_invoke_around, set_once, InvokeFields, ValueReader,
+    ValueWriter,
+};
 pub use message::{
     session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, SrvEntry,
     SrvRecordEntry, LOCAL_CALLER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,

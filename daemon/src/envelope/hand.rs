@@ -129,7 +129,7 @@ mod tests {
                 envs.push(Envelope::Request {
                     call_id: n,
                     function: text.clone(),
-                    args: bytes.clone(),
+                    args: bytes.clone().into(),
                     deadline_ms: INTS[(i + j) % INTS.len()],
                     idempotent: j % 2 == 0,
                     trace: i % 2 == 1,

@@ -1,9 +1,10 @@
 //! The owned decode and the way back to the pool: each envelope of a call is read by hand
 //! straight from its bytes, its payload (a request's `args`, a reply's result) left where it
-//! lies; [`Envelope::decode_owned`] then moves a large payload to the front of the message's
-//! own buffer instead of copying it, and [`Envelope::recycle_payload`] gives a sent
-//! envelope's payload back to the process's pool once it has been encoded (into a pooled
-//! buffer when large, see `hand`).
+//! lies; [`Envelope::decode_owned`] then keeps a large request's arguments where they are in
+//! the message's own buffer (a [`Payload`] from their offset: the serving app is written
+//! them from there) and moves a large result to the buffer's front instead of copying it,
+//! and [`Envelope::recycle_payload`] gives a sent envelope's payload back to the process's
+//! pool once it has been encoded (into a pooled buffer when large, see `hand`).
 
 use std::ops::Range;
 
@@ -13,14 +14,14 @@ use rpcd_client::ipc::{
 };
 
 use super::{Envelope, EnvelopeError, RemoteOutcome, ENVELOPE_VALUES_MAX};
+use crate::payload::Payload;
 
 impl Envelope {
-    /// [`Envelope::decode`] of a message the caller is done with: a large payload (a
-    /// request's `args`, a reply's result) is moved to the front of `bytes`, which then
-    /// becomes the payload, rather than copied into a buffer of its own; what is left of
-    /// `bytes` otherwise goes back to the process's pool. The same envelopes and errors as
-    /// [`Envelope::decode`].
-    pub fn decode_owned(mut bytes: Vec<u8>) -> Result<Self, EnvelopeError> {
+    /// [`Envelope::decode`] of a message the caller is done with: a large payload stays in
+    /// `bytes` rather than being copied into a buffer of its own (a request's arguments where
+    /// they are, a reply's result moved to the front); what is left of `bytes` otherwise goes
+    /// back to the process's pool. The same envelopes and errors as [`Envelope::decode`].
+    pub fn decode_owned(bytes: Vec<u8>) -> Result<Self, EnvelopeError> {
         let error = |e: FrameError| EnvelopeError(e.to_string());
         if let Err(e) = check_values(&bytes, ENVELOPE_VALUES_MAX) {
             recycle(bytes);
@@ -31,39 +32,43 @@ impl Envelope {
             recycle(bytes);
             return env;
         };
-        match (env.payload_mut(), payload) {
-            (Some(slot), Some(range)) if range.len() >= POOLED_CAPACITY_MIN => {
-                let len = range.len();
-                bytes.copy_within(range, 0);
-                bytes.truncate(len);
-                *slot = bytes;
+        match payload {
+            Some(range) if range.len() >= POOLED_CAPACITY_MIN => {
+                env.set_payload(Payload::in_place(bytes, range));
             }
-            (Some(slot), Some(range)) => {
-                *slot = bytes[range].to_vec();
+            Some(range) => {
+                env.set_payload(bytes[range].to_vec().into());
                 recycle(bytes);
             }
-            _ => recycle(bytes),
+            None => recycle(bytes),
         }
         Ok(env)
     }
 
-    /// The bytes a request or a successful reply carries.
-    fn payload_mut(&mut self) -> Option<&mut Vec<u8>> {
+    /// Puts `payload` where a request's `args` or a successful reply's bytes go (a reply's
+    /// moved to the front of its buffer if it does not start there); any other envelope
+    /// carries none, and the buffer goes back to the pool.
+    fn set_payload(&mut self, payload: Payload) {
         match self {
-            Envelope::Request { args, .. } => Some(args),
+            Envelope::Request { args, .. } => *args = payload,
             Envelope::Reply {
                 outcome: RemoteOutcome::Ok(data),
                 ..
-            } => Some(data),
-            _ => None,
+            } => *data = payload.into_vec(),
+            _ => recycle(payload.into_buffer()),
         }
     }
 
     /// Gives the payload's buffer back to the process's pool, leaving it empty: for an
     /// envelope that has been encoded, whose bytes now hold the payload.
     pub fn recycle_payload(&mut self) {
-        if let Some(payload) = self.payload_mut() {
-            recycle(std::mem::take(payload));
+        match self {
+            Envelope::Request { args, .. } => recycle(std::mem::take(args).into_buffer()),
+            Envelope::Reply {
+                outcome: RemoteOutcome::Ok(data),
+                ..
+            } => recycle(std::mem::take(data)),
+            _ => {}
         }
     }
 }
@@ -106,7 +111,7 @@ fn decode_by_hand(bytes: &[u8]) -> Option<(Envelope, Option<Range<usize>>)> {
             Envelope::Request {
                 call_id: call_id?,
                 function: function?.to_owned(),
-                args: Vec::new(),
+                args: Payload::default(),
                 deadline_ms: deadline_ms?,
                 idempotent: idempotent?,
                 trace: trace.unwrap_or(false),
@@ -135,8 +140,8 @@ fn decode_by_hand(bytes: &[u8]) -> Option<(Envelope, Option<Range<usize>>)> {
 /// [`decode_by_hand`] with the payload copied out (into a pooled buffer when large).
 pub(super) fn decode_by_hand_copied(bytes: &[u8]) -> Option<Envelope> {
     let (mut env, payload) = decode_by_hand(bytes)?;
-    if let (Some(slot), Some(range)) = (env.payload_mut(), payload) {
-        *slot = pooled_copy(&bytes[range]);
+    if let Some(range) = payload {
+        env.set_payload(pooled_copy(&bytes[range]).into());
     }
     Some(env)
 }
@@ -224,34 +229,58 @@ mod tests {
         }
     }
 
-    /// A large payload is taken out of the message's own buffer (moved to its front), not
-    /// copied into another; a small one is copied, the buffer given back.
+    /// A large payload is taken out of the message's own buffer, not copied into another: a
+    /// request's arguments left where they are, a reply's result moved to its front; a small
+    /// one is copied, the buffer given back.
     #[test]
     fn the_owned_decode_keeps_a_large_payload_in_its_buffer() {
         let big = |byte| vec![byte; POOLED_CAPACITY_MIN + 7];
         let request = Envelope::Request {
             call_id: 1,
             function: "bulk.digest".into(),
-            args: big(0xa5),
+            args: big(0xa5).into(),
             deadline_ms: 1000,
             idempotent: false,
             trace: false,
         };
+        let bytes = request.encode();
+        let front = bytes.as_ptr() as usize;
+        let mut decoded = Envelope::decode_owned(bytes).unwrap();
+        assert_eq!(decoded, request);
+        let Envelope::Request { args, .. } = &decoded else {
+            panic!("a request");
+        };
+        assert!(args.offset() > 0, "not moved");
+        assert_eq!(
+            args.as_ptr() as usize,
+            front + args.offset(),
+            "where it arrived"
+        );
+        decoded.recycle_payload();
+        assert!(matches!(&decoded, Envelope::Request { args, .. } if args.is_empty()));
+
         let reply = Envelope::Reply {
             call_id: 1,
             outcome: RemoteOutcome::Ok(big(0x5a)),
             trace: None,
         };
-        for env in [request, reply] {
-            let bytes = env.encode();
-            let front = bytes.as_ptr();
-            let mut decoded = Envelope::decode_owned(bytes).unwrap();
-            assert_eq!(decoded, env);
-            let payload = decoded.payload_mut().unwrap();
-            assert_eq!(payload.as_ptr(), front, "the message's own buffer");
-            decoded.recycle_payload();
-            assert_eq!(decoded.payload_mut().map(|p| p.len()), Some(0));
-        }
+        let bytes = reply.encode();
+        let front = bytes.as_ptr();
+        let mut decoded = Envelope::decode_owned(bytes).unwrap();
+        assert_eq!(decoded, reply);
+        let Envelope::Reply {
+            outcome: RemoteOutcome::Ok(data),
+            ..
+        } = &decoded
+        else {
+            panic!("a successful reply");
+        };
+        assert_eq!(data.as_ptr(), front, "the message's own buffer");
+        decoded.recycle_payload();
+        assert!(matches!(
+            &decoded,
+            Envelope::Reply { outcome: RemoteOutcome::Ok(data), .. } if data.is_empty()
+        ));
         for env in samples() {
             assert_eq!(Envelope::decode_owned(env.encode()).unwrap(), env);
         }

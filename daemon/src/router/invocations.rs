@@ -12,8 +12,9 @@ use tracing::debug;
 
 use super::builtins::{self, Builtin};
 use super::policy::Want;
-use super::types::{ConnId, Failure, InvId, Origin};
+use super::types::{ConnId, Failure, InvId, Invoke, Origin, Output};
 use super::{Deadline, Router};
+use crate::payload::Payload;
 
 /// Work handed to a serving app and not answered yet.
 #[derive(Debug)]
@@ -111,7 +112,7 @@ impl Router {
         now: Instant,
         origin: Origin,
         function: &str,
-        args: Vec<u8>,
+        args: Payload,
         deadline: Instant,
     ) {
         if let Origin::Remote { peer, .. } = origin {
@@ -125,7 +126,7 @@ impl Router {
             debug!(call = %self.origin_tag(origin), %function, "serving a built-in");
             let result = match b {
                 Builtin::Ping => Ok(builtins::ping()),
-                Builtin::Echo => Ok(args),
+                Builtin::Echo => Ok(args.into_vec()),
                 Builtin::List => Ok(builtins::encode(&self.registry.list())),
                 Builtin::Stats => Ok(builtins::encode(&self.stats(now))),
                 Builtin::Names => return self.lookup_names(now, origin),
@@ -195,9 +196,9 @@ impl Router {
         self.arm(deadline, Deadline::Invocation(id));
         debug!(call = %self.origin_tag(origin), %function, invocation = %id, app = %owner, "invoked");
         self.served_invoked(now, origin);
-        self.frame(
+        self.outputs.push_back(Output::Invoke(
             owner,
-            DaemonMsg::Invoke {
+            Invoke {
                 invocation: id.0,
                 function: function.to_owned(),
                 args,
@@ -206,7 +207,7 @@ impl Router {
                 deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
                 credentials,
             },
-        );
+        ));
     }
 
     /// For a call from an app of this daemon, the kernel's credentials of

@@ -10,7 +10,7 @@
 //!
 //! ```text
 //! datagram → Endpoint → network (envelope) → calls (reply) | invocations (request, cancel)
-//!          → Output::Frame → shell → app
+//!          → Output::Frame | Output::Invoke → shell → app
 //! app msg  → client → apps | registry | calls → Endpoint::send → poll_transmit → shell → UDP
 //! ```
 //!
@@ -74,7 +74,7 @@ pub use lookups::LOOKUPS_PENDING_MAX;
 pub use registry::{BUILTINS, FUNCTION_NAME_MAX};
 pub use targets::is_local;
 pub use types::{
-    CallId, ConnId, Failure, InvId, LookupAnswer, LookupId, LookupRequest, Origin, Output,
+    CallId, ConnId, Failure, InvId, Invoke, LookupAnswer, LookupId, LookupRequest, Origin, Output,
     PeerCred, RemoteCallId, Resolved,
 };
 
@@ -432,7 +432,7 @@ impl Router {
         let origin = Origin::Local { call };
         let traced = self.call_traced(call);
         self.served_received(now, origin, function, args.len(), traced);
-        self.serve(now, origin, function, args, deadline);
+        self.serve(now, origin, function, args.into(), deadline);
     }
 
     /// A local call ended (answered, expired or abandoned): withdraw the

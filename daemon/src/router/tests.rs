@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, Outcome, PROTOCOL_VERSION};
+use rpcd_client::ipc::{
+    ClientMsg, DaemonMsg, ErrorCode, Outcome, POOLED_CAPACITY_MIN, PROTOCOL_VERSION,
+};
 
 use super::{ConnId, Incarnation, Output, PeerCred, Router};
 use crate::settings::Settings;
@@ -55,6 +57,8 @@ struct Node {
     router: Router,
     lookups: Vec<super::LookupRequest>,
     frames: Vec<(ConnId, DaemonMsg)>,
+    /// Where each `invoke`'s arguments started in their buffer, in order.
+    args_offsets: Vec<usize>,
     closed: Vec<ConnId>,
     transmits: u64,
 }
@@ -124,6 +128,7 @@ impl Net {
                 router,
                 lookups: Vec::new(),
                 frames: Vec::new(),
+                args_offsets: Vec::new(),
                 closed: Vec::new(),
                 transmits: 0,
             },
@@ -266,6 +271,10 @@ impl Net {
             while let Some(o) = node.router.poll_output() {
                 match o {
                     Output::Frame(c, m) => node.frames.push((c, m)),
+                    Output::Invoke(c, i) => {
+                        node.args_offsets.push(i.args.offset());
+                        node.frames.push((c, i.into()));
+                    }
                     Output::Close(c) => node.closed.push(c),
                     Output::Lookup(l) => node.lookups.push(l),
                 }
@@ -450,6 +459,46 @@ fn call_and_reply() {
     assert_eq!(net.wait_outcome(A, caller, 7), Ok(b"\xa3abc".to_vec()));
     assert_eq!(net.stats(A).calls.get("ok"), Some(&1));
     assert_eq!(net.stats(B).late_results, 0);
+}
+
+/// A large request's arguments go to the serving app's `invoke` where they arrived, in the
+/// delivered message (the shell writes them from there), neither moved to its front nor
+/// copied; a small request's are copied out of it.
+#[test]
+fn a_large_requests_arguments_stay_in_the_delivered_message() {
+    let (mut net, caller, server) = Net::served(1, |_| {});
+    for (id, len) in [(7, POOLED_CAPACITY_MIN + 3), (8, 100)] {
+        let args: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        net.send(
+            A,
+            caller,
+            ClientMsg::Call {
+                id,
+                target: B.into(),
+                function: "kv.get".into(),
+                args: args.clone(),
+                deadline_ms: Some(30_000),
+                idempotent: false,
+                trace: false,
+            },
+        );
+        let mut got = None;
+        net.run_until("an invocation", |n| {
+            got = n.take(B, server).into_iter().find_map(|m| match m {
+                DaemonMsg::Invoke { args, .. } => Some(args),
+                _ => None,
+            });
+            got.is_some()
+        });
+        assert!(got == Some(args), "the arguments of call {id}");
+    }
+    let offsets = &net.node(B).args_offsets;
+    assert_eq!(offsets.len(), 2);
+    assert!(
+        offsets[0] > 0,
+        "in place, behind the envelope's head: {offsets:?}"
+    );
+    assert_eq!(offsets[1], 0, "copied: {offsets:?}");
 }
 
 /// An idempotent call to a name whose first address is dead fails over to

@@ -32,10 +32,13 @@ fn router(grace_ms: u64, functions_max: usize) -> Router {
 fn frames(r: &mut Router, conn: ConnId) -> Vec<DaemonMsg> {
     let mut v = Vec::new();
     while let Some(o) = r.poll_output() {
-        if let Output::Frame(c, m) = o {
-            if c == conn {
-                v.push(m);
-            }
+        let (c, m) = match o {
+            Output::Frame(c, m) => (c, m),
+            Output::Invoke(c, i) => (c, i.into()),
+            _ => continue,
+        };
+        if c == conn {
+            v.push(m);
         }
     }
     v

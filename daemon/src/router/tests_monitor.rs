@@ -31,8 +31,10 @@ fn router(buffer: usize) -> Router {
 fn outputs(r: &mut Router) -> Vec<(ConnId, DaemonMsg)> {
     let mut v = Vec::new();
     while let Some(o) = r.poll_output() {
-        if let Output::Frame(c, m) = o {
-            v.push((c, m));
+        match o {
+            Output::Frame(c, m) => v.push((c, m)),
+            Output::Invoke(c, i) => v.push((c, i.into())),
+            _ => {}
         }
     }
     v

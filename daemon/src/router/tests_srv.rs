@@ -42,6 +42,7 @@ fn drain(r: &mut Router) -> Seen {
     while let Some(o) = r.poll_output() {
         match o {
             Output::Frame(c, m) => seen.frames.push((c, m)),
+            Output::Invoke(c, i) => seen.frames.push((c, i.into())),
             Output::Lookup(l) => seen.lookups.push(l),
             Output::Close(_) => {}
         }

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 
-use rpcd_client::ipc::{DaemonMsg, ErrorCode};
+use rpcd_client::ipc::{Credentials, DaemonMsg, ErrorCode};
+
+use crate::payload::Payload;
 
 macro_rules! id {
     ($(#[$doc:meta])* $name:ident) => {
@@ -98,12 +100,51 @@ pub struct PeerCred {
 pub enum Output {
     /// Write this message to the connection.
     Frame(ConnId, DaemonMsg),
+    /// Write this `invoke` to the connection: a [`DaemonMsg::Invoke`] whose arguments are
+    /// still where they arrived (a request's in its delivered message), for the shell to
+    /// write from there.
+    Invoke(ConnId, Invoke),
     /// Write what is queued (best effort), then close the connection. The
     /// router has already forgotten it: do not report it closed.
     Close(ConnId),
     /// Resolve these `host:port` (or `srv:NAME`) strings off the event loop and answer with
     /// [`Router::handle_lookup`](super::Router::handle_lookup).
     Lookup(LookupRequest),
+}
+
+/// A [`DaemonMsg::Invoke`] with its arguments as a [`Payload`]: the same fields, the same
+/// frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoke {
+    /// Daemon-chosen id to echo in the `Result`.
+    pub invocation: u64,
+    /// The registered function to run.
+    pub function: String,
+    /// The arguments, where they arrived.
+    pub args: Payload,
+    /// Where the call came from.
+    pub caller: String,
+    /// Who called.
+    pub peer: String,
+    /// Milliseconds left before the caller gives up.
+    pub deadline_ms: u64,
+    /// A local caller's credentials.
+    pub credentials: Option<Credentials>,
+}
+
+impl From<Invoke> for DaemonMsg {
+    /// The message, its arguments in a buffer of their own (moved to the front of theirs).
+    fn from(i: Invoke) -> DaemonMsg {
+        DaemonMsg::Invoke {
+            invocation: i.invocation,
+            function: i.function,
+            args: i.args.into_vec(),
+            caller: i.caller,
+            peer: i.peer,
+            deadline_ms: i.deadline_ms,
+            credentials: i.credentials,
+        }
+    }
 }
 
 /// A name lookup for the shell's resolver.

@@ -153,6 +153,12 @@ impl Shell {
                             self.router.handle_conn_closed(now, id);
                         }
                     }
+                    Output::Invoke(id, invoke) => {
+                        if self.local.queue_invoke(id, invoke).is_err() {
+                            self.local.drop_conn(self.poll.registry(), id);
+                            self.router.handle_conn_closed(now, id);
+                        }
+                    }
                     Output::Close(id) => self.local.close(self.poll.registry(), id),
                     Output::Lookup(req) => {
                         let id = req.id;

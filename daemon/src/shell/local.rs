@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
-use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError, FrameReader};
+use rpcd_client::ipc::{self, ClientMsg, DaemonMsg, FrameError, FrameReader, InvokeFields};
 use rustc_hash::FxHashMap;
 use tracing::warn;
 
-use self::output::Output;
-use crate::router::{ConnId, PeerCred};
+use self::output::{Output, Unqueued};
+use crate::router::{ConnId, Invoke, PeerCred};
 
 /// The first connection's token (lower ones name the fixed sources).
 pub const FIRST_CONN: u64 = 16;
@@ -294,7 +294,7 @@ impl Local {
     /// Queue a frame for `id`, to be written by [`Local::flush`]. A large payload's
     /// buffer goes back to the process's pool once the frame is in the output.
     pub fn queue(&mut self, id: ConnId, msg: DaemonMsg) -> Result<(), SlowReader> {
-        let queued = self.queue_frame(id, &msg);
+        let queued = self.queue_with(id, |out, room| out.push_frame(&msg, room));
         match msg {
             DaemonMsg::Invoke { args: payload, .. } | DaemonMsg::CallOk { data: payload, .. } => {
                 ipc::recycle(payload);
@@ -304,28 +304,59 @@ impl Local {
         queued
     }
 
-    fn queue_frame(&mut self, id: ConnId, msg: &DaemonMsg) -> Result<(), SlowReader> {
+    /// Queue an `invoke` for `id`, to be written by [`Local::flush`]: large arguments are
+    /// written from the buffer they are in (the message they arrived in), which goes back to
+    /// the process's pool once they are.
+    pub fn queue_invoke(&mut self, id: ConnId, invoke: Invoke) -> Result<(), SlowReader> {
+        if invoke.credentials.is_some() {
+            // A local caller's: serde writes the credentials.
+            return self.queue(id, invoke.into());
+        }
+        if !self.conns.contains_key(&id) {
+            ipc::recycle(invoke.args.into_buffer());
+            return Ok(());
+        }
+        let fields = InvokeFields {
+            invocation: invoke.invocation,
+            function: &invoke.function,
+            caller: &invoke.caller,
+            peer: &invoke.peer,
+            deadline_ms: invoke.deadline_ms,
+        };
+        let args = invoke.args;
+        self.queue_with(id, |out, room| out.push_invoke(&fields, args, room))
+    }
+
+    /// Appends a frame to the output of `id` with `push`, given the room the bounds leave
+    /// (`connection_output_max` for the connection, `local_buffer_total_max` for all).
+    fn queue_with(
+        &mut self,
+        id: ConnId,
+        push: impl FnOnce(&mut Output, usize) -> Result<usize, Unqueued>,
+    ) -> Result<(), SlowReader> {
         let Some(conn) = self.conns.get_mut(&id) else {
             return Ok(());
         };
-        // Encoded in place at the end of the output buffer (no frame of its own to copy),
-        // then taken back off if it does not fit the bounds.
+        // Encoded in place at the end of the output (no frame of its own to copy), and
+        // taken back off if it does not fit the bounds.
         let queued = conn.out.len();
-        let out = conn.out.for_append(frame_len_hint(msg));
-        let start = out.len();
-        let frame_len = encode_into(out, msg);
-        if queued + (out.len() - start) > self.output_max || frame_len.is_none() {
-            out.truncate(start);
-            warn!(conn = %id, "closing a connection that does not read its replies");
-            return Err(SlowReader);
-        }
-        if self.total + (out.len() - start) > self.total_max {
-            out.truncate(start);
-            warn!(
-                conn = %id, held = conn.held(), budget = self.total_max,
-                "closing a connection: local_buffer_total_max reached by its output"
-            );
-            return Err(SlowReader);
+        let room = self
+            .output_max
+            .saturating_sub(queued)
+            .min(self.total_max.saturating_sub(self.total));
+        match push(&mut conn.out, room) {
+            Ok(_) => {}
+            Err(Unqueued::OverRoom(len)) if queued + len <= self.output_max => {
+                warn!(
+                    conn = %id, held = conn.held(), budget = self.total_max,
+                    "closing a connection: local_buffer_total_max reached by its output"
+                );
+                return Err(SlowReader);
+            }
+            Err(_) => {
+                warn!(conn = %id, "closing a connection that does not read its replies");
+                return Err(SlowReader);
+            }
         }
         recharge(&mut self.total, usize::MAX, conn);
         // Written at the end of the loop iteration, so that every frame the
@@ -396,9 +427,8 @@ impl Local {
     /// is one small frame) and close it.
     pub fn fail(&mut self, registry: &Registry, id: ConnId, msg: &DaemonMsg) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.out
-                .for_append(0)
-                .extend_from_slice(&ipc::encode_frame(msg));
+            // A small frame always is one.
+            let _ = conn.out.push_frame(msg, usize::MAX);
         }
         self.close(registry, id);
     }
@@ -417,27 +447,6 @@ impl Local {
     pub fn ids(&self) -> Vec<ConnId> {
         self.conns.keys().copied().collect()
     }
-}
-
-/// Appends `msg` to `out` as a whole frame (length prefix, then the MessagePack body, as
-/// [`ipc::encode_frame`] makes it); the frame's length, or `None` (and `out` as it was) if
-/// it cannot be one.
-fn encode_into(out: &mut Vec<u8>, msg: &DaemonMsg) -> Option<usize> {
-    const PREFIX: usize = ipc::LENGTH_PREFIX_LEN;
-    let start = out.len();
-    out.extend_from_slice(&[0; PREFIX]);
-    // The frames of every call by hand (the same bytes), the rest by serde.
-    let written =
-        ipc::encode_daemon_msg(out, msg) || rmp_serde::encode::write_named(out, msg).is_ok();
-    let body = written
-        .then(|| u32::try_from(out.len() - start - PREFIX).ok())
-        .flatten();
-    let Some(body) = body else {
-        out.truncate(start);
-        return None;
-    };
-    out[start..start + PREFIX].copy_from_slice(&body.to_be_bytes());
-    Some(out.len() - start)
 }
 
 /// A connection's stream, noting whether a read returned less than it asked for.
@@ -475,35 +484,20 @@ fn recharge(total: &mut usize, max: usize, conn: &mut Conn) -> bool {
     true
 }
 
-/// Write what is queued until the socket would block.
+/// Write what is queued until the socket would block: vectored writes, so that the frames
+/// queued and a payload queued apart between them leave in one system call when the socket
+/// takes them.
 fn write_some(conn: &mut Conn) -> io::Result<()> {
     while !conn.out.is_empty() {
-        match conn.stream.write(conn.out.unwritten()) {
+        match conn.out.write_to(&mut conn.stream) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => conn.out.advance(n),
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
     }
     Ok(())
-}
-
-/// About how long `msg` is as a frame, for the frames that carry a payload (`invoke`,
-/// `call_ok`): enough for the output to take a pooled buffer for a large one. Others: 0.
-fn frame_len_hint(msg: &DaemonMsg) -> usize {
-    const ENVELOPE: usize = 128;
-    match msg {
-        DaemonMsg::Invoke {
-            function,
-            args,
-            caller,
-            peer,
-            ..
-        } => ENVELOPE + function.len() + args.len() + caller.len() + peer.len(),
-        DaemonMsg::CallOk { data, .. } => ENVELOPE + data.len(),
-        _ => 0,
-    }
 }
 
 /// `SO_PEERCRED` of a connection: who is on the other end, by the kernel's word.

@@ -456,6 +456,37 @@ fn by_hand(msg: &DaemonMsg) -> Option<Vec<u8>> {
     })
 }
 
+/// An `invoke` written around its arguments ([`encode_invoke_around`]): the part before
+/// them, the arguments, the part after them, put together; `None` for any other frame.
+fn around(msg: &DaemonMsg) -> Option<Vec<u8>> {
+    let DaemonMsg::Invoke {
+        invocation,
+        function,
+        args,
+        caller,
+        peer,
+        deadline_ms,
+        credentials: None,
+    } = msg
+    else {
+        return None;
+    };
+    let fields = InvokeFields {
+        invocation: *invocation,
+        function,
+        caller,
+        peer,
+        deadline_ms: *deadline_ms,
+    };
+    let mut out = vec![0xee];
+    let at = encode_invoke_around(&mut out, &fields, args.len())?;
+    assert_eq!(out[0], 0xee);
+    let mut whole = out[1..at].to_vec();
+    whole.extend_from_slice(args);
+    whole.extend_from_slice(&out[at..]);
+    Some(whole)
+}
+
 #[test]
 fn the_frames_of_a_call_written_by_hand_are_what_serde_writes_at_every_width() {
     let ints = [
@@ -499,8 +530,43 @@ fn the_frames_of_a_call_written_by_hand_are_what_serde_writes_at_every_width() {
             for msg in &msgs {
                 assert_eq!(by_hand(msg).as_ref(), Some(&body_of(msg)), "{msg:?}");
             }
+            // Written around its arguments, the same bytes.
+            assert_eq!(around(&msgs[0]), Some(body_of(&msgs[0])), "{:?}", msgs[0]);
         }
     }
+}
+
+/// The widths of the arguments' `bin` header, up to the largest (a 4-byte length): the part
+/// before the arguments ends with the header of their length, and the frame put together
+/// is serde's bytes.
+#[test]
+fn an_invoke_written_around_its_arguments_is_what_serde_writes() {
+    for len in [0usize, 1, 0xff, 0x100, 0xffff, 0x1_0000, 1 << 20] {
+        let msg = DaemonMsg::Invoke {
+            invocation: 3,
+            function: "bulk.digest".into(),
+            args: (0..len).map(|i| i as u8).collect(),
+            caller: "127.0.0.1:9".into(),
+            peer: "b".into(),
+            deadline_ms: 30_000,
+            credentials: None,
+        };
+        let body = body_of(&msg);
+        assert_eq!(around(&msg).as_ref(), Some(&body), "args of {len} bytes");
+        assert_eq!(by_hand(&msg).as_ref(), Some(&body), "args of {len} bytes");
+    }
+    // Arguments longer than MessagePack can say: nothing written.
+    let fields = InvokeFields {
+        invocation: 1,
+        function: "f",
+        caller: "",
+        peer: "",
+        deadline_ms: 0,
+    };
+    let mut out = vec![1, 2];
+    let too_long = usize::try_from(u64::from(u32::MAX) + 1).unwrap_or(usize::MAX);
+    assert_eq!(encode_invoke_around(&mut out, &fields, too_long), None);
+    assert_eq!(out, [1, 2], "as it was");
 }
 
 #[test]
@@ -551,5 +617,6 @@ proptest! {
         for msg in &msgs {
             prop_assert_eq!(by_hand(msg), Some(body_of(msg)));
         }
+        prop_assert_eq!(around(&msgs[0]), Some(body_of(&msgs[0])));
     }
 }

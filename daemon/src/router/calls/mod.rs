@@ -240,7 +240,7 @@ impl Router {
             let mut env = Envelope::Request {
                 call_id: id.0,
                 function,
-                args,
+                args: args.into(),
                 deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
                 idempotent: keep,
                 trace: call.watch.as_ref().is_some_and(|w| w.trace.is_some()),

@@ -238,6 +238,7 @@ impl World {
             for o in outputs {
                 match o {
                     Output::Frame(conn, msg) => self.on_frame(i, conn, msg),
+                    Output::Invoke(conn, invoke) => self.on_frame(i, conn, invoke.into()),
                     Output::Close(conn) => self.oracle.violations.push(format!(
                         "node {i} closed connection {conn}: the apps here break no rule"
                     )),
