@@ -35,6 +35,7 @@ mod pool;
 mod shape;
 mod signature;
 mod socket_path;
+mod split;
 pub(crate) mod stats;
 mod strict;
 mod trace;
@@ -62,6 +63,7 @@ pub use signature::{
 pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };
+pub(crate) use split::split_call_frame;
 pub use stats::{FunctionStats, LatencyBucket, PeerCounters, PeerStats, Stats};
 pub use trace::{CallTrace, MonitorEvent, ServingTrace, TraceAttempt};
 
