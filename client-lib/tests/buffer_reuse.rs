@@ -111,11 +111,11 @@ fn large_frames_and_payloads_reuse_pooled_buffers_within_the_bound() {
         assert!(reply.len() == len + 100 && reply.iter().all(|&b| b == !byte));
         assert!(pool.stats().bytes <= pool.max());
     }
-    // One buffer did it all after the first call's frame: it read the first reply, held
-    // the second call's frame and read the second reply. (The replies' data go to the
+    // The large calls were written from their own arguments, without a frame buffer; the
+    // second reply was read into the first one's buffer. (The replies' data go to the
     // caller, so those are allocated.)
     let after = pool.stats();
-    assert!(after.reused >= before.reused + 3, "{before:?} -> {after:?}");
+    assert!(after.reused > before.reused, "{before:?} -> {after:?}");
 
     // A serving app: its worker gives an invocation's arguments back once the handler
     // returns, besides the reader's buffer.

@@ -8,6 +8,7 @@
 
 mod hand;
 mod owned;
+mod split;
 
 use std::sync::OnceLock;
 
@@ -144,12 +145,28 @@ pub fn test_wire_extra() -> bool {
 /// `bytes` (one encoded envelope, a map of at most 6 keys) with the test hook's two keys
 /// added: `"v": RPC_VERSION + 1` and `"x_test_extra": {"n": [1, 2]}`.
 fn with_test_keys(mut bytes: Vec<u8>) -> Vec<u8> {
-    const EXTRA_KEYS: u8 = 2;
-    match bytes.first_mut() {
-        // A fixmap with room for two more keys: every envelope is one.
-        Some(header @ 0x80..=0x8d) => *header += EXTRA_KEYS,
-        _ => return bytes,
+    if count_test_keys(&mut bytes) {
+        bytes.extend_from_slice(&test_keys());
     }
+    bytes
+}
+
+/// Adds the test hook's two keys to the count in the map header that `head` starts with;
+/// false (and nothing changed) if it is not a fixmap with room for them.
+fn count_test_keys(head: &mut [u8]) -> bool {
+    const EXTRA_KEYS: u8 = 2;
+    match head.first_mut() {
+        // A fixmap with room for two more keys: every envelope is one.
+        Some(header @ 0x80..=0x8d) => {
+            *header += EXTRA_KEYS;
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The test hook's two keys and their values, to append to a map counted for them.
+fn test_keys() -> Vec<u8> {
     #[derive(Serialize)]
     struct Extra {
         v: u32,
@@ -165,8 +182,7 @@ fn with_test_keys(mut bytes: Vec<u8>) -> Vec<u8> {
     })
     .expect("the test keys serialise");
     // Their own map header (0x82) is dropped: the keys join the envelope's map.
-    bytes.extend_from_slice(&extra[1..]);
-    bytes
+    extra[1..].to_vec()
 }
 
 #[cfg(test)]

@@ -180,15 +180,25 @@ impl Shared {
     /// frame on the stream, so it closes the connection (which wakes every waiting request,
     /// also those whose frames were queued).
     pub(super) fn write(&self, bytes: &[u8]) -> Result<(), RequestError> {
+        self.write_parts(&[bytes])
+    }
+
+    /// [`Shared::write`] of one frame given in parts (a large argument between its frame's
+    /// head and tail), written together with one vectored write where the socket takes
+    /// them, not copied into one buffer first (unless another thread is writing: then they
+    /// join its queue).
+    pub(super) fn write_parts(&self, parts: &[&[u8]]) -> Result<(), RequestError> {
         {
             let mut outbox = lock(&self.outbox);
             if outbox.writing {
-                outbox.queued.extend_from_slice(bytes);
+                for part in parts {
+                    outbox.queued.extend_from_slice(part);
+                }
                 return Ok(());
             }
             outbox.writing = true;
         }
-        let mut result = lock(&self.writer).write_all(bytes);
+        let mut result = write_all_parts(&mut *lock(&self.writer), parts);
         while result.is_ok() {
             let mut batch = {
                 let mut outbox = lock(&self.outbox);
@@ -448,5 +458,76 @@ impl Shared {
         };
         self.answered(invocation);
         Err(refusal)
+    }
+}
+
+/// Writes every byte of `parts`, in order, with vectored writes.
+fn write_all_parts(w: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
+    if let [one] = parts {
+        return w.write_all(one);
+    }
+    let mut slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
+    let mut left = &mut slices[..];
+    io::IoSlice::advance_slices(&mut left, 0);
+    while !left.is_empty() {
+        match w.write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most `step` bytes per write, from the first non-empty slice only (as a
+    /// socket that takes part of a vectored write), refusing once with `Interrupted`.
+    struct Trickle {
+        out: Vec<u8>,
+        step: usize,
+        interrupted: bool,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if !self.interrupted {
+                self.interrupted = true;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn parts_written_in_pieces_come_out_whole_and_in_order() {
+        let body: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let parts: [&[u8]; 4] = [b"head", b"", &body, b"tail"];
+        let whole = parts.concat();
+        for step in [1, 3, 4, 5, 4096, usize::MAX] {
+            let mut w = Trickle {
+                out: Vec::new(),
+                step,
+                interrupted: false,
+            };
+            write_all_parts(&mut w, &parts).expect("written");
+            assert!(w.out == whole, "step {step}");
+        }
+        let mut full = Trickle {
+            out: Vec::new(),
+            step: 0,
+            interrupted: true,
+        };
+        let err = write_all_parts(&mut full, &parts).expect_err("a writer taking nothing");
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
     }
 }

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::client::lock;
 use crate::identity::Identity;
 use crate::ipc::{
-    recycle, try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode, FrameError, Limits,
-    Outcome, Stats, FRAME_MAX_DEFAULT,
+    recycle, split_call_frame, try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode,
+    FrameError, Limits, Outcome, Stats, FRAME_MAX_DEFAULT,
 };
 
 mod demux;
@@ -33,7 +33,7 @@ mod pooled;
 mod reading;
 
 pub(crate) use demux::InvocationSink;
-use demux::{ReadHalf, Shared};
+use demux::{ReadHalf, ReplyCell, Shared};
 use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
 pub use pending::PendingReply;
@@ -510,22 +510,43 @@ impl Connection {
         wait: Duration,
     ) -> Result<DaemonMsg, RequestError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame =
-            try_encode_frame(&make(id), self.shared.frame_max).map_err(|err| match err {
-                FrameError::TooLarge { len, max } => RequestError::Local {
-                    code: ErrorCode::MessageTooLarge,
-                    message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
-                },
-                other => RequestError::Protocol(other.to_string()),
-            })?;
+        let msg = make(id);
+        if let Some((head, tail)) = split_call_frame(&msg, self.shared.frame_max) {
+            if let ClientMsg::Call { args, .. } = msg {
+                let cell = self.shared.expect_reply(id)?;
+                let written = self.shared.write_parts(&[&head, &args, &tail]);
+                // The app's own buffer: freed as before, not kept in the pool, where nothing
+                // of the caller's would take it again.
+                drop(args);
+                return self.finish_request(id, &cell, written, wait);
+            }
+        }
+        let frame = try_encode_frame(&msg, self.shared.frame_max).map_err(|err| match err {
+            FrameError::TooLarge { len, max } => RequestError::Local {
+                code: ErrorCode::MessageTooLarge,
+                message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
+            },
+            other => RequestError::Protocol(other.to_string()),
+        })?;
         let cell = self.shared.expect_reply(id)?;
         let written = self.shared.write(&frame);
         recycle(frame);
+        self.finish_request(id, &cell, written, wait)
+    }
+
+    /// The rest of [`Connection::request`] once its frame is written (or failed to be).
+    fn finish_request(
+        &self,
+        id: u64,
+        cell: &ReplyCell,
+        written: Result<(), RequestError>,
+        wait: Duration,
+    ) -> Result<DaemonMsg, RequestError> {
         if let Err(err) = written {
             self.shared.forget(id);
             return Err(err);
         }
-        match self.shared.wait_reply(id, &cell, wait)? {
+        match self.shared.wait_reply(id, cell, wait)? {
             DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
             other => Ok(other),
         }

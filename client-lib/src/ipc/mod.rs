@@ -36,6 +36,7 @@ mod pool;
 mod shape;
 mod signature;
 mod socket_path;
+mod split;
 pub(crate) mod stats;
 mod strict;
 mod trace;
@@ -66,6 +67,7 @@ pub use signature::{
 pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };
+pub(crate) use split::split_call_frame;
 pub use stats::{FunctionStats, LatencyBucket, PeerCounters, PeerStats, Stats};
 pub use trace::{CallTrace, MonitorEvent, ServingTrace, TraceAttempt};
 

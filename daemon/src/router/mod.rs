@@ -463,10 +463,9 @@ impl Router {
                     outcome,
                     trace: serving,
                 };
-                let bytes = env.encode();
-                // The envelope's bytes hold the result now.
-                env.recycle_payload();
-                match self.endpoint.send(now, peer, bytes) {
+                // A large result goes to the transport as it is, not copied.
+                let payload = env.take_outgoing();
+                match self.endpoint.send(now, peer, payload) {
                     Ok(msg) => {
                         self.replies.entry(peer).or_default().insert(msg);
                     }

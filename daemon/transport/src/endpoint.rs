@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::channel::{self, Buffers, Channel, MessageTrace, MsgId, Snapshot};
+use crate::outgoing::Outgoing;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
@@ -369,7 +370,7 @@ impl Endpoint {
         &mut self,
         now: Instant,
         peer: SocketAddr,
-        data: Vec<u8>,
+        data: impl Into<Outgoing>,
     ) -> Result<MsgId, SendError> {
         if !self.channels.contains_key(&peer) && self.channels.len() >= self.cfg.peers_max {
             return Err(SendError::TooManyPeers(self.cfg.peers_max));

@@ -24,6 +24,7 @@
 pub mod channel;
 pub mod config;
 pub mod endpoint;
+pub mod outgoing;
 pub mod rtt;
 pub mod secure;
 pub mod seq;
@@ -35,4 +36,5 @@ pub use channel::{
 };
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, EndpointStats, Event, SendError, Transmit};
+pub use outgoing::Outgoing;
 pub use seq::Seq;

@@ -16,7 +16,7 @@ use rpcd_transport::config::TRANSMIT_SPARE_BYTES_MAX_DEFAULT;
 use rpcd_transport::secure::wire::TRANSPORT_OVERHEAD;
 use rpcd_transport::secure::{PeerKey, PrivateKey, Security};
 use rpcd_transport::wire::{BUNDLE_HEADER_LEN, HEADER_LEN};
-use rpcd_transport::{Buffers, ChannelEvent, Config, Endpoint};
+use rpcd_transport::{Buffers, ChannelEvent, Config, Endpoint, Outgoing};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -504,4 +504,48 @@ fn the_spare_bundles_bound_is_the_configured_one() {
     let fresh = next(&mut some);
     assert_ne!(fresh, third_at, "past the bound: not kept");
     assert_ne!(fresh, first_at);
+}
+
+/// A message handed over in three parts (a head, a large body the sender owns, a tail)
+/// arrives as their concatenation, plaintext and keyed, also when the datagrams whose
+/// fragments straddle two parts (the first and the last of the flight) are lost and sent
+/// again.
+#[test]
+fn a_message_in_three_parts_arrives_as_their_concatenation() {
+    for mode in [Mode::Plain, Mode::Keyed] {
+        let mut w = Wire::new(
+            mode,
+            Config::default(),
+            addr("127.0.0.1:7101"),
+            addr("127.0.0.1:7102"),
+            Duration::from_millis(1),
+        );
+        let head: Vec<u8> = (0..37u8).collect();
+        let body: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 253) as u8).collect();
+        let tail: Vec<u8> = (200..211u8).collect();
+        let whole = [head.as_slice(), &body, &tail].concat();
+        let now = w.now;
+        let payload = Outgoing::Split { head, body, tail };
+        assert_eq!(payload.len(), whole.len());
+        w.a.1.send(now, w.b.0, payload).expect("send");
+        let mut flight = Vec::new();
+        while let Some(t) = w.a.1.poll_transmit(now) {
+            flight.push(t.bytes);
+        }
+        assert!(flight.len() >= 3, "{mode:?}: a flight of {}", flight.len());
+        let last = flight.len() - 1;
+        for (i, bytes) in flight.into_iter().enumerate() {
+            if i != 0 && i != last {
+                w.flying.push_back((now + w.delay, true, bytes));
+            }
+        }
+        w.run(Duration::from_secs(60));
+        assert_eq!(w.delivered.len(), 1, "{mode:?}: delivered once");
+        assert!(w.delivered[0] == whole, "{mode:?}: delivered intact");
+        let stats = w.a.1.peer(w.b.0).expect("a channel to B").stats;
+        assert!(
+            stats.retransmissions >= 2,
+            "{mode:?}: the lost straddling datagrams were sent again"
+        );
+    }
 }

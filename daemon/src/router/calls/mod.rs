@@ -245,10 +245,9 @@ impl Router {
                 idempotent: keep,
                 trace: call.watch.as_ref().is_some_and(|w| w.trace.is_some()),
             };
-            let bytes = env.encode();
-            // The envelope's bytes hold the arguments now.
-            env.recycle_payload();
-            match self.endpoint.send(now, addr, bytes) {
+            // Large arguments go to the transport as they are, not copied.
+            let payload = env.take_outgoing();
+            match self.endpoint.send(now, addr, payload) {
                 Ok(msg) => {
                     self.endpoint.hold(now, addr);
                     if let Some(c) = self.calls.get_mut(id) {

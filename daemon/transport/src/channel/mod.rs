@@ -205,7 +205,9 @@ pub trait Buffers: fmt::Debug + Send + Sync {
     /// reassembled takes it when it needs room for the rest of its fragments.
     fn take(&self, min: usize, max: usize) -> Option<Vec<u8>>;
     /// The buffer of a sent message the channel is done with (acknowledged, failed or
-    /// cancelled).
+    /// cancelled); each of its three buffers for a message sent as [`Outgoing::Split`].
+    ///
+    /// [`Outgoing::Split`]: crate::Outgoing::Split
     fn give(&self, buf: Vec<u8>);
 }
 

@@ -10,12 +10,13 @@ use super::pacing::Pacer;
 use super::recovery::Recovery;
 use super::{Channel, Event, FailReason, MsgId, SendError};
 use crate::config::Config;
+use crate::outgoing::Outgoing;
 use crate::seq::Seq;
 use crate::wire::{AckInfo, Datagram, Fragment, Kind};
 
 #[derive(Debug)]
 pub(super) struct OutMsg {
-    pub(super) data: Vec<u8>,
+    pub(super) data: Outgoing,
     pub(super) count: u32,
     /// Fragments transmitted at least once (they are transmitted in order).
     pub(super) started: u32,
@@ -150,7 +151,8 @@ impl SendState {
 
 impl Channel {
     /// Queue a message for reliable delivery.
-    pub fn send(&mut self, now: Instant, data: Vec<u8>) -> Result<MsgId, SendError> {
+    pub fn send(&mut self, now: Instant, data: impl Into<Outgoing>) -> Result<MsgId, SendError> {
+        let data = data.into();
         if data.len() > self.cfg.message_max {
             return Err(SendError::TooLarge {
                 size: data.len(),
@@ -213,7 +215,7 @@ impl Channel {
         };
         self.send.queued_bytes -= m.data.len();
         if let Some(buffers) = &self.buffers {
-            buffers.give(m.data);
+            m.data.into_buffers().for_each(|b| buffers.give(b));
         }
         // Its datagrams in flight are abandoned: the send floor moves past
         // them once they are the lowest, telling the receiver to skip them.
@@ -311,7 +313,7 @@ impl Channel {
                     let m = self.send.messages.remove(&s.msg_id).expect("present");
                     self.send.queued_bytes -= m.data.len();
                     if let Some(buffers) = &self.buffers {
-                        buffers.give(m.data);
+                        m.data.into_buffers().for_each(|b| buffers.give(b));
                     }
                     self.stats.messages_acked += 1;
                     if !self.traced.is_empty() {
@@ -488,11 +490,12 @@ impl Channel {
             .expect("in-flight datagram's message is live");
         let start = index as usize * self.cfg.payload_max;
         let end = (start + self.cfg.payload_max).min(m.data.len());
+        let mut straddling = Vec::new();
         let fragment = Fragment {
             msg_id: msg_id.into(),
             index,
             count: m.count,
-            payload: &m.data[start..end],
+            payload: m.data.range(start, end, &mut straddling),
         };
         self.data_with(seq, ack_now, fragment).emit(out);
     }

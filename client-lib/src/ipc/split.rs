@@ -1,0 +1,130 @@
+//! A `call` with large arguments framed around them instead of copied into one buffer:
+//! the frame's bytes before the arguments (length prefix up to their `bin` header), then the
+//! arguments' own buffer, then the bytes after them. Written together (a vectored write),
+//! they are exactly the frame [`try_encode_frame`](super::try_encode_frame) builds.
+
+use super::frame::LENGTH_PREFIX_LEN;
+use super::hot::ValueWriter;
+use super::message::ClientMsg;
+use super::pool::POOLED_CAPACITY_MIN;
+
+/// Arguments of at least this many bytes are written from their own buffer.
+pub const SPLIT_ARGS_MIN: usize = POOLED_CAPACITY_MIN;
+
+/// MessagePack's `nil`, `bin 32` and the largest fixmap this writes.
+const NIL: u8 = 0xc0;
+const BIN32: u8 = 0xc6;
+
+/// The head and tail of `msg`'s frame around its arguments, when `msg` is a `call` whose
+/// arguments are at least [`SPLIT_ARGS_MIN`] bytes and whose frame fits `frame_max`;
+/// `None` otherwise (the whole frame is then encoded as usual, which also reports a frame
+/// that is too large).
+pub fn split_call_frame(msg: &ClientMsg, frame_max: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    let ClientMsg::Call {
+        id,
+        target,
+        function,
+        args,
+        deadline_ms,
+        idempotent,
+        trace,
+    } = msg
+    else {
+        return None;
+    };
+    if args.len() < SPLIT_ARGS_MIN {
+        return None;
+    }
+    let args_len = u32::try_from(args.len()).ok()?;
+    let mut head = Vec::with_capacity(64 + target.len() + function.len());
+    head.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    let mut w = ValueWriter::new(&mut head);
+    w.map_len(if *trace { 8 } else { 7 })
+        .str("op")
+        .str("call")
+        .str("id")
+        .uint(*id)
+        .str("target")
+        .str(target)
+        .str("function")
+        .str(function)
+        .str("args");
+    if w.failed() {
+        return None;
+    }
+    head.push(BIN32);
+    head.extend_from_slice(&args_len.to_be_bytes());
+    let mut tail = Vec::with_capacity(32);
+    let mut w = ValueWriter::new(&mut tail);
+    w.str("deadline_ms");
+    match deadline_ms {
+        Some(ms) => {
+            w.uint(*ms);
+        }
+        None => tail.push(NIL),
+    }
+    let mut w = ValueWriter::new(&mut tail);
+    w.str("idempotent").bool(*idempotent);
+    if *trace {
+        w.str("trace").bool(true);
+    }
+    let body = head.len() - LENGTH_PREFIX_LEN + args.len() + tail.len();
+    if body > frame_max {
+        return None;
+    }
+    let prefix = u32::try_from(body).ok()?;
+    head[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Some((head, tail))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::try_encode_frame;
+
+    fn call(args_len: usize, deadline_ms: Option<u64>, trace: bool, id: u64) -> ClientMsg {
+        ClientMsg::Call {
+            id,
+            target: "127.0.0.1:7000".to_owned(),
+            function: "bulk.digest".to_owned(),
+            args: (0..args_len).map(|i| (i % 241) as u8).collect(),
+            deadline_ms,
+            idempotent: !id.is_multiple_of(2),
+            trace,
+        }
+    }
+
+    #[test]
+    fn head_arguments_and_tail_are_the_frame_serde_writes() {
+        for (len, deadline_ms, trace, id) in [
+            (SPLIT_ARGS_MIN, None, false, 0),
+            (SPLIT_ARGS_MIN + 1, Some(0), true, 1),
+            (SPLIT_ARGS_MIN * 3 + 7, Some(127), false, 128),
+            (SPLIT_ARGS_MIN + 9, Some(70_000), true, u64::MAX),
+            (SPLIT_ARGS_MIN, Some(u64::MAX), false, 1 << 33),
+        ] {
+            let msg = call(len, deadline_ms, trace, id);
+            let expected = try_encode_frame(&msg, usize::MAX).unwrap();
+            let (head, tail) = split_call_frame(&msg, usize::MAX).expect("split");
+            let ClientMsg::Call { args, .. } = &msg else {
+                unreachable!()
+            };
+            let joined = [head.as_slice(), args, &tail].concat();
+            assert!(
+                joined == expected,
+                "{len} bytes, deadline {deadline_ms:?}, trace {trace}, id {id}"
+            );
+        }
+    }
+
+    #[test]
+    fn small_arguments_other_messages_and_frames_over_the_bound_are_not_split() {
+        assert!(split_call_frame(&call(SPLIT_ARGS_MIN - 1, None, false, 1), usize::MAX).is_none());
+        assert!(split_call_frame(&ClientMsg::CancelCall { id: 1 }, usize::MAX).is_none());
+        let big = call(SPLIT_ARGS_MIN, None, false, 1);
+        assert!(split_call_frame(&big, SPLIT_ARGS_MIN).is_none());
+        let fits = try_encode_frame(&big, usize::MAX).unwrap().len() - LENGTH_PREFIX_LEN;
+        assert!(split_call_frame(&big, fits).is_some());
+        assert!(split_call_frame(&big, fits - 1).is_none());
+    }
+}

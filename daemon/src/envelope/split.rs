@@ -1,0 +1,205 @@
+//! A request with large arguments, or a reply with a large result, handed to the transport
+//! without copying them: the envelope's bytes before the payload (up to its `bin` header),
+//! the payload's own buffer, and the bytes after it, which the transport sends as one
+//! message ([`Outgoing::Split`]). The bytes on the wire are those of [`Envelope::encode`].
+
+use rpcd_client::ipc::{ValueWriter, POOLED_CAPACITY_MIN};
+use rpcd_transport::Outgoing;
+
+use super::{count_test_keys, test_keys, test_wire_extra, Envelope, RemoteOutcome};
+
+/// Arguments or results of at least this many bytes go to the transport as their own
+/// buffer; smaller ones are copied into the envelope, which costs less than a message in
+/// three parts.
+pub const SPLIT_PAYLOAD_MIN: usize = POOLED_CAPACITY_MIN;
+
+/// A `bin` header's bytes for a length that needs the 4-byte form (`bin 32`).
+const BIN32: u8 = 0xc6;
+
+impl Envelope {
+    /// The envelope's bytes for the transport, for an envelope about to be sent: a request
+    /// whose arguments, or an untraced reply whose result, are at least
+    /// [`SPLIT_PAYLOAD_MIN`] bytes gives that buffer to the message (leaving it empty here)
+    /// between the envelope's head and tail; any other envelope is encoded into one buffer,
+    /// and its payload's buffer goes back to the process's pool. Either way the message's
+    /// bytes are [`Envelope::encode`]'s.
+    pub fn take_outgoing(&mut self) -> Outgoing {
+        let split = match self {
+            Envelope::Request { .. } => self.split_request(),
+            Envelope::Reply { .. } => self.split_reply(),
+            Envelope::Cancel { .. } => None,
+        };
+        if let Some(payload) = split {
+            return payload;
+        }
+        let bytes = self.encode();
+        // The envelope's bytes hold the payload now.
+        self.recycle_payload();
+        Outgoing::Whole(bytes)
+    }
+
+    fn split_request(&mut self) -> Option<Outgoing> {
+        let Envelope::Request {
+            call_id,
+            function,
+            args,
+            deadline_ms,
+            idempotent,
+            trace,
+        } = self
+        else {
+            return None;
+        };
+        if args.len() < SPLIT_PAYLOAD_MIN {
+            return None;
+        }
+        let len = u32::try_from(args.len()).ok()?;
+        let mut head = Vec::with_capacity(64 + function.len());
+        let mut w = ValueWriter::new(&mut head);
+        w.map_len(if *trace { 7 } else { 6 })
+            .str("t")
+            .str("req")
+            .str("call_id")
+            .uint(*call_id)
+            .str("function")
+            .str(function)
+            .str("args");
+        if w.failed() {
+            return None;
+        }
+        head.push(BIN32);
+        head.extend_from_slice(&len.to_be_bytes());
+        let mut tail = Vec::with_capacity(32);
+        let mut w = ValueWriter::new(&mut tail);
+        w.str("deadline_ms")
+            .uint(*deadline_ms)
+            .str("idempotent")
+            .bool(*idempotent);
+        if *trace {
+            w.str("trace").bool(true);
+        }
+        Some(finish(head, std::mem::take(args), tail))
+    }
+
+    fn split_reply(&mut self) -> Option<Outgoing> {
+        let Envelope::Reply {
+            call_id,
+            outcome: RemoteOutcome::Ok(data),
+            trace: None,
+        } = self
+        else {
+            return None;
+        };
+        if data.len() < SPLIT_PAYLOAD_MIN {
+            return None;
+        }
+        let len = u32::try_from(data.len()).ok()?;
+        let mut head = Vec::with_capacity(64);
+        ValueWriter::new(&mut head)
+            .map_len(3)
+            .str("t")
+            .str("rep")
+            .str("call_id")
+            .uint(*call_id)
+            .str("outcome")
+            .map_len(1)
+            .str("ok");
+        head.push(BIN32);
+        head.extend_from_slice(&len.to_be_bytes());
+        Some(finish(head, std::mem::take(data), Vec::new()))
+    }
+}
+
+/// The three parts, with the test hook's keys added when it is on.
+fn finish(mut head: Vec<u8>, body: Vec<u8>, mut tail: Vec<u8>) -> Outgoing {
+    if test_wire_extra() && count_test_keys(&mut head) {
+        tail.extend_from_slice(&test_keys());
+    }
+    Outgoing::Split { head, body, tail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(args_len: usize, trace: bool, call_id: u64, deadline_ms: u64) -> Envelope {
+        Envelope::Request {
+            call_id,
+            function: "bulk.digest".to_owned(),
+            args: (0..args_len).map(|i| (i % 251) as u8).collect(),
+            deadline_ms,
+            idempotent: call_id.is_multiple_of(2),
+            trace,
+        }
+    }
+
+    #[test]
+    fn large_arguments_are_handed_over_and_the_bytes_are_those_of_encode() {
+        for (len, trace, call_id, deadline_ms) in [
+            (SPLIT_PAYLOAD_MIN, false, 1, 0),
+            (SPLIT_PAYLOAD_MIN + 1, true, 300, 70_000),
+            (3 * SPLIT_PAYLOAD_MIN + 17, false, u64::MAX, u64::MAX),
+        ] {
+            let mut env = request(len, trace, call_id, deadline_ms);
+            let expected = env.encode();
+            let args_ptr = match &env {
+                Envelope::Request { args, .. } => args.as_ptr(),
+                _ => unreachable!(),
+            };
+            let payload = env.take_outgoing();
+            let Outgoing::Split { ref body, .. } = payload else {
+                panic!("{len} bytes of arguments were copied into one buffer");
+            };
+            assert_eq!(body.as_ptr(), args_ptr, "the arguments' own buffer");
+            assert_eq!(payload.to_vec(), expected, "{len} bytes, trace {trace}");
+            assert_eq!(
+                Envelope::decode(&payload.to_vec()).unwrap(),
+                request(len, trace, call_id, deadline_ms)
+            );
+            match &env {
+                Envelope::Request { args, .. } => assert!(args.is_empty()),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    #[test]
+    fn a_large_result_is_handed_over_and_the_bytes_are_those_of_encode() {
+        let reply = |len: usize, call_id: u64| Envelope::Reply {
+            call_id,
+            outcome: RemoteOutcome::Ok(vec![0x5a; len]),
+            trace: None,
+        };
+        for (len, call_id) in [(SPLIT_PAYLOAD_MIN, 0), (SPLIT_PAYLOAD_MIN * 2 + 3, 1 << 40)] {
+            let mut env = reply(len, call_id);
+            let expected = env.encode();
+            let payload = env.take_outgoing();
+            assert!(
+                matches!(payload, Outgoing::Split { .. }),
+                "{len} bytes copied"
+            );
+            assert_eq!(payload.to_vec(), expected);
+            assert_eq!(Envelope::decode(&expected).unwrap(), reply(len, call_id));
+        }
+    }
+
+    #[test]
+    fn small_arguments_and_other_envelopes_are_one_buffer() {
+        let mut small = request(SPLIT_PAYLOAD_MIN - 1, false, 5, 10);
+        let expected = small.encode();
+        assert_eq!(small.take_outgoing(), Outgoing::Whole(expected));
+        let mut cancel = Envelope::Cancel { call_id: 9 };
+        let expected = cancel.encode();
+        assert_eq!(cancel.take_outgoing(), Outgoing::Whole(expected));
+        let mut failed = Envelope::Reply {
+            call_id: 3,
+            outcome: RemoteOutcome::Err {
+                code: rpcd_client::ipc::ErrorCode::AppError,
+                message: "x".repeat(SPLIT_PAYLOAD_MIN),
+            },
+            trace: None,
+        };
+        let expected = failed.encode();
+        assert_eq!(failed.take_outgoing(), Outgoing::Whole(expected));
+    }
+}
