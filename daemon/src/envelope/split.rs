@@ -78,7 +78,8 @@ impl Envelope {
         if *trace {
             w.str("trace").bool(true);
         }
-        Some(finish(head, std::mem::take(args), tail))
+        // A caller's arguments start their buffer: handed over as they are.
+        Some(finish(head, std::mem::take(args).into_vec(), tail))
     }
 
     fn split_reply(&mut self) -> Option<Outgoing> {
@@ -126,7 +127,10 @@ mod tests {
         Envelope::Request {
             call_id,
             function: "bulk.digest".to_owned(),
-            args: (0..args_len).map(|i| (i % 251) as u8).collect(),
+            args: (0..args_len)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<u8>>()
+                .into(),
             deadline_ms,
             idempotent: call_id.is_multiple_of(2),
             trace,
