@@ -11,9 +11,8 @@ use super::pool::POOLED_CAPACITY_MIN;
 /// Arguments of at least this many bytes are written from their own buffer.
 pub const SPLIT_ARGS_MIN: usize = POOLED_CAPACITY_MIN;
 
-/// MessagePack's `nil`, `bin 32` and the largest fixmap this writes.
+/// MessagePack's `nil`.
 const NIL: u8 = 0xc0;
-const BIN32: u8 = 0xc6;
 
 /// The head and tail of `msg`'s frame around its arguments, when `msg` is a `call` whose
 /// arguments are at least [`SPLIT_ARGS_MIN`] bytes and whose frame fits `frame_max`;
@@ -35,7 +34,6 @@ pub fn split_call_frame(msg: &ClientMsg, frame_max: usize) -> Option<(Vec<u8>, V
     if args.len() < SPLIT_ARGS_MIN {
         return None;
     }
-    let args_len = u32::try_from(args.len()).ok()?;
     let mut head = Vec::with_capacity(64 + target.len() + function.len());
     head.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
     let mut w = ValueWriter::new(&mut head);
@@ -48,12 +46,11 @@ pub fn split_call_frame(msg: &ClientMsg, frame_max: usize) -> Option<(Vec<u8>, V
         .str(target)
         .str("function")
         .str(function)
-        .str("args");
+        .str("args")
+        .bin_len(args.len());
     if w.failed() {
         return None;
     }
-    head.push(BIN32);
-    head.extend_from_slice(&args_len.to_be_bytes());
     let mut tail = Vec::with_capacity(32);
     let mut w = ValueWriter::new(&mut tail);
     w.str("deadline_ms");

@@ -27,22 +27,8 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
         } => {
             out = pooled_vec(FIXED_MAX + function.len() + args.len());
             w = ValueWriter::new(&mut out);
-            w.map_len(if *trace { 7 } else { 6 })
-                .str("t")
-                .str("req")
-                .str("call_id")
-                .uint(*call_id)
-                .str("function")
-                .str(function)
-                .str("args")
-                .bin(args)
-                .str("deadline_ms")
-                .uint(*deadline_ms)
-                .str("idempotent")
-                .bool(*idempotent);
-            if *trace {
-                w.str("trace").bool(true);
-            }
+            request_head(&mut w, *call_id, function, *trace).bin(args);
+            request_tail(&mut w, *deadline_ms, *idempotent, *trace);
         }
         Envelope::Reply {
             call_id,
@@ -55,13 +41,7 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
             };
             out = pooled_vec(FIXED_MAX + body);
             w = ValueWriter::new(&mut out);
-            w.map_len(3)
-                .str("t")
-                .str("rep")
-                .str("call_id")
-                .uint(*call_id)
-                .str("outcome")
-                .map_len(1);
+            reply_head(&mut w, *call_id);
             match outcome {
                 RemoteOutcome::Ok(data) => {
                     w.str("ok").bin(data);
@@ -91,6 +71,54 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
         return None;
     }
     Some(out)
+}
+
+/// A request's bytes up to its arguments: the map header and every key before them, up to
+/// the `args` key (the arguments' `bin` follows, then [`request_tail`]).
+pub(super) fn request_head<'w, 'a>(
+    w: &'w mut ValueWriter<'a>,
+    call_id: u64,
+    function: &str,
+    trace: bool,
+) -> &'w mut ValueWriter<'a> {
+    w.map_len(if trace { 7 } else { 6 })
+        .str("t")
+        .str("req")
+        .str("call_id")
+        .uint(call_id)
+        .str("function")
+        .str(function)
+        .str("args")
+}
+
+/// A request's keys after its arguments.
+pub(super) fn request_tail(
+    w: &mut ValueWriter<'_>,
+    deadline_ms: u64,
+    idempotent: bool,
+    trace: bool,
+) {
+    w.str("deadline_ms")
+        .uint(deadline_ms)
+        .str("idempotent")
+        .bool(idempotent);
+    if trace {
+        w.str("trace").bool(true);
+    }
+}
+
+/// A reply's bytes up to its outcome's one key (`ok` or `err` follows).
+pub(super) fn reply_head<'w, 'a>(
+    w: &'w mut ValueWriter<'a>,
+    call_id: u64,
+) -> &'w mut ValueWriter<'a> {
+    w.map_len(3)
+        .str("t")
+        .str("rep")
+        .str("call_id")
+        .uint(call_id)
+        .str("outcome")
+        .map_len(1)
 }
 
 #[cfg(test)]

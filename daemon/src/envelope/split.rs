@@ -6,15 +6,12 @@
 use rpcd_client::ipc::{ValueWriter, POOLED_CAPACITY_MIN};
 use rpcd_transport::Outgoing;
 
-use super::{count_test_keys, test_keys, test_wire_extra, Envelope, RemoteOutcome};
+use super::{count_test_keys, hand, test_keys, test_wire_extra, Envelope, RemoteOutcome};
 
 /// Arguments or results of at least this many bytes go to the transport as their own
 /// buffer; smaller ones are copied into the envelope, which costs less than a message in
 /// three parts.
 pub const SPLIT_PAYLOAD_MIN: usize = POOLED_CAPACITY_MIN;
-
-/// A `bin` header's bytes for a length that needs the 4-byte form (`bin 32`).
-const BIN32: u8 = 0xc6;
 
 impl Envelope {
     /// The envelope's bytes for the transport, for an envelope about to be sent: a request
@@ -53,31 +50,19 @@ impl Envelope {
         if args.len() < SPLIT_PAYLOAD_MIN {
             return None;
         }
-        let len = u32::try_from(args.len()).ok()?;
         let mut head = Vec::with_capacity(64 + function.len());
         let mut w = ValueWriter::new(&mut head);
-        w.map_len(if *trace { 7 } else { 6 })
-            .str("t")
-            .str("req")
-            .str("call_id")
-            .uint(*call_id)
-            .str("function")
-            .str(function)
-            .str("args");
+        hand::request_head(&mut w, *call_id, function, *trace).bin_len(args.len());
         if w.failed() {
             return None;
         }
-        head.push(BIN32);
-        head.extend_from_slice(&len.to_be_bytes());
         let mut tail = Vec::with_capacity(32);
-        let mut w = ValueWriter::new(&mut tail);
-        w.str("deadline_ms")
-            .uint(*deadline_ms)
-            .str("idempotent")
-            .bool(*idempotent);
-        if *trace {
-            w.str("trace").bool(true);
-        }
+        hand::request_tail(
+            &mut ValueWriter::new(&mut tail),
+            *deadline_ms,
+            *idempotent,
+            *trace,
+        );
         // A caller's arguments start their buffer: handed over as they are.
         Some(finish(head, std::mem::take(args).into_vec(), tail))
     }
@@ -94,19 +79,14 @@ impl Envelope {
         if data.len() < SPLIT_PAYLOAD_MIN {
             return None;
         }
-        let len = u32::try_from(data.len()).ok()?;
         let mut head = Vec::with_capacity(64);
-        ValueWriter::new(&mut head)
-            .map_len(3)
-            .str("t")
-            .str("rep")
-            .str("call_id")
-            .uint(*call_id)
-            .str("outcome")
-            .map_len(1)
-            .str("ok");
-        head.push(BIN32);
-        head.extend_from_slice(&len.to_be_bytes());
+        let mut w = ValueWriter::new(&mut head);
+        hand::reply_head(&mut w, *call_id)
+            .str("ok")
+            .bin_len(data.len());
+        if w.failed() {
+            return None;
+        }
         Some(finish(head, std::mem::take(data), Vec::new()))
     }
 }
