@@ -142,7 +142,7 @@ fn large_frames_and_payloads_reuse_pooled_buffers_within_the_bound() {
     peer.send(&DaemonMsg::Invoke {
         invocation: 1,
         function: "f".into(),
-        args: vec![7; len],
+        args: vec![7; len].into(),
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,
@@ -155,11 +155,12 @@ fn large_frames_and_payloads_reuse_pooled_buffers_within_the_bound() {
             outcome: Outcome::Ok((len as u64).to_be_bytes().into()),
         }
     );
-    // The reader's buffer and the arguments' (given back after the result is sent).
+    // The reader's buffer went with the arguments (left where they were read) and is given
+    // back after the result is sent.
     let until = Instant::now() + Duration::from_secs(5);
     // Wait for what is asserted below: a buffer the caller's half gave back late counts in
     // `kept` too, so `kept` alone can be reached before the arguments' buffer is back.
-    while (pool.stats().kept < before.kept + 2 || pool.stats().bytes < 2 * len)
+    while (pool.stats().kept < before.kept + 1 || pool.stats().bytes < len)
         && Instant::now() < until
     {
         std::thread::sleep(Duration::from_millis(5));
@@ -167,9 +168,6 @@ fn large_frames_and_payloads_reuse_pooled_buffers_within_the_bound() {
     let after = pool.stats();
     drop(peer);
     server.stop();
-    assert!(after.kept >= before.kept + 2, "{before:?} -> {after:?}");
-    assert!(
-        after.bytes <= pool.max() && after.bytes >= 2 * len,
-        "{after:?}"
-    );
+    assert!(after.kept > before.kept, "{before:?} -> {after:?}");
+    assert!(after.bytes <= pool.max() && after.bytes >= len, "{after:?}");
 }

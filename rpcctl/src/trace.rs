@@ -32,7 +32,7 @@ pub fn run(path: &Path, call: TracedCall<'_>, json: bool) -> anyhow::Result<u8> 
         id,
         target: call.target.to_owned(),
         function: call.function.to_owned(),
-        args: call.args,
+        args: call.args.into(),
         deadline_ms: call
             .deadline
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),

@@ -48,7 +48,10 @@ impl Serving {
                 thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) && !conn.is_closed() {
                         if let Some(inv) = conn.next_invocation(Some(POLL)) {
-                            if conn.send_result(inv.invocation, handler(inv.args)).is_err() {
+                            if conn
+                                .send_result(inv.invocation, handler(inv.args.into_vec()))
+                                .is_err()
+                            {
                                 return;
                             }
                         }

@@ -567,7 +567,7 @@ fn sigterm_with_calls_in_flight() {
     let second = hang
         .next_invocation(Some(Duration::from_secs(10)))
         .expect("the second held call reached B's app");
-    let keep = if first.args == b"answered" {
+    let keep = if first.args[..] == b"answered"[..] {
         first
     } else {
         second

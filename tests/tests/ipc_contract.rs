@@ -394,7 +394,7 @@ fn a_zero_deadline_fails_at_once_without_running() {
         id: 3,
         target: d.udp.to_string(),
         function: "t.f".into(),
-        args: vec![],
+        args: Vec::new().into(),
         deadline_ms: Some(0),
         idempotent: false,
         trace: false,

@@ -136,7 +136,7 @@ fn sigterm_at_the_serving_daemon_delivers_the_remote_callers_reply() {
     thread::sleep(Duration::from_millis(400));
     b.process.signal(Signal::SIGTERM);
     thread::sleep(Duration::from_millis(100));
-    let (keep, drop_) = if first.args == b"answered" {
+    let (keep, drop_) = if first.args[..] == b"answered"[..] {
         (first, second)
     } else {
         (second, first)

@@ -125,8 +125,11 @@ pub struct Invocation {
     pub invocation: u64,
     /// The registered function to run.
     pub function: String,
-    /// The arguments.
-    pub args: Vec<u8>,
+    /// The arguments: where the frame reader read them for a large frame ([`Payload`],
+    /// read as `&[u8]`).
+    ///
+    /// [`Payload`]: crate::ipc::Payload
+    pub args: crate::ipc::Payload,
     /// Where the call came from: the calling daemon's `host:port`, or `"local"` for an app
     /// on this daemon.
     pub caller: String,
@@ -146,7 +149,7 @@ impl Invocation {
     fn new(
         invocation: u64,
         function: String,
-        args: Vec<u8>,
+        args: crate::ipc::Payload,
         caller: String,
         peer: String,
         deadline: Instant,
@@ -301,7 +304,7 @@ impl Connection {
                 id,
                 target: target.to_owned(),
                 function: function.to_owned(),
-                args,
+                args: args.into(),
                 deadline_ms,
                 idempotent: opts.idempotent,
                 trace: false,

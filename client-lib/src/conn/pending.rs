@@ -45,7 +45,7 @@ impl Connection {
             id,
             target: target.to_owned(),
             function: function.to_owned(),
-            args,
+            args: args.into(),
             deadline_ms: opts.deadline.map(millis_ceil),
             idempotent: opts.idempotent,
             trace: false,

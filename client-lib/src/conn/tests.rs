@@ -90,11 +90,11 @@ fn call_carries_deadline_and_flags() {
             (
                 target.as_str(),
                 function.as_str(),
-                args,
+                &args[..],
                 deadline_ms,
                 idempotent
             ),
-            ("svc", "f", vec![0x90], Some(2), true)
+            ("svc", "f", &[0x90u8][..], Some(2), true)
         );
         peer.send(&DaemonMsg::CallOk {
             id,
@@ -369,7 +369,7 @@ fn invocations_are_queued_and_answered() {
     peer.send(&DaemonMsg::Invoke {
         invocation: 77,
         function: "echo".into(),
-        args: vec![1, 2, 3],
+        args: vec![1, 2, 3].into(),
         caller: "10.0.0.1:7000".into(),
         peer: "db-1".into(),
         deadline_ms: 1000,
@@ -379,11 +379,7 @@ fn invocations_are_queued_and_answered() {
         .next_invocation(Some(Duration::from_secs(5)))
         .expect("an invocation");
     assert_eq!(
-        (
-            work.invocation,
-            work.function.as_str(),
-            work.args.as_slice()
-        ),
+        (work.invocation, work.function.as_str(), &work.args[..]),
         (77, "echo", &[1u8, 2, 3][..])
     );
     assert_eq!(
@@ -392,7 +388,7 @@ fn invocations_are_queued_and_answered() {
     );
     assert_eq!(work.identity(), crate::Identity::Peer("db-1"));
     assert!(work.deadline > Instant::now());
-    conn.send_result(work.invocation, Outcome::Ok(work.args.clone()))
+    conn.send_result(work.invocation, Outcome::Ok(work.args.to_vec()))
         .unwrap();
     assert_eq!(
         peer.recv(),
@@ -407,7 +403,7 @@ fn invoke(invocation: u64) -> DaemonMsg {
     DaemonMsg::Invoke {
         invocation,
         function: "f".into(),
-        args: vec![],
+        args: vec![].into(),
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,

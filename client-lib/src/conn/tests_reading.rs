@@ -29,7 +29,7 @@ fn invoke(invocation: u64) -> DaemonMsg {
     DaemonMsg::Invoke {
         invocation,
         function: "f".into(),
-        args: vec![],
+        args: vec![].into(),
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,

@@ -5,12 +5,13 @@
 //! a stream of frames through.
 
 use std::io::{self, Read};
+use std::ops::Range;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::pool::{buffer_pool, pooled_capacity, pooled_vec, BufferPool};
-use super::ErrorCode;
+use super::pool::{buffer_pool, pooled_capacity, pooled_vec, BufferPool, POOLED_CAPACITY_MIN};
+use super::{ErrorCode, Payload};
 
 /// Default largest frame body (the `N` of a frame): a 16 MiB message plus room for the
 /// envelope around it.
@@ -36,6 +37,10 @@ const GROWTH_MAX: usize = 8;
 
 /// The least room worth a `read`: with less, the reader compacts or grows first.
 const ROOM_MIN: usize = READ_CHUNK / 4;
+
+/// The arguments of a `call` or an `invoke` from this many bytes on are not copied out of
+/// the reader's buffer: the buffer goes with them ([`FrameReader::next_frame`]).
+pub const IN_PLACE_MIN: usize = POOLED_CAPACITY_MIN;
 
 // The length prefix is a u32: the maximum must be expressible in it.
 const _: () = assert!(FRAME_MAX_DEFAULT <= u32::MAX as usize);
@@ -177,16 +182,23 @@ pub fn decode_frame<T: DeserializeOwned + 'static>(
     buf: &[u8],
     frame_max: usize,
 ) -> Result<Option<(T, usize)>, FrameError> {
-    decode_frame_bounded(buf, frame_max, None)
+    // Nothing is left out below `usize::MAX` bytes.
+    decode_frame_bounded(buf, frame_max, None, usize::MAX)
+        .map(|frame| frame.map(|(msg, used, _)| (msg, used)))
 }
 
 /// [`decode_frame`], refusing a body of more than `values_max` MessagePack values before
 /// decoding it (see [`check_values`](super::check_values)).
+/// A frame's message and its length, and the range in its body of the arguments left out of
+/// it (see [`decode_body`]).
+type Decoded<T> = (T, usize, Option<Range<usize>>);
+
 fn decode_frame_bounded<T: DeserializeOwned + 'static>(
     buf: &[u8],
     frame_max: usize,
     values_max: Option<usize>,
-) -> Result<Option<(T, usize)>, FrameError> {
+    in_place_min: usize,
+) -> Result<Option<Decoded<T>>, FrameError> {
     let Some(len) = announced_len(buf, frame_max)? else {
         return Ok(None);
     };
@@ -196,8 +208,8 @@ fn decode_frame_bounded<T: DeserializeOwned + 'static>(
     // Always: a claim beyond the bytes left is refused before serde preallocates from it.
     let value_len = super::shape::walk(body, values_max.unwrap_or(usize::MAX))?;
     check_is_map(body)?;
-    let msg = decode_body(body, value_len)?;
-    Ok(Some((msg, LENGTH_PREFIX_LEN + len)))
+    let (msg, in_place) = decode_body_in_place(body, value_len, in_place_min)?;
+    Ok(Some((msg, LENGTH_PREFIX_LEN + len, in_place)))
 }
 
 /// Reads a stream of frames: one buffer, consumed from the front.
@@ -280,16 +292,31 @@ impl FrameReader {
     /// (incomplete is not an error). A bad frame is a [`FrameError`]; a length over
     /// `frame_max` is detected as soon as the 4-byte prefix is in. After an error the stream
     /// is out of sync and every later call returns the same error: report it and close.
+    ///
+    /// The arguments of a `call` or an `invoke` of at least [`IN_PLACE_MIN`] bytes are not
+    /// copied out of the buffer: the buffer goes with them (a [`Payload`] of the message),
+    /// and the reader goes on with a new one, into which what it holds of the next frames is
+    /// copied (at most one read).
     pub fn next_frame<T: DeserializeOwned + 'static>(&mut self) -> Result<Option<T>, FrameError> {
-        let Some((msg, used)) = decode_frame_bounded(
+        let Some((mut msg, used, in_place)) = decode_frame_bounded(
             &self.buf[self.start..self.end],
             self.frame_max,
             self.values_max,
+            IN_PLACE_MIN,
         )?
         else {
             return Ok(None);
         };
+        let body = self.start + LENGTH_PREFIX_LEN;
         self.start += used;
+        if let Some(range) = in_place {
+            let args = body + range.start..body + range.end;
+            let rest = self.buf[self.start..self.end].to_vec();
+            let whole = std::mem::replace(&mut self.buf, rest);
+            self.end -= self.start;
+            self.start = 0;
+            super::hot::fill_args(&mut msg, Payload::in_place(whole, args));
+        }
         if self.start == self.end {
             // Drained: start over at the front for free, no bytes to move.
             self.start = 0;
@@ -449,9 +476,23 @@ fn decode_body<T: DeserializeOwned + 'static>(
     body: &[u8],
     value_len: Option<usize>,
 ) -> Result<T, FrameError> {
+    decode_body_in_place(body, value_len, usize::MAX).map(|(msg, in_place)| {
+        debug_assert!(in_place.is_none(), "nothing is left out below usize::MAX");
+        msg
+    })
+}
+
+/// As [`decode_body`], except that the hand decoder leaves out the arguments of a `call` or
+/// an `invoke` of at least `in_place_min` bytes and says where they are in `body`, for the
+/// caller to put them in ([`hot::fill_args`](super::hot::fill_args)).
+fn decode_body_in_place<T: DeserializeOwned + 'static>(
+    body: &[u8],
+    value_len: Option<usize>,
+    in_place_min: usize,
+) -> Result<(T, Option<Range<usize>>), FrameError> {
     if value_len == Some(body.len()) {
-        if let Some(msg) = super::hot::decode::<T>(body) {
-            return Ok(msg);
+        if let Some(decoded) = super::hot::decode_in_place::<T>(body, in_place_min) {
+            return Ok(decoded);
         }
     }
     let mut de = rmp_serde::Deserializer::from_read_ref(body);
@@ -461,7 +502,7 @@ fn decode_body<T: DeserializeOwned + 'static>(
     // A value decoded whole is a whole value to the walk too; `None` would mean they differ.
     let used = value_len.unwrap_or(usize::MAX);
     match body.len().checked_sub(used) {
-        Some(0) => Ok(msg),
+        Some(0) => Ok((msg, None)),
         Some(extra) => Err(FrameError::TrailingBytes(extra)),
         None => Err(FrameError::Malformed("decoder read past the frame".into())),
     }

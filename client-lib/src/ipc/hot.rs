@@ -16,25 +16,75 @@
 //! check frame by frame against serde.
 //!
 //! A large payload (`args`, `data`, a result) is copied into a buffer of the process's
-//! [`BufferPool`](super::BufferPool) when one fits.
+//! [`BufferPool`](super::BufferPool) when one fits, except the arguments of a `call` or an
+//! `invoke` of at least the size the caller names ([`decode_in_place`]): those are left
+//! where they are, for the frame reader to hand its buffer over with them.
 
 use std::any::Any;
+use std::ops::Range;
 
 use super::pool::pooled_copy;
-use super::{ClientMsg, DaemonMsg, ErrorCode, Outcome};
+use super::{ClientMsg, DaemonMsg, ErrorCode, Outcome, Payload};
 
 /// The value the hand-written decoder for `T` reads from `body` (one whole MessagePack
 /// value, its nesting and value count already checked), if there is one for `T` and it
 /// understood `body`; `None` sends the body to serde.
+#[cfg(test)]
 pub(crate) fn decode<T: Any>(body: &[u8]) -> Option<T> {
+    decode_in_place(body, usize::MAX).map(|(msg, _)| msg)
+}
+
+/// As [`decode`], except that the arguments of a `call` or an `invoke` of at least
+/// `in_place_min` bytes are not copied: the message's `args` are left empty and their range
+/// in `body` is returned with it, for [`fill_args`] to put the bytes in, where they are.
+pub(crate) fn decode_in_place<T: Any>(
+    body: &[u8],
+    in_place_min: usize,
+) -> Option<(T, Option<Range<usize>>)> {
+    let mut args = Args {
+        body,
+        in_place_min,
+        in_place: None,
+    };
     let mut slot: Option<T> = None;
     let any: &mut dyn Any = &mut slot;
     if let Some(s) = any.downcast_mut::<Option<ClientMsg>>() {
-        *s = client_msg(body);
+        *s = client_msg(body, &mut args);
     } else if let Some(s) = any.downcast_mut::<Option<DaemonMsg>>() {
-        *s = daemon_msg(body);
+        *s = daemon_msg(body, &mut args);
     }
-    slot
+    slot.map(|msg| (msg, args.in_place))
+}
+
+/// Puts the arguments [`decode_in_place`] left out into `msg`, a `call` or an `invoke`
+/// (any other message is left as it is).
+pub(crate) fn fill_args<T: Any>(msg: &mut T, bytes: Payload) {
+    let any: &mut dyn Any = msg;
+    if let Some(ClientMsg::Call { args, .. }) = any.downcast_mut::<ClientMsg>() {
+        *args = bytes;
+    } else if let Some(DaemonMsg::Invoke { args, .. }) = any.downcast_mut::<DaemonMsg>() {
+        *args = bytes;
+    }
+}
+
+/// How a decoder makes a call's or an invoke's arguments: copied into a pooled buffer, or
+/// (from `in_place_min` bytes on) left out, their range in `body` noted.
+struct Args<'a> {
+    body: &'a [u8],
+    in_place_min: usize,
+    in_place: Option<Range<usize>>,
+}
+
+impl Args<'_> {
+    fn take(&mut self, bytes: &[u8]) -> Payload {
+        if bytes.len() < self.in_place_min {
+            return pooled_copy(bytes).into();
+        }
+        // `bytes` lies within `body` (the reader returns slices of it).
+        let start = bytes.as_ptr() as usize - self.body.as_ptr() as usize;
+        self.in_place = Some(start..start + bytes.len());
+        Payload::default()
+    }
 }
 
 /// A borrowed reader of MessagePack for hand-written decoders of hot messages: each read
@@ -421,7 +471,7 @@ pub fn set_once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
 }
 
 /// `call` and `result`, the app's side of every call it makes or serves.
-fn client_msg(body: &[u8]) -> Option<ClientMsg> {
+fn client_msg(body: &[u8], bytes: &mut Args<'_>) -> Option<ClientMsg> {
     let mut r = ValueReader::new(body);
     let mut op = None;
     let (mut id, mut target, mut function, mut args) = (None, None, None, None);
@@ -462,7 +512,7 @@ fn client_msg(body: &[u8]) -> Option<ClientMsg> {
             id: id?,
             target: target?.to_owned(),
             function: function?.to_owned(),
-            args: pooled_copy(args?),
+            args: bytes.take(args?),
             deadline_ms: deadline_ms?,
             idempotent: idempotent?,
             trace: trace.unwrap_or(false),
@@ -489,7 +539,7 @@ fn app_outcome(r: &mut ValueReader<'_>) -> Option<Outcome> {
 
 /// `invoke`, `call_ok`, `failed` and `cancel`: what an app is sent for every call it makes
 /// or serves. Keys this build does not know send the frame to serde, which ignores them.
-fn daemon_msg(body: &[u8]) -> Option<DaemonMsg> {
+fn daemon_msg(body: &[u8], bytes: &mut Args<'_>) -> Option<DaemonMsg> {
     let mut r = ValueReader::new(body);
     let mut op = None;
     let (mut id, mut invocation, mut function, mut args) = (None, None, None, None);
@@ -538,7 +588,7 @@ fn daemon_msg(body: &[u8]) -> Option<DaemonMsg> {
         b"invoke" if id.is_none() && data.is_none() && !any_failed_key => DaemonMsg::Invoke {
             invocation: invocation?,
             function: function?.to_owned(),
-            args: pooled_copy(args?),
+            args: bytes.take(args?),
             caller: caller?.to_owned(),
             peer: peer?.to_owned(),
             deadline_ms: deadline_ms?,

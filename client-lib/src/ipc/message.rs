@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::strict;
-use super::{CallTrace, ErrorCode, MonitorEvent, Stats};
+use super::{CallTrace, ErrorCode, MonitorEvent, Payload, Stats};
 pub use crate::identity::Credentials;
 
 /// The highest version of this protocol this build speaks: sent as `Hello::version`, and
@@ -106,12 +106,10 @@ pub enum ClientMsg {
         /// The function name.
         #[serde(deserialize_with = "strict::string")]
         function: String,
-        /// The arguments, opaque to the daemon (MessagePack by convention).
-        #[serde(
-            serialize_with = "serde_bytes::serialize",
-            deserialize_with = "strict::bytes"
-        )]
-        args: Vec<u8>,
+        /// The arguments, opaque to the daemon (MessagePack by convention). A large frame's
+        /// are left where the frame reader read them ([`Payload`]).
+        #[serde(deserialize_with = "strict::payload")]
+        args: Payload,
         /// Time budget in milliseconds from receipt; `None` takes the daemon's default.
         deadline_ms: Option<u64>,
         /// Whether the call may be retried on another daemon of a service.
@@ -334,9 +332,9 @@ pub enum DaemonMsg {
         invocation: u64,
         /// The registered function to run.
         function: String,
-        /// The arguments.
-        #[serde(with = "serde_bytes")]
-        args: Vec<u8>,
+        /// The arguments. A large frame's are left where the frame reader read them
+        /// ([`Payload`]).
+        args: Payload,
         /// Where the call came from: the calling daemon's `host:port`, or [`LOCAL_CALLER`] for a
         /// call from an app on this daemon.
         caller: String,

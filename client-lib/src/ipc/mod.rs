@@ -32,6 +32,7 @@ mod code;
 mod frame;
 mod hot;
 mod message;
+mod payload;
 mod pool;
 mod shape;
 mod signature;
@@ -55,6 +56,7 @@ pub use message::{
     session_version, ClientMsg, Credentials, DaemonMsg, Limits, NameEntry, Outcome, SrvEntry,
     SrvRecordEntry, LOCAL_CALLER, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
+pub use payload::Payload;
 pub use pool::{
     buffer_pool, pooled_capacity, pooled_copy, pooled_vec, recycle, BufferPool, PoolStats,
     CLIENT_POOL_MAX_DEFAULT, POOLED_CAPACITY_MIN,

@@ -11,7 +11,7 @@ use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
 
-use super::ErrorCode;
+use super::{ErrorCode, Payload};
 
 /// A `bytes` field: MessagePack `bin` only.
 pub fn bytes<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<u8>, D::Error> {
@@ -32,6 +32,11 @@ pub fn bytes<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<u8>, D::Error> {
         }
     }
     de.deserialize_byte_buf(Bin)
+}
+
+/// A `bytes` field read as a [`Payload`]: MessagePack `bin` only.
+pub fn payload<'de, D: Deserializer<'de>>(de: D) -> Result<Payload, D::Error> {
+    bytes(de).map(Payload::from)
 }
 
 /// A `string` field: MessagePack `str` only.

@@ -261,7 +261,7 @@ fn run(inner: &Inner, job: Job) {
     let Job { mut work, conn } = job;
     run_handler(inner, &work, &conn);
     // The handler only borrowed the arguments: a large buffer serves the next large frame.
-    crate::ipc::recycle(std::mem::take(&mut work.args));
+    crate::ipc::recycle(std::mem::take(&mut work.args).into_buffer());
 }
 
 fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection) {

@@ -56,7 +56,7 @@ fn cancelled_invocations_are_seen_by_handlers_or_never_run() {
     let invoke = |invocation, args: &[u8]| DaemonMsg::Invoke {
         invocation,
         function: "f".into(),
-        args: args.to_vec(),
+        args: args.to_vec().into(),
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,
@@ -159,7 +159,7 @@ fn handlers_see_who_called() {
         peer.send(&DaemonMsg::Invoke {
             invocation,
             function: "whoami".into(),
-            args: Vec::new(),
+            args: Vec::new().into(),
             caller: caller.into(),
             peer: who.into(),
             deadline_ms: 10_000,

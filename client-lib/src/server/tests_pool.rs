@@ -73,7 +73,7 @@ fn invoke(invocation: u64, args: &[u8]) -> DaemonMsg {
     DaemonMsg::Invoke {
         invocation,
         function: "f".into(),
-        args: args.to_vec(),
+        args: args.to_vec().into(),
         caller: "local".into(),
         peer: "local".into(),
         deadline_ms: 10_000,

@@ -39,7 +39,7 @@ const WRITE_BATCH_MAX: usize = 64 * 1024;
 pub(super) struct Work {
     pub invocation: u64,
     pub function: String,
-    pub args: Vec<u8>,
+    pub args: crate::ipc::Payload,
     pub caller: String,
     pub peer: String,
     pub deadline: Instant,
@@ -230,7 +230,7 @@ impl Conn {
             id,
             target: target.to_owned(),
             function: function.to_owned(),
-            args,
+            args: args.into(),
             deadline_ms,
             idempotent: opts.idempotent,
             trace: false,

@@ -30,8 +30,9 @@ pub const CONCURRENCY_MAX_DEFAULT: usize = 1024;
 pub struct Request {
     /// The function called.
     pub function: String,
-    /// The argument bytes.
-    pub args: Vec<u8>,
+    /// The argument bytes: where the frame reader read them for a large frame
+    /// ([`Payload`](crate::ipc::Payload), read as `&[u8]`).
+    pub args: crate::ipc::Payload,
     /// The calling daemon's `host:port`, or `"local"`; see [`Request::identity`].
     pub caller: String,
     /// The authenticated calling daemon's name, `"local"`, or empty (plaintext).

@@ -63,8 +63,10 @@ impl Envelope {
             *idempotent,
             *trace,
         );
-        // A caller's arguments start their buffer: handed over as they are.
-        Some(finish(head, std::mem::take(args).into_vec(), tail))
+        // Handed over as they are, in the buffer they arrived in (a large call frame's).
+        let args = std::mem::take(args);
+        let start = args.offset();
+        Some(finish(head, args.into_buffer(), start, tail))
     }
 
     fn split_reply(&mut self) -> Option<Outgoing> {
@@ -87,30 +89,47 @@ impl Envelope {
         if w.failed() {
             return None;
         }
-        Some(finish(head, std::mem::take(data), Vec::new()))
+        Some(finish(head, std::mem::take(data), 0, Vec::new()))
     }
 }
 
 /// The three parts, with the test hook's keys added when it is on.
-fn finish(mut head: Vec<u8>, body: Vec<u8>, mut tail: Vec<u8>) -> Outgoing {
+fn finish(mut head: Vec<u8>, body: Vec<u8>, body_start: usize, mut tail: Vec<u8>) -> Outgoing {
     if test_wire_extra() && count_test_keys(&mut head) {
         tail.extend_from_slice(&test_keys());
     }
-    Outgoing::Split { head, body, tail }
+    Outgoing::Split {
+        head,
+        body,
+        body_start,
+        tail,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Payload;
 
     fn request(args_len: usize, trace: bool, call_id: u64, deadline_ms: u64) -> Envelope {
+        request_at(0, args_len, trace, call_id, deadline_ms)
+    }
+
+    /// A request whose arguments lie after `skip` other bytes of their buffer (as a large
+    /// call frame's do in the frame reader's buffer).
+    fn request_at(
+        skip: usize,
+        args_len: usize,
+        trace: bool,
+        call_id: u64,
+        deadline_ms: u64,
+    ) -> Envelope {
+        let mut buf = vec![0xee; skip];
+        buf.extend((0..args_len).map(|i| (i % 251) as u8));
         Envelope::Request {
             call_id,
             function: "bulk.digest".to_owned(),
-            args: (0..args_len)
-                .map(|i| (i % 251) as u8)
-                .collect::<Vec<u8>>()
-                .into(),
+            args: Payload::in_place(buf, skip..skip + args_len),
             deadline_ms,
             idempotent: call_id.is_multiple_of(2),
             trace,
@@ -119,22 +138,34 @@ mod tests {
 
     #[test]
     fn large_arguments_are_handed_over_and_the_bytes_are_those_of_encode() {
-        for (len, trace, call_id, deadline_ms) in [
-            (SPLIT_PAYLOAD_MIN, false, 1, 0),
-            (SPLIT_PAYLOAD_MIN + 1, true, 300, 70_000),
-            (3 * SPLIT_PAYLOAD_MIN + 17, false, u64::MAX, u64::MAX),
+        for (skip, len, trace, call_id, deadline_ms) in [
+            (0, SPLIT_PAYLOAD_MIN, false, 1, 0),
+            (0, SPLIT_PAYLOAD_MIN + 1, true, 300, 70_000),
+            (0, 3 * SPLIT_PAYLOAD_MIN + 17, false, u64::MAX, u64::MAX),
+            (61, SPLIT_PAYLOAD_MIN, false, 2, 9),
+            (4096, 2 * SPLIT_PAYLOAD_MIN + 5, true, 7, 1),
         ] {
-            let mut env = request(len, trace, call_id, deadline_ms);
+            let mut env = request_at(skip, len, trace, call_id, deadline_ms);
             let expected = env.encode();
             let args_ptr = match &env {
                 Envelope::Request { args, .. } => args.as_ptr(),
                 _ => unreachable!(),
             };
             let payload = env.take_outgoing();
-            let Outgoing::Split { ref body, .. } = payload else {
+            let Outgoing::Split {
+                ref body,
+                body_start,
+                ..
+            } = payload
+            else {
                 panic!("{len} bytes of arguments were copied into one buffer");
             };
-            assert_eq!(body.as_ptr(), args_ptr, "the arguments' own buffer");
+            assert_eq!(
+                body[body_start..].as_ptr(),
+                args_ptr,
+                "the arguments where they were, not moved"
+            );
+            assert_eq!(body_start, skip);
             assert_eq!(payload.to_vec(), expected, "{len} bytes, trace {trace}");
             assert_eq!(
                 Envelope::decode(&payload.to_vec()).unwrap(),

@@ -61,6 +61,7 @@ use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 
 use crate::envelope::{Envelope, RemoteOutcome};
+use crate::payload::Payload;
 use crate::settings::Settings;
 
 use apps::Apps;
@@ -426,13 +427,13 @@ impl Router {
         now: Instant,
         call: CallId,
         function: &str,
-        args: Vec<u8>,
+        args: Payload,
         deadline: Instant,
     ) {
         let origin = Origin::Local { call };
         let traced = self.call_traced(call);
         self.served_received(now, origin, function, args.len(), traced);
-        self.serve(now, origin, function, args.into(), deadline);
+        self.serve(now, origin, function, args, deadline);
     }
 
     /// A local call ended (answered, expired or abandoned): withdraw the

@@ -220,7 +220,7 @@ impl Net {
                 id,
                 target: target.into(),
                 function: function.into(),
-                args: rmp_serde::to_vec(&id).expect("an id encodes"),
+                args: rmp_serde::to_vec(&id).expect("an id encodes").into(),
                 deadline_ms: Some(deadline_ms),
                 idempotent,
                 trace: false,
@@ -476,7 +476,7 @@ fn a_large_requests_arguments_stay_in_the_delivered_message() {
                 id,
                 target: B.into(),
                 function: "kv.get".into(),
-                args: args.clone(),
+                args: args.clone().into(),
                 deadline_ms: Some(30_000),
                 idempotent: false,
                 trace: false,
@@ -490,7 +490,7 @@ fn a_large_requests_arguments_stay_in_the_delivered_message() {
             });
             got.is_some()
         });
-        assert!(got == Some(args), "the arguments of call {id}");
+        assert!(got == Some(args.into()), "the arguments of call {id}");
     }
     let offsets = &net.node(B).args_offsets;
     assert_eq!(offsets.len(), 2);
@@ -836,7 +836,7 @@ fn calls_under_loss_end_exactly_once() {
                 {
                     let id: u64 = rmp_serde::from_slice(&args).expect("the call's id");
                     *runs.entry(id).or_default() += 1;
-                    n.answer(B, server, invocation, args);
+                    n.answer(B, server, invocation, args.to_vec());
                 }
             }
             for id in 1..=calls {

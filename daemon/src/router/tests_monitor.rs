@@ -84,7 +84,7 @@ fn echo(r: &mut Router, now: Instant, c: ConnId, id: u64, trace: bool) {
             id,
             target: ME.into(),
             function: "rpcd.echo".into(),
-            args: vec![0x91, 0x01],
+            args: vec![0x91, 0x01].into(),
             deadline_ms: None,
             idempotent: false,
             trace,

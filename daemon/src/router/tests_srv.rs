@@ -74,7 +74,7 @@ fn call(r: &mut Router, now: Instant, c: ConnId, id: u64, target: &str, function
         id,
         target: target.into(),
         function: function.into(),
-        args: Vec::new(),
+        args: Vec::new().into(),
         deadline_ms: Some(5000),
         idempotent: false,
         trace: false,

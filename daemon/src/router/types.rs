@@ -133,12 +133,12 @@ pub struct Invoke {
 }
 
 impl From<Invoke> for DaemonMsg {
-    /// The message, its arguments in a buffer of their own (moved to the front of theirs).
+    /// The message, its arguments where they are.
     fn from(i: Invoke) -> DaemonMsg {
         DaemonMsg::Invoke {
             invocation: i.invocation,
             function: i.function,
-            args: i.args.into_vec(),
+            args: i.args,
             caller: i.caller,
             peer: i.peer,
             deadline_ms: i.deadline_ms,

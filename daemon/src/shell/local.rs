@@ -296,9 +296,8 @@ impl Local {
     pub fn queue(&mut self, id: ConnId, msg: DaemonMsg) -> Result<(), SlowReader> {
         let queued = self.queue_with(id, |out, room| out.push_frame(&msg, room));
         match msg {
-            DaemonMsg::Invoke { args: payload, .. } | DaemonMsg::CallOk { data: payload, .. } => {
-                ipc::recycle(payload);
-            }
+            DaemonMsg::Invoke { args, .. } => ipc::recycle(args.into_buffer()),
+            DaemonMsg::CallOk { data, .. } => ipc::recycle(data),
             _ => {}
         }
         queued

@@ -2,19 +2,22 @@
 //! concatenation is the message.
 //!
 //! The three-part form lets a sender put a large buffer it already owns (a call's
-//! arguments) between a small head and tail it encoded, without copying the large buffer
-//! into one of the message's size: the transport cuts fragments across the parts. Each
-//! fragment's bytes are still copied once into its datagram, as for one buffer.
+//! arguments, maybe after other bytes in the buffer they arrived in) between a small head
+//! and tail it encoded, without copying the large buffer into one of the message's size:
+//! the transport cuts fragments across the parts. Each fragment's bytes are still copied
+//! once into its datagram, as for one buffer.
 
 /// The bytes of one message to send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
     /// The message is this buffer.
     Whole(Vec<u8>),
-    /// The message is `head`, then `body`, then `tail`.
+    /// The message is `head`, then `body[body_start..]`, then `tail` (the bytes of `body`
+    /// before `body_start` are not sent; the buffer is handed back whole).
     Split {
         head: Vec<u8>,
         body: Vec<u8>,
+        body_start: usize,
         tail: Vec<u8>,
     },
 }
@@ -30,7 +33,12 @@ impl Outgoing {
     pub fn len(&self) -> usize {
         match self {
             Outgoing::Whole(b) => b.len(),
-            Outgoing::Split { head, body, tail } => head.len() + body.len() + tail.len(),
+            Outgoing::Split {
+                head,
+                body,
+                body_start,
+                tail,
+            } => head.len() + body.len().saturating_sub(*body_start) + tail.len(),
         }
     }
 
@@ -48,7 +56,12 @@ impl Outgoing {
     pub fn range<'a>(&'a self, start: usize, end: usize, scratch: &'a mut Vec<u8>) -> &'a [u8] {
         let parts: [&[u8]; 3] = match self {
             Outgoing::Whole(b) => return &b[start..end],
-            Outgoing::Split { head, body, tail } => [head, body, tail],
+            Outgoing::Split {
+                head,
+                body,
+                body_start,
+                tail,
+            } => [head, body.get(*body_start..).unwrap_or_default(), tail],
         };
         let mut at = 0;
         for part in parts {
@@ -76,7 +89,9 @@ impl Outgoing {
     pub fn into_buffers(self) -> impl Iterator<Item = Vec<u8>> {
         let (a, b, c) = match self {
             Outgoing::Whole(b) => (Some(b), None, None),
-            Outgoing::Split { head, body, tail } => (Some(head), Some(body), Some(tail)),
+            Outgoing::Split {
+                head, body, tail, ..
+            } => (Some(head), Some(body), Some(tail)),
         };
         a.into_iter().chain(b).chain(c)
     }
@@ -96,6 +111,19 @@ mod tests {
         Outgoing::Split {
             head: head.to_vec(),
             body: body.to_vec(),
+            body_start: 0,
+            tail: tail.to_vec(),
+        }
+    }
+
+    /// As [`split`], the body after `skip` bytes that are not the message's.
+    fn split_after(head: &[u8], skip: usize, body: &[u8], tail: &[u8]) -> Outgoing {
+        let mut buf = vec![0xee; skip];
+        buf.extend_from_slice(body);
+        Outgoing::Split {
+            head: head.to_vec(),
+            body: buf,
+            body_start: skip,
             tail: tail.to_vec(),
         }
     }
@@ -104,19 +132,22 @@ mod tests {
     fn every_range_of_a_split_message_is_the_same_bytes_as_of_the_whole() {
         let whole: Vec<u8> = (0..40u8).collect();
         for (h, b) in [(0, 0), (0, 40), (3, 30), (7, 33), (40, 0), (5, 0), (0, 1)] {
-            let p = split(&whole[..h], &whole[h..h + b], &whole[h + b..]);
-            assert_eq!(p.len(), 40);
-            let mut scratch = Vec::new();
-            for start in 0..=40 {
-                for end in start..=40 {
-                    assert_eq!(
-                        p.range(start, end, &mut scratch),
-                        &whole[start..end],
-                        "head {h}, body {b}, range {start}..{end}"
-                    );
+            for skip in [0, 1, 9] {
+                let (head, body, tail) = (&whole[..h], &whole[h..h + b], &whole[h + b..]);
+                let p = split_after(head, skip, body, tail);
+                assert_eq!(p.len(), 40);
+                let mut scratch = Vec::new();
+                for start in 0..=40 {
+                    for end in start..=40 {
+                        assert_eq!(
+                            p.range(start, end, &mut scratch),
+                            &whole[start..end],
+                            "head {h}, skip {skip}, body {b}, range {start}..{end}"
+                        );
+                    }
                 }
+                assert_eq!(p.to_vec(), whole);
             }
-            assert_eq!(p.to_vec(), whole);
         }
     }
 
@@ -139,6 +170,13 @@ mod tests {
         let p = split(b"h", b"body", b"t");
         let back: Vec<Vec<u8>> = p.into_buffers().collect();
         assert_eq!(back, vec![b"h".to_vec(), b"body".to_vec(), b"t".to_vec()]);
+        let p = split_after(b"h", 2, b"body", b"t");
+        let back: Vec<Vec<u8>> = p.into_buffers().collect();
+        assert_eq!(
+            back,
+            vec![b"h".to_vec(), b"\xee\xeebody".to_vec(), b"t".to_vec()],
+            "the body's buffer whole, what precedes the message's bytes too"
+        );
         let back: Vec<Vec<u8>> = Outgoing::from(b"w".to_vec()).into_buffers().collect();
         assert_eq!(back, vec![b"w".to_vec()]);
     }

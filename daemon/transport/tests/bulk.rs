@@ -509,10 +509,10 @@ fn the_spare_bundles_bound_is_the_configured_one() {
 /// A message handed over in three parts (a head, a large body the sender owns, a tail)
 /// arrives as their concatenation, plaintext and keyed, also when the datagrams whose
 /// fragments straddle two parts (the first and the last of the flight) are lost and sent
-/// again.
+/// again; and so when the body's bytes start past other bytes of its buffer.
 #[test]
 fn a_message_in_three_parts_arrives_as_their_concatenation() {
-    for mode in [Mode::Plain, Mode::Keyed] {
+    for (mode, skip) in [(Mode::Plain, 0), (Mode::Keyed, 0), (Mode::Plain, 4099)] {
         let mut w = Wire::new(
             mode,
             Config::default(),
@@ -525,7 +525,12 @@ fn a_message_in_three_parts_arrives_as_their_concatenation() {
         let tail: Vec<u8> = (200..211u8).collect();
         let whole = [head.as_slice(), &body, &tail].concat();
         let now = w.now;
-        let payload = Outgoing::Split { head, body, tail };
+        let payload = Outgoing::Split {
+            head,
+            body: [vec![0xee; skip], body].concat(),
+            body_start: skip,
+            tail,
+        };
         assert_eq!(payload.len(), whole.len());
         w.a.1.send(now, w.b.0, payload).expect("send");
         let mut flight = Vec::new();

@@ -219,7 +219,7 @@ fn reply(msg: ClientMsg) -> Option<Vec<u8>> {
             id, function, args, ..
         } => {
             let data = match function.as_str() {
-                "rpcd.echo" => args,
+                "rpcd.echo" => args.to_vec(),
                 "rpcd.ping" => rmp_serde::to_vec("pong").expect("encodes"),
                 _ => {
                     return Some(with_extra_key(&msgpack(&json!({

@@ -146,7 +146,7 @@ impl CallShared {
                 id,
                 target: self.target.clone(),
                 function: self.function.clone(),
-                args: id.to_be_bytes().to_vec(),
+                args: id.to_be_bytes().to_vec().into(),
                 deadline_ms: Some(CALL_DEADLINE_MS),
                 idempotent: false,
                 trace: false,
@@ -375,7 +375,7 @@ fn serve(mut conn: RawConn, shared: &ServeShared) {
             match m {
                 DaemonMsg::Invoke {
                     invocation, args, ..
-                } => pending.push((invocation, args)),
+                } => pending.push((invocation, args.to_vec())),
                 DaemonMsg::Cancel { .. } => {}
                 other => panic!("a serving app got {other:?}"),
             }

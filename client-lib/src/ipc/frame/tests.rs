@@ -53,7 +53,7 @@ fn encoding_over_the_maximum_is_refused() {
         id: 1,
         target: "t".into(),
         function: "f".into(),
-        args: vec![0; 100],
+        args: vec![0; 100].into(),
         deadline_ms: None,
         idempotent: false,
         trace: false,
@@ -243,9 +243,19 @@ impl std::io::Read for Pieces {
 
 /// Reads `stream` to its end through `reader`, taking every frame after each read.
 fn drain(reader: &mut FrameReader, stream: &mut impl std::io::Read) -> Vec<ClientMsg> {
+    drain_then(reader, stream, |_| {})
+}
+
+/// As [`drain`], calling `each` on every message as it is taken.
+fn drain_then(
+    reader: &mut FrameReader,
+    stream: &mut impl std::io::Read,
+    mut each: impl FnMut(&ClientMsg),
+) -> Vec<ClientMsg> {
     let mut msgs = Vec::new();
     loop {
         while let Some(msg) = reader.next_frame().unwrap() {
+            each(&msg);
             msgs.push(msg);
         }
         assert!(reader.buf.len() <= reader.limit(), "{}", reader.buf.len());
@@ -262,7 +272,7 @@ fn sample_msgs() -> Vec<ClientMsg> {
             id: 2,
             target: "h:1".into(),
             function: "f".into(),
-            args: vec![7; 300],
+            args: vec![7; 300].into(),
             deadline_ms: Some(5),
             idempotent: true,
             trace: false,
@@ -365,7 +375,7 @@ fn reader_memory_stays_within_one_frame_plus_one_read() {
         id,
         target: "t".into(),
         function: "f".into(),
-        args: vec![id as u8; 2 * READ_CHUNK + 1000],
+        args: vec![id as u8; 2 * READ_CHUNK + 1000].into(),
         deadline_ms: None,
         idempotent: false,
         trace: false,
@@ -431,7 +441,7 @@ fn reader_grows_towards_a_large_frame_in_few_steps_and_reads_it_in_few_reads() {
         id: 9,
         target: "t".into(),
         function: "f".into(),
-        args: vec![7; 1 << 20],
+        args: vec![7; 1 << 20].into(),
         deadline_ms: None,
         idempotent: false,
         trace: false,
@@ -480,7 +490,7 @@ fn call_of(id: u64, len: usize, byte: u8) -> ClientMsg {
         id,
         target: "t".into(),
         function: "f".into(),
-        args: vec![byte; len],
+        args: vec![byte; len].into(),
         deadline_ms: None,
         idempotent: false,
         trace: false,
@@ -502,9 +512,20 @@ fn a_large_frame_buffer_goes_back_to_the_pool_and_takes_the_next_frame_whole() {
         }
     };
     assert_eq!(got, first);
-    // Taken and drained: the frame's buffer is the pool's again at once, not the
-    // connection's (the frame's work may want it).
+    // Taken and drained: the frame's buffer went with the frame's arguments, left where they
+    // were read (after the frame's head), not copied; the connection keeps nothing of it.
     assert!(reader.buf.is_empty(), "{}", reader.buf.len());
+    let ClientMsg::Call { args, .. } = got else {
+        unreachable!()
+    };
+    assert!(
+        args.offset() > LENGTH_PREFIX_LEN,
+        "in place: {}",
+        args.offset()
+    );
+    assert_eq!(pool.stats().buffers, 0);
+    // Given back once used, it serves the next large frame.
+    pool.give(args.into_buffer());
     let kept = pool.stats();
     assert!(kept.buffers >= 1 && kept.bytes >= 3 * MIB, "{kept:?}");
     // The next large frame: once its prefix is in, the reader takes a pooled buffer of the
@@ -539,10 +560,13 @@ fn frames_after_a_longer_one_decode_from_its_reused_buffer_with_nothing_stale() 
         let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(pool);
         let mut source = Pieces::new(stream.clone(), &[]);
         source.max_read = max_read;
-        assert!(
-            drain(&mut reader, &mut source) == msgs,
-            "reads of {max_read}"
-        );
+        // Each large frame's buffer given back once its arguments are used.
+        let got = drain_then(&mut reader, &mut source, |msg| {
+            if let ClientMsg::Call { args, .. } = msg {
+                pool.give(args.clone().into_buffer());
+            }
+        });
+        assert!(got == msgs, "reads of {max_read}");
     }
     assert!(pool.stats().reused >= 3, "{:?}", pool.stats());
 }
@@ -567,7 +591,7 @@ fn an_encoded_frame_is_allocated_at_its_exact_size() {
         id: 1,
         target: "t".into(),
         function: "f".into(),
-        args: vec![1; 3 * READ_CHUNK + 5],
+        args: vec![1; 3 * READ_CHUNK + 5].into(),
         deadline_ms: Some(5),
         idempotent: true,
         trace: false,
@@ -576,5 +600,47 @@ fn an_encoded_frame_is_allocated_at_its_exact_size() {
         let frame = encode_frame(&msg);
         assert_eq!(frame.capacity(), frame.len(), "{}", frame.len());
         assert_eq!(decode_client(&frame), Ok(Some((msg, frame.len()))));
+    }
+}
+
+#[test]
+fn a_large_invokes_arguments_stay_in_the_buffer_they_were_read_into() {
+    const MIB: usize = 1024 * 1024;
+    let pool = private_pool(64 * MIB);
+    let invoke = |invocation: u64, len: usize| DaemonMsg::Invoke {
+        invocation,
+        function: "bulk.digest".into(),
+        args: (0..len).map(|i| (i % 251) as u8).collect(),
+        caller: "10.0.0.1:7400".into(),
+        peer: String::new(),
+        deadline_ms: 5_000,
+        credentials: None,
+    };
+    // Below the bound, at it, above it; each followed in the same reads by a small frame.
+    for len in [IN_PLACE_MIN - 1, IN_PLACE_MIN, 2 * MIB + 3] {
+        let msgs = [invoke(1, len), DaemonMsg::Pong { id: 2 }, invoke(3, 10)];
+        let stream: Vec<u8> = msgs.iter().flat_map(encode_frame).collect();
+        let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(pool);
+        let mut source = Pieces::new(stream, &[]);
+        source.max_read = usize::MAX;
+        let mut got = Vec::new();
+        while reader.read_from(&mut source).unwrap() > 0 {
+            while let Some(msg) = reader.next_frame::<DaemonMsg>().unwrap() {
+                got.push(msg);
+            }
+        }
+        assert!(got == msgs, "{len} bytes");
+        let DaemonMsg::Invoke { args, .. } = &got[0] else {
+            unreachable!()
+        };
+        if len >= IN_PLACE_MIN {
+            assert!(args.offset() > LENGTH_PREFIX_LEN, "{len}: left in place");
+        } else {
+            assert_eq!(args.offset(), 0, "{len}: copied out");
+        }
+        let DaemonMsg::Invoke { args, .. } = &got[2] else {
+            unreachable!()
+        };
+        assert_eq!(args.offset(), 0, "a small frame after a large one: copied");
     }
 }

@@ -101,7 +101,7 @@ fn the_frames_of_a_call_are_read_by_hand() {
             id: u64::MAX,
             target: "b".into(),
             function: "kv.get".into(),
-            args: vec![1; 300],
+            args: vec![1; 300].into(),
             deadline_ms: Some(70_000),
             idempotent: true,
             trace: true,
@@ -110,7 +110,7 @@ fn the_frames_of_a_call_are_read_by_hand() {
             id: 0,
             target: String::new(),
             function: "é".into(),
-            args: vec![],
+            args: vec![].into(),
             deadline_ms: None,
             idempotent: false,
             trace: false,
@@ -142,7 +142,7 @@ fn the_frames_of_a_call_are_read_by_hand() {
         DaemonMsg::Invoke {
             invocation: 11,
             function: "kv.get".into(),
-            args: vec![1, 2],
+            args: vec![1, 2].into(),
             caller: "127.0.0.1:1".into(),
             peer: String::new(),
             deadline_ms: 5000,
@@ -161,7 +161,7 @@ fn the_frame_decoder_takes_the_same_messages_either_way() {
         id: 1,
         target: "t".into(),
         function: "f".into(),
-        args: vec![1],
+        args: vec![1].into(),
         deadline_ms: Some(5),
         idempotent: true,
         trace: false,
@@ -437,7 +437,7 @@ proptest! {
         error in any::<Option<String>>(),
     ) {
         let call = ClientMsg::Call {
-            id, target, function, args: args.clone(), deadline_ms, idempotent, trace,
+            id, target, function, args: args.clone().into(), deadline_ms, idempotent, trace,
         };
         prop_assert_eq!(agrees::<ClientMsg>(&body_of(&call)), Some(call));
         let outcome = error.map_or(Outcome::Ok(args), Outcome::Error);
@@ -509,7 +509,7 @@ fn the_frames_of_a_call_written_by_hand_are_what_serde_writes_at_every_width() {
                 DaemonMsg::Invoke {
                     invocation: n,
                     function: text.clone(),
-                    args: vec![7; len],
+                    args: vec![7; len].into(),
                     caller: "127.0.0.1:9".into(),
                     peer: text.clone(),
                     deadline_ms: n ^ 0x80,
@@ -579,7 +579,7 @@ fn other_daemon_frames_are_left_to_serde() {
     let with_credentials = DaemonMsg::Invoke {
         invocation: 1,
         function: "f".into(),
-        args: vec![],
+        args: vec![].into(),
         caller: LOCAL_CALLER.into(),
         peer: LOCAL_CALLER.into(),
         deadline_ms: 5,
@@ -605,7 +605,7 @@ proptest! {
             DaemonMsg::Invoke {
                 invocation: id,
                 function: text.clone(),
-                args: bytes.clone(),
+                args: bytes.clone().into(),
                 caller: text.clone(),
                 peer: String::new(),
                 deadline_ms,

@@ -51,7 +51,7 @@ fn call_literal_bytes_args_are_bin_and_none_is_nil() {
         id: 2,
         target: "h:1".into(),
         function: "f".into(),
-        args: vec![0x90],
+        args: vec![0x90].into(),
         deadline_ms: None,
         idempotent: true,
         trace: false,
@@ -181,7 +181,7 @@ fn protocol_doc_examples_match() {
         id: 2,
         target: "127.0.0.1:7001".into(),
         function: "rpcd.echo".into(),
-        args: vec![0x92, 0x01, 0x02],
+        args: vec![0x92, 0x01, 0x02].into(),
         deadline_ms: Some(500),
         idempotent: false,
         trace: false,
@@ -236,7 +236,7 @@ fn invoke_literal_bytes_peer_follows_caller() {
     let frame = encode_frame(&DaemonMsg::Invoke {
         invocation: 3,
         function: "f".into(),
-        args: vec![],
+        args: vec![].into(),
         caller: "h:1".into(),
         peer: String::new(),
         deadline_ms: 9,
@@ -291,7 +291,7 @@ fn invoke_holds_fifteen_values() {
     let body = rmp_serde::to_vec_named(&DaemonMsg::Invoke {
         invocation: u64::MAX,
         function: "f".repeat(256),
-        args: vec![0x90; 70_000],
+        args: vec![0x90; 70_000].into(),
         caller: "[::1]:65535".into(),
         peer: "p".repeat(300),
         deadline_ms: u64::MAX,
@@ -355,7 +355,7 @@ fn protocol_doc_invoke_example_matches() {
     let invoke = DaemonMsg::Invoke {
         invocation: 9,
         function: "kv.get".into(),
-        args: vec![0x91, 0xa1, 0x6b],
+        args: vec![0x91, 0xa1, 0x6b].into(),
         caller: "10.0.0.2:7400".into(),
         peer: "b".into(),
         deadline_ms: 500,
@@ -425,7 +425,7 @@ pub(super) fn client_msgs() -> Vec<ClientMsg> {
             id: u64::MAX,
             target: "host:1".into(),
             function: "f".into(),
-            args: vec![],
+            args: vec![].into(),
             deadline_ms: Some(1500),
             idempotent: false,
             trace: false,
@@ -453,7 +453,7 @@ pub(super) fn client_msgs() -> Vec<ClientMsg> {
             id: 9,
             target: "kv".into(),
             function: "kv.get".into(),
-            args: vec![0x90],
+            args: vec![0x90].into(),
             deadline_ms: None,
             idempotent: true,
             trace: true,
@@ -530,7 +530,7 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
         DaemonMsg::Invoke {
             invocation: 8,
             function: "f".into(),
-            args: vec![9; 70_000],
+            args: vec![9; 70_000].into(),
             caller: "10.0.0.1:7000".into(),
             peer: String::new(),
             deadline_ms: 250,
@@ -539,7 +539,7 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
         DaemonMsg::Invoke {
             invocation: 9,
             function: "f".into(),
-            args: vec![],
+            args: vec![].into(),
             caller: LOCAL_CALLER.into(),
             peer: LOCAL_CALLER.into(),
             deadline_ms: 0,
@@ -548,7 +548,7 @@ pub(super) fn daemon_msgs() -> Vec<DaemonMsg> {
         DaemonMsg::Invoke {
             invocation: u64::MAX,
             function: "svc.f".into(),
-            args: vec![1],
+            args: vec![1].into(),
             caller: "[2001:db8::1]:7000".into(),
             peer: "db-1".into(),
             deadline_ms: u64::MAX,
@@ -614,7 +614,7 @@ proptest! {
         deadline_ms: Option<u64>,
         idempotent: bool,
     ) {
-        let msg = ClientMsg::Call { id, target, function, args, deadline_ms, idempotent, trace: false, };
+        let msg = ClientMsg::Call { id, target, function, args: args.into(), deadline_ms, idempotent, trace: false, };
         let frame = encode_frame(&msg);
         prop_assert_eq!(decode_client(&frame), Ok(Some((msg, frame.len()))));
     }
@@ -628,7 +628,7 @@ proptest! {
         peer in "\\PC{0,40}",
         deadline_ms: u64,
     ) {
-        let msg = DaemonMsg::Invoke { invocation, function, args, caller, peer, deadline_ms, credentials: None };
+        let msg = DaemonMsg::Invoke { invocation, function, args: args.into(), caller, peer, deadline_ms, credentials: None };
         let frame = encode_frame(&msg);
         let decoded = decode_frame::<DaemonMsg>(&frame, FRAME_MAX_DEFAULT);
         prop_assert_eq!(decoded, Ok(Some((msg, frame.len()))));

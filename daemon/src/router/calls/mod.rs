@@ -19,6 +19,7 @@ use super::trace::Watch;
 use super::types::{CallId, ConnId, Failure};
 use super::{Deadline, Router, Shutdown, UNREACHABLE_MEMORY};
 use crate::envelope::{Envelope, RemoteOutcome};
+use crate::payload::Payload;
 
 /// A call as the app asked for it.
 #[derive(Debug)]
@@ -26,7 +27,7 @@ pub(super) struct CallRequest {
     pub client_id: u64,
     pub target: String,
     pub function: String,
-    pub args: Vec<u8>,
+    pub args: Payload,
     pub deadline_ms: Option<u64>,
     pub idempotent: bool,
     /// The app asked for the call's trace.
@@ -240,7 +241,7 @@ impl Router {
             let mut env = Envelope::Request {
                 call_id: id.0,
                 function,
-                args: args.into(),
+                args,
                 deadline_ms: deadline.saturating_duration_since(now).as_millis() as u64,
                 idempotent: keep,
                 trace: call.watch.as_ref().is_some_and(|w| w.trace.is_some()),

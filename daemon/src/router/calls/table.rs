@@ -8,6 +8,7 @@ use rpcd_transport::MsgId;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::metrics::latency::CallFigures;
+use crate::payload::Payload;
 use crate::router::trace::Watch;
 use crate::router::types::{CallId, ConnId};
 
@@ -35,7 +36,7 @@ pub(in crate::router) struct Call {
 #[derive(Debug)]
 pub(in crate::router) struct Retry {
     pub function: String,
-    pub args: Vec<u8>,
+    pub args: Payload,
     pub idempotent: bool,
     /// Addresses not tried yet, in order.
     pub candidates: VecDeque<SocketAddr>,

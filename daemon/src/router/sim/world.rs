@@ -510,7 +510,7 @@ impl World {
             id: nonce,
             target: plan.target,
             function: plan.function.into(),
-            args: rmp_serde::to_vec(&nonce).expect("a nonce encodes"),
+            args: rmp_serde::to_vec(&nonce).expect("a nonce encodes").into(),
             deadline_ms: plan.deadline_ms,
             idempotent: plan.idempotent,
             trace: false,

@@ -59,7 +59,7 @@ fn invoke(invocation: u64, args: Vec<u8>) -> DaemonMsg {
     DaemonMsg::Invoke {
         invocation,
         function: "bulk.digest".into(),
-        args,
+        args: args.into(),
         caller: "127.0.0.1:7000".into(),
         peer: "a".into(),
         deadline_ms: 30_000,
