@@ -513,46 +513,49 @@ impl Connection {
         wait: Duration,
     ) -> Result<DaemonMsg, RequestError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = make(id);
-        if let Some((head, tail)) = split_call_frame(&msg, self.shared.frame_max) {
-            if let ClientMsg::Call { args, .. } = msg {
-                let cell = self.shared.expect_reply(id)?;
-                let written = self.shared.write_parts(&[&head, &args, &tail]);
-                // The app's own buffer: freed as before, not kept in the pool, where nothing
-                // of the caller's would take it again.
-                drop(args);
-                return self.finish_request(id, &cell, written, wait);
-            }
+        let cell = self.send_request(id, make(id))?;
+        match self.shared.wait_reply(id, &cell, wait)? {
+            DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
+            other => Ok(other),
         }
-        let frame = try_encode_frame(&msg, self.shared.frame_max).map_err(|err| match err {
-            FrameError::TooLarge { len, max } => RequestError::Local {
-                code: ErrorCode::MessageTooLarge,
-                message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
-            },
-            other => RequestError::Protocol(other.to_string()),
-        })?;
-        let cell = self.shared.expect_reply(id)?;
-        let written = self.shared.write(&frame);
-        recycle(frame);
-        self.finish_request(id, &cell, written, wait)
     }
 
-    /// The rest of [`Connection::request`] once its frame is written (or failed to be).
-    fn finish_request(
-        &self,
-        id: u64,
-        cell: &ReplyCell,
-        written: Result<(), RequestError>,
-        wait: Duration,
-    ) -> Result<DaemonMsg, RequestError> {
+    /// Sends request `id` and returns where its reply will be delivered. A `call` with
+    /// large arguments is written around them ([`split_call_frame`]), any other message as
+    /// one encoded frame; a request whose frame could not be written is forgotten.
+    fn send_request(&self, id: u64, msg: ClientMsg) -> Result<Arc<ReplyCell>, RequestError> {
+        let (cell, written) = match split_call_frame(&msg, self.shared.frame_max) {
+            Some((head, tail)) => {
+                let ClientMsg::Call { args, .. } = msg else {
+                    unreachable!("split_call_frame splits calls only")
+                };
+                let cell = self.shared.expect_reply(id)?;
+                // The app's own buffer is freed after, not kept in the pool, where nothing
+                // of the caller's would take it again.
+                (cell, self.shared.write_parts(&[&head, &args, &tail]))
+            }
+            None => {
+                let frame =
+                    try_encode_frame(&msg, self.shared.frame_max).map_err(|err| match err {
+                        FrameError::TooLarge { len, max } => RequestError::Local {
+                            code: ErrorCode::MessageTooLarge,
+                            message: format!(
+                                "request of {len} bytes exceeds the frame maximum of {max}"
+                            ),
+                        },
+                        other => RequestError::Protocol(other.to_string()),
+                    })?;
+                let cell = self.shared.expect_reply(id)?;
+                let written = self.shared.write(&frame);
+                recycle(frame);
+                (cell, written)
+            }
+        };
         if let Err(err) = written {
             self.shared.forget(id);
             return Err(err);
         }
-        match self.shared.wait_reply(id, cell, wait)? {
-            DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
-            other => Ok(other),
-        }
+        Ok(cell)
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::demux::{ReplyCell, Shared};
 use super::{millis_ceil, unexpected, CallOptions, Connection, RequestError};
 use super::{CALL_WAIT_MAX, REPLY_GRACE};
-use crate::ipc::{recycle, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError};
+use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg};
 
 /// A call in flight whose reply nobody waits for yet. Dropping it without [`wait`]ing
 /// cancels the call.
@@ -50,20 +50,7 @@ impl Connection {
             idempotent: opts.idempotent,
             trace: false,
         };
-        let frame = try_encode_frame(&msg, self.shared.frame_max).map_err(|err| match err {
-            FrameError::TooLarge { len, max } => RequestError::Local {
-                code: ErrorCode::MessageTooLarge,
-                message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
-            },
-            other => RequestError::Protocol(other.to_string()),
-        })?;
-        let cell = self.shared.expect_reply(id)?;
-        let written = self.shared.write(&frame);
-        recycle(frame);
-        if let Err(err) = written {
-            self.shared.forget(id);
-            return Err(err);
-        }
+        let cell = self.send_request(id, msg)?;
         Ok(PendingReply {
             shared: Arc::clone(&self.shared),
             id,

@@ -320,6 +320,63 @@ fn oversized_args_are_refused_before_sending() {
     });
 }
 
+/// `submit` sends what `call` sends, through the same step: large arguments arrive whole
+/// (written around the app's buffer), and arguments over the frame maximum are refused
+/// before anything is written.
+#[test]
+fn submit_sends_large_arguments_whole_and_refuses_oversized_ones_unsent() {
+    let fake = FakeDaemon::start();
+    let (conn, mut peer) = connected(&fake);
+    let big: Vec<u8> = (0..2 * 1024 * 1024 + 7).map(|i| (i % 251) as u8).collect();
+    let opts = CallOptions::new(Some(Duration::from_secs(9)), true);
+    // Written by another thread: the socket holds less than the frame.
+    let (pending, msg) = thread::scope(|s| {
+        let submitting = s.spawn(|| conn.submit("svc", "f", big.clone(), opts));
+        let msg = peer.recv();
+        (submitting.join().unwrap().unwrap(), msg)
+    });
+    let ClientMsg::Call {
+        id,
+        target,
+        function,
+        args,
+        deadline_ms,
+        idempotent,
+        trace,
+    } = msg
+    else {
+        panic!("expected a call");
+    };
+    assert_eq!(id, pending.id());
+    assert_eq!(
+        (
+            target.as_str(),
+            function.as_str(),
+            deadline_ms,
+            idempotent,
+            trace
+        ),
+        ("svc", "f", Some(9000), true, false)
+    );
+    assert!(args[..] == big[..], "the arguments whole");
+    peer.send(&DaemonMsg::CallOk {
+        id,
+        data: b"ok".to_vec(),
+        trace: None,
+    });
+    assert_eq!(pending.wait().unwrap(), b"ok");
+    let err = conn
+        .submit("h:1", "f", vec![0; FRAME_MAX_DEFAULT], opts)
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+    thread::scope(|s| {
+        let ping = s.spawn(|| conn.ping());
+        assert!(matches!(peer.recv(), ClientMsg::Ping { .. }));
+        drop(peer);
+        let _ = ping.join().unwrap();
+    });
+}
+
 /// The daemon's reported `frame_max` is the bound: a request over it fails locally,
 /// before anything is written, instead of making the daemon close the connection.
 #[test]
