@@ -6,6 +6,9 @@
 //! bounded invocation queue, a `cancel` to the invocation it names), and a writer that
 //! writes the frames callers queue, several per `write` when they queue up. Queuing a frame
 //! never waits, so a future dropped mid-call can still send its `cancel_call` from `drop`.
+//!
+//! The reader reads straight into its [`FrameReader`], with no buffer of its own in
+//! between: a large frame is copied out of the socket once.
 
 use std::collections::HashMap;
 use std::io;
@@ -447,11 +450,10 @@ async fn write_loop(
 /// The reader task: decodes frames until the connection closes, then wakes everyone.
 async fn read_loop(
     shared: Arc<Shared>,
-    mut stream: OwnedReadHalf,
+    stream: OwnedReadHalf,
     mut frames: FrameReader,
     invocations: mpsc::Sender<Work>,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
     let reason = 'read: loop {
         loop {
             match frames.next_frame::<DaemonMsg>() {
@@ -464,34 +466,47 @@ async fn read_loop(
                 Err(err) => break 'read Closed::Protocol(format!("bad frame from rpcd: {err}")),
             }
         }
-        let n = match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break Closed::Disconnected,
-            Ok(n) => n,
-        };
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            if frames.read_from(&mut rest).is_err() {
-                break 'read Closed::Protocol("frame buffer overflow".into());
-            }
-            loop {
-                match frames.next_frame::<DaemonMsg>() {
-                    Ok(Some(msg)) => {
-                        if let Some(reason) = route(&shared, msg, &invocations) {
-                            break 'read reason;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(err) => {
-                        break 'read Closed::Protocol(format!("bad frame from rpcd: {err}"))
-                    }
-                }
-            }
+        if let Err(reason) = read_more(&stream, &mut frames).await {
+            break reason;
         }
     };
     shared.close(reason);
     // Invocations not answered: nothing will; their handlers are told.
     for (_, cancel) in lock(&shared.live).drain() {
         let _ = cancel.send(true);
+    }
+}
+
+/// One read from the socket straight into `frames` (no buffer of our own in between, so a
+/// large frame is copied out of the socket once), waiting until the socket is readable;
+/// `Err` is why the connection closes.
+async fn read_more(stream: &OwnedReadHalf, frames: &mut FrameReader) -> Result<(), Closed> {
+    loop {
+        if stream.readable().await.is_err() {
+            return Err(Closed::Disconnected);
+        }
+        match frames.read_from(&mut TryRead(stream)) {
+            Ok(0) => return Err(Closed::Disconnected),
+            Ok(_) => return Ok(()),
+            // Readiness was stale: `try_read` cleared it, so `readable` waits again.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            // The buffer is full of frames not taken (they are taken before each read).
+            Err(err) if err.kind() == io::ErrorKind::OutOfMemory => {
+                return Err(Closed::Protocol("frame buffer overflow".into()))
+            }
+            Err(_) => return Err(Closed::Disconnected),
+        }
+    }
+}
+
+/// The socket's read half as a `std::io::Read` that never waits: `WouldBlock` when it holds
+/// nothing, for [`FrameReader::read_from`] to read into its own buffer.
+struct TryRead<'a>(&'a OwnedReadHalf);
+
+impl io::Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
     }
 }
 
