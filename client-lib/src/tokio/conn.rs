@@ -6,9 +6,14 @@
 //! bounded invocation queue, a `cancel` to the invocation it names), and a writer that
 //! writes the frames callers queue, several per `write` when they queue up. Queuing a frame
 //! never waits, so a future dropped mid-call can still send its `cancel_call` from `drop`.
+//!
+//! Large frames are not copied more than the socket needs: the reader reads straight into
+//! its [`FrameReader`], and a call's large arguments are written from the caller's own
+//! buffer, between the frame's head and tail ([`split_call_frame`]), as the blocking
+//! connection writes them.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSlice};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,12 +32,50 @@ use crate::conn::{
     INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX, REPLY_GRACE, REQUEST_WAIT_MAX,
 };
 use crate::ipc::{
-    recycle, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError, FrameReader, Outcome,
-    Stats, FRAME_MAX_DEFAULT, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, READ_CHUNK,
+    recycle, split_call_frame, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError,
+    FrameReader, Outcome, Payload, Stats, FRAME_MAX_DEFAULT, PROTOCOL_VERSION,
+    PROTOCOL_VERSION_MIN, READ_CHUNK,
 };
 
-/// Frames queued for the writer are written together up to about this many bytes.
+/// Frames queued for the writer are written together up to about this many bytes; a frame
+/// of this size or more is written from its own buffer, not copied into a batch.
 const WRITE_BATCH_MAX: usize = 64 * 1024;
+
+/// One frame queued for the writer task.
+#[derive(Debug)]
+enum Outgoing {
+    /// A whole encoded frame.
+    Frame(Vec<u8>),
+    /// A call's frame around its large arguments ([`split_call_frame`]): `head`, the
+    /// caller's own `args`, then `tail`, written together, never with another frame between.
+    Split {
+        head: Vec<u8>,
+        args: Payload,
+        tail: Vec<u8>,
+    },
+}
+
+impl Outgoing {
+    /// `msg` as the writer takes it: a call with large arguments around them, anything
+    /// else as one encoded frame, which also refuses a frame over `frame_max`.
+    fn of(msg: ClientMsg, frame_max: usize) -> Result<Outgoing, RequestError> {
+        if let Some((head, tail)) = split_call_frame(&msg, frame_max) {
+            let ClientMsg::Call { args, .. } = msg else {
+                unreachable!("split_call_frame splits calls only")
+            };
+            return Ok(Outgoing::Split { head, args, tail });
+        }
+        try_encode_frame(&msg, frame_max)
+            .map(Outgoing::Frame)
+            .map_err(|err| match err {
+                FrameError::TooLarge { len, max } => RequestError::Local {
+                    code: ErrorCode::MessageTooLarge,
+                    message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
+                },
+                other => RequestError::Protocol(other.to_string()),
+            })
+    }
+}
 
 /// An invocation received for a function this connection registered.
 #[derive(Debug)]
@@ -81,7 +124,7 @@ struct Shared {
     waiters: Mutex<Waiters>,
     /// Invocations handed out and not answered, so that a `cancel` reaches them.
     live: Mutex<HashMap<u64, watch::Sender<bool>>>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
+    out: mpsc::UnboundedSender<Outgoing>,
     next_id: AtomicU64,
     frame_max: usize,
 }
@@ -105,7 +148,12 @@ impl Shared {
 
     /// Queues a whole frame for the writer task; never waits.
     fn send(&self, frame: Vec<u8>) -> Result<(), RequestError> {
-        self.out.send(frame).map_err(|_| self.closed_error())
+        self.queue(Outgoing::Frame(frame))
+    }
+
+    /// Queues a frame, whole or in parts, for the writer task; never waits.
+    fn queue(&self, out: Outgoing) -> Result<(), RequestError> {
+        self.out.send(out).map_err(|_| self.closed_error())
     }
 }
 
@@ -346,14 +394,7 @@ impl Conn {
         cancellable: bool,
     ) -> Result<DaemonMsg, RequestError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame =
-            try_encode_frame(&make(id), self.shared.frame_max).map_err(|err| match err {
-                FrameError::TooLarge { len, max } => RequestError::Local {
-                    code: ErrorCode::MessageTooLarge,
-                    message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
-                },
-                other => RequestError::Protocol(other.to_string()),
-            })?;
+        let out = Outgoing::of(make(id), self.shared.frame_max)?;
         let (reply_tx, reply_rx) = oneshot::channel();
         {
             let mut waiters = lock(&self.shared.waiters);
@@ -367,7 +408,7 @@ impl Conn {
             id,
             cancellable,
         };
-        self.shared.send(frame)?;
+        self.shared.queue(out)?;
         let reply = match tokio::time::timeout(wait, reply_rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => {
@@ -416,27 +457,47 @@ fn unexpected(wanted: &str, got: &DaemonMsg) -> RequestError {
     RequestError::Protocol(format!("expected {wanted}, got {}", got.op()))
 }
 
-/// The writer task: writes queued frames, batching those that queued meanwhile, until the
-/// connection is dropped or a write fails (which closes it: a partial frame leaves the
-/// stream out of sync).
+/// The writer task: writes queued frames, batching the small ones that queued meanwhile,
+/// until the connection is dropped or a write fails (which closes it: a partial frame leaves
+/// the stream out of sync).
+///
+/// One round writes a batch of small whole frames, then at most one large item (a large
+/// frame, or a call's frame in its three parts) from its own buffers, in one vectored write
+/// where the socket takes it all: nothing is written between the parts of a frame.
 async fn write_loop(
     shared: Arc<Shared>,
     mut stream: OwnedWriteHalf,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    while let Some(mut batch) = frames.recv().await {
-        while batch.len() < WRITE_BATCH_MAX {
-            match frames.try_recv() {
-                Ok(more) => {
+    while let Some(first) = queue.recv().await {
+        let (mut batch, mut large) = match first {
+            Outgoing::Frame(frame) if frame.len() < WRITE_BATCH_MAX => (frame, None),
+            other => (Vec::new(), Some(other)),
+        };
+        while large.is_none() && batch.len() < WRITE_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(Outgoing::Frame(more)) if more.len() < WRITE_BATCH_MAX => {
                     batch.extend_from_slice(&more);
                     recycle(more);
                 }
+                Ok(other) => large = Some(other),
                 Err(_) => break,
             }
         }
-        let written = stream.write_all(&batch).await;
-        // A large frame's buffer serves the next large frame.
+        let written = match &large {
+            None => stream.write_all(&batch).await,
+            Some(Outgoing::Frame(frame)) => write_all_parts(&mut stream, &[&batch, frame]).await,
+            Some(Outgoing::Split { head, args, tail }) => {
+                write_all_parts(&mut stream, &[&batch, head, args, tail]).await
+            }
+        };
+        // A large frame's buffer serves the next large frame. A call's arguments are the
+        // caller's own buffer: freed, not kept in the pool, where nothing of the caller's
+        // would take it again.
         recycle(batch);
+        if let Some(Outgoing::Frame(frame)) = large {
+            recycle(frame);
+        }
         if written.is_err() {
             shared.close(Closed::Disconnected);
             return;
@@ -444,14 +505,31 @@ async fn write_loop(
     }
 }
 
+/// Writes `parts` in order as one stream of bytes, with vectored writes, however little
+/// each write takes.
+async fn write_all_parts(stream: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
+    let mut left = &mut slices[..];
+    // Empty parts (an empty batch) are dropped here, not sent to `writev`.
+    IoSlice::advance_slices(&mut left, 0);
+    while !left.is_empty() {
+        match stream.write_vectored(left).await {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut left, n),
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
 /// The reader task: decodes frames until the connection closes, then wakes everyone.
 async fn read_loop(
     shared: Arc<Shared>,
-    mut stream: OwnedReadHalf,
+    stream: OwnedReadHalf,
     mut frames: FrameReader,
     invocations: mpsc::Sender<Work>,
 ) {
-    let mut buf = vec![0u8; READ_CHUNK];
     let reason = 'read: loop {
         loop {
             match frames.next_frame::<DaemonMsg>() {
@@ -464,34 +542,47 @@ async fn read_loop(
                 Err(err) => break 'read Closed::Protocol(format!("bad frame from rpcd: {err}")),
             }
         }
-        let n = match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break Closed::Disconnected,
-            Ok(n) => n,
-        };
-        let mut rest = &buf[..n];
-        while !rest.is_empty() {
-            if frames.read_from(&mut rest).is_err() {
-                break 'read Closed::Protocol("frame buffer overflow".into());
-            }
-            loop {
-                match frames.next_frame::<DaemonMsg>() {
-                    Ok(Some(msg)) => {
-                        if let Some(reason) = route(&shared, msg, &invocations) {
-                            break 'read reason;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(err) => {
-                        break 'read Closed::Protocol(format!("bad frame from rpcd: {err}"))
-                    }
-                }
-            }
+        if let Err(reason) = read_more(&stream, &mut frames).await {
+            break reason;
         }
     };
     shared.close(reason);
     // Invocations not answered: nothing will; their handlers are told.
     for (_, cancel) in lock(&shared.live).drain() {
         let _ = cancel.send(true);
+    }
+}
+
+/// One read from the socket straight into `frames` (no buffer of our own in between, so a
+/// large frame is copied out of the socket once), waiting until the socket is readable;
+/// `Err` is why the connection closes.
+async fn read_more(stream: &OwnedReadHalf, frames: &mut FrameReader) -> Result<(), Closed> {
+    loop {
+        if stream.readable().await.is_err() {
+            return Err(Closed::Disconnected);
+        }
+        match frames.read_from(&mut TryRead(stream)) {
+            Ok(0) => return Err(Closed::Disconnected),
+            Ok(_) => return Ok(()),
+            // Readiness was stale: `try_read` cleared it, so `readable` waits again.
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            // The buffer is full of frames not taken (they are taken before each read).
+            Err(err) if err.kind() == io::ErrorKind::OutOfMemory => {
+                return Err(Closed::Protocol("frame buffer overflow".into()))
+            }
+            Err(_) => return Err(Closed::Disconnected),
+        }
+    }
+}
+
+/// The socket's read half as a `std::io::Read` that never waits: `WouldBlock` when it holds
+/// nothing, for [`FrameReader::read_from`] to read into its own buffer.
+struct TryRead<'a>(&'a OwnedReadHalf);
+
+impl io::Read for TryRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
     }
 }
 
