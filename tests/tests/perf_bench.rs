@@ -44,6 +44,10 @@ const CALLS_1: u64 = 4_000;
 const CALLS_32: u64 = 32_000;
 /// Calls before the first repetition (connection, channel, RTT estimate, caches).
 const WARMUP: u64 = 500;
+/// Bulk messages before the first measured one: each process's buffer pool and the
+/// allocator's thresholds (glibc raises its `mmap` threshold once a large block is freed)
+/// reach their steady state over the first two or three, as the window does.
+const BULK_WARMUP: usize = 3;
 
 /// What one row reports: medians over the repetitions.
 struct Row {
@@ -301,7 +305,10 @@ fn floor_tarpc_and_rpcd_side_by_side() {
     if let Some(rpcd) = paths.rpcd[0].as_ref().filter(|_| with_bulk) {
         // One message through the daemons, then one copy over TCP, in turns, as above.
         let len = 16 * 1024 * 1024 - 4096;
-        setups::bulk_rpcd(rpcd, len);
+        for _ in 0..BULK_WARMUP {
+            setups::bulk_rpcd(rpcd, len);
+            setups::bulk_tcp(len);
+        }
         let (mut through, mut tcp) = (Vec::new(), Vec::new());
         let mut totals = setups::BulkCounters::default();
         for _ in 0..reps() {
