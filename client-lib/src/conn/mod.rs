@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::client::lock;
 use crate::identity::Identity;
 use crate::ipc::{
-    recycle, split_call_frame, try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode,
-    FrameError, Limits, Outcome, Stats, FRAME_MAX_DEFAULT,
+    recycle, split_call_frame, split_result_frame, try_encode_frame, ClientMsg, DaemonMsg,
+    Declaration, ErrorCode, FrameError, Limits, Outcome, Stats, FRAME_MAX_DEFAULT,
 };
 
 mod demux;
@@ -412,6 +412,20 @@ impl Connection {
             invocation,
             outcome,
         };
+        // Large result bytes are written from the handler's buffer, after the frame's head,
+        // not copied into one frame.
+        if let Some(head) = split_result_frame(&msg, self.shared.frame_max) {
+            if let ClientMsg::Result {
+                outcome: Outcome::Ok(data),
+                ..
+            } = msg
+            {
+                let written = self.shared.write_parts(&[&head, &data]);
+                // A large buffer serves the next large frame or result.
+                recycle(data);
+                return written;
+            }
+        }
         let encoded = try_encode_frame(&msg, self.shared.frame_max);
         // The result's bytes are in the frame now (or too large for one): a large buffer
         // serves the next large frame.

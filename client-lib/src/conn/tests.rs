@@ -416,6 +416,41 @@ fn the_daemons_reported_frame_max_bounds_requests() {
     });
 }
 
+/// A large result is written after its frame's head from the handler's buffer and
+/// arrives as the frame serde would write; one over the frame maximum is replaced by an
+/// application error, as before.
+#[test]
+fn a_large_result_arrives_whole_and_an_oversized_one_as_an_error() {
+    let fake = FakeDaemon::start();
+    let (conn, mut peer) = connected(&fake);
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 11).map(|i| (i % 253) as u8).collect();
+    let got = thread::scope(|s| {
+        let sending = s.spawn(|| conn.send_result(41, Outcome::Ok(big.clone())));
+        let got = peer.recv();
+        sending.join().unwrap().unwrap();
+        got
+    });
+    assert!(
+        got == ClientMsg::Result {
+            invocation: 41,
+            outcome: Outcome::Ok(big),
+        },
+        "the result whole"
+    );
+    let err = conn
+        .send_result(42, Outcome::Ok(vec![0; FRAME_MAX_DEFAULT]))
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MessageTooLarge), "{err}");
+    let ClientMsg::Result {
+        invocation: 42,
+        outcome: Outcome::Error(message),
+    } = peer.recv()
+    else {
+        panic!("expected the substitute error");
+    };
+    assert!(message.starts_with("message_too_large"), "{message}");
+}
+
 #[test]
 fn invocations_are_queued_and_answered() {
     let fake = FakeDaemon::start();

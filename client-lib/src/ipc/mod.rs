@@ -69,7 +69,7 @@ pub use signature::{
 pub use socket_path::{
     default_socket_path, per_user_socket_path, socket_candidates, SocketSource, SYSTEM_SOCKET,
 };
-pub(crate) use split::split_call_frame;
+pub(crate) use split::{split_call_frame, split_result_frame};
 pub use stats::{FunctionStats, LatencyBucket, PeerCounters, PeerStats, Stats};
 pub use trace::{CallTrace, MonitorEvent, ServingTrace, TraceAttempt};
 

@@ -1,11 +1,12 @@
 //! A `call` with large arguments framed around them instead of copied into one buffer:
 //! the frame's bytes before the arguments (length prefix up to their `bin` header), then the
 //! arguments' own buffer, then the bytes after them. Written together (a vectored write),
-//! they are exactly the frame [`try_encode_frame`](super::try_encode_frame) builds.
+//! they are exactly the frame [`try_encode_frame`](super::try_encode_frame) builds. A
+//! `result` with large `ok` bytes likewise ([`split_result_frame`]).
 
 use super::frame::LENGTH_PREFIX_LEN;
 use super::hot::ValueWriter;
-use super::message::ClientMsg;
+use super::message::{ClientMsg, Outcome};
 use super::pool::POOLED_CAPACITY_MIN;
 
 /// Arguments of at least this many bytes are written from their own buffer.
@@ -74,10 +75,85 @@ pub fn split_call_frame(msg: &ClientMsg, frame_max: usize) -> Option<(Vec<u8>, V
     Some((head, tail))
 }
 
+/// The head of `msg`'s frame before its result's bytes (the tail is empty: the result ends
+/// the frame), when `msg` is a `result` whose `ok` bytes are at least [`SPLIT_ARGS_MIN`]
+/// and whose frame fits `frame_max`; `None` otherwise (encode the whole frame, which also
+/// reports a frame that is too large).
+pub fn split_result_frame(msg: &ClientMsg, frame_max: usize) -> Option<Vec<u8>> {
+    let ClientMsg::Result {
+        invocation,
+        outcome: Outcome::Ok(data),
+    } = msg
+    else {
+        return None;
+    };
+    if data.len() < SPLIT_ARGS_MIN {
+        return None;
+    }
+    let mut head = Vec::with_capacity(48);
+    head.extend_from_slice(&[0; LENGTH_PREFIX_LEN]);
+    let mut w = ValueWriter::new(&mut head);
+    w.map_len(3)
+        .str("op")
+        .str("result")
+        .str("invocation")
+        .uint(*invocation)
+        .str("outcome")
+        .map_len(1)
+        .str("ok")
+        .bin_len(data.len());
+    if w.failed() {
+        return None;
+    }
+    let body = head.len() - LENGTH_PREFIX_LEN + data.len();
+    if body > frame_max {
+        return None;
+    }
+    let prefix = u32::try_from(body).ok()?;
+    head[..LENGTH_PREFIX_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Some(head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ipc::try_encode_frame;
+
+    #[test]
+    fn a_large_results_head_and_bytes_are_the_frame_serde_writes() {
+        for (len, invocation) in [
+            (SPLIT_ARGS_MIN, 0),
+            (SPLIT_ARGS_MIN + 1, 127),
+            (SPLIT_ARGS_MIN * 3 + 7, 1 << 20),
+            (SPLIT_ARGS_MIN + 9, u64::MAX),
+        ] {
+            let data: Vec<u8> = (0..len).map(|i| (i % 239) as u8).collect();
+            let msg = ClientMsg::Result {
+                invocation,
+                outcome: Outcome::Ok(data.clone()),
+            };
+            let expected = try_encode_frame(&msg, usize::MAX).unwrap();
+            let head = split_result_frame(&msg, usize::MAX).expect("split");
+            let joined = [head.as_slice(), &data].concat();
+            assert!(joined == expected, "{len} bytes, invocation {invocation}");
+            let fits = expected.len() - LENGTH_PREFIX_LEN;
+            assert!(split_result_frame(&msg, fits).is_some());
+            assert!(
+                split_result_frame(&msg, fits - 1).is_none(),
+                "over frame_max"
+            );
+        }
+        let small = ClientMsg::Result {
+            invocation: 1,
+            outcome: Outcome::Ok(vec![1; SPLIT_ARGS_MIN - 1]),
+        };
+        assert!(split_result_frame(&small, usize::MAX).is_none());
+        let error = ClientMsg::Result {
+            invocation: 1,
+            outcome: Outcome::Error("e".repeat(SPLIT_ARGS_MIN)),
+        };
+        assert!(split_result_frame(&error, usize::MAX).is_none());
+    }
 
     fn call(args_len: usize, deadline_ms: Option<u64>, trace: bool, id: u64) -> ClientMsg {
         ClientMsg::Call {
