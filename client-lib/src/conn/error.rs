@@ -8,7 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::ipc::{ErrorCode, SocketSource};
+use crate::ipc::{ErrorCode, FrameError, SocketSource};
 
 #[cfg(doc)]
 use super::{Connection, REPLY_GRACE};
@@ -160,6 +160,18 @@ pub enum RequestError {
 }
 
 impl RequestError {
+    /// Why a request's frame could not be encoded: one over the frame maximum fails here,
+    /// before anything is written, as `message_too_large`.
+    pub(crate) fn of_request_frame(err: FrameError) -> RequestError {
+        match err {
+            FrameError::TooLarge { len, max } => RequestError::Local {
+                code: ErrorCode::MessageTooLarge,
+                message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
+            },
+            other => RequestError::Protocol(other.to_string()),
+        }
+    }
+
     /// The protocol error code, when there is one.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {

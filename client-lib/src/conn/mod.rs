@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use crate::client::lock;
 use crate::identity::Identity;
 use crate::ipc::{
-    recycle, split_call_frame, split_result_frame, try_encode_frame, ClientMsg, DaemonMsg,
-    Declaration, ErrorCode, FrameError, Limits, Outcome, Stats, FRAME_MAX_DEFAULT,
+    recycle, split_result_frame, try_encode_frame, ClientMsg, DaemonMsg, Declaration, ErrorCode,
+    FrameError, Limits, Outcome, Stats, FRAME_MAX_DEFAULT,
 };
 
 mod demux;
@@ -31,9 +31,10 @@ pub(crate) mod handshake;
 mod pending;
 mod pooled;
 mod reading;
+mod request;
 
 pub(crate) use demux::InvocationSink;
-use demux::{ReadHalf, ReplyCell, Shared};
+use demux::{ReadHalf, Shared};
 use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
 pub use pending::PendingReply;
@@ -517,59 +518,6 @@ impl Connection {
                 Err(RequestError::Io(err))
             }
         }
-    }
-
-    /// Sends one request and waits up to `wait` for its reply; `Failed` becomes
-    /// [`RequestError::Remote`].
-    fn request(
-        &self,
-        make: impl FnOnce(u64) -> ClientMsg,
-        wait: Duration,
-    ) -> Result<DaemonMsg, RequestError> {
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let cell = self.send_request(id, make(id))?;
-        match self.shared.wait_reply(id, &cell, wait)? {
-            DaemonMsg::Failed { code, message, .. } => Err(RequestError::Remote { code, message }),
-            other => Ok(other),
-        }
-    }
-
-    /// Sends request `id` and returns where its reply will be delivered. A `call` with
-    /// large arguments is written around them ([`split_call_frame`]), any other message as
-    /// one encoded frame; a request whose frame could not be written is forgotten.
-    fn send_request(&self, id: u64, msg: ClientMsg) -> Result<Arc<ReplyCell>, RequestError> {
-        let (cell, written) = match split_call_frame(&msg, self.shared.frame_max) {
-            Some((head, tail)) => {
-                let ClientMsg::Call { args, .. } = msg else {
-                    unreachable!("split_call_frame splits calls only")
-                };
-                let cell = self.shared.expect_reply(id)?;
-                // The app's own buffer is freed after, not kept in the pool, where nothing
-                // of the caller's would take it again.
-                (cell, self.shared.write_parts(&[&head, &args, &tail]))
-            }
-            None => {
-                let frame =
-                    try_encode_frame(&msg, self.shared.frame_max).map_err(|err| match err {
-                        FrameError::TooLarge { len, max } => RequestError::Local {
-                            code: ErrorCode::MessageTooLarge,
-                            message: format!(
-                                "request of {len} bytes exceeds the frame maximum of {max}"
-                            ),
-                        },
-                        other => RequestError::Protocol(other.to_string()),
-                    })?;
-                let cell = self.shared.expect_reply(id)?;
-                let written = self.shared.write(&frame);
-                recycle(frame);
-                (cell, written)
-            }
-        };
-        if let Err(err) = written {
-            self.shared.forget(id);
-            return Err(err);
-        }
-        Ok(cell)
     }
 }
 

@@ -13,17 +13,21 @@
 //! connection writes them.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+
+mod write;
+
+use write::{write_loop, Outgoing};
 
 use crate::client::lock;
 use crate::conn::handshake::greeting;
@@ -32,50 +36,9 @@ use crate::conn::{
     INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX, REPLY_GRACE, REQUEST_WAIT_MAX,
 };
 use crate::ipc::{
-    recycle, split_call_frame, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameError,
-    FrameReader, Outcome, Payload, Stats, FRAME_MAX_DEFAULT, PROTOCOL_VERSION,
-    PROTOCOL_VERSION_MIN, READ_CHUNK,
+    recycle, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader, Outcome, Stats,
+    FRAME_MAX_DEFAULT, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, READ_CHUNK,
 };
-
-/// Frames queued for the writer are written together up to about this many bytes; a frame
-/// of this size or more is written from its own buffer, not copied into a batch.
-const WRITE_BATCH_MAX: usize = 64 * 1024;
-
-/// One frame queued for the writer task.
-#[derive(Debug)]
-enum Outgoing {
-    /// A whole encoded frame.
-    Frame(Vec<u8>),
-    /// A call's frame around its large arguments ([`split_call_frame`]): `head`, the
-    /// caller's own `args`, then `tail`, written together, never with another frame between.
-    Split {
-        head: Vec<u8>,
-        args: Payload,
-        tail: Vec<u8>,
-    },
-}
-
-impl Outgoing {
-    /// `msg` as the writer takes it: a call with large arguments around them, anything
-    /// else as one encoded frame, which also refuses a frame over `frame_max`.
-    fn of(msg: ClientMsg, frame_max: usize) -> Result<Outgoing, RequestError> {
-        if let Some((head, tail)) = split_call_frame(&msg, frame_max) {
-            let ClientMsg::Call { args, .. } = msg else {
-                unreachable!("split_call_frame splits calls only")
-            };
-            return Ok(Outgoing::Split { head, args, tail });
-        }
-        try_encode_frame(&msg, frame_max)
-            .map(Outgoing::Frame)
-            .map_err(|err| match err {
-                FrameError::TooLarge { len, max } => RequestError::Local {
-                    code: ErrorCode::MessageTooLarge,
-                    message: format!("request of {len} bytes exceeds the frame maximum of {max}"),
-                },
-                other => RequestError::Protocol(other.to_string()),
-            })
-    }
-}
 
 /// An invocation received for a function this connection registered.
 #[derive(Debug)]
@@ -455,72 +418,6 @@ impl Drop for Outstanding<'_> {
 
 fn unexpected(wanted: &str, got: &DaemonMsg) -> RequestError {
     RequestError::Protocol(format!("expected {wanted}, got {}", got.op()))
-}
-
-/// The writer task: writes queued frames, batching the small ones that queued meanwhile,
-/// until the connection is dropped or a write fails (which closes it: a partial frame leaves
-/// the stream out of sync).
-///
-/// One round writes a batch of small whole frames, then at most one large item (a large
-/// frame, or a call's frame in its three parts) from its own buffers, in one vectored write
-/// where the socket takes it all: nothing is written between the parts of a frame.
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut stream: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    while let Some(first) = queue.recv().await {
-        let (mut batch, mut large) = match first {
-            Outgoing::Frame(frame) if frame.len() < WRITE_BATCH_MAX => (frame, None),
-            other => (Vec::new(), Some(other)),
-        };
-        while large.is_none() && batch.len() < WRITE_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(Outgoing::Frame(more)) if more.len() < WRITE_BATCH_MAX => {
-                    batch.extend_from_slice(&more);
-                    recycle(more);
-                }
-                Ok(other) => large = Some(other),
-                Err(_) => break,
-            }
-        }
-        let written = match &large {
-            None => stream.write_all(&batch).await,
-            Some(Outgoing::Frame(frame)) => write_all_parts(&mut stream, &[&batch, frame]).await,
-            Some(Outgoing::Split { head, args, tail }) => {
-                write_all_parts(&mut stream, &[&batch, head, args, tail]).await
-            }
-        };
-        // A large frame's buffer serves the next large frame. A call's arguments are the
-        // caller's own buffer: freed, not kept in the pool, where nothing of the caller's
-        // would take it again.
-        recycle(batch);
-        if let Some(Outgoing::Frame(frame)) = large {
-            recycle(frame);
-        }
-        if written.is_err() {
-            shared.close(Closed::Disconnected);
-            return;
-        }
-    }
-}
-
-/// Writes `parts` in order as one stream of bytes, with vectored writes, however little
-/// each write takes.
-async fn write_all_parts(stream: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
-    let mut left = &mut slices[..];
-    // Empty parts (an empty batch) are dropped here, not sent to `writev`.
-    IoSlice::advance_slices(&mut left, 0);
-    while !left.is_empty() {
-        match stream.write_vectored(left).await {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut left, n),
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 /// The reader task: decodes frames until the connection closes, then wakes everyone.
