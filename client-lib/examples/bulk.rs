@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rpcd_client::{CallOptions, Client, ClientOptions, Server, ServerOptions};
 use serde::{Deserialize, Serialize};
-use serde_bytes::ByteBuf;
+use serde_bytes::{ByteBuf, Bytes};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
@@ -46,8 +46,9 @@ impl Digest {
 /// Bulk data in both directions.
 #[rpcd_client::service]
 pub trait Bulk {
-    /// The digest of `data`, computed by the server.
-    fn digest(&self, data: ByteBuf) -> Digest;
+    /// The digest of `data`, computed by the server (which reads `data` where its reader
+    /// put it: a borrowed argument is not copied).
+    fn digest(&self, data: &Bytes) -> Digest;
     /// `len` bytes of the pattern seeded with `seed` (at most 16 MiB).
     fn generate(&self, len: u64, seed: u64) -> Result<ByteBuf, String>;
     /// `data`, back.
@@ -57,8 +58,8 @@ pub trait Bulk {
 struct BulkServer;
 
 impl Bulk for BulkServer {
-    fn digest(&self, data: ByteBuf) -> Digest {
-        Digest::of(&data)
+    fn digest(&self, data: &Bytes) -> Digest {
+        Digest::of(data)
     }
 
     fn generate(&self, len: u64, seed: u64) -> Result<ByteBuf, String> {
@@ -146,7 +147,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let started = Instant::now();
         let sent = pattern(size, round.wrapping_add(0x5eed));
         let ours = Digest::of(&sent);
-        let theirs = bulk.digest(ByteBuf::from(sent.clone()))?;
+        let theirs = bulk.digest(Bytes::new(&sent))?;
         check("digest", ours, theirs)?;
 
         let got = bulk.generate(len, round)?;

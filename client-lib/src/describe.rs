@@ -2,7 +2,8 @@
 //!
 //! Implemented here for the std types that cross the wire (scalars, `String`, `char`,
 //! `Vec`/`VecDeque`/sets as lists, `HashMap`/`BTreeMap` as maps, `Option`, tuples up to 6,
-//! `Box`/`Arc`, `serde_bytes::ByteBuf` as bytes) and derivable for your own structs and
+//! `Box`/`Arc`, `serde_bytes::ByteBuf` and `&serde_bytes::Bytes` as bytes, `&str` as a
+//! string) and derivable for your own structs and
 //! enums with `#[derive(rpcd_client::Describe)]`. A type without an implementation still
 //! works as an argument: its schema is `opaque` (any value passes `rpcctl call`'s check).
 //!
@@ -39,6 +40,14 @@ scalar! {
     i8 => I8, i16 => I16, i32 => I32, i64 => I64, isize => I64,
     f32 => F32, f64 => F64,
     serde_bytes::ByteBuf => Bytes,
+    str => String, serde_bytes::Bytes => Bytes,
+}
+
+/// A borrowed argument (`&str`, `&serde_bytes::Bytes`) travels as its owned type does.
+impl<T: Describe + ?Sized> Describe for &T {
+    fn schema() -> Schema {
+        T::schema()
+    }
 }
 
 macro_rules! list {
@@ -137,5 +146,8 @@ mod tests {
             "(u8, i64, bool)"
         );
         assert_eq!(<usize>::schema(), Schema::U64);
+        // Borrowed arguments describe as the owned types they are sent as.
+        assert_eq!(<&str>::schema(), Schema::String);
+        assert_eq!(<&serde_bytes::Bytes>::schema(), Schema::Bytes);
     }
 }

@@ -4,7 +4,7 @@
 use std::fmt::Display;
 
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ipc::{ErrorCode, Outcome};
 
@@ -24,8 +24,17 @@ impl<T: Serialize + DeserializeOwned> WireType for T {}
 /// at its type.
 pub fn assert_wire_type<T: WireType>() {}
 
-/// Decodes the argument tuple of `function`; a failure is refused as `bad_request`.
-pub fn decode_args<T: DeserializeOwned>(function: &str, args: &[u8]) -> Result<T, Outcome> {
+/// Compile-time check of an argument that borrows from the invocation's bytes (`&str`,
+/// `&serde_bytes::Bytes`): it must decode from them without a copy and encode as the
+/// owned type would.
+pub fn assert_borrowed_arg<'de, T: Serialize + Deserialize<'de>>() {}
+
+/// Decodes the argument tuple of `function`, borrowing from `args` where the tuple's types
+/// borrow; a failure is refused as `bad_request`.
+pub fn decode_args<'de, T: Deserialize<'de>>(
+    function: &str,
+    args: &'de [u8],
+) -> Result<T, Outcome> {
     rmp_serde::from_slice(args).map_err(|err| Outcome::Refused {
         code: ErrorCode::BadRequest,
         message: format!("{function}: cannot decode the arguments: {err}"),
@@ -124,4 +133,40 @@ pub fn declared_options(
     options.deadline = options.deadline.or(deadline);
     options.idempotent = idempotent;
     options
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Borrowed arguments point into the invocation's bytes: decoding copies nothing.
+    #[test]
+    fn borrowed_arguments_are_read_where_they_are() {
+        let data = vec![7u8; 70_000];
+        let encoded = rmp_serde::to_vec(&("héllo", serde_bytes::Bytes::new(&data))).unwrap();
+        let (s, b): (&str, &serde_bytes::Bytes) = match decode_args("f", &encoded) {
+            Ok(args) => args,
+            Err(refused) => panic!("refused: {refused:?}"),
+        };
+        assert_eq!((s, &b[..]), ("héllo", &data[..]));
+        let within = |p: *const u8| encoded.as_ptr_range().contains(&p);
+        assert!(within(s.as_ptr()) && within(b.as_ptr()));
+        // A number where a borrowed string or bytes is declared is refused, not misread.
+        let wrong = rmp_serde::to_vec(&(1u8, "y")).unwrap();
+        assert!(matches!(
+            decode_args::<(&str, &serde_bytes::Bytes)>("f", &wrong),
+            Err(Outcome::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ));
+        let wrong = rmp_serde::to_vec(&("x", 2u8)).unwrap();
+        assert!(matches!(
+            decode_args::<(&str, &serde_bytes::Bytes)>("f", &wrong),
+            Err(Outcome::Refused {
+                code: ErrorCode::BadRequest,
+                ..
+            })
+        ));
+    }
 }

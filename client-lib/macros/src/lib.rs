@@ -229,13 +229,13 @@ fn check_method(service: &str, method: &TraitItemFn) -> syn::Result<Method> {
                 ))
             }
         };
-        check_arg_type(&arg.ty)?;
+        check_arg_type(&arg.ty, Position::Argument)?;
         args.push((ident, (*arg.ty).clone()));
     }
     let (reply, fallible) = match &sig.output {
         ReturnType::Default => (syn::parse_quote!(()), false),
         ReturnType::Type(_, ty) => {
-            check_arg_type(ty)?;
+            check_arg_type(ty, Position::Reply)?;
             match result_ok_type(ty) {
                 Some(ok) => (ok, true),
                 None => ((**ty).clone(), false),
@@ -259,14 +259,50 @@ fn check_method(service: &str, method: &TraitItemFn) -> syn::Result<Method> {
     })
 }
 
-/// Rejects types that cannot cross the wire as owned values.
-fn check_arg_type(ty: &Type) -> syn::Result<()> {
+/// Where a type appears: borrowing is for arguments only (a reply is encoded from the
+/// handler's value after the arguments are gone).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Position {
+    Argument,
+    Reply,
+}
+
+/// Rejects types that cannot cross the wire. An argument may borrow from the invocation's
+/// bytes, as `&str` or `&serde_bytes::Bytes`; a reply is an owned value.
+fn check_arg_type(ty: &Type, position: Position) -> syn::Result<()> {
     match ty {
-        Type::Reference(r) => Err(syn::Error::new(
+        Type::Reference(r) if position == Position::Reply => Err(syn::Error::new(
             r.span(),
-            "RPC arguments and replies are owned values (`String`, not `&str`): the server \
-             decodes them from bytes",
+            "RPC replies are owned values (`String`, not `&str`): the reply is encoded after \
+             the handler returns",
         )),
+        Type::Reference(r) if r.mutability.is_some() => Err(syn::Error::new(
+            r.span(),
+            "RPC arguments cannot be `&mut`: they borrow from the invocation's bytes, read-only",
+        )),
+        Type::Reference(r) => match &*r.elem {
+            Type::Slice(_) => Err(syn::Error::new(
+                r.span(),
+                "`&[u8]` would travel as a list of numbers, not as bytes: take \
+                 `&serde_bytes::Bytes` (borrowed) or `serde_bytes::ByteBuf` (owned)",
+            )),
+            Type::Path(path) if path.qself.is_none() => {
+                let last = path.path.segments.last().map(|s| s.ident.to_string());
+                match last.as_deref() {
+                    Some("str" | "Bytes") => Ok(()),
+                    _ => Err(syn::Error::new(
+                        r.span(),
+                        "an RPC argument borrows only as `&str` or `&serde_bytes::Bytes`; \
+                         take any other type as an owned value (`Point`, not `&Point`)",
+                    )),
+                }
+            }
+            _ => Err(syn::Error::new(
+                r.span(),
+                "an RPC argument borrows only as `&str` or `&serde_bytes::Bytes`; take any \
+                 other type as an owned value",
+            )),
+        },
         Type::ImplTrait(t) => Err(syn::Error::new(
             t.span(),
             "`impl Trait` cannot cross the wire: name a concrete type",
@@ -279,7 +315,7 @@ fn check_arg_type(ty: &Type) -> syn::Result<()> {
             p.span(),
             "raw pointers cannot cross the wire",
         )),
-        Type::Paren(p) => check_arg_type(&p.elem),
+        Type::Paren(p) => check_arg_type(&p.elem, position),
         _ => Ok(()),
     }
 }
@@ -311,7 +347,11 @@ fn emit(service: &str, item: &ItemTrait, methods: &[Method]) -> TokenStream2 {
 
     let checks = methods.iter().flat_map(|m| {
         let args = m.args.iter().map(|(_, ty)| {
-            quote_spanned!(ty.span()=> ::rpcd_client::__private::assert_wire_type::<#ty>();)
+            if matches!(ty, Type::Reference(_)) {
+                quote_spanned!(ty.span()=> ::rpcd_client::__private::assert_borrowed_arg::<#ty>();)
+            } else {
+                quote_spanned!(ty.span()=> ::rpcd_client::__private::assert_wire_type::<#ty>();)
+            }
         });
         let reply = &m.reply;
         let reply_check = quote_spanned!(reply.span()=>
