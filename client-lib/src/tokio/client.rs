@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::conn::Conn;
+use super::conn::{Conn, ASYNC_WRITE_QUEUE_MAX};
 use crate::client::{read, write};
 use crate::conn::{CallOptions, ConnectError, DaemonInfo, TriedSocket};
 use crate::ipc::Stats;
@@ -22,6 +22,11 @@ use crate::{CallError, ClientOptions, Target};
 ///
 /// Dropping a call's future before it completes cancels the call: the daemon ends it with
 /// `cancelled`, frees its slot and tells the serving app.
+///
+/// The frames queued on its connection and not yet written are bounded in bytes
+/// ([`ASYNC_WRITE_QUEUE_MAX`], or [`Client::connect_with_write_queue_max`]): a call (or
+/// ping, list, ...) whose frame does not fit waits for room, within its deadline (then
+/// `DeadlineExceeded`); it fails with `ConnectionLost` if the connection closes meanwhile.
 #[derive(Debug, Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -31,6 +36,8 @@ pub struct Client {
 struct Inner {
     path: PathBuf,
     options: ClientOptions,
+    /// The write queue's bound in bytes, for every connection this client makes.
+    write_queue_max: usize,
     current: RwLock<Current>,
     /// Held while reconnecting, so one task reconnects and the others wait for it.
     reconnecting: tokio::sync::Mutex<()>,
@@ -54,8 +61,15 @@ impl Client {
     pub async fn connect_default_with(options: ClientOptions) -> Result<Client, ConnectError> {
         let mut tried = Vec::new();
         for (source, path) in crate::ipc::socket_candidates() {
-            match Conn::open(&path, &options.name).await {
-                Ok(conn) => return Ok(Client::with_conn(path, options, conn)),
+            match Conn::open(&path, &options.name, ASYNC_WRITE_QUEUE_MAX).await {
+                Ok(conn) => {
+                    return Ok(Client::with_conn(
+                        path,
+                        options,
+                        ASYNC_WRITE_QUEUE_MAX,
+                        conn,
+                    ))
+                }
                 Err(failure) => tried.push(TriedSocket::from_failure(source, failure)?),
             }
         }
@@ -72,16 +86,36 @@ impl Client {
         path: impl AsRef<Path>,
         options: ClientOptions,
     ) -> Result<Client, ConnectError> {
-        let path = path.as_ref().to_owned();
-        let conn = Conn::open(&path, &options.name).await?;
-        Ok(Client::with_conn(path, options, conn))
+        Client::connect_with_write_queue_max(path, options, ASYNC_WRITE_QUEUE_MAX).await
     }
 
-    fn with_conn(path: PathBuf, options: ClientOptions, conn: Conn) -> Client {
+    /// [`Client::connect_with`], with a write queue of `write_queue_max` bytes on this
+    /// connection and every reconnect instead of [`ASYNC_WRITE_QUEUE_MAX`]: at most that many
+    /// bytes of frames wait to be written, and requests beyond it wait for room. A frame
+    /// larger than the queue waits until it is empty and is then written alone, so a small
+    /// bound slows large calls down but fails none. Taken as 1 if 0, and as `u32::MAX` if
+    /// larger.
+    pub async fn connect_with_write_queue_max(
+        path: impl AsRef<Path>,
+        options: ClientOptions,
+        write_queue_max: usize,
+    ) -> Result<Client, ConnectError> {
+        let path = path.as_ref().to_owned();
+        let conn = Conn::open(&path, &options.name, write_queue_max).await?;
+        Ok(Client::with_conn(path, options, write_queue_max, conn))
+    }
+
+    fn with_conn(
+        path: PathBuf,
+        options: ClientOptions,
+        write_queue_max: usize,
+        conn: Conn,
+    ) -> Client {
         Client {
             inner: Arc::new(Inner {
                 path,
                 options,
+                write_queue_max,
                 current: RwLock::new(Current {
                     conn: Arc::new(conn),
                     generation: 1,
@@ -160,6 +194,13 @@ impl Client {
         self.inner.options.call
     }
 
+    /// Bytes of the frames queued on the current connection and not yet written to the
+    /// daemon: at most the write queue's bound (or one frame larger than it), plus the
+    /// results and cancels sent while it was full (they never wait).
+    pub fn write_queue_bytes(&self) -> usize {
+        read(&self.inner.current).conn.write_queue_bytes()
+    }
+
     /// How many connections this client has made: 1, plus one per reconnect.
     pub fn generation(&self) -> u64 {
         read(&self.inner.current).generation
@@ -188,7 +229,7 @@ impl Client {
         let attempts = attempts.max(1);
         let mut last = String::new();
         for attempt in 1..=attempts {
-            match Conn::open(&self.inner.path, &opts.name).await {
+            match Conn::open(&self.inner.path, &opts.name, self.inner.write_queue_max).await {
                 Ok(conn) => {
                     let conn = Arc::new(conn);
                     let mut current = write(&self.inner.current);

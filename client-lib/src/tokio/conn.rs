@@ -4,8 +4,12 @@
 //! messages, the handshake's reading of `hello_ok`), on two tasks: a reader that routes each
 //! frame from the daemon (a reply to the request waiting under its id, an `invoke` to the
 //! bounded invocation queue, a `cancel` to the invocation it names), and a writer that
-//! writes the frames callers queue, several per `write` when they queue up. Queuing a frame
-//! never waits, so a future dropped mid-call can still send its `cancel_call` from `drop`.
+//! writes the frames callers queue, several per `write` when they queue up.
+//!
+//! The bytes queued and not yet written are bounded ([`ASYNC_WRITE_QUEUE_MAX`], the
+//! connection's *write queue*): a request waits for room before its frame is queued, within
+//! its deadline. The frames sent from sync code (results, cancels, refusals) never wait; see
+//! [`Shared::send`] for why and how they are counted.
 //!
 //! Large frames are not copied more than the socket needs: the reader reads straight into
 //! its [`FrameReader`], and a call's large arguments are written from the caller's own
@@ -15,19 +19,19 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 mod write;
 
-use write::{write_loop, Outgoing};
+use write::{write_loop, Outgoing, Queued, Room};
 
 use crate::client::lock;
 use crate::conn::handshake::greeting;
@@ -39,6 +43,19 @@ use crate::ipc::{
     recycle, try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader, Outcome, Stats,
     FRAME_MAX_DEFAULT, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN, READ_CHUNK,
 };
+
+/// The default bound of an async connection's write queue, in bytes: frames queued for the
+/// writer task and not yet written. A request whose frame finds no room waits for it
+/// (within its deadline); see [`crate::tokio::Client::connect_with_write_queue_max`] to
+/// set another bound.
+///
+/// One largest default frame ([`FRAME_MAX_DEFAULT`]) plus 4 MiB: a maximal call fits, with
+/// room beside it for the small frames of other tasks. A frame larger than the bound (a
+/// daemon may announce a larger frame maximum) waits until the queue is empty and then
+/// takes all of it, so it is still sent, alone.
+pub const ASYNC_WRITE_QUEUE_MAX: usize = FRAME_MAX_DEFAULT + 4 * 1024 * 1024;
+
+const _: () = assert!(ASYNC_WRITE_QUEUE_MAX >= FRAME_MAX_DEFAULT);
 
 /// An invocation received for a function this connection registered.
 #[derive(Debug)]
@@ -87,7 +104,14 @@ struct Shared {
     waiters: Mutex<Waiters>,
     /// Invocations handed out and not answered, so that a `cancel` reaches them.
     live: Mutex<HashMap<u64, watch::Sender<bool>>>,
-    out: mpsc::UnboundedSender<Outgoing>,
+    out: mpsc::UnboundedSender<Queued>,
+    /// Free room in the write queue, one permit per byte, [`Shared::room_max`] in all;
+    /// closed when the connection closes, which fails the requests waiting for room.
+    room: Semaphore,
+    /// The write queue's bound in bytes (and permits), from 1 to `u32::MAX`.
+    room_max: usize,
+    /// Bytes of the frames queued and not yet written, those sent without waiting too.
+    queued: AtomicUsize,
     next_id: AtomicU64,
     frame_max: usize,
 }
@@ -100,6 +124,7 @@ impl Shared {
             waiters.closed = Some(reason);
         }
         waiters.pending.clear();
+        self.room.close();
     }
 
     fn closed_error(&self) -> RequestError {
@@ -109,14 +134,64 @@ impl Shared {
             .map_or(RequestError::Disconnected, Closed::to_error)
     }
 
-    /// Queues a whole frame for the writer task; never waits.
+    /// Queues a whole frame for the writer task without waiting for room: for the frames
+    /// sent from sync code (a serving app's result, a refused invocation, a `cancel_call`
+    /// from a dropped call's `drop`).
+    ///
+    /// These cannot wait: `send_result` is a sync fn called from handlers, a refusal is
+    /// sent by the reader task (which must keep reading, or the daemon, blocked writing to
+    /// us, would stop reading what our writer writes) and a cancel comes from `drop`. Nor
+    /// may they be dropped (a caller would wait for its result until its deadline) or held
+    /// back (a result would overtake nothing, but a cancel must follow its call). So they
+    /// are always admitted, in order, and counted: each takes as much of the free room as
+    /// it finds, up to its size, which the writer gives back once it is written, so the
+    /// requests behind it wait for it too. The queue may thus exceed its bound by these
+    /// frames alone, which other limits bound: one result per live invocation
+    /// (`LIVE_INVOCATIONS_MAX`), one cancel per call admitted.
     fn send(&self, frame: Vec<u8>) -> Result<(), RequestError> {
-        self.queue(Outgoing::Frame(frame))
+        let len = frame.len();
+        let permits = self.room.forget_permits(self.permits_for(len));
+        let room = Room {
+            len,
+            permits: u32::try_from(permits).expect("at most room_max, which fits a u32"),
+        };
+        self.push(Outgoing::Frame(frame), room)
     }
 
-    /// Queues a frame, whole or in parts, for the writer task; never waits.
-    fn queue(&self, out: Outgoing) -> Result<(), RequestError> {
-        self.out.send(out).map_err(|_| self.closed_error())
+    /// Waits for room for `len` bytes in the write queue: `len` permits, or all of them for
+    /// a frame larger than the whole queue. Dropping the future takes nothing (tokio gives
+    /// back what a dropped `acquire` had been assigned); a closed connection fails it with
+    /// its error.
+    async fn room_for(&self, len: usize) -> Result<Room, RequestError> {
+        let permits = u32::try_from(self.permits_for(len)).expect("room_max fits a u32");
+        match self.room.acquire_many(permits).await {
+            Ok(permit) => {
+                // Given back by the writer once the frame is written (`Shared::release`).
+                permit.forget();
+                Ok(Room { len, permits })
+            }
+            Err(_) => Err(self.closed_error()),
+        }
+    }
+
+    /// Queues `out`, which holds `room` in the write queue, for the writer task.
+    fn push(&self, out: Outgoing, room: Room) -> Result<(), RequestError> {
+        self.queued.fetch_add(room.len, Ordering::Relaxed);
+        self.out.send(Queued { out, room }).map_err(|unsent| {
+            self.release(unsent.0.room);
+            self.closed_error()
+        })
+    }
+
+    /// Gives back the room of frames written (or never queued).
+    pub(super) fn release(&self, room: Room) {
+        self.queued.fetch_sub(room.len, Ordering::Relaxed);
+        self.room.add_permits(room.permits as usize);
+    }
+
+    /// The permits a frame of `len` bytes takes: its length, at most the whole queue.
+    fn permits_for(&self, len: usize) -> usize {
+        len.min(self.room_max)
     }
 }
 
@@ -142,7 +217,13 @@ impl Drop for Conn {
 impl Conn {
     /// Connects to `path` and does the `hello` handshake as `name`, bounded by
     /// [`HANDSHAKE_TIMEOUT`]; the errors are those of [`crate::Connection::connect`].
-    pub(super) async fn open(path: &Path, name: &str) -> Result<Conn, ConnectError> {
+    ///
+    /// Its write queue holds up to `write_queue_max` bytes (at least 1, at most `u32::MAX`).
+    pub(super) async fn open(
+        path: &Path,
+        name: &str,
+        write_queue_max: usize,
+    ) -> Result<Conn, ConnectError> {
         let io_err = |source: io::Error| ConnectError::Io {
             path: path.to_owned(),
             source,
@@ -194,11 +275,16 @@ impl Conn {
             .and_then(|l| usize::try_from(l.frame_max).ok())
             .filter(|&max| max > 0)
             .unwrap_or(FRAME_MAX_DEFAULT);
+        // The channel is unbounded in frames: the room in it is bounded in bytes.
         let (out, out_rx) = mpsc::unbounded_channel();
+        let room_max = write_queue_max.clamp(1, u32::MAX as usize);
         let shared = Arc::new(Shared {
             waiters: Mutex::new(Waiters::default()),
             live: Mutex::new(HashMap::new()),
             out,
+            room: Semaphore::new(room_max),
+            room_max,
+            queued: AtomicUsize::new(0),
             next_id: AtomicU64::new(hello_id + 1),
             frame_max,
         });
@@ -222,6 +308,11 @@ impl Conn {
         lock(&self.shared.waiters).closed.is_some()
     }
 
+    /// Bytes of the frames queued for the writer and not yet written.
+    pub(super) fn write_queue_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
     /// A call; dropping the returned future before it completes sends `cancel_call`.
     pub(super) async fn call(
         &self,
@@ -233,10 +324,14 @@ impl Conn {
         let deadline_ms = opts
             .deadline
             .map(|d| u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX));
-        let wait = opts
-            .deadline
-            .unwrap_or(CALL_WAIT_MAX)
-            .saturating_add(REPLY_GRACE);
+        // Room in the write queue is ours to wait for, not the daemon's: no grace for it.
+        // (The deadline the daemon gets counts from when it reads the call, as with the
+        // blocking connection, whose writes block instead.)
+        let room = opts.deadline.unwrap_or(CALL_WAIT_MAX);
+        let wait = Waits {
+            room,
+            total: room.saturating_add(REPLY_GRACE),
+        };
         let msg = |id| ClientMsg::Call {
             id,
             target: target.to_owned(),
@@ -260,7 +355,7 @@ impl Conn {
             deadline_ms: None,
             signature: None,
         };
-        match self.request(msg, REQUEST_WAIT_MAX, false).await? {
+        match self.request(msg, Waits::REQUEST, false).await? {
             DaemonMsg::Done { .. } => Ok(()),
             other => Err(unexpected("done", &other)),
         }
@@ -271,7 +366,7 @@ impl Conn {
             id,
             function: function.to_owned(),
         };
-        match self.request(msg, REQUEST_WAIT_MAX, false).await? {
+        match self.request(msg, Waits::REQUEST, false).await? {
             DaemonMsg::Done { .. } => Ok(()),
             other => Err(unexpected("done", &other)),
         }
@@ -279,7 +374,7 @@ impl Conn {
 
     pub(super) async fn list(&self) -> Result<Vec<String>, RequestError> {
         match self
-            .request(|id| ClientMsg::List { id }, REQUEST_WAIT_MAX, false)
+            .request(|id| ClientMsg::List { id }, Waits::REQUEST, false)
             .await?
         {
             DaemonMsg::List { functions, .. } => Ok(functions),
@@ -289,7 +384,7 @@ impl Conn {
 
     pub(super) async fn stats(&self) -> Result<Stats, RequestError> {
         match self
-            .request(|id| ClientMsg::Stats { id }, REQUEST_WAIT_MAX, false)
+            .request(|id| ClientMsg::Stats { id }, Waits::REQUEST, false)
             .await?
         {
             DaemonMsg::Stats { stats, .. } => Ok(stats),
@@ -299,7 +394,7 @@ impl Conn {
 
     pub(super) async fn ping(&self) -> Result<(), RequestError> {
         match self
-            .request(|id| ClientMsg::Ping { id }, REQUEST_WAIT_MAX, false)
+            .request(|id| ClientMsg::Ping { id }, Waits::REQUEST, false)
             .await?
         {
             DaemonMsg::Pong { .. } => Ok(()),
@@ -347,13 +442,14 @@ impl Conn {
         let _ = self.shared.send(frame);
     }
 
-    /// Sends one request and waits up to `wait` for its reply; `Failed` becomes
-    /// [`RequestError::Remote`]. With `cancellable`, a drop before the reply sends
-    /// `cancel_call` for it.
+    /// Sends one request, waiting up to `wait.room` for room in the write queue and up to
+    /// `wait.total` in all for its reply; `Failed` becomes [`RequestError::Remote`]. With `cancellable`, a drop after the
+    /// request was queued and before the reply sends `cancel_call` for it (a drop while it
+    /// waits for room sends nothing: the daemon never saw it).
     async fn request(
         &self,
         make: impl FnOnce(u64) -> ClientMsg,
-        wait: Duration,
+        wait: Waits,
         cancellable: bool,
     ) -> Result<DaemonMsg, RequestError> {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -369,10 +465,22 @@ impl Conn {
         let mut guard = Outstanding {
             shared: &self.shared,
             id,
-            cancellable,
+            cancellable: false,
         };
-        self.shared.queue(out)?;
-        let reply = match tokio::time::timeout(wait, reply_rx).await {
+        let waiting = Instant::now();
+        let room = match tokio::time::timeout(wait.room, self.shared.room_for(out.len())).await {
+            Ok(room) => room?,
+            Err(_) => {
+                return Err(RequestError::Local {
+                    code: ErrorCode::DeadlineExceeded,
+                    message: format!("no room in the write queue within {:?}", wait.room),
+                })
+            }
+        };
+        self.shared.push(out, room)?;
+        guard.cancellable = cancellable;
+        let wait_left = wait.total.saturating_sub(waiting.elapsed());
+        let reply = match tokio::time::timeout(wait_left, reply_rx).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(_)) => {
                 guard.cancellable = false;
@@ -381,7 +489,7 @@ impl Conn {
             Err(_) => {
                 return Err(RequestError::Local {
                     code: ErrorCode::DeadlineExceeded,
-                    message: format!("no reply from rpcd within {wait:?}"),
+                    message: format!("no reply from rpcd within {:?}", wait.total),
                 })
             }
         };
@@ -391,6 +499,21 @@ impl Conn {
             other => Ok(other),
         }
     }
+}
+
+/// How long a request waits: for room in the write queue, and in all, room and reply.
+#[derive(Debug, Clone, Copy)]
+struct Waits {
+    room: Duration,
+    total: Duration,
+}
+
+impl Waits {
+    /// A request other than a call: [`REQUEST_WAIT_MAX`] in all.
+    const REQUEST: Waits = Waits {
+        room: REQUEST_WAIT_MAX,
+        total: REQUEST_WAIT_MAX,
+    };
 }
 
 /// A request whose reply has not come: on drop (the future was dropped, or it timed out)

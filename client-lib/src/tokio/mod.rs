@@ -38,4 +38,5 @@ mod conn;
 mod server;
 
 pub use client::Client;
+pub use conn::ASYNC_WRITE_QUEUE_MAX;
 pub use server::{Handler, HandlerFuture, Request, Server, CONCURRENCY_MAX_DEFAULT};

@@ -1,5 +1,6 @@
 //! The writer task of an async connection and what it writes: whole frames, batched while
-//! they are small, and a call's frame around its large arguments.
+//! they are small, and a call's frame around its large arguments; the room each frame held
+//! in the write queue is given back once it is written.
 
 use std::io::{self, IoSlice};
 use std::sync::Arc;
@@ -16,7 +17,30 @@ use crate::ipc::{recycle, split_call_frame, try_encode_frame, ClientMsg, Payload
 /// of this size or more is written from its own buffer, not copied into a batch.
 const WRITE_BATCH_MAX: usize = 64 * 1024;
 
-/// One frame queued for the writer task.
+/// One frame queued for the writer task, with the room it holds in the write queue.
+#[derive(Debug)]
+pub(super) struct Queued {
+    pub out: Outgoing,
+    pub room: Room,
+}
+
+/// What a queued frame holds of the write queue: its length (counted in the queued bytes)
+/// and the permits it took of the queue's room (its length, less for a frame larger than
+/// the queue or one sent without waiting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Room {
+    pub len: usize,
+    pub permits: u32,
+}
+
+impl Room {
+    fn add(&mut self, other: Room) {
+        self.len += other.len;
+        self.permits += other.permits;
+    }
+}
+
+/// One frame for the writer task.
 #[derive(Debug)]
 pub(super) enum Outgoing {
     /// A whole encoded frame.
@@ -44,6 +68,14 @@ impl Outgoing {
             .map(Outgoing::Frame)
             .map_err(RequestError::of_request_frame)
     }
+
+    /// The frame's length in bytes, all its parts.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame(frame) => frame.len(),
+            Outgoing::Split { head, args, tail } => head.len() + args.len() + tail.len(),
+        }
+    }
 }
 
 /// The writer task: writes queued frames, batching the small ones that queued meanwhile,
@@ -52,25 +84,30 @@ impl Outgoing {
 ///
 /// One round writes a batch of small whole frames, then at most one large item (a large
 /// frame, or a call's frame in its three parts) from its own buffers, in one vectored write
-/// where the socket takes it all: nothing is written between the parts of a frame.
+/// where the socket takes it all: nothing is written between the parts of a frame. The
+/// round's frames keep their room in the write queue until the write has returned.
 pub(super) async fn write_loop(
     shared: Arc<super::Shared>,
     mut stream: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
 ) {
     while let Some(first) = queue.recv().await {
-        let (mut batch, mut large) = match first {
+        let mut room = first.room;
+        let (mut batch, mut large) = match first.out {
             Outgoing::Frame(frame) if frame.len() < WRITE_BATCH_MAX => (frame, None),
             other => (Vec::new(), Some(other)),
         };
         while large.is_none() && batch.len() < WRITE_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(Outgoing::Frame(more)) if more.len() < WRITE_BATCH_MAX => {
+            let Ok(next) = queue.try_recv() else {
+                break;
+            };
+            room.add(next.room);
+            match next.out {
+                Outgoing::Frame(more) if more.len() < WRITE_BATCH_MAX => {
                     batch.extend_from_slice(&more);
                     recycle(more);
                 }
-                Ok(other) => large = Some(other),
-                Err(_) => break,
+                other => large = Some(other),
             }
         }
         let written = match &large {
@@ -88,9 +125,11 @@ pub(super) async fn write_loop(
             recycle(frame);
         }
         if written.is_err() {
+            // Closing fails the requests waiting for room: the room is not given back.
             shared.close(Closed::Disconnected);
             return;
         }
+        shared.release(room);
     }
 }
 
