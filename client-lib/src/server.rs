@@ -9,6 +9,11 @@
 //! for that call and the worker lives on. The dispatcher thread keeps the connection: when it
 //! breaks, it reconnects (with backoff), attaches the pool to the new connection and
 //! registers every function again there.
+//!
+//! Idle, the server's threads all sleep until an event wakes them, with no timer: the
+//! dispatcher until the connection closes or a stop, the worker leading the pool in a read
+//! of the connection (which the daemon's next frame or the connection's close ends), the
+//! others until the pool has work for them.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -21,7 +26,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::client::{lock, read, write, Client};
-use crate::conn::{Connection, Invocation};
+use crate::conn::{Connection, Invocation, Wakeup};
 use crate::error::CallError;
 use crate::identity::{Credentials, Identity};
 use crate::ipc::{Declaration, Outcome};
@@ -32,7 +37,13 @@ pub const QUEUE_MAX_DEFAULT: usize = 256;
 /// The most worker threads a server runs, whatever [`ServerOptions::workers`] asks.
 pub const WORKERS_MAX: usize = 1024;
 
-/// How often the dispatcher looks at its connection and checks for a stop.
+/// How often the dispatcher used to look at its connection and check for a stop. Unused: the
+/// dispatcher now sleeps until the connection closes or the server stops, each of which
+/// wakes it, so an idle server makes no wake-ups at all.
+#[deprecated(
+    note = "unused: a Server's dispatcher is woken by the connection's close and by \
+                     `stop`, it does not poll"
+)]
 pub const DISPATCH_POLL: Duration = Duration::from_millis(50);
 
 /// First delay between reconnect attempts of a serving app; doubles up to
@@ -240,6 +251,8 @@ struct Inner {
     /// registering, so the dispatcher's re-registration and `register` do not interleave.
     registered_on: Mutex<u64>,
     stopping: AtomicBool,
+    /// Wakes the dispatcher: sent by `stop` and by the close of the connection it keeps.
+    wake: Arc<Wakeup>,
     counters: Counters,
     last_error: Mutex<Option<CallError>>,
     pool: pool::Pool,
@@ -284,6 +297,7 @@ impl Server {
             handlers: RwLock::new(BTreeMap::new()),
             registered_on: Mutex::new(client.generation()),
             stopping: AtomicBool::new(false),
+            wake: Arc::default(),
             counters: Counters::default(),
             last_error: Mutex::new(None),
             pool: pool::Pool::default(),
@@ -431,12 +445,14 @@ impl Server {
 
     /// Graceful stop: no new invocations are taken, every function is unregistered, the
     /// invocations already accepted run to completion and are answered, then the threads
-    /// end. Idempotent.
+    /// end. Idempotent. An idle server stops at once: the stop wakes its threads, which
+    /// wait for nothing else.
     pub fn stop(&self) {
         let Some(threads) = lock(&self.threads).take() else {
             return;
         };
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.wake.notify();
         // The dispatcher unregisters, hands over what is left and stops the pool, whose
         // threads give the connection back, drain the queue and end. A thread that
         // panicked has nothing left to report.

@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use super::wakeup::Wakeup;
 use super::{Closed, Invocation, RequestError, INVOCATION_QUEUE_MAX, LIVE_INVOCATIONS_MAX};
 use crate::client::lock;
 use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader, Outcome};
@@ -79,6 +80,10 @@ pub(super) struct Waiters {
     /// The serving app's own threads read this connection, one turn at a time
     /// (`pooled.rs`), instead of a reader thread.
     pub(super) pooled: bool,
+    /// Notified once when the connection closes ([`super::Connection::notify_on_close`]):
+    /// a serving app's dispatcher sleeps on one until then. Each at most once; taken by the
+    /// close.
+    pub(super) on_close: Vec<Arc<Wakeup>>,
 }
 
 /// One request waiting for its reply: where to put it, and the thread to unpark then. A
@@ -113,6 +118,30 @@ impl ReplyCell {
 pub(super) struct ReadHalf {
     pub(super) stream: UnixStream,
     pub(super) frames: FrameReader,
+    /// The socket's read timeout as last set (`None`: reads block until bytes come or the
+    /// socket is shut down), so that it is changed only when it must be.
+    timeout: Option<Duration>,
+}
+
+impl ReadHalf {
+    /// `stream`, whose read timeout is `timeout` now.
+    pub(super) fn new(stream: UnixStream, frames: FrameReader, timeout: Option<Duration>) -> Self {
+        ReadHalf {
+            stream,
+            frames,
+            timeout,
+        }
+    }
+
+    /// Makes each read block at most `timeout` (`None`: until bytes come or the socket is
+    /// shut down, as [`Shared::close`] does).
+    pub(super) fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if self.timeout != timeout {
+            self.stream.set_read_timeout(timeout)?;
+            self.timeout = timeout;
+        }
+        Ok(())
+    }
 }
 
 /// Where routed invocations go: the serving app's sink when it installed one, else the
@@ -234,6 +263,25 @@ impl Shared {
         })
     }
 
+    /// Has `wakeup` notified when the connection closes, or now if it is closed already.
+    /// Asking again with the same `wakeup` is harmless; one whose every other holder is
+    /// gone (a stopped server's) is forgotten, so the list stays as long as the number of
+    /// servers on the connection.
+    pub(super) fn notify_on_close(&self, wakeup: &Arc<Wakeup>) {
+        {
+            let mut waiters = lock(&self.waiters);
+            if waiters.closed.is_none() {
+                let on_close = &mut waiters.on_close;
+                on_close.retain(|w| Arc::strong_count(w) > 1);
+                if !on_close.iter().any(|w| Arc::ptr_eq(w, wakeup)) {
+                    on_close.push(Arc::clone(wakeup));
+                }
+                return;
+            }
+        }
+        wakeup.notify();
+    }
+
     /// Forgets a request that will not wait for its reply any more.
     pub(super) fn forget(&self, id: u64) {
         lock(&self.waiters).pending.remove(&id);
@@ -252,11 +300,12 @@ impl Shared {
             .map_or(RequestError::Disconnected, Closed::to_error)
     }
 
-    /// Marks the connection closed (the first reason wins), wakes every waiting request and
-    /// a reader thread waiting for the token, drops the invocation queue's sender and the
-    /// sink, and shuts the socket down so the reader and writers stop.
+    /// Marks the connection closed (the first reason wins), wakes every waiting request, a
+    /// reader thread waiting for the token and whoever asked to be told of the close, drops
+    /// the invocation queue's sender and the sink, and shuts the socket down so the reader
+    /// and writers stop.
     pub(super) fn close(&self, reason: Closed) {
-        {
+        let on_close = {
             let mut waiters = lock(&self.waiters);
             if waiters.closed.is_none() {
                 waiters.closed = Some(reason);
@@ -265,6 +314,10 @@ impl Shared {
                 slot.thread.unpark();
             }
             self.token_free.notify_all();
+            std::mem::take(&mut waiters.on_close)
+        };
+        for wakeup in on_close {
+            wakeup.notify();
         }
         let gone = {
             let mut out = lock(&self.invocations);

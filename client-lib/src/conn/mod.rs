@@ -32,6 +32,7 @@ mod pending;
 mod pooled;
 mod reading;
 mod request;
+mod wakeup;
 
 pub(crate) use demux::InvocationSink;
 use demux::{ReadHalf, Shared};
@@ -39,6 +40,7 @@ use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
 pub use pending::PendingReply;
 pub(crate) use pooled::Turn;
+pub(crate) use wakeup::Wakeup;
 
 /// How long past a call's deadline the client still waits for the daemon's answer (the
 /// daemon reports `deadline_exceeded` itself; this only guards against a lost reply).
@@ -227,7 +229,8 @@ impl Connection {
             source,
         };
         let read_half = greeted.stream.try_clone().map_err(io_err)?;
-        // A leading caller's reads wake up now and then to look at its deadline.
+        // A leading caller's reads wake up now and then to look at its deadline; a serving
+        // connection's reads block (`reading`, `pooled`).
         read_half
             .set_read_timeout(Some(reading::LEADER_READ_SLICE))
             .map_err(io_err)?;
@@ -240,10 +243,7 @@ impl Connection {
             .filter(|&max| max > 0)
             .unwrap_or(FRAME_MAX_DEFAULT);
         let (invocation_tx, invocation_rx) = mpsc::sync_channel(INVOCATION_QUEUE_MAX);
-        let read_half = ReadHalf {
-            stream: read_half,
-            frames: greeted.frames,
-        };
+        let read_half = ReadHalf::new(read_half, greeted.frames, Some(reading::LEADER_READ_SLICE));
         let shared = Arc::new(Shared::new(
             greeted.stream,
             read_half,
@@ -469,6 +469,14 @@ impl Connection {
     /// True once the connection is closed: every request now fails at once.
     pub fn is_closed(&self) -> bool {
         self.shared.check_closed()
+    }
+
+    /// Has `wakeup` notified once when this connection closes (at once if it is closed
+    /// already), for a thread that sleeps until then instead of looking now and then. Who
+    /// notices the close is whoever reads the socket: a serving connection always has a
+    /// reader blocked in a read, which the end of the stream wakes.
+    pub(crate) fn notify_on_close(&self, wakeup: &Arc<Wakeup>) {
+        self.shared.notify_on_close(wakeup);
     }
 
     /// Delivers invocations to `sink` from the thread that reads them, instead of the queue

@@ -5,6 +5,11 @@
 //! way. Which thread reads next is the pool's business (`server/pool.rs`); the connection
 //! only makes sure that one turn runs at a time and that callers on it only wait.
 //!
+//! A turn's read blocks until the daemon sends something or the connection is shut down (a
+//! close, or the end of the stream): an idle serving app sleeps in it. To have the reading
+//! thread look at something of its own (the pool stopping), have the daemon send it a frame:
+//! a `ping`'s answer ends the read.
+//!
 //! Order: [`Connection::attach_readers`] (before anything registers, so no reader thread
 //! starts), then turns ([`Connection::read_turn`]), then [`Connection::detach_readers`] to
 //! give the socket back to a reader thread when the pool stops.
@@ -22,8 +27,8 @@ pub(crate) enum Turn {
     /// An invocation for the reading thread to run, or queue, and answer; a `cancel` for it
     /// reaches it from now on.
     Invocation(Invocation),
-    /// Frames other than invocations were routed, or a read slice passed with none: the
-    /// pool may look at its own state before the next turn.
+    /// Frames other than invocations were routed (a reply, a cancel), or the read was
+    /// interrupted: the pool may look at its own state before the next turn.
     Idle,
     /// The connection is closed.
     Closed,
@@ -57,9 +62,9 @@ impl Connection {
 
     /// One turn at reading, for one thread of an attached pool at a time: an invocation that
     /// waited in the connection's queue (routed before the pool attached), else the frames
-    /// still buffered, else one read (bounded by the socket's read timeout,
-    /// `LEADER_READ_SLICE`) and what it brought. Replies and cancels are routed on the way;
-    /// frames after the first invocation stay buffered for the next turn.
+    /// still buffered, else one read, blocking until bytes come or the connection is shut
+    /// down, and what it brought. Replies and cancels are routed on the way; frames after
+    /// the first invocation stay buffered for the next turn.
     pub(crate) fn read_turn(&self) -> Turn {
         if let Ok(queue) = self.invocations.try_lock() {
             if let Ok(work) = queue.try_recv() {
@@ -92,7 +97,14 @@ impl Shared {
         if let Some(turn) = self.next_invocation(half) {
             return turn;
         }
-        let ReadHalf { stream, frames } = half;
+        // No read timeout: nothing but the daemon (or the close) has to wake this thread.
+        if let Err(err) = half.set_timeout(None) {
+            self.close(Closed::Protocol(format!(
+                "cannot make the socket's reads blocking: {err}"
+            )));
+            return Turn::Closed;
+        }
+        let ReadHalf { stream, frames, .. } = half;
         match frames.read_from(stream) {
             Ok(0) => {
                 self.close(Closed::Disconnected);

@@ -27,7 +27,10 @@ use crate::client::lock;
 use crate::ipc::{DaemonMsg, ErrorCode};
 
 /// The longest one read by a leading caller blocks (the socket's read timeout) before it
-/// looks at its own deadline again.
+/// looks at its own deadline again; less when its deadline is nearer. Only a caller waiting
+/// for its reply reads this way: a serving connection's reader (the reader thread, or the
+/// pool's leading worker) blocks until bytes come or the socket is shut down, so an idle
+/// serving app does not wake.
 pub(super) const LEADER_READ_SLICE: Duration = Duration::from_millis(100);
 
 impl Shared {
@@ -103,7 +106,15 @@ impl Shared {
             if !waiters.serving && !waiters.reading {
                 waiters.reading = true;
                 drop(waiters);
-                let reason = self.read_some(&mut lock(&self.read_half));
+                let reason = {
+                    let mut half = lock(&self.read_half);
+                    // The read ends by this caller's deadline if that comes first. Should the
+                    // socket refuse, the read keeps the slice it has (a caller's reads are
+                    // always bounded: only a serving connection's are not, and callers do
+                    // not read one).
+                    let _ = half.set_timeout(Some(LEADER_READ_SLICE.min(left)));
+                    self.read_some(&mut half)
+                };
                 if let Some(reason) = reason {
                     self.close(reason);
                 }
@@ -173,10 +184,10 @@ impl Shared {
         waiters.closed.is_some()
     }
 
-    /// One read from the socket (bounded by its read timeout), then every whole frame
-    /// routed; returns why to close, if the stream ended or said so.
+    /// One read from the socket (bounded by its read timeout, if it has one), then every
+    /// whole frame routed; returns why to close, if the stream ended or said so.
     fn read_some(&self, half: &mut ReadHalf) -> Option<Closed> {
-        let ReadHalf { stream, frames } = half;
+        let ReadHalf { stream, frames, .. } = half;
         match frames.read_from(stream) {
             Ok(0) => return Some(Closed::Disconnected),
             Ok(_) => {}
@@ -189,11 +200,16 @@ impl Shared {
                 ) => {}
             Err(_) => return Some(Closed::Disconnected),
         }
-        // Take every whole frame buffered before reading more: that keeps the reader within
-        // its bound. Replies are delivered together, before anything that ends the read.
+        self.route_buffered(half)
+    }
+
+    /// Routes every whole frame buffered; returns why to close, if one said so or was bad.
+    /// Taking every whole frame before reading more keeps the reader within its bound.
+    /// Replies are delivered together, before anything that ends the read.
+    fn route_buffered(&self, half: &mut ReadHalf) -> Option<Closed> {
         let mut replies = Vec::new();
         let reason = loop {
-            match frames.next_frame::<DaemonMsg>() {
+            match half.frames.next_frame::<DaemonMsg>() {
                 Ok(Some(msg)) => match self.route(msg) {
                     Routed::Done => {}
                     Routed::Reply(id, msg) => replies.push((id, msg)),
@@ -240,13 +256,15 @@ pub(super) fn serve(shared: Arc<Shared>) {
         waiters.reading = true;
     }
     let mut half = lock(&shared.read_half);
-    // Blocking reads from now on: nobody else reads, and a close shuts the socket down.
-    let reason = match half.stream.set_read_timeout(None) {
-        Ok(()) => loop {
+    // Blocking reads from now on: nobody else reads, and a close shuts the socket down. What
+    // the serving app's pool read and left buffered (when it handed the socket back) is
+    // routed first: it may be the reply someone waits for, with nothing more to come.
+    let reason = match half.set_timeout(None) {
+        Ok(()) => shared.route_buffered(&mut half).unwrap_or_else(|| loop {
             if let Some(reason) = shared.read_some(&mut half) {
                 break reason;
             }
-        },
+        }),
         Err(err) => Closed::Protocol(format!("cannot make the socket's reads blocking: {err}")),
     };
     drop(half);

@@ -222,3 +222,64 @@ fn a_sink_takes_the_queued_invocations_then_the_new_ones() {
     assert_eq!(conn.next_invocation(Some(wait)).unwrap().invocation, 5);
     assert!(got.try_recv().is_err());
 }
+
+/// A caller reading the socket itself waits for its reply no longer than it asked: its read
+/// ends by its own deadline, not a whole `LEADER_READ_SLICE` later.
+#[test]
+fn a_leading_callers_read_ends_by_its_own_deadline() {
+    let fake = FakeDaemon::start();
+    let (conn, mut peer) = connected(&fake);
+    let wait = Duration::from_millis(10);
+    let started = Instant::now();
+    let err = conn
+        .request(|id| ClientMsg::Ping { id }, wait)
+        .expect_err("the fake daemon does not answer");
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            &err,
+            RequestError::Local {
+                code: ErrorCode::DeadlineExceeded,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(matches!(peer.recv(), ClientMsg::Ping { .. }));
+    // Well under the slice: the read was cut to the 10 ms left.
+    assert!(
+        took < reading::LEADER_READ_SLICE * 9 / 10,
+        "waited {took:?} for a {wait:?} request"
+    );
+}
+
+/// A turn of the serving app's pool leaves the frames after an invocation buffered; when
+/// the pool hands the socket back (it stops), the reader thread routes them before it reads
+/// again: a reply among them reaches its caller though the daemon sends nothing more.
+#[test]
+fn frames_the_pool_left_buffered_reach_their_callers_after_it_hands_back() {
+    use std::io::Write;
+
+    use crate::ipc::encode_frame;
+
+    let fake = FakeDaemon::start();
+    let (conn, mut peer) = connected(&fake);
+    assert!(conn.attach_readers().unwrap());
+    let (pong_tx, pong) = channel();
+    thread::scope(|s| {
+        s.spawn(|| pong_tx.send(conn.ping()));
+        let ClientMsg::Ping { id } = peer.recv() else {
+            panic!("expected a ping");
+        };
+        let mut both = encode_frame(&invoke(1));
+        both.extend_from_slice(&encode_frame(&DaemonMsg::Pong { id }));
+        peer.stream.write_all(&both).unwrap();
+        let Turn::Invocation(work) = conn.read_turn() else {
+            panic!("expected the invocation first");
+        };
+        assert_eq!(work.invocation, 1);
+        conn.detach_readers().unwrap();
+        let answered = pong.recv_timeout(Duration::from_secs(5));
+        assert!(matches!(answered, Ok(Ok(()))), "{answered:?}");
+    });
+}

@@ -234,6 +234,9 @@ fn lead<'a>(
                     st.conn = None;
                 }
                 st.reading = false;
+                // A stopping pool's idle threads wait for the connection to be let go: they
+                // may end now (nothing else wakes them, the read having no timeout).
+                pool.idle.notify_all();
                 return st;
             }
         }

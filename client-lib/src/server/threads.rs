@@ -1,5 +1,10 @@
 //! The server's dispatcher thread, which keeps the connection and its registrations and
 //! attaches the worker pool (`pool.rs`) to each new connection.
+//!
+//! It sleeps on the server's wake-up (`Inner::wake`) until the connection closes (the
+//! connection notifies it: [`Connection::notify_on_close`]) or the server stops
+//! ([`super::Server::stop`] notifies it): no timer, so an idle server's dispatcher does not
+//! wake. Only while the daemon is away does it wake on its own, to try to reconnect.
 
 use std::any::Any;
 use std::sync::atomic::Ordering;
@@ -7,8 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::{
-    pool, Handler, Inner, Job, DISPATCH_POLL, SERVER_RECONNECT_BACKOFF_INITIAL,
-    SERVER_RECONNECT_BACKOFF_MAX,
+    pool, Handler, Inner, Job, SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX,
 };
 use crate::client::{lock, read};
 use crate::conn::{Connection, Invocation, InvocationSink};
@@ -27,15 +31,22 @@ pub(super) fn keep_connected(inner: &Arc<Inner>) {
             }
             Err(err) => {
                 *lock(&inner.last_error) = Some(err);
-                sleep_unless_stopping(inner, delay);
+                // A stop ends the wait early; so may the close of a connection the app's
+                // own calls made meanwhile, which only makes the next attempt sooner.
+                inner.wake.wait(Instant::now().checked_add(delay));
                 delay = delay.saturating_mul(2).min(SERVER_RECONNECT_BACKOFF_MAX);
                 continue;
             }
         };
         attach(inner, &conn, generation);
         reregister(inner, &conn, generation);
+        // Asked after attaching: if the connection closed meanwhile, the wake-up is sent at
+        // once and the next turn reconnects.
+        conn.notify_on_close(&inner.wake);
         drop(conn);
-        sleep_unless_stopping(inner, DISPATCH_POLL);
+        // Until the connection closes or the server stops. Every other change comes with
+        // one of these: the app's own calls reconnect only once this connection is closed.
+        inner.wake.wait(None);
     }
     // Stopping: release the names (the pool reads their answers), hand over what waits in
     // the connection's queue or came through a sink (these were accepted and must be
@@ -58,8 +69,8 @@ pub(super) fn keep_connected(inner: &Arc<Inner>) {
     }
     inner.pool.stop();
     if pooled {
-        // The answer wakes the leader from its read, so it gives the connection back now
-        // rather than at the end of its read slice. Failing means the connection is closed:
+        // The answer wakes the leader from its read (which has no timeout), so it sees the
+        // stop and gives the connection back. Failing means the connection is closed:
         // nothing to give back.
         let _ = conn.ping();
     }
@@ -131,16 +142,5 @@ pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
         s.clone()
     } else {
         "(a non-string panic payload)".to_owned()
-    }
-}
-
-fn sleep_unless_stopping(inner: &Inner, total: Duration) {
-    let until = Instant::now() + total;
-    while !inner.stopping.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        if now >= until {
-            return;
-        }
-        std::thread::sleep((until - now).min(DISPATCH_POLL));
     }
 }
