@@ -7,66 +7,20 @@
 #![cfg(feature = "tokio")]
 
 use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
 use std::time::Duration;
 
+mod fake_daemon;
+use fake_daemon::{frame, listen, pattern, Peer};
+
 use rpcd_client::ipc::{
-    BufferPool, ClientMsg, DaemonMsg, FrameReader, Limits, Outcome, FRAME_MAX_DEFAULT,
-    LENGTH_PREFIX_LEN, POOLED_CAPACITY_MIN, PROTOCOL_VERSION,
+    ClientMsg, DaemonMsg, Outcome, FRAME_MAX_DEFAULT, LENGTH_PREFIX_LEN, POOLED_CAPACITY_MIN,
 };
 use rpcd_client::tokio::{Client, Handler, Request, Server};
 use rpcd_client::{CallError, CallOptions};
 
 const MIB: usize = 1024 * 1024;
 
-/// One app connection, the daemon's end.
-struct Peer {
-    stream: UnixStream,
-    frames: FrameReader,
-}
-
 impl Peer {
-    /// Accepts one app and answers its `hello`, announcing `frame_max` as the daemon's
-    /// frame maximum. It reads frames up to the default maximum whatever it announced, so
-    /// a frame the app should not have sent is seen.
-    fn accept(listener: &UnixListener, frame_max: usize) -> Peer {
-        let (stream, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let mut peer = Peer {
-            stream,
-            // The daemon's end lives in the app's process: it keeps out of the app's pool.
-            frames: FrameReader::new(FRAME_MAX_DEFAULT)
-                .with_pool(Box::leak(Box::new(BufferPool::new(0)))),
-        };
-        let ClientMsg::Hello { id, .. } = peer.recv() else {
-            panic!("expected hello first");
-        };
-        let mut limits = Limits::default();
-        limits.frame_max = frame_max as u64;
-        peer.send(&DaemonMsg::HelloOk {
-            id,
-            version: PROTOCOL_VERSION,
-            daemon: "fake 0".into(),
-            listen: "127.0.0.1:7000".into(),
-            epoch: 1,
-            limits: Some(limits),
-        });
-        peer
-    }
-
-    fn recv(&mut self) -> ClientMsg {
-        loop {
-            if let Some(msg) = self.frames.next_frame().expect("a frame") {
-                return msg;
-            }
-            let n = self.frames.read_from(&mut self.stream).expect("read");
-            assert!(n > 0, "the app closed the connection");
-        }
-    }
-
     /// Waits for the app to close the connection, with no frame (not even part of one)
     /// sent before.
     fn expect_closed(&mut self) {
@@ -79,10 +33,6 @@ impl Peer {
                 return;
             }
         }
-    }
-
-    fn send(&mut self, msg: &DaemonMsg) {
-        self.stream.write_all(&frame(msg)).expect("write");
     }
 
     /// Writes `bytes` a few at a time, pausing now and then, so that the app's reads find
@@ -104,34 +54,12 @@ impl Peer {
     }
 }
 
-/// `msg` as a frame, encoded apart from the library's own encoder.
-fn frame(msg: &DaemonMsg) -> Vec<u8> {
-    let body = rmp_serde::to_vec_named(msg).expect("encodes");
-    let len = u32::try_from(body.len()).expect("a frame");
-    [&len.to_be_bytes()[..], &body].concat()
-}
-
-/// `len` bytes that differ with `seed` and along their length (no period a misplaced
-/// piece would hide in).
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ (i / 251 % 253) as u8 ^ seed)
-        .collect()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-fn listen() -> (tempfile::TempDir, UnixListener, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("rpcd.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    (dir, listener, path)
 }
 
 fn opts() -> CallOptions {
@@ -150,7 +78,7 @@ fn large_async_calls_reach_the_daemon_whole_among_small_calls_from_other_tasks()
     const SMALL_CALLS: usize = 16;
     let (_dir, listener, path) = listen();
     let daemon = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener, FRAME_MAX_DEFAULT);
+        let mut peer = Peer::accept(&listener, Some(FRAME_MAX_DEFAULT), Duration::from_secs(10));
         let (mut large, mut small) = (0, 0);
         while large < LARGE_CALLS || small < SMALL_TASKS * SMALL_CALLS {
             let ClientMsg::Call {
@@ -222,7 +150,7 @@ fn a_large_invoke_and_a_large_reply_read_in_small_pieces_arrive_whole() {
     const DATA: usize = 4 * MIB + 1;
     let (_dir, listener, path) = listen();
     let daemon = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener, FRAME_MAX_DEFAULT);
+        let mut peer = Peer::accept(&listener, Some(FRAME_MAX_DEFAULT), Duration::from_secs(10));
         let ClientMsg::Register { id, function, .. } = peer.recv() else {
             panic!("expected register");
         };
@@ -285,7 +213,7 @@ fn an_oversized_async_call_fails_here_and_writes_nothing() {
     const FRAME_MAX: usize = MIB;
     let (_dir, listener, path) = listen();
     let daemon = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener, FRAME_MAX);
+        let mut peer = Peer::accept(&listener, Some(FRAME_MAX), Duration::from_secs(10));
         let ClientMsg::Ping { id } = peer.recv() else {
             panic!("expected ping: nothing of the calls before it");
         };

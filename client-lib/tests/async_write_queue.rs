@@ -9,16 +9,14 @@
 //! task has gone as far as it can" is a state the test can wait for (see `settle`).
 #![cfg(feature = "tokio")]
 
-use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use rpcd_client::ipc::{
-    BufferPool, ClientMsg, DaemonMsg, FrameReader, FRAME_MAX_DEFAULT, POOLED_CAPACITY_MIN,
-    PROTOCOL_VERSION,
-};
+mod fake_daemon;
+use fake_daemon::{listen, pattern, Peer};
+
+use rpcd_client::ipc::{ClientMsg, DaemonMsg, POOLED_CAPACITY_MIN};
 use rpcd_client::tokio::Client;
 use rpcd_client::{CallError, CallOptions, ClientOptions};
 
@@ -27,47 +25,7 @@ const MIB: usize = 1024 * 1024;
 /// How long a test may take before it counts as hung (a caller that waits for room forever).
 const TEST_MAX: Duration = Duration::from_secs(20);
 
-/// One app connection, the daemon's end.
-struct Peer {
-    stream: UnixStream,
-    frames: FrameReader,
-}
-
 impl Peer {
-    /// Accepts one app and answers its `hello`.
-    fn accept(listener: &UnixListener) -> Peer {
-        let (stream, _) = listener.accept().expect("accept");
-        stream.set_read_timeout(Some(TEST_MAX)).expect("timeout");
-        let mut peer = Peer {
-            stream,
-            // The daemon's end lives in the app's process: it keeps out of the app's pool.
-            frames: FrameReader::new(FRAME_MAX_DEFAULT)
-                .with_pool(Box::leak(Box::new(BufferPool::new(0)))),
-        };
-        let ClientMsg::Hello { id, .. } = peer.recv() else {
-            panic!("expected hello first");
-        };
-        peer.send(&DaemonMsg::HelloOk {
-            id,
-            version: PROTOCOL_VERSION,
-            daemon: "fake 0".into(),
-            listen: "127.0.0.1:7000".into(),
-            epoch: 1,
-            limits: None,
-        });
-        peer
-    }
-
-    fn recv(&mut self) -> ClientMsg {
-        loop {
-            if let Some(msg) = self.frames.next_frame().expect("a frame") {
-                return msg;
-            }
-            let n = self.frames.read_from(&mut self.stream).expect("read");
-            assert!(n > 0, "the app closed the connection");
-        }
-    }
-
     /// Reads one call, checks its arguments are `pattern(len, seed)` for the seed its
     /// function names (`f.SEED`), and echoes them; returns the function's name.
     fn echo_call(&mut self) -> String {
@@ -93,24 +51,6 @@ impl Peer {
         });
         function
     }
-
-    fn send(&mut self, msg: &DaemonMsg) {
-        self.stream.write_all(&frame(msg)).expect("write");
-    }
-}
-
-/// `msg` as a frame, encoded apart from the library's own encoder.
-fn frame(msg: &DaemonMsg) -> Vec<u8> {
-    let body = rmp_serde::to_vec_named(msg).expect("encodes");
-    let len = u32::try_from(body.len()).expect("a frame");
-    [&len.to_be_bytes()[..], &body].concat()
-}
-
-/// `len` bytes that differ with `seed` and along their length.
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i % 251) as u8 ^ (i / 251 % 253) as u8 ^ seed)
-        .collect()
 }
 
 /// A runtime of one thread: `settle` then sees every task stopped where it waits.
@@ -119,13 +59,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("tokio runtime")
-}
-
-fn listen() -> (tempfile::TempDir, UnixListener, PathBuf) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("rpcd.sock");
-    let listener = UnixListener::bind(&path).expect("bind");
-    (dir, listener, path)
 }
 
 fn opts(deadline: Duration) -> CallOptions {
@@ -184,7 +117,7 @@ fn calls_beyond_the_write_queue_wait_for_room_and_all_complete_once_the_daemon_r
     let (_dir, listener, path) = listen();
     let (go, read) = mpsc::channel::<()>();
     let daemon = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener);
+        let mut peer = Peer::accept(&listener, None, TEST_MAX);
         read.recv().expect("told to read");
         let mut seen: Vec<String> = (0..CALLS).map(|_| peer.echo_call()).collect();
         seen.sort();
@@ -239,7 +172,7 @@ fn a_caller_whose_deadline_passes_while_waiting_for_room_fails_and_takes_no_room
     let (_dir, listener, path) = listen();
     let (go, read) = mpsc::channel::<()>();
     let daemon = std::thread::spawn(move || {
-        let mut peer = Peer::accept(&listener);
+        let mut peer = Peer::accept(&listener, None, TEST_MAX);
         read.recv().expect("told to read");
         assert_eq!(peer.echo_call(), "f.1");
         // Nothing of the call that gave up: the next frame is the last call's.
@@ -302,7 +235,7 @@ fn callers_waiting_for_room_fail_promptly_when_the_connection_closes() {
     let (_dir, listener, path) = listen();
     let (close, closing) = mpsc::channel::<()>();
     let daemon = std::thread::spawn(move || {
-        let peer = Peer::accept(&listener);
+        let peer = Peer::accept(&listener, None, TEST_MAX);
         closing.recv().expect("told to close");
         drop(peer);
     });
