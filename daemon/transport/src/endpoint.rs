@@ -14,6 +14,12 @@
 //! next timer is found in O(log peers), never by scanning every channel.
 //! Call order: feed inputs (`handle_datagram`, `send`, `handle_timeout`), then
 //! drain `poll_transmit` and `poll_event`, then sleep until `poll_timeout`.
+//!
+//! An input only marks its peer's channel as changed; the channel's events,
+//! its place in the transmit queue and its timer are settled once, when the
+//! owner next polls (any `poll_*` or `handle_timeout`), however many inputs
+//! reached the channel meanwhile. A loop turn that carries many calls to one
+//! peer then settles that peer once, not once per call.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -107,6 +113,9 @@ pub struct Endpoint {
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
     /// Channels that may have datagrams or events to give.
     ready: VecDeque<SocketAddr>,
+    /// Channels changed by an input since the last settling (each once, with
+    /// `Slot::changed` set): see [`Endpoint::settle`].
+    changed: Vec<SocketAddr>,
     events: VecDeque<Event>,
     stats: EndpointStats,
     /// Reassembly bytes charged across every channel (see
@@ -137,6 +146,8 @@ struct Slot {
     channel: Channel,
     scheduled: Option<Instant>,
     in_ready: bool,
+    /// In `Endpoint::changed`.
+    changed: bool,
     /// When the peer was last heard from or sent to.
     active: Instant,
     /// UDP datagrams (bundles) sent to and accepted from the peer: what
@@ -202,6 +213,7 @@ impl Endpoint {
             channels: HashMap::new(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
+            changed: Vec::new(),
             events: VecDeque::new(),
             stats: EndpointStats::default(),
             reassembly_total: 0,
@@ -226,6 +238,7 @@ impl Endpoint {
         idle: Duration,
         keep: impl Fn(SocketAddr) -> bool,
     ) -> Vec<SocketAddr> {
+        self.settle();
         let gone: Vec<SocketAddr> = self
             .channels
             .iter()
@@ -274,6 +287,10 @@ impl Endpoint {
     /// Replace the trusted peers (a configuration reload). Sessions of
     /// removed peers end; their channels fail what is outstanding.
     pub fn set_peers(&mut self, now: Instant, peers: Vec<PeerKey>) {
+        if self.sessions.is_none() {
+            return;
+        }
+        self.settle();
         let Some(sessions) = self.sessions.as_mut() else {
             return;
         };
@@ -309,6 +326,13 @@ impl Endpoint {
     /// channel datagrams they hold.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let inner;
+        if self.sessions.is_some() {
+            // A channel that failed a message since the last settling must
+            // drop the datagrams a handshake holds for it (see `settle`)
+            // before this datagram can complete that handshake and release
+            // them.
+            self.settle();
+        }
         let bytes = match self.sessions.as_mut() {
             None => bytes,
             Some(sessions) => {
@@ -356,9 +380,12 @@ impl Endpoint {
             slot.bundles_received += 1;
         }
         let after = slot.channel.reassembly_bytes();
+        let mark = !std::mem::replace(&mut slot.changed, true);
         self.reassembly_total = self.reassembly_total - before + after;
         debug_assert!(self.reassembly_total <= self.cfg.reassembly_total_max);
-        self.touched(from);
+        if mark {
+            self.changed.push(from);
+        }
     }
 
     /// Bytes charged for partly reassembled messages, all peers together.
@@ -373,16 +400,27 @@ impl Endpoint {
         peer: SocketAddr,
         data: impl Into<Outgoing>,
     ) -> Result<MsgId, SendError> {
-        if !self.channels.contains_key(&peer) && self.channels.len() >= self.cfg.peers_max {
-            return Err(SendError::TooManyPeers(self.cfg.peers_max));
-        }
-        if self.sessions.as_ref().is_some_and(|s| !s.can_reach(peer)) {
-            return Err(SendError::NoKey(peer));
-        }
-        let slot = self.slot(peer, now);
+        let unreachable = self.sessions.as_ref().is_some_and(|s| !s.can_reach(peer));
+        // One lookup on the path every message takes.
+        let slot = match self.channels.get_mut(&peer) {
+            Some(_) if unreachable => return Err(SendError::NoKey(peer)),
+            Some(slot) => slot,
+            None => {
+                if self.channels.len() >= self.cfg.peers_max {
+                    return Err(SendError::TooManyPeers(self.cfg.peers_max));
+                }
+                if unreachable {
+                    return Err(SendError::NoKey(peer));
+                }
+                self.slot(peer, now)
+            }
+        };
         slot.active = now;
         let r = slot.channel.send(now, data);
-        self.touched(peer);
+        let mark = !std::mem::replace(&mut slot.changed, true);
+        if mark {
+            self.changed.push(peer);
+        }
         Ok(r?)
     }
 
@@ -392,7 +430,7 @@ impl Endpoint {
             return false;
         };
         let r = slot.channel.cancel(msg_id);
-        self.touched(peer);
+        Self::mark(&mut self.changed, slot, peer);
         r
     }
 
@@ -416,7 +454,7 @@ impl Endpoint {
     pub fn hold(&mut self, now: Instant, peer: SocketAddr) {
         if let Some(slot) = self.channels.get_mut(&peer) {
             slot.channel.hold(now);
-            self.touched(peer);
+            Self::mark(&mut self.changed, slot, peer);
         }
     }
 
@@ -424,12 +462,14 @@ impl Endpoint {
     pub fn release(&mut self, peer: SocketAddr) {
         if let Some(slot) = self.channels.get_mut(&peer) {
             slot.channel.release();
-            self.touched(peer);
+            Self::mark(&mut self.changed, slot, peer);
         }
     }
 
     /// Run every timer that is due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        // The heap must hold every channel's current deadline.
+        self.settle();
         if let Some(sessions) = self.sessions.as_mut() {
             sessions.handle_timeout(now, self.epoch);
         }
@@ -455,17 +495,24 @@ impl Endpoint {
             slot.channel.handle_timeout(now);
             let after = slot.channel.reassembly_bytes();
             self.reassembly_total = self.reassembly_total - before + after;
-            self.touched(peer);
+            Self::mark(&mut self.changed, slot, peer);
         }
     }
 
     /// The next event. Call after `poll_transmit` returned `None`.
     pub fn poll_event(&mut self) -> Option<Event> {
+        // Events already queued go first whatever is settled now: an input
+        // settled at once would have queued its events behind them too.
+        if let Some(event) = self.events.pop_front() {
+            return Some(event);
+        }
+        self.settle();
         self.events.pop_front()
     }
 
     /// When `handle_timeout` must next be called.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.settle();
         let secure = self.sessions.as_mut().and_then(Sessions::poll_timeout);
         // Drop superseded entries so the head is a live deadline.
         while let Some(&Reverse((t, peer))) = self.timers.peek() {
@@ -500,60 +547,109 @@ impl Endpoint {
             },
             scheduled: None,
             in_ready: false,
+            changed: false,
             active: now,
             bundles_sent: 0,
             bundles_received: 0,
         })
     }
 
-    /// After any input to a channel: collect its events, queue it for
-    /// transmission and re-arm its timer.
-    fn touched(&mut self, peer: SocketAddr) {
-        self.drain_events(peer);
-        if let Some(slot) = self.channels.get_mut(&peer) {
+    /// After an input to `slot`'s channel: settle it at the next poll.
+    fn mark(changed: &mut Vec<SocketAddr>, slot: &mut Slot, peer: SocketAddr) {
+        if !std::mem::replace(&mut slot.changed, true) {
+            changed.push(peer);
+        }
+    }
+
+    /// For every channel changed since the last call: collect its events,
+    /// queue it for transmission and re-arm its timer. Called first by
+    /// everything the owner polls, so that what it sees is as if each input
+    /// had been settled at once.
+    fn settle(&mut self) {
+        if self.changed.is_empty() {
+            return;
+        }
+        let mut changed = std::mem::take(&mut self.changed);
+        for &peer in &changed {
+            let Some(slot) = self.channels.get_mut(&peer) else {
+                continue; // removed since (keys reloaded, evicted)
+            };
+            if !std::mem::replace(&mut slot.changed, false) {
+                continue; // a channel of the same address made since
+            }
+            let failed = Self::take_events(&mut self.events, slot, peer);
             if !slot.in_ready && slot.channel.wants_transmit() {
                 slot.in_ready = true;
                 self.ready.push_back(peer);
             }
+            Self::rearm(&mut self.timers, slot, peer);
+            if failed {
+                Self::drop_held(self.sessions.as_mut(), peer);
+            }
         }
-        self.reschedule(peer);
+        changed.clear();
+        self.changed = changed;
+        self.compact_timers();
+    }
+
+    /// Move `slot`'s events to the endpoint's queue; true if one failed a
+    /// message or the peer.
+    fn take_events(events: &mut VecDeque<Event>, slot: &mut Slot, peer: SocketAddr) -> bool {
+        let mut failed = false;
+        while let Some(kind) = slot.channel.poll_event() {
+            failed |= matches!(
+                kind,
+                channel::Event::Failed { .. } | channel::Event::PeerUnreachable
+            );
+            events.push_back(Event { peer, kind });
+        }
+        failed
+    }
+
+    /// After a failure on `peer`'s channel: datagrams held for a handshake
+    /// may belong to a message the channel just gave up on. Sent after the
+    /// failure, they could deliver it after its owner was told it failed.
+    /// The channel retransmits whatever still matters.
+    fn drop_held(sessions: Option<&mut Sessions>, peer: SocketAddr) {
+        if let Some(s) = sessions {
+            s.drop_queued(peer);
+        }
+    }
+
+    /// Push `slot`'s deadline on the heap if it changed.
+    fn rearm(
+        timers: &mut BinaryHeap<Reverse<(Instant, SocketAddr)>>,
+        slot: &mut Slot,
+        peer: SocketAddr,
+    ) {
+        let t = slot.channel.poll_timeout();
+        if t != slot.scheduled {
+            slot.scheduled = t;
+            if let Some(t) = t {
+                timers.push(Reverse((t, peer)));
+            }
+        }
     }
 
     fn drain_events(&mut self, peer: SocketAddr) {
         if let Some(slot) = self.channels.get_mut(&peer) {
-            let mut failed = false;
-            while let Some(kind) = slot.channel.poll_event() {
-                failed |= matches!(
-                    kind,
-                    channel::Event::Failed { .. } | channel::Event::PeerUnreachable
-                );
-                self.events.push_back(Event { peer, kind });
-            }
-            if failed {
-                // Datagrams held for a handshake may belong to a message the
-                // channel just gave up on: sent after the failure, they could
-                // deliver it after its owner was told it failed. The channel
-                // retransmits whatever still matters.
-                if let Some(s) = self.sessions.as_mut() {
-                    s.drop_queued(peer);
-                }
+            if Self::take_events(&mut self.events, slot, peer) {
+                Self::drop_held(self.sessions.as_mut(), peer);
             }
         }
     }
 
     fn reschedule(&mut self, peer: SocketAddr) {
         if let Some(slot) = self.channels.get_mut(&peer) {
-            let t = slot.channel.poll_timeout();
-            if t != slot.scheduled {
-                slot.scheduled = t;
-                if let Some(t) = t {
-                    self.timers.push(Reverse((t, peer)));
-                }
-            }
+            Self::rearm(&mut self.timers, slot, peer);
         }
-        // Superseded entries are normally popped as their time passes; a busy
-        // channel re-arms on every datagram, so rebuild the heap when they
-        // outnumber live ones. Amortised O(1) per push.
+        self.compact_timers();
+    }
+
+    /// Superseded entries are normally popped as their time passes; a busy
+    /// channel re-arms often, so rebuild the heap when they outnumber live
+    /// ones. Amortised O(1) per push.
+    fn compact_timers(&mut self) {
         if self.timers.len() > 4 * self.channels.len() + 64 {
             self.timers = self
                 .channels

@@ -12,6 +12,7 @@ impl Endpoint {
     /// The next UDP datagram to send: a bundle of every channel datagram
     /// queued for one peer that fits (see the module doc). Call until `None`.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.settle();
         loop {
             // Handshake messages, and datagrams a new session released.
             if let Some((to, bytes)) = self.sessions.as_mut().and_then(Sessions::poll_out) {
