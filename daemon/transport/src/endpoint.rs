@@ -22,7 +22,7 @@
 //! peer then settles that peer once, not once per call.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +35,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::config::Config;
+use crate::peer_map::PeerMap;
 use crate::secure::sessions::{Opened, Sessions};
 use crate::secure::{PeerKey, PublicKey, Security, SecurityStats};
 use crate::wire::{Bundle, DecodeError};
@@ -107,7 +108,7 @@ pub struct EndpointStats {
 pub struct Endpoint {
     cfg: Config,
     epoch: u64,
-    channels: HashMap<SocketAddr, Slot>,
+    channels: PeerMap<Slot>,
     /// (deadline, peer); entries are checked against the channel's current
     /// deadline when popped, so stale ones cost nothing but their pop.
     timers: BinaryHeap<Reverse<(Instant, SocketAddr)>>,
@@ -210,7 +211,7 @@ impl Endpoint {
         Endpoint {
             cfg,
             epoch: epoch.max(1),
-            channels: HashMap::new(),
+            channels: PeerMap::default(),
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             changed: Vec::new(),
@@ -246,9 +247,9 @@ impl Endpoint {
                 now.saturating_duration_since(s.active) >= idle
                     && s.channel.evictable()
                     && !self.ready.contains(a)
-                    && !keep(**a)
+                    && !keep(*a)
             })
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a)
             .collect();
         for a in &gone {
             if let Some(slot) = self.channels.remove(a) {
@@ -537,7 +538,7 @@ impl Endpoint {
         let (cfg, epoch) = (self.cfg, mix(self.epoch, self.generation));
         let rng = &mut self.rng;
         let buffers = &self.buffers;
-        self.channels.entry(peer).or_insert_with(|| Slot {
+        self.channels.get_or_insert_with(peer, || Slot {
             // The seed of the channel's epoch challenges: unpredictable to
             // anyone without the owner's seed.
             channel: {
@@ -654,7 +655,7 @@ impl Endpoint {
             self.timers = self
                 .channels
                 .iter()
-                .filter_map(|(&p, s)| s.scheduled.map(|t| Reverse((t, p))))
+                .filter_map(|(p, s)| s.scheduled.map(|t| Reverse((t, p))))
                 .collect();
         }
     }

@@ -25,6 +25,7 @@ pub mod channel;
 pub mod config;
 pub mod endpoint;
 pub mod outgoing;
+mod peer_map;
 pub mod rtt;
 pub mod secure;
 pub mod seq;

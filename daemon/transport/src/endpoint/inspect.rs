@@ -30,7 +30,7 @@ impl Endpoint {
 
     /// Every peer with its snapshot.
     pub fn peers(&self) -> impl Iterator<Item = (SocketAddr, Snapshot)> + '_ {
-        self.channels.iter().map(|(a, s)| (*a, s.snapshot()))
+        self.channels.iter().map(|(a, s)| (a, s.snapshot()))
     }
 
     /// Endpoint-wide counters.
