@@ -138,7 +138,7 @@ impl Channel {
     }
 
     pub(super) fn declare_unreachable(&mut self, now: Instant) {
-        let ids: Vec<MsgId> = self.send.messages.keys().copied().collect();
+        let ids: Vec<MsgId> = self.send.messages.keys().collect();
         for id in ids {
             self.fail_message(id, FailReason::PeerUnreachable);
         }
@@ -167,7 +167,7 @@ impl Channel {
             .messages
             .iter()
             .filter(|(_, m)| m.started > 0)
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect();
         for id in started {
             self.fail_message(id, FailReason::PeerRestarted);

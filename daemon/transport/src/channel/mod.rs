@@ -36,6 +36,7 @@ mod liveness;
 mod pacing;
 mod recovery;
 pub(crate) mod recv;
+mod ring;
 mod send;
 mod stats;
 mod timer;

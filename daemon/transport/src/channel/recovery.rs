@@ -99,7 +99,7 @@ impl Channel {
         // Packet threshold. The scan cursor only moves forward, so each
         // counter is examined once.
         let limit = self.send.highest_acked;
-        for (&q, s) in self.send.in_flight.range(self.send.fast_scan..) {
+        for (q, s) in self.send.in_flight.iter_from(self.send.fast_scan) {
             if q.plus(PACKET_THRESHOLD) > limit {
                 break;
             }
@@ -118,7 +118,7 @@ impl Channel {
         self.send.recovery.loss_time = None;
         if let Some(newest) = self.send.recovery.newest_acked {
             let delay = self.loss_delay();
-            for &(sent, q) in &self.send.by_time {
+            for (sent, q) in self.send.by_time.keys() {
                 if (sent, q) >= newest {
                     break;
                 }
@@ -148,7 +148,7 @@ impl Channel {
     /// or give up on it when it used its retransmissions.
     pub(super) fn on_probe_timeout(&mut self) {
         self.send.recovery.pto_count += 1;
-        let Some(&(_, oldest)) = self.send.by_time.first() else {
+        let Some((_, oldest)) = self.send.by_time.first_key() else {
             return;
         };
         let s = self
@@ -171,7 +171,7 @@ impl Channel {
             .lost
             .first()
             .copied()
-            .or_else(|| self.send.by_time.first().map(|&(_, q)| q))
+            .or_else(|| self.send.by_time.first_key().map(|(_, q)| q))
     }
 
     /// How long after the last transmission the `count`-th consecutive

@@ -300,12 +300,17 @@ impl Channel {
             }
         };
         let in_order = seq == r.expected;
-        r.seen.insert(seq);
-        while r.seen.first() == Some(&r.expected) {
-            r.seen.pop_first();
+        if in_order {
+            // Every counter in `seen` lies beyond `expected`: the next
+            // expected one is `seq + 1`, or further if it was seen already.
+            // (Inserting `seq` only to pop it again costs a tree node.)
             r.expected = r.expected.plus(1);
-        }
-        if !in_order {
+            while r.seen.first() == Some(&r.expected) {
+                r.seen.pop_first();
+                r.expected = r.expected.plus(1);
+            }
+        } else {
+            r.seen.insert(seq);
             r.ack_now = true;
         }
         r.unacked += 1;

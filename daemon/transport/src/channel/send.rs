@@ -1,13 +1,14 @@
 //! The sending half: queueing messages, cutting them into fragments,
 //! transmitting, and settling them when acknowledged or failed.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::time::Instant;
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use super::congestion::{Controller, DeliveryMark};
 use super::liveness::Phase;
 use super::pacing::Pacer;
 use super::recovery::Recovery;
+use super::ring::Ring;
 use super::{Channel, Event, FailReason, MsgId, SendError};
 use crate::config::Config;
 use crate::outgoing::Outgoing;
@@ -22,7 +23,7 @@ pub(super) struct OutMsg {
     pub(super) started: u32,
     pub(super) acked: u32,
     /// The counters its fragments took, in fragment order.
-    pub(super) seqs: Vec<Seq>,
+    pub(super) seqs: Seqs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -42,13 +43,47 @@ pub(super) struct Sent {
     pub(super) fast: bool,
 }
 
+/// The counters a message's fragments took: the first inline, so that a
+/// single-fragment message (an RPC) allocates nothing for them.
+#[derive(Debug, Default)]
+pub(super) struct Seqs {
+    first: Option<Seq>,
+    rest: Vec<Seq>,
+}
+
+impl Seqs {
+    fn push(&mut self, q: Seq) {
+        if self.first.is_none() {
+            self.first = Some(q);
+        } else {
+            self.rest.push(q);
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Seq> + '_ {
+        self.first.into_iter().chain(self.rest.iter().copied())
+    }
+}
+
+/// What the datagrams one acknowledgement covers tell together (see
+/// `Channel::on_acked`).
+#[derive(Debug, Default)]
+struct AckBatch {
+    /// The newest sent once: its send time (the RTT sample) and counter.
+    sample: Option<(Instant, Seq)>,
+    sample_msg: Option<MsgId>,
+    /// The newest whose transmission is unambiguous (RACK), as its `by_time` key.
+    newest_sent: Option<(Instant, Seq)>,
+    oldest_sent: Option<Instant>,
+}
+
 #[derive(Debug)]
 pub(super) struct SendState {
     pub(super) next_seq: Seq,
     pub(super) next_msg_id: MsgId,
     /// Messages not yet acknowledged or failed, by id (ordered: the first key
     /// is the message floor).
-    pub(super) messages: BTreeMap<MsgId, OutMsg>,
+    pub(super) messages: Ring<MsgId, OutMsg>,
     pub(super) queued_bytes: usize,
     /// Single-fragment messages not yet transmitted.
     pub(super) small: VecDeque<MsgId>,
@@ -56,11 +91,11 @@ pub(super) struct SendState {
     /// head is in progress, which bounds the peer's reassembly memory.
     pub(super) large: VecDeque<MsgId>,
     pub(super) prefer_large: bool,
-    pub(super) in_flight: BTreeMap<Seq, Sent>,
+    pub(super) in_flight: Ring<Seq, Sent>,
     /// The in-flight datagrams not declared lost, by the time of their last
     /// transmission: time-based loss detection and the probe timeout read
     /// the front, in O(log n).
-    pub(super) by_time: BTreeSet<(Instant, Seq)>,
+    pub(super) by_time: Ring<(Instant, Seq), ()>,
     /// Datagrams declared lost, waiting to go again.
     pub(super) lost: BTreeSet<Seq>,
     /// Datagrams below this counter were examined for fast retransmit.
@@ -82,13 +117,13 @@ impl SendState {
         SendState {
             next_seq: Seq::FIRST,
             next_msg_id,
-            messages: BTreeMap::new(),
+            messages: Ring::new(),
             queued_bytes: 0,
             small: VecDeque::new(),
             large: VecDeque::new(),
             prefer_large: false,
-            in_flight: BTreeMap::new(),
-            by_time: BTreeSet::new(),
+            in_flight: Ring::new(),
+            by_time: Ring::new(),
             lost: BTreeSet::new(),
             fast_scan: Seq::FIRST,
             highest_acked: Seq(0),
@@ -109,19 +144,11 @@ impl SendState {
     }
 
     pub(super) fn send_floor(&self) -> Seq {
-        self.in_flight
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.next_seq)
+        self.in_flight.first_key().unwrap_or(self.next_seq)
     }
 
     pub(super) fn msg_floor(&self) -> MsgId {
-        self.messages
-            .keys()
-            .next()
-            .copied()
-            .unwrap_or(self.next_msg_id)
+        self.messages.first_key().unwrap_or(self.next_msg_id)
     }
 
     /// Drop ids of failed messages from the fronts of the new-data queues,
@@ -186,7 +213,7 @@ impl Channel {
                 count,
                 started: 0,
                 acked: 0,
-                seqs: Vec::new(),
+                seqs: Seqs::default(),
             },
         );
         if count == 1 {
@@ -219,7 +246,7 @@ impl Channel {
         }
         // Its datagrams in flight are abandoned: the send floor moves past
         // them once they are the lowest, telling the receiver to skip them.
-        for &q in &m.seqs {
+        for q in m.seqs.iter() {
             self.forget_sent(q);
         }
         // Its id may still wait in a queue of new data: dropped lazily when
@@ -257,72 +284,28 @@ impl Channel {
             self.send.peer_ack = a.ack;
             self.send.peer_window = a.window;
         }
-        let mut newly: Vec<Seq> = self
-            .send
-            .in_flight
-            .range(..a.ack)
-            .map(|(&q, _)| q)
-            .collect();
-        let mut bits = a.sack;
-        while bits != 0 {
-            let i = u64::from(bits.trailing_zeros());
-            bits &= bits - 1;
-            let q = a.ack.plus(1 + i);
-            if self.send.in_flight.contains_key(&q) {
-                newly.push(q);
-            }
-        }
         // The window limited the sender if the flight filled at least half
         // of it; otherwise the application did, and the window stays.
         let window_limited = self.send.flight() * 2 >= self.send.cc.window();
         let min_rtt = self.rtt.min_rtt();
-        let mut sample: Option<(Instant, Seq)> = None;
-        let mut sample_msg: Option<MsgId> = None;
-        let mut newest_sent: Option<(Instant, Seq)> = None;
-        let mut oldest_sent: Option<Instant> = None;
-        for q in newly {
-            let Some(s) = self.forget_sent(q) else {
-                continue;
-            };
-            if q > self.send.highest_acked {
-                self.send.highest_acked = q;
-            } else if s.transmissions == 1 {
-                // Sent once and acknowledged after a later counter.
-                self.send.recovery.reordering_seen = true;
-            }
-            // Karn's rule: only a datagram sent once gives an unambiguous sample.
-            if s.transmissions == 1 && sample.is_none_or(|(t, _)| s.sent_at > t) {
-                sample = Some((s.sent_at, q));
-                sample_msg = Some(s.msg_id);
-            }
-            // RACK's "most recently sent datagram delivered": a
-            // retransmitted one counts only if the answer cannot be to an
-            // earlier transmission (it came back no faster than the path can).
-            let unambiguous = s.transmissions == 1
-                || min_rtt.is_some_and(|m| now.saturating_duration_since(s.sent_at) >= m);
-            if unambiguous {
-                newest_sent = newest_sent.max(Some((s.sent_at, q)));
-            }
-            oldest_sent = Some(oldest_sent.map_or(s.sent_at, |o| o.min(s.sent_at)));
-            self.send
-                .cc
-                .on_ack(now, s.sent_at, s.mark, min_rtt, window_limited);
-            if let Some(m) = self.send.messages.get_mut(&s.msg_id) {
-                m.acked += 1;
-                if m.acked == m.count {
-                    let m = self.send.messages.remove(&s.msg_id).expect("present");
-                    self.send.queued_bytes -= m.data.len();
-                    if let Some(buffers) = &self.buffers {
-                        m.data.into_buffers().for_each(|b| buffers.give(b));
-                    }
-                    self.stats.messages_acked += 1;
-                    if !self.traced.is_empty() {
-                        self.traced.on_acked(s.msg_id, now);
-                    }
-                    self.events.push_back(Event::Acked { msg_id: s.msg_id });
-                }
-            }
+        let mut batch = AckBatch::default();
+        // Everything below the cumulative ack is the front of the flight,
+        // then the selectively acknowledged counters above it, in order.
+        while let Some(q) = self.send.in_flight.first_key().filter(|&q| q < a.ack) {
+            self.on_acked(now, q, min_rtt, window_limited, &mut batch);
         }
+        let mut bits = a.sack;
+        while bits != 0 {
+            let i = u64::from(bits.trailing_zeros());
+            bits &= bits - 1;
+            self.on_acked(now, a.ack.plus(1 + i), min_rtt, window_limited, &mut batch);
+        }
+        let AckBatch {
+            sample,
+            sample_msg,
+            newest_sent,
+            oldest_sent,
+        } = batch;
         if let Some((t, _)) = sample {
             let rtt = now.saturating_duration_since(t);
             self.rtt.sample(now, rtt);
@@ -334,6 +317,61 @@ impl Channel {
             self.on_new_ack(newest_sent, oldest_sent);
         }
         self.detect_losses(now);
+    }
+
+    /// In-flight datagram `q` was acknowledged (nothing happens if it is
+    /// not in flight): settle it, its message if that was its last
+    /// fragment, and the congestion controller; gather into `batch` what
+    /// the acknowledgement as a whole tells.
+    fn on_acked(
+        &mut self,
+        now: Instant,
+        q: Seq,
+        min_rtt: Option<Duration>,
+        window_limited: bool,
+        batch: &mut AckBatch,
+    ) {
+        let Some(s) = self.forget_sent(q) else {
+            return;
+        };
+        if q > self.send.highest_acked {
+            self.send.highest_acked = q;
+        } else if s.transmissions == 1 {
+            // Sent once and acknowledged after a later counter.
+            self.send.recovery.reordering_seen = true;
+        }
+        // Karn's rule: only a datagram sent once gives an unambiguous sample.
+        if s.transmissions == 1 && batch.sample.is_none_or(|(t, _)| s.sent_at > t) {
+            batch.sample = Some((s.sent_at, q));
+            batch.sample_msg = Some(s.msg_id);
+        }
+        // RACK's "most recently sent datagram delivered": a
+        // retransmitted one counts only if the answer cannot be to an
+        // earlier transmission (it came back no faster than the path can).
+        let unambiguous = s.transmissions == 1
+            || min_rtt.is_some_and(|m| now.saturating_duration_since(s.sent_at) >= m);
+        if unambiguous {
+            batch.newest_sent = batch.newest_sent.max(Some((s.sent_at, q)));
+        }
+        batch.oldest_sent = Some(batch.oldest_sent.map_or(s.sent_at, |o| o.min(s.sent_at)));
+        self.send
+            .cc
+            .on_ack(now, s.sent_at, s.mark, min_rtt, window_limited);
+        if let Some(m) = self.send.messages.get_mut(&s.msg_id) {
+            m.acked += 1;
+            if m.acked == m.count {
+                let m = self.send.messages.remove(&s.msg_id).expect("present");
+                self.send.queued_bytes -= m.data.len();
+                if let Some(buffers) = &self.buffers {
+                    m.data.into_buffers().for_each(|b| buffers.give(b));
+                }
+                self.stats.messages_acked += 1;
+                if !self.traced.is_empty() {
+                    self.traced.on_acked(s.msg_id, now);
+                }
+                self.events.push_back(Event::Acked { msg_id: s.msg_id });
+            }
+        }
     }
 
     /// Take the next fragment not yet transmitted and give it the next
@@ -399,6 +437,7 @@ impl Channel {
             .in_flight
             .get_mut(&seq)
             .expect("caller picked an in-flight counter");
+        let msg_id = s.msg_id;
         if s.lost {
             self.send.lost.remove(&seq);
         } else if s.transmissions > 0 {
@@ -415,13 +454,12 @@ impl Channel {
             self.stats.fast_retransmissions += 1;
         }
         s.fast = false;
-        self.send.by_time.insert((now, seq));
+        self.send.by_time.insert((now, seq), ());
         self.send.recovery.last_sent = Some(now);
         if retransmission {
             self.stats.retransmissions += 1;
         }
         if !self.traced.is_empty() {
-            let msg_id = self.send.in_flight[&seq].msg_id;
             self.traced.on_transmit(msg_id, now, retransmission);
         }
         // Ask for an immediate ack when this datagram fills the window.
@@ -481,7 +519,11 @@ impl Channel {
 
     /// `data_datagram`, appended to `out`.
     fn emit_data(&self, seq: Seq, ack_now: bool, out: &mut Vec<u8>) {
-        let s = &self.send.in_flight[&seq];
+        let s = self
+            .send
+            .in_flight
+            .get(&seq)
+            .expect("caller picked an in-flight counter");
         let (msg_id, index) = (s.msg_id, s.index);
         let m = self
             .send
@@ -498,5 +540,26 @@ impl Channel {
             payload: m.data.range(start, end, &mut straddling),
         };
         self.data_with(seq, ack_now, fragment).emit(out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seqs_keep_every_counter_in_fragment_order() {
+        let mut s = Seqs::default();
+        assert_eq!(s.iter().count(), 0, "empty");
+        s.push(Seq(7));
+        assert_eq!(s.iter().collect::<Vec<_>>(), [Seq(7)]);
+        assert_eq!(s.rest.capacity(), 0, "one counter allocates nothing");
+        for q in [9, 12, 13] {
+            s.push(Seq(q));
+        }
+        assert_eq!(
+            s.iter().collect::<Vec<_>>(),
+            [Seq(7), Seq(9), Seq(12), Seq(13)]
+        );
     }
 }

@@ -76,12 +76,47 @@ impl Channel {
         self.debug_check_liveness();
     }
 
-    /// When `handle_timeout` must next be called.
+    /// When `handle_timeout` must next be called: the earliest
+    /// [`Channel::timer_deadline`].
+    ///
+    /// The owner asks this after every turn, so it is computed in one pass
+    /// rather than through `timer_deadline` seven times: the silence that
+    /// two timers count from is found once, and a timer that is not armed
+    /// costs a test. Debug builds check it against `timer_deadline`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        Timer::ALL
-            .into_iter()
-            .filter_map(|t| self.timer_deadline(t))
-            .min()
+        let mut earliest = self.send.recovery.loss_time;
+        let mut consider = |t: Instant| {
+            if earliest.is_none_or(|e| t < e) {
+                earliest = Some(t);
+            }
+        };
+        if let Some(t) = self.probe_deadline() {
+            consider(t);
+        }
+        if let Some(t) = self.send.pacer.next_send {
+            consider(t);
+        }
+        if let Some(t) = self.recv.ack_deadline {
+            consider(t);
+        }
+        if let (false, Some((at, attempt))) = (self.probe_now, self.live.handshake) {
+            consider(at + self.rtt.backed_off(attempt));
+        }
+        if let Some(since) = self.silent_since() {
+            consider(since + self.cfg.peer_timeout);
+            if let Phase::Established { keepalive_due } = self.live.phase {
+                consider(keepalive_due.unwrap_or_else(|| since + self.cfg.keepalive_interval));
+            }
+        }
+        debug_assert_eq!(
+            earliest,
+            Timer::ALL
+                .into_iter()
+                .filter_map(|t| self.timer_deadline(t))
+                .min(),
+            "poll_timeout agrees with timer_deadline"
+        );
+        earliest
     }
 
     /// When `timer` is due, or `None` while it is not armed. The only place

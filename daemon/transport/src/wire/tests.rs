@@ -173,6 +173,23 @@ fn challenge_probe_and_echo_literal_bytes() {
 }
 
 #[test]
+fn crc_of_is_castagnoli_over_the_zeroed_field_whatever_the_payload() {
+    for payload_len in [0usize, 1, 7, 8, 9, 64, 1000] {
+        let mut bytes: Vec<u8> = (0..HEADER_LEN + payload_len)
+            .map(|i| (i * 7 + 3) as u8)
+            .collect();
+        let of_stored = crc_of(&bytes);
+        bytes[OFF_CRC..OFF_CRC + 4].fill(0);
+        assert_eq!(
+            of_stored,
+            crc32c::crc32c(&bytes),
+            "payload of {payload_len}"
+        );
+        assert_eq!(crc_of(&bytes), of_stored, "the field's bytes do not count");
+    }
+}
+
+#[test]
 fn crc_is_castagnoli_over_zeroed_field() {
     // Independent check of the documented rule: CRC32C over the datagram
     // with bytes 88..92 zeroed equals the stored value.
