@@ -44,14 +44,13 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
             reply_head(&mut w, *call_id);
             match outcome {
                 RemoteOutcome::Ok(data) => {
-                    w.str("ok").bin(data);
+                    w.raw(b"\xa2ok").bin(data);
                 }
                 RemoteOutcome::Err { code, message } => {
-                    w.str("err")
-                        .map_len(2)
-                        .str("code")
+                    // "err": {"code": ..., "message": ...}
+                    w.raw(b"\xa3err\x82\xa4code")
                         .str(code.as_str())
-                        .str("message")
+                        .raw(b"\xa7message")
                         .str(message);
                 }
             }
@@ -60,11 +59,8 @@ pub(super) fn encode(env: &Envelope) -> Option<Vec<u8>> {
         Envelope::Cancel { call_id } => {
             out = Vec::with_capacity(FIXED_MAX);
             w = ValueWriter::new(&mut out);
-            w.map_len(2)
-                .str("t")
-                .str("cancel")
-                .str("call_id")
-                .uint(*call_id);
+            // {"t": "cancel", "call_id": ...}
+            w.raw(b"\x82\xa1t\xa6cancel\xa7call_id").uint(*call_id);
         }
     }
     if w.failed() {
@@ -81,14 +77,17 @@ pub(super) fn request_head<'w, 'a>(
     function: &str,
     trace: bool,
 ) -> &'w mut ValueWriter<'a> {
-    w.map_len(if trace { 7 } else { 6 })
-        .str("t")
-        .str("req")
-        .str("call_id")
+    // {"t": "req", "call_id": ..., "function": ..., "args": ..., with "trace" 7 keys.
+    let head: &[u8] = if trace {
+        b"\x87\xa1t\xa3req\xa7call_id"
+    } else {
+        b"\x86\xa1t\xa3req\xa7call_id"
+    };
+    w.raw(head)
         .uint(call_id)
-        .str("function")
+        .raw(b"\xa8function")
         .str(function)
-        .str("args")
+        .raw(b"\xa4args")
 }
 
 /// A request's keys after its arguments.
@@ -98,12 +97,12 @@ pub(super) fn request_tail(
     idempotent: bool,
     trace: bool,
 ) {
-    w.str("deadline_ms")
+    w.raw(b"\xabdeadline_ms")
         .uint(deadline_ms)
-        .str("idempotent")
+        .raw(b"\xaaidempotent")
         .bool(idempotent);
     if trace {
-        w.str("trace").bool(true);
+        w.raw(b"\xa5trace\xc3");
     }
 }
 
@@ -112,13 +111,10 @@ pub(super) fn reply_head<'w, 'a>(
     w: &'w mut ValueWriter<'a>,
     call_id: u64,
 ) -> &'w mut ValueWriter<'a> {
-    w.map_len(3)
-        .str("t")
-        .str("rep")
-        .str("call_id")
+    // {"t": "rep", "call_id": ..., "outcome": {...
+    w.raw(b"\x83\xa1t\xa3rep\xa7call_id")
         .uint(call_id)
-        .str("outcome")
-        .map_len(1)
+        .raw(b"\xa7outcome\x81")
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@
 use std::ops::Range;
 
 use rpcd_client::ipc::{
-    check_values, pooled_copy, recycle, set_once, ErrorCode, FrameError, ValueReader,
-    POOLED_CAPACITY_MIN,
+    pooled_copy, recycle, set_once, ErrorCode, ValueReader, POOLED_CAPACITY_MIN,
 };
 
 use super::{Envelope, EnvelopeError, RemoteOutcome, ENVELOPE_VALUES_MAX};
@@ -22,11 +21,10 @@ impl Envelope {
     /// they are, a reply's result moved to the front); what is left of `bytes` otherwise goes
     /// back to the process's pool. The same envelopes and errors as [`Envelope::decode`].
     pub fn decode_owned(bytes: Vec<u8>) -> Result<Self, EnvelopeError> {
-        let error = |e: FrameError| EnvelopeError(e.to_string());
-        if let Err(e) = check_values(&bytes, ENVELOPE_VALUES_MAX) {
-            recycle(bytes);
-            return Err(error(e));
-        }
+        // The bound on values guards serde's buffering; the hand-written decoder buffers
+        // nothing, and what it understands passes the bound (at most
+        // `BY_HAND_VALUES_MAX` values, each container's elements all there): only what it
+        // gives up on is checked, by `decode`, before serde reads it.
         let Some((mut env, payload)) = decode_by_hand(&bytes) else {
             let env = Self::decode(&bytes);
             recycle(bytes);
@@ -72,6 +70,11 @@ impl Envelope {
         }
     }
 }
+
+/// The most values an envelope [`decode_by_hand`] understands can hold: a traced request's
+/// map and its seven keys and values.
+const BY_HAND_VALUES_MAX: usize = 1 + 2 * 7;
+const _: () = assert!(BY_HAND_VALUES_MAX <= ENVELOPE_VALUES_MAX);
 
 /// Every envelope of a call read straight from its bytes, without serde's buffering of
 /// a tagged map (see `rpcd_client::ipc`'s `hot` module): `Some` only for an envelope this

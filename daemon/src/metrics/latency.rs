@@ -68,21 +68,39 @@ impl CallFigures {
         latency: Duration,
         limits: WindowLimits,
     ) {
-        let known = self.by_function.contains_key(function);
+        // This runs for every call: a function already tracked costs one lookup.
+        if let Some(f) = self.by_function.get_mut(function) {
+            f.record(now, code, latency, limits);
+            return;
+        }
         let tracked = self.by_function.len() - usize::from(self.by_function.contains_key(OTHER));
-        let name = if known || tracked < limits.functions_max {
+        let name = if tracked < limits.functions_max {
             function
         } else {
             OTHER
         };
-        // Keys are allocated only the first time a name or an outcome is seen: this runs
-        // for every call.
+        // Keys are allocated only the first time a name or an outcome is seen.
         if !self.by_function.contains_key(name) {
             self.by_function.insert(name.to_owned(), Default::default());
         }
-        let Some(f) = self.by_function.get_mut(name) else {
-            return;
-        };
+        if let Some(f) = self.by_function.get_mut(name) {
+            f.record(now, code, latency, limits);
+        }
+    }
+
+    /// Every function's figures at `now`, by name.
+    pub fn stats(&self, now: Instant, limits: WindowLimits) -> BTreeMap<String, FunctionStats> {
+        self.by_function
+            .iter()
+            .map(|(name, f)| (name.clone(), f.stats(now, limits)))
+            .collect()
+    }
+}
+
+impl Figures {
+    /// One more call of this function (see [`CallFigures::record`]).
+    fn record(&mut self, now: Instant, code: &str, latency: Duration, limits: WindowLimits) {
+        let f = self;
         match f.outcomes.get_mut(code) {
             Some(n) => *n += 1,
             None => {
@@ -110,16 +128,6 @@ impl CallFigures {
         debug_assert!(f.window.len() <= limits.calls);
     }
 
-    /// Every function's figures at `now`, by name.
-    pub fn stats(&self, now: Instant, limits: WindowLimits) -> BTreeMap<String, FunctionStats> {
-        self.by_function
-            .iter()
-            .map(|(name, f)| (name.clone(), f.stats(now, limits)))
-            .collect()
-    }
-}
-
-impl Figures {
     fn stats(&self, now: Instant, limits: WindowLimits) -> FunctionStats {
         // The newest `calls` samples no older than `age` (limits may have
         // shrunk on a reload since the last record).

@@ -1,6 +1,7 @@
 //! Incoming work: a call (from a peer daemon or from a local app) handed to
 //! the app serving the function, and its result turned into an outcome.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use rustc_hash::FxHashMap;
@@ -151,12 +152,17 @@ impl Router {
             self.answer(now, origin, result);
             return;
         }
-        if self.invocations.by_origin.contains_key(&origin) {
+        // Read before the origin's slot is taken (the slot borrows the table).
+        let (caller, peer) = self.who_called(origin);
+        let credentials = self.local_credentials(origin);
+        // One lookup of the origin (a seeded hash) for the check and the insert.
+        let slot = match self.invocations.by_origin.entry(origin) {
             // The same call delivered twice as two messages (an idempotent
             // call failed over to the same address): the invocation already
             // running answers it; never run it twice.
-            return;
-        }
+            Entry::Occupied(_) => return,
+            Entry::Vacant(slot) => slot,
+        };
         let Some(owner) = self.registry.owner(function) else {
             let f = Failure::new(
                 ErrorCode::UnknownFunction,
@@ -179,8 +185,7 @@ impl Router {
         }
         let id = InvId(self.invocations.next);
         self.invocations.next += 1;
-        let (caller, peer) = self.who_called(origin);
-        let credentials = self.local_credentials(origin);
+        slot.insert(id);
         self.invocations.map.insert(
             id,
             Invocation {
@@ -189,7 +194,6 @@ impl Router {
                 deadline,
             },
         );
-        self.invocations.by_origin.insert(origin, id);
         if let Some(a) = self.apps.get_mut(owner) {
             a.invocations.insert(id);
         }
@@ -229,7 +233,7 @@ impl Router {
     /// remote daemon's address and, once its session is authenticated, its
     /// configured name (empty in plaintext mode); `"local"` twice for an
     /// app of this daemon.
-    fn who_called(&self, origin: Origin) -> (String, String) {
+    fn who_called(&mut self, origin: Origin) -> (String, String) {
         match origin {
             Origin::Remote { peer: addr, .. } => {
                 // A configured name must never pass for a local app (the
@@ -240,7 +244,12 @@ impl Router {
                     Some(name) if name != LOCAL_CALLER => name.to_owned(),
                     _ => String::new(),
                 };
-                (addr.to_string(), name)
+                // Written as text once while the caller keeps calling.
+                let text = match self.caller_texts.get(&addr) {
+                    Some(text) => text.clone(),
+                    None => self.caller_texts.insert(addr, addr.to_string()).clone(),
+                };
+                (text, name)
             }
             Origin::Local { .. } => (LOCAL_CALLER.to_owned(), LOCAL_CALLER.to_owned()),
         }

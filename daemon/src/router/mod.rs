@@ -31,6 +31,7 @@ mod lookups;
 mod monitor;
 mod network;
 mod policy;
+mod recent;
 mod registry;
 pub mod srv;
 mod stats;
@@ -49,7 +50,7 @@ mod tests_monitor;
 #[cfg(test)]
 mod tests_srv;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,7 @@ use deadlines::DeadlineHeap;
 use expiry::still_armed;
 use invocations::Invocations;
 use lookups::Lookups;
+use recent::Recent;
 
 pub use lookups::LOOKUPS_PENDING_MAX;
 pub use registry::{BUILTINS, FUNCTION_NAME_MAX};
@@ -86,6 +88,10 @@ pub const UNREACHABLE_MEMORY: Duration = Duration::from_secs(30);
 /// Longest a finished shutdown keeps running to get its last replies and
 /// acknowledgements acknowledged by the peers.
 pub const SHUTDOWN_LINGER_MAX: Duration = Duration::from_secs(2);
+
+/// Entries of each of the router's small caches of per-call work (see
+/// `recent`): the targets and the callers a daemon sees at once are few.
+const RECENT_MAX: usize = 8;
 
 /// The RPC router. See the module documentation for the call order.
 #[derive(Debug)]
@@ -109,7 +115,12 @@ pub struct Router {
     /// Replies sent and not yet acknowledged or failed, by peer: a peer
     /// that restarts must not get the replies meant for its old
     /// incarnation (see `network::on_transport_event`).
-    replies: HashMap<SocketAddr, HashSet<MsgId>>,
+    /// One flat set: a reply costs one insert and one removal.
+    replies: HashSet<(SocketAddr, MsgId)>,
+    /// Call targets recently found to be literal addresses, by their text.
+    literal_targets: Recent<String, SocketAddr>,
+    /// Remote callers' addresses as text, for `invoke` (`caller`).
+    caller_texts: Recent<SocketAddr, String>,
     counters: Counters,
     /// `access_denied` refusals by reason (see `policy`).
     denials: policy::Denials,
@@ -201,7 +212,9 @@ impl Router {
             deadlines: DeadlineHeap::default(),
             lookups: Lookups::new(incarnation.seed),
             peer_down: FxHashMap::default(),
-            replies: HashMap::new(),
+            replies: HashSet::new(),
+            literal_targets: Recent::new(RECENT_MAX),
+            caller_texts: Recent::new(RECENT_MAX),
             counters: Counters::default(),
             denials: policy::Denials::default(),
             outputs: VecDeque::new(),
@@ -345,6 +358,10 @@ impl Router {
         new.transport = self.settings.transport;
         new.security = self.settings.security.clone();
         self.endpoint.set_peers(now, new.peer_keys());
+        // The channels of removed peers failed what they held: their calls
+        // end now, before any new call can be sent to a new channel at the
+        // same address (a peer's calls share one hold, see `calls`).
+        self.drain_events(now);
         info!(
             names = new.names.len(),
             peers = new.peers.len(),
@@ -468,7 +485,7 @@ impl Router {
                 let payload = env.take_outgoing();
                 match self.endpoint.send(now, peer, payload) {
                     Ok(msg) => {
-                        self.replies.entry(peer).or_default().insert(msg);
+                        self.replies.insert((peer, msg));
                     }
                     // The caller's deadline will fire; nothing else can tell it.
                     Err(e) => warn!(%peer, error = %e, "cannot send a reply"),

@@ -19,15 +19,35 @@ pub enum Resolution {
 /// The resolution of `target` against the naming table `names` and the
 /// trusted `peers` (a service name wins over a peer's name; the settings
 /// keep them apart anyway). `me` picks the loopback family for `localhost`.
+/// The router does the same in two steps, [`literal`] (whose answers it
+/// keeps) then [`named_resolution`].
+#[cfg(test)]
 pub fn resolution(
     target: &str,
     names: &BTreeMap<String, Vec<String>>,
     peers: &BTreeMap<String, PeerSettings>,
     me: SocketAddr,
 ) -> Result<Resolution, String> {
-    if let Ok(a) = target.parse::<SocketAddr>() {
+    if let Some(a) = literal(target) {
         return Ok(Resolution::Ready(vec![a]));
     }
+    named_resolution(target, names, peers, me)
+}
+
+/// `target` as a literal `ip:port`, the usual target: what it means does not
+/// depend on the settings, so the router may keep it (see `Router::resolution`).
+pub fn literal(target: &str) -> Option<SocketAddr> {
+    target.parse().ok()
+}
+
+/// The resolution of a `target` that is not a literal address (see
+/// [`resolution`]).
+pub fn named_resolution(
+    target: &str,
+    names: &BTreeMap<String, Vec<String>>,
+    peers: &BTreeMap<String, PeerSettings>,
+    me: SocketAddr,
+) -> Result<Resolution, String> {
     if let Some(srv) = settings::srv_target(target) {
         srv?;
         return Ok(Resolution::Lookup(vec![target.to_owned()]));

@@ -73,13 +73,9 @@ impl Router {
         };
         let resolution = match refusal {
             Some(f) => Err(f),
-            None => targets::resolution(
-                &req.target,
-                &self.settings.names,
-                &self.settings.peers,
-                self.me,
-            )
-            .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
+            None => self
+                .resolution(&req.target)
+                .map_err(|m| Failure::new(ErrorCode::BadRequest, m)),
         };
         let resolution = match resolution {
             Ok(r) => r,
@@ -147,6 +143,19 @@ impl Router {
             Resolution::Ready(addrs) => self.call_addresses(now, id, addrs),
             Resolution::Lookup(targets) => self.lookup_for_call(now, id, targets),
         }
+    }
+
+    /// What `target` needs before a call to it can go ([`targets::resolution`]),
+    /// a literal address parsed once while it keeps coming back.
+    fn resolution(&mut self, target: &str) -> Result<Resolution, String> {
+        if let Some(&a) = self.literal_targets.get(target) {
+            return Ok(Resolution::Ready(vec![a]));
+        }
+        if let Some(a) = targets::literal(target) {
+            self.literal_targets.insert(target.to_owned(), a);
+            return Ok(Resolution::Ready(vec![a]));
+        }
+        targets::named_resolution(target, &self.settings.names, &self.settings.peers, self.me)
     }
 
     /// True while `call` waits for addresses.
@@ -250,13 +259,19 @@ impl Router {
             let payload = env.take_outgoing();
             match self.endpoint.send(now, addr, payload) {
                 Ok(msg) => {
-                    self.endpoint.hold(now, addr);
                     if let Some(c) = self.calls.get_mut(id) {
                         c.target = Target::Remote(addr);
                         c.state = CallState::Sending(msg);
                     }
                     self.calls.by_msg.insert((addr, msg), id);
-                    self.calls.by_peer.entry(addr).or_default().insert(id);
+                    let to_peer = self.calls.by_peer.entry(addr).or_default();
+                    to_peer.insert(id);
+                    // One hold per peer with calls, not one per call: the
+                    // channel only asks whether any hold is on, and each
+                    // hold or release costs a pass over its timers.
+                    if to_peer.len() == 1 {
+                        self.endpoint.hold(now, addr);
+                    }
                     self.watch_sent(now, id, Some((addr, msg)));
                     if let Envelope::Request {
                         function,
@@ -462,10 +477,10 @@ impl Router {
         self.detach_peer(id, call);
     }
 
-    /// Undo what sending to a peer set up: the hold, the indexes.
+    /// Undo what sending to a peer set up: the indexes, and the peer's hold
+    /// when this was its last call.
     fn detach_peer(&mut self, id: CallId, call: &Call) {
         if let Target::Remote(peer) = call.target {
-            self.endpoint.release(peer);
             if let CallState::Sending(msg) = call.state {
                 self.calls.by_msg.remove(&(peer, msg));
             }
@@ -473,6 +488,7 @@ impl Router {
                 set.remove(&id);
                 if set.is_empty() {
                     self.calls.by_peer.remove(&peer);
+                    self.endpoint.release(peer);
                 }
             }
         }
