@@ -104,8 +104,7 @@ impl Shared {
             )));
             return Turn::Closed;
         }
-        let ReadHalf { stream, frames, .. } = half;
-        match frames.read_from(stream) {
+        match half.read_more() {
             Ok(0) => {
                 self.close(Closed::Disconnected);
                 return Turn::Closed;

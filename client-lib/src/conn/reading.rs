@@ -187,8 +187,7 @@ impl Shared {
     /// One read from the socket (bounded by its read timeout, if it has one), then every
     /// whole frame routed; returns why to close, if the stream ended or said so.
     fn read_some(&self, half: &mut ReadHalf) -> Option<Closed> {
-        let ReadHalf { stream, frames, .. } = half;
-        match frames.read_from(stream) {
+        match half.read_more() {
             Ok(0) => return Some(Closed::Disconnected),
             Ok(_) => {}
             Err(err)
