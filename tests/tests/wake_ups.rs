@@ -15,6 +15,7 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use rpcd_client::tokio::Client as AsyncClient;
 use rpcd_client::{CallOptions, Client, Server, ServerOptions};
 use rpcd_tests::{tempdir, Daemon};
 
@@ -106,6 +107,55 @@ fn threads_sleep_only_for_what_they_wait_for() {
         pool_per_call < 2.6,
         "the serving pool slept {pool_per_call:.2} times per invocation: more than hand-off \
          and wait"
+    );
+    server.stop();
+}
+
+/// The async client, on a current-thread runtime: the runtime's thread sleeps once per
+/// call, waiting for the reply, and is not woken by the daemon reading the request.
+#[test]
+fn an_async_caller_sleeps_once_per_call() {
+    let _one_at_a_time = serial();
+    let dir = tempdir();
+    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+    let server_client = Client::connect_to(&a.socket).unwrap();
+    let server = Server::with_options(&server_client, ServerOptions::new(2, 8)).unwrap();
+    server
+        .register_fn("wake.double", |(n,): (u64,)| Ok::<_, String>(n * 2))
+        .unwrap();
+    let me = server_client.daemon().listen;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let per_call = runtime.block_on(async {
+        let caller = AsyncClient::connect_to(&a.socket).await.unwrap();
+        let options = CallOptions::new(Some(Duration::from_secs(10)), false);
+        let call = |n: u64| {
+            let caller = &caller;
+            let me = me.as_str();
+            async move {
+                let doubled: u64 = caller
+                    .call_with(me, "wake.double", &(n,), options)
+                    .await
+                    .unwrap();
+                assert_eq!(doubled, n * 2);
+            }
+        };
+        for n in 0..200 {
+            call(n).await;
+        }
+        let mine = my_sleeps();
+        for n in 0..CALLS {
+            call(n).await;
+        }
+        (my_sleeps() - mine) as f64 / CALLS as f64
+    });
+    eprintln!("sleeps per call: async caller {per_call:.2}");
+    assert!(
+        per_call < 1.4,
+        "the async caller slept {per_call:.2} times per call: it is woken by more than its \
+         reply"
     );
     server.stop();
 }

@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 mod read;
+mod socket;
 mod write;
 
 use read::read_loop;
@@ -290,7 +291,7 @@ impl Conn {
             frame_max,
         });
         let (work_tx, work_rx) = mpsc::channel(INVOCATION_QUEUE_MAX);
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = socket::split(stream).map_err(io_err)?;
         let reader = tokio::spawn(read_loop(Arc::clone(&shared), read_half, frames, work_tx));
         let writer = tokio::spawn(write_loop(Arc::clone(&shared), write_half, out_rx));
         Ok(Conn {

@@ -6,9 +6,9 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, watch};
 
+use super::socket::ReadSide;
 use super::{Closed, Shared, Work};
 use crate::client::lock;
 use crate::conn::LIVE_INVOCATIONS_MAX;
@@ -17,7 +17,7 @@ use crate::ipc::{try_encode_frame, ClientMsg, DaemonMsg, ErrorCode, FrameReader,
 /// The reader task: decodes frames until the connection closes, then wakes everyone.
 pub(super) async fn read_loop(
     shared: Arc<Shared>,
-    stream: OwnedReadHalf,
+    stream: ReadSide,
     mut frames: FrameReader,
     invocations: mpsc::Sender<Work>,
 ) {
@@ -47,16 +47,11 @@ pub(super) async fn read_loop(
 /// One read from the socket straight into `frames` (no buffer of our own in between, so a
 /// large frame is copied out of the socket once), waiting until the socket is readable;
 /// `Err` is why the connection closes.
-async fn read_more(stream: &OwnedReadHalf, frames: &mut FrameReader) -> Result<(), Closed> {
+async fn read_more(stream: &ReadSide, frames: &mut FrameReader) -> Result<(), Closed> {
     loop {
-        if stream.readable().await.is_err() {
-            return Err(Closed::Disconnected);
-        }
-        match frames.read_from(&mut TryRead(stream)) {
+        match stream.read_into(frames).await {
             Ok(0) => return Err(Closed::Disconnected),
             Ok(_) => return Ok(()),
-            // Readiness was stale: `try_read` cleared it, so `readable` waits again.
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             // The buffer is full of frames not taken (they are taken before each read).
             Err(err) if err.kind() == io::ErrorKind::OutOfMemory => {
@@ -64,16 +59,6 @@ async fn read_more(stream: &OwnedReadHalf, frames: &mut FrameReader) -> Result<(
             }
             Err(_) => return Err(Closed::Disconnected),
         }
-    }
-}
-
-/// The socket's read half as a `std::io::Read` that never waits: `WouldBlock` when it holds
-/// nothing, for [`FrameReader::read_from`] to read into its own buffer.
-struct TryRead<'a>(&'a OwnedReadHalf);
-
-impl io::Read for TryRead<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.try_read(buf)
     }
 }
 

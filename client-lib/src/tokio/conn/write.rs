@@ -5,10 +5,9 @@
 use std::io::{self, IoSlice};
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::mpsc;
 
+use super::socket::WriteSide;
 use super::Closed;
 use crate::conn::RequestError;
 use crate::ipc::{recycle, split_call_frame, try_encode_frame, ClientMsg, Payload};
@@ -88,7 +87,7 @@ impl Outgoing {
 /// round's frames keep their room in the write queue until the write has returned.
 pub(super) async fn write_loop(
     shared: Arc<super::Shared>,
-    mut stream: OwnedWriteHalf,
+    mut stream: WriteSide,
     mut queue: mpsc::UnboundedReceiver<Queued>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -111,7 +110,7 @@ pub(super) async fn write_loop(
             }
         }
         let written = match &large {
-            None => stream.write_all(&batch).await,
+            None => write_all_parts(&mut stream, &[&batch]).await,
             Some(Outgoing::Frame(frame)) => write_all_parts(&mut stream, &[&batch, frame]).await,
             Some(Outgoing::Split { head, args, tail }) => {
                 write_all_parts(&mut stream, &[&batch, head, args, tail]).await
@@ -135,7 +134,7 @@ pub(super) async fn write_loop(
 
 /// Writes `parts` in order as one stream of bytes, with vectored writes, however little
 /// each write takes.
-async fn write_all_parts(stream: &mut OwnedWriteHalf, parts: &[&[u8]]) -> io::Result<()> {
+async fn write_all_parts(stream: &mut WriteSide, parts: &[&[u8]]) -> io::Result<()> {
     let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|part| IoSlice::new(part)).collect();
     let mut left = &mut slices[..];
     // Empty parts (an empty batch) are dropped here, not sent to `writev`.
