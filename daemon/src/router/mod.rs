@@ -33,6 +33,7 @@ mod network;
 mod policy;
 mod recent;
 mod registry;
+mod shutdown;
 pub mod srv;
 mod stats;
 mod targets;
@@ -547,49 +548,6 @@ impl Router {
         }
         for call in app.calls {
             self.abandon_call(now, call);
-        }
-    }
-
-    fn advance_shutdown(&mut self, now: Instant) {
-        if let Shutdown::Draining { until } = self.shutdown {
-            let quiet = self.calls.is_empty()
-                && self.invocations.is_empty()
-                && !self.names_lookup_pending();
-            if !quiet && now < until {
-                return;
-            }
-            for id in self.calls.ids() {
-                self.give_up_call(
-                    now,
-                    id,
-                    Failure::new(ErrorCode::ShuttingDown, "the daemon is shutting down"),
-                );
-            }
-            self.fail_pending_names(now);
-            for id in self.invocations.ids() {
-                if let Some(i) = self.take_invocation(id) {
-                    self.cancel_frame(i.owner, id);
-                    self.answer(
-                        now,
-                        i.origin,
-                        Err(Failure::new(
-                            ErrorCode::ShuttingDown,
-                            "the serving daemon is shutting down",
-                        )),
-                    );
-                }
-            }
-            let linger = SHUTDOWN_LINGER_MAX.min(self.settings.limits.shutdown_grace);
-            self.shutdown = Shutdown::Lingering {
-                until: now + linger,
-            };
-            self.drain_events(now);
-        }
-        if let Shutdown::Lingering { until } = self.shutdown {
-            if self.endpoint.is_idle() || now >= until {
-                info!("rpcd stopped");
-                self.shutdown = Shutdown::Finished;
-            }
         }
     }
 
