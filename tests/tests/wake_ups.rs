@@ -64,6 +64,37 @@ fn pool_sleeps() -> u64 {
     sum
 }
 
+/// A daemon and, on it, a serving app with two workers and `wake.double`.
+struct Serving {
+    // Dropped in this order: the server stops while its daemon still runs.
+    server: Server,
+    _client: Client,
+    daemon: Daemon,
+    _dir: tempfile::TempDir,
+    /// The daemon's address, to call it at.
+    me: String,
+}
+
+impl Serving {
+    fn start() -> Serving {
+        let dir = tempdir();
+        let daemon = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
+        let client = Client::connect_to(&daemon.socket).unwrap();
+        let server = Server::with_options(&client, ServerOptions::new(2, 8)).unwrap();
+        server
+            .register_fn("wake.double", |(n,): (u64,)| Ok::<_, String>(n * 2))
+            .unwrap();
+        let me = client.daemon().listen;
+        Serving {
+            server,
+            _client: client,
+            daemon,
+            _dir: dir,
+            me,
+        }
+    }
+}
+
 /// A caller's thread sleeps once per call (waiting for the reply), not twice: the daemon
 /// reading its request does not wake it. The serving pool, one invocation at a time, sleeps
 /// at most twice per invocation: the thread that reads it hands the reading on (one sleep
@@ -72,20 +103,12 @@ fn pool_sleeps() -> u64 {
 #[test]
 fn threads_sleep_only_for_what_they_wait_for() {
     let _one_at_a_time = serial();
-    let dir = tempdir();
-    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-    let server_client = Client::connect_to(&a.socket).unwrap();
-    let server = Server::with_options(&server_client, ServerOptions::new(2, 8)).unwrap();
-    server
-        .register_fn("wake.double", |(n,): (u64,)| Ok::<_, String>(n * 2))
-        .unwrap();
-    let me = server_client.daemon().listen;
-    let caller = Client::connect_to(&a.socket).unwrap();
+    let serving = Serving::start();
+    let me = serving.me.as_str();
+    let caller = Client::connect_to(&serving.daemon.socket).unwrap();
     let options = CallOptions::new(Some(Duration::from_secs(10)), false);
     let call = |n: u64| {
-        let doubled: u64 = caller
-            .call_with(me.as_str(), "wake.double", &(n,), options)
-            .unwrap();
+        let doubled: u64 = caller.call_with(me, "wake.double", &(n,), options).unwrap();
         assert_eq!(doubled, n * 2);
     };
     for n in 0..200 {
@@ -108,7 +131,7 @@ fn threads_sleep_only_for_what_they_wait_for() {
         "the serving pool slept {pool_per_call:.2} times per invocation: more than hand-off \
          and wait"
     );
-    server.stop();
+    serving.server.stop();
 }
 
 /// The async client, on a current-thread runtime: the runtime's thread sleeps once per
@@ -116,24 +139,19 @@ fn threads_sleep_only_for_what_they_wait_for() {
 #[test]
 fn an_async_caller_sleeps_once_per_call() {
     let _one_at_a_time = serial();
-    let dir = tempdir();
-    let a = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-    let server_client = Client::connect_to(&a.socket).unwrap();
-    let server = Server::with_options(&server_client, ServerOptions::new(2, 8)).unwrap();
-    server
-        .register_fn("wake.double", |(n,): (u64,)| Ok::<_, String>(n * 2))
-        .unwrap();
-    let me = server_client.daemon().listen;
+    let serving = Serving::start();
+    let me = serving.me.as_str();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let per_call = runtime.block_on(async {
-        let caller = AsyncClient::connect_to(&a.socket).await.unwrap();
+        let caller = AsyncClient::connect_to(&serving.daemon.socket)
+            .await
+            .unwrap();
         let options = CallOptions::new(Some(Duration::from_secs(10)), false);
         let call = |n: u64| {
             let caller = &caller;
-            let me = me.as_str();
             async move {
                 let doubled: u64 = caller
                     .call_with(me, "wake.double", &(n,), options)
@@ -157,5 +175,5 @@ fn an_async_caller_sleeps_once_per_call() {
         "the async caller slept {per_call:.2} times per call: it is woken by more than its \
          reply"
     );
-    server.stop();
+    serving.server.stop();
 }
