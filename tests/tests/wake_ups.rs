@@ -79,11 +79,11 @@ impl Serving {
     fn start() -> Serving {
         let dir = tempdir();
         let daemon = Daemon::start(dir.path(), "a", "127.0.0.1:0", None);
-        let client = Client::connect_to(&daemon.socket).unwrap();
-        let server = Server::with_options(&client, ServerOptions::new(2, 8)).unwrap();
+        let client = Client::connect_to(&daemon.socket).expect("connect");
+        let server = Server::with_options(&client, ServerOptions::new(2, 8)).expect("server");
         server
             .register_fn("wake.double", |(n,): (u64,)| Ok::<_, String>(n * 2))
-            .unwrap();
+            .expect("register");
         let me = client.daemon().listen;
         Serving {
             server,
