@@ -30,16 +30,18 @@ mod error;
 pub(crate) mod handshake;
 mod pending;
 mod pooled;
+mod read_half;
 mod reading;
 mod request;
 mod wakeup;
 
 pub(crate) use demux::InvocationSink;
-use demux::{ReadHalf, Shared};
+use demux::Shared;
 use error::Closed;
 pub use error::{ConnectError, RequestError, TriedSocket};
 pub use pending::PendingReply;
 pub(crate) use pooled::Turn;
+use read_half::ReadHalf;
 pub(crate) use wakeup::Wakeup;
 
 /// How long past a call's deadline the client still waits for the daemon's answer (the

@@ -16,7 +16,8 @@
 
 use std::io;
 
-use super::demux::{ReadHalf, Routed, Shared};
+use super::demux::{Routed, Shared};
+use super::read_half::ReadHalf;
 use super::{Closed, Connection, Invocation, RequestError};
 use crate::client::lock;
 use crate::ipc::DaemonMsg;

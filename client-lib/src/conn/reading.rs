@@ -15,13 +15,11 @@
 //! current leader puts it back, and keeps it; callers then only wait in their slots.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-
-use super::demux::{ReadHalf, ReplyCell, Routed, Shared, Slot, Waiters};
+use super::demux::{ReplyCell, Routed, Shared, Slot, Waiters};
+use super::read_half::ReadHalf;
 use super::{Closed, RequestError};
 use crate::client::lock;
 use crate::ipc::{DaemonMsg, ErrorCode};
@@ -169,7 +167,7 @@ impl Shared {
         drop(waiters);
         let reason = {
             let mut half = lock(&self.read_half);
-            if readable_now(&half) {
+            if half.readable_now() {
                 self.read_some(&mut half)
             } else {
                 None
@@ -225,16 +223,6 @@ impl Shared {
         };
         self.deliver_replies(&mut replies);
         reason
-    }
-}
-
-/// Whether a read would return at once (bytes, the end of the stream, or an error).
-fn readable_now(half: &ReadHalf) -> bool {
-    let mut fds = [PollFd::new(half.stream.as_fd(), PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::ZERO) {
-        Ok(n) => n > 0,
-        // Cannot tell: let the read (bounded by the read timeout) find out.
-        Err(_) => true,
     }
 }
 
