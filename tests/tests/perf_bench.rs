@@ -8,6 +8,9 @@
 //! In one run on this machine it starts and measures, side by side:
 //! - **floor**: app -UDS-> relay -UDP-> relay -UDS-> app, plain relays (`perf_helper`),
 //!   4 processes, 1 and 32 requests in flight;
+//! - **relays in an event loop**: the floor again, its relays each one thread waiting in
+//!   `epoll` (mio) as rpcd's shell does, forwarding the same way (one datagram per frame):
+//!   what the event loop alone adds to the floor;
 //! - **tarpc** 0.36 over TCP loopback, `kv.get`, 1 caller and 32 concurrent callers on one
 //!   client;
 //! - **rpcd**: `kv.get` (32 bytes of arguments) served by the `kv_server` example behind
@@ -24,7 +27,7 @@
 //! counters), the medians of `PERF_REPS` repetitions (default 3), with ratios to the floor
 //! and to tarpc. The repetitions of all rows take turns (every path stays up for the whole
 //! run), so that each ratio compares figures taken close together in time. `PERF_ONLY=rpcd,floor` limits the run to the rows whose name contains one
-//! of the words (`floor`, `tarpc`, `rpcd`, `keys`, `threads`, `tasks`, `bulk`).
+//! of the words (`floor`, `loop`, `tarpc`, `rpcd`, `keys`, `threads`, `tasks`, `bulk`).
 
 // In a benchmark a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -89,6 +92,7 @@ fn wanted(name: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 enum Which {
     Floor,
+    LoopFloor,
     Tarpc,
     Threads(usize),
     Tasks(usize),
@@ -98,6 +102,7 @@ enum Which {
 #[derive(Default)]
 struct Paths {
     floor: Option<setups::Floor>,
+    loop_floor: Option<setups::Floor>,
     tarpc: Option<setups::Tarpc>,
     rpcd: [Option<setups::Rpcd>; 2],
     tokio: [Option<setups::TokioCaller>; 2],
@@ -108,6 +113,10 @@ impl Paths {
     fn with<R>(&mut self, which: Which, f: impl FnOnce(&mut dyn Setup) -> R) -> R {
         match which {
             Which::Floor => f(self.floor.as_mut().expect("the floor was started")),
+            Which::LoopFloor => f(self
+                .loop_floor
+                .as_mut()
+                .expect("the event-loop relays were started")),
             Which::Tarpc => f(self.tarpc.as_mut().expect("tarpc was started")),
             Which::Threads(k) => f(self.rpcd[k].as_mut().expect("the daemons were started")),
             Which::Tasks(k) => f(&mut setups::RpcdTasks {
@@ -254,8 +263,12 @@ fn floor_tarpc_and_rpcd_side_by_side() {
     let mut paths = Paths::default();
     let mut listed: Vec<(String, Which)> = Vec::new();
     if wanted("floor") {
-        paths.floor = Some(setups::Floor::start(dir.path()));
+        paths.floor = Some(setups::Floor::start(dir.path(), false));
         listed.push(("floor (plain relays)".to_owned(), Which::Floor));
+    }
+    if wanted("relays in an event loop") {
+        paths.loop_floor = Some(setups::Floor::start(dir.path(), true));
+        listed.push(("relays in an event loop".to_owned(), Which::LoopFloor));
     }
     if wanted("tarpc") {
         paths.tarpc = Some(setups::Tarpc::start());

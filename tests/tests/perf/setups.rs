@@ -77,8 +77,19 @@ pub struct Floor {
 }
 
 impl Floor {
-    pub fn start(dir: &Path) -> Floor {
-        let (server_sock, relay_sock) = (dir.join("floor-s.sock"), dir.join("floor-a.sock"));
+    /// `looped`: the relays wait in an event loop (`perf_helper loop-relay-*`) instead of
+    /// blocking a thread per direction.
+    pub fn start(dir: &Path, looped: bool) -> Floor {
+        let tag = if looped { "loop" } else { "floor" };
+        let (server_sock, relay_sock) = (
+            dir.join(format!("{tag}-s.sock")),
+            dir.join(format!("{tag}-a.sock")),
+        );
+        let (connect, listen) = if looped {
+            ("loop-relay-connect", "loop-relay-listen")
+        } else {
+            ("relay-connect", "relay-listen")
+        };
         let (server, _) = start(
             "echo-server",
             helper(&["echo-server", server_sock.to_str().expect("utf-8 path")]),
@@ -86,17 +97,13 @@ impl Floor {
         );
         let (relay_b, b_addr) = start(
             "relay-b",
-            helper(&["relay-connect", server_sock.to_str().expect("utf-8 path")]),
+            helper(&[connect, server_sock.to_str().expect("utf-8 path")]),
             "ready ",
         );
         let b_addr = b_addr.expect("relay b's address").to_string();
         let (relay_a, _) = start(
             "relay-a",
-            helper(&[
-                "relay-listen",
-                relay_sock.to_str().expect("utf-8 path"),
-                &b_addr,
-            ]),
+            helper(&[listen, relay_sock.to_str().expect("utf-8 path"), &b_addr]),
             "ready ",
         );
         let writer = UnixStream::connect(&relay_sock).expect("connect to relay a");
