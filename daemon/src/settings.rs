@@ -33,6 +33,15 @@ pub use security::{
     PEER_ADDRESSES_MAX,
 };
 
+/// `daemon.busy_poll_us` by default: about a loopback round trip through both daemons and
+/// a serving app, so that under steady traffic the loop is polling when the next datagram or
+/// frame comes instead of being woken for it.
+pub const BUSY_POLL_DEFAULT: Duration = Duration::from_micros(100);
+
+/// The largest `daemon.busy_poll_us`: 10 ms, so that a loop that keeps polling still looks
+/// at its timers and its watchdog often.
+pub const BUSY_POLL_MAX: Duration = Duration::from_millis(10);
+
 /// The daemon's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -49,6 +58,10 @@ pub struct Settings {
     /// beyond loopback: listening anywhere else in plaintext needs this
     /// explicit consent. No effect with a key.
     pub plaintext: bool,
+    /// `daemon.busy_poll_us`: after handling input, how long the loop keeps polling its
+    /// sockets without sleeping (yielding the CPU between polls) before it sleeps in
+    /// `epoll_wait`; zero: it sleeps at once. Reloaded on SIGHUP.
+    pub busy_poll: Duration,
     /// Local limits.
     pub limits: Limits,
     /// Transport settings.
@@ -188,6 +201,7 @@ impl Default for Settings {
             log_level: "info".into(),
             log_format: LogFormat::Auto,
             plaintext: false,
+            busy_poll: BUSY_POLL_DEFAULT,
             limits: Limits::default(),
             transport: rpcd_transport::Config::default(),
             names: BTreeMap::new(),
@@ -305,6 +319,15 @@ impl Settings {
             .map_err(|e| invalid(&format!("transport.{}", e.key), e.problem))?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| invalid("daemon.log_level", e.to_string()))?;
+        if self.busy_poll > BUSY_POLL_MAX {
+            return Err(invalid(
+                "daemon.busy_poll_us",
+                format!(
+                    "must be at most {} (microseconds; 0 turns busy polling off)",
+                    BUSY_POLL_MAX.as_micros()
+                ),
+            ));
+        }
         if self.security.key.is_none()
             && !self.plaintext
             && !self.listen.ip().to_canonical().is_loopback()

@@ -17,8 +17,10 @@
 //!   daemon B, called from daemon A by 1 and by 32 threads sharing one blocking
 //!   `Connection` (rows `…, threads`), and by 1 and 32 tasks of one tokio multi-thread
 //!   runtime sharing one async client (rows `…, tokio tasks`: the like-for-like comparison
-//!   with tarpc's tasks), with the daemons in plaintext (the default without a key) and
-//!   with keys;
+//!   with tarpc's tasks), with the daemons in plaintext (the default without a key), with
+//!   keys, and in plaintext with busy polling off (`daemon.busy_poll_us = 0`: each input
+//!   wakes a daemon sleeping in `epoll_wait`), to show what the default's polling buys and
+//!   what it costs;
 //! - **bulk**: one 16 MiB message through two daemons (`bulk.digest`) against a plain TCP
 //!   loopback copy of the same bytes.
 //!
@@ -26,8 +28,10 @@
 //! (`/proc/PID/stat`, user + system) and UDP datagrams per call each way (the daemons'
 //! counters), the medians of `PERF_REPS` repetitions (default 3), with ratios to the floor
 //! and to tarpc. The repetitions of all rows take turns (every path stays up for the whole
-//! run), so that each ratio compares figures taken close together in time. `PERF_ONLY=rpcd,floor` limits the run to the rows whose name contains one
-//! of the words (`floor`, `loop`, `tarpc`, `rpcd`, `keys`, `threads`, `tasks`, `bulk`).
+//! run), so that each ratio compares figures taken close together in time.
+//! `PERF_ONLY=rpcd,floor` limits the run to the rows whose name contains one of the words
+//! (`floor`, `loop`, `tarpc`, `rpcd`, `plaintext`, `keys`, `busy_poll`, `threads`, `tasks`,
+//! `bulk`).
 
 // In a benchmark a panic is the failure report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -104,8 +108,8 @@ struct Paths {
     floor: Option<setups::Floor>,
     loop_floor: Option<setups::Floor>,
     tarpc: Option<setups::Tarpc>,
-    rpcd: [Option<setups::Rpcd>; 2],
-    tokio: [Option<setups::TokioCaller>; 2],
+    rpcd: [Option<setups::Rpcd>; 3],
+    tokio: [Option<setups::TokioCaller>; 3],
 }
 
 impl Paths {
@@ -275,14 +279,19 @@ fn floor_tarpc_and_rpcd_side_by_side() {
         listed.push(("tarpc, TCP loopback".to_owned(), Which::Tarpc));
     }
     let with_bulk = wanted("bulk");
-    for (k, name) in ["rpcd, plaintext", "rpcd, keys"].into_iter().enumerate() {
+    let variants = [
+        "rpcd, plaintext",
+        "rpcd, keys",
+        "rpcd, plaintext, busy_poll_us = 0",
+    ];
+    for (k, name) in variants.into_iter().enumerate() {
         let threads = format!("{name}, threads");
         let tasks = format!("{name}, tokio tasks");
         let bulk_here = with_bulk && k == 0;
         if !(wanted(&threads) || wanted(&tasks) || bulk_here) {
             continue;
         }
-        let rpcd = paths.rpcd[k].insert(setups::Rpcd::start(dir.path(), k == 1));
+        let rpcd = paths.rpcd[k].insert(setups::Rpcd::start(dir.path(), k == 1, k == 2));
         if wanted(&tasks) {
             paths.tokio[k] = Some(setups::TokioCaller::start(rpcd));
         }

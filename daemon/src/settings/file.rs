@@ -55,6 +55,7 @@ struct FileDaemon {
     log_level: Option<String>,
     log_format: Option<super::LogFormat>,
     plaintext: Option<bool>,
+    busy_poll_us: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -184,6 +185,7 @@ impl Settings {
         set!(self.log_level, f.daemon.log_level);
         set!(self.log_format, f.daemon.log_format);
         set!(self.plaintext, f.daemon.plaintext);
+        set!(self.busy_poll, f.daemon.busy_poll_us, Duration::from_micros);
         let l = &mut self.limits;
         set!(l.connections_max, f.limits.connections_max);
         set!(l.frame_max, f.limits.frame_max);

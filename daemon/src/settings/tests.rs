@@ -146,7 +146,7 @@ fn example_file_is_the_defaults() {
     .map(keys);
     assert_eq!(
         counts,
-        [4, 21, 33, 0, 4, 0, 0, 4],
+        [5, 21, 33, 0, 4, 0, 0, 4],
         "a key is missing from etc/rpcd.toml"
     );
     for example in [
@@ -570,4 +570,29 @@ fn log_format_and_level_are_read_and_checked() {
     assert!(e.contains("daemon.log_level"), "{e}");
     s.log_level = "warn,rpcd::router=debug".into();
     s.validate("x").unwrap();
+}
+
+/// `daemon.busy_poll_us`: on by default, read from the file and the environment, 0 turns it
+/// off, and a value over the bound is refused naming the key.
+#[test]
+fn busy_polling_is_read_bounded_and_may_be_off() {
+    let mut s = Settings::default();
+    assert_eq!(s.busy_poll, BUSY_POLL_DEFAULT);
+    assert!(!BUSY_POLL_DEFAULT.is_zero());
+    s.apply_toml("[daemon]\nbusy_poll_us = 0\n").unwrap();
+    assert_eq!(s.busy_poll, Duration::ZERO);
+    s.validate("x").unwrap();
+    let env = [("RPCD_DAEMON__BUSY_POLL_US".to_owned(), "250".to_owned())];
+    assert!(s.apply_env(env).unwrap());
+    assert_eq!(s.busy_poll, Duration::from_micros(250));
+    s.apply_toml("[daemon]\nbusy_poll_us = 10000\n").unwrap();
+    s.validate("x").unwrap();
+    s.apply_toml("[daemon]\nbusy_poll_us = 10001\n").unwrap();
+    let e = s.validate("x").unwrap_err().to_string();
+    assert!(
+        e.contains("daemon.busy_poll_us") && e.contains("10000"),
+        "{e}"
+    );
+    let e = s.apply_toml("[daemon]\nbusy_poll_us = -1\n").unwrap_err();
+    assert!(e.contains("busy_poll_us"), "{e}");
 }

@@ -263,9 +263,14 @@ pub struct Rpcd {
 
 impl Rpcd {
     /// Two daemons on loopback, plaintext (the default without a key) or with keys that
-    /// trust each other (then the target is B's peer name).
-    pub fn start(dir: &Path, keyed: bool) -> Rpcd {
-        let tag = if keyed { "k" } else { "p" };
+    /// trust each other (then the target is B's peer name); `sleeping`: plaintext, with
+    /// busy polling off (`daemon.busy_poll_us = 0`), so that each input wakes a daemon.
+    pub fn start(dir: &Path, keyed: bool, sleeping: bool) -> Rpcd {
+        let tag = match (keyed, sleeping) {
+            (true, _) => "k",
+            (false, true) => "n",
+            (false, false) => "p",
+        };
         let (a, b, target) = if keyed {
             let (ka, kb) = (
                 PrivateKey::from_bytes(rand::random()),
@@ -297,8 +302,9 @@ impl Rpcd {
             let a = Daemon::start(dir, "ka", "127.0.0.1:0", Some(&a_config));
             (a, b, "b".to_owned())
         } else {
-            let a = Daemon::start(dir, &format!("{tag}a"), "127.0.0.1:0", None);
-            let b = Daemon::start(dir, &format!("{tag}b"), "127.0.0.1:0", None);
+            let config = sleeping.then_some("[daemon]\nbusy_poll_us = 0\n");
+            let a = Daemon::start(dir, &format!("{tag}a"), "127.0.0.1:0", config);
+            let b = Daemon::start(dir, &format!("{tag}b"), "127.0.0.1:0", config);
             let target = b.udp.to_string();
             (a, b, target)
         };
