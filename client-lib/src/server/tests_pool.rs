@@ -69,6 +69,18 @@ fn fixture(workers: usize, queue_max: usize) -> Fixture {
     }
 }
 
+/// The server's counters once `done` holds of them, or as they are after [`WAIT`].
+fn stats_once(server: &Server, done: impl Fn(&ServerStats) -> bool) -> ServerStats {
+    let until = Instant::now() + WAIT;
+    loop {
+        let stats = server.stats();
+        if done(&stats) || Instant::now() >= until {
+            return stats;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn invoke(invocation: u64, args: &[u8]) -> DaemonMsg {
     DaemonMsg::Invoke {
         invocation,
@@ -123,7 +135,9 @@ fn cancels_arrive_while_every_worker_is_busy() {
     // The next frame the daemon sees is the answer to 3: nothing for 1 or 2.
     f.peer.send(&invoke(3, b"after"));
     assert_eq!(f.peer.recv(), ok(3, b"after"));
-    let stats = f.server.stats();
+    // A cancelled handler's thread counts it after the handler returns, which can be after
+    // 3 is answered: wait for the counts rather than read them once.
+    let stats = stats_once(&f.server, |s| (s.completed, s.cancelled) == (3, 2));
     assert_eq!((stats.completed, stats.cancelled), (3, 2), "{stats:?}");
     drop(f.peer);
     f.server.stop();
