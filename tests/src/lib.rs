@@ -793,3 +793,12 @@ pub fn as_nobody(program: &Path) -> Command {
     isolate(&mut cmd);
     cmd
 }
+
+/// `voluntary_ctxt_switches` of one `/proc/.../status` text: the times the thread slept
+/// (blocked); being switched out while runnable is not counted.
+pub fn voluntary_switches(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+}

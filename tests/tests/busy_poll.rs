@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use rpcd_client::{CallOptions, Client, Server, ServerOptions};
-use rpcd_tests::{tempdir, Daemon};
+use rpcd_tests::{tempdir, voluntary_switches, Daemon};
 
 /// Calls made per measurement.
 const CALLS: u64 = 2_000;
@@ -32,12 +32,7 @@ fn per_thread(pid: u32, file: &str, field: impl Fn(&str) -> Option<u64>) -> u64 
 
 /// The daemon's sleeps so far, all its threads.
 fn sleeps(daemon: &Daemon) -> u64 {
-    per_thread(daemon.process.pid(), "status", |status| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse().ok())
-    })
+    per_thread(daemon.process.pid(), "status", voluntary_switches)
 }
 
 /// The daemon's time on a CPU so far, all its threads.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rpcd_client::tokio::Client as AsyncClient;
 use rpcd_client::{CallOptions, Client, Server, ServerOptions};
-use rpcd_tests::{tempdir, Daemon};
+use rpcd_tests::{tempdir, voluntary_switches, Daemon};
 
 /// Calls made per measurement.
 const CALLS: u64 = 2_000;
@@ -31,11 +31,7 @@ fn serial() -> MutexGuard<'static, ()> {
 
 /// `voluntary_ctxt_switches` of one `/proc` status file.
 fn voluntary(status: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("voluntary_ctxt_switches in /proc status")
+    voluntary_switches(status).expect("voluntary_ctxt_switches in /proc status")
 }
 
 /// The calling thread's sleeps so far.
