@@ -121,6 +121,7 @@ fn loop_relay(uds: UnixStream, udp: UdpSocket, first: Option<Vec<u8>>) -> ! {
         .unwrap();
     let mut events = Events::with_capacity(16);
     let (mut inbuf, mut out) = (vec![0u8; 65_536], Vec::new());
+    let mut written = 0;
     let mut have = 0;
     let mut dgram = vec![0u8; 65_536];
     let frame = |out: &mut Vec<u8>, body: &[u8]| {
@@ -131,12 +132,17 @@ fn loop_relay(uds: UnixStream, udp: UdpSocket, first: Option<Vec<u8>>) -> ! {
         frame(&mut out, &d);
     }
     loop {
-        // Flush what is owed to the app: one write per frame, as the plain relays do.
+        // Flush what is owed to the app: one write per frame, as the plain relays do; a
+        // partial write leaves `written` bytes of the head frame sent.
         while !out.is_empty() {
             let len = 4 + u32::from_le_bytes(out[..4].try_into().unwrap()) as usize;
-            match (&uds).write(&out[..len]) {
+            match (&uds).write(&out[written..len]) {
                 Ok(n) => {
-                    out.drain(..n);
+                    written += n;
+                    if written == len {
+                        out.drain(..len);
+                        written = 0;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) => panic!("write to the app: {e}"),
