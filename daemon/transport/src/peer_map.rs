@@ -1,16 +1,26 @@
 //! A map keyed by a peer's address, hashed with the standard library's keyed
 //! SipHash (a random key per map: peers choose their addresses, so a
 //! predictable hash would let one stranger fill a bucket) but fed the
-//! address in one or two integer writes instead of field by field.
+//! address in one or two integer writes instead of field by field, and
+//! hashing an address only when it is not the one hashed last.
 //!
 //! `SocketAddr`'s own `Hash` feeds the hasher its variant, the address bytes
 //! with their length and the port as separate writes, and SipHash pays its
 //! buffering for each; every message the daemon passes on looks its peer up
 //! a few times, so that was several per cent of the daemon's instructions.
+//! Those lookups come in runs for one peer (a message's send, its hold, the
+//! settling, the bundle built for it: a dozen per call), and with one peer,
+//! the common case, all of them are for the same address: the map keeps the
+//! last address it hashed with its hash and looks that up without SipHash.
+//! The hash is the same either way, so the table and what a stranger can do
+//! to it are unchanged.
 
-use std::collections::hash_map::{self, HashMap};
-use std::hash::{Hash, Hasher};
+use std::cell::Cell;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::SocketAddr;
+
+use hashbrown::hash_table::{Entry, HashTable};
 
 /// The address as the map hashes it. Equality is `SocketAddr`'s; the hash
 /// covers the IP, the port and (IPv6) the scope, so equal keys hash equal.
@@ -34,32 +44,55 @@ impl Hash for Key {
 /// A `HashMap<SocketAddr, V>` with the cheaper hashing above.
 #[derive(Debug)]
 pub(crate) struct PeerMap<V> {
-    map: HashMap<Key, V>,
+    table: HashTable<(SocketAddr, V)>,
+    state: RandomState,
+    /// The address hashed last and its hash under `state`.
+    last: Cell<Option<(SocketAddr, u64)>>,
 }
 
 impl<V> Default for PeerMap<V> {
     fn default() -> Self {
         PeerMap {
-            map: HashMap::new(),
+            table: HashTable::new(),
+            state: RandomState::new(),
+            last: Cell::new(None),
         }
     }
 }
 
 impl<V> PeerMap<V> {
+    /// `peer`'s hash: remembered for the address hashed last, else computed
+    /// (and remembered).
+    fn hash(&self, peer: &SocketAddr) -> u64 {
+        if let Some((a, h)) = self.last.get() {
+            if a == *peer {
+                return h;
+            }
+        }
+        let h = self.state.hash_one(Key(*peer));
+        self.last.set(Some((*peer, h)));
+        h
+    }
+
     pub(crate) fn get(&self, peer: &SocketAddr) -> Option<&V> {
-        self.map.get(&Key(*peer))
+        let h = self.hash(peer);
+        self.table.find(h, |(a, _)| a == peer).map(|(_, v)| v)
     }
 
     pub(crate) fn get_mut(&mut self, peer: &SocketAddr) -> Option<&mut V> {
-        self.map.get_mut(&Key(*peer))
+        let h = self.hash(peer);
+        self.table.find_mut(h, |(a, _)| a == peer).map(|(_, v)| v)
     }
 
     pub(crate) fn contains_key(&self, peer: &SocketAddr) -> bool {
-        self.map.contains_key(&Key(*peer))
+        self.get(peer).is_some()
     }
 
     pub(crate) fn remove(&mut self, peer: &SocketAddr) -> Option<V> {
-        self.map.remove(&Key(*peer))
+        let h = self.hash(peer);
+        let entry = self.table.find_entry(h, |(a, _)| a == peer).ok()?;
+        let ((_, v), _) = entry.remove();
+        Some(v)
     }
 
     /// The value for `peer`, made by `make` if there is none.
@@ -68,26 +101,31 @@ impl<V> PeerMap<V> {
         peer: SocketAddr,
         make: impl FnOnce() -> V,
     ) -> &mut V {
-        match self.map.entry(Key(peer)) {
-            hash_map::Entry::Occupied(e) => e.into_mut(),
-            hash_map::Entry::Vacant(e) => e.insert(make()),
-        }
+        let h = self.hash(&peer);
+        let state = &self.state;
+        // Growing rehashes every entry: with the same keyed hash.
+        let rehash = |(a, _): &(SocketAddr, V)| state.hash_one(Key(*a));
+        let entry = match self.table.entry(h, |(a, _)| *a == peer, rehash) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert((peer, make())).into_mut(),
+        };
+        &mut entry.1
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &V> {
-        self.map.values()
+        self.table.iter().map(|(_, v)| v)
     }
 
     pub(crate) fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.map.values_mut()
+        self.table.iter_mut().map(|(_, v)| v)
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, &V)> {
-        self.map.iter().map(|(k, v)| (k.0, v))
+        self.table.iter().map(|(a, v)| (*a, v))
     }
 }
 
