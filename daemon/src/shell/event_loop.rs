@@ -229,9 +229,12 @@ impl Shell {
             self.recycle_sent();
             let failed = self.local.flush(self.poll.registry());
             let mut more = false;
-            for id in self.local.take_drained() {
+            let mut drained = std::mem::take(&mut self.drained_scratch);
+            self.local.take_drained(&mut drained);
+            for id in drained.drain(..) {
                 more |= self.router.handle_conn_drained(id);
             }
+            self.drained_scratch = drained;
             if failed.is_empty() && !more {
                 return;
             }

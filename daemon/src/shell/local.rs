@@ -371,7 +371,10 @@ impl Local {
     /// the connections whose socket failed.
     pub fn flush(&mut self, registry: &Registry) -> Vec<ConnId> {
         let mut failed = Vec::new();
-        for id in std::mem::take(&mut self.to_flush) {
+        // Taken for the loop and put back emptied, keeping its room: no allocation per
+        // iteration (writing queues nothing).
+        let mut to_flush = std::mem::take(&mut self.to_flush);
+        for &id in &to_flush {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.flush_pending = false;
             }
@@ -379,6 +382,8 @@ impl Local {
                 failed.push(id);
             }
         }
+        to_flush.clear();
+        self.to_flush = to_flush;
         failed
     }
 
@@ -406,9 +411,10 @@ impl Local {
         true
     }
 
-    /// The connections whose output was all written since the last call.
-    pub fn take_drained(&mut self) -> Vec<ConnId> {
-        std::mem::take(&mut self.drained)
+    /// Moves the connections whose output was all written since the last call to `into`
+    /// (this keeps its room for the next ones).
+    pub fn take_drained(&mut self, into: &mut Vec<ConnId>) {
+        into.append(&mut self.drained);
     }
 
     /// Write what is queued (one best-effort attempt) and close `id`.

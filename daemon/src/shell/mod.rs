@@ -197,6 +197,7 @@ impl Bound {
             inherited,
             watchdog: Watchdog::from_env(Instant::now()),
             ready_scratch: Vec::new(),
+            drained_scratch: Vec::new(),
             busy_until: None,
         };
         if let Some(w) = &shell.watchdog {
@@ -229,6 +230,8 @@ struct Shell {
     watchdog: Option<Watchdog>,
     /// The ready connections of one turn, a buffer kept across turns.
     ready_scratch: Vec<crate::router::ConnId>,
+    /// The connections whose output was written, kept between iterations.
+    drained_scratch: Vec<crate::router::ConnId>,
     /// Until when the loop polls without sleeping (`daemon.busy_poll_us` after the last
     /// input); `None`: it sleeps in `epoll_wait`.
     busy_until: Option<Instant>,

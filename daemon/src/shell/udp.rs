@@ -47,6 +47,8 @@ pub struct Udp {
     received: Vec<(usize, Option<SocketAddr>)>,
     recv_headers: MultiHeaders<SockaddrStorage>,
     send_headers: MultiHeaders<SockaddrStorage>,
+    /// The destinations of one `sendmmsg`, kept between sends (no allocation per send).
+    send_addrs: Vec<Option<SockaddrStorage>>,
     backlog: VecDeque<Transmit>,
     /// Buffers of datagrams the kernel has taken, for [`Udp::take_sent`].
     sent: Vec<Vec<u8>>,
@@ -82,6 +84,7 @@ impl Udp {
             received: Vec::with_capacity(RECV_WIDTH),
             recv_headers: MultiHeaders::preallocate(RECV_WIDTH, None),
             send_headers: MultiHeaders::preallocate(SEND_WIDTH, None),
+            send_addrs: Vec::with_capacity(SEND_WIDTH),
             backlog: VecDeque::new(),
             sent: Vec::new(),
             backlog_max,
@@ -158,14 +161,18 @@ impl Udp {
     /// One `recvmmsg` of up to `want` datagrams into the slots; fills `received`.
     fn recv_some(&mut self, want: usize) -> Result<(), Errno> {
         self.received.clear();
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self.bufs[..want]
-            .iter_mut()
-            .map(|b| [IoSliceMut::new(b)])
-            .collect();
+        // On the stack: no allocation per receive.
+        let want = want.min(self.bufs.len());
+        let mut bufs = self.bufs.iter_mut();
+        let mut iovs: [[IoSliceMut<'_>; 1]; RECV_WIDTH] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                bufs.next().map_or(&mut [][..], |b| b.as_mut_slice()),
+            )]
+        });
         let results = recvmmsg(
             self.socket.as_raw_fd(),
             &mut self.recv_headers,
-            iovs.iter_mut(),
+            iovs[..want].iter_mut(),
             MsgFlags::MSG_DONTWAIT,
             None,
         )?;

@@ -265,12 +265,10 @@ impl Router {
                         c.state = CallState::Sending(msg);
                     }
                     self.calls.by_msg.insert((addr, msg), id);
-                    let to_peer = self.calls.by_peer.entry(addr).or_default();
-                    to_peer.insert(id);
                     // One hold per peer with calls, not one per call: the
                     // channel only asks whether any hold is on, and each
                     // hold or release costs a pass over its timers.
-                    if to_peer.len() == 1 {
+                    if self.calls.add_to_peer(addr, id) == 1 {
                         self.endpoint.hold(now, addr);
                     }
                     self.watch_sent(now, id, Some((addr, msg)));
@@ -485,12 +483,8 @@ impl Router {
             if let CallState::Sending(msg) = call.state {
                 self.calls.by_msg.remove(&(peer, msg));
             }
-            if let Some(set) = self.calls.by_peer.get_mut(&peer) {
-                set.remove(&id);
-                if set.is_empty() {
-                    self.calls.by_peer.remove(&peer);
-                    self.endpoint.release(peer);
-                }
+            if self.calls.remove_from_peer(peer, id) {
+                self.endpoint.release(peer);
             }
         }
     }

@@ -62,6 +62,12 @@ pub(in crate::router) enum CallState {
     Local,
 }
 
+/// Emptied `by_peer` sets kept for reuse, at most.
+const SPARE_SETS_MAX: usize = 4;
+
+/// The largest capacity of an emptied `by_peer` set that is kept.
+const SPARE_SET_CAPACITY_MAX: usize = 64;
+
 /// The call table and its indexes.
 #[derive(Debug)]
 pub(in crate::router) struct Calls {
@@ -71,6 +77,10 @@ pub(in crate::router) struct Calls {
     pub map: FxHashMap<CallId, Call>,
     pub by_msg: FxHashMap<(SocketAddr, MsgId), CallId>,
     pub by_peer: FxHashMap<SocketAddr, FxHashSet<CallId>>,
+    /// Sets of `by_peer` emptied and removed, kept (a few) with their room for the next
+    /// peer that gets a call: one call at a time to a peer would otherwise allocate one per
+    /// call.
+    pub spare_sets: Vec<FxHashSet<CallId>>,
     pub next: u64,
     /// Outcomes by code, in all and per peer.
     pub outcomes: BTreeMap<String, u64>,
@@ -85,6 +95,7 @@ impl Default for Calls {
             map: FxHashMap::default(),
             by_msg: FxHashMap::default(),
             by_peer: FxHashMap::default(),
+            spare_sets: Vec::new(),
             next: 1,
             outcomes: BTreeMap::new(),
             peer_outcomes: FxHashMap::default(),
@@ -112,6 +123,35 @@ impl Calls {
 
     pub fn deadlines(&self) -> impl Iterator<Item = (CallId, Instant)> + '_ {
         self.map.iter().map(|(&id, c)| (id, c.deadline))
+    }
+
+    /// Records call `id` as sent to `peer`; how many calls are in flight to it now.
+    pub fn add_to_peer(&mut self, peer: SocketAddr, id: CallId) -> usize {
+        let spare = &mut self.spare_sets;
+        let set = self
+            .by_peer
+            .entry(peer)
+            .or_insert_with(|| spare.pop().unwrap_or_default());
+        set.insert(id);
+        set.len()
+    }
+
+    /// Forgets call `id` as sent to `peer`; true if it was the last one in flight to it.
+    pub fn remove_from_peer(&mut self, peer: SocketAddr, id: CallId) -> bool {
+        let Some(set) = self.by_peer.get_mut(&peer) else {
+            return false;
+        };
+        set.remove(&id);
+        if !set.is_empty() {
+            return false;
+        }
+        if let Some(set) = self.by_peer.remove(&peer) {
+            // A set that grew large (a burst of calls) is not kept.
+            if self.spare_sets.len() < SPARE_SETS_MAX && set.capacity() <= SPARE_SET_CAPACITY_MAX {
+                self.spare_sets.push(set);
+            }
+        }
+        true
     }
 
     /// Calls in flight to `peer`.
@@ -196,5 +236,41 @@ impl Calls {
     /// Every call with its app.
     pub fn apps(&self) -> impl Iterator<Item = (CallId, ConnId)> + '_ {
         self.map.iter().map(|(&id, c)| (id, c.app))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_to_a_peer_are_counted_and_an_emptied_set_is_kept_for_the_next_peer() {
+        let mut calls = Calls::default();
+        let (p, q): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7000".parse().expect("addr"),
+            "10.0.0.2:7000".parse().expect("addr"),
+        );
+        assert_eq!(calls.add_to_peer(p, CallId(1)), 1);
+        assert_eq!(calls.add_to_peer(p, CallId(2)), 2);
+        assert_eq!(calls.to_peer(p), 2);
+        assert!(!calls.remove_from_peer(p, CallId(1)), "one call is left");
+        assert!(!calls.remove_from_peer(q, CallId(2)), "nothing to q");
+        assert!(calls.remove_from_peer(p, CallId(2)), "the last one");
+        assert_eq!(calls.to_peer(p), 0);
+        assert!(!calls.by_peer.contains_key(&p));
+        assert_eq!(calls.spare_sets.len(), 1);
+        assert!(!calls.remove_from_peer(p, CallId(2)), "already gone");
+        // The kept set serves the next peer, empty.
+        assert_eq!(calls.add_to_peer(q, CallId(3)), 1);
+        assert!(calls.spare_sets.is_empty());
+        assert_eq!(calls.peers().collect::<Vec<_>>(), [q]);
+        // A large set is not kept.
+        for i in 10..200 {
+            calls.add_to_peer(p, CallId(i));
+        }
+        for i in 10..200 {
+            calls.remove_from_peer(p, CallId(i));
+        }
+        assert!(calls.spare_sets.is_empty());
     }
 }

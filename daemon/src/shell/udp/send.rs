@@ -114,18 +114,18 @@ impl Udp {
             let first = &self.backlog[0];
             let segment = u16::try_from(first.bytes.len()).unwrap_or(u16::MAX);
             let to = SockaddrStorage::from(first.to);
-            let iov: Vec<IoSlice<'_>> = self
-                .backlog
-                .iter()
-                .take(run)
-                .map(|t| IoSlice::new(&t.bytes))
-                .collect();
+            let mut iov = [IoSlice::new(&[]); GSO_SEGMENTS_MAX];
+            let run = run.min(GSO_SEGMENTS_MAX);
+            for (slot, t) in iov.iter_mut().zip(self.backlog.iter().take(run)) {
+                *slot = IoSlice::new(&t.bytes);
+            }
+            let iov = &iov[..run];
             let cmsg = [ControlMessage::UdpGsoSegments(&segment)];
             #[cfg(test)]
             if let Some(e) = self.gso_refusal.take() {
                 return self.gso_refused(e);
             }
-            return match sendmsg(fd, &iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&to)) {
+            return match sendmsg(fd, iov, &cmsg, MsgFlags::MSG_DONTWAIT, Some(&to)) {
                 Ok(_) => Ok(run),
                 Err(e) => self.gso_refused(e),
             };
@@ -136,23 +136,19 @@ impl Udp {
         {
             count += 1;
         }
-        let addrs: Vec<Option<SockaddrStorage>> = self
-            .backlog
-            .iter()
-            .take(count)
-            .map(|t| Some(SockaddrStorage::from(t.to)))
-            .collect();
-        let slices: Vec<[IoSlice<'_>; 1]> = self
-            .backlog
-            .iter()
-            .take(count)
-            .map(|t| [IoSlice::new(&t.bytes)])
-            .collect();
+        // No allocation per send: the addresses in a vector kept for it, the slices (which
+        // borrow the backlog) on the stack.
+        self.send_addrs.clear();
+        let mut slices = [[IoSlice::new(&[])]; SEND_WIDTH];
+        for (slot, t) in slices.iter_mut().zip(self.backlog.iter().take(count)) {
+            *slot = [IoSlice::new(&t.bytes)];
+            self.send_addrs.push(Some(SockaddrStorage::from(t.to)));
+        }
         let sent = sendmmsg(
             fd,
             &mut self.send_headers,
-            &slices,
-            &addrs,
+            &slices[..count],
+            &self.send_addrs,
             [],
             MsgFlags::MSG_DONTWAIT,
         )?;
