@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 
 use rpcd_client::ipc::{ClientMsg, DaemonMsg, ErrorCode, FrameError};
 use rpcd_transport::secure::PublicKey;
-use rpcd_transport::{Buffers, Endpoint, MsgId, Transmit};
+use rpcd_transport::{Buffers, Endpoint, Transmit};
 use rustc_hash::FxHashMap;
 use tracing::{debug, info, warn};
 
@@ -73,6 +73,7 @@ use expiry::still_armed;
 use invocations::Invocations;
 use lookups::Lookups;
 use recent::Recent;
+use types::SentReply;
 
 pub use lookups::LOOKUPS_PENDING_MAX;
 pub use registry::{BUILTINS, FUNCTION_NAME_MAX};
@@ -117,7 +118,7 @@ pub struct Router {
     /// that restarts must not get the replies meant for its old
     /// incarnation (see `network::on_transport_event`).
     /// One flat set: a reply costs one insert and one removal.
-    replies: HashSet<(SocketAddr, MsgId)>,
+    replies: HashSet<SentReply>,
     /// Call targets recently found to be literal addresses, by their text.
     literal_targets: Recent<String, SocketAddr>,
     /// Remote callers' addresses as text, for `invoke` (`caller`).
@@ -486,7 +487,7 @@ impl Router {
                 let payload = env.take_outgoing();
                 match self.endpoint.send(now, peer, payload) {
                     Ok(msg) => {
-                        self.replies.insert((peer, msg));
+                        self.replies.insert(SentReply { peer, msg });
                     }
                     // The caller's deadline will fire; nothing else can tell it.
                     Err(e) => warn!(%peer, error = %e, "cannot send a reply"),

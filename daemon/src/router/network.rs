@@ -10,7 +10,7 @@ use rpcd_client::ipc::ErrorCode;
 use rpcd_transport::{ChannelEvent, MsgId};
 use tracing::{debug, info};
 
-use super::types::{CallId, Failure, Origin, RemoteCallId};
+use super::types::{CallId, Failure, Origin, RemoteCallId, SentReply};
 use super::{Router, Shutdown};
 use crate::envelope::Envelope;
 
@@ -48,11 +48,11 @@ impl Router {
                 // with another call's result.
                 // Rare: a pass over every reply outstanding.
                 let mut old = Vec::new();
-                self.replies.retain(|&(p, msg)| {
-                    if p == peer {
-                        old.push(msg);
+                self.replies.retain(|r| {
+                    if r.peer == peer {
+                        old.push(r.msg);
                     }
-                    p != peer
+                    r.peer != peer
                 });
                 for msg in old {
                     self.endpoint.cancel(peer, msg);
@@ -71,7 +71,7 @@ impl Router {
     fn reply_done(&mut self, peer: SocketAddr, msg: MsgId) {
         // The calling side sends no replies: no hashing for its acks.
         if !self.replies.is_empty() {
-            self.replies.remove(&(peer, msg));
+            self.replies.remove(&SentReply { peer, msg });
         }
     }
 

@@ -2,6 +2,7 @@
 //! from, how it failed, and what the router asks the shell to do.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 
 use rpcd_client::ipc::{Credentials, DaemonMsg, ErrorCode};
@@ -45,7 +46,7 @@ id!(
 );
 
 /// Who asked for a piece of work served here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
     /// A peer daemon's call.
     Remote {
@@ -59,6 +60,39 @@ pub enum Origin {
         /// The call.
         call: CallId,
     },
+}
+
+/// Hashed in two or three integer writes (see [`rpcd_transport::hash_addr`]): a peer
+/// chooses its call ids, so maps keyed by an origin keep the seeded SipHash, which
+/// `derive(Hash)` would feed in five or more.
+impl Hash for Origin {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            Origin::Remote { peer, call } => {
+                rpcd_transport::hash_addr(peer, h);
+                h.write_u64(call.0);
+            }
+            // Equal to some remote origin's hash at times: a collision, not an error.
+            Origin::Local { call } => h.write_u64(call.0),
+        }
+    }
+}
+
+/// A reply sent to `peer` as message `msg`, until acknowledged or failed: hashed as
+/// [`Origin`] is, for the same reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentReply {
+    /// The peer the reply went to.
+    pub peer: SocketAddr,
+    /// Its message id there.
+    pub msg: rpcd_transport::MsgId,
+}
+
+impl Hash for SentReply {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        rpcd_transport::hash_addr(&self.peer, h);
+        self.msg.hash(h);
+    }
 }
 
 /// A call's or an invocation's typed failure: a stable code and a message
@@ -172,4 +206,47 @@ pub enum Resolved {
     Addr(SocketAddr),
     /// An `srv:` name: its records and their TTL.
     Srv(super::srv::SrvAnswer),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+
+    use super::*;
+
+    #[test]
+    fn origins_and_sent_replies_hash_every_part_under_the_seeded_hash() {
+        let s = RandomState::new();
+        let (p, q): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:7000".parse().expect("addr"),
+            "[fe80::1%2]:7000".parse().expect("addr"),
+        );
+        let remote = |peer, call| Origin::Remote {
+            peer,
+            call: RemoteCallId(call),
+        };
+        assert_eq!(s.hash_one(remote(p, 5)), s.hash_one(remote(p, 5)));
+        assert_ne!(s.hash_one(remote(p, 5)), s.hash_one(remote(p, 6)));
+        assert_ne!(s.hash_one(remote(p, 5)), s.hash_one(remote(q, 5)));
+        let other: SocketAddr = "10.0.0.1:7001".parse().expect("addr");
+        assert_ne!(s.hash_one(remote(p, 5)), s.hash_one(remote(other, 5)));
+        assert_ne!(
+            s.hash_one(remote(p, 5)),
+            RandomState::new().hash_one(remote(p, 5)),
+            "keyed per map"
+        );
+        let msgs: Vec<_> = [p, q]
+            .into_iter()
+            .map(|peer| {
+                let mut endpoint = rpcd_transport::Endpoint::new(Default::default(), 1);
+                let msg = endpoint
+                    .send(std::time::Instant::now(), peer, vec![1u8])
+                    .expect("queued");
+                SentReply { peer, msg }
+            })
+            .collect();
+        assert_eq!(s.hash_one(msgs[0]), s.hash_one(msgs[0]));
+        assert_ne!(s.hash_one(msgs[0]), s.hash_one(msgs[1]));
+    }
 }

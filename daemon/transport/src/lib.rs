@@ -38,4 +38,5 @@ pub use channel::{
 pub use config::{Config, ConfigError};
 pub use endpoint::{Endpoint, EndpointStats, Event, SendError, Transmit};
 pub use outgoing::Outgoing;
+pub use peer_map::hash_addr;
 pub use seq::Seq;

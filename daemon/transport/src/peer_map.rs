@@ -29,14 +29,23 @@ struct Key(SocketAddr);
 
 impl Hash for Key {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        match self.0 {
-            SocketAddr::V4(a) => {
-                h.write_u64((u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()));
-            }
-            SocketAddr::V6(a) => {
-                h.write_u128(a.ip().to_bits());
-                h.write_u64((u64::from(a.scope_id()) << 16) | u64::from(a.port()));
-            }
+        hash_addr(&self.0, h);
+    }
+}
+
+/// Feeds `addr` to `h` in one integer write (IPv4) or two (IPv6): the IP,
+/// the port and (IPv6) the scope, so that equal addresses hash equal. For
+/// the `Hash` of any key holding a peer's address in a map with a keyed
+/// hash: `SocketAddr`'s own `Hash` makes four or more writes, and SipHash
+/// pays its buffering for each.
+pub fn hash_addr<H: Hasher>(addr: &SocketAddr, h: &mut H) {
+    match addr {
+        SocketAddr::V4(a) => {
+            h.write_u64((u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()));
+        }
+        SocketAddr::V6(a) => {
+            h.write_u128(a.ip().to_bits());
+            h.write_u64((u64::from(a.scope_id()) << 16) | u64::from(a.port()));
         }
     }
 }
