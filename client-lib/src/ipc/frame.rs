@@ -359,9 +359,10 @@ impl FrameReader {
     }
 
     /// Makes room after `end` for a read of up to `want` bytes and returns the room to read
-    /// into (at least [`ROOM_MIN`], or `want` if less). Moves the unconsumed bytes to the
-    /// front only when the consumed prefix is large or the room too small, and grows only
-    /// after that. `want` never takes the buffered bytes past [`FrameReader::limit`].
+    /// into (at least [`ROOM_MIN`], or `want` if less, or what the frame at the front still
+    /// lacks if that fits). Moves the unconsumed bytes to the front only when the consumed
+    /// prefix is large or the room too small, and grows only after that. `want` never takes
+    /// the buffered bytes past [`FrameReader::limit`].
     fn make_room(&mut self, want: usize) -> usize {
         if self.start == self.end {
             self.start = 0;
@@ -374,7 +375,12 @@ impl FrameReader {
             self.end -= self.start;
             self.start = 0;
         }
-        if self.buf.len() - self.end < enough {
+        // Room for the rest of the frame at the front is enough to read it: a buffer taken
+        // at the whole frame's size is not grown to read its last bytes, which would copy
+        // the frame into a second large buffer (allocated: the pool's is this one).
+        let rest = self.missing();
+        let rest_fits = rest > 0 && self.buf.len() - self.end >= rest;
+        if self.buf.len() - self.end < enough && !rest_fits {
             // Grow to the whole announced frame (when its prefix is in: compacted above, it
             // is at the front) as soon as that is at most `GROWTH_MAX` times what is in, so
             // a large frame is reallocated a few times, not once per read, and the reads

@@ -543,6 +543,42 @@ fn a_large_frame_buffer_goes_back_to_the_pool_and_takes_the_next_frame_whole() {
 }
 
 #[test]
+fn a_large_frames_last_bytes_are_read_into_the_buffer_taken_for_it() {
+    const MIB: usize = 1024 * 1024;
+    let pool = private_pool(64 * MIB);
+    let msg = call_of(1, 3 * MIB, 0xcc);
+    let frame = encode_frame(&msg);
+    pool.give(Vec::with_capacity(pooled_capacity(frame.len())));
+    let before = pool.stats();
+    let mut reader = FrameReader::new(FRAME_MAX_DEFAULT).with_pool(pool);
+    // The frame's last bytes, fewer than `ROOM_MIN`, come in a read of their own (as the
+    // writer's last write may reach the socket after the reader emptied it).
+    let mut source = Pieces::new(frame.clone(), &[frame.len() - 3000]);
+    source.max_read = 200_000;
+    let mut taken = None;
+    let got = loop {
+        reader.read_from(&mut source).unwrap();
+        if reader.buf.len() >= frame.len() {
+            // Once taken, the frame's buffer is the one it is read to the end in.
+            assert_eq!(
+                *taken.get_or_insert(reader.buf.as_ptr()),
+                reader.buf.as_ptr()
+            );
+        }
+        if let Some(got) = reader.next_frame::<ClientMsg>().unwrap() {
+            break got;
+        }
+    };
+    assert_eq!(got, msg);
+    let after = pool.stats();
+    assert_eq!(
+        (after.reused, after.missed),
+        (before.reused + 1, before.missed),
+        "the pool's one buffer, and no other: {after:?}"
+    );
+}
+
+#[test]
 fn frames_after_a_longer_one_decode_from_its_reused_buffer_with_nothing_stale() {
     const MIB: usize = 1024 * 1024;
     let pool = private_pool(64 * MIB);
