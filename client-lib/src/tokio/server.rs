@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::conn::{Conn, Work};
 use super::Client;
 use crate::client::{lock, read, write};
-use crate::ipc::{ErrorCode, Outcome};
+use crate::ipc::{recycle, ErrorCode, Outcome};
 use crate::{CallError, Credentials, Identity};
 use crate::{SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX};
 
@@ -107,7 +107,12 @@ impl Handler {
         Handler::new(move |req: Request| {
             let f = Arc::clone(&f);
             async move {
-                match crate::__private::decode_args::<A>(&req.function, &req.args) {
+                let decoded = crate::__private::decode_args::<A>(&req.function, &req.args);
+                // Decoded (or refused), the arguments are no longer read: their buffer (a
+                // large invoke's is the frame reader's) serves the next large frame, not
+                // kept until the handler's future ends and then freed.
+                recycle(req.args.into_buffer());
+                match decoded {
                     Ok(args) => crate::__private::reply_result(f(args).await),
                     Err(refused) => refused,
                 }
@@ -268,12 +273,15 @@ async fn reregister(inner: &Inner, conn: &Conn, generation: u64) {
 
 /// Runs one invocation as its own task, or refuses it when the server is at its bound.
 fn start(inner: &Arc<Inner>, conn: &Arc<Conn>, work: Work) {
+    // An invocation answered without a handler gives its arguments' buffer back before the
+    // answer, which may bring the next large invoke: that one is read into it.
     let Ok(slot) = Arc::clone(&inner.slots).try_acquire_owned() else {
         let message = format!("{} handlers already running", inner.concurrency_max);
         let outcome = Outcome::Refused {
             code: ErrorCode::Overloaded,
             message,
         };
+        recycle(work.args.into_buffer());
         return conn.send_result(work.invocation, outcome);
     };
     let handler = read(&inner.handlers).get(&work.function).cloned();
@@ -282,10 +290,12 @@ fn start(inner: &Arc<Inner>, conn: &Arc<Conn>, work: Work) {
         let _slot = slot;
         let Some(handler) = handler else {
             let outcome = Outcome::Error(format!("{} is not served by this app", work.function));
+            recycle(work.args.into_buffer());
             return conn.send_result(work.invocation, outcome);
         };
         if Instant::now() >= work.deadline {
             // The caller has given up already.
+            recycle(work.args.into_buffer());
             return;
         }
         let req = Request {
