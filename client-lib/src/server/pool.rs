@@ -109,7 +109,7 @@ impl Pool {
 
 /// What a sink calls with each invocation: queue it for an idle worker, or return the
 /// refusal to answer with at once (`overloaded` when `workers` run and `queue_max` wait).
-pub(super) fn offer(inner: &Inner, job: Job) -> Result<(), Outcome> {
+pub(super) fn offer(inner: &Inner, mut job: Job) -> Result<(), Outcome> {
     let pool = &inner.pool;
     let mut st = lock(&pool.state);
     if st.stopping {
@@ -120,7 +120,7 @@ pub(super) fn offer(inner: &Inner, job: Job) -> Result<(), Outcome> {
     }
     if st.running + st.queue.len() >= inner.options.workers + inner.options.queue_max {
         drop(st);
-        return Err(overloaded(inner, &job));
+        return Err(overloaded(inner, &mut job));
     }
     st.queue.push_back(job);
     inner.counters.queued.fetch_add(1, Ordering::Relaxed);
@@ -197,7 +197,7 @@ fn lead<'a>(
         st = lock(&pool.state);
         match turn {
             Turn::Invocation(work) => {
-                let job = Job {
+                let mut job = Job {
                     work,
                     conn: Arc::clone(&conn),
                 };
@@ -222,7 +222,7 @@ fn lead<'a>(
                     continue;
                 }
                 drop(st);
-                let refusal = overloaded(inner, &job);
+                let refusal = overloaded(inner, &mut job);
                 // A failed write means the connection is gone; the next turn says so.
                 let _ = job.conn.send_result(job.work.invocation, refusal);
                 st = lock(&pool.state);
@@ -243,8 +243,10 @@ fn lead<'a>(
     }
 }
 
-/// Counts and words an `overloaded` refusal.
-fn overloaded(inner: &Inner, job: &Job) -> Outcome {
+/// Counts and words an `overloaded` refusal, and gives the refused invocation's arguments
+/// back to the process's pool (a large one's buffer serves the next large frame).
+fn overloaded(inner: &Inner, job: &mut Job) -> Outcome {
+    crate::ipc::recycle(std::mem::take(&mut job.work.args).into_buffer());
     inner
         .counters
         .refused_overloaded
