@@ -383,6 +383,8 @@ impl Local {
             }
         }
         to_flush.clear();
+        // Whatever was queued meanwhile (nothing today) stays queued.
+        to_flush.append(&mut self.to_flush);
         self.to_flush = to_flush;
         failed
     }
