@@ -23,11 +23,7 @@ fn large_invocations_of_an_async_server_reuse_the_arguments_buffer() {
     let (_dir, listener, path) = listen();
     let daemon = std::thread::spawn(move || {
         let mut peer = Peer::accept(&listener, Some(FRAME_MAX_DEFAULT), Duration::from_secs(10));
-        let ClientMsg::Register { id, function, .. } = peer.recv() else {
-            panic!("expected register");
-        };
-        assert_eq!(function, "len");
-        peer.send(&DaemonMsg::Done { id });
+        peer.accept_register("len");
         let args = rmp_serde::to_vec(&serde_bytes::ByteBuf::from(vec![7u8; LEN])).expect("args");
         let mut invoke = |invocation: u64, function: &str| {
             peer.send(&DaemonMsg::Invoke {

@@ -151,11 +151,7 @@ fn a_large_invoke_and_a_large_reply_read_in_small_pieces_arrive_whole() {
     let (_dir, listener, path) = listen();
     let daemon = std::thread::spawn(move || {
         let mut peer = Peer::accept(&listener, Some(FRAME_MAX_DEFAULT), Duration::from_secs(10));
-        let ClientMsg::Register { id, function, .. } = peer.recv() else {
-            panic!("expected register");
-        };
-        assert_eq!(function, "echo");
-        peer.send(&DaemonMsg::Done { id });
+        peer.accept_register("echo");
         let ClientMsg::Call { id, .. } = peer.recv() else {
             panic!("expected a call");
         };

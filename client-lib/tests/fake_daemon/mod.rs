@@ -59,6 +59,20 @@ impl Peer {
         peer
     }
 
+    /// Takes the app's `register` of `function` and answers it `done`.
+    pub fn accept_register(&mut self, function: &str) {
+        let ClientMsg::Register {
+            id,
+            function: registered,
+            ..
+        } = self.recv()
+        else {
+            panic!("expected register");
+        };
+        assert_eq!(registered, function);
+        self.send(&DaemonMsg::Done { id });
+    }
+
     pub fn recv(&mut self) -> ClientMsg {
         loop {
             if let Some(msg) = self.frames.next_frame().expect("a frame") {

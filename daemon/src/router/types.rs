@@ -236,17 +236,13 @@ mod tests {
             RandomState::new().hash_one(remote(p, 5)),
             "keyed per map"
         );
-        let msgs: Vec<_> = [p, q]
-            .into_iter()
-            .map(|peer| {
-                let mut endpoint = rpcd_transport::Endpoint::new(Default::default(), 1);
-                let msg = endpoint
-                    .send(std::time::Instant::now(), peer, vec![1u8])
-                    .expect("queued");
-                SentReply { peer, msg }
-            })
-            .collect();
+        let reply = |peer, msg: u64| SentReply {
+            peer,
+            msg: msg.into(),
+        };
+        let msgs = [reply(p, 1), reply(q, 1), reply(p, 2)];
         assert_eq!(s.hash_one(msgs[0]), s.hash_one(msgs[0]));
         assert_ne!(s.hash_one(msgs[0]), s.hash_one(msgs[1]));
+        assert_ne!(s.hash_one(msgs[0]), s.hash_one(msgs[2]));
     }
 }

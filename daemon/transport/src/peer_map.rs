@@ -17,21 +17,10 @@
 
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 
 use hashbrown::hash_table::{Entry, HashTable};
-
-/// The address as the map hashes it. Equality is `SocketAddr`'s; the hash
-/// covers the IP, the port and (IPv6) the scope, so equal keys hash equal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Key(SocketAddr);
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        hash_addr(&self.0, h);
-    }
-}
 
 /// Feeds `addr` to `h` in one integer write (IPv4) or two (IPv6): the IP,
 /// the port and (IPv6) the scope, so that equal addresses hash equal. For
@@ -48,6 +37,13 @@ pub fn hash_addr<H: Hasher>(addr: &SocketAddr, h: &mut H) {
             h.write_u64((u64::from(a.scope_id()) << 16) | u64::from(a.port()));
         }
     }
+}
+
+/// `addr`'s hash under `state`: what the table is keyed by.
+fn keyed(state: &RandomState, addr: &SocketAddr) -> u64 {
+    let mut h = state.build_hasher();
+    hash_addr(addr, &mut h);
+    h.finish()
 }
 
 /// A `HashMap<SocketAddr, V>` with the cheaper hashing above.
@@ -78,7 +74,7 @@ impl<V> PeerMap<V> {
                 return h;
             }
         }
-        let h = self.state.hash_one(Key(*peer));
+        let h = keyed(&self.state, peer);
         self.last.set(Some((*peer, h)));
         h
     }
@@ -113,7 +109,7 @@ impl<V> PeerMap<V> {
         let h = self.hash(&peer);
         let state = &self.state;
         // Growing rehashes every entry: with the same keyed hash.
-        let rehash = |(a, _): &(SocketAddr, V)| state.hash_one(Key(*a));
+        let rehash = |(a, _): &(SocketAddr, V)| keyed(state, a);
         let entry = match self.table.entry(h, |(a, _)| *a == peer, rehash) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => e.insert((peer, make())).into_mut(),
@@ -142,7 +138,6 @@ impl<V> PeerMap<V> {
 mod tests {
     use super::*;
     use std::collections::hash_map::RandomState;
-    use std::hash::BuildHasher;
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 
     fn v4(a: u8, port: u16) -> SocketAddr {
@@ -202,7 +197,7 @@ mod tests {
     #[test]
     fn the_hash_covers_ip_port_and_scope_and_is_keyed() {
         let s = RandomState::new();
-        let h = |a: SocketAddr| s.hash_one(Key(a));
+        let h = |a: SocketAddr| keyed(&s, &a);
         // Equal keys hash equal; changing any hashed part changes the hash
         // (for these values: a 64-bit collision would be a 2^-64 accident).
         assert_eq!(h(v4(1, 7000)), h(v4(1, 7000)));
@@ -212,9 +207,6 @@ mod tests {
         assert_ne!(h(v6(1, 7000, 0)), h(v6(1, 7001, 0)));
         // Another map's key hashes the same address differently.
         let other = RandomState::new();
-        assert_ne!(
-            s.hash_one(Key(v4(1, 7000))),
-            other.hash_one(Key(v4(1, 7000)))
-        );
+        assert_ne!(keyed(&s, &v4(1, 7000)), keyed(&other, &v4(1, 7000)));
     }
 }
