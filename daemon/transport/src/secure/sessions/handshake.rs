@@ -140,8 +140,7 @@ impl Sessions {
         resp.extend_from_slice(&[0; MAC_LEN]);
         let s = self
             .sessions
-            .entry(from)
-            .or_insert_with(|| PeerSession::new(remote));
+            .get_or_insert_with(from, || PeerSession::new(remote));
         if s.peer != remote {
             // Another configured peer now answers at this address.
             *s = PeerSession::new(remote);

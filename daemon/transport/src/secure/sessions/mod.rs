@@ -15,17 +15,16 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use chacha20poly1305::aead::AeadInPlace;
-
 use super::crypto::{self, Rng};
 use super::keys::{PeerKey, PrivateKey, PublicKey};
 use super::wire::{self, Outer, TAG_LEN};
 use crate::config::Config;
+use crate::peer_map::PeerMap;
 
 mod handshake;
 mod peer;
 
-use peer::{nonce, retry_delay, PeerSession};
+use peer::{retry_delay, PeerSession};
 
 /// Inner datagrams (bundles) held per peer while its session is being set up; older
 /// ones are dropped first (the channel retransmits what matters).
@@ -127,7 +126,9 @@ pub(crate) struct Sessions {
     /// handshake timestamps grow from them.
     wall_clock: Duration,
     born: Option<Instant>,
-    sessions: HashMap<SocketAddr, PeerSession>,
+    /// By address; the map remembers the address it hashed last, as a run of
+    /// seals and opens is for one peer.
+    sessions: PeerMap<PeerSession>,
     /// The greatest handshake timestamp accepted from each peer, and the
     /// mac1 of that initiation.
     timestamps: HashMap<PublicKey, u64>,
@@ -160,7 +161,7 @@ impl Sessions {
             rng,
             wall_clock,
             born: None,
-            sessions: HashMap::new(),
+            sessions: PeerMap::default(),
             timestamps: HashMap::new(),
             limiter: Limiter {
                 second: None,
@@ -240,7 +241,7 @@ impl Sessions {
             .sessions
             .iter()
             .filter(|(_, s)| !self.peers.iter().any(|p| p.public == s.peer))
-            .map(|(a, _)| *a)
+            .map(|(a, _)| a)
             .collect();
         for a in &gone {
             self.sessions.remove(a);
@@ -348,15 +349,11 @@ impl Sessions {
             self.stats.replayed += 1;
             return None;
         }
-        let tag_at = sealed.len() - TAG_LEN;
-        let mut plain = sealed[..tag_at].to_vec();
-        let tag = chacha20poly1305::Tag::from_slice(&sealed[tag_at..]);
-        if kp
-            .keys
-            .recv
-            .decrypt_in_place_detached(&nonce(counter), header, &mut plain, tag)
-            .is_err()
-        {
+        // The parser keeps a tag's room; a shorter datagram opens to nothing.
+        let (ciphertext, tag) = sealed.split_at(sealed.len().checked_sub(TAG_LEN)?);
+        let tag: &[u8; TAG_LEN] = tag.try_into().ok()?;
+        let mut plain = ciphertext.to_vec();
+        if kp.keys.recv.open(counter, header, &mut plain, tag).is_err() {
             self.stats.auth_failed += 1;
             return None;
         }
@@ -394,8 +391,7 @@ impl Sessions {
         let cfg = self.cfg;
         let s = self
             .sessions
-            .entry(to)
-            .or_insert_with(|| PeerSession::new(peer));
+            .get_or_insert_with(to, || PeerSession::new(peer));
         let usable = s.current.as_ref().is_some_and(|k| {
             now.saturating_duration_since(k.born) < cfg.reject_after
                 && k.send_counter < cfg.reject_after_datagrams
@@ -511,7 +507,7 @@ impl Sessions {
             self.timers = self
                 .sessions
                 .iter()
-                .filter_map(|(&a, s)| s.scheduled.map(|t| Reverse((t, a))))
+                .filter_map(|(a, s)| s.scheduled.map(|t| Reverse((t, a))))
                 .collect();
         }
     }

@@ -4,9 +4,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use chacha20poly1305::aead::{AeadInPlace, Nonce};
-use chacha20poly1305::ChaCha20Poly1305;
-
 use super::super::crypto::{Initiator, SessionKeys, INIT_PAYLOAD_LEN};
 use super::super::keys::PublicKey;
 use super::super::replay::ReplayWindow;
@@ -32,12 +29,6 @@ impl std::fmt::Debug for Keypair {
     }
 }
 
-pub(super) fn nonce(counter: u64) -> Nonce<ChaCha20Poly1305> {
-    let mut n = Nonce::<ChaCha20Poly1305>::default();
-    n[4..].copy_from_slice(&counter.to_le_bytes());
-    n
-}
-
 impl Keypair {
     pub(super) fn new(keys: SessionKeys, local: u32, remote: u32, now: Instant) -> Self {
         Keypair {
@@ -60,8 +51,7 @@ impl Keypair {
         let tag = self
             .keys
             .send
-            .encrypt_in_place_detached(&nonce(counter), &header, &mut out[TRANSPORT_HEADER_LEN..])
-            .expect("a datagram is far below ChaCha20-Poly1305's message limit");
+            .seal(counter, &header, &mut out[TRANSPORT_HEADER_LEN..]);
         out.extend_from_slice(&tag);
         out
     }
