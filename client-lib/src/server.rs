@@ -34,6 +34,12 @@ use crate::ipc::{Declaration, Outcome};
 /// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
 pub const QUEUE_MAX_DEFAULT: usize = 256;
 
+/// Default for [`ServerOptions::inline_below`]: a function whose recent runs each took less
+/// runs on the thread that read its invocation, which reads on after it. Waking another
+/// thread to read next costs more than such a run (a futex wake and a context switch, 5-20 µs
+/// on a virtual machine).
+pub const INLINE_BELOW_DEFAULT: Duration = Duration::from_micros(20);
+
 /// The most worker threads a server runs, whatever [`ServerOptions::workers`] asks.
 pub const WORKERS_MAX: usize = 1024;
 
@@ -67,12 +73,26 @@ pub struct ServerOptions {
     /// Invocations waiting for a free worker; one more is refused as `overloaded`.
     /// Zero means an invocation is accepted only when a worker is idle.
     pub queue_max: usize,
+    /// A function whose recent runs each took less than this (default
+    /// [`INLINE_BELOW_DEFAULT`]) runs on the thread that read its invocation, and that
+    /// thread reads the next one after it, with no other thread woken: for short handlers
+    /// that hand-off costs more than the handler. A function not yet run, or with a run as
+    /// long as this among its recent ones (the slowest decays by an eighth per run), is
+    /// run by the reading thread while another thread, woken for it, reads on, so slow
+    /// handlers run side by side. While an inlined run takes longer than its history said,
+    /// the connection is not read: invocations and cancels that arrive meanwhile wait for
+    /// it (that one run). Zero: never inline.
+    pub inline_below: Duration,
 }
 
 impl ServerOptions {
     /// `workers` threads behind a queue of `queue_max` invocations.
     pub fn new(workers: usize, queue_max: usize) -> ServerOptions {
-        ServerOptions { workers, queue_max }
+        ServerOptions {
+            workers,
+            queue_max,
+            inline_below: INLINE_BELOW_DEFAULT,
+        }
     }
 }
 
@@ -81,6 +101,7 @@ impl Default for ServerOptions {
         ServerOptions {
             workers: workers_default(),
             queue_max: QUEUE_MAX_DEFAULT,
+            inline_below: INLINE_BELOW_DEFAULT,
         }
     }
 }
@@ -143,7 +164,18 @@ type HandlerFn = dyn Fn(&Request<'_>) -> Outcome + Send + Sync;
 /// A function body: turns a request into an [`Outcome`], with what the function declares
 /// at registration ([`Handler::declared`]). Cheap to clone.
 #[derive(Clone)]
-pub struct Handler(Arc<HandlerFn>, Arc<Declaration>);
+pub struct Handler(Arc<HandlerFn>, Arc<Declaration>, Arc<RunTimes>);
+
+/// How long a handler's recent runs took: the slowest, in nanoseconds, decaying by an eighth
+/// at each run; `u64::MAX` until it first ran.
+#[derive(Debug)]
+struct RunTimes(AtomicU64);
+
+impl Default for RunTimes {
+    fn default() -> Self {
+        RunTimes(AtomicU64::new(u64::MAX))
+    }
+}
 
 impl Handler {
     /// A handler of the raw argument bytes.
@@ -151,19 +183,20 @@ impl Handler {
         Handler(
             Arc::new(move |req: &Request<'_>| f(req.args)),
             Arc::default(),
+            Arc::default(),
         )
     }
 
     /// A handler that also sees who called and the deadline.
     pub fn with_request(f: impl Fn(&Request<'_>) -> Outcome + Send + Sync + 'static) -> Handler {
-        Handler(Arc::new(f), Arc::default())
+        Handler(Arc::new(f), Arc::default(), Arc::default())
     }
 
     /// This handler, registered with `declaration`: its attributes (idempotent, default
     /// deadline) and signature, stored by the daemon and served by `rpcd.describe`. The
     /// `#[service]` stubs declare every method this way.
     pub fn declared(self, declaration: Declaration) -> Handler {
-        Handler(self.0, Arc::new(declaration))
+        Handler(self.0, Arc::new(declaration), self.2)
     }
 
     /// What the function declares at registration (empty unless [`Handler::declared`]).
@@ -192,6 +225,27 @@ impl Handler {
 
     fn call(&self, req: &Request<'_>) -> Outcome {
         (self.0)(req)
+    }
+
+    /// Counts a run that took `took` into the recent runs' slowest.
+    fn ran(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .2
+             .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |slowest| {
+                Some(if slowest == u64::MAX {
+                    took
+                } else {
+                    took.max(slowest - slowest / 8)
+                })
+            });
+    }
+
+    /// Whether each recent run took less than `limit` (false before the first run).
+    fn runs_within(&self, limit: Duration) -> bool {
+        let slowest = self.2 .0.load(Ordering::Relaxed);
+        slowest != u64::MAX && u128::from(slowest) < limit.as_nanos()
     }
 }
 
@@ -226,6 +280,10 @@ pub struct ServerStats {
     pub cancelled: u64,
     /// Times the functions were registered again on a new connection.
     pub reregistrations: u64,
+    /// Invocations run by the thread that read them, which then read on with no other
+    /// thread woken: their function's recent runs were short
+    /// ([`ServerOptions::inline_below`]).
+    pub inlined: u64,
 }
 
 /// Serves registered functions on a pool of worker threads. Stop it with
@@ -267,6 +325,7 @@ struct Counters {
     refused_overloaded: AtomicU64,
     expired: AtomicU64,
     cancelled: AtomicU64,
+    inlined: AtomicU64,
     reregistrations: AtomicU64,
 }
 
@@ -289,7 +348,7 @@ impl Server {
     pub fn with_options(client: &Client, options: ServerOptions) -> std::io::Result<Server> {
         let options = ServerOptions {
             workers: options.workers.clamp(1, WORKERS_MAX),
-            queue_max: options.queue_max,
+            ..options
         };
         let inner = Arc::new(Inner {
             client: client.clone(),
@@ -434,6 +493,7 @@ impl Server {
             expired: c.expired.load(Ordering::Relaxed),
             cancelled: c.cancelled.load(Ordering::Relaxed),
             reregistrations: c.reregistrations.load(Ordering::Relaxed),
+            inlined: c.inlined.load(Ordering::Relaxed),
         }
     }
 

@@ -10,6 +10,13 @@
 //! reads on, so cancels keep arriving while every worker is busy; a thread that finishes a
 //! handler takes the queue's head itself before it goes idle.
 //!
+//! A function whose recent runs were all shorter than `inline_below` (the pool times each
+//! run: [`Handler`] keeps the slowest, decaying by an eighth per run) skips the hand-off: the
+//! leader runs it, writes the result and reads on, keeping the token, as waking a thread costs
+//! more than such a run (at 32 callers it took a third of a serving app's CPU: futex wakes
+//! and context switches). Nothing is known of a function before its first run, so that run is
+//! handed off; so is every run while a recent one took `inline_below` or longer.
+//!
 //! A connection that a reader thread reads already (it cannot be attached) gives invocations
 //! to [`offer`] through a sink instead; they are queued and an idle thread is woken for them.
 
@@ -20,7 +27,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::threads::panic_message;
-use super::{Inner, Job, Request};
+use super::{Handler, Inner, Job, Request};
 use crate::client::{lock, read};
 use crate::conn::{Connection, Invocation, Turn};
 use crate::ipc::{ErrorCode, Outcome};
@@ -143,7 +150,8 @@ pub(super) fn serve(inner: &Inner) {
                 inner.counters.queued.fetch_sub(1, Ordering::Relaxed);
                 st.running += 1;
                 drop(st);
-                run(inner, job);
+                let handler = handler_of(inner, &job.work.function);
+                run(inner, job, handler);
                 st = lock(&pool.state);
                 st.running -= 1;
                 continue;
@@ -202,16 +210,30 @@ fn lead<'a>(
                     conn: Arc::clone(&conn),
                 };
                 if st.running < inner.options.workers {
+                    st.running += 1;
+                    let handler = handler_of(inner, &job.work.function);
+                    let inline = handler
+                        .as_ref()
+                        .is_some_and(|h| h.runs_within(inner.options.inline_below));
+                    if inline {
+                        // Short: this thread runs it and reads on, keeping the token; waking
+                        // another to read would cost more than the run.
+                        drop(st);
+                        inner.counters.inlined.fetch_add(1, Ordering::Relaxed);
+                        run(inner, job, handler);
+                        st = lock(&pool.state);
+                        st.running -= 1;
+                        continue;
+                    }
                     // Another thread reads on while this one runs the handler. Woken after
                     // the unlock, so that it does not wake only to wait for the lock.
-                    st.running += 1;
                     st.reading = false;
                     let wake = st.waiting > 0;
                     drop(st);
                     if wake {
                         pool.idle.notify_one();
                     }
-                    run(inner, job);
+                    run(inner, job, handler);
                     st = lock(&pool.state);
                     st.running -= 1;
                     return st;
@@ -260,28 +282,34 @@ fn overloaded(inner: &Inner, job: &mut Job) -> Outcome {
     }
 }
 
-/// Runs one job's handler (unless it was cancelled or its deadline passed meanwhile) and
-/// sends its result, unless it was cancelled while it ran.
-fn run(inner: &Inner, job: Job) {
+/// The handler registered for `function`, if any.
+fn handler_of(inner: &Inner, function: &str) -> Option<Handler> {
+    read(&inner.handlers).get(function).cloned()
+}
+
+/// Runs one job's handler (`handler`: the one registered for its function, looked up by the
+/// caller; unless the job was cancelled or its deadline passed meanwhile) and sends its
+/// result, unless it was cancelled while it ran.
+fn run(inner: &Inner, job: Job, handler: Option<Handler>) {
     let Job { mut work, conn } = job;
-    run_handler(inner, &work, &conn);
+    run_handler(inner, &work, &conn, handler);
     // The handler only borrowed the arguments: a large buffer serves the next large frame.
     crate::ipc::recycle(std::mem::take(&mut work.args).into_buffer());
 }
 
-fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection) {
+fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection, handler: Option<Handler>) {
     if work.is_cancelled() {
         // The daemon has forgotten it: nobody waits for the result.
         inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    if Instant::now() >= work.deadline {
+    let started = Instant::now();
+    if started >= work.deadline {
         // The caller has given up; running it now would only waste a worker. The caller
         // was told `deadline_exceeded` (outcome unknown), which stays true.
         inner.counters.expired.fetch_add(1, Ordering::Relaxed);
         return;
     }
-    let handler = read(&inner.handlers).get(&work.function).cloned();
     let outcome = match handler {
         Some(handler) => {
             inner.counters.running.fetch_add(1, Ordering::Relaxed);
@@ -303,6 +331,7 @@ fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection) {
                         panic_message(panic.as_ref())
                     ))
                 });
+            handler.ran(started.elapsed());
             inner.counters.running.fetch_sub(1, Ordering::Relaxed);
             inner.counters.completed.fetch_add(1, Ordering::Relaxed);
             outcome

@@ -27,10 +27,7 @@ fn cancelled_invocations_are_seen_by_handlers_or_never_run() {
     let app = std::thread::spawn(move || Client::connect_to(path));
     let mut peer = fake.accept_hello();
     let client = app.join().unwrap().unwrap();
-    let options = ServerOptions {
-        workers: 1,
-        queue_max: 4,
-    };
+    let options = ServerOptions::new(1, 4);
     let server = Server::with_options(&client, options).unwrap();
     let (started_tx, started) = channel();
     let (saw_cancel_tx, saw_cancel) = channel();
@@ -132,10 +129,7 @@ fn handlers_see_who_called() {
     let app = std::thread::spawn(move || Client::connect_to(path));
     let mut peer = fake.accept_hello();
     let client = app.join().unwrap().unwrap();
-    let options = ServerOptions {
-        workers: 1,
-        queue_max: 4,
-    };
+    let options = ServerOptions::new(1, 4);
     let server = Server::with_options(&client, options).unwrap();
     let handler = Handler::with_request(|req: &Request<'_>| {
         let named = matches!(req.identity(), Identity::Peer(name) if name == req.peer);

@@ -26,12 +26,16 @@ struct Fixture {
 }
 
 fn fixture(workers: usize, queue_max: usize) -> Fixture {
+    fixture_with(ServerOptions::new(workers, queue_max))
+}
+
+fn fixture_with(options: ServerOptions) -> Fixture {
     let fake = FakeDaemon::start();
     let path = fake.path.clone();
     let app = std::thread::spawn(move || Client::connect_to(path));
     let mut peer = fake.accept_hello();
     let client = app.join().unwrap().unwrap();
-    let server = Server::with_options(&client, ServerOptions::new(workers, queue_max)).unwrap();
+    let server = Server::with_options(&client, options).unwrap();
     let (started_tx, started) = channel();
     let (release, release_rx) = channel::<()>();
     let release_rx = Mutex::new(release_rx);
@@ -114,6 +118,82 @@ fn a_long_handler_does_not_hold_up_the_next_invocation() {
     assert_eq!(f.saw_cancel.recv_timeout(WAIT), Ok(false));
     assert_eq!(f.peer.recv(), ok(1, b"block"));
     assert_eq!(f.server.stats().completed, 2);
+    drop(f.peer);
+    f.server.stop();
+}
+
+/// With `inline_below` at `limit`.
+fn inlining_below(limit: Duration) -> ServerOptions {
+    let mut options = ServerOptions::new(2, 0);
+    options.inline_below = limit;
+    options
+}
+
+/// A function whose recent runs were short runs on the thread that read it, which reads on:
+/// after its first run (handed off: nothing is known of it yet), every invocation is run
+/// inline, those that come one at a time and those that come together.
+#[test]
+fn short_handlers_run_on_the_reading_thread() {
+    // Every run of the fixture's echo is shorter than that, whatever the machine's load.
+    let mut f = fixture_with(inlining_below(Duration::from_secs(10)));
+    f.peer.send(&invoke(1, b"first"));
+    assert_eq!(f.peer.recv(), ok(1, b"first"));
+    assert_eq!(f.server.stats().inlined, 0);
+    for i in 2..=11 {
+        f.peer.send(&invoke(i, b"one"));
+        assert_eq!(f.peer.recv(), ok(i, b"one"));
+    }
+    assert_eq!(f.server.stats().inlined, 10);
+    for i in 12..=21 {
+        f.peer.send(&invoke(i, b"many"));
+    }
+    let mut answered: Vec<u64> = (12..=21)
+        .map(|_| match f.peer.recv() {
+            ClientMsg::Result {
+                invocation,
+                outcome: Outcome::Ok(data),
+            } if data == b"many" => invocation,
+            other => panic!("expected a result, got {other:?}"),
+        })
+        .collect();
+    answered.sort_unstable();
+    assert_eq!(answered, (12..=21).collect::<Vec<_>>());
+    let stats = f.server.stats();
+    assert_eq!((stats.inlined, stats.completed), (20, 21), "{stats:?}");
+    drop(f.peer);
+    f.server.stop();
+}
+
+/// A run as long as `inline_below` makes the function's next runs handed off again, until
+/// that run has decayed below the bound (by an eighth per run: 100 ms, then 87.5, 76.6,
+/// 67.0, 58.6, 51.3 and 44.9 against 50 ms): the 7th short run after it is inlined. And with
+/// `inline_below` zero nothing ever is.
+#[test]
+fn a_long_run_hands_the_function_off_until_it_has_decayed() {
+    let mut f = fixture_with(inlining_below(Duration::from_millis(50)));
+    f.peer.send(&invoke(1, b"block"));
+    assert_eq!(f.started.recv_timeout(WAIT).unwrap(), b"block");
+    std::thread::sleep(Duration::from_millis(100));
+    f.release.send(()).unwrap();
+    assert_eq!(f.peer.recv(), ok(1, b"block"));
+    for i in 2..=7 {
+        f.peer.send(&invoke(i, b"short"));
+        assert_eq!(f.peer.recv(), ok(i, b"short"));
+    }
+    assert_eq!(f.server.stats().inlined, 0);
+    f.peer.send(&invoke(8, b"short"));
+    assert_eq!(f.peer.recv(), ok(8, b"short"));
+    assert_eq!(f.server.stats().inlined, 1);
+    drop(f.peer);
+    f.server.stop();
+
+    let mut f = fixture_with(inlining_below(Duration::ZERO));
+    for i in 1..=5 {
+        f.peer.send(&invoke(i, b"short"));
+        assert_eq!(f.peer.recv(), ok(i, b"short"));
+    }
+    let stats = f.server.stats();
+    assert_eq!((stats.inlined, stats.completed), (0, 5), "{stats:?}");
     drop(f.peer);
     f.server.stop();
 }
