@@ -492,11 +492,17 @@ impl Sessions {
         }
     }
 
+    /// Schedules `a`'s next deadline, unless a timer due sooner is scheduled already: that
+    /// one finds nothing to do when it fires and schedules the next then. Each datagram
+    /// sealed after a reply moves the silence deadline later (`unanswered_since` starts
+    /// again): keeping the earlier timer spares a heap entry per datagram for one wake-up
+    /// per `stale_after`.
     fn reschedule(&mut self, a: SocketAddr) {
         let cfg = self.cfg;
         if let Some(s) = self.sessions.get_mut(&a) {
             let t = s.deadline(&cfg);
-            if t != s.scheduled {
+            let sooner = matches!((s.scheduled, t), (Some(due), Some(t)) if due <= t);
+            if t != s.scheduled && !sooner {
                 s.scheduled = t;
                 if let Some(t) = t {
                     self.timers.push(Reverse((t, a)));
