@@ -13,6 +13,7 @@ mod kv_service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use kv_service::{Kv, KvClient, MemKv};
@@ -32,6 +33,11 @@ struct Args {
     /// Invocations queued for a free worker before callers get `overloaded`.
     #[arg(long, default_value_t = rpcd_client::QUEUE_MAX_DEFAULT)]
     queue: usize,
+    /// Run a function on the thread that read it while its recent runs took less than this
+    /// (µs; 0: never). The kv handlers only touch memory, never the connection, so they may
+    /// (`ServerOptions::inline_below`).
+    #[arg(long, default_value_t = rpcd_client::INLINE_BELOW_SHORT.as_micros() as u64)]
+    inline_below_us: u64,
 }
 
 fn main() -> ExitCode {
@@ -52,13 +58,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Some(socket) => Client::connect_with(socket, options)?,
         None => Client::connect_default_with(options)?,
     };
-    let server = Server::with_options(
-        &client,
-        ServerOptions::new(
-            args.workers.unwrap_or_else(rpcd_client::workers_default),
-            args.queue,
-        ),
-    )?;
+    let mut server_options = ServerOptions::new(
+        args.workers.unwrap_or_else(rpcd_client::workers_default),
+        args.queue,
+    );
+    server_options.inline_below = Duration::from_micros(args.inline_below_us);
+    let server = Server::with_options(&client, server_options)?;
     MemKv::default().serve(&server)?;
     println!(
         "kv_server: serving {} through {} (rpcd at {}, {} workers)",

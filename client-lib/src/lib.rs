@@ -70,8 +70,8 @@ pub use pending::PendingCall;
 pub use rpcd_macros::{service, Describe};
 pub use server::cancel::CANCEL_POLL_MAX;
 pub use server::{
-    workers_default, Handler, Request, Server, ServerOptions, ServerStats, QUEUE_MAX_DEFAULT,
-    SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX, WORKERS_MAX,
+    workers_default, Handler, Request, Server, ServerOptions, ServerStats, INLINE_BELOW_SHORT,
+    QUEUE_MAX_DEFAULT, SERVER_RECONNECT_BACKOFF_INITIAL, SERVER_RECONNECT_BACKOFF_MAX, WORKERS_MAX,
 };
 // Kept for apps that name it; deprecated, as the dispatcher no longer polls.
 #[allow(deprecated)]

@@ -34,11 +34,10 @@ use crate::ipc::{Declaration, Outcome};
 /// Default for [`ServerOptions::queue_max`]: invocations waiting for a free worker.
 pub const QUEUE_MAX_DEFAULT: usize = 256;
 
-/// Default for [`ServerOptions::inline_below`]: a function whose recent runs each took less
-/// runs on the thread that read its invocation, which reads on after it. Waking another
-/// thread to read next costs more than such a run (a futex wake and a context switch, 5-20 µs
-/// on a virtual machine).
-pub const INLINE_BELOW_DEFAULT: Duration = Duration::from_micros(20);
+/// A bound for [`ServerOptions::inline_below`] for a server whose handlers never wait on its
+/// connection (see there): shorter than waking another thread to read (a futex wake and a
+/// context switch, 5-20 µs on a virtual machine). The `kv_server` example uses it.
+pub const INLINE_BELOW_SHORT: Duration = Duration::from_micros(20);
 
 /// The most worker threads a server runs, whatever [`ServerOptions::workers`] asks.
 pub const WORKERS_MAX: usize = 1024;
@@ -73,15 +72,20 @@ pub struct ServerOptions {
     /// Invocations waiting for a free worker; one more is refused as `overloaded`.
     /// Zero means an invocation is accepted only when a worker is idle.
     pub queue_max: usize,
-    /// A function whose recent runs each took less than this (default
-    /// [`INLINE_BELOW_DEFAULT`]) runs on the thread that read its invocation, and that
-    /// thread reads the next one after it, with no other thread woken: for short handlers
-    /// that hand-off costs more than the handler. A function not yet run, or with a run as
-    /// long as this among its recent ones (the slowest decays by an eighth per run), is
-    /// run by the reading thread while another thread, woken for it, reads on, so slow
-    /// handlers run side by side. While an inlined run takes longer than its history said,
-    /// the connection is not read: invocations and cancels that arrive meanwhile wait for
-    /// it (that one run). Zero: never inline.
+    /// Off by default (zero). A function whose recent runs each took less than this runs
+    /// on the thread that read its invocation, and that thread reads the next one after it,
+    /// with no other thread woken: for handlers of a few microseconds that hand-off costs
+    /// more than the handler ([`INLINE_BELOW_SHORT`] is a bound for those). A function not
+    /// yet run, or with a run as long as this among its recent ones (the slowest decays by
+    /// an eighth per run), is run by the reading thread while another thread, woken for it,
+    /// reads on, so slow handlers run side by side.
+    ///
+    /// Set it only for a server whose handlers never wait on this connection: while an
+    /// inlined run lasts, nothing reads it. A handler that calls through the serving app's
+    /// own `Client` (its reply comes on this connection), waits for its cancel, or waits
+    /// for another invocation of this server would wait, inlined, until its own deadline or
+    /// timeout, and every invocation and cancel behind it with it. Short functions also run
+    /// one after another on the reading thread rather than side by side on the workers.
     pub inline_below: Duration,
 }
 
@@ -91,7 +95,7 @@ impl ServerOptions {
         ServerOptions {
             workers,
             queue_max,
-            inline_below: INLINE_BELOW_DEFAULT,
+            inline_below: Duration::ZERO,
         }
     }
 }
@@ -101,7 +105,7 @@ impl Default for ServerOptions {
         ServerOptions {
             workers: workers_default(),
             queue_max: QUEUE_MAX_DEFAULT,
-            inline_below: INLINE_BELOW_DEFAULT,
+            inline_below: Duration::ZERO,
         }
     }
 }

@@ -10,12 +10,14 @@
 //! reads on, so cancels keep arriving while every worker is busy; a thread that finishes a
 //! handler takes the queue's head itself before it goes idle.
 //!
-//! A function whose recent runs were all shorter than `inline_below` (the pool times each
-//! run: [`Handler`] keeps the slowest, decaying by an eighth per run) skips the hand-off: the
-//! leader runs it, writes the result and reads on, keeping the token, as waking a thread costs
-//! more than such a run (at 32 callers it took a third of a serving app's CPU: futex wakes
-//! and context switches). Nothing is known of a function before its first run, so that run is
-//! handed off; so is every run while a recent one took `inline_below` or longer.
+//! With `inline_below` set (off by default), a function whose recent runs were all shorter
+//! (the pool times each run: [`Handler`] keeps the slowest, decaying by an eighth per run)
+//! skips the hand-off: the leader runs it, writes the result and reads on, keeping the token,
+//! as waking a thread costs more than such a run (at 32 callers it took a third of a serving
+//! app's CPU: futex wakes and context switches). Nothing is known of a function before its
+//! first run, so that run is handed off; so is every run while a recent one took
+//! `inline_below` or longer. Nothing reads the connection during an inlined run, hence the
+//! setting is for servers whose handlers never wait on it (`ServerOptions::inline_below`).
 //!
 //! A connection that a reader thread reads already (it cannot be attached) gives invocations
 //! to [`offer`] through a sink instead; they are queued and an idle thread is woken for them.
@@ -151,7 +153,7 @@ pub(super) fn serve(inner: &Inner) {
                 st.running += 1;
                 drop(st);
                 let handler = handler_of(inner, &job.work.function);
-                run(inner, job, handler);
+                run(inner, job, handler, false);
                 st = lock(&pool.state);
                 st.running -= 1;
                 continue;
@@ -219,8 +221,7 @@ fn lead<'a>(
                         // Short: this thread runs it and reads on, keeping the token; waking
                         // another to read would cost more than the run.
                         drop(st);
-                        inner.counters.inlined.fetch_add(1, Ordering::Relaxed);
-                        run(inner, job, handler);
+                        run(inner, job, handler, true);
                         st = lock(&pool.state);
                         st.running -= 1;
                         continue;
@@ -233,7 +234,7 @@ fn lead<'a>(
                     if wake {
                         pool.idle.notify_one();
                     }
-                    run(inner, job, handler);
+                    run(inner, job, handler, false);
                     st = lock(&pool.state);
                     st.running -= 1;
                     return st;
@@ -289,15 +290,21 @@ fn handler_of(inner: &Inner, function: &str) -> Option<Handler> {
 
 /// Runs one job's handler (`handler`: the one registered for its function, looked up by the
 /// caller; unless the job was cancelled or its deadline passed meanwhile) and sends its
-/// result, unless it was cancelled while it ran.
-fn run(inner: &Inner, job: Job, handler: Option<Handler>) {
+/// result, unless it was cancelled while it ran. `inline`: on the reading thread, counted.
+fn run(inner: &Inner, job: Job, handler: Option<Handler>, inline: bool) {
     let Job { mut work, conn } = job;
-    run_handler(inner, &work, &conn, handler);
+    run_handler(inner, &work, &conn, handler, inline);
     // The handler only borrowed the arguments: a large buffer serves the next large frame.
     crate::ipc::recycle(std::mem::take(&mut work.args).into_buffer());
 }
 
-fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection, handler: Option<Handler>) {
+fn run_handler(
+    inner: &Inner,
+    work: &Invocation,
+    conn: &Connection,
+    handler: Option<Handler>,
+    inline: bool,
+) {
     if work.is_cancelled() {
         // The daemon has forgotten it: nobody waits for the result.
         inner.counters.cancelled.fetch_add(1, Ordering::Relaxed);
@@ -312,6 +319,9 @@ fn run_handler(inner: &Inner, work: &Invocation, conn: &Connection, handler: Opt
     }
     let outcome = match handler {
         Some(handler) => {
+            if inline {
+                inner.counters.inlined.fetch_add(1, Ordering::Relaxed);
+            }
             inner.counters.running.fetch_add(1, Ordering::Relaxed);
             let req = Request {
                 function: &work.function,

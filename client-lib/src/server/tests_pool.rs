@@ -165,15 +165,15 @@ fn short_handlers_run_on_the_reading_thread() {
 }
 
 /// A run as long as `inline_below` makes the function's next runs handed off again, until
-/// that run has decayed below the bound (by an eighth per run: 100 ms, then 87.5, 76.6,
-/// 67.0, 58.6, 51.3 and 44.9 against 50 ms): the 7th short run after it is inlined. And with
-/// `inline_below` zero nothing ever is.
+/// that run has decayed below the bound (by an eighth per run: 400 ms, then 350, 306, 268,
+/// 234, 205 and 179 against 200 ms; the short runs take far less): the 7th short run after
+/// it is inlined. With `inline_below` zero, the default, nothing ever is.
 #[test]
 fn a_long_run_hands_the_function_off_until_it_has_decayed() {
-    let mut f = fixture_with(inlining_below(Duration::from_millis(50)));
+    let mut f = fixture_with(inlining_below(Duration::from_millis(200)));
     f.peer.send(&invoke(1, b"block"));
     assert_eq!(f.started.recv_timeout(WAIT).unwrap(), b"block");
-    std::thread::sleep(Duration::from_millis(100));
+    std::thread::sleep(Duration::from_millis(400));
     f.release.send(()).unwrap();
     assert_eq!(f.peer.recv(), ok(1, b"block"));
     for i in 2..=7 {
@@ -187,7 +187,9 @@ fn a_long_run_hands_the_function_off_until_it_has_decayed() {
     drop(f.peer);
     f.server.stop();
 
-    let mut f = fixture_with(inlining_below(Duration::ZERO));
+    assert_eq!(ServerOptions::default().inline_below, Duration::ZERO);
+    assert_eq!(ServerOptions::new(2, 0).inline_below, Duration::ZERO);
+    let mut f = fixture(2, 0);
     for i in 1..=5 {
         f.peer.send(&invoke(i, b"short"));
         assert_eq!(f.peer.recv(), ok(i, b"short"));
