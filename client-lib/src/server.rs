@@ -181,6 +181,28 @@ impl Default for RunTimes {
     }
 }
 
+impl RunTimes {
+    /// Counts a run that took `took` into the recent runs' slowest.
+    fn record(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |slowest| {
+                Some(if slowest == u64::MAX {
+                    took
+                } else {
+                    took.max(slowest - slowest / 8)
+                })
+            });
+    }
+
+    /// Whether each recent run took less than `limit` (false before the first run).
+    fn all_below(&self, limit: Duration) -> bool {
+        let slowest = self.0.load(Ordering::Relaxed);
+        slowest != u64::MAX && u128::from(slowest) < limit.as_nanos()
+    }
+}
+
 impl Handler {
     /// A handler of the raw argument bytes.
     pub fn new(f: impl Fn(&[u8]) -> Outcome + Send + Sync + 'static) -> Handler {
@@ -233,23 +255,12 @@ impl Handler {
 
     /// Counts a run that took `took` into the recent runs' slowest.
     fn ran(&self, took: Duration) {
-        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self
-            .2
-             .0
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |slowest| {
-                Some(if slowest == u64::MAX {
-                    took
-                } else {
-                    took.max(slowest - slowest / 8)
-                })
-            });
+        self.2.record(took);
     }
 
     /// Whether each recent run took less than `limit` (false before the first run).
     fn runs_within(&self, limit: Duration) -> bool {
-        let slowest = self.2 .0.load(Ordering::Relaxed);
-        slowest != u64::MAX && u128::from(slowest) < limit.as_nanos()
+        self.2.all_below(limit)
     }
 }
 

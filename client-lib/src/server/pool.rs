@@ -204,6 +204,11 @@ fn lead<'a>(
         }
         drop(st);
         let turn = conn.read_turn();
+        // Looked up before the pool's lock is taken again, to keep it short.
+        let handler = match &turn {
+            Turn::Invocation(work) => handler_of(inner, &work.function),
+            Turn::Idle | Turn::Closed => None,
+        };
         st = lock(&pool.state);
         match turn {
             Turn::Invocation(work) => {
@@ -213,7 +218,6 @@ fn lead<'a>(
                 };
                 if st.running < inner.options.workers {
                     st.running += 1;
-                    let handler = handler_of(inner, &job.work.function);
                     let inline = handler
                         .as_ref()
                         .is_some_and(|h| h.runs_within(inner.options.inline_below));

@@ -73,6 +73,16 @@ fn fixture_with(options: ServerOptions) -> Fixture {
     }
 }
 
+impl Fixture {
+    /// Each of `invocations` in turn, with `args`: sent, then its echo awaited.
+    fn echo_one_at_a_time(&mut self, invocations: std::ops::RangeInclusive<u64>, args: &[u8]) {
+        for i in invocations {
+            self.peer.send(&invoke(i, args));
+            assert_eq!(self.peer.recv(), ok(i, args));
+        }
+    }
+}
+
 /// The server's counters once `done` holds of them, or as they are after [`WAIT`].
 fn stats_once(server: &Server, done: impl Fn(&ServerStats) -> bool) -> ServerStats {
     let until = Instant::now() + WAIT;
@@ -136,13 +146,9 @@ fn inlining_below(limit: Duration) -> ServerOptions {
 fn short_handlers_run_on_the_reading_thread() {
     // Every run of the fixture's echo is shorter than that, whatever the machine's load.
     let mut f = fixture_with(inlining_below(Duration::from_secs(10)));
-    f.peer.send(&invoke(1, b"first"));
-    assert_eq!(f.peer.recv(), ok(1, b"first"));
+    f.echo_one_at_a_time(1..=1, b"first");
     assert_eq!(f.server.stats().inlined, 0);
-    for i in 2..=11 {
-        f.peer.send(&invoke(i, b"one"));
-        assert_eq!(f.peer.recv(), ok(i, b"one"));
-    }
+    f.echo_one_at_a_time(2..=11, b"one");
     assert_eq!(f.server.stats().inlined, 10);
     for i in 12..=21 {
         f.peer.send(&invoke(i, b"many"));
@@ -167,7 +173,7 @@ fn short_handlers_run_on_the_reading_thread() {
 /// A run as long as `inline_below` makes the function's next runs handed off again, until
 /// that run has decayed below the bound (by an eighth per run: 400 ms, then 350, 306, 268,
 /// 234, 205 and 179 against 200 ms; the short runs take far less): the 7th short run after
-/// it is inlined. With `inline_below` zero, the default, nothing ever is.
+/// it is inlined.
 #[test]
 fn a_long_run_hands_the_function_off_until_it_has_decayed() {
     let mut f = fixture_with(inlining_below(Duration::from_millis(200)));
@@ -176,24 +182,21 @@ fn a_long_run_hands_the_function_off_until_it_has_decayed() {
     std::thread::sleep(Duration::from_millis(400));
     f.release.send(()).unwrap();
     assert_eq!(f.peer.recv(), ok(1, b"block"));
-    for i in 2..=7 {
-        f.peer.send(&invoke(i, b"short"));
-        assert_eq!(f.peer.recv(), ok(i, b"short"));
-    }
+    f.echo_one_at_a_time(2..=7, b"short");
     assert_eq!(f.server.stats().inlined, 0);
-    f.peer.send(&invoke(8, b"short"));
-    assert_eq!(f.peer.recv(), ok(8, b"short"));
+    f.echo_one_at_a_time(8..=8, b"short");
     assert_eq!(f.server.stats().inlined, 1);
     drop(f.peer);
     f.server.stop();
+}
 
+/// `inline_below` is zero by default: however short a function's runs, none is inlined.
+#[test]
+fn by_default_nothing_is_inlined() {
     assert_eq!(ServerOptions::default().inline_below, Duration::ZERO);
     assert_eq!(ServerOptions::new(2, 0).inline_below, Duration::ZERO);
     let mut f = fixture(2, 0);
-    for i in 1..=5 {
-        f.peer.send(&invoke(i, b"short"));
-        assert_eq!(f.peer.recv(), ok(i, b"short"));
-    }
+    f.echo_one_at_a_time(1..=5, b"short");
     let stats = f.server.stats();
     assert_eq!((stats.inlined, stats.completed), (0, 5), "{stats:?}");
     drop(f.peer);
