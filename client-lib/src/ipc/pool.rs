@@ -31,8 +31,11 @@ pub const POOLED_CAPACITY_MIN: usize = 1024 * 1024;
 /// The bound of an app's pool (the process's [`buffer_pool`]), until it calls
 /// [`BufferPool::set_max`]: two buffers of the largest default frame, what one large call or
 /// invocation needs at a time (the reader's buffer and the decoded payload, or the encoded
-/// frame).
-pub const CLIENT_POOL_MAX_DEFAULT: usize = 2 * super::FRAME_MAX_DEFAULT + 2 * 64 * 1024;
+/// frame). The largest is the frame reader's, of a whole frame and one read, at its pooled
+/// capacity ([`pooled_capacity`]): 18 MiB, so 36 MiB in all.
+pub const CLIENT_POOL_MAX_DEFAULT: usize = 2 * pooled_capacity(
+    super::frame::LENGTH_PREFIX_LEN + super::FRAME_MAX_DEFAULT + super::frame::READ_CHUNK,
+);
 
 /// The process's pool, used by [`FrameReader`](super::FrameReader), the frame and value
 /// encoders and the hand-written decoders of payloads. A daemon sets its bound from its
@@ -68,13 +71,18 @@ pub fn pooled_copy(bytes: &[u8]) -> Vec<u8> {
 /// The capacity to allocate for a buffer of `len` bytes that may be pooled later: `len`
 /// itself below [`POOLED_CAPACITY_MIN`], else `len` rounded up to a sixteenth of its power of
 /// two (16 MiB - 4 KiB and 16 MiB + 100 bytes become 16 MiB and 18 MiB): less than 1/8 more.
-pub fn pooled_capacity(len: usize) -> usize {
+pub const fn pooled_capacity(len: usize) -> usize {
     if len < POOLED_CAPACITY_MIN {
         return len;
     }
-    len.checked_next_power_of_two()
-        .and_then(|power| len.checked_next_multiple_of(power / 16))
-        .unwrap_or(len)
+    // `Option::and_then` with a closure is not `const`.
+    match len.checked_next_power_of_two() {
+        Some(power) => match len.checked_next_multiple_of(power / 16) {
+            Some(rounded) => rounded,
+            None => len,
+        },
+        None => len,
+    }
 }
 
 /// Large byte buffers kept for reuse, at most `max` bytes of capacity in all.

@@ -176,3 +176,21 @@ fn a_pooled_copy_holds_exactly_the_bytes_copied() {
     assert_eq!(second, short, "no byte of the longer message is left in it");
     recycle(second);
 }
+
+#[test]
+fn the_default_bound_keeps_two_buffers_of_the_largest_default_frame() {
+    // The frame reader's buffer for a frame of the default maximum: the whole frame and one
+    // read, allocated at its pooled capacity (see `FrameReader::make_room`).
+    let largest = pooled_capacity(
+        crate::ipc::LENGTH_PREFIX_LEN + crate::ipc::FRAME_MAX_DEFAULT + crate::ipc::READ_CHUNK,
+    );
+    assert_eq!(largest, 18 * MIB);
+    let pool = BufferPool::new(CLIENT_POOL_MAX_DEFAULT);
+    // Capacity only: nothing is touched, so the test costs no memory.
+    pool.give(Vec::with_capacity(largest));
+    pool.give(Vec::with_capacity(largest));
+    let stats = pool.stats();
+    assert_eq!((stats.buffers, stats.bytes), (2, 2 * largest), "{stats:?}");
+    // A decoded payload of a maximal argument beside the reader's buffer fits too.
+    assert!(pooled_capacity(crate::ipc::FRAME_MAX_DEFAULT) <= largest);
+}
