@@ -34,8 +34,8 @@ struct Args {
     #[arg(long, default_value_t = rpcd_client::QUEUE_MAX_DEFAULT)]
     queue: usize,
     /// Run a function on the thread that read it while its recent runs took less than this
-    /// (µs; 0: never). The kv handlers only touch memory, never the connection, so they may
-    /// (`ServerOptions::inline_below`).
+    /// (µs; 0: never; `ServerOptions::inline_below`). The kv handlers only touch memory,
+    /// never the connection, so they may run there.
     #[arg(long, default_value_t = rpcd_client::INLINE_BELOW_SHORT.as_micros() as u64)]
     inline_below_us: u64,
 }

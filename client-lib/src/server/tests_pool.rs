@@ -74,6 +74,12 @@ fn fixture_with(options: ServerOptions) -> Fixture {
 }
 
 impl Fixture {
+    /// Closes the daemon's end, then stops the server.
+    fn stop(self) {
+        drop(self.peer);
+        self.server.stop();
+    }
+
     /// Each of `invocations` in turn, with `args`: sent, then its echo awaited.
     fn echo_one_at_a_time(&mut self, invocations: std::ops::RangeInclusive<u64>, args: &[u8]) {
         for i in invocations {
@@ -128,8 +134,7 @@ fn a_long_handler_does_not_hold_up_the_next_invocation() {
     assert_eq!(f.saw_cancel.recv_timeout(WAIT), Ok(false));
     assert_eq!(f.peer.recv(), ok(1, b"block"));
     assert_eq!(f.server.stats().completed, 2);
-    drop(f.peer);
-    f.server.stop();
+    f.stop();
 }
 
 /// With `inline_below` at `limit`.
@@ -166,8 +171,7 @@ fn short_handlers_run_on_the_reading_thread() {
     assert_eq!(answered, (12..=21).collect::<Vec<_>>());
     let stats = f.server.stats();
     assert_eq!((stats.inlined, stats.completed), (20, 21), "{stats:?}");
-    drop(f.peer);
-    f.server.stop();
+    f.stop();
 }
 
 /// A run as long as `inline_below` makes the function's next runs handed off again, until
@@ -186,8 +190,7 @@ fn a_long_run_hands_the_function_off_until_it_has_decayed() {
     assert_eq!(f.server.stats().inlined, 0);
     f.echo_one_at_a_time(8..=8, b"short");
     assert_eq!(f.server.stats().inlined, 1);
-    drop(f.peer);
-    f.server.stop();
+    f.stop();
 }
 
 /// `inline_below` is zero by default: however short a function's runs, none is inlined.
@@ -199,8 +202,7 @@ fn by_default_nothing_is_inlined() {
     f.echo_one_at_a_time(1..=5, b"short");
     let stats = f.server.stats();
     assert_eq!((stats.inlined, stats.completed), (0, 5), "{stats:?}");
-    drop(f.peer);
-    f.server.stop();
+    f.stop();
 }
 
 /// With every worker running a handler, cancels still arrive: each running handler sees
@@ -224,8 +226,7 @@ fn cancels_arrive_while_every_worker_is_busy() {
     // 3 is answered: wait for the counts rather than read them once.
     let stats = stats_once(&f.server, |s| (s.completed, s.cancelled) == (3, 2));
     assert_eq!((stats.completed, stats.cancelled), (3, 2), "{stats:?}");
-    drop(f.peer);
-    f.server.stop();
+    f.stop();
 }
 
 /// With the only worker busy, one invocation waits in the queue (`queue_max` 1) and the next
@@ -258,8 +259,7 @@ fn the_queue_bound_holds_while_the_workers_are_busy() {
     assert_eq!(f.peer.recv(), ok(2, b"queued"));
     let stats = f.server.stats();
     assert_eq!((stats.completed, stats.refused_overloaded), (2, 1));
-    drop(f.peer);
-    f.server.stop();
+    f.stop();
 }
 
 /// Stopping answers what runs, unregisters, and gives the socket back to the connection: a

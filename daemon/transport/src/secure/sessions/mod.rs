@@ -501,8 +501,11 @@ impl Sessions {
         let cfg = self.cfg;
         if let Some(s) = self.sessions.get_mut(&a) {
             let t = s.deadline(&cfg);
-            let sooner = matches!((s.scheduled, t), (Some(due), Some(t)) if due <= t);
-            if t != s.scheduled && !sooner {
+            let keep = match (s.scheduled, t) {
+                (Some(due), Some(t)) => due <= t,
+                (due, t) => due == t,
+            };
+            if !keep {
                 s.scheduled = t;
                 if let Some(t) = t {
                     self.timers.push(Reverse((t, a)));
